@@ -1,0 +1,167 @@
+"""One long-running background process of the stack: start, probe, stop.
+
+The process runs in its own session (process group), so stopping it also
+stops whatever it spawned (Flink's Python workers). Its PID is kept in a
+pid file together with a marker that must appear in its command line or environment, so a
+recycled PID is never mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.errors import StackError
+
+#: Environment variable carrying a process's marker; it survives ``exec`` from a launcher script.
+MARKER_VARIABLE = "METERING_PROCESS_MARKER"
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` and we could bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, or a note that it is empty or absent."""
+    if not path.exists():
+        return "(no log written)"
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 16384))
+        text = handle.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+@dataclass
+class ManagedProcess:
+    """A background process identified by a pid file and a command-line marker."""
+
+    name: str
+    pid_file: Path
+    log_file: Path
+    marker: str
+
+    def pid(self) -> int | None:
+        """The PID of our running process, or None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return None
+        if stat.rsplit(") ", 1)[-1].startswith("Z"):
+            return None
+        marker = self.marker.encode()
+        if marker not in cmdline and f"{MARKER_VARIABLE}=".encode() + marker not in environ.split(b"\0"):
+            return None
+        return pid
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> int:
+        """Start the process detached from us, output appended to its log."""
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            log.write(f"\n===== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {self.name}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    list(argv),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**env, MARKER_VARIABLE: self.marker},
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise StackError(f"could not start {self.name}: {exc}", log=self.log_file) from exc
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def wait_ready(self, probe: Callable[[], str | None], timeout_s: float, what: str) -> None:
+        """Poll ``probe`` (None = ready, else the reason) until ready, the process dies, or timeout."""
+        deadline = time.monotonic() + timeout_s
+        reason: str | None = "not probed yet"
+        delay = 0.2
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise StackError(
+                    f"{self.name} exited during start-up; last log lines:\n{tail(self.log_file)}",
+                    log=self.log_file,
+                )
+            reason = probe()
+            if reason is None:
+                return
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+        raise StackError(
+            f"{self.name} did not become ready within {timeout_s:.0f}s ({what}: {reason})",
+            log=self.log_file,
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the whole process group: SIGTERM, then SIGKILL. True if something was stopped."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        self._signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self._group_alive(pid):
+            time.sleep(0.2)
+        if self._group_alive(pid):
+            self._signal_group(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self._group_alive(pid):
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the main process only (fault tests: a crash, not a shutdown)."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+    @staticmethod
+    def _signal_group(pid: int, sig: signal.Signals) -> None:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def _group_alive(pgid: int) -> bool:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            fields = stat.rsplit(") ", 1)[-1].split()
+            # fields: state ppid pgrp ...
+            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+                return True
+        return False
