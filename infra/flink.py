@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -130,10 +131,20 @@ class FlinkCluster:
         # lib/: PyFlink's jars + flink-python + the pinned connector, as symlinks.
         for old in self.lib_dir.iterdir():
             old.unlink()
-        wanted = [*sorted((home / "lib").glob("*.jar")), *sorted((home / "opt").glob("flink-python-*.jar")), connector_jar(s)]
+        wanted = [
+            *sorted((home / "lib").glob("*.jar")),
+            *sorted((home / "opt").glob("flink-python-*.jar")),
+            connector_jar(s),
+        ]
         for jar in wanted:
             (self.lib_dir / jar.name).symlink_to(jar)
-        for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties", "logback.xml", "logback-console.xml"):
+        for name in (
+            "log4j.properties",
+            "log4j-console.properties",
+            "log4j-cli.properties",
+            "logback.xml",
+            "logback-console.xml",
+        ):
             source = home / "conf" / name
             if source.exists():
                 shutil.copyfile(source, self.conf_dir / name)
@@ -184,6 +195,27 @@ class FlinkCluster:
         """(Re)start only the TaskManager, e.g. after a fault test killed it."""
         self._start_role("taskmanager", "taskmanager.sh")
         self.taskmanager.wait_ready(self.probe, timeout_s or self.settings.startup_timeout_s, "TaskManager registration")
+
+    def run_python(
+        self, script: Path, args: list[str], *, python_files: list[Path] | None = None, timeout_s: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        """``flink run -py SCRIPT -- ARGS`` against this cluster (attached: returns when the job ends)."""
+        command = [
+            "bash",
+            str(pyflink_home() / "bin" / "flink"),
+            "run",
+            "-m",
+            f"{LOOPBACK}:{self.settings.flink_rest_port}",
+            "-py",
+            str(script),
+            "-pyexec",
+            self.settings.python_executable,
+        ]
+        if python_files:
+            command += ["-pyfs", ",".join(str(p) for p in python_files)]
+        return subprocess.run(
+            [*command, *args], env=self.environment(), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
 
     def rest(self, path: str, timeout_s: float = 3.0) -> Any:
         """GET a Flink REST endpoint and decode its JSON."""

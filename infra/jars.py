@@ -114,8 +114,7 @@ def verify(directory: Path, expected: dict[str, str], profile: str) -> None:
         if actual != digest:
             raise JarChecksumError(
                 f"checksum mismatch for {directory / name}: expected sha256 {digest}, got {actual}",
-                hint="the cached jar is corrupt or was replaced; delete it and start again "
-                "(`metering stack reset --jars`)",
+                hint="the cached jar is corrupt or was replaced; delete it and start again (`metering stack reset --jars`)",
             )
 
 

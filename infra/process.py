@@ -8,6 +8,7 @@ recycled PID is never mistaken for ours.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -35,7 +36,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a log file, or a note that it is empty or absent."""
+    """The last lines of a log file (Java stack frames skipped), or a note that it is empty or absent."""
     if not path.exists():
         return "(no log written)"
     with path.open("rb") as handle:
@@ -43,7 +44,8 @@ def tail(path: Path, lines: int = 15) -> str:
         size = handle.tell()
         handle.seek(max(0, size - 16384))
         text = handle.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+    kept = [line for line in text.splitlines() if not line.lstrip().startswith(("at ", "... "))]
+    return "\n".join(kept[-lines:]) or "(log is empty)"
 
 
 @dataclass
@@ -146,10 +148,8 @@ class ManagedProcess:
 
     @staticmethod
     def _signal_group(pid: int, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:

@@ -38,7 +38,11 @@ class Stack:
             "healthy": bool(kafka.get("healthy") and flink.get("healthy")),
             "kafka": kafka,
             "flink": flink,
-            "clickhouse": {"component": "clickhouse", "backend": "chdb (embedded)", "path": str(self.settings.chdb_path)},
+            "clickhouse": {
+                "component": "clickhouse",
+                "backend": "chdb (embedded)",
+                "path": str(self.settings.chdb_path),
+            },
         }
 
     def down(self) -> list[str]:

@@ -55,7 +55,9 @@ def run(bootstrap: str, source_topic: str, sink_topic: str, connector_jar: Path 
     config.set("pipeline.name", f"passthrough {source_topic} -> {sink_topic}")
     if connector_jar is not None:
         config.set("pipeline.jars", connector_jar.resolve().as_uri())
-    t_env.create_temporary_table("source", kafka_raw_table(bootstrap, source_topic, group=f"passthrough-{source_topic}", bounded=True))
+    t_env.create_temporary_table(
+        "source", kafka_raw_table(bootstrap, source_topic, group=f"passthrough-{source_topic}", bounded=True)
+    )
     t_env.create_temporary_table("sink", kafka_raw_table(bootstrap, sink_topic))
     passthrough(t_env.from_path("source")).execute_insert("sink").wait()
 

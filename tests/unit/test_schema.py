@@ -1,0 +1,115 @@
+"""Schema v1: the example corpus, exact decimals, timestamps and one message per problem."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.validate import SCHEMA_DIR, parse_timestamp, validate_line, validate_object
+
+EXAMPLES = SCHEMA_DIR / "examples" / "v1"
+VALID = sorted((EXAMPLES / "valid").glob("*.json"))
+INVALID = sorted((EXAMPLES / "invalid").glob("*.json"))
+
+
+def base_event(**overrides: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "event_id": "e-1",
+        "customer_id": "acme",
+        "event_type": "api_call",
+        "timestamp": "2026-03-01T12:00:00Z",
+        "quantity": "1",
+    }
+    event.update(overrides)
+    return event
+
+
+def test_corpus_is_not_empty() -> None:
+    assert len(VALID) >= 5 and len(INVALID) >= 10
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_valid_examples_parse(path: Path) -> None:
+    result = validate_line(path.read_bytes())
+    assert result.ok, [str(p) for p in result.problems]
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_examples_are_rejected_with_their_reason(path: Path) -> None:
+    expected_reason = path.stem.split("__")[0]
+    result = validate_line(path.read_bytes())
+    assert not result.ok
+    assert expected_reason in {p.reason for p in result.problems}, [f"{p.reason}: {p}" for p in result.problems]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    line = json.dumps(base_event(event_id="", customer_id="a b", timestamp="yesterday", quantity="1e5", extra=1))
+    reasons = sorted(p.reason for p in validate_line(line).problems)
+    assert reasons == ["bad_customer_id", "bad_event_id", "bad_quantity", "bad_timestamp", "unknown_field"]
+
+
+def test_problem_messages_name_the_field() -> None:
+    (problem,) = validate_line(json.dumps(base_event(quantity="ten"))).problems
+    assert str(problem).startswith("quantity: 'ten'")
+
+
+def test_json_number_quantity_is_not_a_float() -> None:
+    event = validate_line(
+        '{"event_id":"e","customer_id":"c","event_type":"a","timestamp":"2026-01-01T00:00:00Z","quantity":0.1}'
+    ).event
+    assert event is not None
+    assert event.quantity == Decimal("0.1") and isinstance(event.quantity, Decimal)
+
+
+def test_float_decoded_input_is_refused() -> None:
+    assert "bad_quantity" in {p.reason for p in validate_object(base_event(quantity=0.1)).problems}
+
+
+decimal_text = st.decimals(
+    min_value=Decimal("-99999999999999999999999999999.999999999"),
+    max_value=Decimal("99999999999999999999999999999.999999999"),
+    places=9,
+    allow_nan=False,
+    allow_infinity=False,
+)
+
+
+@given(decimal_text, st.booleans())
+def test_any_decimal_in_range_round_trips_exactly(value: Decimal, as_string: bool) -> None:
+    text = format(value, "f")
+    quantity = json.dumps(text) if as_string else text
+    line = f'{{"event_id":"e","customer_id":"c","event_type":"a","timestamp":"2026-01-01T00:00:00Z","quantity":{quantity}}}'
+    result = validate_line(line)
+    assert result.ok, [str(p) for p in result.problems]
+    assert result.event is not None and result.event.quantity == value
+
+
+@given(st.integers(min_value=10, max_value=15))
+def test_more_than_nine_fraction_digits_are_rejected(places: int) -> None:
+    text = "0." + "0" * (places - 1) + "1"
+    assert not validate_line(json.dumps(base_event(quantity=text))).ok
+
+
+@given(
+    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)),
+    st.integers(min_value=-14 * 4, max_value=14 * 4),
+)
+def test_rfc3339_with_any_quarter_hour_offset_parses_to_the_same_instant(moment: datetime, quarters: int) -> None:
+    zone = timezone(timedelta(minutes=15 * quarters))
+    local = moment.astimezone(zone)
+    text = local.isoformat()
+    assert parse_timestamp(text) == moment
+
+
+def test_nanosecond_fraction_is_truncated_not_rounded() -> None:
+    assert parse_timestamp("2026-03-01T12:00:00.999999999+05:30").microsecond == 999999
+
+
+def test_timestamp_without_offset_is_rejected() -> None:
+    assert "bad_timestamp" in {p.reason for p in validate_line(json.dumps(base_event(timestamp="2026-03-01T12:00:00"))).problems}
