@@ -45,3 +45,18 @@ def test_unreachable_broker_is_a_clear_failure(tmp_path: object, capsys: pytest.
     # Port 9 (discard) on loopback: nothing listens; the admin client gives up after 1 s.
     assert main(["produce", str(events), "--bootstrap", "127.0.0.1:9", "--connect-timeout", "1"]) == 1
     assert "Kafka is not reachable" in capsys.readouterr().err
+
+
+def test_config_validate_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "validate", "config/metering.example.yaml"]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_config_validate_lists_problems_and_exits_2(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    bad = Path(str(tmp_path)) / "bad.yaml"
+    bad.write_text("meters:\n  - {name: x, event_type: a, aggregation: avg}\npipeline: {parallelism: -1}\n")
+    assert main(["config", "validate", str(bad)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "meters[0].aggregation: 'avg' must be one of" in err and "pipeline.parallelism" in err

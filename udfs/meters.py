@@ -1,0 +1,69 @@
+"""Meter definitions: which events a meter counts, how, and grouped by what.
+
+A meter is configuration, not code: ``name``, ``event_type``, ``aggregation``,
+the ``value`` it reads (``quantity`` or ``properties.<name>``), ``group_by``
+dimensions from ``properties``, and whether negative values are allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+class Aggregation(StrEnum):
+    SUM = "sum"
+    COUNT = "count"
+    MAX = "max"
+    MIN = "min"
+    UNIQUE_COUNT = "unique_count"
+    LATEST = "latest"
+
+    @property
+    def needs_numeric_value(self) -> bool:
+        """Aggregations whose value must be an exact decimal (count and unique_count need not)."""
+        return self in (Aggregation.SUM, Aggregation.MAX, Aggregation.MIN, Aggregation.LATEST)
+
+    @property
+    def retractable(self) -> bool:
+        """Whether an earlier partial can be subtracted (sum, count) rather than only superseded."""
+        return self in (Aggregation.SUM, Aggregation.COUNT)
+
+
+@dataclass(frozen=True)
+class Meter:
+    """One meter. ``value`` is ``"quantity"`` or ``"properties.<name>"``."""
+
+    name: str
+    event_type: str
+    aggregation: Aggregation
+    value: str = "quantity"
+    group_by: tuple[str, ...] = ()
+    allow_negative: bool = False
+
+    @property
+    def value_property(self) -> str | None:
+        """The ``properties`` key carrying the value, or None when the value is ``quantity``."""
+        return None if self.value == "quantity" else self.value.removeprefix("properties.")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, message) for every inconsistency in this definition."""
+        found: list[tuple[str, str]] = []
+        if not NAME.match(self.name):
+            found.append(("name", f"{self.name!r} must match {NAME.pattern} (it becomes a column value and metric name)"))
+        if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,63}$", self.event_type):
+            found.append(("event_type", f"{self.event_type!r} is not a valid event type (see schemas/usage_event.v1.json)"))
+        if self.value != "quantity" and not (
+            self.value.startswith("properties.") and PROPERTY.match(self.value.removeprefix("properties."))
+        ):
+            found.append(("value", f"{self.value!r} must be 'quantity' or 'properties.<name>'"))
+        for index, dimension in enumerate(self.group_by):
+            if not PROPERTY.match(dimension):
+                found.append((f"group_by[{index}]", f"{dimension!r} is not a property name"))
+        if len(set(self.group_by)) != len(self.group_by):
+            found.append(("group_by", "dimensions must not repeat"))
+        return found
