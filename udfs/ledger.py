@@ -1,0 +1,138 @@
+"""Finalization rules for one (customer, meter, group-by) key, as a plain state machine.
+
+Input is the changelog of minute partials produced upstream (per UTC minute:
+an insert, or an update as a retraction of the old partial plus the new one)
+and the event-time watermark. Output:
+
+- :class:`Provisional` running totals of every open billing period that changed
+  since the last call to :meth:`PeriodLedger.provisional`;
+- :class:`Final` — once the watermark passes ``period_end + grace``, the period's
+  total is emitted exactly once and its state is dropped (bounded state);
+- :class:`Correction` — a minute change for a period that is already final; it
+  carries the period it belongs to and the change (a signed delta for sum/count,
+  the new partial for max/min/unique_count/latest) for the next invoice.
+
+Rules (see docs/semantics.md): event time decides the period; a period is final
+exactly when ``period_end + grace <= watermark``; a final never changes; every
+minute change is counted in exactly one of (final, correction). The Flink job
+wraps this class in a keyed function with state and event-time timers; tests
+drive it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+from udfs.aggregators import Partial, empty, merge, subtract
+from udfs.meters import Aggregation
+from udfs.periods import BillingCycle, billing_period, epoch_millis, from_epoch_millis
+
+
+@dataclass(frozen=True)
+class MinuteChange:
+    """One changelog row of a minute partial: ``retract=True`` removes an earlier partial."""
+
+    minute_ms: int
+    partial: Partial
+    retract: bool = False
+
+
+@dataclass(frozen=True)
+class Provisional:
+    period_start_ms: int
+    period_end_ms: int
+    partial: Partial
+    version: int
+
+
+@dataclass(frozen=True)
+class Final:
+    period_start_ms: int
+    period_end_ms: int
+    partial: Partial
+    finalized_at_watermark_ms: int
+
+
+@dataclass(frozen=True)
+class Correction:
+    period_start_ms: int
+    period_end_ms: int
+    minute_ms: int
+    #: sum/count: the signed change; other aggregations: the minute's newer partial.
+    partial: Partial
+    retract: bool
+
+
+@dataclass
+class _OpenPeriod:
+    end_ms: int
+    partial: Partial
+    version: int = 0
+    dirty: bool = False
+
+
+@dataclass
+class PeriodLedger:
+    """Open billing periods of one key. Every method is deterministic given its inputs."""
+
+    aggregation: Aggregation
+    cycle: BillingCycle
+    grace: timedelta
+    open_periods: dict[int, _OpenPeriod] = field(default_factory=dict)
+
+    def period_of(self, minute_ms: int) -> tuple[int, int]:
+        period = billing_period(from_epoch_millis(minute_ms), self.cycle)
+        return epoch_millis(period.start), epoch_millis(period.end)
+
+    @property
+    def grace_ms(self) -> int:
+        return int(self.grace / timedelta(milliseconds=1))
+
+    def is_final(self, period_end_ms: int, watermark_ms: int) -> bool:
+        return period_end_ms + self.grace_ms <= watermark_ms
+
+    def apply(self, change: MinuteChange, watermark_ms: int) -> Correction | None:
+        """Fold one minute change into its period, or return it as a correction if that period is final."""
+        start, end = self.period_of(change.minute_ms)
+        if self.is_final(end, watermark_ms):
+            return Correction(start, end, change.minute_ms, change.partial, change.retract)
+        period = self.open_periods.get(start)
+        if period is None:
+            period = self.open_periods[start] = _OpenPeriod(end, empty(self.aggregation))
+        if change.retract:
+            if self.aggregation.retractable:
+                period.partial = subtract(period.partial, change.partial)
+            else:
+                # Growing aggregations: the newer partial of the same minute (which follows) supersedes
+                # the value by merging; only the event count is taken back.
+                period.partial = replace(period.partial, count=period.partial.count - change.partial.count)
+        else:
+            period.partial = merge(period.partial, change.partial)
+        period.version += 1
+        period.dirty = True
+        return None
+
+    def finalize(self, watermark_ms: int) -> list[Final]:
+        """Emit (once) and drop every open period whose end + grace the watermark has reached."""
+        due = sorted(start for start, p in self.open_periods.items() if self.is_final(p.end_ms, watermark_ms))
+        finals = [Final(start, self.open_periods[start].end_ms, self.open_periods[start].partial, watermark_ms) for start in due]
+        for start in due:
+            del self.open_periods[start]
+        return finals
+
+    def provisional(self) -> list[Provisional]:
+        """Running totals of the periods that changed since the previous call."""
+        out = []
+        for start in sorted(self.open_periods):
+            period = self.open_periods[start]
+            if period.dirty:
+                out.append(Provisional(start, period.end_ms, period.partial, period.version))
+                period.dirty = False
+        return out
+
+    def next_finalization_ms(self) -> int | None:
+        """The watermark at which the next open period becomes final (for an event-time timer)."""
+        if not self.open_periods:
+            return None
+        return min(p.end_ms for p in self.open_periods.values()) + self.grace_ms
