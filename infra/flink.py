@@ -27,7 +27,7 @@ from infra.errors import StackError
 from infra.jars import ensure_jars
 from infra.java import find_java
 from infra.process import ManagedProcess, port_is_free
-from infra.settings import LOOPBACK, StackSettings
+from infra.settings import LOOPBACK, PROJECT_ROOT, StackSettings
 
 
 def pyflink_home() -> Path:
@@ -52,6 +52,21 @@ def connector_jar(settings: StackSettings) -> Path:
     if len(jars) != 1:
         raise StackError(f"expected one flink-sql-connector-kafka jar in {folder}, found {len(jars)}")
     return jars[0]
+
+
+def python_path(existing: str | None = None) -> str:
+    """PYTHONPATH for Flink's Python workers: the project and this environment's site-packages.
+
+    In ``python.execution-mode: thread`` the UDFs run in an interpreter embedded in the JVM
+    (pemja), which starts from the base installation's prefix and does not see a virtualenv;
+    it needs the venv's site-packages and the project root on its path explicitly.
+    """
+    import site
+
+    parts = [str(PROJECT_ROOT), *site.getsitepackages()]
+    if existing:
+        parts.append(existing)
+    return os.pathsep.join(dict.fromkeys(parts))
 
 
 @dataclass
@@ -161,6 +176,7 @@ class FlinkCluster:
         env["FLINK_LOG_DIR"] = str(self.log_dir)
         env["FLINK_PID_DIR"] = str(self.settings.run_dir)
         env["JAVA_HOME"] = str(find_java().resolve().parent.parent)
+        env["PYTHONPATH"] = python_path(env.get("PYTHONPATH"))
         return env
 
     def _start_role(self, role: str, script: str) -> None:

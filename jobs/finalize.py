@@ -1,0 +1,209 @@
+"""The finalization operator: :class:`udfs.ledger.PeriodLedger` wrapped in a keyed Flink function.
+
+Input: minute partials of one (customer, meter, group_key) key — cumulative rows of an open
+minute from the CUMULATE window (``window_end_ms`` > 0) and single-event rows of late events
+(``window_end_ms`` = -1). Outputs (JSON strings):
+
+- main output: ``aggregate`` rows (one per minute segment: the on-time cumulative value with its
+  step as version, or one late event), annotated with the customer's local day and billing period;
+- side output ``finals``: one row per (key, period), once, when the watermark passes end + grace;
+- side output ``corrections``: partials that arrived for an already final period.
+
+State per key: the open periods and the last cumulative partial of each open minute (a pickled
+dict in one ``ValueState``), cleared by the finalization timer when nothing is open: bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pyflink.common import Types
+from pyflink.datastream import OutputTag
+from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import ValueStateDescriptor
+
+from jobs.config import Config
+from udfs.aggregators import Partial
+from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger
+from udfs.meters import Aggregation
+from udfs.periods import from_epoch_millis, local_day
+
+FINALS = OutputTag("finals", Types.STRING())
+CORRECTIONS = OutputTag("corrections", Types.STRING())
+SEP = "\u0001"
+
+
+def partial_from_row(aggregation: Aggregation, row: Any) -> Partial:
+    """Decode a partial row (see jobs/sql.PARTIAL_COLUMNS) into an exact :class:`Partial`."""
+    count = int(row[5])
+    total = Decimal(row[6]) if row[6] is not None else Decimal(0)
+    extreme = row[7] if aggregation is Aggregation.MAX else row[8]
+    distinct = frozenset(row[9].split(SEP)) if aggregation is Aggregation.UNIQUE_COUNT and row[9] is not None else frozenset()
+    latest = None
+    if aggregation is Aggregation.LATEST and row[10]:
+        millis, rest = row[10].split(SEP, 1)
+        event_id, value = rest.rsplit(SEP, 1)
+        latest = (int(millis), event_id, Decimal(value))
+    return Partial(
+        aggregation,
+        count,
+        total=total if aggregation is Aggregation.SUM else Decimal(0),
+        extreme=Decimal(extreme) if extreme is not None and aggregation in (Aggregation.MAX, Aggregation.MIN) else None,
+        distinct=distinct,
+        latest=latest,
+    )
+
+
+def partial_json(partial: Partial) -> dict[str, Any]:
+    """The wire form of a partial: exact decimals as strings."""
+    return {
+        "value": str(partial.result()),
+        "event_count": partial.count,
+        "sum": str(partial.total),
+        "max": None if partial.extreme is None or partial.aggregation is not Aggregation.MAX else str(partial.extreme),
+        "min": None if partial.extreme is None or partial.aggregation is not Aggregation.MIN else str(partial.extreme),
+        "distinct_values": sorted(partial.distinct),
+        "latest_ms": partial.latest[0] if partial.latest else None,
+        "latest_value": str(partial.latest[2]) if partial.latest else None,
+    }
+
+
+@dataclass
+class _KeyState:
+    ledger: PeriodLedger
+    open_minutes: dict[int, Partial] = field(default_factory=dict)
+
+
+class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by (customer_id, meter, group_key)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.aggregation_of = {m.name: m.aggregation for m in config.meters}
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = runtime_context.get_state(ValueStateDescriptor("ledger", Types.PICKLED_BYTE_ARRAY()))
+
+    def _load(self, customer_id: str, meter: str) -> _KeyState:
+        stored = self.state.value()
+        if stored is not None:
+            loaded: _KeyState = pickle.loads(stored)
+            return loaded
+        policy = self.config.billing.policy_for(customer_id)
+        return _KeyState(PeriodLedger(self.aggregation_of[meter], policy.cycle, policy.grace))
+
+    def _save(self, state: _KeyState) -> None:
+        if state.ledger.open_periods or state.open_minutes:
+            self.state.update(pickle.dumps(state))
+        else:
+            self.state.clear()
+
+    def process_element(self, row: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        customer_id, meter, group_key, minute_ms, window_end_ms = row[0], row[1], row[2], int(row[3]), int(row[4])
+        state = self._load(customer_id, meter)
+        watermark = ctx.timer_service().current_watermark()
+        partial = partial_from_row(state.ledger.aggregation, row)
+        changes: list[MinuteChange] = []
+        if window_end_ms > 0:  # cumulative value of an open minute: retract the previous one
+            previous = state.open_minutes.get(minute_ms)
+            if previous is not None:
+                changes.append(MinuteChange(minute_ms, previous, retract=True))
+            changes.append(MinuteChange(minute_ms, partial))
+            if window_end_ms >= minute_ms + 60_000:
+                state.open_minutes.pop(minute_ms, None)  # last step of this minute
+            else:
+                state.open_minutes[minute_ms] = partial
+            segment, version = "on_time", window_end_ms
+        else:
+            changes.append(MinuteChange(minute_ms, partial))
+            segment, version = f"late:{row[11]}", 1  # one row per late event, idempotent by event id
+        corrected = False
+        for change in changes:
+            correction = state.ledger.apply(change, watermark)
+            if correction is not None:
+                corrected = True
+                yield CORRECTIONS, self._correction_json(customer_id, meter, group_key, correction)
+        start, end = state.ledger.period_of(minute_ms)
+        if not corrected:
+            ctx.timer_service().register_event_time_timer(end + state.ledger.grace_ms)
+            yield self._aggregate_json(customer_id, meter, group_key, minute_ms, start, end, segment, version, partial, state)
+        self._save(state)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        customer_id, meter, group_key = ctx.get_current_key()
+        state = self._load(customer_id, meter)
+        for final in state.ledger.finalize(timestamp):
+            yield FINALS, self._final_json(customer_id, meter, group_key, final)
+        self._save(state)
+
+    # --- wire formats -----------------------------------------------------------------------------
+    def _local_day(self, customer_id: str, minute_ms: int) -> int:
+        policy = self.config.billing.policy_for(customer_id)
+        day = local_day(from_epoch_millis(minute_ms), policy.cycle.timezone)
+        return int(day.start.timestamp() * 1000)
+
+    def _aggregate_json(
+        self,
+        customer_id: str,
+        meter: str,
+        group_key: str,
+        minute_ms: int,
+        start: int,
+        end: int,
+        segment: str,
+        version: int,
+        partial: Partial,
+        state: _KeyState,
+    ) -> str:
+        return json.dumps(
+            {
+                "customer_id": customer_id,
+                "meter": meter,
+                "group_key": group_key,
+                "aggregation": state.ledger.aggregation.value,
+                "minute_ms": minute_ms,
+                "day_start_ms": self._local_day(customer_id, minute_ms),
+                "period_start_ms": start,
+                "period_end_ms": end,
+                "segment": segment,
+                "version": version,
+                **partial_json(partial),
+            },
+            separators=(",", ":"),
+        )
+
+    def _final_json(self, customer_id: str, meter: str, group_key: str, final: Final) -> str:
+        return json.dumps(
+            {
+                "customer_id": customer_id,
+                "meter": meter,
+                "group_key": group_key,
+                "aggregation": final.partial.aggregation.value,
+                "period_start_ms": final.period_start_ms,
+                "period_end_ms": final.period_end_ms,
+                "finalized_at_watermark_ms": final.finalized_at_watermark_ms,
+                **partial_json(final.partial),
+            },
+            separators=(",", ":"),
+        )
+
+    def _correction_json(self, customer_id: str, meter: str, group_key: str, correction: Correction) -> str:
+        return json.dumps(
+            {
+                "customer_id": customer_id,
+                "meter": meter,
+                "group_key": group_key,
+                "aggregation": correction.partial.aggregation.value,
+                "period_start_ms": correction.period_start_ms,
+                "period_end_ms": correction.period_end_ms,
+                "minute_ms": correction.minute_ms,
+                "retract": correction.retract,
+                **partial_json(correction.partial),
+            },
+            separators=(",", ":"),
+        )

@@ -1,0 +1,267 @@
+"""The metering job: Kafka usage events -> exact aggregates, finals, corrections, dead letters.
+
+Graph (per-event work in the JVM, Python only on low-volume minute partials)::
+
+    events (Kafka, raw bytes + partition/offset/timestamp)
+      -> parsed: validation with reason codes; rowtime = event time, or the epoch when the event
+         is invalid or future-dated (it never advances the watermark)
+         -> dead letters (reason != NULL)                                   [Kafka, exactly-once]
+         -> duplicates: count/variants per id seen twice                    [Kafka upserts, idempotent]
+         -> deduped: first occurrence per (customer_id, event_id), state TTL = dedup retention
+            -> metered: one row per (event, meter), value + group key + meter-level reason
+               -> flagged: late = behind the watermark (evaluated once, then materialised)
+                  -> meter dead letters (negative_value, missing_value, …)   [Kafka, exactly-once]
+                  -> on-time rows: CUMULATE(step = provisional interval, size = 1 min) partials
+                  -> late rows: single-event partials
+                     -> keyed (customer, meter, group_key): FinalizeFunction (PeriodLedger)
+                        -> aggregates / finals / corrections                [Kafka, exactly-once]
+
+Delivery: EXACTLY_ONCE checkpoints, Kafka source offsets in the checkpoint, transactional Kafka
+sinks (visible to read_committed consumers at each checkpoint). The duplicates topic is an upsert
+stream keyed by (customer_id, event_id): at-least-once writes are idempotent there.
+
+State compatibility (savepoints): operator uids are fixed below. Adding a meter adds a UNION ALL
+branch before the window; changing ``group_by`` of a meter, the CUMULATE step, or the key of
+the finalization stage is NOT savepoint-compatible (state is keyed by them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from jobs import sql
+from jobs.config import Config
+
+UID_PREFIX = "metering-v1"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this run is executed (not part of the business configuration)."""
+
+    bounded: bool = False  # read up to the offsets that were latest at start, finalize everything, stop
+    connector_jar: Path | None = None  # MiniCluster: the Kafka connector jar (a cluster has it in lib/)
+    job_name: str = "metering"
+    checkpoint_dir: str | None = None
+    transactional_id_prefix: str = "metering"
+
+
+def _kafka_options(config: Config, topic: str) -> dict[str, str]:
+    return {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": config.kafka.bootstrap_servers}
+
+
+def _exactly_once_sink(config: Config, options: RunOptions, topic: str, name: str) -> dict[str, str]:
+    timeout_ms = int(config.kafka.transaction_timeout / timedelta(milliseconds=1))
+    return {
+        **_kafka_options(config, topic),
+        "format": "json",
+        "json.encode.decimal-as-plain-number": "true",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"{options.transactional_id_prefix}-{name}",
+        "properties.transaction.timeout.ms": str(timeout_ms),
+    }
+
+
+def _with(options: dict[str, str]) -> str:
+    return ", ".join(f"{sql.lit(k)} = {sql.lit(v)}" for k, v in options.items())
+
+
+def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
+    """StreamExecutionEnvironment + StreamTableEnvironment configured for exactly-once."""
+    import sys
+
+    from pyflink.common import Configuration
+    from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    from infra.flink import python_path
+
+    os.environ["PYTHONPATH"] = python_path(os.environ.get("PYTHONPATH"))  # thread-mode workers (MiniCluster)
+    conf = Configuration()
+    if options.connector_jar is not None:
+        conf.set_string("pipeline.jars", options.connector_jar.resolve().as_uri())
+    if options.checkpoint_dir:
+        conf.set_string("execution.checkpointing.dir", options.checkpoint_dir)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(config.pipeline.parallelism)
+    interval_ms = int(config.pipeline.checkpoint_interval / timedelta(milliseconds=1))
+    env.enable_checkpointing(interval_ms, CheckpointingMode.EXACTLY_ONCE)
+    t_env = StreamTableEnvironment.create(env)
+    table_config = t_env.get_config()
+    for key, value in {
+        "pipeline.name": options.job_name,
+        "table.local-time-zone": "UTC",
+        "table.exec.state.ttl": f"{int(config.pipeline.dedup_retention / timedelta(milliseconds=1))} ms",
+        "table.exec.source.idle-timeout": f"{int(config.pipeline.idle_timeout / timedelta(milliseconds=1))} ms",
+        "python.execution-mode": "thread",
+        "python.executable": os.environ.get("METERING_PYTHON", sys.executable),
+        "table.exec.sink.upsert-materialize": "NONE",
+    }.items():
+        table_config.set(key, value)
+    return env, t_env
+
+
+def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
+    """Define sources, views and sinks; returns the StatementSet to execute with the DataStream part."""
+    from pyflink.common import Types
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+    from pyflink.table import Schema
+
+    from jobs.finalize import CORRECTIONS, FINALS, FinalizeFunction
+
+    topics = config.kafka.topics
+    out_of_order = sql.seconds(config.pipeline.max_out_of_orderness)
+    source_options = {
+        **_kafka_options(config, topics.events),
+        "format": "raw",
+        "properties.group.id": config.kafka.consumer_group,
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": "group-offsets",
+        "properties.auto.offset.reset": "earliest",
+        "scan.watermark.idle-timeout": f"{int(config.pipeline.idle_timeout / timedelta(milliseconds=1))} ms",
+    }
+    if options.bounded:
+        source_options["scan.bounded.mode"] = "latest-offset"
+    computed = ",\n  ".join(f"{name} AS {expr}" for name, expr in sql.source_schema_columns(config.pipeline.allowed_future_skew))
+    t_env.execute_sql(f"""
+CREATE TEMPORARY TABLE events (
+  payload BYTES,
+  kafka_partition INT METADATA FROM 'partition' VIRTUAL,
+  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
+  kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+  {computed},
+  WATERMARK FOR rowtime AS rowtime - {out_of_order}
+) WITH ({_with(source_options)})""")
+    meters = config.meters
+    t_env.create_temporary_view("parsed", t_env.sql_query(sql.parse_view("events", meters, config.pipeline.allowed_future_skew)))
+    t_env.create_temporary_view("deduped", t_env.sql_query(sql.dedup_view("parsed")))
+    t_env.create_temporary_view("metered", t_env.sql_query(sql.metered_view("deduped", meters)))
+
+    # Materialise the lateness flag once (see sql.flagged_view).
+    flagged_stream = t_env.to_data_stream(t_env.sql_query(sql.flagged_view("metered")))
+    flagged = t_env.from_data_stream(
+        flagged_stream,
+        Schema.new_builder()
+        .column("customer_id", "STRING")
+        .column("meter", "STRING")
+        .column("group_key", "STRING")
+        .column("event_id", "STRING")
+        .column("event_ms", "BIGINT")
+        .column("rowtime", "TIMESTAMP_LTZ(3)")
+        .column("val", "STRING")
+        .column("distinct_value", "STRING")
+        .column("latest_enc", "STRING")
+        .column("reason", "STRING")
+        .column("payload", "STRING")
+        .column("kafka_partition", "INT")
+        .column("kafka_offset", "BIGINT")
+        .column("kafka_ts", "TIMESTAMP_LTZ(3)")
+        .column("late", "BOOLEAN")
+        .column_by_metadata("rt", "TIMESTAMP_LTZ(3)", "rowtime")
+        .watermark("rt", "SOURCE_WATERMARK()")
+        .build(),
+    )
+    t_env.create_temporary_view("flagged", flagged)
+
+    dead_letter_columns = (
+        "reason STRING, meter STRING, customer_id STRING, event_id STRING, payload STRING, "
+        "kafka_partition INT, kafka_offset BIGINT, kafka_ts TIMESTAMP_LTZ(3)"
+    )
+    t_env.execute_sql(
+        f"CREATE TEMPORARY TABLE dead_letters_sink ({dead_letter_columns}) "
+        f"WITH ({_with(_exactly_once_sink(config, options, topics.dead_letters, 'dead-letters'))})"
+    )
+    duplicates_options = {
+        "connector": "upsert-kafka",
+        "topic": f"{topics.events}-duplicates",
+        "properties.bootstrap.servers": config.kafka.bootstrap_servers,
+        "key.format": "json",
+        "value.format": "json",
+    }
+    t_env.execute_sql(
+        "CREATE TEMPORARY TABLE duplicates_sink (customer_id STRING, event_id STRING, seen BIGINT, variants BIGINT, "
+        f"last_seen TIMESTAMP_LTZ(3), PRIMARY KEY (customer_id, event_id) NOT ENFORCED) WITH ({_with(duplicates_options)})"
+    )
+    statements = t_env.create_statement_set()
+    # One INSERT per exactly-once sink: two sink operators sharing a transactional-id prefix fence
+    # each other's transactions (seen: the first one's records never became visible).
+    statements.add_insert_sql(
+        f"INSERT INTO dead_letters_sink {sql.dead_letters_view('parsed')}\nUNION ALL\n{sql.meter_dead_letters_view('flagged')}"
+    )
+    statements.add_insert_sql(f"INSERT INTO duplicates_sink {sql.duplicates_view('parsed')}")
+
+    partials = t_env.to_data_stream(
+        t_env.sql_query(
+            f"{sql.ontime_partials_view('flagged', config.pipeline.provisional_interval)}\nUNION ALL\n"
+            f"{sql.late_partials_view('flagged')}"
+        )
+    )
+    finalized = (
+        partials.key_by(lambda r: (r[0], r[1], r[2]), key_type=Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()]))
+        .process(FinalizeFunction(config), output_type=Types.STRING())
+        .uid(f"{UID_PREFIX}-finalize")
+        .name("finalize periods")
+    )
+
+    def kafka_sink(topic: str, name: str) -> Any:
+        return (
+            KafkaSink.builder()
+            .set_bootstrap_servers(config.kafka.bootstrap_servers)
+            .set_record_serializer(
+                KafkaRecordSerializationSchema.builder()
+                .set_topic(topic)
+                .set_value_serialization_schema(SimpleStringSchema())
+                .build()
+            )
+            .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+            .set_transactional_id_prefix(f"{options.transactional_id_prefix}-{name}")
+            .set_property("transaction.timeout.ms", str(int(config.kafka.transaction_timeout / timedelta(milliseconds=1))))
+            .build()
+        )
+
+    finalized.sink_to(kafka_sink(topics.aggregates, "aggregates")).uid(f"{UID_PREFIX}-sink-aggregates").name("aggregates sink")
+    finalized.get_side_output(FINALS).sink_to(kafka_sink(topics.finals, "finals")).uid(f"{UID_PREFIX}-sink-finals").name(
+        "finals sink"
+    )
+    finalized.get_side_output(CORRECTIONS).sink_to(kafka_sink(topics.corrections, "corrections")).uid(
+        f"{UID_PREFIX}-sink-corrections"
+    ).name("corrections sink")
+    return statements
+
+
+def all_topics(config: Config) -> list[str]:
+    t = config.kafka.topics
+    return [t.events, t.raw, t.aggregates, t.finals, t.corrections, t.dead_letters, f"{t.events}-duplicates"]
+
+
+def run(config: Config, options: RunOptions) -> None:
+    """Build and execute (blocking). With ``options.bounded`` it returns when everything is final."""
+    env, t_env = create_environment(config, options)
+    statements = build(config, options, env, t_env)
+    statements.attach_as_datastream()
+    env.execute(options.job_name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for ``flink run -py jobs/metering_job.py -- --config FILE [--until-end]``."""
+    import argparse
+
+    from jobs.config import load_config
+
+    parser = argparse.ArgumentParser(description="the metering job")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--until-end", action="store_true")
+    parser.add_argument("--connector-jar", type=Path)
+    parser.add_argument("--job-name", default="metering")
+    args = parser.parse_args(argv)
+    run(load_config(args.config), RunOptions(bounded=args.until_end, connector_jar=args.connector_jar, job_name=args.job_name))
+
+
+if __name__ == "__main__":
+    main()
