@@ -1,0 +1,355 @@
+"""The loader: the job's Kafka topics -> ClickHouse, idempotently.
+
+It consumes with ``isolation.level=read_committed`` (only what the job's checkpoints committed),
+converts records to rows, inserts one batch per table, and commits Kafka offsets only after
+ClickHouse accepted every insert of the batch. A failed insert is retried with exponential
+backoff (and reported); it is never skipped. A crash between insert and commit re-delivers the
+batch: every table's key makes that harmless (clickhouse/migrations/0002_aggregates.sql).
+
+In embedded mode the loader owns the chDB directory for as long as it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from clickhouse.client import Storage
+from jobs.config import Config
+from udfs.periods import from_epoch_millis
+
+log = logging.getLogger("metering.loader")
+
+SEGMENT_COLUMNS = [
+    "customer_id",
+    "meter",
+    "group_key",
+    "aggregation",
+    "minute",
+    "day_start",
+    "period_start",
+    "period_end",
+    "segment",
+    "version",
+    "value",
+    "event_count",
+    "sum_value",
+    "max_value",
+    "min_value",
+    "distinct_values",
+    "latest_ms",
+    "latest_value",
+]
+FINAL_COLUMNS = [
+    "customer_id",
+    "meter",
+    "group_key",
+    "aggregation",
+    "period_start",
+    "period_end",
+    "value",
+    "event_count",
+    "finalized_at_watermark",
+]
+CORRECTION_COLUMNS = [
+    "customer_id",
+    "meter",
+    "group_key",
+    "aggregation",
+    "period_start",
+    "period_end",
+    "minute",
+    "sign",
+    "value",
+    "event_count",
+    "kafka_partition",
+    "kafka_offset",
+]
+DEAD_LETTER_COLUMNS = [
+    "reason",
+    "meter",
+    "customer_id",
+    "event_id",
+    "payload",
+    "source_partition",
+    "source_offset",
+    "source_time",
+]
+DUPLICATE_COLUMNS = ["customer_id", "event_id", "seen", "variants", "last_seen"]
+RAW_COLUMNS = [
+    "event_id",
+    "customer_id",
+    "event_type",
+    "event_time",
+    "quantity",
+    "properties",
+    "resource",
+    "user_id",
+    "region",
+    "source",
+    "schema_version",
+    "status",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "received_at",
+    "payload",
+]
+
+
+def _dec(text: Any) -> Decimal | None:
+    return None if text is None else Decimal(str(text))
+
+
+def _ms(value: int) -> datetime:
+    return from_epoch_millis(int(value))
+
+
+def _flink_timestamp(text: str | None) -> datetime:
+    """Flink JSON TIMESTAMP_LTZ text ('2026-11-21 13:37:05.897Z') -> aware datetime."""
+    if not text:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+
+
+def segment_row(record: Any) -> tuple[str, list[Any]]:
+    d = json.loads(record.value)
+    return "aggregate_segments", [
+        d["customer_id"],
+        d["meter"],
+        d["group_key"],
+        d["aggregation"],
+        _ms(d["minute_ms"]),
+        _ms(d["day_start_ms"]),
+        _ms(d["period_start_ms"]),
+        _ms(d["period_end_ms"]),
+        d["segment"],
+        int(d["version"]),
+        _dec(d["value"]),
+        int(d["event_count"]),
+        _dec(d["sum"]),
+        _dec(d["max"]),
+        _dec(d["min"]),
+        list(d["distinct_values"]),
+        d["latest_ms"],
+        _dec(d["latest_value"]),
+    ]
+
+
+def final_row(record: Any) -> tuple[str, list[Any]]:
+    d = json.loads(record.value)
+    return "period_finals", [
+        d["customer_id"],
+        d["meter"],
+        d["group_key"],
+        d["aggregation"],
+        _ms(d["period_start_ms"]),
+        _ms(d["period_end_ms"]),
+        _dec(d["value"]),
+        int(d["event_count"]),
+        _ms(d["finalized_at_watermark_ms"]),
+    ]
+
+
+def correction_row(record: Any) -> tuple[str, list[Any]]:
+    d = json.loads(record.value)
+    return "corrections", [
+        d["customer_id"],
+        d["meter"],
+        d["group_key"],
+        d["aggregation"],
+        _ms(d["period_start_ms"]),
+        _ms(d["period_end_ms"]),
+        _ms(d["minute_ms"]),
+        -1 if d["retract"] else 1,
+        _dec(d["value"]),
+        int(d["event_count"]),
+        record.partition,
+        record.offset,
+    ]
+
+
+def dead_letter_row(record: Any) -> tuple[str, list[Any]]:
+    d = json.loads(record.value)
+    return "dead_letters", [
+        d["reason"],
+        d.get("meter") or "",
+        d.get("customer_id") or "",
+        d.get("event_id") or "",
+        d.get("payload") or "",
+        int(d["kafka_partition"]),
+        int(d["kafka_offset"]),
+        _flink_timestamp(d.get("kafka_ts")),
+    ]
+
+
+def duplicate_row(record: Any) -> tuple[str, list[Any]] | None:
+    if record.value is None:  # upsert tombstone: nothing to record
+        return None
+    d = json.loads(record.value)
+    return "duplicates", [
+        d["customer_id"],
+        d["event_id"],
+        int(d["seen"]),
+        int(d["variants"]),
+        _flink_timestamp(d.get("last_seen")),
+    ]
+
+
+def raw_row(record: Any) -> tuple[str, list[Any]] | None:
+    """A well-formed event for raw_events (malformed ones are in dead_letters with their reason)."""
+    try:
+        d = json.loads(record.value, parse_float=Decimal)
+        quantity = Decimal(str(d["quantity"]))
+        event_time = datetime.fromisoformat(str(d["timestamp"]).replace("Z", "+00:00").replace("z", "+00:00"))
+        if event_time.tzinfo is None or not quantity.is_finite():
+            return None
+        properties = {
+            str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in (d.get("properties") or {}).items()
+        }
+        row = [
+            str(d["event_id"]),
+            str(d["customer_id"]),
+            str(d["event_type"]),
+            event_time.astimezone(UTC),
+            quantity,
+            properties,
+            str(d.get("resource", "")),
+            str(d.get("user_id", "")),
+            str(d.get("region", "")),
+            str(d.get("source", "")),
+            int(d.get("schema_version", 1)),
+            "received",
+            record.topic,
+            record.partition,
+            record.offset,
+            _ms(record.timestamp),
+            record.value.decode("utf-8", errors="replace"),
+        ]
+    except (ValueError, KeyError, TypeError, ArithmeticError, AttributeError):
+        return None
+    return "raw_events", row
+
+
+COLUMNS = {
+    "aggregate_segments": SEGMENT_COLUMNS,
+    "period_finals": FINAL_COLUMNS,
+    "corrections": CORRECTION_COLUMNS,
+    "dead_letters": DEAD_LETTER_COLUMNS,
+    "duplicates": DUPLICATE_COLUMNS,
+    "raw_events": RAW_COLUMNS,
+}
+
+
+@dataclass
+class LoaderStats:
+    rows: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    retries: int = 0
+    last_error: str | None = None
+
+
+class Loader:
+    """Consume, convert, insert, then commit. One instance owns one storage connection."""
+
+    def __init__(self, config: Config, storage: Storage, *, group_id: str = "metering-loader", load_raw: bool = True) -> None:
+        topics = config.kafka.topics
+        self.handlers: dict[str, Callable[[Any], tuple[str, list[Any]] | None]] = {
+            topics.aggregates: segment_row,
+            topics.finals: final_row,
+            topics.corrections: correction_row,
+            topics.dead_letters: dead_letter_row,
+            f"{topics.events}-duplicates": duplicate_row,
+        }
+        if load_raw:
+            self.handlers[topics.events] = raw_row
+        self.config = config
+        self.storage = storage
+        self.group_id = group_id
+        self.stats = LoaderStats()
+
+    def _consumer(self) -> Any:
+        from kafka import KafkaConsumer
+
+        return KafkaConsumer(
+            *self.handlers,
+            bootstrap_servers=self.config.kafka.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=20_000,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            client_id="metering-loader",
+        )
+
+    def _insert_with_retry(self, rows: dict[str, list[list[Any]]], max_backoff_s: float = 30.0) -> None:
+        delay = 0.5
+        while True:
+            try:
+                for table, table_rows in rows.items():
+                    if table_rows:
+                        self.storage.client.insert(table, table_rows, column_names=COLUMNS[table])
+                return
+            except Exception as exc:  # ClickHouse down or refusing: retry, never skip
+                self.stats.retries += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("insert failed (retry %d in %.1fs): %s", self.stats.retries, delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, max_backoff_s)
+
+    def run(
+        self, *, until_idle: bool = False, idle_s: float = 3.0, on_batch: Callable[[LoaderStats], None] | None = None
+    ) -> LoaderStats:
+        """Load until interrupted, or (``until_idle``) until every partition is caught up for ``idle_s``."""
+        from kafka.errors import CommitFailedError
+
+        consumer = self._consumer()
+        idle_since: float | None = None
+        try:
+            while True:
+                polled = consumer.poll(timeout_ms=500, max_records=50_000)
+                if not polled:
+                    if until_idle:
+                        now = time.monotonic()
+                        idle_since = idle_since or now
+                        if now - idle_since >= idle_s and self._caught_up(consumer):
+                            return self.stats
+                    continue
+                idle_since = None
+                rows: dict[str, list[list[Any]]] = defaultdict(list)
+                for partition_records in polled.values():
+                    for record in partition_records:
+                        converted = self.handlers[record.topic](record)
+                        if converted is not None:
+                            table, row = converted
+                            rows[table].append(row)
+                self._insert_with_retry(rows)
+                try:
+                    consumer.commit()
+                except CommitFailedError as exc:  # rebalanced while inserting: re-delivery is harmless
+                    log.warning("offset commit failed, records will be re-delivered: %s", exc)
+                self.stats.batches += 1
+                for table, table_rows in rows.items():
+                    self.stats.rows[table] += len(table_rows)
+                if on_batch is not None:
+                    on_batch(self.stats)
+        finally:
+            consumer.close()
+
+    @staticmethod
+    def _caught_up(consumer: Any) -> bool:
+        assignment = consumer.assignment()
+        if not assignment:
+            return False
+        ends = consumer.end_offsets(list(assignment))
+        return all(consumer.position(tp) >= ends[tp] for tp in assignment)
