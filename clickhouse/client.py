@@ -136,7 +136,13 @@ def open_storage(settings: StorageSettings, *, create_database: bool = True) -> 
             admin = clickhouse_connect.get_client(interface="chdb", path=path)
             if create_database:
                 admin.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-            client = clickhouse_connect.get_client(interface="chdb", path=path, database=database)
+            try:
+                client = clickhouse_connect.get_client(interface="chdb", path=path, database=database)
+            except Exception as exc:
+                admin.close()
+                if "UNKNOWN_DATABASE" in str(exc):
+                    raise StorageError(f"database '{database}' does not exist in {path}; fix: run `metering migrate`") from None
+                raise
             try:
                 yield Storage(settings, client, admin)
             finally:

@@ -189,6 +189,92 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return EXIT_REJECTED if summary.rejected else EXIT_OK
 
 
+# --- job / load / query ---------------------------------------------------------
+def _config(args: argparse.Namespace) -> Any:
+    from jobs.config import load_config
+
+    return load_config(Path(args.config) if args.config else None)
+
+
+def ensure_topics(config: Any, partitions: int = 4) -> list[str]:
+    """Create every topic the pipeline uses (idempotent); returns those created."""
+    from jobs.metering_job import all_topics
+    from jobs.topics import ensure_topic
+
+    return [t for t in all_topics(config) if ensure_topic(config.kafka.bootstrap_servers, t, partitions=partitions)]
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from infra.flink import connector_jar
+    from infra.settings import StackSettings
+    from jobs.metering_job import RunOptions, run
+
+    config = _config(args)
+    if args.parallelism:
+        config = replace(config, pipeline=replace(config.pipeline, parallelism=args.parallelism))
+    created = ensure_topics(config)
+    if created:
+        print(f"created topics: {', '.join(created)}", file=sys.stderr)
+    settings = StackSettings.from_env()
+    mode = "bounded: up to the current end of the topic, then finalize everything" if args.until_end else "continuous"
+    print(f"running the metering job on the local MiniCluster ({mode}) …", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    run(
+        config,
+        RunOptions(
+            bounded=args.until_end,
+            connector_jar=connector_jar(settings),
+            job_name=args.job_name,
+            checkpoint_dir=(settings.checkpoint_dir / args.job_name).resolve().as_uri(),
+        ),
+    )
+    print(f"job finished in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from clickhouse.client import open_storage
+    from clickhouse.migrate import status
+    from jobs.loader import Loader
+
+    config = _config(args)
+    with open_storage(config.storage) as storage:
+        pending = [s for s in status(storage) if s.state != "applied"]
+        if pending:
+            names = ", ".join(f"{s.version:04d}_{s.name} ({s.state})" for s in pending)
+            print(f"metering: the database is not migrated: {names}\n  fix: run `metering migrate`", file=sys.stderr)
+            return EXIT_FAILURE
+        loader = Loader(config, storage, group_id=args.group, load_raw=not args.no_raw)
+
+        def progress(stats: Any) -> None:
+            if args.progress:
+                total = sum(stats.rows.values())
+                print(f"\rloaded {total} rows in {stats.batches} batches (retries {stats.retries})", end="", file=sys.stderr)
+
+        stats = loader.run(until_idle=args.until_idle, on_batch=progress)
+    if args.progress:
+        print(file=sys.stderr)
+    print(json.dumps({"rows": dict(stats.rows), "batches": stats.batches, "retries": stats.retries}))
+    return EXIT_OK
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from clickhouse.client import open_storage
+    from clickhouse.queries import render, run_query, with_group_by
+
+    config = _config(args)
+    name = args.what.replace("-", "_")
+    with open_storage(config.storage, create_database=False) as storage:
+        rows = [with_group_by(r) for r in run_query(storage, name, {"customer": args.customer or ""})]
+    for row in rows:  # the documented contract names
+        if "value" in row and name in ("finals", "usage"):
+            row["total"] = row.pop("value")
+    sys.stdout.write(render(rows, args.format))
+    return EXIT_OK
+
+
 # --- config ----------------------------------------------------------------
 def cmd_config(args: argparse.Namespace) -> int:
     """Validate a configuration file without running anything."""
@@ -222,40 +308,124 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 # --- demo ------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Bring the stack up, migrate, send the example corpus, show the result."""
-    from schemas.validate import SCHEMA_DIR
+    """Stack up, migrate, generate a workload, produce, run job + loader, compare with a recomputation."""
+    import yaml
 
+    from clickhouse.client import open_storage
+    from clickhouse.migrate import migrate
+    from clickhouse.queries import run_query, with_group_by
+    from infra.settings import StackSettings
+    from jobs.config import load_config
+    from jobs.demo import compare, demo_document, generate, recompute
+
+    settings = StackSettings.from_env()
     stack = _stack()
-    t0 = time.monotonic()
-    print("1/4 starting the local stack (Kafka KRaft broker, Flink JobManager + TaskManager) …", flush=True)
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    workdir = Path(args.workdir) / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def step(label: str) -> float:
+        print(f"\n== {label}", flush=True)
+        return time.monotonic()
+
+    t = step("1/7 local stack: Kafka (KRaft) broker + Flink JobManager/TaskManager on 127.0.0.1")
     stack.up()
-    print(f"    up in {time.monotonic() - t0:.1f}s", flush=True)
-    print("2/4 applying ClickHouse migrations (embedded chDB) …", flush=True)
-    cmd_migrate(argparse.Namespace(status=False, format="text"))
-    print("3/4 producing the schema example corpus (valid and invalid events) …", flush=True)
-    corpus = Path(args.workdir) / "demo-events.jsonl"
-    corpus.parent.mkdir(parents=True, exist_ok=True)
-    examples = sorted((SCHEMA_DIR / "examples" / "v1").glob("*/*.json"))
-    corpus.write_bytes(b"".join(p.read_bytes().rstrip(b"\n") + b"\n" for p in examples))
+    print(render_status(stack.status()))
+    timings["stack"] = time.monotonic() - t
+
+    config_path = workdir / "metering.yaml"
+    config_path.write_text(yaml.safe_dump(demo_document(run_id, settings.bootstrap_servers, settings.chdb_path), sort_keys=False))
+    config = load_config(config_path, env={})
+    t = step(f"2/7 ClickHouse (chDB at {settings.chdb_path}): migrate database {config.storage.database}")
+    with open_storage(config.storage) as storage:
+        for m in migrate(storage):
+            print(f"   applied {m.version:04d}_{m.name}")
+    timings["migrate"] = time.monotonic() - t
+
+    t = step(f"3/7 generating {args.events:,} events for {config_path.parent}")
+    events_file = workdir / "events.jsonl"
+    workload = generate(events_file, args.events, seed=args.seed)
+    print(
+        f"   {workload.lines:,} lines: {workload.duplicates:,} duplicates ({workload.conflicts} conflicting), "
+        f"{workload.late_within_grace:,} late within grace, {workload.late_beyond_grace} late beyond grace, "
+        f"{sum(workload.malformed.values())} malformed ({', '.join(f'{k} {v}' for k, v in sorted(workload.malformed.items()))})"
+    )
+    timings["generate"] = time.monotonic() - t
+
+    t = step(f"4/7 producing to {config.kafka.topics.events} (raw lines, invalid ones included)")
+    ensure_topics(config)
     code = cmd_produce(
         argparse.Namespace(
-            file=str(corpus),
-            topic="usage-events",
+            file=str(events_file),
+            topic=config.kafka.topics.events,
             partitions=4,
-            bootstrap=None,
-            no_validate=False,
-            rejects=str(corpus.with_suffix(".rejects.jsonl")),
+            bootstrap=config.kafka.bootstrap_servers,
+            no_validate=True,
+            rejects=None,
             format="text",
             connect_timeout=10.0,
         )
     )
-    if code not in (EXIT_OK, EXIT_REJECTED):
+    if code != EXIT_OK:
         return code
-    print("4/4 stack status:", flush=True)
-    status = stack.status()
-    print(render_status(status))
-    print("\nThe metering job itself is not built yet; `metering stack down` stops everything.")
-    return EXIT_OK if status["healthy"] else EXIT_FAILURE
+    timings["produce"] = time.monotonic() - t
+
+    t = step("5/7 metering job on the Flink MiniCluster, bounded (--until-end): dedup, aggregate, finalize")
+    code = cmd_job(
+        argparse.Namespace(config=str(config_path), parallelism=None, until_end=True, job_name=f"metering-demo-{run_id}")
+    )
+    if code != EXIT_OK:
+        return code
+    timings["job"] = time.monotonic() - t
+
+    t = step("6/7 loader: job outputs -> ClickHouse (read_committed, idempotent)")
+    code = cmd_load(
+        argparse.Namespace(config=str(config_path), until_idle=True, group=f"demo-{run_id}-loader", no_raw=False, progress=True)
+    )
+    if code != EXIT_OK:
+        return code
+    timings["load"] = time.monotonic() - t
+
+    t = step("7/7 results, and an independent recomputation from the generated file")
+    with open_storage(config.storage, create_database=False) as storage:
+        usage = [with_group_by(r) for r in run_query(storage, "usage", {"customer": ""})]
+        finals = [with_group_by(r) for r in run_query(storage, "finals", {"customer": ""})]
+        corrections = [with_group_by(r) for r in run_query(storage, "corrections", {"customer": ""})]
+        dead_letters = run_query(storage, "dead_letters", {"customer": ""})
+        health = run_query(storage, "health", {})[0]
+    for row in finals:
+        row["total"] = row.pop("value")
+    print_usage(usage)
+    print(
+        f"\n   dead letters {len(dead_letters):,}  duplicates dropped {health['duplicates_dropped']:,} "
+        f"(conflicting ids {health['conflicting_ids']})  correction records {len(corrections)}  raw events {health['raw_events']:,}"
+    )
+    expected = recompute(events_file, config)
+    result = compare(expected, finals, corrections, dead_letters, health)
+    print()
+    for name, ok, detail in result.checks:
+        print(f"   [{'ok' if ok else 'FAIL'}] {name}: {detail}")
+    timings["verify"] = time.monotonic() - t
+    print("\n   timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    print(f"   config {config_path}; query it with: metering query finals --config {config_path}")
+    print("\nPASS" if result.passed else "\nFAIL")
+    return EXIT_OK if result.passed else EXIT_FAILURE
+
+
+def print_usage(rows: list[dict[str, Any]]) -> None:
+    """Per customer: each meter/group/period total with final or provisional status."""
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_customer.setdefault(row["customer_id"], []).append(row)
+    for customer, items in sorted(by_customer.items()):
+        print(f"\n   {customer}")
+        for r in items:
+            group = ",".join(f"{k}={v}" for k, v in r["group_by"].items()) or "-"
+            print(
+                f"     {r['meter']:<19} {group:<16} {r['period_start'][:16]} .. {r['period_end'][:16]}  "
+                f"{r['value']:>26}  {r['status']:<11} {r['event_count']:>8,} events"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +479,42 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--format", choices=("text", "json"), default="text", help="summary format")
     produce.set_defaults(func=cmd_produce)
 
+    config_help = "configuration file (default: built-in defaults + METERING__* variables)"
+    job = sub.add_parser("job", help="run the metering job")
+    job_sub = job.add_subparsers(dest="action", required=True, metavar="ACTION")
+    job_run = job_sub.add_parser(
+        "run",
+        help="run the job on the local MiniCluster",
+        description="Run the metering job in this process on a local Flink MiniCluster. Topics are created "
+        "if missing. With --until-end it reads up to the topic's current end, finalizes every period "
+        "(the watermark jumps to the end of time) and exits.",
+    )
+    job_run.add_argument("--config", help=config_help)
+    job_run.add_argument("--until-end", action="store_true", help="bounded run: process what is there, finalize, stop")
+    job_run.add_argument("--parallelism", type=int, help="override pipeline.parallelism")
+    job_run.add_argument("--job-name", default="metering")
+    job.set_defaults(func=cmd_job)
+
+    load = sub.add_parser(
+        "load",
+        help="load the job's outputs into ClickHouse",
+        description="Consume the job's topics (read_committed) and write them to ClickHouse; offsets are "
+        "committed only after ClickHouse accepted the batch. Owns the chDB directory while running.",
+    )
+    load.add_argument("--config", help=config_help)
+    load.add_argument("--until-idle", action="store_true", help="stop once every partition is caught up")
+    load.add_argument("--group", default="metering-loader", help="Kafka consumer group (default: metering-loader)")
+    load.add_argument("--no-raw", action="store_true", help="do not copy raw events into raw_events")
+    load.add_argument("--progress", action="store_true", help="print progress to stderr")
+    load.set_defaults(func=cmd_load)
+
+    query = sub.add_parser("query", help="read totals from ClickHouse")
+    query.add_argument("what", choices=("finals", "usage", "corrections", "dead-letters", "health"))
+    query.add_argument("--config", help=config_help)
+    query.add_argument("--customer", help="only this customer")
+    query.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table")
+    query.set_defaults(func=cmd_query)
+
     config = sub.add_parser("config", help="check a configuration file")
     config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
     validate = config_sub.add_parser(
@@ -321,8 +527,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--format", choices=("text", "json"), default="text")
     config.set_defaults(func=cmd_config)
 
-    demo = sub.add_parser("demo", help="bring everything up and run the end-to-end demo")
+    demo = sub.add_parser(
+        "demo",
+        help="bring everything up and run the end-to-end demo",
+        description="Start the stack, migrate, generate a realistic workload (several customers, time zones, "
+        "anchors and meters; duplicates, late and malformed events), run the job and the loader, print "
+        "the period totals and PASS/FAIL from an independent recomputation.",
+    )
     demo.add_argument("--workdir", default=".metering/demo", help="where generated demo files go")
+    demo.add_argument("--events", type=int, default=1_000_000, help="number of generated events (default 1,000,000)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the generator")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -196,11 +196,11 @@ CREATE TEMPORARY TABLE events (
     )
     statements.add_insert_sql(f"INSERT INTO duplicates_sink {sql.duplicates_view('parsed')}")
 
+    # Live: re-emit open minutes every provisional interval. Bounded (backfill/replay): one row per
+    # key-minute; provisional cadence means nothing there and each step costs a Python call.
+    step = timedelta(minutes=1) if options.bounded else config.pipeline.provisional_interval
     partials = t_env.to_data_stream(
-        t_env.sql_query(
-            f"{sql.ontime_partials_view('flagged', config.pipeline.provisional_interval)}\nUNION ALL\n"
-            f"{sql.late_partials_view('flagged')}"
-        )
+        t_env.sql_query(f"{sql.ontime_partials_view('flagged', step)}\nUNION ALL\n{sql.late_partials_view('flagged')}")
     )
     finalized = (
         partials.key_by(lambda r: (r[0], r[1], r[2]), key_type=Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()]))

@@ -254,7 +254,7 @@ SELECT customer_id, meter, group_key,
        CAST(SUM(CAST(val AS DECIMAL(38, 9))) AS STRING) AS total,
        CAST(MAX(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mx,
        CAST(MIN(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mn,
-       LISTAGG(DISTINCT distinct_value, U&'\0001') AS distinct_values, MAX(latest_enc) AS latest_enc,
+       LISTAGG(DISTINCT distinct_value, U&'\\0001') AS distinct_values, MAX(latest_enc) AS latest_enc,
        CAST('' AS STRING) AS event_id
 FROM TABLE(CUMULATE(TABLE {flagged}, DESCRIPTOR(rt), {seconds(step)}, INTERVAL '1' MINUTE))
 WHERE reason IS NULL AND NOT late

@@ -77,6 +77,29 @@ def _validator() -> Any:
     return Draft202012Validator(schema_v1())
 
 
+@lru_cache(maxsize=1)
+def _fast_check() -> Any:
+    """The same schema compiled to Python (fastjsonschema): a quick yes for the common valid case.
+
+    Anything it does not accept goes through the full validator, which reports every problem; so
+    messages and reason codes always come from ``jsonschema`` (tests/unit/test_schema.py checks
+    that both agree on the corpus and on generated events).
+    """
+    import fastjsonschema
+
+    schema = dict(schema_v1())
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"  # only keywords common to both drafts are used
+    return fastjsonschema.compile(schema)
+
+
+def _schema_errors(obj: dict[str, Any]) -> list[Problem]:
+    try:
+        _fast_check()(obj)
+        return []
+    except Exception:  # JsonSchemaException, or a type it does not know (Decimal): full validation
+        return [Problem(_reason(e), _path(e.absolute_path), _message(e)) for e in _validator().iter_errors(obj)]
+
+
 def _path(parts: Any) -> str:
     out = ""
     for part in parts:
@@ -131,7 +154,7 @@ def validate_object(obj: Any) -> Validation:
     """Validate an already decoded JSON value (decoded with ``parse_float=Decimal``)."""
     if not isinstance(obj, dict):
         return Validation(None, (Problem("not_an_object", "", f"an event is a JSON object, got {type(obj).__name__}"),))
-    problems = [Problem(_reason(e), _path(e.absolute_path), _message(e)) for e in _validator().iter_errors(obj)]
+    problems = _schema_errors(obj)
     # Checks JSON Schema cannot express: numbers' exact form, a real calendar date.
     quantity = obj.get("quantity")
     if isinstance(quantity, (int, Decimal)) and not isinstance(quantity, bool):

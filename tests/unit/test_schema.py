@@ -113,3 +113,36 @@ def test_nanosecond_fraction_is_truncated_not_rounded() -> None:
 
 def test_timestamp_without_offset_is_rejected() -> None:
     assert "bad_timestamp" in {p.reason for p in validate_line(json.dumps(base_event(timestamp="2026-03-01T12:00:00"))).problems}
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            "event_id": st.text(max_size=3),
+            "customer_id": st.sampled_from(["acme", "a b", "", "x" * 130]),
+            "event_type": st.sampled_from(["api_call", "API", "a" * 70]),
+            "timestamp": st.sampled_from(["2026-03-01T12:00:00Z", "2026-03-01T12:00:00", "nope", 5]),
+            "quantity": st.one_of(st.sampled_from(["1", "0.5", "1e3", "-2", True, None]), st.integers(-5, 5)),
+        },
+        optional={
+            "properties": st.one_of(
+                st.dictionaries(
+                    st.sampled_from(["a", "b c", "_x"]),
+                    st.one_of(st.integers(), st.text(max_size=2), st.none(), st.lists(st.integers(), max_size=1)),
+                    max_size=2,
+                ),
+                st.integers(),
+            ),
+            "schema_version": st.sampled_from([1, 2, "1"]),
+            "region": st.one_of(st.text(max_size=2), st.integers()),
+            "extra": st.integers(),
+        },
+    )
+)
+def test_fast_path_and_full_validator_agree(obj: dict[str, object]) -> None:
+    from jsonschema import Draft202012Validator
+
+    from schemas.validate import _schema_errors, schema_v1
+
+    full = list(Draft202012Validator(schema_v1()).iter_errors(obj))
+    assert (not _schema_errors(obj)) == (not full)

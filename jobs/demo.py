@@ -1,0 +1,331 @@
+"""The end-to-end demo: generate a realistic workload, and recompute its expected totals independently.
+
+The recomputation shares nothing with the job but the period arithmetic (udfs/periods.py, tested
+on its own): it validates with the Python schema validator, deduplicates in file order, and sums
+with plain ``Decimal`` arithmetic. ``compare`` then checks what the pipeline loaded into ClickHouse
+against it, exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from jobs.config import Config
+from schemas.validate import validate_line
+from udfs.meters import Aggregation, Meter
+from udfs.periods import billing_period, epoch_millis
+
+START = datetime(2026, 3, 29, tzinfo=UTC)  # Berlin's DST day, then month ends in five time zones
+SPAN = timedelta(days=3, hours=12)
+LATE_BEYOND_GRACE_DAY = datetime(2026, 2, 10, tzinfo=UTC)  # its periods are long final by then
+
+CUSTOMERS: dict[str, dict[str, Any]] = {
+    "acme": {"timezone": "UTC"},
+    "globex": {"timezone": "Europe/Berlin"},
+    "initech": {"timezone": "America/New_York", "anchor": 31},
+    "bharat-ai": {"timezone": "Asia/Kolkata", "anchor": 31},
+    "kiwi-labs": {"timezone": "Pacific/Auckland", "period": "day"},
+    "weekly-co": {"timezone": "Europe/Berlin", "period": "week", "anchor": 1},
+}
+MODELS = ["small-1", "medium-2", "large-3"]
+GPUS = ["a100", "h100"]
+
+
+def demo_document(run_id: str, bootstrap: str, chdb_path: Path) -> dict[str, Any]:
+    """The demo's configuration (as YAML would hold it): its own topics and database per run."""
+    prefix = f"demo-{run_id}"
+    return {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "consumer_group": f"{prefix}-job",
+            "topics": {
+                "events": f"{prefix}-events",
+                "raw": f"{prefix}-raw",
+                "aggregates": f"{prefix}-aggregates",
+                "finals": f"{prefix}-finals",
+                "corrections": f"{prefix}-corrections",
+                "dead_letters": f"{prefix}-dead-letters",
+            },
+        },
+        "storage": {"backend": "chdb", "path": str(chdb_path), "database": f"demo_{run_id.replace('-', '_')}"},
+        "pipeline": {
+            "checkpoint_interval": "5s",
+            "provisional_interval": "10s",
+            "max_out_of_orderness": "30s",
+            "idle_timeout": "10s",
+        },
+        "billing": {"default": {"period": "month", "timezone": "UTC", "grace": "48h"}, "customers": CUSTOMERS},
+        "meters": [
+            {"name": "api_calls", "event_type": "api_call", "aggregation": "count"},
+            {"name": "tokens", "event_type": "tokens", "aggregation": "sum", "group_by": ["model"]},
+            {"name": "gpu_seconds", "event_type": "gpu_seconds", "aggregation": "sum", "group_by": ["gpu_type"]},
+            {"name": "storage_peak_bytes", "event_type": "storage_snapshot", "aggregation": "max"},
+            {"name": "active_users", "event_type": "api_call", "aggregation": "unique_count", "value": "properties.user"},
+            {"name": "credits", "event_type": "credits", "aggregation": "sum", "allow_negative": True},
+        ],
+    }
+
+
+@dataclass
+class Workload:
+    lines: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    malformed: Counter[str] = field(default_factory=Counter)
+    late_within_grace: int = 0
+    late_beyond_grace: int = 0
+
+
+def _event(rng: random.Random, n: int, customer: str, moment: datetime) -> dict[str, Any]:
+    kind = rng.choices(["api_call", "tokens", "gpu_seconds", "storage_snapshot", "credits"], [50, 30, 10, 8, 2])[0]
+    event: dict[str, Any] = {
+        "event_id": f"{customer}-{n:08d}",
+        "customer_id": customer,
+        "event_type": kind,
+        "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    if kind == "api_call":
+        event.update(quantity=1, properties={"user": f"u{rng.randrange(400)}", "endpoint": rng.choice(["/v1/chat", "/v1/embed"])})
+    elif kind == "tokens":
+        event.update(quantity=str(rng.randrange(1, 5000)), properties={"model": rng.choice(MODELS)})
+    elif kind == "gpu_seconds":
+        event.update(quantity=f"{rng.randrange(0, 3600)}.{rng.randrange(1000):03d}", properties={"gpu_type": rng.choice(GPUS)})
+    elif kind == "storage_snapshot":
+        event.update(quantity=str(rng.randrange(10**9, 10**12)))
+    else:
+        event.update(quantity=f"{rng.choice(['', '-'])}{rng.randrange(1, 100)}.{rng.randrange(100):02d}")
+    return event
+
+
+MALFORMED = {
+    "malformed_json": lambda e: json.dumps(e)[:-7],
+    "missing_field": lambda e: json.dumps({k: v for k, v in e.items() if k != "quantity"}),
+    "bad_timestamp": lambda e: json.dumps({**e, "timestamp": e["timestamp"].replace("Z", "")}),
+    "unknown_meter": lambda e: json.dumps({**e, "event_type": "teleportation"}),
+    "future_timestamp": lambda e: json.dumps({**e, "timestamp": "2030-01-01T00:00:00Z"}),
+    "bad_quantity": lambda e: json.dumps({**e, "quantity": "1e9"}),
+}
+
+
+def generate(path: Path, events: int, seed: int = 7) -> Workload:
+    """Write ``events`` JSON lines (plus duplicates and malformed lines) in Kafka order per customer."""
+    rng = random.Random(seed)
+    stats = Workload()
+    customers = list(CUSTOMERS)
+    step = SPAN / events
+    pending_late: list[tuple[int, str]] = []  # (emit at index, line)
+    recent: list[str] = []
+    with path.open("w") as out:
+
+        def emit(line: str) -> None:
+            out.write(line + "\n")
+            stats.lines += 1
+
+        for n in range(events):
+            moment = START + step * n + timedelta(milliseconds=rng.randrange(-20_000, 20_000))
+            event = _event(rng, n, rng.choice(customers), moment)
+            line = json.dumps(event, separators=(",", ":"))
+            roll = rng.random()
+            if roll < 0.01:  # late but inside grace: sent 1–20 hours of event time later
+                pending_late.append((n + int(timedelta(hours=rng.randrange(1, 20)) / step), line))
+                stats.late_within_grace += 1
+            elif roll < 0.011:  # late beyond grace: a tokens event for a period final for weeks
+                late = _event(rng, n, event["customer_id"], LATE_BEYOND_GRACE_DAY + timedelta(minutes=rng.randrange(1440)))
+                late.update(event_type="tokens", quantity=str(rng.randrange(1, 500)), properties={"model": rng.choice(MODELS)})
+                late["event_id"] = f"{event['customer_id']}-late-{n:08d}"
+                pending_late.append((events + n, json.dumps(late, separators=(",", ":"))))
+                stats.late_beyond_grace += 1
+            elif roll < 0.016:
+                reason = rng.choice(sorted(MALFORMED))
+                emit(MALFORMED[reason](event))
+                stats.malformed[reason] += 1
+            else:
+                emit(line)
+                recent.append(line)
+                if len(recent) > 500:
+                    recent.pop(0)
+            if rng.random() < 0.10 and recent:  # a retry of a recent event
+                original = rng.choice(recent)
+                if rng.random() < 0.01:  # a conflicting retry (producer bug): first one wins
+                    changed = json.loads(original)
+                    changed["quantity"] = "999999"
+                    emit(json.dumps(changed, separators=(",", ":")))
+                    stats.conflicts += 1
+                else:
+                    emit(original)
+                stats.duplicates += 1
+            while pending_late and pending_late[0][0] <= n:
+                emit(pending_late.pop(0)[1])
+            pending_late.sort()
+        for _, line in sorted(pending_late):
+            emit(line)
+    return stats
+
+
+# --- independent recomputation ---------------------------------------------------------------
+
+
+Key = tuple[str, str, str, int]  # customer, meter, group_by JSON (sorted keys), period start ms
+
+
+@dataclass
+class Expected:
+    finals: dict[Key, tuple[Decimal, int]] = field(default_factory=dict)
+    corrections: dict[Key, tuple[Decimal, int]] = field(default_factory=dict)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    duplicates_dropped: int = 0
+    events_counted: int = 0
+
+
+def _value(meter: Meter, event: Any) -> Decimal | str | None:
+    if meter.value_property is None:
+        return event.quantity
+    raw = event.properties.get(meter.value_property)
+    return None if raw is None else str(raw)
+
+
+def _iter_lines(path: Path) -> Iterator[str]:
+    with path.open() as handle:
+        yield from (line.rstrip("\n") for line in handle)
+
+
+def recompute(path: Path, config: Config) -> Expected:
+    """Expected finals/corrections/dead letters from the generated file, by plain arithmetic."""
+    expected = Expected()
+    seen: set[tuple[str, str]] = set()
+    values: dict[Key, list[Any]] = defaultdict(list)
+    late_values: dict[Key, list[Any]] = defaultdict(list)
+    types = {m.event_type for m in config.meters}
+    for line in _iter_lines(path):
+        result = validate_line(line)
+        if not result.ok or result.event is None:
+            reasons = {p.reason for p in result.problems}
+            expected.dead_letters["malformed_json" if "malformed_json" in reasons else "other"] += 1
+            continue
+        event = result.event
+        if event.event_type not in types:
+            expected.dead_letters["unknown_meter"] += 1
+            continue
+        if event.timestamp.year >= 2030:
+            expected.dead_letters["future_timestamp"] += 1
+            continue
+        if (event.customer_id, event.event_id) in seen:
+            expected.duplicates_dropped += 1
+            continue
+        seen.add((event.customer_id, event.event_id))
+        expected.events_counted += 1
+        policy = config.billing.policy_for(event.customer_id)
+        start = epoch_millis(billing_period(event.timestamp, policy.cycle).start)
+        for meter in config.meters_for(event.event_type):
+            group = json.dumps({d: str(event.properties.get(d, "")) for d in meter.group_by}, sort_keys=True)
+            key = (event.customer_id, meter.name, group, start)
+            bucket = late_values if event.timestamp < START - timedelta(days=10) else values
+            bucket[key].append((event.timestamp, event.event_id, _value(meter, event)))
+    aggregation_of = {m.name: m.aggregation for m in config.meters}
+    for source, target in ((values, expected.finals), (late_values, expected.corrections)):
+        for key, items in source.items():
+            target[key] = (_aggregate(aggregation_of[key[1]], items), len(items))
+    return expected
+
+
+def _aggregate(aggregation: Aggregation, items: list[tuple[datetime, str, Any]]) -> Decimal:
+    if aggregation is Aggregation.SUM:
+        return sum((Decimal(v) for _, _, v in items), Decimal(0))
+    if aggregation is Aggregation.COUNT:
+        return Decimal(len(items))
+    if aggregation is Aggregation.MAX:
+        return max(Decimal(v) for _, _, v in items)
+    if aggregation is Aggregation.MIN:
+        return min(Decimal(v) for _, _, v in items)
+    if aggregation is Aggregation.UNIQUE_COUNT:
+        return Decimal(len({v for _, _, v in items if v is not None}))
+    return max(items, key=lambda t: (t[0], t[1]))[2]
+
+
+# --- comparison -----------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok, _ in self.checks)
+
+    def check(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append((name, ok, detail))
+
+
+def _key_of(row: dict[str, Any]) -> Key:
+    start = datetime.fromisoformat(row["period_start"].replace("Z", "+00:00"))
+    return (row["customer_id"], row["meter"], json.dumps(row["group_by"], sort_keys=True), epoch_millis(start))
+
+
+def compare(
+    expected: Expected,
+    finals: list[dict[str, Any]],
+    corrections: list[dict[str, Any]],
+    dead_letters: list[dict[str, Any]],
+    health: dict[str, Any],
+) -> Comparison:
+    """Check every loaded number against the recomputation, exactly.
+
+    Whether a late-beyond-grace event becomes a correction or part of a final depends on the
+    watermark when it is read (the minimum over partitions, which depends on how Flink
+    interleaves them), so for those keys the exact check is final + corrections = all events.
+    Every other key's final must equal the recomputation on its own.
+    """
+    result = Comparison()
+    got = {_key_of(r): (Decimal(r["total"]), int(r["event_count"])) for r in finals}
+    corrected: dict[Key, tuple[Decimal, int]] = {}
+    for row in corrections:
+        key = _key_of(row)
+        value, count = corrected.get(key, (Decimal(0), 0))
+        sign = int(row["sign"])
+        corrected[key] = (value + sign * Decimal(row["value"]), count + sign * int(row["event_count"]))
+    late_keys = set(expected.corrections)
+    plain = {k: v for k, v in expected.finals.items() if k not in late_keys}
+    got_plain = {k: v for k, v in got.items() if k not in late_keys}
+    wrong = sorted(k for k in plain if got_plain.get(k) != plain[k])
+    extra = sorted(set(got_plain) - set(plain))
+    result.check(
+        "final totals",
+        not wrong and not extra,
+        f"{len(got_plain)} finals compared exactly; {len(plain)} expected; wrong or missing {len(wrong)}, unexpected {len(extra)}"
+        + (f"; e.g. {wrong[0]}: got {got_plain.get(wrong[0])}, expected {plain[wrong[0]]}" if wrong else ""),
+    )
+    combined_ok = True
+    for key in late_keys:
+        want_value = expected.finals.get(key, (Decimal(0), 0))[0] + expected.corrections[key][0]
+        want_count = expected.finals.get(key, (Decimal(0), 0))[1] + expected.corrections[key][1]
+        have_value = got.get(key, (Decimal(0), 0))[0] + corrected.get(key, (Decimal(0), 0))[0]
+        have_count = got.get(key, (Decimal(0), 0))[1] + corrected.get(key, (Decimal(0), 0))[1]
+        combined_ok &= (have_value, have_count) == (want_value, want_count)
+    stray = set(corrected) - late_keys
+    late_events = sum(c for _, c in expected.corrections.values())
+    as_corrections = sum(c for _, c in corrected.values())
+    result.check(
+        "late beyond grace: counted once, in a final or a correction",
+        combined_ok and not stray,
+        f"{late_events} such events; {as_corrections} arrived after their period was final (corrections), "
+        f"{late_events - as_corrections} before (in finals); corrections for other keys: {len(stray)}",
+    )
+    result.check(
+        "dead letters",
+        len(dead_letters) == sum(expected.dead_letters.values()),
+        f"{len(dead_letters)} dead letters; {sum(expected.dead_letters.values())} expected",
+    )
+    dropped = int(health.get("duplicates_dropped") or 0)
+    result.check(
+        "duplicates dropped", dropped == expected.duplicates_dropped, f"{dropped} dropped; {expected.duplicates_dropped} expected"
+    )
+    return result

@@ -1,0 +1,64 @@
+"""The job's generated SQL: well-formed text, identifiers quoted, intervals exact."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from infra.settings import PROJECT_ROOT
+from jobs import sql
+from jobs.config import load_config
+
+CONFIG = load_config(PROJECT_ROOT / "config" / "metering.example.yaml", env={})
+
+
+def all_generated_sql() -> list[str]:
+    skew = CONFIG.pipeline.allowed_future_skew
+    return [
+        sql.parse_view("events", CONFIG.meters, skew),
+        sql.dead_letters_view("parsed"),
+        sql.dedup_view("parsed"),
+        sql.duplicates_view("parsed"),
+        sql.metered_view("deduped", CONFIG.meters),
+        sql.flagged_view("metered"),
+        sql.ontime_partials_view("flagged", timedelta(seconds=10)),
+        sql.late_partials_view("flagged"),
+        sql.meter_dead_letters_view("flagged"),
+        *(expr for _, expr in sql.source_schema_columns(skew)),
+    ]
+
+
+@pytest.mark.parametrize("text", all_generated_sql())
+def test_no_control_characters_leak_into_sql(text: str) -> None:
+    """A Python escape (e.g. '\\0001' read as octal NUL + '1') once broke unique_count silently."""
+    assert all(ch in "\n\t" or ord(ch) >= 32 for ch in text), repr([ch for ch in text if ord(ch) < 32 and ch not in "\n\t"])
+
+
+def test_listagg_separator_is_the_unicode_escape_finalize_splits_on() -> None:
+    from jobs.finalize import SEP
+
+    assert "U&'\\0001'" in sql.ontime_partials_view("flagged", timedelta(seconds=10))
+    assert SEP == "\u0001"
+
+
+def test_literals_double_quotes() -> None:
+    assert sql.lit("it's") == "'it''s'"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (timedelta(seconds=30), "INTERVAL '0 00:00:30.000' DAY TO SECOND(3)"),
+        (timedelta(hours=49, milliseconds=5), "INTERVAL '2 01:00:00.005' DAY TO SECOND(3)"),
+    ],
+)
+def test_intervals_are_exact(value: timedelta, expected: str) -> None:
+    assert sql.seconds(value) == expected
+
+
+def test_every_meter_gets_a_branch() -> None:
+    metered = sql.metered_view("deduped", CONFIG.meters)
+    assert metered.count("UNION ALL") == len(CONFIG.meters) - 1
+    for meter in CONFIG.meters:
+        assert f"'{meter.name}' AS meter" in metered
