@@ -399,7 +399,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_usage(usage)
     print(
         f"\n   dead letters {len(dead_letters):,}  duplicates dropped {health['duplicates_dropped']:,} "
-        f"(conflicting ids {health['conflicting_ids']})  correction records {len(corrections)}  raw events {health['raw_events']:,}"
+        f"(conflicting ids {health['conflicting_ids']})  correction records {len(corrections)}  "
+        f"raw events {health['raw_events']:,}"
     )
     expected = recompute(events_file, config)
     result = compare(expected, finals, corrections, dead_letters, health)

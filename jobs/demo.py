@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config
-from schemas.validate import validate_line
+from schemas.validate import UsageEvent, validate_line
 from udfs.meters import Aggregation, Meter
 from udfs.periods import billing_period, epoch_millis
 
@@ -185,7 +185,7 @@ class Expected:
     events_counted: int = 0
 
 
-def _value(meter: Meter, event: Any) -> Decimal | str | None:
+def _value(meter: Meter, event: UsageEvent) -> Decimal | str | None:
     if meter.value_property is None:
         return event.quantity
     raw = event.properties.get(meter.value_property)
@@ -247,7 +247,7 @@ def _aggregate(aggregation: Aggregation, items: list[tuple[datetime, str, Any]])
         return min(Decimal(v) for _, _, v in items)
     if aggregation is Aggregation.UNIQUE_COUNT:
         return Decimal(len({v for _, _, v in items if v is not None}))
-    return max(items, key=lambda t: (t[0], t[1]))[2]
+    return Decimal(max(items, key=lambda t: (t[0], t[1]))[2])
 
 
 # --- comparison -----------------------------------------------------------------------------
