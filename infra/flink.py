@@ -134,6 +134,9 @@ class FlinkCluster:
             "restart-strategy.exponential-delay.attempts-before-reset-backoff": 10,
             "python.executable": s.python_executable,
             "python.client.executable": s.python_executable,
+            # A killed TaskManager is noticed in seconds, not the default 50 s.
+            "heartbeat.interval": 2000,
+            "heartbeat.timeout": 10000,
             "web.submit.enable": "true",
             "web.cancel.enable": "true",
         }
@@ -213,13 +216,24 @@ class FlinkCluster:
         self.taskmanager.wait_ready(self.probe, timeout_s or self.settings.startup_timeout_s, "TaskManager registration")
 
     def run_python(
-        self, script: Path, args: list[str], *, python_files: list[Path] | None = None, timeout_s: float = 600
+        self,
+        script: Path,
+        args: list[str],
+        *,
+        python_files: list[Path] | None = None,
+        timeout_s: float = 600,
+        detached: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """``flink run -py SCRIPT -- ARGS`` against this cluster (attached: returns when the job ends)."""
+        """``flink run -py SCRIPT -- ARGS`` against this cluster.
+
+        Attached (default) it returns when the job ends; ``detached`` returns once it is submitted
+        (the job id is in stdout: "Job has been submitted with JobID …").
+        """
         command = [
             "bash",
             str(pyflink_home() / "bin" / "flink"),
             "run",
+            *(["-d"] if detached else []),
             "-m",
             f"{LOOPBACK}:{self.settings.flink_rest_port}",
             "-py",
@@ -232,6 +246,21 @@ class FlinkCluster:
         return subprocess.run(
             [*command, *args], env=self.environment(), capture_output=True, text=True, timeout=timeout_s, check=False
         )
+
+    def wait_for_job(self, job_id: str, states: set[str], timeout_s: float = 600) -> dict[str, Any]:
+        """Poll ``/jobs/<id>`` until its state is one of ``states``; returns the job's JSON."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = self.rest(f"/jobs/{job_id}")
+            if job.get("state") in states:
+                return job
+            if job.get("state") in {"FAILED", "CANCELED"} and not states & {"FAILED", "CANCELED"}:
+                raise StackError(f"job {job_id} ended {job['state']}", log=self.log_dir)
+            time.sleep(1)
+        raise StackError(f"job {job_id} did not reach {sorted(states)} within {timeout_s:.0f}s (last: {job.get('state')})")
 
     def rest(self, path: str, timeout_s: float = 3.0) -> Any:
         """GET a Flink REST endpoint and decode its JSON."""

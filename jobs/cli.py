@@ -115,7 +115,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate, status
 
-    settings = _storage_settings()
+    settings = _config(args).storage if args.config else _storage_settings()
     with open_storage(settings) as storage:
         if args.status:
             states = status(storage)
@@ -454,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply pending ClickHouse migrations (clickhouse/migrations)", epilog=ENV_HELP)
     migrate.add_argument("--status", action="store_true", help="list applied/pending migrations instead of applying")
+    migrate.add_argument(
+        "--config", help="migrate the storage of this configuration file (default: METERING_CLICKHOUSE_* / chDB)"
+    )
     migrate.add_argument("--format", choices=("text", "json"), default="text")
     migrate.set_defaults(func=cmd_migrate)
 

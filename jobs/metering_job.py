@@ -139,7 +139,31 @@ CREATE TEMPORARY TABLE events (
   WATERMARK FOR rowtime AS rowtime - {out_of_order}
 ) WITH ({_with(source_options)})""")
     meters = config.meters
-    t_env.create_temporary_view("parsed", t_env.sql_query(sql.parse_view("events", meters, config.pipeline.allowed_future_skew)))
+    # Materialise `parsed` once: the statement-set sinks and the DataStream part are planned
+    # separately, and without a shared DataStream each of them read and parsed the topic again
+    # (seen: two Kafka sources in the running job).
+    parsed_stream = t_env.to_data_stream(t_env.sql_query(sql.parse_view("events", meters, config.pipeline.allowed_future_skew)))
+    parsed = t_env.from_data_stream(
+        parsed_stream,
+        Schema.new_builder()
+        .column("kafka_partition", "INT")
+        .column("kafka_offset", "BIGINT")
+        .column("kafka_ts", "TIMESTAMP_LTZ(3)")
+        .column("rowtime", "TIMESTAMP_LTZ(3)")
+        .column("doc", "STRING")
+        .column("event_id", "STRING")
+        .column("customer_id", "STRING")
+        .column("event_type", "STRING")
+        .column("ts_text", "STRING")
+        .column("q_text", "STRING")
+        .column("event_ms", "BIGINT")
+        .column("reason", "STRING")
+        .column_by_expression("proc_time", "PROCTIME()")
+        .column_by_metadata("rt0", "TIMESTAMP_LTZ(3)", "rowtime")
+        .watermark("rt0", "SOURCE_WATERMARK()")
+        .build(),
+    )
+    t_env.create_temporary_view("parsed", parsed)
     t_env.create_temporary_view("deduped", t_env.sql_query(sql.dedup_view("parsed")))
     t_env.create_temporary_view("metered", t_env.sql_query(sql.metered_view("deduped", meters)))
 
