@@ -211,9 +211,22 @@ class FlinkCluster:
         self.taskmanager.wait_ready(self.probe, timeout_s or s.startup_timeout_s, "TaskManager registration")
 
     def start_taskmanager(self, timeout_s: float | None = None) -> None:
-        """(Re)start only the TaskManager, e.g. after a fault test killed it."""
+        """(Re)start only the TaskManager, e.g. after a fault test killed it.
+
+        Waits until the new TaskManager (not a dead one the JobManager has not yet noticed) has
+        registered: the REST list of TaskManagers must contain an id not seen before the start.
+        """
+        before = {tm["id"] for tm in self.rest("/taskmanagers").get("taskmanagers", [])}
         self._start_role("taskmanager", "taskmanager.sh")
-        self.taskmanager.wait_ready(self.probe, timeout_s or self.settings.startup_timeout_s, "TaskManager registration")
+
+        def new_one_registered() -> str | None:
+            try:
+                current = {tm["id"] for tm in self.rest("/taskmanagers").get("taskmanagers", [])}
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+            return None if current - before else "the new TaskManager has not registered yet"
+
+        self.taskmanager.wait_ready(new_one_registered, timeout_s or self.settings.startup_timeout_s, "TaskManager registration")
 
     def run_python(
         self,

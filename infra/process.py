@@ -140,11 +140,23 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return True
 
-    def kill(self) -> None:
-        """SIGKILL the main process only (fault tests: a crash, not a shutdown)."""
+    def kill(self, timeout_s: float = 10.0) -> None:
+        """SIGKILL the main process only (fault tests: a crash, not a shutdown); returns once it is gone.
+
+        Returning before the kernel has delivered the signal let a restart see the old process as
+        still running and do nothing (seen in the TaskManager fault test).
+        """
         pid = self.pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        while self.pid() is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name} (pid {pid}) survived SIGKILL for {timeout_s:.0f}s", log=self.log_file)
+            time.sleep(0.05)
 
     @staticmethod
     def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -65,3 +65,11 @@ def test_port_is_free_sees_a_listener() -> None:
         port = sock.getsockname()[1]
         assert not port_is_free("127.0.0.1", port)
     assert port_is_free("127.0.0.1", port)
+
+
+def test_kill_returns_only_when_the_process_is_gone(tmp_path: Path) -> None:
+    proc = _process(tmp_path)
+    pid = proc.start([sys.executable, "-c", "import time; time.sleep(300)"], env={}, cwd=tmp_path)
+    proc.kill()
+    assert proc.pid() is None
+    assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][0] == "Z"
