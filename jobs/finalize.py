@@ -20,6 +20,7 @@ import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from pyflink.common import Types
@@ -31,7 +32,7 @@ from jobs.config import Config
 from udfs.aggregators import Partial
 from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger
 from udfs.meters import Aggregation
-from udfs.periods import from_epoch_millis, local_day
+from udfs.periods import epoch_millis, from_epoch_millis, local_day
 
 FINALS = OutputTag("finals", Types.STRING())
 CORRECTIONS = OutputTag("corrections", Types.STRING())
@@ -73,6 +74,12 @@ def partial_json(partial: Partial) -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=65_536)
+def local_day_start_ms(minute_ms: int, timezone: str) -> int:
+    """Start (epoch ms) of the customer's local day containing a minute (cached)."""
+    return epoch_millis(local_day(from_epoch_millis(minute_ms), timezone).start)
+
+
 @dataclass
 class _KeyState:
     ledger: PeriodLedger
@@ -99,7 +106,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     def _save(self, state: _KeyState) -> None:
         if state.ledger.open_periods or state.open_minutes:
-            self.state.update(pickle.dumps(state))
+            self.state.update(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
         else:
             self.state.clear()
 
@@ -143,9 +150,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     # --- wire formats -----------------------------------------------------------------------------
     def _local_day(self, customer_id: str, minute_ms: int) -> int:
-        policy = self.config.billing.policy_for(customer_id)
-        day = local_day(from_epoch_millis(minute_ms), policy.cycle.timezone)
-        return int(day.start.timestamp() * 1000)
+        return local_day_start_ms(minute_ms, self.config.billing.policy_for(customer_id).cycle.timezone)
 
     def _aggregate_json(
         self,

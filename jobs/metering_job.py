@@ -86,6 +86,13 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
         conf.set_string("pipeline.jars", options.connector_jar.resolve().as_uri())
     if options.checkpoint_dir:
         conf.set_string("execution.checkpointing.dir", options.checkpoint_dir)
+    # Bounded restarts with backoff: a persistent failure ends the job with its cause instead of
+    # restarting forever (seen: checkpoints failing on every attempt, a job silently looping).
+    conf.set_string("restart-strategy.type", "exponential-delay")
+    conf.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
+    conf.set_string("restart-strategy.exponential-delay.max-backoff", "30 s")
+    conf.set_string("restart-strategy.exponential-delay.attempts-before-reset-backoff", "10")
+    conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", "3")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(config.pipeline.parallelism)
     interval_ms = int(config.pipeline.checkpoint_interval / timedelta(milliseconds=1))
@@ -283,8 +290,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--until-end", action="store_true")
     parser.add_argument("--connector-jar", type=Path)
     parser.add_argument("--job-name", default="metering")
+    parser.add_argument(
+        "--checkpoint-dir",
+        help="checkpoint storage URI; default on the MiniCluster (--connector-jar): the local stack's checkpoint folder",
+    )
     args = parser.parse_args(argv)
-    run(load_config(args.config), RunOptions(bounded=args.until_end, connector_jar=args.connector_jar, job_name=args.job_name))
+    checkpoint_dir = args.checkpoint_dir
+    if checkpoint_dir is None and args.connector_jar is not None:
+        # The MiniCluster has no cluster config: without a directory Flink keeps checkpoints in
+        # JobManager memory, capped at 5 MB, and every checkpoint of a real workload fails.
+        from infra.settings import StackSettings
+
+        checkpoint_dir = (StackSettings.from_env().checkpoint_dir / args.job_name).resolve().as_uri()
+    options = RunOptions(
+        bounded=args.until_end, connector_jar=args.connector_jar, job_name=args.job_name, checkpoint_dir=checkpoint_dir
+    )
+    run(load_config(args.config), options)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import lru_cache
 
 from udfs.aggregators import Partial, empty, merge, subtract
 from udfs.meters import Aggregation
 from udfs.periods import BillingCycle, billing_period, epoch_millis, from_epoch_millis
+
+
+@lru_cache(maxsize=65_536)
+def period_bounds(minute_ms: int, cycle: BillingCycle) -> tuple[int, int]:
+    """``(start_ms, end_ms)`` of the billing period containing a minute (cached: rows repeat minutes)."""
+    period = billing_period(from_epoch_millis(minute_ms), cycle)
+    return epoch_millis(period.start), epoch_millis(period.end)
 
 
 @dataclass(frozen=True)
@@ -82,8 +90,7 @@ class PeriodLedger:
     open_periods: dict[int, _OpenPeriod] = field(default_factory=dict)
 
     def period_of(self, minute_ms: int) -> tuple[int, int]:
-        period = billing_period(from_epoch_millis(minute_ms), self.cycle)
-        return epoch_millis(period.start), epoch_millis(period.end)
+        return period_bounds(minute_ms, self.cycle)
 
     @property
     def grace_ms(self) -> int:
