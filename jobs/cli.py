@@ -313,10 +313,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
-    from clickhouse.queries import run_query, with_group_by
     from infra.settings import StackSettings
     from jobs.config import load_config
-    from jobs.demo import compare, demo_document, generate, recompute
+    from jobs.demo import collect_results, compare, demo_document, generate, recompute
 
     settings = StackSettings.from_env()
     stack = _stack()
@@ -389,14 +388,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     t = step("7/7 results, and an independent recomputation from the generated file")
     with open_storage(config.storage, create_database=False) as storage:
-        usage = [with_group_by(r) for r in run_query(storage, "usage", {"customer": ""})]
-        finals = [with_group_by(r) for r in run_query(storage, "finals", {"customer": ""})]
-        corrections = [with_group_by(r) for r in run_query(storage, "corrections", {"customer": ""})]
-        dead_letters = run_query(storage, "dead_letters", {"customer": ""})
-        health = run_query(storage, "health", {})[0]
-    for row in finals:
-        row["total"] = row.pop("value")
-    print_usage(usage)
+        results = collect_results(storage)
+    finals, corrections, dead_letters, health = results.finals, results.corrections, results.dead_letters, results.health
+    print_usage(results.usage)
     print(
         f"\n   dead letters {len(dead_letters):,}  duplicates dropped {health['duplicates_dropped']:,} "
         f"(conflicting ids {health['conflicting_ids']})  correction records {len(corrections)}  "

@@ -254,6 +254,34 @@ def _aggregate(aggregation: Aggregation, items: list[tuple[datetime, str, Any]])
 
 
 @dataclass
+class Results:
+    """What the pipeline loaded, as the documented query output (decimals as strings, `group_by`)."""
+
+    usage: list[dict[str, Any]]
+    finals: list[dict[str, Any]]
+    corrections: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]
+    health: dict[str, Any]
+
+
+def collect_results(storage: Any) -> Results:
+    """Read usage, finals, corrections, dead letters and health counters through the named queries."""
+    from clickhouse.queries import run_query, with_group_by
+
+    everyone = {"customer": ""}
+    finals = [with_group_by(r) for r in run_query(storage, "finals", everyone)]
+    for row in finals:
+        row["total"] = row.pop("value")
+    return Results(
+        usage=[with_group_by(r) for r in run_query(storage, "usage", everyone)],
+        finals=finals,
+        corrections=[with_group_by(r) for r in run_query(storage, "corrections", everyone)],
+        dead_letters=run_query(storage, "dead_letters", everyone),
+        health=run_query(storage, "health", {})[0],
+    )
+
+
+@dataclass
 class Comparison:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
 

@@ -19,12 +19,11 @@ import yaml
 
 from clickhouse.client import open_storage
 from clickhouse.migrate import migrate
-from clickhouse.queries import run_query, with_group_by
 from infra.flink import connector_jar
 from infra.settings import PROJECT_ROOT, StackSettings
 from jobs.cli import ensure_topics
 from jobs.config import Config, load_config
-from jobs.demo import compare, demo_document, generate, recompute
+from jobs.demo import collect_results, compare, demo_document, generate, recompute
 from jobs.loader import Loader
 from jobs.produce import make_producer, produce_lines
 
@@ -58,13 +57,8 @@ def load_and_compare(config: Config, events: Path) -> Any:
     with open_storage(config.storage, create_database=False) as storage:
         stats = Loader(config, storage, group_id=f"{config.kafka.consumer_group}-loader").run(until_idle=True, idle_s=2)
         assert stats.retries == 0
-        finals = [with_group_by(r) for r in run_query(storage, "finals", {"customer": ""})]
-        corrections = [with_group_by(r) for r in run_query(storage, "corrections", {"customer": ""})]
-        dead_letters = run_query(storage, "dead_letters", {"customer": ""})
-        health = run_query(storage, "health", {})[0]
-    for row in finals:
-        row["total"] = row.pop("value")
-    return compare(recompute(events, config), finals, corrections, dead_letters, health)
+        results = collect_results(storage)
+    return compare(recompute(events, config), results.finals, results.corrections, results.dead_letters, results.health)
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
