@@ -151,7 +151,7 @@ def test_sum_every_event_counted_once_in_a_final_or_a_correction(
 @settings(max_examples=100, deadline=None)
 @given(events_strategy, cycle_strategy)
 def test_in_order_events_within_grace_never_become_corrections(events: list[Event], cycle: BillingCycle) -> None:
-    in_order = [Event(e.minute, e.value, e.minute) for e in events]
+    in_order = [Event(e.minute, e.value, e.minute * 10**7 + i) for i, e in enumerate(events)]
     finals, corrections, _ = simulate(Aggregation.SUM, cycle, timedelta(hours=1), in_order, lateness=0)
     assert corrections == []
     expected: dict[int, Decimal] = defaultdict(Decimal)
@@ -169,7 +169,8 @@ def test_in_order_events_within_grace_never_become_corrections(events: list[Even
 def test_other_aggregations_match_a_recomputation_when_nothing_is_late(
     events: list[Event], cycle: BillingCycle, aggregation: Aggregation
 ) -> None:
-    in_order = [Event(e.minute, e.value, e.minute * 10**7 + e.arrival) for e in events]
+    # Unique arrival positions give unique event ids, as dedup guarantees in the job.
+    in_order = [Event(e.minute, e.value, e.minute * 10**7 + i) for i, e in enumerate(events)]
     finals, corrections, _ = simulate(aggregation, cycle, timedelta(0), in_order, lateness=0)
     assert corrections == []
     by_period: dict[int, list[Event]] = defaultdict(list)
