@@ -268,9 +268,6 @@ def cmd_query(args: argparse.Namespace) -> int:
     name = args.what.replace("-", "_")
     with open_storage(config.storage, create_database=False) as storage:
         rows = [with_group_by(r) for r in run_query(storage, name, {"customer": args.customer or ""})]
-    for row in rows:  # the documented contract names
-        if "value" in row and name in ("finals", "usage"):
-            row["total"] = row.pop("value")
     sys.stdout.write(render(rows, args.format))
     return EXIT_OK
 
@@ -419,7 +416,7 @@ def print_usage(rows: list[dict[str, Any]]) -> None:
             group = ",".join(f"{k}={v}" for k, v in r["group_by"].items()) or "-"
             print(
                 f"     {r['meter']:<19} {group:<16} {r['period_start'][:16]} .. {r['period_end'][:16]}  "
-                f"{r['value']:>26}  {r['status']:<11} {r['event_count']:>8,} events"
+                f"{r['total']:>26}  {r['status']:<11} {r['event_count']:>8,} events"
             )
 
 

@@ -269,12 +269,9 @@ def collect_results(storage: Any) -> Results:
     from clickhouse.queries import run_query, with_group_by
 
     everyone = {"customer": ""}
-    finals = [with_group_by(r) for r in run_query(storage, "finals", everyone)]
-    for row in finals:
-        row["total"] = row.pop("value")
     return Results(
         usage=[with_group_by(r) for r in run_query(storage, "usage", everyone)],
-        finals=finals,
+        finals=[with_group_by(r) for r in run_query(storage, "finals", everyone)],
         corrections=[with_group_by(r) for r in run_query(storage, "corrections", everyone)],
         dead_letters=run_query(storage, "dead_letters", everyone),
         health=run_query(storage, "health", {})[0],

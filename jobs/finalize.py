@@ -29,6 +29,7 @@ from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs.config import Config
+from jobs.sql import SEP
 from udfs.aggregators import Partial
 from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger
 from udfs.meters import Aggregation
@@ -36,7 +37,6 @@ from udfs.periods import epoch_millis, from_epoch_millis, local_day
 
 FINALS = OutputTag("finals", Types.STRING())
 CORRECTIONS = OutputTag("corrections", Types.STRING())
-SEP = "\u0001"
 
 
 def partial_from_row(aggregation: Aggregation, row: Any) -> Partial:
@@ -138,7 +138,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         start, end = state.ledger.period_of(minute_ms)
         if not corrected:
             ctx.timer_service().register_event_time_timer(end + state.ledger.grace_ms)
-            yield self._aggregate_json(customer_id, meter, group_key, minute_ms, start, end, segment, version, partial, state)
+            yield self._aggregate_json(customer_id, meter, group_key, minute_ms, start, end, segment, version, partial)
         self._save(state)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
@@ -149,8 +149,11 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._save(state)
 
     # --- wire formats -----------------------------------------------------------------------------
-    def _local_day(self, customer_id: str, minute_ms: int) -> int:
-        return local_day_start_ms(minute_ms, self.config.billing.policy_for(customer_id).cycle.timezone)
+    @staticmethod
+    def _record(customer_id: str, meter: str, group_key: str, partial: Partial, **fields: Any) -> str:
+        """One output record: the key, the aggregation, ``fields``, then the partial's values (exact text)."""
+        record = {"customer_id": customer_id, "meter": meter, "group_key": group_key, "aggregation": partial.aggregation.value}
+        return json.dumps({**record, **fields, **partial_json(partial)}, separators=(",", ":"))
 
     def _aggregate_json(
         self,
@@ -163,52 +166,40 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         segment: str,
         version: int,
         partial: Partial,
-        state: _KeyState,
     ) -> str:
-        return json.dumps(
-            {
-                "customer_id": customer_id,
-                "meter": meter,
-                "group_key": group_key,
-                "aggregation": state.ledger.aggregation.value,
-                "minute_ms": minute_ms,
-                "day_start_ms": self._local_day(customer_id, minute_ms),
-                "period_start_ms": start,
-                "period_end_ms": end,
-                "segment": segment,
-                "version": version,
-                **partial_json(partial),
-            },
-            separators=(",", ":"),
+        timezone = self.config.billing.policy_for(customer_id).cycle.timezone
+        return self._record(
+            customer_id,
+            meter,
+            group_key,
+            partial,
+            minute_ms=minute_ms,
+            day_start_ms=local_day_start_ms(minute_ms, timezone),
+            period_start_ms=start,
+            period_end_ms=end,
+            segment=segment,
+            version=version,
         )
 
     def _final_json(self, customer_id: str, meter: str, group_key: str, final: Final) -> str:
-        return json.dumps(
-            {
-                "customer_id": customer_id,
-                "meter": meter,
-                "group_key": group_key,
-                "aggregation": final.partial.aggregation.value,
-                "period_start_ms": final.period_start_ms,
-                "period_end_ms": final.period_end_ms,
-                "finalized_at_watermark_ms": final.finalized_at_watermark_ms,
-                **partial_json(final.partial),
-            },
-            separators=(",", ":"),
+        return self._record(
+            customer_id,
+            meter,
+            group_key,
+            final.partial,
+            period_start_ms=final.period_start_ms,
+            period_end_ms=final.period_end_ms,
+            finalized_at_watermark_ms=final.finalized_at_watermark_ms,
         )
 
     def _correction_json(self, customer_id: str, meter: str, group_key: str, correction: Correction) -> str:
-        return json.dumps(
-            {
-                "customer_id": customer_id,
-                "meter": meter,
-                "group_key": group_key,
-                "aggregation": correction.partial.aggregation.value,
-                "period_start_ms": correction.period_start_ms,
-                "period_end_ms": correction.period_end_ms,
-                "minute_ms": correction.minute_ms,
-                "retract": correction.retract,
-                **partial_json(correction.partial),
-            },
-            separators=(",", ":"),
+        return self._record(
+            customer_id,
+            meter,
+            group_key,
+            correction.partial,
+            period_start_ms=correction.period_start_ms,
+            period_end_ms=correction.period_end_ms,
+            minute_ms=correction.minute_ms,
+            retract=correction.retract,
         )

@@ -50,6 +50,60 @@ class RunOptions:
     transactional_id_prefix: str = "metering"
 
 
+#: Columns of the views the job materialises (see :func:`materialise`), as ``sql.parse_view`` and
+#: ``sql.flagged_view`` produce them.
+PARSED_COLUMNS = [
+    ("kafka_partition", "INT"),
+    ("kafka_offset", "BIGINT"),
+    ("kafka_ts", "TIMESTAMP_LTZ(3)"),
+    ("rowtime", "TIMESTAMP_LTZ(3)"),
+    ("doc", "STRING"),
+    ("event_id", "STRING"),
+    ("customer_id", "STRING"),
+    ("event_type", "STRING"),
+    ("ts_text", "STRING"),
+    ("q_text", "STRING"),
+    ("event_ms", "BIGINT"),
+    ("reason", "STRING"),
+]
+FLAGGED_COLUMNS = [
+    ("customer_id", "STRING"),
+    ("meter", "STRING"),
+    ("group_key", "STRING"),
+    ("event_id", "STRING"),
+    ("event_ms", "BIGINT"),
+    ("rowtime", "TIMESTAMP_LTZ(3)"),
+    ("val", "STRING"),
+    ("distinct_value", "STRING"),
+    ("latest_enc", "STRING"),
+    ("reason", "STRING"),
+    ("payload", "STRING"),
+    ("kafka_partition", "INT"),
+    ("kafka_offset", "BIGINT"),
+    ("kafka_ts", "TIMESTAMP_LTZ(3)"),
+    ("late", "BOOLEAN"),
+]
+
+
+def materialise(t_env: Any, table: Any, columns: list[tuple[str, str]], *, rowtime: str, proctime: str | None = None) -> Any:
+    """``table`` evaluated once: Table -> DataStream -> Table, keeping its rowtime and watermarks.
+
+    Every consumer of the result reads the same records. Without this, each consumer is planned
+    on its own: the source is read again, and a non-deterministic expression (CURRENT_WATERMARK)
+    is evaluated again and can disagree (docs/design.md). The stream's rowtime is exposed as
+    the ``rowtime`` metadata column named by ``rowtime``, with the upstream watermarks (``SOURCE_WATERMARK()``).
+    """
+    from pyflink.table import Schema
+
+    builder = Schema.new_builder()
+    for name, data_type in columns:
+        builder = builder.column(name, data_type)
+    if proctime is not None:
+        builder = builder.column_by_expression(proctime, "PROCTIME()")
+    schema = builder.column_by_metadata(rowtime, "TIMESTAMP_LTZ(3)", "rowtime").watermark(rowtime, "SOURCE_WATERMARK()").build()
+    return t_env.from_data_stream(t_env.to_data_stream(table), schema)
+
+
 def _kafka_options(config: Config, topic: str) -> dict[str, str]:
     return {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": config.kafka.bootstrap_servers}
 
@@ -118,7 +172,6 @@ def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream.connectors.base import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
-    from pyflink.table import Schema
 
     from jobs.finalize import CORRECTIONS, FINALS, FinalizeFunction
 
@@ -149,55 +202,19 @@ CREATE TEMPORARY TABLE events (
     # Materialise `parsed` once: the statement-set sinks and the DataStream part are planned
     # separately, and without a shared DataStream each of them read and parsed the topic again
     # (seen: two Kafka sources in the running job).
-    parsed_stream = t_env.to_data_stream(t_env.sql_query(sql.parse_view("events", meters, config.pipeline.allowed_future_skew)))
-    parsed = t_env.from_data_stream(
-        parsed_stream,
-        Schema.new_builder()
-        .column("kafka_partition", "INT")
-        .column("kafka_offset", "BIGINT")
-        .column("kafka_ts", "TIMESTAMP_LTZ(3)")
-        .column("rowtime", "TIMESTAMP_LTZ(3)")
-        .column("doc", "STRING")
-        .column("event_id", "STRING")
-        .column("customer_id", "STRING")
-        .column("event_type", "STRING")
-        .column("ts_text", "STRING")
-        .column("q_text", "STRING")
-        .column("event_ms", "BIGINT")
-        .column("reason", "STRING")
-        .column_by_expression("proc_time", "PROCTIME()")
-        .column_by_metadata("rt0", "TIMESTAMP_LTZ(3)", "rowtime")
-        .watermark("rt0", "SOURCE_WATERMARK()")
-        .build(),
+    parsed = materialise(
+        t_env,
+        t_env.sql_query(sql.parse_view("events", meters, config.pipeline.allowed_future_skew)),
+        PARSED_COLUMNS,
+        rowtime="rt0",
+        proctime="proc_time",
     )
     t_env.create_temporary_view("parsed", parsed)
     t_env.create_temporary_view("deduped", t_env.sql_query(sql.dedup_view("parsed")))
     t_env.create_temporary_view("metered", t_env.sql_query(sql.metered_view("deduped", meters)))
 
     # Materialise the lateness flag once (see sql.flagged_view).
-    flagged_stream = t_env.to_data_stream(t_env.sql_query(sql.flagged_view("metered")))
-    flagged = t_env.from_data_stream(
-        flagged_stream,
-        Schema.new_builder()
-        .column("customer_id", "STRING")
-        .column("meter", "STRING")
-        .column("group_key", "STRING")
-        .column("event_id", "STRING")
-        .column("event_ms", "BIGINT")
-        .column("rowtime", "TIMESTAMP_LTZ(3)")
-        .column("val", "STRING")
-        .column("distinct_value", "STRING")
-        .column("latest_enc", "STRING")
-        .column("reason", "STRING")
-        .column("payload", "STRING")
-        .column("kafka_partition", "INT")
-        .column("kafka_offset", "BIGINT")
-        .column("kafka_ts", "TIMESTAMP_LTZ(3)")
-        .column("late", "BOOLEAN")
-        .column_by_metadata("rt", "TIMESTAMP_LTZ(3)", "rowtime")
-        .watermark("rt", "SOURCE_WATERMARK()")
-        .build(),
-    )
+    flagged = materialise(t_env, t_env.sql_query(sql.flagged_view("metered")), FLAGGED_COLUMNS, rowtime="rt")
     t_env.create_temporary_view("flagged", flagged)
 
     dead_letter_columns = (

@@ -118,7 +118,7 @@ def source_schema_columns(skew: timedelta) -> list[tuple[str, str]]:
         f"TO_TIMESTAMP_LTZ(CASE WHEN {plausible} AND TO_TIMESTAMP_LTZ({seconds_expr} * 1000, 3) <= kafka_ts + {seconds(skew)} "
         f"THEN {seconds_expr} * 1000 ELSE 0 END, 3)"
     )
-    return [("proc_time", "PROCTIME()"), ("rowtime", rowtime)]
+    return [("rowtime", rowtime)]
 
 
 def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 
 def ensure_topic(
     bootstrap: str,
@@ -29,15 +27,5 @@ def ensure_topic(
         except TopicAlreadyExistsError:
             return False
         return True
-    finally:
-        admin.close()
-
-
-def list_topics(bootstrap: str) -> list[str]:
-    from kafka import KafkaAdminClient
-
-    admin: Any = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="metering-admin")
-    try:
-        return sorted(t for t in admin.list_topics() if not t.startswith("__"))
     finally:
         admin.close()

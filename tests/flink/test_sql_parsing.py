@@ -41,7 +41,7 @@ def parse_rows(t_env: Any, docs: list[str]) -> list[Any]:
     table = t_env.from_elements([(d,) for d in docs], DataTypes.ROW([DataTypes.FIELD("doc_text", DataTypes.STRING())]))
     t_env.create_temporary_view("docs", table)
     source = """SELECT CAST(doc_text AS BYTES) AS payload, 0 AS kafka_partition, CAST(0 AS BIGINT) AS kafka_offset,
-       TO_TIMESTAMP_LTZ(1798761600000, 3) AS kafka_ts, CURRENT_TIMESTAMP AS proc_time,
+       TO_TIMESTAMP_LTZ(1798761600000, 3) AS kafka_ts,
        TO_TIMESTAMP_LTZ(0, 3) AS rowtime FROM docs"""
     t_env.create_temporary_view("src", t_env.sql_query(source))
     result = t_env.sql_query(f"SELECT doc, reason, event_ms FROM ({sql.parse_view('src', CONFIG.meters, timedelta(minutes=5))})")
