@@ -48,6 +48,15 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(kept[-lines:]) or "(log is empty)"
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return not stat.rsplit(") ", 1)[-1].startswith("Z")
+
+
 @dataclass
 class ManagedProcess:
     """A background process identified by a pid file and a command-line marker."""
@@ -57,20 +66,28 @@ class ManagedProcess:
     log_file: Path
     marker: str
 
-    def pid(self) -> int | None:
-        """The PID of our running process, or None."""
+    def _recorded_pid(self) -> int | None:
         try:
-            pid = int(self.pid_file.read_text().strip())
+            return int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+
+    def pid(self) -> int | None:
+        """The PID of our running process, or None."""
+        pid = self._recorded_pid()
+        if pid is None or not _alive(pid):
             return None
-        if stat.rsplit(") ", 1)[-1].startswith("Z"):
-            return None
+        for _ in range(5):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                return None
+            if cmdline or environ:
+                break
+            # Both read empty while a launcher script execs into the JVM; a kernel thread that
+            # recycled the PID stays empty and is rejected below.
+            time.sleep(0.02)
         marker = self.marker.encode()
         if marker not in cmdline and f"{MARKER_VARIABLE}=".encode() + marker not in environ.split(b"\0"):
             return None
@@ -106,8 +123,12 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout_s
         reason: str | None = "not probed yet"
         delay = 0.2
+        started_pid = self._recorded_pid()  # written by start(), or verified by the caller
         while time.monotonic() < deadline:
-            if not self.is_running():
+            # Liveness of the pid we found, not the marker: while a launcher script execs into the
+            # JVM, /proc/<pid>/environ and cmdline can read empty for an instant, and the marker
+            # check then took a live JobManager for one that had exited (seen once in CI).
+            if started_pid is None or not _alive(started_pid):
                 raise StackError(
                     f"{self.name} exited during start-up; last log lines:\n{tail(self.log_file)}",
                     log=self.log_file,
