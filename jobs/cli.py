@@ -234,6 +234,105 @@ def cmd_job(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cluster_url(args: argparse.Namespace) -> str:
+    from infra.settings import StackSettings
+
+    return str(args.cluster or StackSettings.from_env().flink_rest_url)
+
+
+def cmd_job_submit(args: argparse.Namespace) -> int:
+    """Package and submit the job to a session cluster; wait until it runs."""
+    from infra.flink import FlinkCluster, connector_jar, pyflink_home
+    from infra.flink_rest import FlinkRest
+    from infra.settings import PROJECT_ROOT, StackSettings
+    from jobs.operations import STATE_BACKENDS, SubmitOptions, await_running, submit
+
+    if args.state_backend and args.state_backend not in STATE_BACKENDS:
+        raise AssertionError(args.state_backend)  # argparse choices guard this
+    config_path = Path(args.config) if args.config else PROJECT_ROOT / "config" / "metering.example.yaml"
+    config = _config(argparse.Namespace(config=str(config_path)))  # fails here, naming the key, before any upload
+    if args.parallelism is not None and args.parallelism < 1:
+        print("metering: --parallelism must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    created = ensure_topics(config)
+    if created:
+        print(f"created topics: {', '.join(created)}", file=sys.stderr)
+    settings = StackSettings.from_env()
+    cluster = FlinkCluster(settings)
+    cluster.prepare_client()
+    options = SubmitOptions(
+        cluster_url=_cluster_url(args),
+        config_path=config_path,
+        job_name=args.job_name,
+        parallelism=args.parallelism,
+        state_backend=args.state_backend,
+        checkpoint_dir=args.checkpoint_dir,
+        savepoint_dir=args.savepoint_dir,
+        from_savepoint=args.from_savepoint,
+        allow_non_restored_state=args.allow_non_restored_state,
+        until_end=args.until_end,
+        python_executable=args.python_executable or (settings.python_executable if args.cluster is None else None),
+    )
+    print(f"submitting {args.job_name} to {options.cluster_url} …", file=sys.stderr, flush=True)
+    submission = submit(
+        options,
+        project_root=PROJECT_ROOT,
+        flink_env=cluster.environment(),
+        flink_bin=pyflink_home() / "bin" / "flink",
+        jar=connector_jar(settings),
+        work=settings.home / "submissions",
+    )
+    result = {"job_id": submission.job_id, "web_ui": submission.web_url, "package": str(submission.package_dir)}
+    if not args.no_wait:
+        job = await_running(FlinkRest(options.cluster_url), submission.job_id)
+        result["state"] = str(job.get("state"))
+    if args.format == "json":
+        _print(result, "json")
+    else:
+        print(f"job id  {submission.job_id}\nweb UI  {submission.web_url}\npackage {submission.package_dir}")
+        if "state" in result:
+            print(f"state   {result['state']}")
+    return EXIT_OK
+
+
+def cmd_job_ops(args: argparse.Namespace) -> int:
+    """list | status | savepoint | stop | cancel, through the cluster's REST API."""
+    from infra.flink_rest import FlinkRest
+    from jobs.operations import collect_status, render_jobs, render_status
+
+    rest = FlinkRest(_cluster_url(args))
+    if args.action == "list":
+        jobs = rest.jobs()
+        _print(jobs if args.format == "json" else render_jobs(jobs), args.format)
+        return EXIT_OK
+    if args.action == "status":
+        status = collect_status(rest, args.job_id)
+        _print(status if args.format == "json" else render_status(status), args.format)
+        return EXIT_OK if status["state"] in ("RUNNING", "FINISHED", "CREATED", "INITIALIZING") else EXIT_FAILURE
+    if args.action == "cancel":
+        rest.cancel(args.job_id)
+        job = rest.wait_for_state(args.job_id, {"CANCELED"}, timeout_s=args.timeout)
+        answer = {"job_id": args.job_id, "state": job["state"]}
+        _print(answer if args.format == "json" else f"job {args.job_id} {job['state']}", args.format)
+        return EXIT_OK
+    stop = args.action == "stop"
+    if stop and not args.savepoint:
+        print("metering: `job stop` takes a savepoint: pass --savepoint [DIR] (or use `job cancel`)", file=sys.stderr)
+        return EXIT_USAGE
+    target = args.savepoint if isinstance(args.savepoint, str) else None
+    trigger = rest.trigger_savepoint(args.job_id, target, stop=stop, drain=getattr(args, "drain", False))
+    print(f"savepoint of {args.job_id} triggered{' (stopping the job)' if stop else ''} …", file=sys.stderr, flush=True)
+    location = rest.await_savepoint(args.job_id, trigger, timeout_s=args.timeout)
+    state = rest.wait_for_state(args.job_id, {"FINISHED", "CANCELED"}, timeout_s=args.timeout)["state"] if stop else "RUNNING"
+    if args.format == "json":
+        _print({"job_id": args.job_id, "savepoint": location, "state": state}, "json")
+    else:
+        print(f"savepoint {location}\njob {args.job_id} {state}")
+        if stop:
+            print(f"resume with: metering job submit --config FILE --from-savepoint {location}")
+    return EXIT_OK
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from clickhouse.client import open_storage
     from clickhouse.migrate import status
@@ -488,7 +587,71 @@ def build_parser() -> argparse.ArgumentParser:
     job_run.add_argument("--until-end", action="store_true", help="bounded run: process what is there, finalize, stop")
     job_run.add_argument("--parallelism", type=int, help="override pipeline.parallelism")
     job_run.add_argument("--job-name", default="metering")
-    job.set_defaults(func=cmd_job)
+    job_run.set_defaults(func=cmd_job)
+
+    cluster_help = "Flink REST URL (default: the local stack's, http://127.0.0.1:18081)"
+    submit = job_sub.add_parser(
+        "submit",
+        help="package and submit the job to a Flink cluster",
+        description="Build the job from the configuration here and submit it with `flink run -py`: the Python "
+        "packages, a copy of the configuration and the Kafka connector jar are uploaded with it. Waits until "
+        "every task runs (a savepoint that cannot be restored is reported here) and prints the job id and the "
+        "web UI link.",
+        epilog=ENV_HELP,
+    )
+    submit.add_argument("--cluster", metavar="URL", help=cluster_help)
+    submit.add_argument("--config", help="configuration file (default: config/metering.example.yaml)")
+    submit.add_argument("--job-name", default="metering")
+    submit.add_argument("--parallelism", type=int, help="override pipeline.parallelism (rescale when resuming)")
+    submit.add_argument(
+        "--state-backend",
+        choices=("hashmap", "rocksdb"),
+        help="rocksdb (incremental checkpoints) for large dedup state; hashmap for small. Default: the cluster's",
+    )
+    submit.add_argument("--checkpoint-dir", metavar="URI", help="checkpoint storage (default: the cluster's)")
+    submit.add_argument("--savepoint-dir", metavar="URI", help="default savepoint target (default: the cluster's)")
+    submit.add_argument("--from-savepoint", metavar="PATH", help="resume from this savepoint or retained checkpoint")
+    submit.add_argument(
+        "--allow-non-restored-state",
+        action="store_true",
+        help="resume even if the savepoint holds state no operator claims (that state is dropped)",
+    )
+    submit.add_argument("--until-end", action="store_true", help="bounded: process the topic to its current end, finalize, stop")
+    submit.add_argument("--python-executable", help="Python on the TaskManagers (default: the local stack's / the cluster's)")
+    submit.add_argument("--no-wait", action="store_true", help="return once submitted, without waiting for RUNNING")
+    submit.add_argument("--format", choices=("text", "json"), default="text")
+    submit.set_defaults(func=cmd_job_submit)
+
+    for name, text in (
+        ("list", "list the cluster's jobs"),
+        ("status", "state, uptime, restarts, last checkpoint, watermark lag, pipeline counters, per-operator records"),
+        ("savepoint", "take a savepoint and keep the job running"),
+        ("stop", "stop the job with a savepoint (to upgrade, rescale or move it)"),
+        ("cancel", "cancel the job without a savepoint (its last checkpoint is retained)"),
+    ):
+        p = job_sub.add_parser(name, help=text, description=text, epilog=ENV_HELP)
+        if name != "list":
+            p.add_argument("job_id", metavar="ID")
+        p.add_argument("--cluster", metavar="URL", help=cluster_help)
+        p.add_argument("--format", choices=("text", "json"), default="text")
+        if name in ("savepoint", "stop", "cancel"):
+            p.add_argument("--timeout", type=float, default=300, metavar="SECONDS", help="give up waiting after this long")
+        if name in ("savepoint", "stop"):
+            p.add_argument(
+                "--savepoint",
+                nargs="?",
+                const=True,
+                default=name == "savepoint",
+                metavar="DIR",
+                help="savepoint target directory (default: the cluster's execution.checkpointing.savepoint-dir)",
+            )
+        if name == "stop":
+            p.add_argument(
+                "--drain",
+                action="store_true",
+                help="advance the watermark to the end of time first: every open period is finalized (decommissioning only)",
+            )
+        p.set_defaults(func=cmd_job_ops)
 
     load = sub.add_parser(
         "load",

@@ -29,6 +29,7 @@ from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs.config import Config
+from jobs.metrics import METRICS
 from jobs.sql import SEP
 from udfs.aggregators import Partial
 from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger
@@ -95,6 +96,9 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(ValueStateDescriptor("ledger", Types.PICKLED_BYTE_ARRAY()))
+        # The job's own counters (Flink metrics, read by `metering job status`; see METRICS).
+        metrics = runtime_context.get_metrics_group()
+        self.counters = {name: metrics.counter(name) for name in METRICS}
 
     def _load(self, customer_id: str, meter: str) -> _KeyState:
         stored = self.state.value()
@@ -129,15 +133,18 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         else:
             changes.append(MinuteChange(minute_ms, partial))
             segment, version = f"late:{row[11]}", 1  # one row per late event, idempotent by event id
+            self.counters["meteringLateEvents"].inc()
         corrected = False
         for change in changes:
             correction = state.ledger.apply(change, watermark)
             if correction is not None:
                 corrected = True
+                self.counters["meteringCorrectionsEmitted"].inc()
                 yield CORRECTIONS, self._correction_json(customer_id, meter, group_key, correction)
         start, end = state.ledger.period_of(minute_ms)
         if not corrected:
             ctx.timer_service().register_event_time_timer(end + state.ledger.grace_ms)
+            self.counters["meteringAggregateUpdates"].inc()
             yield self._aggregate_json(customer_id, meter, group_key, minute_ms, start, end, segment, version, partial)
         self._save(state)
 
@@ -145,6 +152,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         customer_id, meter, group_key = ctx.get_current_key()
         state = self._load(customer_id, meter)
         for final in state.ledger.finalize(timestamp):
+            self.counters["meteringFinalsEmitted"].inc()
             yield FINALS, self._final_json(customer_id, meter, group_key, final)
         self._save(state)
 

@@ -20,9 +20,9 @@ Delivery: EXACTLY_ONCE checkpoints, Kafka source offsets in the checkpoint, tran
 sinks (visible to read_committed consumers at each checkpoint). The duplicates topic is an upsert
 stream keyed by (customer_id, event_id): at-least-once writes are idempotent there.
 
-State compatibility (savepoints): operator uids are fixed below. Adding a meter adds a UNION ALL
-branch before the window; changing ``group_by`` of a meter, the CUMULATE step, or the key of
-the finalization stage is NOT savepoint-compatible (state is keyed by them).
+State compatibility (savepoints): DataStream operators carry fixed uids, SQL operators generated
+ones that depend only on the plan's shape (see :func:`operator_uids`); docs/operations.md lists
+which changes keep a savepoint usable.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from jobs import sql
 from jobs.config import Config
 
 UID_PREFIX = "metering-v1"
+#: Upper bound for rescaling (key groups); changing it makes every savepoint unusable.
+MAX_PARALLELISM = 128
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,14 @@ class RunOptions:
     connector_jar: Path | None = None  # MiniCluster: the Kafka connector jar (a cluster has it in lib/)
     job_name: str = "metering"
     checkpoint_dir: str | None = None
-    transactional_id_prefix: str = "metering"
+    # Kafka transactional ids of the sinks. Default: the job's consumer group, which names one
+    # deployment of the pipeline: a resumed job must reuse it (to abort its predecessor's open
+    # transactions), and two different deployments must not share it (they would fence each other).
+    transactional_id_prefix: str | None = None
+    savepoint_dir: str | None = None  # default target of savepoints (the cluster's when unset)
+    state_backend: str | None = None  # "hashmap" | "rocksdb" (incremental); the cluster's when unset
+    restore_from: str | None = None  # a savepoint or retained checkpoint to resume from
+    allow_non_restored_state: bool = False  # resume even if some saved state has no operator (drops it)
 
 
 #: Columns of the views the job materialises (see :func:`materialise`), as ``sql.parse_view`` and
@@ -115,9 +124,13 @@ def _exactly_once_sink(config: Config, options: RunOptions, topic: str, name: st
         "format": "json",
         "json.encode.decimal-as-plain-number": "true",
         "sink.delivery-guarantee": "exactly-once",
-        "sink.transactional-id-prefix": f"{options.transactional_id_prefix}-{name}",
+        "sink.transactional-id-prefix": f"{transactional_prefix(config, options)}-{name}",
         "properties.transaction.timeout.ms": str(timeout_ms),
     }
+
+
+def transactional_prefix(config: Config, options: RunOptions) -> str:
+    return options.transactional_id_prefix or config.kafka.consumer_group
 
 
 def _with(options: dict[str, str]) -> str:
@@ -140,6 +153,17 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
         conf.set_string("pipeline.jars", options.connector_jar.resolve().as_uri())
     if options.checkpoint_dir:
         conf.set_string("execution.checkpointing.dir", options.checkpoint_dir)
+    if options.savepoint_dir:
+        conf.set_string("execution.checkpointing.savepoint-dir", options.savepoint_dir)
+    if options.state_backend:
+        conf.set_string("state.backend.type", options.state_backend)
+        if options.state_backend == "rocksdb":
+            conf.set_string("execution.checkpointing.incremental", "true")
+    if options.restore_from:
+        conf.set_string("execution.state-recovery.path", options.restore_from)
+        conf.set_string("execution.state-recovery.ignore-unclaimed-state", str(options.allow_non_restored_state).lower())
+    # Checkpoints outlive a cancelled job, so a job can always resume from its last one.
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     # Bounded restarts with backoff: a persistent failure ends the job with its cause instead of
     # restarting forever (seen: checkpoints failing on every attempt, a job silently looping).
     conf.set_string("restart-strategy.type", "exponential-delay")
@@ -147,6 +171,9 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     conf.set_string("restart-strategy.exponential-delay.max-backoff", "30 s")
     conf.set_string("restart-strategy.exponential-delay.attempts-before-reset-backoff", "10")
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", "3")
+    # Keyed state is split into max-parallelism key groups; it must never change for a savepoint
+    # to restore, so it is fixed instead of derived from the first run's parallelism.
+    conf.set_string("pipeline.max-parallelism", str(MAX_PARALLELISM))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(config.pipeline.parallelism)
     interval_ms = int(config.pipeline.checkpoint_interval / timedelta(milliseconds=1))
@@ -161,6 +188,10 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
         "python.execution-mode": "thread",
         "python.executable": os.environ.get("METERING_PYTHON", sys.executable),
         "table.exec.sink.upsert-materialize": "NONE",
+        # Savepoint compatibility: give every SQL operator a uid ("<node id>_<kind>"). Node ids
+        # follow the plan's shape, which sql.metered_view keeps independent of the meter list;
+        # tests/flink/test_operator_uids.py checks that adding a meter keeps them.
+        "table.exec.uid.generation": "ALWAYS",
     }.items():
         table_config.set(key, value)
     return env, t_env
@@ -245,8 +276,10 @@ CREATE TEMPORARY TABLE events (
     statements.add_insert_sql(f"INSERT INTO duplicates_sink {sql.duplicates_view('parsed')}")
 
     # Live: re-emit open minutes every provisional interval. Bounded (backfill/replay): one row per
-    # key-minute; provisional cadence means nothing there and each step costs a Python call.
-    step = timedelta(minutes=1) if options.bounded else config.pipeline.provisional_interval
+    # key-minute; provisional cadence means nothing there and each step costs a Python call. A
+    # resumed job keeps the live step: the window state in its savepoint was built with it.
+    fresh_bounded = options.bounded and options.restore_from is None
+    step = timedelta(minutes=1) if fresh_bounded else config.pipeline.provisional_interval
     partials = t_env.to_data_stream(
         t_env.sql_query(f"{sql.ontime_partials_view('flagged', step)}\nUNION ALL\n{sql.late_partials_view('flagged')}")
     )
@@ -268,7 +301,7 @@ CREATE TEMPORARY TABLE events (
                 .build()
             )
             .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
-            .set_transactional_id_prefix(f"{options.transactional_id_prefix}-{name}")
+            .set_transactional_id_prefix(f"{transactional_prefix(config, options)}-{name}")
             .set_property("transaction.timeout.ms", str(int(config.kafka.transaction_timeout / timedelta(milliseconds=1))))
             .build()
         )
@@ -281,6 +314,32 @@ CREATE TEMPORARY TABLE events (
         f"{UID_PREFIX}-sink-corrections"
     ).name("corrections sink")
     return statements
+
+
+@dataclass(frozen=True)
+class OperatorUid:
+    """One operator of the built job graph."""
+
+    uid: str | None
+    name: str
+    keyed_state: bool
+
+
+def operator_uids(config: Config, options: RunOptions) -> list[OperatorUid]:
+    """The operators of the job this configuration builds, with their uids (nothing is executed).
+
+    Savepoint state is matched to operators by uid; an upgrade restores only if every stateful
+    operator of the old job has a counterpart with the same uid. Operator node ids come from a
+    process-wide counter, so compare lists built in separate processes.
+    """
+    env, t_env = create_environment(config, options)
+    build(config, options, env, t_env).attach_as_datastream()
+    nodes = env._j_stream_execution_environment.getStreamGraph().getStreamNodes().iterator()
+    result = []
+    while nodes.hasNext():
+        node = nodes.next()
+        result.append(OperatorUid(node.getTransformationUID(), node.getOperatorName(), node.getStateKeySerializer() is not None))
+    return result
 
 
 def all_topics(config: Config) -> list[str]:
@@ -311,6 +370,11 @@ def main(argv: list[str] | None = None) -> None:
         "--checkpoint-dir",
         help="checkpoint storage URI; default on the MiniCluster (--connector-jar): the local stack's checkpoint folder",
     )
+    parser.add_argument("--parallelism", type=int, help="override pipeline.parallelism")
+    parser.add_argument("--savepoint-dir", help="default savepoint target URI")
+    parser.add_argument("--state-backend", choices=("hashmap", "rocksdb"))
+    parser.add_argument("--from-savepoint", help="resume from this savepoint (or retained checkpoint)")
+    parser.add_argument("--allow-non-restored-state", action="store_true")
     args = parser.parse_args(argv)
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and args.connector_jar is not None:
@@ -320,9 +384,21 @@ def main(argv: list[str] | None = None) -> None:
 
         checkpoint_dir = (StackSettings.from_env().checkpoint_dir / args.job_name).resolve().as_uri()
     options = RunOptions(
-        bounded=args.until_end, connector_jar=args.connector_jar, job_name=args.job_name, checkpoint_dir=checkpoint_dir
+        bounded=args.until_end,
+        connector_jar=args.connector_jar,
+        job_name=args.job_name,
+        checkpoint_dir=checkpoint_dir,
+        savepoint_dir=args.savepoint_dir,
+        state_backend=args.state_backend,
+        restore_from=args.from_savepoint,
+        allow_non_restored_state=args.allow_non_restored_state,
     )
-    run(load_config(args.config), options)
+    config = load_config(args.config)
+    if args.parallelism:
+        from dataclasses import replace
+
+        config = replace(config, pipeline=replace(config.pipeline, parallelism=args.parallelism))
+    run(config, options)
 
 
 if __name__ == "__main__":

@@ -209,60 +209,82 @@ def _group_key_sql(meter: Meter) -> str:
     return f"JSON_OBJECT({pairs})"
 
 
+def _meter_row_sql(meter: Meter) -> str:
+    """``ROW(meter, group_key, val, distinct_value, latest_enc, reason)`` for one meter of an event."""
+    value_text = "q_text"
+    if meter.value_property is not None:
+        value_text = f"JSON_VALUE(doc, {lit('$.properties.' + meter.value_property)})"
+    if meter.aggregation.needs_numeric_value:
+        reason = (
+            f"CASE WHEN {value_text} IS NULL THEN 'missing_value' "
+            f"WHEN NOT REGEXP({value_text}, '{DECIMAL_38_9}') THEN 'bad_value' "
+            + ("" if meter.allow_negative else f"WHEN CAST({value_text} AS DECIMAL(38, 9)) < 0 THEN 'negative_value' ")
+            + "END"
+        )
+        value = f"CASE WHEN {value_text} IS NOT NULL AND REGEXP({value_text}, '{DECIMAL_38_9}') THEN {value_text} END"
+    elif meter.aggregation is Aggregation.UNIQUE_COUNT:
+        reason = f"CASE WHEN {value_text} IS NULL THEN 'missing_value' END"
+        value = "CAST(NULL AS STRING)"
+    else:  # count: the value is not read; a negative quantity is still refused unless allowed
+        reason = "CASE WHEN CAST(q_text AS DECIMAL(38, 9)) < 0 THEN 'negative_value' END"
+        if meter.allow_negative:
+            reason = "CAST(NULL AS STRING)"
+        value = "CAST(NULL AS STRING)"
+    distinct = value_text if meter.aggregation is Aggregation.UNIQUE_COUNT else "CAST(NULL AS STRING)"
+    latest = (
+        f"CONCAT(LPAD(CAST(event_ms AS STRING), 15, '0'), CHR(1), event_id, CHR(1), {value_text})"
+        if meter.aggregation is Aggregation.LATEST
+        else "CAST(NULL AS STRING)"
+    )
+    fields = (lit(meter.name), _group_key_sql(meter), value, distinct, latest, reason)
+    # Every field typed STRING: literals of different lengths would otherwise unify to a padded CHAR(n).
+    return "ROW(" + ", ".join(f"CAST({field} AS STRING)" for field in fields) + ")"
+
+
 def metered_view(deduped: str, meters: tuple[Meter, ...]) -> str:
     """One row per (event, meter that selects it): value, group key and a meter-level ``reason``.
+
+    One correlate for all meters: the event type picks an array with one row per meter on it,
+    and ``CROSS JOIN UNNEST`` fans it out. The plan's shape therefore does not depend on how
+    many meters there are, so adding a meter keeps every operator's generated uid and the job
+    still restores from a savepoint (a ``UNION ALL`` per meter shifted every uid after it, and
+    the planner also split the dedup operator in two over the branches' different projections).
 
     ``val`` is the value's exact decimal text (validated), not a DECIMAL: PyFlink cannot carry
     DECIMAL across the Table/DataStream boundary the job uses to materialise the lateness flag.
     """
-    branches = []
+    by_type: dict[str, list[Meter]] = {}
     for meter in meters:
-        if meter.value_property is None:
-            value_text = "q_text"
-        else:
-            value_text = f"JSON_VALUE(doc, {lit('$.properties.' + meter.value_property)})"
-        numeric = meter.aggregation.needs_numeric_value
-        if numeric:
-            reason = (
-                f"CASE WHEN {value_text} IS NULL THEN 'missing_value' "
-                f"WHEN NOT REGEXP({value_text}, '{DECIMAL_38_9}') THEN 'bad_value' "
-                + ("" if meter.allow_negative else f"WHEN CAST({value_text} AS DECIMAL(38, 9)) < 0 THEN 'negative_value' ")
-                + "END"
-            )
-            value = f"CASE WHEN {value_text} IS NOT NULL AND REGEXP({value_text}, '{DECIMAL_38_9}') THEN {value_text} END"
-        elif meter.aggregation is Aggregation.UNIQUE_COUNT:
-            reason = f"CASE WHEN {value_text} IS NULL THEN 'missing_value' END"
-            value = "CAST(NULL AS STRING)"
-        else:  # count: the value is not read; a negative quantity is still refused unless allowed
-            reason = (
-                "CAST(NULL AS STRING)"
-                if meter.allow_negative
-                else "CASE WHEN CAST(q_text AS DECIMAL(38, 9)) < 0 THEN 'negative_value' END"
-            )
-            value = "CAST(NULL AS STRING)"
-        distinct = value_text if meter.aggregation is Aggregation.UNIQUE_COUNT else "CAST(NULL AS STRING)"
-        latest = (
-            f"CONCAT(LPAD(CAST(event_ms AS STRING), 15, '0'), CHR(1), event_id, CHR(1), {value_text})"
-            if meter.aggregation is Aggregation.LATEST
-            else "CAST(NULL AS STRING)"
-        )
-        branches.append(
-            f"""SELECT customer_id, {lit(meter.name)} AS meter, {_group_key_sql(meter)} AS group_key, event_id, event_ms,
-       rowtime, {value} AS val, {distinct} AS distinct_value, {latest} AS latest_enc, {reason} AS reason,
-       doc AS payload, kafka_partition, kafka_offset, kafka_ts
-FROM {deduped} WHERE event_type = {lit(meter.event_type)}"""
-        )
-    return "\nUNION ALL\n".join(branches)
+        by_type.setdefault(meter.event_type, []).append(meter)
+    cases = "\n      ".join(
+        f"WHEN {lit(event_type)} THEN ARRAY[{', '.join(_meter_row_sql(m) for m in typed)}]"
+        for event_type, typed in sorted(by_type.items())
+    )
+    return f"""
+SELECT customer_id, m.meter, m.group_key, event_id, event_ms, rowtime, m.val, m.distinct_value, m.latest_enc,
+       m.reason, doc AS payload, kafka_partition, kafka_offset, kafka_ts
+FROM {deduped}
+CROSS JOIN UNNEST(
+    CASE event_type
+      {cases}
+    END
+) AS m(meter, group_key, val, distinct_value, latest_enc, reason)"""
 
 
 def flagged_view(metered: str) -> str:
-    """Adds ``late``: the row is at or behind the watermark here (one evaluation per row).
+    """Adds ``late``: the row is at or behind the watermark here, or no watermark has arrived yet.
 
     Must be materialised once (the job converts it to a DataStream and back) before it feeds more
     than one consumer: ``CURRENT_WATERMARK`` evaluated in two places can disagree about a row.
+
+    Rows read before the first watermark take the late path too. After a restore (failover or
+    savepoint) the window operator resumes at the watermark of its checkpoint, while this
+    operator's watermark starts from nothing; an old row flagged on-time in that gap would be
+    dropped by the window (measured: 9 of 8,000 events lost across a savepoint). The late path
+    counts any row exactly, at the cost of one Python call per row.
     """
     return f"""
-SELECT *, CURRENT_WATERMARK(rowtime) IS NOT NULL AND rowtime <= CURRENT_WATERMARK(rowtime) AS late
+SELECT *, CURRENT_WATERMARK(rowtime) IS NULL OR rowtime <= CURRENT_WATERMARK(rowtime) AS late
 FROM {metered}"""
 
 

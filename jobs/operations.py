@@ -1,0 +1,404 @@
+"""Running the metering job on a Flink session cluster: submit, list, status, savepoint, stop, cancel.
+
+Submission goes through ``flink run -py`` (the CLI in the PyFlink wheel), not the REST API: the
+REST API only runs jars whose main class builds the job *on the JobManager*, which would need the
+project, its Python environment and the configuration file on that machine. ``flink run -py``
+builds the job graph here, from the configuration given here, and uploads it with the packaged
+Python modules (``-pyfs``) and the Kafka connector jar (``--jarfile``). Everything after
+submission (list, status, savepoints, stop, cancel) uses the REST API, which any cluster exposes.
+
+The summary functions (:func:`summarize_status`, :func:`render_status`, :func:`render_jobs`) are
+pure: they turn REST answers into what `metering job status` prints.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from infra.errors import StackError
+from infra.flink_rest import TERMINAL_STATES, FlinkRest
+from jobs.metrics import METRICS
+
+#: Packages shipped with a submission (the job's Python code: graph, UDF-side functions, config types).
+PYTHON_PACKAGES = ("jobs", "udfs", "schemas", "clickhouse", "infra")
+STATE_BACKENDS = ("hashmap", "rocksdb")
+JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+#: Flink's message when savepoint state has no operator with the same uid in the new job.
+UNMAPPED_STATE = "Cannot map checkpoint/savepoint state"
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """What `metering job submit` was asked for."""
+
+    cluster_url: str
+    config_path: Path
+    job_name: str = "metering"
+    parallelism: int | None = None
+    state_backend: str | None = None
+    checkpoint_dir: str | None = None
+    savepoint_dir: str | None = None
+    from_savepoint: str | None = None
+    allow_non_restored_state: bool = False
+    until_end: bool = False
+    python_executable: str | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    web_url: str
+    package_dir: Path
+
+
+def web_url(cluster_url: str, job_id: str) -> str:
+    """The job's page in the Flink web UI."""
+    return f"{cluster_url.rstrip('/')}/#/job/running/{job_id}/overview"
+
+
+def package(project_root: Path, config_path: Path, target: Path) -> Path:
+    """Zip the job's Python packages and a copy of its configuration into ``target``; returns the zip."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config_path, target / "metering.yaml")
+    archive = target / "metering-python.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name in PYTHON_PACKAGES:
+            for path in sorted((project_root / name).rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".sql", ".json"}:
+                    zipped.write(path, path.relative_to(project_root).as_posix())
+    return archive
+
+
+def job_arguments(options: SubmitOptions, config_copy: Path) -> list[str]:
+    """Arguments for ``jobs/metering_job.py`` (after ``--``)."""
+    args = ["--config", str(config_copy), "--job-name", options.job_name]
+    for flag, value in (
+        ("--parallelism", options.parallelism),
+        ("--state-backend", options.state_backend),
+        ("--checkpoint-dir", options.checkpoint_dir),
+        ("--savepoint-dir", options.savepoint_dir),
+        ("--from-savepoint", options.from_savepoint),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    if options.allow_non_restored_state:
+        args.append("--allow-non-restored-state")
+    if options.until_end:
+        args.append("--until-end")
+    return args
+
+
+def check_savepoint(path: str) -> None:
+    """A local savepoint must exist and hold ``_metadata`` (remote URIs are checked by Flink)."""
+    parsed = urlparse(path)
+    if parsed.scheme not in ("", "file"):
+        return
+    folder = Path(parsed.path)
+    if not (folder / "_metadata").is_file() and not (folder.is_file() and folder.name == "_metadata"):
+        raise StackError(
+            f"no savepoint at {path} (expected a folder holding _metadata)",
+            hint="use the path printed by `metering job stop ID --savepoint` or `metering job savepoint ID`",
+        )
+
+
+def submit(
+    options: SubmitOptions, *, project_root: Path, flink_env: dict[str, str], flink_bin: Path, jar: Path, work: Path
+) -> Submission:
+    """Package and submit the job (detached); returns once Flink accepted it."""
+    rest = FlinkRest(options.cluster_url)
+    rest.get("/overview")  # reachable, or a clear error before anything is packaged
+    if options.from_savepoint:
+        check_savepoint(options.from_savepoint)
+    package_dir = work / f"{options.job_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    archive = package(project_root, options.config_path, package_dir)
+    address = urlparse(options.cluster_url)
+    command = ["bash", str(flink_bin), "run", "-d", "-m", f"{address.hostname}:{address.port or 8081}"]
+    command += ["-py", str(project_root / "jobs" / "metering_job.py"), "-pyfs", str(archive), "--jarfile", str(jar)]
+    if options.python_executable:
+        command += ["-pyexec", options.python_executable]
+    command += ["--", *job_arguments(options, package_dir / "metering.yaml")]
+    result = subprocess.run(command, env=flink_env, capture_output=True, text=True, timeout=600, check=False)
+    (package_dir / "submit.log").write_text(f"$ {' '.join(command)}\n\n{result.stdout}\n{result.stderr}")
+    found = JOB_ID.search(result.stdout + result.stderr)
+    if result.returncode != 0 or found is None:
+        raise StackError(
+            f"flink run failed (exit {result.returncode}): {_cause(result.stdout + result.stderr)}",
+            log=package_dir / "submit.log",
+        )
+    return Submission(found.group(1), web_url(options.cluster_url, found.group(1)), package_dir)
+
+
+def _cause(output: str) -> str:
+    """The most specific line of a Java/Python error dump."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    causes = [line for line in lines if line.startswith("Caused by:") or "Error" in line.split(":")[0]]
+    return (causes[-1] if causes else lines[-1] if lines else "no output")[:500]
+
+
+def await_running(rest: FlinkRest, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
+    """Wait until every task of the job runs (or it finished); explain a failed restore.
+
+    A savepoint restore happens when the tasks deploy, so an incompatible savepoint shows here:
+    the job fails or restarts with Flink's "Cannot map checkpoint/savepoint state" error.
+    """
+    deadline = time.monotonic() + timeout_s
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = rest.job(job_id)
+        state = job.get("state")
+        tasks = [v.get("status") for v in job.get("vertices", [])]
+        if state == "FINISHED" or (state == "RUNNING" and tasks and all(t in ("RUNNING", "FINISHED") for t in tasks)):
+            return job
+        failure = _root_exception(rest.get(f"/jobs/{job_id}/exceptions?maxExceptions=1"))
+        if failure and (state in TERMINAL_STATES or state == "RESTARTING" or UNMAPPED_STATE in failure):
+            if state not in TERMINAL_STATES:
+                rest.cancel(job_id)
+            if UNMAPPED_STATE in failure:
+                raise StackError(
+                    f"job {job_id} cannot restore the savepoint: {failure}",
+                    hint="the savepoint holds state of an operator this job no longer has, so this change is not "
+                    "savepoint-compatible (docs/operations.md). Revert the change, or resume with "
+                    "--allow-non-restored-state to drop that state knowingly",
+                )
+            raise StackError(f"job {job_id} failed while starting ({state}): {failure}", hint="see `metering job status`")
+        time.sleep(1)
+    raise StackError(f"job {job_id} was not running after {timeout_s:.0f}s (state {job.get('state')})")
+
+
+def _root_exception(exceptions: dict[str, Any]) -> str | None:
+    entries = exceptions.get("exceptionHistory", {}).get("entries", [])
+    text = entries[0].get("stacktrace") if entries else exceptions.get("root-exception")
+    if not text:
+        return None
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    for line in lines:
+        if UNMAPPED_STATE in line:
+            return line
+    causes = [line for line in lines if line.startswith("Caused by:")]
+    return (causes[-1] if causes else lines[0])[:500]
+
+
+# --- status --------------------------------------------------------------------------------------
+
+#: Operator metrics read for `status`: (operator name fragment, metric id suffix, label). Metric
+#: ids look like ``Deduplicate[9].numRecordsIn`` and ``dead_letters_sink[28]__Writer.numRecordsIn``.
+OPERATOR_METRICS = (
+    ("Deduplicate[", ".numRecordsIn", "dedup_in"),
+    ("Deduplicate[", ".numRecordsOut", "dedup_out"),
+    ("dead_letters_sink[", "__Writer.numRecordsIn", "dead_letters"),
+    ("GlobalWindowAggregate[", ".numLateRecordsDropped", "window_late_drops"),
+)
+
+
+def collect_status(rest: FlinkRest, job_id: str, now_ms: int | None = None) -> dict[str, Any]:
+    """Everything `metering job status` shows, gathered from the REST API."""
+    job = rest.job(job_id)
+    running = job.get("state") == "RUNNING"
+    checkpoints = rest.get(f"/jobs/{job_id}/checkpoints")
+    exceptions = rest.get(f"/jobs/{job_id}/exceptions?maxExceptions=1")
+    restarts = rest.job_metrics(job_id, ["numRestarts"]).get("numRestarts") if running else None
+    metrics: dict[str, float] = {}
+    watermarks: dict[str, list[int]] = {}
+    if running:
+        for vertex in job.get("vertices", []):
+            available = rest.subtask_metrics(job_id, vertex["id"])
+            wanted = [m for m in available if _wanted_metric(m)]
+            metrics.update(rest.subtask_metrics(job_id, vertex["id"], wanted))
+            if "finalize" in vertex["name"]:
+                watermarks[vertex["name"]] = rest.watermarks(job_id, vertex["id"])
+    return summarize_status(job, checkpoints, exceptions, restarts, metrics, watermarks, now_ms or int(time.time() * 1000))
+
+
+def _wanted_metric(metric_id: str) -> bool:
+    name = metric_id.rsplit(".", 1)[-1]
+    if name in METRICS:
+        return True
+    return any(fragment in metric_id and metric_id.endswith(suffix) for fragment, suffix, _ in OPERATOR_METRICS)
+
+
+def summarize_status(
+    job: dict[str, Any],
+    checkpoints: dict[str, Any],
+    exceptions: dict[str, Any],
+    restarts: str | None,
+    metrics: dict[str, float],
+    watermarks: dict[str, list[int]],
+    now_ms: int,
+) -> dict[str, Any]:
+    """Condense the REST answers into the status document (pure; see :func:`render_status`)."""
+    latest = (checkpoints.get("latest") or {}).get("completed") or None
+    failed = (checkpoints.get("latest") or {}).get("failed") or None
+    restored = (checkpoints.get("latest") or {}).get("restored") or None
+    counts = checkpoints.get("counts", {})
+    last_checkpoint = None
+    if latest:
+        last_checkpoint = {
+            "id": latest.get("id"),
+            "age_s": round((now_ms - int(latest.get("latest_ack_timestamp", now_ms))) / 1000, 1),
+            "size_bytes": latest.get("checkpointed_size", latest.get("state_size")),
+            "full_size_bytes": latest.get("state_size"),
+            "duration_ms": latest.get("end_to_end_duration"),
+            "path": latest.get("external_path"),
+            "savepoint": bool(latest.get("is_savepoint")),
+        }
+
+    def metric(label: str) -> float | None:
+        fragment, suffix, _ = next(m for m in OPERATOR_METRICS if m[2] == label)
+        values = [v for k, v in metrics.items() if fragment in k and k.endswith(suffix)]
+        return sum(values) if values else None
+
+    counters: dict[str, Any] = {}
+    for name in METRICS:
+        values = [v for k, v in metrics.items() if k.rsplit(".", 1)[-1] == name]
+        counters[name] = int(sum(values)) if values else None
+    dedup_in, dedup_out, dead = metric("dedup_in"), metric("dedup_out"), metric("dead_letters")
+    window_drops = metric("window_late_drops")
+    marks = [w for values in watermarks.values() for w in values]
+    watermark = min(marks) if marks else None
+    has_watermark = watermark is not None and watermark > 0
+    operators = [
+        {
+            "name": _short(v.get("name", "")),
+            "parallelism": v.get("parallelism"),
+            "status": v.get("status"),
+            "records_in": v.get("metrics", {}).get("read-records"),
+            "records_out": v.get("metrics", {}).get("write-records"),
+            "backpressured_ms_per_s": v.get("metrics", {}).get("accumulated-backpressured-time"),
+        }
+        for v in job.get("vertices", [])
+    ]
+    start = job.get("start-time", 0)
+    return {
+        "job_id": job.get("jid"),
+        "name": job.get("name"),
+        "state": job.get("state"),
+        "uptime_s": round(job.get("duration", max(0, now_ms - start)) / 1000),
+        "restarts": int(float(restarts)) if restarts is not None else None,
+        "checkpoints": {
+            "completed": counts.get("completed"),
+            "failed": counts.get("failed"),
+            "in_progress": counts.get("in_progress"),
+            "last_completed": last_checkpoint,
+            "last_failure": (failed or {}).get("failure_message"),
+            "restored_from": (restored or {}).get("external_path"),
+        },
+        "watermark": {
+            "ms": watermark if has_watermark else None,
+            "lag_s": round((now_ms - watermark) / 1000, 1) if has_watermark and watermark is not None else None,
+        },
+        "pipeline": {
+            "events_deduplicated_in": int(dedup_in) if dedup_in is not None else None,
+            "duplicates_dropped": int(dedup_in - dedup_out) if dedup_in is not None and dedup_out is not None else None,
+            "dead_letters": int(dead) if dead is not None else None,
+            # Rows the pre-aggregation window dropped as late: must stay 0 (docs/operations.md).
+            "window_late_drops": int(window_drops) if window_drops is not None else None,
+            **{_snake(k): v for k, v in counters.items()},
+        },
+        "operators": operators,
+        "failure": _root_exception(exceptions),
+    }
+
+
+def _snake(name: str) -> str:
+    name = name.removeprefix("metering")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _short(name: str) -> str:
+    """An operator chain's name without Flink's generated detail (field lists, plans)."""
+    parts = [re.sub(r"\(.*", "", p).strip() for p in name.split(" -> ")]
+    text = " -> ".join(p for p in parts if p)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def _size(value: Any) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """Human-readable `metering job status`."""
+    cp = status["checkpoints"]
+    last = cp["last_completed"]
+    lines = [
+        f"job {status['job_id']}  {status['name']}",
+        f"  state        {status['state']}   uptime {_duration(status['uptime_s'])}   restarts {_count(status['restarts'])}",
+    ]
+    if last:
+        lines.append(
+            f"  checkpoint   #{last['id']} completed {_duration(last['age_s'])} ago, {_size(last['size_bytes'])} "
+            f"(full state {_size(last['full_size_bytes'])}), took {last['duration_ms']} ms; "
+            f"{cp['completed']} completed, {cp['failed']} failed"
+        )
+    else:
+        lines.append(f"  checkpoint   none completed yet; {cp['failed'] or 0} failed")
+    if cp["restored_from"]:
+        lines.append(f"  restored     from {cp['restored_from']}")
+    if cp["last_failure"]:
+        lines.append(f"  last failed checkpoint: {cp['last_failure']}")
+    wm = status["watermark"]
+    lag = "none yet (no event time seen)" if wm["ms"] is None else f"lag {_duration(wm['lag_s'])} behind now"
+    lines.append(f"  watermark    {lag}")
+    p = status["pipeline"]
+    lines.append(
+        f"  pipeline     events past dedup {_count(p['events_deduplicated_in'])}, "
+        f"duplicates dropped {_count(p['duplicates_dropped'])}, dead letters {_count(p['dead_letters'])}"
+    )
+    if p["window_late_drops"]:
+        drops = p["window_late_drops"]
+        lines.append(f"  ALERT        {drops:,} rows dropped by the window as late: totals are short (docs/operations.md)")
+    lines.append(
+        f"               late events {_count(p['late_events'])}, corrections {_count(p['corrections_emitted'])}, "
+        f"finals {_count(p['finals_emitted'])}, aggregate updates {_count(p['aggregate_updates'])}"
+    )
+    lines.append("  operators    (records in / out, parallelism, status)")
+    for op in status["operators"]:
+        counts = f"{_count(op['records_in']):>12} / {_count(op['records_out']):<12}"
+        lines.append(f"    {counts} p{op['parallelism']} {op['status']:<9} {op['name']}")
+    if status["failure"]:
+        lines.append(f"  last failure {status['failure']}")
+    return "\n".join(lines)
+
+
+def render_jobs(jobs: list[dict[str, Any]], now_ms: int | None = None) -> str:
+    """Human-readable `metering job list`."""
+    if not jobs:
+        return "no jobs on this cluster"
+    now_ms = now_ms or int(time.time() * 1000)
+    lines = [f"{'JOB ID':<32}  {'STATE':<10}  {'UPTIME':>10}  NAME"]
+    for job in jobs:
+        uptime = _duration((job.get("duration") or 0) / 1000)
+        lines.append(f"{job['jid']:<32}  {job['state']:<10}  {uptime:>10}  {job['name']}")
+    return "\n".join(lines)
