@@ -18,6 +18,8 @@ FLINK_KAFKA_CONNECTOR_VERSION = "5.0.0-2.2"
 KAFKA_VERSION = "4.2.0"
 #: chdb on PyPI (bundles the ClickHouse 26.x engine).
 CHDB_VERSION = "4.4.0"
+#: ClickHouse server image for deployments: the release line of chDB's engine (SELECT version()).
+CLICKHOUSE_SERVER_VERSION = "26.9"
 #: clickhouse-connect on PyPI (one client API for ClickHouse server and chDB).
 CLICKHOUSE_CONNECT_VERSION = "1.12.0"
 #: kafka-python on PyPI (producer/consumer/admin used by the CLI and the loader).
