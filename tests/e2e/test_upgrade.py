@@ -48,6 +48,16 @@ def metering(env: dict[str, str], *args: str) -> dict[str, Any]:
     return answer
 
 
+def reported_status(env: dict[str, str], job_id: str, cluster: list[str], timeout_s: float = 60) -> dict[str, Any]:
+    """`metering job status` once Flink's metric fetcher (10 s cadence) reports every pipeline counter."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = metering(env, "job", "status", job_id, *cluster)
+        if all(value is not None for value in status["pipeline"].values()) or time.monotonic() > deadline:
+            return status
+        time.sleep(2)
+
+
 def produce(bootstrap: str, topic: str, lines: list[str], path: Path) -> None:
     path.write_text("".join(line + "\n" for line in lines))
     producer = make_producer(bootstrap)
@@ -127,7 +137,7 @@ def test_stop_with_savepoint_then_resume_rescaled_with_a_new_meter(
     assert submitted["state"] == "RUNNING"
     assert submitted["web_ui"].endswith(f"/#/job/running/{submitted['job_id']}/overview")
     wait_until_consumed(before)
-    status = metering(env, "job", "status", submitted["job_id"], *cluster)
+    status = reported_status(env, submitted["job_id"], cluster)
     assert status["state"] == "RUNNING" and status["checkpoints"]["completed"] >= 1
     assert status["pipeline"]["duplicates_dropped"] > 0 and status["pipeline"]["dead_letters"] > 0
     assert status["pipeline"]["aggregate_updates"] > 0
@@ -161,7 +171,7 @@ def test_stop_with_savepoint_then_resume_rescaled_with_a_new_meter(
     assert status["checkpoints"]["restored_from"] == savepoint
     assert {op["parallelism"] for op in status["operators"]} == {2}
     wait_until_consumed(after)
-    status = metering(env, "job", "status", resumed["job_id"], *cluster)
+    status = reported_status(env, resumed["job_id"], cluster)
 
     # 5. Finish: drain finalizes every open period, then the loader and the exact comparison.
     drained = metering(env, "job", "stop", resumed["job_id"], "--savepoint", "--drain", *cluster)
