@@ -172,7 +172,9 @@ class ManagedProcess:
             return
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout_s
-        while self.pid() is not None:
+        # Wait on the pid itself: while a killed process tears down, /proc shows it running with an
+        # empty command line and environment, which pid()'s marker check reads as "not ours".
+        while _alive(pid):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
             if time.monotonic() > deadline:
