@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from infra import versions
+from infra.flink import RESTART_STRATEGY
 from infra.settings import PROJECT_ROOT
 
 DEPLOY_DIR = PROJECT_ROOT / "infra" / "deploy"
@@ -47,10 +48,7 @@ def flink_configuration(config: dict[str, Any], checkpoints: str, savepoints: st
         "execution.checkpointing.savepoint-dir": savepoints,
         "execution.checkpointing.num-retained": "3",
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
-        "restart-strategy.type": "exponential-delay",
-        "restart-strategy.exponential-delay.initial-backoff": "1 s",
-        "restart-strategy.exponential-delay.max-backoff": "30 s",
-        "restart-strategy.exponential-delay.attempts-before-reset-backoff": "10",
+        **RESTART_STRATEGY,
         "pipeline.max-parallelism": "128",
         "python.executable": "/usr/bin/python3",
         "python.client.executable": "/usr/bin/python3",

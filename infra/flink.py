@@ -29,6 +29,15 @@ from infra.java import find_java
 from infra.process import ManagedProcess, port_is_free
 from infra.settings import LOOPBACK, PROJECT_ROOT, StackSettings
 
+#: Bounded restarts with backoff, for the local cluster, every job and the deployment files: a
+#: persistent failure ends the job with its cause instead of restarting forever.
+RESTART_STRATEGY = {
+    "restart-strategy.type": "exponential-delay",
+    "restart-strategy.exponential-delay.initial-backoff": "1 s",
+    "restart-strategy.exponential-delay.max-backoff": "30 s",
+    "restart-strategy.exponential-delay.attempts-before-reset-backoff": "10",
+}
+
 
 def pyflink_home() -> Path:
     """The Flink distribution inside the installed PyFlink package."""
@@ -128,10 +137,7 @@ class FlinkCluster:
             "execution.checkpointing.dir": f"file://{s.checkpoint_dir}",
             "execution.checkpointing.savepoint-dir": f"file://{s.savepoint_dir}",
             "execution.checkpointing.num-retained": 3,
-            "restart-strategy.type": "exponential-delay",
-            "restart-strategy.exponential-delay.initial-backoff": "1 s",
-            "restart-strategy.exponential-delay.max-backoff": "30 s",
-            "restart-strategy.exponential-delay.attempts-before-reset-backoff": 10,
+            **RESTART_STRATEGY,
             "python.executable": s.python_executable,
             "python.client.executable": s.python_executable,
             # A killed TaskManager is noticed in seconds, not the default 50 s.
@@ -267,18 +273,9 @@ class FlinkCluster:
 
     def wait_for_job(self, job_id: str, states: set[str], timeout_s: float = 600) -> dict[str, Any]:
         """Poll ``/jobs/<id>`` until its state is one of ``states``; returns the job's JSON."""
-        import time
+        from infra.flink_rest import FlinkRest
 
-        deadline = time.monotonic() + timeout_s
-        job: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            job = self.rest(f"/jobs/{job_id}")
-            if job.get("state") in states:
-                return job
-            if job.get("state") in {"FAILED", "CANCELED"} and not states & {"FAILED", "CANCELED"}:
-                raise StackError(f"job {job_id} ended {job['state']}", log=self.log_dir)
-            time.sleep(1)
-        raise StackError(f"job {job_id} did not reach {sorted(states)} within {timeout_s:.0f}s (last: {job.get('state')})")
+        return FlinkRest(self.settings.flink_rest_url).wait_for_state(job_id, states, timeout_s)
 
     def rest(self, path: str, timeout_s: float = 3.0) -> Any:
         """GET a Flink REST endpoint and decode its JSON."""

@@ -205,15 +205,11 @@ def ensure_topics(config: Any, partitions: int = 4) -> list[str]:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from infra.flink import connector_jar
     from infra.settings import StackSettings
-    from jobs.metering_job import RunOptions, run
+    from jobs.metering_job import RunOptions, run, with_parallelism
 
-    config = _config(args)
-    if args.parallelism:
-        config = replace(config, pipeline=replace(config.pipeline, parallelism=args.parallelism))
+    config = with_parallelism(_config(args), args.parallelism)
     created = ensure_topics(config)
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
@@ -245,10 +241,8 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     from infra.flink import FlinkCluster, connector_jar, pyflink_home
     from infra.flink_rest import FlinkRest
     from infra.settings import PROJECT_ROOT, StackSettings
-    from jobs.operations import STATE_BACKENDS, SubmitOptions, await_running, submit
+    from jobs.operations import SubmitOptions, await_running, submit
 
-    if args.state_backend and args.state_backend not in STATE_BACKENDS:
-        raise AssertionError(args.state_backend)  # argparse choices guard this
     config_path = Path(args.config) if args.config else PROJECT_ROOT / "config" / "metering.example.yaml"
     config = _config(argparse.Namespace(config=str(config_path)))  # fails here, naming the key, before any upload
     if args.parallelism is not None and args.parallelism < 1:
@@ -520,6 +514,8 @@ def print_usage(rows: list[dict[str, Any]]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jobs.metering_job import STATE_BACKENDS
+
     parser = argparse.ArgumentParser(
         prog="metering",
         description="Usage metering on Apache Flink: Kafka usage events -> exact aggregates in ClickHouse.",
@@ -605,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--parallelism", type=int, help="override pipeline.parallelism (rescale when resuming)")
     submit.add_argument(
         "--state-backend",
-        choices=("hashmap", "rocksdb"),
+        choices=STATE_BACKENDS,
         help="rocksdb (incremental checkpoints) for large dedup state; hashmap for small. Default: the cluster's",
     )
     submit.add_argument("--checkpoint-dir", metavar="URI", help="checkpoint storage (default: the cluster's)")

@@ -37,6 +37,8 @@ from jobs import sql
 from jobs.config import Config
 
 UID_PREFIX = "metering-v1"
+#: ``--state-backend`` values (Flink's ``state.backend.type``).
+STATE_BACKENDS = ("hashmap", "rocksdb")
 #: Upper bound for rescaling (key groups); changing it makes every savepoint unusable.
 MAX_PARALLELISM = 128
 
@@ -129,6 +131,15 @@ def _exactly_once_sink(config: Config, options: RunOptions, topic: str, name: st
     }
 
 
+def with_parallelism(config: Config, parallelism: int | None) -> Config:
+    """``config`` with ``pipeline.parallelism`` overridden (``None`` keeps it)."""
+    if not parallelism:
+        return config
+    from dataclasses import replace
+
+    return replace(config, pipeline=replace(config.pipeline, parallelism=parallelism))
+
+
 def transactional_prefix(config: Config, options: RunOptions) -> str:
     return options.transactional_id_prefix or config.kafka.consumer_group
 
@@ -145,7 +156,7 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
-    from infra.flink import python_path
+    from infra.flink import RESTART_STRATEGY, python_path
 
     os.environ["PYTHONPATH"] = python_path(os.environ.get("PYTHONPATH"))  # thread-mode workers (MiniCluster)
     conf = Configuration()
@@ -166,10 +177,8 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     # Bounded restarts with backoff: a persistent failure ends the job with its cause instead of
     # restarting forever (seen: checkpoints failing on every attempt, a job silently looping).
-    conf.set_string("restart-strategy.type", "exponential-delay")
-    conf.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
-    conf.set_string("restart-strategy.exponential-delay.max-backoff", "30 s")
-    conf.set_string("restart-strategy.exponential-delay.attempts-before-reset-backoff", "10")
+    for key, value in RESTART_STRATEGY.items():
+        conf.set_string(key, value)
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", "3")
     # Keyed state is split into max-parallelism key groups; it must never change for a savepoint
     # to restore, so it is fixed instead of derived from the first run's parallelism.
@@ -372,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--parallelism", type=int, help="override pipeline.parallelism")
     parser.add_argument("--savepoint-dir", help="default savepoint target URI")
-    parser.add_argument("--state-backend", choices=("hashmap", "rocksdb"))
+    parser.add_argument("--state-backend", choices=STATE_BACKENDS)
     parser.add_argument("--from-savepoint", help="resume from this savepoint (or retained checkpoint)")
     parser.add_argument("--allow-non-restored-state", action="store_true")
     args = parser.parse_args(argv)
@@ -393,12 +402,7 @@ def main(argv: list[str] | None = None) -> None:
         restore_from=args.from_savepoint,
         allow_non_restored_state=args.allow_non_restored_state,
     )
-    config = load_config(args.config)
-    if args.parallelism:
-        from dataclasses import replace
-
-        config = replace(config, pipeline=replace(config.pipeline, parallelism=args.parallelism))
-    run(config, options)
+    run(with_parallelism(load_config(args.config), args.parallelism), options)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from jobs.metrics import METRICS
 
 #: Packages shipped with a submission (the job's Python code: graph, UDF-side functions, config types).
 PYTHON_PACKAGES = ("jobs", "udfs", "schemas", "clickhouse", "infra")
-STATE_BACKENDS = ("hashmap", "rocksdb")
 JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 #: Flink's message when savepoint state has no operator with the same uid in the new job.
 UNMAPPED_STATE = "Cannot map checkpoint/savepoint state"
@@ -210,18 +209,21 @@ def collect_status(rest: FlinkRest, job_id: str, now_ms: int | None = None) -> d
     if running:
         for vertex in job.get("vertices", []):
             available = rest.subtask_metrics(job_id, vertex["id"])
-            wanted = [m for m in available if _wanted_metric(m)]
+            wanted = [m for m in available if _metric_label(m) is not None]
             metrics.update(rest.subtask_metrics(job_id, vertex["id"], wanted))
             if "finalize" in vertex["name"]:
                 watermarks[vertex["name"]] = rest.watermarks(job_id, vertex["id"])
     return summarize_status(job, checkpoints, exceptions, restarts, metrics, watermarks, now_ms or int(time.time() * 1000))
 
 
-def _wanted_metric(metric_id: str) -> bool:
+def _metric_label(metric_id: str) -> str | None:
+    """What a metric id counts for `status`: a label of OPERATOR_METRICS, a name of METRICS, or None."""
     name = metric_id.rsplit(".", 1)[-1]
     if name in METRICS:
-        return True
-    return any(fragment in metric_id and metric_id.endswith(suffix) for fragment, suffix, _ in OPERATOR_METRICS)
+        return name
+    return next(
+        (label for fragment, suffix, label in OPERATOR_METRICS if fragment in metric_id and metric_id.endswith(suffix)), None
+    )
 
 
 def summarize_status(
@@ -250,15 +252,18 @@ def summarize_status(
             "savepoint": bool(latest.get("is_savepoint")),
         }
 
+    by_label: dict[str, float] = {}
+    for metric_id, value in metrics.items():
+        label = _metric_label(metric_id)
+        if label is not None:
+            by_label[label] = by_label.get(label, 0.0) + value
+
     def metric(label: str) -> float | None:
-        fragment, suffix, _ = next(m for m in OPERATOR_METRICS if m[2] == label)
-        values = [v for k, v in metrics.items() if fragment in k and k.endswith(suffix)]
-        return sum(values) if values else None
+        return by_label.get(label)
 
     counters: dict[str, Any] = {}
     for name in METRICS:
-        values = [v for k, v in metrics.items() if k.rsplit(".", 1)[-1] == name]
-        counters[name] = int(sum(values)) if values else None
+        counters[name] = int(by_label[name]) if name in by_label else None
     dedup_in, dedup_out, dead = metric("dedup_in"), metric("dedup_out"), metric("dead_letters")
     window_drops = metric("window_late_drops")
     marks = [w for values in watermarks.values() for w in values]
