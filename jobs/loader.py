@@ -239,7 +239,10 @@ def raw_row(record: Any) -> tuple[str, list[Any]] | None:
     return "raw_events", row
 
 
+BATCH_COLUMNS = ["loader_id", "batch_at", "rows", "rows_by_table", "newest_source_time", "consumer_lag"]
+
 COLUMNS = {
+    "loader_batches": BATCH_COLUMNS,
     "aggregate_segments": SEGMENT_COLUMNS,
     "period_finals": FINAL_COLUMNS,
     "corrections": CORRECTION_COLUMNS,
@@ -327,12 +330,15 @@ class Loader:
                     continue
                 idle_since = None
                 rows: dict[str, list[list[Any]]] = defaultdict(list)
+                newest_ms = 0
                 for partition_records in polled.values():
                     for record in partition_records:
+                        newest_ms = max(newest_ms, record.timestamp)
                         converted = self.handlers[record.topic](record)
                         if converted is not None:
                             table, row = converted
                             rows[table].append(row)
+                rows["loader_batches"] = [self._batch_row(consumer, rows, newest_ms)]
                 self._insert_with_retry(rows)
                 try:
                     consumer.commit()
@@ -340,11 +346,22 @@ class Loader:
                     log.warning("offset commit failed, records will be re-delivered: %s", exc)
                 self.stats.batches += 1
                 for table, table_rows in rows.items():
-                    self.stats.rows[table] += len(table_rows)
+                    if table != "loader_batches":
+                        self.stats.rows[table] += len(table_rows)
                 if on_batch is not None:
                     on_batch(self.stats)
         finally:
             consumer.close()
+
+    def _batch_row(self, consumer: Any, rows: dict[str, list[list[Any]]], newest_ms: int) -> list[Any]:
+        """The batch's entry in loader_batches: counts, newest record time and the records still behind."""
+        lag = 0
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)  # from the last fetch response: no extra request
+            if end is not None:
+                lag += max(0, end - consumer.position(tp))
+        counts = {table: len(table_rows) for table, table_rows in rows.items()}
+        return [self.group_id, datetime.now(UTC), sum(counts.values()), counts, _ms(newest_ms), lag]
 
     @staticmethod
     def _caught_up(consumer: Any) -> bool:

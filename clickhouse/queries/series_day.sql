@@ -1,0 +1,6 @@
+-- Time series of one customer by day in the customer's time zone (bucket = local midnight), buckets in [from, to).
+-- Parameters: customer (required), meter ('' = all), from, to.
+SELECT customer_id, meter, group_key, aggregation, bucket, value, event_count
+FROM customer_series_day(customer = {customer:String}, from = {from:DateTime64(3, 'UTC')}, to = {to:DateTime64(3, 'UTC')})
+WHERE {meter:String} = '' OR meter = {meter:String}
+ORDER BY meter, group_key, bucket

@@ -1,0 +1,6 @@
+-- Time series of one customer by UTC minute, buckets in [from, to).
+-- Parameters: customer (required), meter ('' = all), from, to.
+SELECT customer_id, meter, group_key, aggregation, minute AS bucket, value, event_count
+FROM customer_minutes(customer = {customer:String}, from = {from:DateTime64(3, 'UTC')}, to = {to:DateTime64(3, 'UTC')})
+WHERE {meter:String} = '' OR meter = {meter:String}
+ORDER BY meter, group_key, bucket
