@@ -327,8 +327,21 @@ def cmd_job_ops(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (service managers, `kill`) like Ctrl-C, so long-running commands close cleanly."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def cmd_load(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
     from clickhouse.client import open_storage
+    from clickhouse.gateway import QueryGateway
     from clickhouse.migrate import status
     from jobs.loader import Loader
 
@@ -346,7 +359,13 @@ def cmd_load(args: argparse.Namespace) -> int:
                 total = sum(stats.rows.values())
                 print(f"\rloaded {total} rows in {stats.batches} batches (retries {stats.retries})", end="", file=sys.stderr)
 
-        stats = loader.run(until_idle=args.until_idle, on_batch=progress)
+        # In embedded mode this process owns the chDB directory: serve reads for `query` and `dashboard`.
+        _interrupt_on_sigterm()
+        with QueryGateway(storage) if config.storage.backend == "chdb" else nullcontext():
+            try:
+                stats = loader.run(until_idle=args.until_idle, on_batch=progress)
+            except KeyboardInterrupt:
+                stats = loader.stats
     if args.progress:
         print(file=sys.stderr)
     print(json.dumps({"rows": dict(stats.rows), "batches": stats.batches, "retries": stats.retries}))
@@ -354,14 +373,81 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from clickhouse.client import open_storage
-    from clickhouse.queries import render, run_query, with_group_by
+    from clickhouse import queries
+    from clickhouse.gateway import open_reader
 
     config = _config(args)
-    name = args.what.replace("-", "_")
-    with open_storage(config.storage, create_database=False) as storage:
-        rows = [with_group_by(r) for r in run_query(storage, name, {"customer": args.customer or ""})]
-    sys.stdout.write(render(rows, args.format))
+    try:
+        scope = queries.Scope(
+            customer=args.customer or "",
+            meter=args.meter or "",
+            start=queries.parse_time(args.start, "--from") if args.start else None,
+            end=queries.parse_time(args.end, "--to") if args.end else None,
+            granularity=args.granularity,
+        )
+        with open_reader(config.storage) as reader:
+            if args.what == "health":
+                row = queries.health(reader)
+                sys.stdout.write(_render_health(row, args.format))
+                return EXIT_OK
+            questions = {
+                "usage": queries.usage,
+                "series": queries.series,
+                "finals": queries.finals,
+                "periods": queries.periods,
+            }
+            if args.what in questions:
+                rows = questions[args.what](reader, scope)
+            elif args.what == "customers":
+                rows = queries.customers(reader)
+            else:  # corrections, dead-letters: everyone's or one customer's
+                rows = reader.run(args.what.replace("-", "_"), {"customer": scope.customer})
+                rows = [r for r in rows if not scope.meter or r.get("meter") == scope.meter]
+    except queries.QueryError as exc:
+        print(f"metering query: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(queries.render([queries.with_group_by(r) for r in rows], args.format))
+    return EXIT_OK
+
+
+def _render_health(row: dict[str, Any], fmt: str) -> str:
+    from clickhouse.queries import render
+
+    if fmt in ("json", "jsonl"):
+        return json.dumps(row, indent=2 if fmt == "json" else None) + "\n"
+    counters = {k: v for k, v in row.items() if k != "dead_letter_reasons"}
+    if fmt == "csv":
+        return render([counters], "csv")
+    width = max(len(k) for k in counters)
+    text = "".join(f"{k.ljust(width)}  {'-' if v is None else v}\n" for k, v in counters.items())
+    return text + "\ndead letters by reason:\n" + render(row["dead_letter_reasons"], "table")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the web dashboard; in embedded mode through the chDB owner's gateway when another process owns it."""
+    from waitress import serve
+
+    from clickhouse.gateway import GatewayReader, open_reader
+    from jobs.dashboard.app import create_app
+
+    config = _config(args)
+    _interrupt_on_sigterm()
+    with open_reader(config.storage, serve=True) as reader:
+        if isinstance(reader, GatewayReader):
+            label = f"chDB {config.storage.path} via its owner's gateway {reader.url}"
+        elif config.storage.backend == "chdb":
+            label = f"chDB {config.storage.path} (this process owns it and serves reads to others)"
+        else:
+            label = f"ClickHouse {config.storage.url}"
+        app = create_app(reader, refresh_s=args.refresh, storage_label=label)
+        print(f"metering dashboard: http://{args.host}:{args.port}/  ({label}; Ctrl-C stops)", flush=True)
+        try:
+            serve(app, host=args.host, port=args.port, threads=8, ident="metering-dashboard", _quiet=True)
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:
+            print(f"metering dashboard: cannot listen on {args.host}:{args.port}: {exc}; fix: pass --port", file=sys.stderr)
+            return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -493,8 +579,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"   [{'ok' if ok else 'FAIL'}] {name}: {detail}")
     timings["verify"] = time.monotonic() - t
     print("\n   timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
-    print(f"   config {config_path}; query it with: metering query finals --config {config_path}")
+    first = min((r["customer_id"] for r in results.usage), default="")
+    print(f"   config {config_path}; query it with: metering query usage --config {config_path} --customer {first}")
     print("\nPASS" if result.passed else "\nFAIL")
+    print(
+        "\nSee it in the dashboard (usage so far, charts per minute/hour/day, finals, pipeline health):\n"
+        f"   bash infra/run.sh dashboard --config {config_path}\n"
+        f"   then open http://127.0.0.1:8050/?customer={first}  (Ctrl-C stops it; docs/dashboards.md)"
+    )
     return EXIT_OK if result.passed else EXIT_FAILURE
 
 
@@ -662,10 +754,24 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--progress", action="store_true", help="print progress to stderr")
     load.set_defaults(func=cmd_load)
 
-    query = sub.add_parser("query", help="read totals from ClickHouse")
-    query.add_argument("what", choices=("finals", "usage", "corrections", "dead-letters", "health"))
+    query = sub.add_parser(
+        "query",
+        help="read usage, series, finals and pipeline health from ClickHouse",
+        description="Customer-scoped questions (usage, series, periods, finals with --customer) read views that "
+        "cannot return another customer's rows. Times are RFC 3339 (2026-03-01T00:00:00Z) or dates.",
+    )
+    query.add_argument(
+        "what",
+        choices=("usage", "series", "periods", "finals", "health", "customers", "corrections", "dead-letters"),
+        help="usage: usage so far (newest period, final or provisional); series: one customer's usage over time; "
+        "periods: every period of one customer; finals: invoice-ready totals; health: pipeline counters and loader lag",
+    )
     query.add_argument("--config", help=config_help)
-    query.add_argument("--customer", help="only this customer")
+    query.add_argument("--customer", help="only this customer (required for series and periods)")
+    query.add_argument("--meter", help="only this meter")
+    query.add_argument("--from", dest="start", help="start of the range (inclusive); for usage: ignore periods before it")
+    query.add_argument("--to", dest="end", help="end of the range (exclusive)")
+    query.add_argument("--granularity", choices=("minute", "hour", "day"), default="hour", help="series buckets (default hour)")
     query.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table")
     query.set_defaults(func=cmd_query)
 
@@ -680,6 +786,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", metavar="FILE")
     validate.add_argument("--format", choices=("text", "json"), default="text")
     config.set_defaults(func=cmd_config)
+
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="serve the local web dashboard (usage so far, series, finals, pipeline health)",
+        description="A local web app over the same queries as `metering query`; its JSON API is in docs/dashboards.md.",
+    )
+    dashboard.add_argument("--config", help=config_help)
+    dashboard.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    dashboard.add_argument("--refresh", type=int, default=10, help="seconds between the page's automatic refreshes (default 10)")
+    dashboard.set_defaults(func=cmd_dashboard)
 
     demo = sub.add_parser(
         "demo",

@@ -1,0 +1,1 @@
+"""The local web dashboard (``metering dashboard``): usage so far, series, finals and pipeline health."""

@@ -1,0 +1,287 @@
+// The metering dashboard page: reads the JSON API (docs/dashboards.md) and renders it.
+// Every value shown comes from the API as an exact decimal string; charts plot them as numbers and
+// keep the exact strings on each dataset (dataset.exactValues) for tooltips and for the browser test.
+"use strict";
+
+const REFRESH_S = Number(document.body.dataset.refreshS || 10);
+const params = new URLSearchParams(window.location.search);
+const state = { customer: params.get("customer") || "", meter: params.get("meter") || "", granularity: params.get("granularity") || "hour" };
+const charts = new Map();
+const COLORS = ["#2680c2", "#e12d39", "#3ebd93", "#f0b429", "#8719e0", "#0e7c86", "#cb6e17", "#616e7c"];
+window.dashboard = { state, data: {}, refreshes: 0 };
+
+const $ = (selector) => document.querySelector(selector);
+
+function groupText(groupBy) {
+  const entries = Object.entries(groupBy || {});
+  return entries.length ? entries.map(([k, v]) => `${k}=${v}`).join(", ") : "—";
+}
+
+function period(row) {
+  return `${row.period_start.slice(0, 10)} → ${row.period_end.slice(0, 10)}`;
+}
+
+async function api(path, query) {
+  const url = `${path}?${new URLSearchParams(query)}`;
+  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  const body = await response.json();
+  if (!response.ok) throw new Error(`${path}: ${body.error || response.status}`);
+  return body;
+}
+
+function cell(row, text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+function fillTable(selector, rows, columns) {
+  const body = $(`${selector} tbody`);
+  body.replaceChildren();
+  for (const data of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.meter = data.meter;
+    tr.dataset.group = JSON.stringify(data.group_by || {});
+    if (data.period_start) tr.dataset.periodStart = data.period_start;
+    for (const [text, className] of columns(data)) {
+      if (text instanceof Node) {
+        const td = cell(tr, "", className);
+        td.appendChild(text);
+      } else {
+        cell(tr, text, className);
+      }
+    }
+    body.appendChild(tr);
+  }
+  if (!rows.length) {
+    const tr = document.createElement("tr");
+    cell(tr, "no rows", "muted").colSpan = 8;
+    body.appendChild(tr);
+  }
+}
+
+function badge(status) {
+  const span = document.createElement("span");
+  span.className = `badge ${status}`;
+  span.textContent = status;
+  return span;
+}
+
+function renderUsage(rows) {
+  fillTable("#usage", rows, (r) => [
+    [r.meter], [groupText(r.group_by)], [period(r)], [r.total, "num total"], [String(r.event_count), "num"],
+    [badge(r.status), "status"], [r.status === "final" ? `final (revision ${r.revision})` : `${r.as_of_minute} (loaded ${r.as_of_loaded})`, "muted"],
+  ]);
+}
+
+function renderFinals(rows) {
+  fillTable("#finals", rows, (r) => [
+    [r.meter], [groupText(r.group_by)], [period(r)], [r.total, "num total"], [String(r.event_count), "num"], [String(r.revision), "num"],
+  ]);
+}
+
+function renderHealth(health) {
+  const list = $("#health");
+  list.replaceChildren();
+  const labels = {
+    raw_events: "raw events", dead_letters: "dead letters", dead_letters_24h: "dead letters (24 h)",
+    duplicates_dropped: "duplicates dropped", conflicting_ids: "conflicting duplicates", corrections: "corrections",
+    finals: "final totals", customers: "customers", loader_last_batch: "loader: last batch",
+    loader_idle_seconds: "loader: seconds since last batch", loader_consumer_lag: "loader: records behind",
+  };
+  for (const [key, label] of Object.entries(labels)) {
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.id = `health-${key.replaceAll("_", "-")}`;
+    const value = health[key];
+    dd.textContent = value === null || value === undefined ? "—" : String(value);
+    if ((key === "conflicting_ids" || key === "loader_consumer_lag") && Number(value) > 0) dd.className = "alert";
+    list.append(dt, dd);
+  }
+  const body = $("#dead-letter-reasons tbody");
+  body.replaceChildren();
+  for (const r of health.dead_letter_reasons || []) {
+    const tr = document.createElement("tr");
+    tr.dataset.reason = r.reason;
+    cell(tr, r.reason);
+    cell(tr, String(r.total), "num");
+    cell(tr, String(r.last_24h), "num");
+    body.appendChild(tr);
+  }
+}
+
+function bucketLabel(bucket) {
+  return `${bucket.slice(0, 10)} ${bucket.slice(11, 16)}Z`; // UTC; a day bucket starts at the customer's local midnight
+}
+
+// Every bucket of the range at minute/hour granularity (an hour without usage is drawn, as 0 or a
+// gap); local days have no fixed length, so day charts show the days that have usage.
+function allBuckets(payload, lines) {
+  const seen = new Set(lines.flatMap((l) => l.points.map((p) => p[0])));
+  const step = { minute: 60e3, hour: 3600e3 }[payload.granularity];
+  if (step && payload.from && payload.to) {
+    const end = Date.parse(payload.to);
+    for (let t = Math.floor(Date.parse(payload.from) / step) * step; t < end && seen.size < 5000; t += step) {
+      seen.add(new Date(t).toISOString());
+    }
+  }
+  return [...seen].sort();
+}
+
+function renderSeries(payload) {
+  $("#series-range").textContent = `${payload.granularity}, ${payload.from} → ${payload.to}`;
+  const byMeter = new Map();
+  for (const line of payload.series) {
+    if (!byMeter.has(line.meter)) byMeter.set(line.meter, []);
+    byMeter.get(line.meter).push(line);
+  }
+  const container = $("#charts");
+  container.querySelector(".empty")?.remove();
+  for (const [meter, chart] of charts) {
+    if (!byMeter.has(meter)) {
+      chart.destroy();
+      charts.delete(meter);
+      container.querySelector(`[data-meter="${CSS.escape(meter)}"]`)?.remove();
+    }
+  }
+  for (const [meter, lines] of byMeter) {
+    const buckets = allBuckets(payload, lines);
+    const datasets = lines.map((line, i) => {
+      const values = new Map(line.points.map((p) => [p[0], p[1]]));
+      // A bucket without usage is 0 for additive meters; for max/min/latest it has no value.
+      const missing = ["sum", "count", "unique_count"].includes(line.aggregation) ? 0 : null;
+      return {
+        label: groupText(line.group_by) === "—" ? `${meter} (${line.aggregation})` : groupText(line.group_by),
+        data: buckets.map((b) => (values.has(b) ? Number(values.get(b)) : missing)),
+        exactValues: buckets.map((b) => values.get(b) ?? null),
+        buckets,
+        groupBy: line.group_by,
+        borderColor: COLORS[i % COLORS.length],
+        backgroundColor: COLORS[i % COLORS.length],
+        spanGaps: true,
+        pointRadius: buckets.length > 200 ? 0 : 2,
+      };
+    });
+    const labels = buckets.map(bucketLabel);
+    let chart = charts.get(meter);
+    if (!chart) {
+      const box = document.createElement("div");
+      box.className = "chart";
+      box.dataset.meter = meter;
+      const canvas = document.createElement("canvas");
+      canvas.id = `chart-${meter}`;
+      box.appendChild(canvas);
+      container.appendChild(box);
+      chart = new Chart(canvas, {
+        type: state.granularity === "day" ? "bar" : "line",
+        data: { labels, datasets },
+        options: {
+          animation: false, maintainAspectRatio: false,
+          plugins: {
+            title: { display: true, text: `${meter} per ${state.granularity}` },
+            tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${ctx.dataset.exactValues[ctx.dataIndex]}` } },
+          },
+          scales: { x: { ticks: { maxTicksLimit: 12 } }, y: { beginAtZero: true } },
+        },
+      });
+      charts.set(meter, chart);
+    } else {
+      chart.config.type = state.granularity === "day" ? "bar" : "line";
+      chart.options.plugins.title.text = `${meter} per ${state.granularity}`;
+      chart.data.labels = labels;
+      chart.data.datasets = datasets;
+      chart.update();
+    }
+    chart.canvas.dataset.granularity = payload.granularity;
+  }
+  if (!payload.series.length) {
+    const empty = document.createElement("p");
+    empty.className = "empty muted";
+    empty.textContent = "no usage in this range";
+    container.appendChild(empty);
+  }
+}
+
+function showError(error) {
+  const box = $("#error");
+  box.hidden = !error;
+  box.textContent = error ? String(error.message || error) : "";
+}
+
+async function loadCustomers() {
+  const { customers } = await api("/api/customers", {});
+  const select = $("#customer");
+  select.replaceChildren(...customers.map((c) => new Option(c.customer_id, c.customer_id)));
+  if (!state.customer && customers.length) state.customer = customers[0].customer_id;
+  select.value = state.customer;
+  const meters = customers.find((c) => c.customer_id === state.customer)?.meters || [];
+  $("#meter").replaceChildren(new Option("all meters", ""), ...meters.map((m) => new Option(m, m)));
+  $("#meter").value = state.meter;
+}
+
+function remember() {
+  const query = new URLSearchParams({ customer: state.customer, granularity: state.granularity });
+  if (state.meter) query.set("meter", state.meter);
+  window.history.replaceState(null, "", `?${query}`);
+  for (const button of document.querySelectorAll(".granularity button")) {
+    button.classList.toggle("active", button.dataset.granularity === state.granularity);
+  }
+}
+
+let inFlight = null;
+let again = false;
+async function refresh() {
+  if (inFlight) {
+    again = true; // a change arrived while loading: load once more when this one ends
+    return inFlight;
+  }
+  inFlight = (async () => {
+    try {
+      await loadCustomers();
+      remember();
+      const scope = { customer: state.customer, meter: state.meter };
+      const [usage, series, finals, health] = await Promise.all([
+        state.customer ? api("/api/usage", scope) : { rows: [] },
+        state.customer ? api("/api/series", { ...scope, granularity: state.granularity }) : { series: [], granularity: state.granularity, from: "", to: "" },
+        state.customer ? api("/api/finals", scope) : { rows: [] },
+        api("/api/health", {}),
+      ]);
+      Object.assign(window.dashboard.data, { usage, series, finals, health });
+      renderUsage(usage.rows);
+      renderSeries(series);
+      renderFinals(finals.rows);
+      renderHealth(health);
+      showError(null);
+      window.dashboard.refreshes += 1;
+      document.body.dataset.refreshes = String(window.dashboard.refreshes);
+      document.body.dataset.granularity = series.granularity;
+      $("#refreshed").textContent = `refreshed ${new Date().toLocaleTimeString()} · every ${REFRESH_S} s`;
+    } catch (error) {
+      showError(error);
+    } finally {
+      inFlight = null;
+      if (again) {
+        again = false;
+        refresh();
+      }
+    }
+  })();
+  return inFlight;
+}
+
+$("#customer").addEventListener("change", (e) => { state.customer = e.target.value; state.meter = ""; refresh(); });
+$("#meter").addEventListener("change", (e) => { state.meter = e.target.value; refresh(); });
+for (const button of document.querySelectorAll(".granularity button")) {
+  button.addEventListener("click", () => {
+    state.granularity = button.dataset.granularity;
+    for (const chart of charts.values()) chart.destroy();
+    charts.clear();
+    $("#charts").replaceChildren();
+    refresh();
+  });
+}
+refresh();
+setInterval(refresh, REFRESH_S * 1000);
