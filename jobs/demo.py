@@ -197,12 +197,20 @@ def _iter_lines(path: Path) -> Iterator[str]:
         yield from (line.rstrip("\n") for line in handle)
 
 
-def recompute(path: Path, config: Config) -> Expected:
-    """Expected finals/corrections/dead letters from the generated file, by plain arithmetic."""
-    expected = Expected()
+@dataclass(frozen=True)
+class Counted:
+    """An accepted (valid, first-seen) event as one meter counts it."""
+
+    event: UsageEvent
+    meter: Meter
+    group: str  # group-by values as JSON, sorted keys
+    value: Decimal | str | None
+
+
+def accepted(path: Path, config: Config, expected: Expected | None = None) -> Iterator[Counted]:
+    """The generated file's events as the meters must count them (refusals and duplicates tallied in ``expected``)."""
+    expected = expected if expected is not None else Expected()
     seen: set[tuple[str, str]] = set()
-    values: dict[Key, list[Any]] = defaultdict(list)
-    late_values: dict[Key, list[Any]] = defaultdict(list)
     types = {m.event_type for m in config.meters}
     for line in _iter_lines(path):
         result = validate_line(line)
@@ -222,13 +230,23 @@ def recompute(path: Path, config: Config) -> Expected:
             continue
         seen.add((event.customer_id, event.event_id))
         expected.events_counted += 1
-        policy = config.billing.policy_for(event.customer_id)
-        start = epoch_millis(billing_period(event.timestamp, policy.cycle).start)
         for meter in config.meters_for(event.event_type):
             group = json.dumps({d: str(event.properties.get(d, "")) for d in meter.group_by}, sort_keys=True)
-            key = (event.customer_id, meter.name, group, start)
-            bucket = late_values if event.timestamp < START - timedelta(days=10) else values
-            bucket[key].append((event.timestamp, event.event_id, _value(meter, event)))
+            yield Counted(event, meter, group, _value(meter, event))
+
+
+def recompute(path: Path, config: Config) -> Expected:
+    """Expected finals/corrections/dead letters from the generated file, by plain arithmetic."""
+    expected = Expected()
+    values: dict[Key, list[Any]] = defaultdict(list)
+    late_values: dict[Key, list[Any]] = defaultdict(list)
+    for counted in accepted(path, config, expected):
+        event = counted.event
+        policy = config.billing.policy_for(event.customer_id)
+        start = epoch_millis(billing_period(event.timestamp, policy.cycle).start)
+        key = (event.customer_id, counted.meter.name, counted.group, start)
+        bucket = late_values if event.timestamp < START - timedelta(days=10) else values
+        bucket[key].append((event.timestamp, event.event_id, counted.value))
     aggregation_of = {m.name: m.aggregation for m in config.meters}
     for source, target in ((values, expected.finals), (late_values, expected.corrections)):
         for key, items in source.items():

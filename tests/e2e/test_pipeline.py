@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,39 +16,11 @@ import pytest
 import yaml
 
 from clickhouse.client import open_storage
-from clickhouse.migrate import migrate
 from infra.flink import connector_jar
 from infra.settings import PROJECT_ROOT, StackSettings
-from jobs.cli import ensure_topics
-from jobs.config import Config, load_config
-from jobs.demo import collect_results, compare, demo_document, generate, recompute
+from jobs.config import Config
+from jobs.demo import collect_results, compare, recompute
 from jobs.loader import Loader
-from jobs.produce import make_producer, produce_lines
-
-EVENTS = 4000
-
-
-@pytest.fixture
-def pipeline(tmp_path: Path, bootstrap: str, chdb_path: Path) -> Iterator[tuple[Config, Path, Path]]:
-    run_id = uuid.uuid4().hex[:8]
-    config_path = tmp_path / "metering.yaml"
-    config_path.write_text(yaml.safe_dump(demo_document(run_id, bootstrap, chdb_path)))
-    config = load_config(config_path, env={})
-    events = tmp_path / "events.jsonl"
-    generate(events, EVENTS, seed=int(run_id, 16) % 1000)
-    ensure_topics(config)
-    producer = make_producer(bootstrap)
-    try:
-        with events.open("rb") as lines:
-            summary = produce_lines(lines, producer=producer, topic=config.kafka.topics.events, validate=False)
-    finally:
-        producer.close()
-    assert summary.failed == 0
-    with open_storage(config.storage) as storage:
-        migrate(storage)
-    yield config, config_path, events
-    with open_storage(config.storage, create_database=False) as storage:
-        storage.drop_database()
 
 
 def load_and_compare(config: Config, events: Path) -> Any:

@@ -1,0 +1,240 @@
+"""The dashboard in a real browser, over a real pipeline run, checked against the input file.
+
+generate -> produce -> bounded metering job (MiniCluster) -> `metering load` (following, owns the
+chDB directory and serves its read gateway) -> `metering dashboard` (reads through that gateway) ->
+headless Chromium. The page's numbers are compared with an independent recomputation from the
+generated events: the usage table's finals, and the chart's points at day and hour granularity
+after clicking the granularity switch. Then more events are produced while the page stays open,
+and its health panel must show them without a reload (auto-refresh). Screenshots are saved to
+the test artifacts folder (tests/e2e/browser.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clickhouse.gateway import GatewayReader, gateway_file
+from clickhouse.queries import health
+from infra.flink import connector_jar
+from infra.settings import PROJECT_ROOT, StackSettings
+from jobs.config import Config
+from jobs.demo import accepted, recompute
+from jobs.produce import make_producer, produce_lines
+from tests.e2e.browser import artifacts_dir, chromium
+from udfs.periods import epoch_millis, local_midnight, zone
+
+SUM_METER = "credits"  # a sum meter without group-by: one line per chart
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 120, every_s: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(every_s)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture
+def background() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start `metering` subcommands in the background; stopped (SIGTERM, then SIGKILL) at the end."""
+    started: list[tuple[subprocess.Popen[str], Path]] = []
+
+    def start(log: Path, *args: str) -> subprocess.Popen[str]:
+        handle = log.open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", *args], cwd=PROJECT_ROOT, stdout=handle, stderr=subprocess.STDOUT, text=True
+        )
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, _ in reversed(started):
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def expected_buckets(events: Path, config: Config, customer: str, granularity: str) -> dict[str, Decimal]:
+    """The SUM_METER's total per bucket (UTC hour, or the customer's local day), from the input file."""
+    tz = zone(config.billing.policy_for(customer).cycle.timezone)
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for counted in accepted(events, config):
+        if counted.event.customer_id != customer or counted.meter.name != SUM_METER:
+            continue
+        moment = counted.event.timestamp.astimezone(UTC)
+        if granularity == "hour":
+            bucket = moment.replace(minute=0, second=0, microsecond=0)
+        else:
+            bucket = local_midnight(moment.astimezone(tz).date(), tz).astimezone(UTC)
+        totals[bucket.isoformat(timespec="milliseconds").replace("+00:00", "Z")] += Decimal(str(counted.value))
+    return totals
+
+
+def chart_points(browser: Any, meter: str) -> dict[str, Decimal]:
+    """The exact values behind the meter's chart, by bucket (null points, i.e. empty buckets, left out)."""
+    drawn = browser.execute_script(
+        """
+        const chart = Chart.getChart(`chart-${arguments[0]}`);
+        return {labels: chart.data.labels.length,
+                datasets: chart.data.datasets.map((d) => ({buckets: d.buckets, exact: d.exactValues, numbers: d.data}))};
+        """,
+        meter,
+    )
+    assert len(drawn["datasets"]) == 1, drawn
+    line = drawn["datasets"][0]
+    assert len(line["buckets"]) == len(line["exact"]) == len(line["numbers"]) == drawn["labels"]
+    points: dict[str, Decimal] = {}
+    for bucket, exact, number in zip(line["buckets"], line["exact"], line["numbers"], strict=True):
+        if exact is None:
+            assert number == 0, (bucket, number)  # an hour without usage is drawn at 0 for a sum meter
+        else:
+            assert float(number) == float(exact), (bucket, number, exact)
+            points[bucket] = Decimal(exact)
+    return points
+
+
+def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
+    pipeline: tuple[Config, Path, Path],
+    stack_settings: StackSettings,
+    background: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+) -> None:
+    config, config_path, events = pipeline
+    job_args = ["--config", str(config_path), "--until-end", "--job-name", "e2e-dashboard"]
+    job = subprocess.run(
+        [sys.executable, "-m", "jobs.metering_job", *job_args, "--connector-jar", str(connector_jar(stack_settings))],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert job.returncode == 0, job.stderr[-4000:]
+    expected = recompute(events, config)
+
+    # The loader follows the topics, owns the chDB directory and serves reads to the dashboard.
+    background(tmp_path / "load.log", "load", "--config", str(config_path))
+    gateway = wait_for("the loader's gateway", lambda: json.loads(gateway_file(config.storage).read_text())["url"])
+    reader = GatewayReader(gateway)
+    wait_for(
+        "the loader to catch up (no records behind, idle for 3 s)",
+        lambda: (h := health(reader))["loader_consumer_lag"] == 0 and h["loader_idle_seconds"] >= 3,
+        timeout_s=180,
+    )
+
+    port = free_port()
+    dashboard_args = ["--config", str(config_path), "--port", str(port), "--refresh", "2"]
+    dashboard = background(tmp_path / "dashboard.log", "dashboard", *dashboard_args)
+    base = f"http://127.0.0.1:{port}"
+    wait_for("the dashboard", lambda: urllib.request.urlopen(f"{base}/api/config", timeout=2).status == 200, timeout_s=60)
+    assert dashboard.poll() is None
+
+    customer = max({k[0] for k in expected.finals}, key=lambda c: sum(1 for k in expected.finals if k[0] == c))
+    shots = artifacts_dir()
+    with chromium() as browser:
+        browser.get(f"{base}/?customer={customer}&granularity=day")
+        wait_for("the first render", lambda: int(browser.execute_script("return document.body.dataset.refreshes || 0")) >= 1)
+        assert browser.find_element("id", "error").get_attribute("hidden") is not None, browser.find_element("id", "error").text
+        assert "via its owner's gateway" in browser.page_source
+
+        # Usage so far: the newest period per meter/group; where final it is the recomputed final, exactly.
+        rows = browser.execute_script(
+            """return [...document.querySelectorAll('#usage tbody tr')].map((tr) => ({meter: tr.dataset.meter,
+                 group: tr.dataset.group, start: tr.dataset.periodStart, total: tr.querySelector('.total').textContent,
+                 status: tr.querySelector('.status').textContent}));"""
+        )
+        assert rows, "the usage table is empty"
+        finals_shown = 0
+        for row in rows:
+            assert row["status"] in ("final", "provisional")
+            start_ms = epoch_millis(datetime.fromisoformat(row["start"].replace("Z", "+00:00")))
+            key = (customer, row["meter"], json.dumps(json.loads(row["group"]), sort_keys=True), start_ms)
+            if row["status"] == "final":
+                finals_shown += 1
+                assert Decimal(row["total"]) == expected.finals[key][0], (row, expected.finals[key])
+        assert finals_shown > 0
+
+        # The chart at day granularity (the customer's local days), then hour after the switch.
+        for granularity in ("day", "hour"):
+            if granularity == "hour":
+                browser.find_element("id", "granularity-hour").click()
+            wait_for(
+                f"the {granularity} chart",
+                lambda g=granularity: browser.execute_script(
+                    "const c = Chart.getChart(`chart-${arguments[0]}`); "
+                    "return c && c.canvas.dataset.granularity === arguments[1];",
+                    SUM_METER,
+                    g,
+                ),
+            )
+            payload = browser.execute_script("return window.dashboard.data.series")
+            shown = chart_points(browser, SUM_METER)
+            wanted = {
+                b: v
+                for b, v in expected_buckets(events, config, customer, granularity).items()
+                if payload["from"] <= b < payload["to"]
+            }
+            assert shown == wanted, (granularity, sorted(set(shown) ^ set(wanted))[:5])
+            assert len(shown) > (1 if granularity == "day" else 5)
+            assert "active" in browser.find_element("id", f"granularity-{granularity}").get_attribute("class")
+            browser.save_screenshot(str(shots / f"dashboard-{granularity}.png"))
+
+        # Auto-refresh: events produced now reach the health panel without reloading the page.
+        before = int(browser.find_element("id", "health-raw-events").text)
+        more = tmp_path / "more.jsonl"
+        lines = [
+            json.dumps(
+                {
+                    "event_id": f"late-visitor-{i}",
+                    "customer_id": customer,
+                    "event_type": "api_call",
+                    "timestamp": "2026-03-30T12:00:00Z",
+                    "quantity": 1,
+                    "properties": {"user": f"visitor-{i}"},
+                }
+            )
+            for i in range(25)
+        ]
+        more.write_text("\n".join(lines) + "\n")
+        producer = make_producer(config.kafka.bootstrap_servers)
+        try:
+            with more.open("rb") as handle:
+                assert produce_lines(handle, producer=producer, topic=config.kafka.topics.events, validate=False).failed == 0
+        finally:
+            producer.close()
+        wait_for(
+            "the page to show the new raw events",
+            lambda: int(browser.find_element("id", "health-raw-events").text) == before + len(lines),
+            timeout_s=60,
+        )
+        browser.save_screenshot(str(shots / "dashboard-refreshed.png"))
+    assert dashboard.poll() is None, (tmp_path / "dashboard.log").read_text()[-3000:]
