@@ -30,6 +30,10 @@ IMAGE = f"metering-flink:{versions.PYFLINK_VERSION}"
 FLINK_IMAGE = f"flink:{versions.PYFLINK_VERSION}-scala_2.12-java17"
 KAFKA_IMAGE = f"apache/kafka:{versions.KAFKA_VERSION}"
 CLICKHOUSE_IMAGE = f"clickhouse/clickhouse-server:{versions.CLICKHOUSE_SERVER_VERSION}"
+# Grafana over the dashboard views (infra/grafana/README.md): the plugin's 4.x needs Grafana >= 11.6.
+GRAFANA_IMAGE = "grafana/grafana:12.1.0"
+GRAFANA_PLUGIN = "grafana-clickhouse-datasource@4.20.0"
+GRAFANA_PORT = 3000
 CONNECTOR_JAR = f"flink-sql-connector-kafka-{versions.FLINK_KAFKA_CONNECTOR_VERSION}.jar"
 CONFIG_IN_CONTAINER = "/etc/metering/metering.yaml"
 #: Ports inside the deployment (the local stack uses 19092 / 18081 to stay out of their way).
@@ -143,6 +147,23 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
                 "ports": [f"{CLICKHOUSE_HTTP_PORT}:{CLICKHOUSE_HTTP_PORT}"],
                 "environment": {"CLICKHOUSE_SKIP_USER_SETUP": "1"},
                 "volumes": ["clickhouse-data:/var/lib/clickhouse"],
+            },
+            "grafana": {
+                "image": GRAFANA_IMAGE,
+                "ports": [f"{GRAFANA_PORT}:{GRAFANA_PORT}"],
+                "environment": {
+                    "GF_PLUGINS_PREINSTALL_SYNC": GRAFANA_PLUGIN,
+                    "METERING_CLICKHOUSE_HOST": "clickhouse",
+                    "METERING_CLICKHOUSE_PORT": str(CLICKHOUSE_HTTP_PORT),
+                    "METERING_CLICKHOUSE_USER": "default",
+                    "METERING_CLICKHOUSE_PASSWORD": "",
+                    "METERING_CLICKHOUSE_DATABASE": "metering",
+                },
+                "volumes": [
+                    "../grafana/provisioning:/etc/grafana/provisioning:ro",
+                    "../grafana/dashboards:/etc/grafana/dashboards/metering:ro",
+                ],
+                "depends_on": {"migrate": {"condition": "service_completed_successfully"}},
             },
             "jobmanager": {**flink_common, "command": "jobmanager", "ports": [f"{FLINK_REST_PORT}:{FLINK_REST_PORT}"]},
             "taskmanager": {**flink_common, "command": "taskmanager", "depends_on": ["jobmanager"]},

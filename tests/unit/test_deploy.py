@@ -100,3 +100,17 @@ def test_clickhouse_image_follows_the_chdb_engine() -> None:
 
     engine = str(chdb.query("SELECT version()")).strip().strip('"')
     assert engine.startswith(versions.CLICKHOUSE_SERVER_VERSION + "."), engine
+
+
+def test_grafana_mounts_the_provisioning_where_its_dashboard_provider_looks() -> None:
+    grafana = yaml.safe_load(committed("compose.yaml"))["services"]["grafana"]
+    mounts = {target: source for source, target, *_ in (v.split(":") for v in grafana["volumes"])}
+    provisioning = (deploy.DEPLOY_DIR / mounts["/etc/grafana/provisioning"]).resolve()
+    assert (provisioning / "datasources" / "clickhouse.yaml").exists()
+    provider = yaml.safe_load((provisioning / "dashboards" / "metering.yaml").read_text())["providers"][0]
+    dashboards = (deploy.DEPLOY_DIR / mounts[provider["options"]["path"]]).resolve()
+    assert (dashboards / "metering.json").exists()
+    env = grafana["environment"]
+    assert env["METERING_CLICKHOUSE_HOST"] == "clickhouse" and env["METERING_CLICKHOUSE_PORT"] == "8123"
+    assert env["GF_PLUGINS_PREINSTALL_SYNC"].startswith("grafana-clickhouse-datasource@4.")
+    assert env["METERING_CLICKHOUSE_DATABASE"] == load_config(deploy.DEPLOY_DIR / "metering.yaml", env={}).storage.database
