@@ -769,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--config", help=config_help)
     query.add_argument("--customer", help="only this customer (required for series and periods)")
     query.add_argument("--meter", help="only this meter")
-    query.add_argument("--from", dest="start", help="start of the range (inclusive); for usage: ignore periods before it")
+    query.add_argument("--from", dest="start", help="start of the range (inclusive); for usage: only meters used since then")
     query.add_argument("--to", dest="end", help="end of the range (exclusive)")
     query.add_argument("--granularity", choices=("minute", "hour", "day"), default="hour", help="series buckets (default hour)")
     query.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table")

@@ -181,9 +181,11 @@ LEFT JOIN
 ) AS f
     ON f.customer_id = p.customer_id AND f.meter = p.meter AND f.group_key = p.group_key AND f.period_start = p.period_start;
 
--- customer_usage(customer): usage so far, the newest billing period per (meter, group): final if
--- the grace window has passed, else provisional with its "as of" time. Periods that started
--- before `since` are not looked at (pass the start of the previous month for "this period").
+-- customer_usage(customer, since): usage so far, the newest billing period per (meter, group) with
+-- usage at or after `since`: final if its grace window has passed, else provisional with its "as of"
+-- time. Only the newest periods are computed: a cheap scan (no FINAL, three columns) finds each
+-- key's newest period start first, and the running totals read the minutes from the earliest of
+-- those on (bench/dashboard_queries.py: this halves the query on 35 days of history).
 CREATE VIEW customer_usage AS
 SELECT
     customer_id, meter, group_key, aggregation,
@@ -195,7 +197,19 @@ FROM
 (
     SELECT customer_id, meter, group_key, aggregation, period_start AS ps, period_end AS pe, value AS v,
            event_count AS n, status AS st, revision AS rv, as_of_minute AS am, as_of_loaded AS al
-    FROM customer_periods(customer = {customer:String}, from = {since:DateTime64(3, 'UTC')}, to = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'))
+    FROM customer_periods(
+        customer = {customer:String},
+        from = (
+            SELECT if(count() = 0, toDateTime64('2200-01-01 00:00:00', 3, 'UTC'), min(newest))
+            FROM
+            (
+                SELECT max(period_start) AS newest
+                FROM aggregate_segments
+                WHERE customer_id = {customer:String} AND minute >= {since:DateTime64(3, 'UTC')}
+                GROUP BY meter, group_key
+            )
+        ),
+        to = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'))
 )
 GROUP BY customer_id, meter, group_key, aggregation;
 

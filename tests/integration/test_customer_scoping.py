@@ -118,7 +118,8 @@ def test_usage_so_far_is_the_newest_period_per_meter(reader: StorageReader) -> N
     )
     assert (rows["users"]["total"], rows["peak"]["total"]) == ("3", "9")
     later = queries.usage(reader, Scope(customer="acme", start=datetime(2026, 4, 1, tzinfo=UTC)))
-    assert [r["meter"] for r in later] == []  # `since` after every period start: nothing to show
+    assert [(r["meter"], r["total"]) for r in later] == [("tokens", "4")]  # only meters with usage since then
+    assert queries.usage(reader, Scope(customer="acme", start=datetime(2026, 4, 3, tzinfo=UTC))) == []
 
 
 def test_finals_are_invoice_ready_and_revised_once(reader: StorageReader) -> None:
