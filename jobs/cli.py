@@ -451,6 +451,32 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the data-quality suites (clickhouse/expectations) against ClickHouse; exit 1 when an expectation fails."""
+    from clickhouse import quality
+    from clickhouse.gateway import open_reader
+    from clickhouse.queries import QueryError, parse_time
+    from infra.settings import StackSettings
+
+    config = _config(args)
+    try:
+        options = quality.CheckOptions(
+            suites=tuple(args.suite or ()),
+            start=parse_time(args.start, "--from") if args.start else None,
+            end=parse_time(args.end, "--to") if args.end else None,
+            sample=args.sample,
+            overrides=dict(quality.parse_override(text) for text in args.set or ()),
+            docs_dir=None if args.no_docs else Path(args.docs_dir or StackSettings.from_env().home / "quality").resolve(),
+        )
+        with open_reader(config.storage) as reader:
+            report = quality.run_checks(reader, config, options)
+    except (quality.QualityError, QueryError) as exc:
+        print(f"metering check: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(quality.render_json(report) if args.format == "json" else quality.render_text(report))
+    return EXIT_OK if report.success else EXIT_FAILURE
+
+
 # --- config ----------------------------------------------------------------
 def cmd_config(args: argparse.Namespace) -> int:
     """Validate a configuration file without running anything."""
@@ -797,6 +823,44 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     dashboard.add_argument("--refresh", type=int, default=10, help="seconds between the page's automatic refreshes (default 10)")
     dashboard.set_defaults(func=cmd_dashboard)
+
+    check = sub.add_parser(
+        "check",
+        help="run the data-quality suites (great-expectations) against ClickHouse; exit 1 if one fails",
+        description="Run the great-expectations suites of clickhouse/expectations (raw_events, aggregates, operations) "
+        "against ClickHouse, print a summary naming each failed expectation with an example offending row, write "
+        "GX Data Docs (HTML) and exit 1 when an expectation failed, so schedulers (cron, Airflow) can gate on it. "
+        "docs/quality.md describes every expectation.",
+        epilog="Exit codes: 0 every expectation held, 1 one failed (or the storage failed), 2 usage or configuration error.",
+    )
+    check.add_argument("--config", help=config_help)
+    check.add_argument(
+        "--suite",
+        action="append",
+        metavar="NAME",
+        help="a suite group (raw_events, aggregates, operations) or one suite (e.g. aggregates.recompute); repeatable; "
+        "default: all",
+    )
+    check.add_argument("--from", dest="start", help="start of the event-time range (inclusive; RFC 3339 or a date)")
+    check.add_argument("--to", dest="end", help="end of the event-time range (exclusive)")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        metavar="FRACTION",
+        help="check only this fraction of customers (chosen by a hash of the id) in the raw-event and aggregate suites; "
+        "default 1 (all)",
+    )
+    check.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a suite parameter, e.g. --set max_dead_letter_rate=0.05 (repeatable)",
+    )
+    check.add_argument("--docs-dir", help="where GX keeps results and Data Docs (default: $METERING_HOME/quality)")
+    check.add_argument("--no-docs", action="store_true", help="do not write results or Data Docs")
+    check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser(
         "demo",
