@@ -29,12 +29,12 @@ import pytest
 
 from clickhouse.gateway import GatewayReader, gateway_file
 from clickhouse.queries import health
-from infra.flink import connector_jar
 from infra.settings import PROJECT_ROOT, StackSettings
 from jobs.config import Config
 from jobs.demo import accepted, recompute
 from jobs.produce import make_producer, produce_lines
 from tests.e2e.browser import artifacts_dir, chromium
+from tests.e2e.harness import run_bounded_job
 from udfs.periods import epoch_millis, local_midnight, zone
 
 SUM_METER = "credits"  # a sum meter without group-by: one line per chart
@@ -129,16 +129,7 @@ def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
     tmp_path: Path,
 ) -> None:
     config, config_path, events = pipeline
-    job_args = ["--config", str(config_path), "--until-end", "--job-name", "e2e-dashboard"]
-    job = subprocess.run(
-        [sys.executable, "-m", "jobs.metering_job", *job_args, "--connector-jar", str(connector_jar(stack_settings))],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert job.returncode == 0, job.stderr[-4000:]
+    run_bounded_job(config_path, stack_settings, "e2e-dashboard")
     expected = recompute(events, config)
 
     # The loader follows the topics, owns the chDB directory and serves reads to the dashboard.

@@ -7,8 +7,6 @@ the standalone cluster with `flink run`.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +14,11 @@ import pytest
 import yaml
 
 from clickhouse.client import open_storage
-from infra.flink import connector_jar
 from infra.settings import PROJECT_ROOT, StackSettings
 from jobs.config import Config
 from jobs.demo import collect_results, compare, recompute
 from jobs.loader import Loader
+from tests.e2e.harness import run_bounded_job
 
 
 def load_and_compare(config: Config, events: Path) -> Any:
@@ -39,26 +37,7 @@ def test_minicluster_totals_match_recomputation(
     overrides = yaml.safe_load(config_path.read_text())
     overrides["pipeline"]["parallelism"] = parallelism
     config_path.write_text(yaml.safe_dump(overrides))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.metering_job",
-            "--config",
-            str(config_path),
-            "--until-end",
-            "--connector-jar",
-            str(connector_jar(stack_settings)),
-            "--job-name",
-            f"e2e-p{parallelism}",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_bounded_job(config_path, stack_settings, f"e2e-p{parallelism}")
     comparison = load_and_compare(config, events)
     assert comparison.passed, comparison.checks
 
