@@ -137,11 +137,24 @@ class GatewayReader:
             raise StorageError(f"the chDB owner's gateway at {self.url} is unreachable: {exc}") from None
 
 
+def _lock_holder(settings: StorageSettings) -> int | None:
+    """The pid the current owner wrote into the chDB lock file (clickhouse.client._chdb_lock), if readable."""
+    try:
+        return int((settings.path.resolve() / ".owner.lock").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def _gateway_of(settings: StorageSettings, locked: StorageLockedError) -> GatewayReader:
     try:
         info = json.loads(gateway_file(settings).read_text())
     except (OSError, ValueError):
         raise StorageLockedError(f"{locked} (that process serves no read gateway: no {gateway_file(settings)})") from None
+    owner = _lock_holder(settings)
+    if owner is not None and info.get("pid") != owner:  # left behind by an owner that did not exit cleanly
+        raise StorageLockedError(
+            f"{locked} (that process serves no read gateway: {gateway_file(settings)} is from process {info.get('pid')})"
+        )
     if info.get("database") != settings.database:
         raise StorageLockedError(f"{locked} (its gateway serves database {info.get('database')!r}, not {settings.database!r})")
     return GatewayReader(str(info["url"]))

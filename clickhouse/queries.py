@@ -34,7 +34,9 @@ def run_query(storage: Storage, name: str, parameters: dict[str, Any]) -> list[d
 def plain(value: Any) -> Any:
     """Decimals as their shortest exact string, datetimes as RFC 3339 UTC with 'Z'."""
     if isinstance(value, Decimal):
-        text = format(value.normalize(), "f")
+        text = format(value, "f")  # exact at any precision (normalize() would round to the context's 28 digits)
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
         return "0" if text in ("-0", "") else text
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -85,6 +87,8 @@ MAX_SPAN = {"minute": timedelta(days=2), "hour": timedelta(days=62), "day": time
 DEFAULT_SPAN = {"minute": timedelta(hours=6), "hour": timedelta(days=7), "day": timedelta(days=62)}
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+# The instants a DateTime64(3) parameter holds (ClickHouse: 1900-01-01 to 2299-12-31).
+SUPPORTED = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=UTC))
 
 
 class QueryError(ValueError):
@@ -142,14 +146,20 @@ def parse_time(text: str, option: str) -> datetime:
     except ValueError:
         raise QueryError(f"{option}={text!r}: not a time; use RFC 3339, e.g. 2026-03-01T00:00:00Z") from None
     if moment.tzinfo is None:
-        if len(text.strip()) == 10:  # a plain date
-            return moment.replace(tzinfo=UTC)
-        raise QueryError(f"{option}={text!r}: give a time zone, e.g. 2026-03-01T00:00:00Z")
-    return moment.astimezone(UTC)
+        if len(text.strip()) != 10:  # not a plain date
+            raise QueryError(f"{option}={text!r}: give a time zone, e.g. 2026-03-01T00:00:00Z")
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        moment = SUPPORTED[0] - timedelta(days=1)  # out of range either way: refused below
+    if not SUPPORTED[0] <= moment <= SUPPORTED[1]:
+        raise QueryError(f"{option}={text!r}: must be between 1900-01-01 and 2299-12-31, e.g. 2026-03-01T00:00:00Z")
+    return moment
 
 
 def _ch_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return moment.astimezone(UTC).isoformat(sep=" ", timespec="milliseconds")[:23]  # a 4-digit year, unlike %Y
 
 
 def _range_parameters(scope: Scope) -> dict[str, str]:
@@ -181,11 +191,14 @@ def series_range(reader: Reader, scope: Scope) -> tuple[datetime, datetime]:
         end = (datetime.fromisoformat(newest.replace("Z", "+00:00")) if newest else datetime.now(UTC)) + timedelta(minutes=1)
         if scope.granularity != "minute":
             end = end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    if start is None:
-        assert end is not None
-        start = end - span
-    if end is None:
-        end = start + span
+    try:
+        if start is None:
+            assert end is not None
+            start = end - span
+        if end is None:
+            end = start + span
+    except OverflowError:
+        raise QueryError(f"--from/--to: a {span} range from there is out of range; give both ends") from None
     if end - start > MAX_SPAN[scope.granularity]:
         raise QueryError(
             f"--from/--to span {end - start} is too long for --granularity={scope.granularity} "

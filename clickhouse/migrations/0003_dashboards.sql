@@ -210,6 +210,9 @@ FROM
             )
         ),
         to = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'))
+    WHERE (meter, group_key) IN (
+        SELECT meter, group_key FROM aggregate_segments
+        WHERE customer_id = {customer:String} AND minute >= {since:DateTime64(3, 'UTC')})
 )
 GROUP BY customer_id, meter, group_key, aggregation;
 

@@ -1,165 +1,484 @@
-"""The dashboard's JSON API and page over real chDB, and reads through the chDB owner's gateway."""
+"""The dashboard's JSON API and page (jobs/dashboard/app.py) over real chDB.
+
+Data: tests/integration/dashboard_data.py (customer ``acme`` in +05:30 and its look-alikes; the
+expected values below are computed by hand from it), plus pipeline-health rows added here.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
-import time
+import re
+import socket
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clickhouse.client import StorageError, StorageLockedError, StorageSettings, open_storage
-from clickhouse.gateway import GatewayReader, QueryGateway, gateway_file, open_reader
+from clickhouse.client import Storage, StorageSettings, open_storage
+from clickhouse.gateway import GatewayReader
 from clickhouse.migrate import migrate
-from clickhouse.queries import QueryError, StorageReader
+from clickhouse.queries import StorageReader
 from infra.settings import PROJECT_ROOT
 from jobs.dashboard.app import create_app
-from tests.integration.dashboard_data import seed
+from jobs.loader import COLUMNS
+from tests.integration.dashboard_data import LOOKALIKES, seed, segment
 
-VENDOR = PROJECT_ROOT / "jobs" / "dashboard" / "static" / "vendor"
-
-
-@pytest.fixture
-def client(storage_settings: StorageSettings) -> Iterator[Any]:
-    with open_storage(storage_settings) as storage:
-        migrate(storage)
-        seed(storage)
-        yield create_app(StorageReader(storage), refresh_s=3, storage_label="test").test_client()
-
-
-def test_customer_endpoints_require_a_customer(client: Any) -> None:
-    for endpoint in ("usage", "periods", "finals", "series"):
-        response = client.get(f"/api/{endpoint}")
-        assert response.status_code == 400 and "customer is required" in response.json["error"], endpoint
+STATIC = PROJECT_ROOT / "jobs" / "dashboard" / "static"
+VENDOR = STATIC / "vendor"
+L = {"model": "l"}
+MARCH = ("2026-02-28T18:30:00.000Z", "2026-03-31T18:30:00.000Z")
+APRIL = ("2026-03-31T18:30:00.000Z", "2026-04-30T18:30:00.000Z")
+BIG = "29-digit-decimals"
+BIG_VALUE = "12345678901234567890.123456789"  # fits Decimal(38, 9)
+CUSTOMER_ENDPOINTS = ("usage", "periods", "finals", "series")
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-def test_usage_finals_and_periods(client: Any) -> None:
-    usage = client.get("/api/usage?customer=acme&meter=tokens").json
-    assert usage["customer"] == "acme"
-    [row] = usage["rows"]
-    assert (row["total"], row["status"], row["group_by"]) == ("4", "provisional", {"model": "l"})
-    finals = client.get("/api/finals?customer=acme").json["rows"]
-    assert [(r["total"], r["revision"]) for r in finals] == [("15", 2)]
-    periods = client.get("/api/periods?customer=acme&meter=tokens&from=2026-01-01&to=2026-03-15T00:00:00Z").json["rows"]
-    assert [(r["period_start"], r["status"]) for r in periods] == [("2026-02-28T18:30:00.000Z", "final")]
+def seed_health(storage: Storage, now: datetime) -> None:
+    """Rows for pipeline_health: raw events, duplicates, a correction, more dead letters, loader batches."""
+    insert = storage.client.insert
+    raw = [
+        [
+            f"e{i}",
+            "acme",
+            "tokens",
+            now - timedelta(hours=1),
+            Decimal(1),
+            {},
+            "",
+            "",
+            "",
+            "",
+            1,
+            "accepted",
+            "usage",
+            0,
+            i,
+            now,
+            "{}",
+        ]
+        for i in range(2)
+    ]
+    insert("raw_events", raw, column_names=COLUMNS["raw_events"])
+    insert("raw_events", raw[:1], column_names=COLUMNS["raw_events"])  # a re-delivered batch: collapses
+    insert("duplicates", [["acme", "e1", 2, 1, now], ["acme", "e2", 2, 2, now]], column_names=COLUMNS["duplicates"])
+    insert("duplicates", [["acme", "e1", 3, 1, now]], column_names=COLUMNS["duplicates"])  # seen grows: the highest counts
+    correction = [
+        "acme",
+        "tokens",
+        '{"model":"l"}',
+        "sum",
+        *(datetime.fromisoformat(t) for t in MARCH),
+        now,
+        1,
+        Decimal(1),
+        1,
+        0,
+        7,
+    ]
+    insert("corrections", [correction], column_names=COLUMNS["corrections"])
+    old = ["unknown_meter", "", "acme", "e9", "{}", 1, 5, now - timedelta(days=3)]
+    insert("dead_letters", [old], column_names=COLUMNS["dead_letters"])
+    insert("dead_letters", [old], column_names=COLUMNS["dead_letters"])  # re-delivered: collapses
+    batches = [
+        ["loader-a", now - timedelta(seconds=120), 10, {"aggregate_segments": 10}, datetime(2026, 4, 2, 8, 0, 30, tzinfo=UTC), 7],
+        ["loader-a", now - timedelta(seconds=60), 5, {"aggregate_segments": 5}, datetime(2026, 4, 2, 8, 1, tzinfo=UTC), 2],
+    ]
+    insert("loader_batches", batches, column_names=COLUMNS["loader_batches"])
+    big = segment(BIG, "tokens", "sum", "2026-03-01 10:01", BIG_VALUE)
+    insert("aggregate_segments", [big], column_names=COLUMNS["aggregate_segments"])
+
+
+@pytest.fixture(scope="module")
+def storage(chdb_path: Path) -> Iterator[Storage]:
+    settings = StorageSettings(backend="chdb", path=chdb_path, database=f"test_api_{uuid.uuid4().hex[:8]}")
+    with open_storage(settings) as opened:
+        migrate(opened)
+        seed(opened)
+        seed_health(opened, datetime.now(UTC).replace(microsecond=0))
+        try:
+            yield opened
+        finally:
+            opened.drop_database()
+
+
+@pytest.fixture(scope="module")
+def client(storage: Storage) -> Any:
+    return create_app(StorageReader(storage), refresh_s=3, storage_label="test storage").test_client()
+
+
+def ok(client: Any, path: str, **query: str) -> Any:
+    response = client.get(path, query_string=query)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    return response.json
+
+
+def refused(client: Any, path: str, status: int = 400, **query: str) -> str:
+    response = client.get(path, query_string=query)
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json" and list(response.json) == ["error"]
+    message: str = response.json["error"]
+    return message
+
+
+# --- endpoints --------------------------------------------------------------------------------------
+
+
+def test_config(client: Any) -> None:
+    assert ok(client, "/api/config") == {"refresh_s": 3, "granularities": ["minute", "hour", "day"], "storage": "test storage"}
+
+
+def test_customers_lists_everyone_with_usage_in_order(client: Any) -> None:
+    customers = ok(client, "/api/customers")["customers"]
+    assert [c["customer_id"] for c in customers] == sorted(["acme", *LOOKALIKES, BIG])
+    assert customers[[c["customer_id"] for c in customers].index("acme")] == {
+        "customer_id": "acme",
+        "first_minute": "2026-03-01T10:01:00.000Z",
+        "last_minute": "2026-04-02T08:00:00.000Z",
+        "meters": ["peak", "tokens", "users"],
+    }
+
+
+def test_usage_is_the_newest_period_per_meter_and_group(client: Any) -> None:
+    payload = ok(client, "/api/usage", customer="acme")
+    assert list(payload) == ["customer", "rows"] and payload["customer"] == "acme"
+    rows = payload["rows"]
+    assert list(rows[0]) == [
+        "customer_id",
+        "meter",
+        "aggregation",
+        "period_start",
+        "period_end",
+        "total",
+        "event_count",
+        "status",
+        "revision",
+        "as_of_minute",
+        "as_of_loaded",
+        "group_by",
+    ]
+    fields = ("meter", "group_by", "aggregation", "period_start", "period_end", "total", "event_count", "status", "revision")
+    assert [(*(r[f] for f in fields), r["as_of_minute"]) for r in rows] == [
+        ("peak", {}, "max", *MARCH, "9", 2, "provisional", 0, "2026-03-01T11:00:00.000Z"),
+        ("tokens", L, "sum", *APRIL, "4", 1, "provisional", 0, "2026-04-02T08:00:00.000Z"),
+        ("users", {}, "unique_count", *MARCH, "3", 4, "provisional", 0, "2026-03-01T10:30:00.000Z"),
+    ]
+    assert all(RFC3339.match(r["as_of_loaded"]) and r["customer_id"] == "acme" for r in rows)
+    tokens = ok(client, "/api/usage", customer="acme", meter="tokens")["rows"]
+    assert [r["meter"] for r in tokens] == ["tokens"]
+    assert ok(client, "/api/usage", customer="acme", **{"from": "2026-04-03T00:00:00Z"})["rows"] == []
+
+
+@pytest.mark.parametrize("index", range(len(LOOKALIKES)), ids=[repr(c) for c in LOOKALIKES])
+def test_a_lookalike_customer_in_the_query_string_gets_its_own_rows(client: Any, index: int) -> None:
+    customer = LOOKALIKES[index]
+    payload = ok(client, "/api/usage", customer=customer)
+    assert payload["customer"] == customer
+    expected_status = ("final", 1) if customer == "acme2" else ("provisional", 0)
+    expected_total = "100" if customer == "acme2" else str(100 + index)
+    assert [(r["customer_id"], r["total"], r["status"], r["revision"]) for r in payload["rows"]] == [
+        (customer, expected_total, *expected_status)
+    ]
+    series = ok(client, "/api/series", customer=customer, granularity="minute", **{"from": "2026-03-01", "to": "2026-03-02"})
+    assert [line["points"] for line in series["series"]] == [[["2026-03-01T10:01:00.000Z", str(100 + index), 1]]]
+
+
+def test_periods_in_a_range(client: Any) -> None:
+    rows = ok(client, "/api/periods", customer="acme", meter="tokens")["rows"]
+    assert [(r["period_start"], r["total"], r["event_count"], r["status"], r["revision"], r["group_by"]) for r in rows] == [
+        (MARCH[0], "15", 4, "final", 2, L),  # the highest revision
+        (APRIL[0], "4", 1, "provisional", 0, L),
+    ]
+    march = ok(client, "/api/periods", customer="acme", meter="tokens", **{"from": "2026-01-01", "to": "2026-03-15T00:00:00Z"})
+    assert [(r["period_start"], r["status"]) for r in march["rows"]] == [(MARCH[0], "final")]
+
+
+def test_finals(client: Any) -> None:
+    rows = ok(client, "/api/finals", customer="acme")["rows"]
+    assert rows == [
+        {
+            "customer_id": "acme",
+            "meter": "tokens",
+            "aggregation": "sum",
+            "period_start": MARCH[0],
+            "period_end": MARCH[1],
+            "total": "15",
+            "event_count": 4,
+            "revision": 2,
+            "finalized_at_watermark": "2026-04-02T18:30:00.000Z",
+            "group_by": L,
+        }
+    ]
+    assert ok(client, "/api/finals", customer="acme", **{"from": "2026-03-01T00:00:00Z"})["rows"] == []
+    assert ok(client, "/api/finals", customer="ACME")["rows"] == []
 
 
 def test_series_groups_points_per_meter_and_group_with_exact_values(client: Any) -> None:
-    payload = client.get("/api/series?customer=acme&granularity=hour&from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z").json
-    assert (payload["granularity"], payload["from"], payload["to"]) == (
-        "hour",
-        "2026-03-01T00:00:00.000Z",
-        "2026-03-02T00:00:00.000Z",
+    payload = ok(
+        client,
+        "/api/series",
+        customer="acme",
+        granularity="hour",
+        **{"from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"},
     )
-    lines = {(s["meter"], json.dumps(s["group_by"])): s for s in payload["series"]}
-    assert lines[("tokens", '{"model": "l"}')]["points"] == [
-        ["2026-03-01T10:00:00.000Z", "14", 4],
-        ["2026-03-01T19:00:00.000Z", "1", 1],
+    assert payload == {
+        "customer": "acme",
+        "granularity": "hour",
+        "from": "2026-03-01T00:00:00.000Z",
+        "to": "2026-03-02T00:00:00.000Z",
+        "series": [
+            {
+                "meter": "peak",
+                "group_by": {},
+                "aggregation": "max",
+                "points": [["2026-03-01T10:00:00.000Z", "4", 1], ["2026-03-01T11:00:00.000Z", "9", 1]],
+            },
+            {
+                "meter": "tokens",
+                "group_by": L,
+                "aggregation": "sum",
+                "points": [["2026-03-01T10:00:00.000Z", "14", 4], ["2026-03-01T19:00:00.000Z", "1", 1]],  # 5 (v2) + 2 (late) + 7
+            },
+            {"meter": "users", "group_by": {}, "aggregation": "unique_count", "points": [["2026-03-01T10:00:00.000Z", "3", 4]]},
+        ],
+    }
+
+
+def test_series_by_minute_and_day_and_for_one_meter(client: Any) -> None:
+    minute = ok(
+        client,
+        "/api/series",
+        customer="acme",
+        meter="tokens",
+        granularity="minute",
+        **{"from": "2026-03-01T10:00:00Z", "to": "2026-03-01T11:00:00Z"},
+    )
+    assert [(s["meter"], s["points"]) for s in minute["series"]] == [
+        ("tokens", [["2026-03-01T10:01:00.000Z", "7", 2], ["2026-03-01T10:02:00.000Z", "7", 2]])
     ]
-    assert lines[("users", "{}")]["aggregation"] == "unique_count"
-    # Without a range: the default span ends at the customer's newest minute (2026-04-02 08:00).
-    default = client.get("/api/series?customer=acme&granularity=day").json
-    assert default["to"] == "2026-04-02T09:00:00.000Z" and default["series"]
+    day = ok(
+        client, "/api/series", customer="acme", meter="tokens", granularity="day", **{"from": "2026-02-01", "to": "2026-05-01"}
+    )
+    assert day["series"][0]["points"] == [
+        ["2026-02-28T18:30:00.000Z", "14", 4],
+        ["2026-03-01T18:30:00.000Z", "1", 1],
+        ["2026-04-01T18:30:00.000Z", "4", 1],
+    ]
 
 
+def test_series_without_a_range_ends_at_the_newest_usage(client: Any) -> None:
+    hour = ok(client, "/api/series", customer="acme")
+    assert (hour["granularity"], hour["from"], hour["to"]) == ("hour", "2026-03-26T09:00:00.000Z", "2026-04-02T09:00:00.000Z")
+    assert [(s["meter"], s["points"]) for s in hour["series"]] == [("tokens", [["2026-04-02T08:00:00.000Z", "4", 1]])]
+    minute = ok(client, "/api/series", customer="acme", granularity="minute")
+    assert (minute["from"], minute["to"]) == ("2026-04-02T02:01:00.000Z", "2026-04-02T08:01:00.000Z")
+    start_only = ok(client, "/api/series", customer="acme", granularity="day", **{"from": "2026-03-01"})
+    assert (start_only["from"], start_only["to"]) == ("2026-03-01T00:00:00.000Z", "2026-05-02T00:00:00.000Z")
+    nobody = ok(client, "/api/series", customer="nobody", granularity="day")
+    assert nobody["series"] == [] and nobody["customer"] == "nobody"
+
+
+def test_health_counts_and_dead_letters_per_reason(client: Any) -> None:
+    health = ok(client, "/api/health")
+    assert list(health) == [
+        "raw_events",
+        "dead_letters",
+        "dead_letters_24h",
+        "duplicated_ids",
+        "duplicates_dropped",
+        "conflicting_ids",
+        "corrections",
+        "finals",
+        "customers",
+        "loader_last_batch",
+        "loader_idle_seconds",
+        "loader_consumer_lag",
+        "loader_newest_source_time",
+        "dead_letter_reasons",
+    ]
+    counters = {k: health[k] for k in list(health)[:9]}
+    assert counters == {
+        "raw_events": 2,
+        "dead_letters": 4,
+        "dead_letters_24h": 3,
+        "duplicated_ids": 2,
+        "duplicates_dropped": 3,  # e1 seen 3 times (2 dropped) + e2 seen twice (1 dropped)
+        "conflicting_ids": 1,
+        "corrections": 1,
+        "finals": 2,
+        "customers": 2 + len(LOOKALIKES),
+    }
+    assert health["loader_consumer_lag"] == 2 and health["loader_newest_source_time"] == "2026-04-02T08:01:00.000Z"
+    last = datetime.fromisoformat(health["loader_last_batch"].replace("Z", "+00:00"))
+    assert timedelta(seconds=55) < datetime.now(UTC) - last < timedelta(minutes=10)
+    assert 59 <= health["loader_idle_seconds"] < 600
+    reasons = health["dead_letter_reasons"]
+    assert [(r["reason"], r["total"], r["last_24h"]) for r in reasons] == [("malformed_json", 3, 3), ("unknown_meter", 1, 0)]
+    assert all(RFC3339.match(r["newest"]) for r in reasons)
+
+
+# --- refusals -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", CUSTOMER_ENDPOINTS)
+@pytest.mark.parametrize("customer", [None, ""])
+def test_customer_endpoints_require_a_customer(client: Any, endpoint: str, customer: str | None) -> None:
+    query = {} if customer is None else {"customer": customer}
+    message = refused(client, f"/api/{endpoint}", **query)
+    assert message.startswith(f"{endpoint}: a customer is required") and "?customer=" in message
+
+
+@pytest.mark.parametrize("endpoint", CUSTOMER_ENDPOINTS)
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("granularity=week", "--granularity='week'"),
-        ("granularity=hour&from=yesterday", "from='yesterday'"),
-        ("granularity=minute&from=2026-03-01&to=2026-03-09", "too long"),
-        ("granularity=hour&from=2026-03-02&to=2026-03-01", "must be before"),
+        ({"granularity": "week"}, "--granularity='week': must be one of minute, hour, day"),
+        ({"granularity": ""}, "--granularity='': must be one of"),
+        ({"from": "yesterday"}, "from='yesterday': not a time"),
+        ({"to": "2026-03-01T00:00:00"}, "to='2026-03-01T00:00:00': give a time zone"),
+        ({"from": "2026-03-02", "to": "2026-03-01"}, "must be before --to"),
+        ({"from": "2026-03-01", "to": "2026-03-01"}, "must be before --to"),
     ],
 )
-def test_bad_parameters_are_400_with_the_reason(client: Any, query: str, message: str) -> None:
-    response = client.get(f"/api/series?customer=acme&{query}")
-    assert response.status_code == 400 and message in response.json["error"]
+def test_bad_parameters_are_400_with_the_reason(client: Any, endpoint: str, query: dict[str, str], message: str) -> None:
+    assert message in refused(client, f"/api/{endpoint}", customer="acme", **query)
 
 
-def test_health_and_customers(client: Any) -> None:
-    health = client.get("/api/health").json
-    assert health["dead_letters"] == 3 and health["dead_letter_reasons"][0]["reason"] == "malformed_json"
-    customers = client.get("/api/customers").json["customers"]
-    assert "acme" in [c["customer_id"] for c in customers]
-    assert client.get("/api/config").json["refresh_s"] == 3
+@pytest.mark.parametrize(
+    ("granularity", "start", "end"),
+    [
+        ("minute", "2026-03-01", "2026-03-03T00:00:00.001Z"),
+        ("hour", "2026-01-01", "2026-03-05"),
+        ("day", "2020-01-01", "2026-01-01"),
+    ],
+)
+def test_a_series_range_too_long_for_its_granularity_is_400(client: Any, granularity: str, start: str, end: str) -> None:
+    message = refused(client, "/api/series", customer="acme", granularity=granularity, **{"from": start, "to": end})
+    assert f"too long for --granularity={granularity}" in message
 
 
-def test_the_page_loads_its_scripts_locally_and_the_vendored_chart_is_the_locked_one(client: Any) -> None:
-    page = client.get("/").get_data(as_text=True)
-    assert 'data-refresh-s="3"' in page and "/static/vendor/chart.umd.min.js" in page
-    assert "http://" not in page and "https://" not in page  # no CDN
-    lock = json.loads((VENDOR / "vendor.lock.json").read_text())["chart.umd.min.js"]
-    served = client.get("/static/vendor/chart.umd.min.js").get_data()
-    assert hashlib.sha256(served).hexdigest() == lock["sha256"]
-    assert served.startswith(f"/*!\n * Chart.js v{lock['version']}".encode())
-    assert (VENDOR / "chart.js.LICENSE.md").read_text().startswith("The MIT License")
-    app_js = client.get("/static/app.js").get_data(as_text=True)
-    assert "http" not in app_js.replace("http.", "")
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"from": "9999-12-31T23:00:00-05:00"},  # parse_time: OverflowError
+        {"from": "9999-12-31", "granularity": "day"},  # series_range: from + span overflows
+        {"to": "0001-01-01"},  # series_range: to - span overflows
+        {"from": "0001-01-01", "to": "0002-01-01", "granularity": "day"},  # '1-01-01 00:00:00.000': ClickHouse refuses
+    ],
+    ids=["parse", "end", "start", "year-1"],
+)
+def test_an_unrepresentable_time_is_400_not_500(client: Any, query: dict[str, str]) -> None:
+    response = client.get("/api/series", query_string={"customer": "acme", **query})
+    assert response.status_code in (200, 400) and response.mimetype == "application/json"
 
 
-def test_the_gateway_serves_the_same_rows_as_the_storage(storage_settings: StorageSettings) -> None:
-    with open_storage(storage_settings) as storage:
-        migrate(storage)
-        seed(storage)
-        direct = StorageReader(storage)
-        parameters = {"customer": "acme", "meter": "", "from": "2026-03-01 00:00:00.000", "to": "2026-03-02 00:00:00.000"}
-        with QueryGateway(storage) as gateway:
-            info = json.loads(gateway_file(storage_settings).read_text())
-            assert info["url"] == gateway.url and info["database"] == storage_settings.database
-            remote = GatewayReader(gateway.url)
-            assert remote.run("series_hour", parameters) == direct.run("series_hour", parameters)
-            with pytest.raises(QueryError, match="no query named"):
-                remote.run("../migrations/0001_raw_events", {})
-            with pytest.raises(StorageError, match="Cannot parse DateTime"):  # ClickHouse's refusal, passed on
-                remote.run("series_hour", {**parameters, "from": "not a time"})
-        assert not gateway_file(storage_settings).exists()
+def test_unknown_paths_are_404(client: Any) -> None:
+    assert client.get("/api/nothing").status_code == 404
+    assert client.post("/api/usage?customer=acme").status_code == 405
 
 
-OWNER = """
-import sys, time
-from pathlib import Path
-from clickhouse.client import StorageSettings, open_storage
-from clickhouse.gateway import QueryGateway
-from clickhouse.migrate import migrate
-settings = StorageSettings(backend="chdb", path=Path(sys.argv[1]), database="owned")
-with open_storage(settings) as storage:
-    migrate(storage)
-    storage.command("INSERT INTO dead_letters (reason, meter, customer_id, event_id, payload, source_partition, source_offset,"
-                    " source_time) VALUES ('bad_quantity', '', '', '', '', 0, 1, now64(3))")
-    gateway = QueryGateway(storage) if sys.argv[2] == "serve" else None
-    if gateway:
-        gateway.__enter__()
-    print("ready", flush=True)
-    time.sleep(60)
-"""
+def test_storage_failures_are_503(client: Any) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    broken = create_app(GatewayReader(f"http://127.0.0.1:{port}", timeout_s=2)).test_client()
+    for path, query in [
+        ("/api/health", {}),
+        ("/api/customers", {}),
+        ("/api/usage", {"customer": "acme"}),
+        ("/api/series", {"customer": "acme"}),
+    ]:
+        message = refused(broken, path, status=503, **query)
+        assert f"the chDB owner's gateway at http://127.0.0.1:{port} is unreachable" in message
+    assert refused(broken, "/api/series", status=400, granularity="week", customer="acme")  # refused before any read
+    assert ok(broken, "/api/config")["granularities"] == ["minute", "hour", "day"]
 
 
-@pytest.mark.parametrize("serve", [True, False])
-def test_a_second_process_reads_through_the_owner(tmp_path: Path, serve: bool) -> None:
-    owner = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(tmp_path / "chdb"), "serve" if serve else "hold"],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+def test_series_values_are_exact_for_every_decimal_38_9(client: Any) -> None:
+    payload = ok(client, "/api/series", customer=BIG, granularity="minute", **{"from": "2026-03-01", "to": "2026-03-02"})
+    assert payload["series"][0]["points"] == [["2026-03-01T10:01:00.000Z", BIG_VALUE, 1]]
+
+
+# --- the page and its assets ----------------------------------------------------------------------------
+
+
+class Assets(HTMLParser):
+    """Every URL the page loads or links to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[str] = []
+        self.links: list[str] = []
+        self.other: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "script":
+            self.scripts.append(found.get("src") or "(inline)")
+        elif tag == "link":
+            self.links.append(found.get("href") or "")
+        for name in ("src", "href", "action", "data", "poster"):
+            if found.get(name) and tag not in ("script", "link"):
+                self.other.append(str(found[name]))
+
+
+def test_the_page_loads_only_local_scripts_and_styles(client: Any) -> None:
+    response = client.get("/")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assets = Assets()
+    assets.feed(page)
+    assert assets.scripts == ["/static/vendor/chart.umd.min.js", "/static/app.js"]
+    assert assets.links == ["/static/style.css"]
+    assert assets.other == []
+    assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page)  # no CDN, no protocol-relative URL either
+    assert 'data-refresh-s="3"' in page and "test storage" in page
+    for url in assets.scripts + assets.links:
+        assert client.get(url).status_code == 200, url
+
+
+def test_the_storage_label_is_escaped(storage: Storage) -> None:
+    page = (
+        create_app(StorageReader(storage), storage_label="<script>alert(1)</script>")
+        .test_client()
+        .get("/")
+        .get_data(as_text=True)
     )
-    try:
-        assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
-        settings = StorageSettings(backend="chdb", path=tmp_path / "chdb", database="owned")
-        if serve:
-            with open_reader(settings) as reader:
-                assert isinstance(reader, GatewayReader)
-                assert reader.run("dead_letter_reasons", {})[0]["reason"] == "bad_quantity"
-        else:
-            with pytest.raises(StorageLockedError, match="serves no read gateway"), open_reader(settings):
-                pass
-    finally:
-        owner.kill()
-        owner.wait()
-    time.sleep(0.2)
-    with open_reader(StorageSettings(backend="chdb", path=tmp_path / "chdb", database="owned")) as reader:
-        assert isinstance(reader, StorageReader)  # the owner is gone: direct again (a stale gateway file is ignored)
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_the_vendored_chart_is_the_locked_one(client: Any) -> None:
+    lock = json.loads((VENDOR / "vendor.lock.json").read_text())
+    assert set(lock) == {"chart.umd.min.js"}
+    entry = lock["chart.umd.min.js"]
+    response = client.get("/static/vendor/chart.umd.min.js")
+    assert response.status_code == 200 and "javascript" in response.mimetype
+    served = response.get_data()
+    assert (
+        hashlib.sha256(served).hexdigest()
+        == entry["sha256"]
+        == hashlib.sha256((VENDOR / "chart.umd.min.js").read_bytes()).hexdigest()
+    )
+    assert served.startswith(f"/*!\n * Chart.js v{entry['version']}".encode())
+    assert (VENDOR / "chart.js.LICENSE.md").read_text().startswith("The MIT License")
+
+
+def test_the_pages_own_script_fetches_only_the_api(client: Any) -> None:
+    for asset in ("app.js", "style.css"):
+        text = client.get(f"/static/{asset}").get_data(as_text=True)
+        assert not re.search(r"(?i)https?://|url\(\s*['\"]?//", text), asset
+    app_js = client.get("/static/app.js").get_data(as_text=True)
+    assert set(re.findall(r"""["'`](/api/[a-z]+)""", app_js)) == {
+        "/api/customers",
+        "/api/usage",
+        "/api/series",
+        "/api/finals",
+        "/api/health",
+    }
