@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from clickhouse.client import StorageSettings, open_storage
 from clickhouse.migrate import migrate
 from clickhouse.queries import QueryError, Scope, StorageReader
 from jobs.loader import COLUMNS
+from tests.integration.dashboard_data import segment, utc
 
 ACME = "acme"
 LOOKALIKES = ["acme2", "ACME", "acme'", "a%", "a_c", "x' OR '1'='1", "acme ", "ac\\me", "acme\n"]
@@ -37,76 +37,12 @@ DST = "dst-ny"
 CUSTOMERS = [ACME, *LOOKALIKES, DST]
 NOT_CUSTOMERS = ["", "%", "_", "acm", "*", "a", "x' OR '1'='1' --", "' OR 1=1 --", "acme\\", "ACME2", "acme''"]
 
-KOLKATA, NEW_YORK = ZoneInfo("Asia/Kolkata"), ZoneInfo("America/New_York")
+NEW_YORK = ZoneInfo("America/New_York")
 L, S = '{"model":"l"}', '{"model":"s"}'
 # acme's billing periods (monthly, +05:30)
 MARCH = "2026-02-28T18:30:00.000Z"
 APRIL = "2026-03-31T18:30:00.000Z"
 MAY = "2026-04-30T18:30:00.000Z"
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def _local_midnight(moment: datetime, zone: ZoneInfo, *, month: bool = False) -> datetime:
-    local = moment.astimezone(zone)
-    day = date(local.year, local.month, 1 if month else local.day)
-    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
-
-
-def segment(
-    customer: str,
-    meter: str,
-    aggregation: str,
-    minute: str,
-    *,
-    version: int = 1,
-    name: str = "s",
-    group_key: str = "{}",
-    n: int = 1,
-    total: str | None = None,
-    hi: str | None = None,
-    lo: str | None = None,
-    distinct: list[str] | None = None,
-    latest: tuple[str, str] | None = None,  # (value, event time)
-    zone: ZoneInfo = KOLKATA,
-) -> list[Any]:
-    """One aggregate_segments row as the loader writes it (columns of jobs.loader.COLUMNS)."""
-    moment = utc(minute)
-    day_start = _local_midnight(moment, zone)
-    period_start = _local_midnight(moment, zone, month=True)
-    period_end = _local_midnight(period_start + timedelta(days=32), zone, month=True)
-    latest_ms = None if latest is None else int(utc(latest[1]).timestamp() * 1000)
-    latest_value = None if latest is None else Decimal(latest[0])
-    value = {
-        "sum": Decimal(total or 0),
-        "count": Decimal(n),
-        "max": Decimal(hi or 0),
-        "min": Decimal(lo or 0),
-        "unique_count": Decimal(len(distinct or [])),
-        "latest": latest_value or Decimal(0),
-    }[aggregation]
-    return [
-        customer,
-        meter,
-        group_key,
-        aggregation,
-        moment,
-        day_start,
-        period_start,
-        period_end,
-        name,
-        version,
-        value,
-        n,
-        Decimal(total or 0),
-        None if hi is None else Decimal(hi),
-        None if lo is None else Decimal(lo),
-        distinct or [],
-        latest_ms,
-        latest_value,
-    ]
 
 
 def acme_segments() -> list[list[list[Any]]]:

@@ -27,7 +27,7 @@ from clickhouse.queries import StorageReader
 from infra.settings import PROJECT_ROOT
 from jobs.dashboard.app import create_app
 from jobs.loader import COLUMNS
-from tests.integration.dashboard_data import LOOKALIKES, seed, segment
+from tests.integration.dashboard_data import LOOKALIKES, seed, simple_segment
 
 STATIC = PROJECT_ROOT / "jobs" / "dashboard" / "static"
 VENDOR = STATIC / "vendor"
@@ -91,7 +91,7 @@ def seed_health(storage: Storage, now: datetime) -> None:
         ["loader-a", now - timedelta(seconds=60), 5, {"aggregate_segments": 5}, datetime(2026, 4, 2, 8, 1, tzinfo=UTC), 2],
     ]
     insert("loader_batches", batches, column_names=COLUMNS["loader_batches"])
-    big = segment(BIG, "tokens", "sum", "2026-03-01 10:01", BIG_VALUE)
+    big = simple_segment(BIG, "tokens", "sum", "2026-03-01 10:01", BIG_VALUE)
     insert("aggregate_segments", [big], column_names=COLUMNS["aggregate_segments"])
 
 
