@@ -135,12 +135,13 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
             segment, version = f"late:{row[11]}", 1  # one row per late event, idempotent by event id
             self.counters["meteringLateEvents"].inc()
         corrected = False
+        late_event_id = "" if window_end_ms > 0 else str(row[11])
         for change in changes:
             correction = state.ledger.apply(change, watermark)
             if correction is not None:
                 corrected = True
                 self.counters["meteringCorrectionsEmitted"].inc()
-                yield CORRECTIONS, self._correction_json(customer_id, meter, group_key, correction)
+                yield CORRECTIONS, self._correction_json(customer_id, meter, group_key, correction, late_event_id)
         start, end = state.ledger.period_of(minute_ms)
         if not corrected:
             ctx.timer_service().register_event_time_timer(end + state.ledger.grace_ms)
@@ -200,7 +201,8 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
             finalized_at_watermark_ms=final.finalized_at_watermark_ms,
         )
 
-    def _correction_json(self, customer_id: str, meter: str, group_key: str, correction: Correction) -> str:
+    def _correction_json(self, customer_id: str, meter: str, group_key: str, correction: Correction, event_id: str) -> str:
+        """A correction; ``event_id`` names the late event it carries ('' for an on-time window step)."""
         return self._record(
             customer_id,
             meter,
@@ -210,4 +212,5 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
             period_end_ms=correction.period_end_ms,
             minute_ms=correction.minute_ms,
             retract=correction.retract,
+            event_id=event_id,
         )

@@ -69,6 +69,7 @@ CORRECTION_COLUMNS = [
     "sign",
     "value",
     "event_count",
+    "event_id",
     "kafka_partition",
     "kafka_offset",
 ]
@@ -171,6 +172,7 @@ def correction_row(record: Any) -> tuple[str, list[Any]]:
         -1 if d["retract"] else 1,
         _dec(d["value"]),
         int(d["event_count"]),
+        d.get("event_id") or "",
         record.partition,
         record.offset,
     ]

@@ -13,7 +13,7 @@ SELECT
     f.event_count AS final_events, p.segments_events AS segments_events, p.minutes AS minutes
 FROM
 (
-    SELECT * FROM period_finals FINAL
+    SELECT * FROM visible_finals
     WHERE period_start >= {from:DateTime64(3, 'UTC')} AND period_start < {to:DateTime64(3, 'UTC')}
       AND ({sample:Float64} >= 1 OR cityHash64(customer_id) % 10000 < {sample:Float64} * 10000)
 ) AS f
@@ -48,7 +48,7 @@ LEFT JOIN
             SELECT customer_id, meter, group_key, aggregation, minute, period_start AS p0, sum_value AS s0,
                    event_count AS n0, max_value AS hi0, min_value AS lo0, distinct_values AS dv0,
                    latest_value AS lv0, latest_ms AS lm0
-            FROM aggregate_segments FINAL
+            FROM visible_segments
             WHERE period_start >= {from:DateTime64(3, 'UTC')} AND period_start < {to:DateTime64(3, 'UTC')}
               AND minute >= {from:DateTime64(3, 'UTC')}
               AND ({sample:Float64} >= 1 OR cityHash64(customer_id) % 10000 < {sample:Float64} * 10000)

@@ -19,7 +19,7 @@ FROM
         WHERE received_at >= {from:DateTime64(3, 'UTC')} AND received_at < {to:DateTime64(3, 'UTC')}
         UNION ALL
         SELECT (source_partition, source_offset) AS coords, 1 AS refused
-        FROM dead_letters FINAL
+        FROM visible_dead_letters
         WHERE source_time >= {from:DateTime64(3, 'UTC')} AND source_time < {to:DateTime64(3, 'UTC')}
     )
 ) AS r
@@ -29,9 +29,9 @@ CROSS JOIN
     FROM
     (
         SELECT
-            (SELECT sum(event_count) FROM aggregate_segments FINAL
+            (SELECT sum(event_count) FROM visible_segments
              WHERE minute >= {from:DateTime64(3, 'UTC')} AND minute < {to:DateTime64(3, 'UTC')}) AS segment_events,
-            (SELECT sum(sign * event_count) FROM corrections FINAL
+            (SELECT sum(sign * event_count) FROM visible_corrections
              WHERE minute >= {from:DateTime64(3, 'UTC')} AND minute < {to:DateTime64(3, 'UTC')}) AS corrected_events
     )
 ) AS c

@@ -13,7 +13,7 @@ FROM
             WHERE event_time >= {from:DateTime64(3, 'UTC')} AND event_time < {to:DateTime64(3, 'UTC')}
               AND ({sample:Float64} >= 1 OR cityHash64(customer_id) % 10000 < {sample:Float64} * 10000)
         )
-      AND (kafka_partition, kafka_offset) NOT IN (SELECT source_partition, source_offset FROM dead_letters FINAL WHERE meter = '')
+      AND (kafka_partition, kafka_offset) NOT IN (SELECT source_partition, source_offset FROM visible_dead_letters WHERE meter = '')
     GROUP BY customer_id, event_id
 ) AS r
 FULL OUTER JOIN

@@ -14,7 +14,7 @@ SELECT
     d.reason AS dead_letter_reason,
     has({non_negative_types:Array(String)}, toString(r.event_type)) AS non_negative_required,
     (r.kafka_partition, r.kafka_offset) IN (
-        SELECT source_partition, source_offset FROM dead_letters FINAL WHERE reason = 'negative_value'
+        SELECT source_partition, source_offset FROM visible_dead_letters WHERE reason = 'negative_value'
     ) AS negative_refused,
     r.payload AS payload
 FROM
@@ -26,7 +26,7 @@ FROM
 LEFT JOIN
 (
     SELECT source_partition, source_offset, any(reason) AS reason
-    FROM dead_letters FINAL
+    FROM visible_dead_letters
     WHERE meter = ''
     GROUP BY source_partition, source_offset
 ) AS d ON d.source_partition = r.kafka_partition AND d.source_offset = r.kafka_offset
@@ -41,7 +41,7 @@ LEFT JOIN
             SELECT customer_id, event_id FROM raw_events
             WHERE event_time >= {from:DateTime64(3, 'UTC')} AND event_time < {to:DateTime64(3, 'UTC')}
         )
-      AND (kafka_partition, kafka_offset) NOT IN (SELECT source_partition, source_offset FROM dead_letters FINAL WHERE meter = '')
+      AND (kafka_partition, kafka_offset) NOT IN (SELECT source_partition, source_offset FROM visible_dead_letters WHERE meter = '')
     GROUP BY customer_id, event_id
 ) AS o ON o.customer_id = r.customer_id AND o.event_id = r.event_id
 ORDER BY customer_id, event_time, kafka_partition, kafka_offset

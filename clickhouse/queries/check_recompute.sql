@@ -49,7 +49,7 @@ FROM
         (
             SELECT customer_id, meter, group_key, aggregation, minute, sum_value AS s0, event_count AS n0,
                    max_value AS hi0, min_value AS lo0, distinct_values AS dv0, latest_value AS lv0, latest_ms AS lm0
-            FROM aggregate_segments FINAL
+            FROM visible_segments
             WHERE minute >= {from:DateTime64(3, 'UTC')} AND minute < {to:DateTime64(3, 'UTC')}
               AND ({sample:Float64} >= 1 OR cityHash64(customer_id) % 10000 < {sample:Float64} * 10000)
         )
@@ -61,7 +61,7 @@ FROM
             customer_id, meter, group_key, minute, any(aggregation) AS c_agg,
             sum(sign * value) AS delta_value, sum(sign * event_count) AS delta_events,
             maxIfOrNull(value, sign > 0) AS corr_max, minIfOrNull(value, sign > 0) AS corr_min, count() AS n_corr
-        FROM corrections FINAL
+        FROM visible_corrections
         WHERE minute >= {from:DateTime64(3, 'UTC')} AND minute < {to:DateTime64(3, 'UTC')}
           AND ({sample:Float64} >= 1 OR cityHash64(customer_id) % 10000 < {sample:Float64} * 10000)
         GROUP BY customer_id, meter, group_key, minute
@@ -106,7 +106,7 @@ FULL OUTER JOIN
                     WHERE event_time >= {from:DateTime64(3, 'UTC')} AND event_time < {to:DateTime64(3, 'UTC')}
                       AND ({sample:Float64} >= 1 OR cityHash64(customer_id) % 10000 < {sample:Float64} * 10000)
                 )
-              AND (kafka_partition, kafka_offset) NOT IN (SELECT source_partition, source_offset FROM dead_letters FINAL WHERE meter = '')
+              AND (kafka_partition, kafka_offset) NOT IN (SELECT source_partition, source_offset FROM visible_dead_letters WHERE meter = '')
             ORDER BY customer_id, event_id, kafka_partition, kafka_offset
             LIMIT 1 BY customer_id, event_id
         ) AS e
@@ -118,7 +118,7 @@ FULL OUTER JOIN
         WHERE e.event_time >= {from:DateTime64(3, 'UTC')} AND e.event_time < {to:DateTime64(3, 'UTC')}
     )
     WHERE (kafka_partition, kafka_offset, meter) NOT IN (
-        SELECT source_partition, source_offset, toString(meter) FROM dead_letters FINAL WHERE meter != ''
+        SELECT source_partition, source_offset, toString(meter) FROM visible_dead_letters WHERE meter != ''
     )
     GROUP BY customer_id, meter, group_pairs, minute
 ) AS recomputed USING (customer_id, meter, group_pairs, minute)

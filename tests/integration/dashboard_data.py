@@ -141,5 +141,25 @@ def seed(storage: Storage) -> None:
     storage.client.insert("period_finals", finals, column_names=COLUMNS["period_finals"])
     revised = [["acme", "tokens", '{"model":"l"}', "sum", *MARCH, Decimal(15), 4, utc("2026-04-02 18:30"), 2]]
     storage.client.insert("period_finals", revised, column_names=[*COLUMNS["period_finals"], "revision"])
+    commit_revision(storage, "acme", "tokens", MARCH[0], 2)
     dead = [["malformed_json", "", "", "", "{", 0, i, datetime.now(UTC)] for i in range(3)]
     storage.client.insert("dead_letters", dead, column_names=COLUMNS["dead_letters"])
+
+
+def commit_revision(storage: Any, customer: str, meter: str, period_start: datetime, revision: int) -> None:
+    """Make ``revision`` the visible one for (customer, meter, period) as a replay would: the period's live
+    segments are copied under the revision (same values), then the scope row commits it. (The filter sits in a
+    subquery: ClickHouse aliases are query-wide, so ``REPLACE ... AS revision`` would rewrite its WHERE.)"""
+    storage.command(
+        "INSERT INTO aggregate_segments SELECT * REPLACE (concat('replay:', toString({r:UInt32}), ':', segment) AS segment,"
+        " {r:UInt32} AS version, {r:UInt32} AS revision) FROM (SELECT * FROM aggregate_segments FINAL"
+        " WHERE customer_id = {c:String} AND meter = {m:String} AND period_start = {p:DateTime64(3, 'UTC')} AND revision = 1)",
+        {"r": revision, "c": customer, "m": meter, "p": period_start},
+    )
+    storage.command(
+        "INSERT INTO replay_scope (revision, customer_id, meter, period_start, period_end)"
+        " SELECT {r:UInt32}, {c:String}, {m:String}, {p:DateTime64(3, 'UTC')}, toDateTime64(period_end, 3, 'UTC')"
+        " FROM aggregate_segments WHERE customer_id = {c:String} AND meter = {m:String}"
+        " AND period_start = {p:DateTime64(3, 'UTC')} LIMIT 1",
+        {"r": revision, "c": customer, "m": meter, "p": period_start},
+    )

@@ -29,7 +29,7 @@ from clickhouse.client import StorageSettings, open_storage
 from clickhouse.migrate import migrate
 from clickhouse.queries import QueryError, Scope, StorageReader
 from jobs.loader import COLUMNS
-from tests.integration.dashboard_data import segment, utc
+from tests.integration.dashboard_data import commit_revision, segment, utc
 
 ACME = "acme"
 LOOKALIKES = ["acme2", "ACME", "acme'", "a%", "a_c", "x' OR '1'='1", "acme ", "ac\\me", "acme\n"]
@@ -143,6 +143,7 @@ def seed(storage: Any) -> None:
     insert("period_finals", [final(ACME, "calls", "count", "{}", "6", 6, 1)], column_names=columns)
     lookalike_finals = [final(c, "tokens", "sum", L, str(100 + i), 1, 1) for i, c in enumerate(LOOKALIKES)]
     insert("period_finals", lookalike_finals, column_names=columns)
+    commit_revision(storage, ACME, "tokens", utc("2026-02-28 18:30"), 2)
 
 
 @pytest.fixture(scope="module")

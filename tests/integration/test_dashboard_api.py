@@ -79,6 +79,7 @@ def seed_health(storage: Storage, now: datetime) -> None:
         1,
         Decimal(1),
         1,
+        "e7",
         0,
         7,
     ]

@@ -34,6 +34,7 @@ import yaml
 from clickhouse.client import Storage, StorageSettings, open_storage
 from clickhouse.migrate import migrate
 from infra.settings import PROJECT_ROOT
+from tests.integration.dashboard_data import commit_revision
 
 GRAFANA = PROJECT_ROOT / "infra" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "metering.json"
@@ -314,6 +315,7 @@ def seed(storage: Storage) -> None:
     ]
     storage.client.insert("aggregate_segments", segments, column_names=SEGMENT_COLUMNS)
     storage.client.insert("period_finals", finals, column_names=FINAL_COLUMNS)
+    commit_revision(storage, A, "api_calls", MARCH[0], 2)  # the replay's commit makes revision 2 visible
     now = datetime.now(UTC)
     storage.client.insert(
         "dead_letters",

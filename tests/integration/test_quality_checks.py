@@ -274,6 +274,7 @@ def seed(storage: Storage, config: Config) -> None:
                     "sign": 1,
                     "value": partial["value"],
                     "event_count": 1,
+                    "event_id": event.event_id,
                     "kafka_partition": 0,
                     "kafka_offset": len(rows["corrections"]),
                 }

@@ -1,0 +1,72 @@
+-- Replay, step 1 (jobs/replay.py): decide every raw event of the replay's scope, per configured meter, as the
+-- live job would, and record the decision in replay_events under the (not yet committed) revision:
+--   1. raw events of the events topic up to the replay's cut (per partition, the newest offset loaded when the
+--      replay started), without the records the job refused as a whole (a dead letter of their Kafka
+--      coordinates without a meter), except `unknown_meter`, which depends on the configuration replayed;
+--   2. the first record per (customer_id, event_id) in Kafka order (the job's keep-first dedup);
+--   3. per meter on the event's type: its value (quantity or a property, read from the payload as the job reads
+--      it), its group_by values (missing = ''), and the job's meter-level refusal rules (missing_value,
+--      bad_value, negative_value);
+--   4. only events whose time lies in their customer's scope [scope_from, scope_to): whole billing periods.
+-- Parameters: revision, topic, customers / scope_from / scope_to (parallel arrays), cut_partitions /
+-- cut_offsets (parallel arrays), meter_names, meter_types, meter_aggregations, meter_values ('' = quantity,
+-- else the property name), meter_dims (group_by per meter), meter_negative (1 = allow_negative).
+INSERT INTO replay_events
+    (revision, customer_id, event_id, meter, event_time, minute, group_values, value, distinct_value, refusal,
+     kafka_partition, kafka_offset)
+SELECT
+    {revision:UInt32}, customer_id, event_id, meter, event_time, toDateTime64(toStartOfMinute(event_time), 3, 'UTC'),
+    group_values, if(refusal = '', val, NULL), distinct_value, refusal, kafka_partition, kafka_offset
+FROM
+(
+    SELECT
+        e.customer_id AS customer_id, e.event_id AS event_id, e.event_time AS event_time,
+        e.kafka_partition AS kafka_partition, e.kafka_offset AS kafka_offset,
+        m.1 AS meter, m.3 AS aggregation, m.4 AS prop, m.6 AS allow_negative,
+        arrayMap(d -> e.properties[d], m.5) AS group_values,
+        if(prop = '', '', toString(JSONType(e.payload, 'properties', prop))) AS prop_type,
+        -- the property's text as the job's JSON_VALUE reads it; NULL when absent, null or not a scalar
+        if(prop = '' OR prop_type IN ('Null', 'Object', 'Array'), NULL,
+           if(prop_type = 'String', JSONExtractString(e.payload, 'properties', prop), JSONExtractRaw(e.payload, 'properties', prop))) AS prop_text,
+        aggregation IN ('sum', 'max', 'min', 'latest') AS numeric,
+        if(prop = '', toNullable(e.quantity), toDecimal128OrNull(prop_text, 9)) AS val,
+        multiIf(
+            aggregation != 'unique_count', '',
+            prop != '', ifNull(prop_text, ''),
+            JSONType(e.payload, 'quantity') = 'String', JSONExtractString(e.payload, 'quantity'),
+            JSONExtractRaw(e.payload, 'quantity')
+        ) AS distinct_value,
+        multiIf(
+            numeric AND prop != '' AND prop_text IS NULL, 'missing_value',
+            numeric AND prop != '' AND NOT match(prop_text, '^-?(0|[1-9][0-9]{0,28})(\\.[0-9]{1,9})?$'), 'bad_value',
+            numeric AND allow_negative = 0 AND val < 0, 'negative_value',
+            aggregation = 'unique_count' AND prop != '' AND prop_text IS NULL, 'missing_value',
+            aggregation = 'count' AND allow_negative = 0 AND e.quantity < 0, 'negative_value',
+            ''
+        ) AS refusal
+    FROM
+    (
+        SELECT customer_id, event_id, event_type, event_time, quantity, properties, payload, kafka_partition, kafka_offset
+        FROM raw_events FINAL
+        WHERE kafka_topic = {topic:String}
+          AND customer_id IN {customers:Array(String)}
+          AND kafka_offset <= {cut_offsets:Array(UInt64)}[indexOf({cut_partitions:Array(UInt32)}, kafka_partition)]
+          AND indexOf({cut_partitions:Array(UInt32)}, kafka_partition) > 0
+          AND (kafka_partition, kafka_offset) NOT IN (
+                SELECT source_partition, source_offset FROM dead_letters FINAL WHERE meter = '' AND reason != 'unknown_meter')
+          AND (customer_id, event_id) IN (
+                SELECT customer_id, event_id FROM raw_events
+                WHERE kafka_topic = {topic:String} AND customer_id IN {customers:Array(String)}
+                  AND event_time >= arrayMin({scope_from:Array(DateTime64(3, 'UTC'))})
+                  AND event_time < arrayMax({scope_to:Array(DateTime64(3, 'UTC'))}))
+        ORDER BY customer_id, event_id, kafka_partition, kafka_offset
+        LIMIT 1 BY customer_id, event_id
+    ) AS e
+    ARRAY JOIN arrayFilter(
+        x -> x.2 = toString(e.event_type),
+        arrayZip({meter_names:Array(String)}, {meter_types:Array(String)}, {meter_aggregations:Array(String)},
+                 {meter_values:Array(String)}, {meter_dims:Array(Array(String))}, {meter_negative:Array(UInt8)})
+    ) AS m
+    WHERE e.event_time >= {scope_from:Array(DateTime64(3, 'UTC'))}[indexOf({customers:Array(String)}, e.customer_id)]
+      AND e.event_time < {scope_to:Array(DateTime64(3, 'UTC'))}[indexOf({customers:Array(String)}, e.customer_id)]
+)
