@@ -297,3 +297,25 @@ SELECT
     (SELECT if(count() = 0, NULL, dateDiff('millisecond', max(batch_at), now64(3)) / 1000) FROM loader_batches) AS loader_idle_seconds,
     (SELECT argMaxOrNull(consumer_lag, batch_at) FROM loader_batches) AS loader_consumer_lag,
     (SELECT maxOrNull(newest_source_time) FROM loader_batches) AS loader_newest_source_time;
+
+-- raw_event_flags: every raw event with what the pipeline made of it, derived (raw_events itself is
+-- never updated): 'dead_letter' (refused as a whole; `reason` says why), 'duplicate' (a later
+-- occurrence of a (customer_id, event_id) already seen, in Kafka order), else 'accepted'.
+-- Records that are not even a JSON object with the required fields cannot fill raw_events' columns;
+-- they are kept with their original bytes and Kafka coordinates in dead_letters.
+CREATE VIEW raw_event_flags AS
+SELECT
+    r.*,
+    multiIf(d.reason != '', 'dead_letter', occurrence > 1, 'duplicate', 'accepted') AS flag,
+    d.reason AS reason
+FROM
+(
+    SELECT *,
+           row_number() OVER (PARTITION BY customer_id, event_id, (kafka_partition, kafka_offset) IN (
+               SELECT source_partition, source_offset FROM dead_letters WHERE meter = '')
+             ORDER BY kafka_partition, kafka_offset) AS occurrence
+    FROM raw_events FINAL
+) AS r
+LEFT JOIN (SELECT source_partition, source_offset, any(reason) AS reason FROM dead_letters FINAL WHERE meter = ''
+           GROUP BY source_partition, source_offset) AS d
+    ON d.source_partition = r.kafka_partition AND d.source_offset = r.kafka_offset;

@@ -188,3 +188,15 @@ def test_a_customer_filter_leaves_other_customers_on_their_revision(seeded: tupl
     assert report.customers == ["globex"] and report.adjustments == []
     revisions = {(c, r) for (c, _m, _g), (_v, _n, r) in visible_finals(storage).items()}
     assert revisions == {("acme", 1), ("globex", 2)}
+
+
+def test_raw_events_are_flagged_without_being_changed(seeded: tuple[Storage, Config, Path]) -> None:
+    storage, _, _ = seeded
+    flags = dict(((f, r), n) for f, r, n in storage.query_rows("SELECT flag, reason, count() FROM raw_event_flags GROUP BY ALL"))
+    assert flags == {
+        ("accepted", ""): 19,
+        ("duplicate", ""): 1,
+        ("dead_letter", "future_timestamp"): 1,
+        ("dead_letter", "unknown_meter"): 1,
+    }
+    assert count(storage, "SELECT count() FROM raw_event_flags") == count(storage, "SELECT count() FROM raw_events FINAL")
