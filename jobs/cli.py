@@ -514,7 +514,7 @@ def _replay_progress(progress: Any) -> None:
     filled = width * progress.done // max(progress.total, 1)
     line = (
         f"\rreplay {progress.stage} [{'#' * filled}{'.' * (width - filled)}] {progress.done}/{progress.total} customers"
-        f"  {progress.events:,} events  {progress.events_per_second:,.0f} events/s"
+        f"  {progress.events:,} event decisions  {progress.events_per_second:,.0f}/s"
     )
     print(line, end="" if sys.stderr.isatty() else "\n", file=sys.stderr, flush=True)
 

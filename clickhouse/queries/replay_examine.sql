@@ -2,13 +2,14 @@
 -- live job would, and record the decision in replay_events under the (not yet committed) revision:
 --   1. raw events of the events topic up to the replay's cut (per partition, the newest offset loaded when the
 --      replay started), without the records the job refused as a whole (a dead letter of their Kafka
---      coordinates without a meter), except `unknown_meter`, which depends on the configuration replayed;
+--      coordinates without a meter, except `unknown_meter`, which depends on the configuration replayed; and
+--      the job's record-level rules applied again, for records whose dead letter is not loaded yet);
 --   2. the first record per (customer_id, event_id) in Kafka order (the job's keep-first dedup);
 --   3. per meter on the event's type: its value (quantity or a property, read from the payload as the job reads
 --      it), its group_by values (missing = ''), and the job's meter-level refusal rules (missing_value,
 --      bad_value, negative_value);
 --   4. only events whose time lies in their customer's scope [scope_from, scope_to): whole billing periods.
--- Parameters: revision, topic, customers / scope_from / scope_to (parallel arrays), cut_partitions /
+-- Parameters: revision, topic, skew_ms (pipeline.allowed_future_skew), customers / scope_from / scope_to (parallel arrays), cut_partitions /
 -- cut_offsets (parallel arrays), meter_names, meter_types, meter_aggregations, meter_values ('' = quantity,
 -- else the property name), meter_dims (group_by per meter), meter_negative (1 = allow_negative).
 INSERT INTO replay_events
@@ -54,6 +55,15 @@ FROM
           AND indexOf({cut_partitions:Array(UInt32)}, kafka_partition) > 0
           AND (kafka_partition, kafka_offset) NOT IN (
                 SELECT source_partition, source_offset FROM dead_letters FINAL WHERE meter = '' AND reason != 'unknown_meter')
+          -- the job's record-level rules again (jobs/sql.py parse_view), for records past the job's progress,
+          -- whose dead letters are not loaded yet
+          AND schema_version = 1
+          AND lengthUTF8(event_id) BETWEEN 1 AND 128 AND NOT match(event_id, '[\\x00-\\x1f]')
+          AND lengthUTF8(customer_id) <= 128 AND match(customer_id, '^[A-Za-z0-9][A-Za-z0-9._:@-]*$')
+          AND lengthUTF8(event_type) <= 64 AND match(event_type, '^[a-z0-9][a-z0-9_.-]*$')
+          AND match(if(JSONType(payload, 'quantity') = 'String', JSONExtractString(payload, 'quantity'),
+                       JSONExtractRaw(payload, 'quantity')), '^-?(0|[1-9][0-9]{0,28})(\\.[0-9]{1,9})?$')
+          AND event_time <= received_at + toIntervalMillisecond({skew_ms:UInt64})
           AND (customer_id, event_id) IN (
                 SELECT customer_id, event_id FROM raw_events
                 WHERE kafka_topic = {topic:String} AND customer_id IN {customers:Array(String)}
