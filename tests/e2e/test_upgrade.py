@@ -48,12 +48,17 @@ def metering(env: dict[str, str], *args: str) -> dict[str, Any]:
     return answer
 
 
-def reported_status(env: dict[str, str], job_id: str, cluster: list[str], timeout_s: float = 60) -> dict[str, Any]:
-    """`metering job status` once Flink's metric fetcher (10 s cadence) reports every pipeline counter."""
+def reported_status(
+    env: dict[str, str], job_id: str, cluster: list[str], timeout_s: float = 60, positive: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """`metering job status` once Flink's metric fetcher (10 s cadence) reports every pipeline counter, and the
+    ``positive`` ones above zero (a snapshot fetched before the records were processed shows them registered at 0)."""
     deadline = time.monotonic() + timeout_s
     while True:
         status = metering(env, "job", "status", job_id, *cluster)
-        if all(value is not None for value in status["pipeline"].values()) or time.monotonic() > deadline:
+        pipeline = status["pipeline"]
+        reported = all(value is not None for value in pipeline.values())
+        if (reported and all((pipeline[name] or 0) > 0 for name in positive)) or time.monotonic() > deadline:
             return status
         time.sleep(2)
 
@@ -137,7 +142,7 @@ def test_stop_with_savepoint_then_resume_rescaled_with_a_new_meter(
     assert submitted["state"] == "RUNNING"
     assert submitted["web_ui"].endswith(f"/#/job/running/{submitted['job_id']}/overview")
     wait_until_consumed(before)
-    status = reported_status(env, submitted["job_id"], cluster)
+    status = reported_status(env, submitted["job_id"], cluster, positive=("duplicates_dropped", "dead_letters"))
     assert status["state"] == "RUNNING" and status["checkpoints"]["completed"] >= 1
     assert status["pipeline"]["duplicates_dropped"] > 0 and status["pipeline"]["dead_letters"] > 0
     assert status["pipeline"]["aggregate_updates"] > 0
