@@ -207,9 +207,13 @@ class TimedClient:
         return self._timed(f"insert {table}", self._client.insert, table, rows, column_names=column_names)
 
 
-class TimedStorage:
+class TimedStorage(Storage):
+    """The same storage, its every ClickHouse call made through a :class:`TimedClient`."""
+
+    client: TimedClient
+
     def __init__(self, storage: Storage) -> None:
-        self.client = TimedClient(storage.client)
+        super().__init__(storage.settings, TimedClient(storage.client), storage._admin)
 
 
 STAGES = ("setup", "examine", "combine", "diff", "write")
@@ -219,7 +223,7 @@ def stage_split(calls: list[Call], started: float, finished: float) -> dict[str,
     """Wall seconds per stage, from the call timeline (Python time between calls goes to the stage it is in)."""
     examine = [c for c in calls if c.label == "replay_examine"]
     minutes = next(c for c in calls if c.label == "replay_minutes")
-    live = next(c for c in calls if c.label == "replay_scope_live" and c.start > minutes.end)
+    live = next(c for c in calls if c.label == "replay_superseded")
     first_write = next(c for c in calls if c.label == "insert aggregate_segments")
     bounds = [started, examine[0].start, minutes.start, live.start, first_write.start, finished]
     return {stage: bounds[i + 1] - bounds[i] for i, stage in enumerate(STAGES)}

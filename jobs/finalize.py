@@ -20,7 +20,6 @@ import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 from pyflink.common import Types
@@ -32,9 +31,8 @@ from jobs.config import Config
 from jobs.metrics import METRICS
 from jobs.sql import SEP
 from udfs.aggregators import Partial
-from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger
+from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger, local_day_start_ms
 from udfs.meters import Aggregation
-from udfs.periods import epoch_millis, from_epoch_millis, local_day
 
 FINALS = OutputTag("finals", Types.STRING())
 CORRECTIONS = OutputTag("corrections", Types.STRING())
@@ -73,12 +71,6 @@ def partial_json(partial: Partial) -> dict[str, Any]:
         "latest_ms": partial.latest[0] if partial.latest else None,
         "latest_value": str(partial.latest[2]) if partial.latest else None,
     }
-
-
-@lru_cache(maxsize=65_536)
-def local_day_start_ms(minute_ms: int, timezone: str) -> int:
-    """Start (epoch ms) of the customer's local day containing a minute (cached)."""
-    return epoch_millis(local_day(from_epoch_millis(minute_ms), timezone).start)
 
 
 @dataclass

@@ -32,12 +32,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from clickhouse.client import Storage
 from clickhouse.queries import sql_of
+from jobs import loader
 from jobs.config import Config
 from udfs.aggregators import Partial
-from udfs.ledger import period_bounds
+from udfs.ledger import local_day_start_ms, period_bounds
 from udfs.meters import Aggregation, Meter
-from udfs.periods import as_utc, epoch_millis, from_epoch_millis, local_day
+from udfs.periods import as_utc, epoch_millis, from_epoch_millis
 from udfs.revisions import (
     Absorbed,
     Adjustment,
@@ -57,39 +59,9 @@ SOURCE = "raw_events"
 #: Customers examined per ClickHouse statement (the unit of progress).
 CUSTOMER_BATCH = 50
 
-SEGMENT_COLUMNS = [
-    "customer_id",
-    "meter",
-    "group_key",
-    "aggregation",
-    "minute",
-    "day_start",
-    "period_start",
-    "period_end",
-    "segment",
-    "version",
-    "revision",
-    "value",
-    "event_count",
-    "sum_value",
-    "max_value",
-    "min_value",
-    "distinct_values",
-    "latest_ms",
-    "latest_value",
-]
-FINAL_COLUMNS = [
-    "customer_id",
-    "meter",
-    "group_key",
-    "aggregation",
-    "period_start",
-    "period_end",
-    "value",
-    "event_count",
-    "finalized_at_watermark",
-    "revision",
-]
+#: The loader's columns plus the revision (the loader's rows take the default, 1).
+SEGMENT_COLUMNS = [*loader.SEGMENT_COLUMNS, "revision"]
+FINAL_COLUMNS = [*loader.FINAL_COLUMNS, "revision"]
 ADJUSTMENT_COLUMNS = [
     "customer_id",
     "meter",
@@ -253,9 +225,13 @@ class Replay:
     """One replay against one storage connection (which must be able to write: it owns chDB)."""
 
     def __init__(
-        self, storage: Any, config: Config, request: ReplayRequest, on_progress: Callable[[Progress], None] | None = None
+        self,
+        storage: Storage,
+        config: Config,
+        request: ReplayRequest,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
-        self.client = storage.client
+        self.storage = storage
         self.config = config
         self.request = request
         self.on_progress = on_progress or (lambda _progress: None)
@@ -271,11 +247,8 @@ class Replay:
             raise ReplayError(f"--meter {', '.join(unknown)}: not in the configuration (meters: {', '.join(sorted(names))})")
         return [m for m in self.config.meters if not self.request.meters or m.name in self.request.meters]
 
-    def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        return list(self.client.query(sql, parameters=parameters or {}).result_rows)
-
     def cut(self) -> dict[int, int]:
-        rows = self._rows(
+        rows = self.storage.query_rows(
             "SELECT kafka_partition, max(kafka_offset) FROM raw_events"
             " WHERE kafka_topic = {topic:String} GROUP BY kafka_partition",
             {"topic": self.topic},
@@ -283,7 +256,7 @@ class Replay:
         return {int(p): int(o) for p, o in rows}
 
     def customers(self) -> list[str]:
-        rows = self._rows(
+        rows = self.storage.query_rows(
             "SELECT DISTINCT customer_id FROM raw_events WHERE kafka_topic = {topic:String}"
             " AND event_time >= {from:DateTime64(3, 'UTC')} AND event_time < {to:DateTime64(3, 'UTC')}"
             " AND (length({customers:Array(String)}) = 0 OR customer_id IN {customers:Array(String)}) ORDER BY customer_id",
@@ -298,12 +271,12 @@ class Replay:
 
     def live_watermark(self) -> datetime | None:
         """The newest watermark a live final was emitted at: the live pipeline has passed it."""
-        rows = self._rows("SELECT maxOrNull(finalized_at_watermark) FROM period_finals WHERE revision = 1")
+        rows = self.storage.query_rows("SELECT maxOrNull(finalized_at_watermark) FROM period_finals WHERE revision = 1")
         value = rows[0][0] if rows else None
         return None if value is None else _aware(value)
 
     def next_revision(self) -> int:
-        rows = self._rows(
+        rows = self.storage.query_rows(
             "SELECT greatest((SELECT max(revision) FROM replay_runs), (SELECT max(revision) FROM period_finals),"
             " (SELECT max(revision) FROM aggregate_segments), (SELECT max(revision) FROM replay_events), 1)"
         )
@@ -325,22 +298,24 @@ class Replay:
         if not customers:
             report.seconds = time.monotonic() - self.started
             return report
-        scope, ranges = self._scope(customers)
+        watermark = self.live_watermark()
+        scope, ranges = self._scope(customers, watermark)
         report.scope = list(scope)
-        self._check_cycles(customers, scope, ranges)
+        stored = self._stored(customers, ranges)
+        self._check_cycles(scope, ranges, stored)
         if not request.dry_run:
             self._insert("replay_runs", [self._run_row(report, "started")], RUN_COLUMNS)
         try:
             self._examine(report, ranges)
             totals, segments = self._combine(revision)
-            old, absorbed = self._live(customers, scope, ranges, revision)
+            old, absorbed = self._live(scope, stored, revision)
             report.adjustments = diff_finals(old, totals, absorbed)
             report.segments, report.finals = len(segments), len(totals)
             if request.dry_run:
                 return report
-            watermark = self.live_watermark() or datetime.now(UTC)
             self._insert("aggregate_segments", segments, SEGMENT_COLUMNS)
-            self._insert("period_finals", self._final_rows(totals, revision, watermark), FINAL_COLUMNS)
+            finalized_at = watermark or datetime.now(UTC)
+            self._insert("period_finals", self._final_rows(totals, revision, finalized_at), FINAL_COLUMNS)
             self._insert("adjustments", self._adjustment_rows(report.adjustments, revision), ADJUSTMENT_COLUMNS)
             scope_rows = [
                 [revision, c, m, from_epoch_millis(start), from_epoch_millis(end)] for (c, m, start), end in scope.items()
@@ -350,16 +325,17 @@ class Replay:
             self._insert("replay_runs", [self._run_row(report, "committed")], RUN_COLUMNS)
         finally:
             if request.dry_run:
-                self.client.command(f"ALTER TABLE replay_events DROP PARTITION {int(revision)}")
+                self.storage.command(f"ALTER TABLE replay_events DROP PARTITION {int(revision)}")
             report.seconds = time.monotonic() - self.started
         return report
 
-    def _scope(self, customers: list[str]) -> tuple[dict[ScopeKey, int], dict[str, tuple[datetime, datetime]]]:
+    def _scope(
+        self, customers: list[str], watermark: datetime | None
+    ) -> tuple[dict[ScopeKey, int], dict[str, tuple[datetime, datetime]]]:
         """Every (customer, meter, period start) to rewrite, with its period end; per customer the scope's time range."""
         scope: dict[ScopeKey, int] = {}
         ranges: dict[str, tuple[datetime, datetime]] = {}
         still_open: list[str] = []
-        watermark = self.live_watermark()
         for customer in customers:
             policy = self.config.billing.policy_for(customer)
             periods = periods_overlapping(self.request.range_from, self.request.range_to, policy.cycle)
@@ -382,21 +358,28 @@ class Replay:
             )
         return scope, ranges
 
+    def _stored(self, customers: list[str], ranges: dict[str, tuple[datetime, datetime]]) -> list[tuple[Any, ...]]:
+        """The visible finals and segment periods of the scope's customers and meters (``replay_scope_live.sql``)."""
+        return self.storage.query_rows(
+            sql_of("replay_scope_live"),
+            {
+                "customers": customers,
+                "meters": [m.name for m in self.meters],
+                "from": min(r[0] for r in ranges.values()),
+                "to": max(r[1] for r in ranges.values()),
+            },
+        )
+
+    @staticmethod
     def _check_cycles(
-        self, customers: list[str], scope: dict[ScopeKey, int], ranges: dict[str, tuple[datetime, datetime]]
+        scope: dict[ScopeKey, int], ranges: dict[str, tuple[datetime, datetime]], stored: list[tuple[Any, ...]]
     ) -> None:
         """Refuse when stored periods in the scope do not match the configured cycle (a changed billing cycle)."""
         starts = set(scope)
-        low = min(r[0] for r in ranges.values())
-        high = max(r[1] for r in ranges.values())
-        rows = self._rows(
-            sql_of("replay_scope_live"),
-            {"customers": customers, "meters": [m.name for m in self.meters], "from": low, "to": high},
-        )
         mismatched = sorted(
             {
                 f"{c} {m} {_aware(start).isoformat()}"
-                for c, m, _g, _a, start, _end, *_rest in rows
+                for c, m, _g, _a, start, _end, *_rest in stored
                 if ranges[c][0] <= _aware(start) < ranges[c][1] and (c, m, epoch_millis(_aware(start))) not in starts
             }
         )
@@ -419,7 +402,7 @@ class Replay:
         sql = sql_of("replay_examine")
         for index in range(0, len(customers), CUSTOMER_BATCH):
             batch = customers[index : index + CUSTOMER_BATCH]
-            self.client.command(
+            self.storage.command(
                 sql,
                 parameters={
                     **base,
@@ -429,7 +412,9 @@ class Replay:
                 },
             )
             # progress: (event, meter) decisions so far, from the part counters (cheap); exact counts follow
-            decided = self._rows("SELECT count() FROM replay_events WHERE revision = {r:UInt32}", {"r": report.revision})[0][0]
+            decided = self.storage.query_rows(
+                "SELECT count() FROM replay_events WHERE revision = {r:UInt32}", {"r": report.revision}
+            )[0][0]
             report.events_examined = int(decided)
             self.on_progress(
                 Progress(
@@ -441,18 +426,18 @@ class Replay:
                 )
             )
         report.events_examined = int(
-            self._rows(
+            self.storage.query_rows(
                 "SELECT uniqExact(customer_id, event_id) FROM replay_events WHERE revision = {r:UInt32}", {"r": report.revision}
             )[0][0]
         )
-        for refusal, count in self._rows(
+        for refusal, count in self.storage.query_rows(
             "SELECT refusal, count() FROM replay_events WHERE revision = {r:UInt32} GROUP BY refusal",
             {"r": report.revision},
         ):
             if refusal:
                 report.refusals[str(refusal)] += int(count)
         report.events_counted = int(
-            self._rows(
+            self.storage.query_rows(
                 "SELECT uniqExact(customer_id, event_id) FROM replay_events WHERE revision = {r:UInt32} AND refusal = ''",
                 {"r": report.revision},
             )[0][0]
@@ -462,7 +447,7 @@ class Replay:
         meters = {m.name: m for m in self.meters}
         segments: list[list[Any]] = []
         minutes: list[tuple[FinalKey, int, Partial]] = []
-        for customer, meter_name, values, minute, count, total, hi, lo, distinct, latest in self._rows(
+        for customer, meter_name, values, minute, count, total, hi, lo, distinct, latest in self.storage.query_rows(
             sql_of("replay_minutes"), {"revision": revision}
         ):
             meter = meters[meter_name]
@@ -481,11 +466,10 @@ class Replay:
                     key,
                     meter.aggregation.value,
                     minute,
-                    local_day(minute, policy.cycle.timezone).start,
+                    from_epoch_millis(local_day_start_ms(epoch_millis(minute), policy.cycle.timezone)),
                     from_epoch_millis(start_ms),
                     from_epoch_millis(end_ms),
                     f"replay:{revision}",
-                    revision,
                     revision,
                     partial.result(),
                     partial.count,
@@ -495,26 +479,22 @@ class Replay:
                     sorted(partial.distinct),
                     partial.latest[0] if partial.latest else None,
                     partial.latest[2] if partial.latest else None,
+                    revision,
                 ]
             )
         return period_totals(minutes), segments
 
     def _live(
-        self, customers: list[str], scope: dict[ScopeKey, int], ranges: dict[str, tuple[datetime, datetime]], revision: int
+        self, scope: dict[ScopeKey, int], stored: list[tuple[Any, ...]], revision: int
     ) -> tuple[dict[FinalKey, OldFinal], dict[FinalKey, Absorbed]]:
         in_scope = set(scope)
-        low = min(r[0] for r in ranges.values())
-        high = max(r[1] for r in ranges.values())
         old: dict[FinalKey, OldFinal] = {}
-        for c, m, g, agg, start, end, value, count, rev, is_final in self._rows(
-            sql_of("replay_scope_live"),
-            {"customers": customers, "meters": [x.name for x in self.meters], "from": low, "to": high},
-        ):
+        for c, m, g, agg, start, end, value, count, rev, is_final in stored:
             start_ms = epoch_millis(_aware(start))
             if is_final and (c, m, start_ms) in in_scope:
                 old[(c, m, g, start_ms)] = OldFinal(str(agg), epoch_millis(_aware(end)), value, int(count), int(rev))
         absorbed: dict[FinalKey, Absorbed] = {}
-        for c, m, g, start, n, value in self._rows(sql_of("replay_superseded"), {"revision": revision}):
+        for c, m, g, start, n, value in self.storage.query_rows(sql_of("replay_superseded"), {"revision": revision}):
             start_ms = epoch_millis(_aware(start))
             if (c, m, start_ms) in in_scope:
                 absorbed[(c, m, g, start_ms)] = Absorbed(int(n), value if value is not None else Decimal(0))
@@ -585,11 +565,11 @@ class Replay:
 
     def _insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
         if rows:
-            self.client.insert(table, rows, column_names=columns)
+            self.storage.client.insert(table, rows, column_names=columns)
 
 
 def replay(
-    storage: Any, config: Config, request: ReplayRequest, on_progress: Callable[[Progress], None] | None = None
+    storage: Storage, config: Config, request: ReplayRequest, on_progress: Callable[[Progress], None] | None = None
 ) -> ReplayReport:
     """Run one replay (see the module docstring); raises :class:`ReplayError` for a replay that cannot run."""
     return Replay(storage, config, request, on_progress).run()

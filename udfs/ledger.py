@@ -27,7 +27,7 @@ from functools import lru_cache
 
 from udfs.aggregators import Partial, empty, merge, subtract
 from udfs.meters import Aggregation
-from udfs.periods import BillingCycle, billing_period, epoch_millis, from_epoch_millis
+from udfs.periods import BillingCycle, billing_period, epoch_millis, from_epoch_millis, local_day
 
 
 @lru_cache(maxsize=65_536)
@@ -35,6 +35,12 @@ def period_bounds(minute_ms: int, cycle: BillingCycle) -> tuple[int, int]:
     """``(start_ms, end_ms)`` of the billing period containing a minute (cached: rows repeat minutes)."""
     period = billing_period(from_epoch_millis(minute_ms), cycle)
     return epoch_millis(period.start), epoch_millis(period.end)
+
+
+@lru_cache(maxsize=65_536)
+def local_day_start_ms(minute_ms: int, timezone: str) -> int:
+    """Start (epoch ms) of the customer's local day containing a minute (cached: rows repeat minutes)."""
+    return epoch_millis(local_day(from_epoch_millis(minute_ms), timezone).start)
 
 
 @dataclass(frozen=True)
