@@ -6,7 +6,7 @@ Two measurements, exactly-once on (EXACTLY_ONCE checkpoints, transactional sinks
    as events/s from job start until the last aggregate is queryable in ClickHouse.
 2. live latency: the job and the loader run continuously while a producer sends events stamped
    with the wall clock at a fixed rate. For every aggregate segment loaded, the delay between the
-   end of its CUMULATE step (event time = send time) and the moment ClickHouse stored it is an
+   end of its window step (event time = send time) and the moment ClickHouse stored it is an
    upper bound of "the last event of that step became visible"; the first event of a step waits at
    most one step longer. p50/p99 of both are reported.
 

@@ -303,6 +303,12 @@ def _pipeline(r: _Reader, raw: Any) -> PipelineSettings:
         parse = _positive_int if name == "parallelism" else _positive_duration
         values[name] = r.get(data, name, "pipeline", parse, getattr(defaults, name))
     settings = PipelineSettings(**values)
+    step_ms = settings.provisional_interval / timedelta(milliseconds=1)
+    if step_ms != int(step_ms) or 60_000 % int(step_ms) != 0:
+        r.problems.append(
+            "pipeline.provisional_interval: must divide one minute exactly (e.g. 5s, 10s, 15s, 30s, 1m): "
+            f"got {format_duration(settings.provisional_interval)}; open minutes are re-emitted once per step"
+        )
     if settings.provisional_interval < settings.checkpoint_interval:
         r.problems.append(
             "pipeline.provisional_interval: must be >= pipeline.checkpoint_interval "

@@ -1,16 +1,17 @@
 """The finalization operator: :class:`udfs.ledger.PeriodLedger` wrapped in a keyed Flink function.
 
-Input: minute partials of one (customer, meter, group_key) key — cumulative rows of an open
-minute from the CUMULATE window (``window_end_ms`` > 0) and single-event rows of late events
-(``window_end_ms`` = -1). Outputs (JSON strings):
+Input: partials of one (customer, meter, group_key) key — one row per step of a minute from the
+group window, holding that step's on-time events (``window_end_ms`` > 0), and single-event rows of
+late events (``window_end_ms`` = -1). Outputs (JSON strings):
 
-- main output: ``aggregate`` rows (one per minute segment: the on-time cumulative value with its
-  step as version, or one late event), annotated with the customer's local day and billing period;
+- main output: ``aggregate`` rows (one per minute segment: the on-time running value of the
+  minute with its step end as version, or one late event), annotated with the customer's local
+  day and billing period;
 - side output ``finals``: one row per (key, period), once, when the watermark passes end + grace;
 - side output ``corrections``: partials that arrived for an already final period.
 
-State per key: the open periods and the last cumulative partial of each open minute (a pickled
-dict in one ``ValueState``), cleared by the finalization timer when nothing is open: bounded.
+State per key: the open periods and the running partial of each open minute (a pickled dict in
+one ``ValueState``), cleared by the finalization timer when nothing is open: bounded.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from jobs.config import Config
 from jobs.metrics import METRICS
 from jobs.sql import SEP
-from udfs.aggregators import Partial
+from udfs.aggregators import Partial, merge
 from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger, local_day_start_ms
 from udfs.meters import Aggregation
 
@@ -100,7 +101,11 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         policy = self.config.billing.policy_for(customer_id)
         return _KeyState(PeriodLedger(self.aggregation_of[meter], policy.cycle, policy.grace))
 
-    def _save(self, state: _KeyState) -> None:
+    def _save(self, state: _KeyState, watermark: int) -> None:
+        # A minute whose end the watermark has passed gets no more steps (the group window fired
+        # them all before forwarding that watermark); a minute's last step may have had no events.
+        for minute_ms in [m for m in state.open_minutes if m + 60_000 <= watermark]:
+            del state.open_minutes[minute_ms]
         if state.ledger.open_periods or state.open_minutes:
             self.state.update(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
         else:
@@ -111,35 +116,27 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         state = self._load(customer_id, meter)
         watermark = ctx.timer_service().current_watermark()
         partial = partial_from_row(state.ledger.aggregation, row)
-        changes: list[MinuteChange] = []
-        if window_end_ms > 0:  # cumulative value of an open minute: retract the previous one
-            previous = state.open_minutes.get(minute_ms)
-            if previous is not None:
-                changes.append(MinuteChange(minute_ms, previous, retract=True))
-            changes.append(MinuteChange(minute_ms, partial))
-            if window_end_ms >= minute_ms + 60_000:
-                state.open_minutes.pop(minute_ms, None)  # last step of this minute
-            else:
-                state.open_minutes[minute_ms] = partial
+        late_event_id = ""
+        if window_end_ms > 0:  # one step's events of a minute: the minute's segment is its running value
+            previous = state.open_minutes.pop(minute_ms, None)
+            segment_value = partial if previous is None else merge(previous, partial)
+            if window_end_ms < minute_ms + 60_000:
+                state.open_minutes[minute_ms] = segment_value  # until the minute's last step, see _prune
             segment, version = "on_time", window_end_ms
         else:
-            changes.append(MinuteChange(minute_ms, partial))
-            segment, version = f"late:{row[11]}", 1  # one row per late event, idempotent by event id
+            late_event_id = str(row[11])
+            segment, version, segment_value = f"late:{late_event_id}", 1, partial  # one row per late event
             self.counters["meteringLateEvents"].inc()
-        corrected = False
-        late_event_id = "" if window_end_ms > 0 else str(row[11])
-        for change in changes:
-            correction = state.ledger.apply(change, watermark)
-            if correction is not None:
-                corrected = True
-                self.counters["meteringCorrectionsEmitted"].inc()
-                yield CORRECTIONS, self._correction_json(customer_id, meter, group_key, correction, late_event_id)
-        start, end = state.ledger.period_of(minute_ms)
-        if not corrected:
+        correction = state.ledger.apply(MinuteChange(minute_ms, partial), watermark)
+        if correction is not None:
+            self.counters["meteringCorrectionsEmitted"].inc()
+            yield CORRECTIONS, self._correction_json(customer_id, meter, group_key, correction, late_event_id)
+        else:
+            start, end = state.ledger.period_of(minute_ms)
             ctx.timer_service().register_event_time_timer(end + state.ledger.grace_ms)
             self.counters["meteringAggregateUpdates"].inc()
-            yield self._aggregate_json(customer_id, meter, group_key, minute_ms, start, end, segment, version, partial)
-        self._save(state)
+            yield self._aggregate_json(customer_id, meter, group_key, minute_ms, start, end, segment, version, segment_value)
+        self._save(state, watermark)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         customer_id, meter, group_key = ctx.get_current_key()
@@ -147,7 +144,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         for final in state.ledger.finalize(timestamp):
             self.counters["meteringFinalsEmitted"].inc()
             yield FINALS, self._final_json(customer_id, meter, group_key, final)
-        self._save(state)
+        self._save(state, timestamp)
 
     # --- wire formats -----------------------------------------------------------------------------
     @staticmethod

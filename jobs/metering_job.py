@@ -11,7 +11,7 @@ Graph (per-event work in the JVM, Python only on low-volume minute partials)::
             -> metered: one row per (event, meter), value + group key + meter-level reason
                -> flagged: late = behind the watermark (evaluated once, then materialised)
                   -> meter dead letters (negative_value, missing_value, …)   [Kafka, exactly-once]
-                  -> on-time rows: CUMULATE(step = provisional interval, size = 1 min) partials
+                  -> on-time rows: group window TUMBLE(step = provisional interval) partials (never drops, see sql.py)
                   -> late rows: single-event partials
                      -> keyed (customer, meter, group_key): FinalizeFunction (PeriodLedger)
                         -> aggregates / finals / corrections                [Kafka, exactly-once]

@@ -193,6 +193,9 @@ OPERATOR_METRICS = (
     ("Deduplicate[", ".numRecordsIn", "dedup_in"),
     ("Deduplicate[", ".numRecordsOut", "dedup_out"),
     ("dead_letters_sink[", "__Writer.numRecordsIn", "dead_letters"),
+    # The minute pre-aggregation (a group window); never expected above 0, an ALERT if it is.
+    ("GroupWindowAggregate[", ".numLateRecordsDropped", "window_late_drops"),
+    # Jobs built before the group window (a window TVF, which could drop rows after a restore).
     ("GlobalWindowAggregate[", ".numLateRecordsDropped", "window_late_drops"),
 )
 

@@ -294,24 +294,31 @@ PARTIAL_COLUMNS = (
 
 
 def ontime_partials_view(flagged: str, step: timedelta) -> str:
-    """Cumulative partials per UTC minute, re-emitted every ``step`` of event time (CUMULATE window).
+    """Partials per ``step`` of event time (a divisor of one minute), each within one UTC minute.
 
-    Rows are never late for the window: ``late = FALSE`` was decided against a watermark at least
-    as advanced as the window operator's when the row reaches it. Insert-only output.
+    A group window (``GROUP BY TUMBLE``), not a window TVF: the TVF operator resumes at the
+    watermark stored in its checkpoint and drops rows behind it, while ``late`` was decided
+    against a watermark that starts from nothing after a restore (docs/design.md). The group
+    window's watermark lives in its timer service, which starts from nothing too, and watermarks
+    travel in-band behind the rows: a row flagged on-time is never late here, before or after a
+    restore. Rows are increments (each step's events once); the finalization operator keeps the
+    running value of each open minute. Insert-only output.
     """
+    window = f"TUMBLE(rt, {seconds(step)})"
+    start_ms = f"{epoch_seconds_sql(f'TUMBLE_START(rt, {seconds(step)})')} * 1000"
     return f"""
 SELECT customer_id, meter, group_key,
-       {epoch_seconds_sql("window_start")} * 1000 AS minute_ms,
-       {epoch_seconds_sql("window_end")} * 1000 AS window_end_ms,
+       {start_ms} - MOD({start_ms}, 60000) AS minute_ms,
+       {epoch_seconds_sql(f"TUMBLE_END(rt, {seconds(step)})")} * 1000 AS window_end_ms,
        COUNT(*) AS cnt,
        CAST(SUM(CAST(val AS DECIMAL(38, 9))) AS STRING) AS total,
        CAST(MAX(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mx,
        CAST(MIN(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mn,
        LISTAGG(DISTINCT distinct_value, U&'\\0001') AS distinct_values, MAX(latest_enc) AS latest_enc,
        CAST('' AS STRING) AS event_id
-FROM TABLE(CUMULATE(TABLE {flagged}, DESCRIPTOR(rt), {seconds(step)}, INTERVAL '1' MINUTE))
+FROM {flagged}
 WHERE reason IS NULL AND NOT late
-GROUP BY customer_id, meter, group_key, window_start, window_end"""
+GROUP BY customer_id, meter, group_key, {window}"""
 
 
 def late_partials_view(flagged: str) -> str:

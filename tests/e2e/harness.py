@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
 
 from infra.flink import connector_jar
 from infra.settings import PROJECT_ROOT, StackSettings
+from jobs.config import Config
+from jobs.produce import make_producer, produce_lines
 
 
 def run_bounded_job(config_path: Path, stack_settings: StackSettings, job_name: str) -> None:
@@ -22,3 +29,61 @@ def run_bounded_job(config_path: Path, stack_settings: StackSettings, job_name: 
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 600) -> str:
+    """Run a `metering` command; returns its standard output."""
+    command = [sys.executable, "-m", "jobs.cli", *args]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, (args, result.stdout[-2000:], result.stderr[-3000:])
+    return result.stdout
+
+
+def metering(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run a `metering` command with --format json; returns its JSON answer."""
+    answer: dict[str, Any] = json.loads(run(env, *args, "--format", "json"))
+    return answer
+
+
+def reported_status(
+    env: dict[str, str], job_id: str, cluster: list[str], timeout_s: float = 60, positive: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """`metering job status` once Flink's metric fetcher (10 s cadence) reports every pipeline counter, and the
+    ``positive`` ones above zero (a snapshot fetched before the records were processed shows them registered at 0)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = metering(env, "job", "status", job_id, *cluster)
+        pipeline = status["pipeline"]
+        reported = all(value is not None for value in pipeline.values())
+        if (reported and all((pipeline[name] or 0) > 0 for name in positive)) or time.monotonic() > deadline:
+            return status
+        time.sleep(2)
+
+
+def produce(bootstrap: str, topic: str, lines: list[str], path: Path) -> None:
+    path.write_text("".join(line + "\n" for line in lines))
+    producer = make_producer(bootstrap)
+    try:
+        with path.open("rb") as handle:
+            assert produce_lines(handle, producer=producer, topic=topic, validate=False).failed == 0
+    finally:
+        producer.close()
+
+
+def wait_until_consumed(config: Config, timeout_s: float = 300) -> None:
+    """Until the job's committed offsets (committed at each checkpoint) reach the topic's end."""
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.consumer_group)
+    try:
+        topic = config.kafka.topics.events
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ends = consumer.end_offsets(partitions)
+            committed = {tp: consumer.committed(tp) or 0 for tp in partitions}
+            lagging = {tp.partition: (committed[tp], end) for tp, end in ends.items() if committed[tp] < end}
+            if not lagging:
+                return
+            assert time.monotonic() < deadline, f"the job did not catch up: partition -> (committed, end) {lagging}"
+            time.sleep(1)
+    finally:
+        consumer.close()

@@ -122,6 +122,19 @@ def test_provisional_interval_cannot_beat_checkpoints(tmp_path: Path) -> None:
         load_config(write(tmp_path, document), env={})
 
 
+@pytest.mark.parametrize("step", ["7s", "90s", "2m", "1700ms"])
+def test_provisional_interval_must_divide_a_minute(tmp_path: Path, step: str) -> None:
+    document = {**MINIMAL, "pipeline": {"checkpoint_interval": "1s", "provisional_interval": step}}
+    with pytest.raises(ConfigError, match=r"pipeline\.provisional_interval: must divide one minute exactly"):
+        load_config(write(tmp_path, document), env={})
+
+
+@pytest.mark.parametrize("step", ["1s", "5s", "12s", "30s", "1m", "2500ms"])
+def test_provisional_intervals_that_divide_a_minute_load(tmp_path: Path, step: str) -> None:
+    document = {**MINIMAL, "pipeline": {"checkpoint_interval": "1s", "provisional_interval": step}}
+    assert load_config(write(tmp_path, document), env={}).pipeline.provisional_interval == parse_duration(step)
+
+
 @given(st.integers(min_value=0, max_value=10**9))
 def test_duration_format_round_trips(millis: int) -> None:
     value = timedelta(milliseconds=millis)
