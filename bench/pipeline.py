@@ -185,11 +185,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    parser.add_argument("--backfill-only", action="store_true", help="skip the live latency run (implies --no-record)")
     args = parser.parse_args()
     settings = StackSettings.from_env()
     args.workdir.mkdir(parents=True, exist_ok=True)
     result_backfill = backfill(args.events, settings, args.workdir)
     print("backfill:", json.dumps(result_backfill))
+    if args.backfill_only:
+        return
     result_live = live(args.rate, args.seconds, settings, args.workdir)
     print("live:", json.dumps(result_live))
     if not args.no_record:
