@@ -121,7 +121,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
             previous = state.open_minutes.pop(minute_ms, None)
             segment_value = partial if previous is None else merge(previous, partial)
             if window_end_ms < minute_ms + 60_000:
-                state.open_minutes[minute_ms] = segment_value  # until the minute's last step, see _prune
+                state.open_minutes[minute_ms] = segment_value  # until its last step, or pruned by _save
             segment, version = "on_time", window_end_ms
         else:
             late_event_id = str(row[11])

@@ -304,12 +304,12 @@ def ontime_partials_view(flagged: str, step: timedelta) -> str:
     restore. Rows are increments (each step's events once); the finalization operator keeps the
     running value of each open minute. Insert-only output.
     """
-    window = f"TUMBLE(rt, {seconds(step)})"
-    start_ms = f"{epoch_seconds_sql(f'TUMBLE_START(rt, {seconds(step)})')} * 1000"
+    interval = seconds(step)
+    start_ms = f"{epoch_seconds_sql(f'TUMBLE_START(rt, {interval})')} * 1000"
     return f"""
 SELECT customer_id, meter, group_key,
        {start_ms} - MOD({start_ms}, 60000) AS minute_ms,
-       {epoch_seconds_sql(f"TUMBLE_END(rt, {seconds(step)})")} * 1000 AS window_end_ms,
+       {epoch_seconds_sql(f"TUMBLE_END(rt, {interval})")} * 1000 AS window_end_ms,
        COUNT(*) AS cnt,
        CAST(SUM(CAST(val AS DECIMAL(38, 9))) AS STRING) AS total,
        CAST(MAX(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mx,
@@ -318,7 +318,7 @@ SELECT customer_id, meter, group_key,
        CAST('' AS STRING) AS event_id
 FROM {flagged}
 WHERE reason IS NULL AND NOT late
-GROUP BY customer_id, meter, group_key, {window}"""
+GROUP BY customer_id, meter, group_key, TUMBLE(rt, {interval})"""
 
 
 def late_partials_view(flagged: str) -> str:
