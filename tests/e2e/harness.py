@@ -87,3 +87,38 @@ def wait_until_consumed(config: Config, timeout_s: float = 300) -> None:
             time.sleep(1)
     finally:
         consumer.close()
+
+
+def committed_values(bootstrap: str, topic: str, timeout_s: float = 120) -> list[bytes]:
+    """Every record value a ``read_committed`` reader sees in ``topic``, from the start to the end offsets."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end offsets {ends}"
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(record.value for record in records)
+        return values
+    finally:
+        consumer.close()
+
+
+def transaction_states(bootstrap: str, prefix: str) -> dict[str, str]:
+    """The broker's state of every transactional id starting with ``prefix`` (e.g. CompleteCommit, CompleteAbort)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        listings = [listing for per_broker in admin.list_transactions().values() for listing in per_broker]
+        return {
+            listing.transactional_id: str(getattr(listing.state, "value", listing.state))
+            for listing in sorted(listings, key=lambda listing: listing.transactional_id)
+            if listing.transactional_id.startswith(prefix)
+        }
+    finally:
+        admin.close()
