@@ -1,93 +1,108 @@
-"""Measure what the per-event SQL parsing costs: does Flink reuse repeated sub-expressions?
+"""What the job's per-event parse stage costs, in one process, variants side by side.
 
-Reads a bounded Kafka topic (e.g. a demo run's events) into a blackhole sink through three
-projections and prints records/s for each:
-  one:       a single JSON_VALUE per record
-  repeated:  the same JSON_VALUE expression referenced 10 times
-  ts_arith:  the job's event-time expression (jobs/sql.event_millis_sql)
-  parse_view: the job's whole parse stage (source rowtime + jobs/sql.parse_view), the way the job runs it
-Usage: .venv/bin/python bench/sql_parse_probe.py TOPIC [BOOTSTRAP [OLD_SQL_PY]]
+Reads N generated demo lines from a file (``format = raw``, so no broker is involved) through the
+job's parse stage (source rowtime column + ``jobs/sql.parse_view``) into a blackhole sink, at
+parallelism 1 on the local MiniCluster, and prints seconds per variant:
+
+  one_json_value:  one ``JSON_VALUE`` per record (reading and a single parse: the floor)
+  parse_view:      the job's parse stage as it is now (with the Java functions of ``udfs/jvm``)
+  parse_view_old:  the parse stage of an older ``jobs/sql.py`` given with ``--old-sql`` (for
+                   example ``git show be81cb0:jobs/sql.py > /tmp/old_sql.py``), for a ratio
+
+Each variant runs ``--repeat`` times, alternating, in one JVM; the first round includes JIT
+warm-up. Each figure includes the job's start-up (~2 s once warm). The Kafka metadata columns are
+constants here (partition 0, offset 0, received at 2027-01-15T08:00:00Z).
+
+Usage: .venv/bin/python -m bench.sql_parse_probe --events 200000 [--old-sql /tmp/old_sql.py] [--repeat 2]
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pyflink.table import EnvironmentSettings, TableEnvironment  # noqa: E402
-
-from infra.flink import connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
-from jobs.sql import event_millis_sql  # noqa: E402
+from infra.udf_jar import udf_jar  # noqa: E402
+from jobs import sql  # noqa: E402
+from jobs.config import load_config  # noqa: E402
+from jobs.demo import generate  # noqa: E402
+
+RECEIVED_MS = 1_800_000_000_000
+SKEW = timedelta(minutes=5)
 
 
-def run(topic: str, bootstrap: str, projection: str) -> float:
+def table_env() -> Any:
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     conf = t_env.get_config()
-    conf.set("pipeline.jars", connector_jar(StackSettings.from_env()).as_uri())
     conf.set("parallelism.default", "1")
     conf.set("table.local-time-zone", "UTC")
+    conf.set("pipeline.jars", udf_jar().as_uri())
+    for statement in sql.function_ddl():
+        t_env.execute_sql(statement)
+    return t_env
+
+
+def run(t_env: Any, path: Path, sql_module: ModuleType | None, name: str) -> float:
+    """Seconds to push the file through one variant into a blackhole."""
+    received = f"TO_TIMESTAMP_LTZ({RECEIVED_MS}, 3)"
+    if sql_module is None:  # one JSON_VALUE per record
+        computed = "rowtime AS TO_TIMESTAMP_LTZ(0, 3)"
+        query = f"SELECT CHAR_LENGTH(JSON_VALUE({sql.doc_sql()}, '$.timestamp')) AS x FROM {name}"
+        sink = "x INT"
+    else:
+        meters = load_config(ROOT / "config" / "metering.example.yaml", env={}).meters
+        # Computed columns cannot reference each other: the received time is inlined as a constant.
+        computed = ",\n  ".join(
+            f"{column} AS {expr.replace('kafka_ts', received)}" for column, expr in sql_module.source_schema_columns(SKEW)
+        )
+        query = f"SELECT reason, event_ms, rowtime FROM ({sql_module.parse_view(name, meters, SKEW)})"
+        sink = "reason STRING, event_ms BIGINT, rowtime TIMESTAMP_LTZ(3)"
     t_env.execute_sql(
-        f"CREATE TEMPORARY TABLE src (payload BYTES) WITH ('connector' = 'kafka', 'topic' = '{topic}', "
-        f"'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'raw', 'scan.startup.mode' = 'earliest-offset', "
-        "'scan.bounded.mode' = 'latest-offset')"
+        f"CREATE TEMPORARY TABLE {name} (payload BYTES, kafka_partition AS 0, kafka_offset AS CAST(0 AS BIGINT), "
+        f"kafka_ts AS {received}, {computed}, WATERMARK FOR rowtime AS rowtime - INTERVAL '30' SECOND) "
+        f"WITH ('connector' = 'filesystem', 'path' = {sql.lit(str(path))}, 'format' = 'raw')"
     )
-    t_env.execute_sql("CREATE TEMPORARY TABLE sink (x BIGINT) WITH ('connector' = 'blackhole')")
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {name}_sink ({sink}) WITH ('connector' = 'blackhole')")
     started = time.monotonic()
-    t_env.execute_sql(f"INSERT INTO sink SELECT {projection} FROM (SELECT CAST(payload AS STRING) AS doc FROM src)").wait()
-    return time.monotonic() - started
-
-
-def run_parse_view(topic: str, bootstrap: str) -> float:
-    """The job's parse stage: the events source with its rowtime column, then parse_view, into a blackhole."""
-    from datetime import timedelta
-
-    from jobs.config import load_config
-    from jobs.sql import lit, parse_view, source_schema_columns
-
-    meters = load_config(ROOT / "config" / "metering.example.yaml", env={}).meters
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    conf = t_env.get_config()
-    conf.set("pipeline.jars", connector_jar(StackSettings.from_env()).as_uri())
-    conf.set("parallelism.default", "1")
-    conf.set("table.local-time-zone", "UTC")
-    computed = ",\n  ".join(f"{name} AS {expr}" for name, expr in source_schema_columns(timedelta(minutes=5)))
-    t_env.execute_sql(
-        "CREATE TEMPORARY TABLE events (payload BYTES, kafka_partition INT METADATA FROM 'partition' VIRTUAL, "
-        "kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL, kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
-        f"{computed}, WATERMARK FOR rowtime AS rowtime - INTERVAL '30' SECOND) WITH ('connector' = 'kafka', "
-        f"'topic' = {lit(topic)}, 'properties.bootstrap.servers' = {lit(bootstrap)}, 'format' = 'raw', "
-        "'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset')"
-    )
-    t_env.execute_sql("CREATE TEMPORARY TABLE sink (reason STRING, event_ms BIGINT) WITH ('connector' = 'blackhole')")
-    started = time.monotonic()
-    t_env.execute_sql(
-        f"INSERT INTO sink SELECT reason, event_ms FROM ({parse_view('events', meters, timedelta(minutes=5))})"
-    ).wait()
+    t_env.execute_sql(f"INSERT INTO {name}_sink {query}").wait()
     return time.monotonic() - started
 
 
 def main() -> None:
-    topic = sys.argv[1]
-    bootstrap = sys.argv[2] if len(sys.argv) > 2 else StackSettings.from_env().bootstrap_servers
-    one = "CAST(CHAR_LENGTH(JSON_VALUE(doc, '$.timestamp')) AS BIGINT)"
-    repeated = " + ".join([one] * 10)
-    variants = {"one": one, "repeated": repeated, "ts_arith": event_millis_sql("JSON_VALUE(doc, '$.timestamp')")}
-    if len(sys.argv) > 3:  # an older jobs/sql.py to compare against
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("old_sql", sys.argv[3])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--old-sql", type=Path, help="an older jobs/sql.py to compare against")
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    path = StackSettings.from_env().home / "bench" / f"parse-probe-{args.events}.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate(path, args.events, seed=3)
+    lines = sum(1 for _ in path.open("rb"))
+    variants: dict[str, ModuleType | None] = {"one_json_value": None, "parse_view": sql}
+    if args.old_sql is not None:
+        spec = importlib.util.spec_from_file_location("old_sql", args.old_sql)
         assert spec is not None and spec.loader is not None
         old = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(old)
-        variants = {"ts_old": old.event_millis_sql("JSON_VALUE(doc, '$.timestamp')"), "ts_arith": variants["ts_arith"]}
-    for name, projection in variants.items():
-        print(f"{name:10s} {run(topic, bootstrap, projection):6.1f} s", flush=True)
-    print(f"{'parse_view':10s} {run_parse_view(topic, bootstrap):6.1f} s", flush=True)
+        variants["parse_view_old"] = old
+    print(f"{lines} lines from {path}; parallelism 1; seconds per run including job start-up", flush=True)
+    t_env = table_env()
+    for round_number in range(1, args.repeat + 1):
+        for variant, module in variants.items():
+            seconds = run(t_env, path, module, f"{variant}_{round_number}")
+            print(f"round {round_number}  {variant:15s} {seconds:6.1f} s  {lines / seconds:9,.0f} lines/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -241,6 +241,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     from infra.flink import FlinkCluster, connector_jar, pyflink_home
     from infra.flink_rest import FlinkRest
     from infra.settings import PROJECT_ROOT, StackSettings
+    from infra.udf_jar import udf_jar
     from jobs.operations import SubmitOptions, await_running, submit
 
     config_path = Path(args.config) if args.config else PROJECT_ROOT / "config" / "metering.example.yaml"
@@ -274,6 +275,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         flink_env=cluster.environment(),
         flink_bin=pyflink_home() / "bin" / "flink",
         jar=connector_jar(settings),
+        udf_jar=udf_jar(settings),
         work=settings.home / "submissions",
     )
     result = {"job_id": submission.job_id, "web_ui": submission.web_url, "package": str(submission.package_dir)}

@@ -49,6 +49,7 @@ class RunOptions:
 
     bounded: bool = False  # read up to the offsets that were latest at start, finalize everything, stop
     connector_jar: Path | None = None  # MiniCluster: the Kafka connector jar (a cluster has it in lib/)
+    udf_jar: Path | None = None  # the job's Java functions (udfs/jvm); built from the project when unset
     job_name: str = "metering"
     checkpoint_dir: str | None = None
     # Kafka transactional ids of the sinks. Default: the job's consumer group, which names one
@@ -157,11 +158,14 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     from pyflink.table import StreamTableEnvironment
 
     from infra.flink import RESTART_STRATEGY, python_path
+    from infra.udf_jar import udf_jar
 
     os.environ["PYTHONPATH"] = python_path(os.environ.get("PYTHONPATH"))  # thread-mode workers (MiniCluster)
     conf = Configuration()
-    if options.connector_jar is not None:
-        conf.set_string("pipeline.jars", options.connector_jar.resolve().as_uri())
+    # The job's Java functions ship with the job (on a cluster too); the Kafka connector only to the
+    # MiniCluster (a cluster has it in lib/).
+    jars = [options.udf_jar or udf_jar(), *([options.connector_jar] if options.connector_jar is not None else [])]
+    conf.set_string("pipeline.jars", ";".join(jar.resolve().as_uri() for jar in jars))
     if options.checkpoint_dir:
         conf.set_string("execution.checkpointing.dir", options.checkpoint_dir)
     if options.savepoint_dir:
@@ -228,6 +232,8 @@ def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
     }
     if options.bounded:
         source_options["scan.bounded.mode"] = "latest-offset"
+    for statement in sql.function_ddl():  # before the source: its rowtime column calls one
+        t_env.execute_sql(statement)
     computed = ",\n  ".join(f"{name} AS {expr}" for name, expr in sql.source_schema_columns(config.pipeline.allowed_future_skew))
     t_env.execute_sql(f"""
 CREATE TEMPORARY TABLE events (
@@ -374,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--until-end", action="store_true")
     parser.add_argument("--connector-jar", type=Path)
+    parser.add_argument("--udf-jar", type=Path, help="the compiled udfs/jvm jar (default: build it from this project)")
     parser.add_argument("--job-name", default="metering")
     parser.add_argument(
         "--checkpoint-dir",
@@ -395,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     options = RunOptions(
         bounded=args.until_end,
         connector_jar=args.connector_jar,
+        udf_jar=args.udf_jar,
         job_name=args.job_name,
         checkpoint_dir=checkpoint_dir,
         savepoint_dir=args.savepoint_dir,

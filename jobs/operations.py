@@ -63,10 +63,16 @@ def web_url(cluster_url: str, job_id: str) -> str:
     return f"{cluster_url.rstrip('/')}/#/job/running/{job_id}/overview"
 
 
-def package(project_root: Path, config_path: Path, target: Path) -> Path:
-    """Zip the job's Python packages and a copy of its configuration into ``target``; returns the zip."""
+#: The copy of the job's Java functions (udfs/jvm) in a submission folder, next to metering.yaml.
+UDF_JAR_NAME = "metering-udfs.jar"
+
+
+def package(project_root: Path, config_path: Path, target: Path, udf_jar: Path | None = None) -> Path:
+    """Zip the job's Python packages into ``target``, with copies of its configuration and UDF jar; returns the zip."""
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config_path, target / "metering.yaml")
+    if udf_jar is not None:
+        shutil.copyfile(udf_jar, target / UDF_JAR_NAME)
     archive = target / "metering-python.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
         for name in PYTHON_PACKAGES:
@@ -76,9 +82,11 @@ def package(project_root: Path, config_path: Path, target: Path) -> Path:
     return archive
 
 
-def job_arguments(options: SubmitOptions, config_copy: Path) -> list[str]:
+def job_arguments(options: SubmitOptions, config_copy: Path, udf_jar_copy: Path | None = None) -> list[str]:
     """Arguments for ``jobs/metering_job.py`` (after ``--``)."""
     args = ["--config", str(config_copy), "--job-name", options.job_name]
+    if udf_jar_copy is not None:
+        args += ["--udf-jar", str(udf_jar_copy)]
     for flag, value in (
         ("--parallelism", options.parallelism),
         ("--state-backend", options.state_backend),
@@ -109,21 +117,32 @@ def check_savepoint(path: str) -> None:
 
 
 def submit(
-    options: SubmitOptions, *, project_root: Path, flink_env: dict[str, str], flink_bin: Path, jar: Path, work: Path
+    options: SubmitOptions,
+    *,
+    project_root: Path,
+    flink_env: dict[str, str],
+    flink_bin: Path,
+    jar: Path,
+    udf_jar: Path,
+    work: Path,
 ) -> Submission:
-    """Package and submit the job (detached); returns once Flink accepted it."""
+    """Package and submit the job (detached); returns once Flink accepted it.
+
+    ``jar`` is the Kafka connector; ``udf_jar`` the job's Java functions, copied into the
+    submission folder and handed to the job (the Python zip holds no Java sources to build it from).
+    """
     rest = FlinkRest(options.cluster_url)
     rest.get("/overview")  # reachable, or a clear error before anything is packaged
     if options.from_savepoint:
         check_savepoint(options.from_savepoint)
     package_dir = work / f"{options.job_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    archive = package(project_root, options.config_path, package_dir)
+    archive = package(project_root, options.config_path, package_dir, udf_jar)
     address = urlparse(options.cluster_url)
     command = ["bash", str(flink_bin), "run", "-d", "-m", f"{address.hostname}:{address.port or 8081}"]
     command += ["-py", str(project_root / "jobs" / "metering_job.py"), "-pyfs", str(archive), "--jarfile", str(jar)]
     if options.python_executable:
         command += ["-pyexec", options.python_executable]
-    command += ["--", *job_arguments(options, package_dir / "metering.yaml")]
+    command += ["--", *job_arguments(options, package_dir / "metering.yaml", package_dir / UDF_JAR_NAME)]
     result = subprocess.run(command, env=flink_env, capture_output=True, text=True, timeout=600, check=False)
     (package_dir / "submit.log").write_text(f"$ {' '.join(command)}\n\n{result.stdout}\n{result.stderr}")
     found = JOB_ID.search(result.stdout + result.stderr)

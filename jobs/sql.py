@@ -7,10 +7,11 @@ graph builder (jobs/metering_job.py) wires them and tests can run them on hand-m
 Facts these expressions rely on, measured on PyFlink 2.2.1 (docs/design.md):
 - ``JSON_VALUE`` returns a JSON number's exact text (BigDecimal), but ``CAST(… AS DECIMAL(38, 9))``
   silently rounds extra digits, so quantities are checked by pattern before the cast;
-- ``TO_TIMESTAMP_LTZ(text, format)`` ignores the offset and accepts 30 February, so the event
-  time is computed as epoch seconds of the local part minus the parsed offset, and the local part
-  must survive a round trip through ``FROM_UNIXTIME``;
-- computed columns cannot reference each other, so the event-time expression is inlined into the
+- ``TO_TIMESTAMP_LTZ(text, format)`` ignores the offset and accepts 30 February, and an exact
+  event-time expression in SQL cost ~40 µs per event; ``JSON_VALUE`` parses the whole document on
+  every call. Three small Java functions (:data:`FUNCTIONS`, ``udfs/jvm``) do these instead: one
+  parse per event for all its fields, and the RFC 3339 arithmetic (docs/benchmarks.md);
+- computed columns cannot reference each other, so the event-time call is inlined into the
   rowtime column.
 """
 
@@ -20,10 +21,16 @@ from datetime import timedelta
 
 from udfs.meters import Aggregation, Meter
 
+#: The job's Java functions (``udfs/jvm``, built by ``infra/udf_jar.py``): SQL name -> class.
+FUNCTIONS = {
+    "metering_event_millis": "dev.metering.udfs.EventMillis",
+    "metering_rowtime_millis": "dev.metering.udfs.RowtimeMillis",
+    "metering_json_fields": "dev.metering.udfs.JsonFields",
+}
+
 #: Separator inside encoded ``latest`` values (cannot occur in ids or decimals).
 SEP = "\u0001"
 
-RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 DECIMAL_38_9 = r"^-?(0|[1-9][0-9]{0,28})(\.[0-9]{1,9})?$"
 CUSTOMER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 EVENT_TYPE = r"^[a-z0-9][a-z0-9_.-]*$"
@@ -56,76 +63,30 @@ def doc_sql(payload: str = "payload") -> str:
     return f"CAST({payload} AS STRING)"
 
 
-def event_millis_sql(text: str) -> str:
-    """Epoch milliseconds of an RFC 3339 ``text`` (with offset), or NULL if it is not a real instant.
-
-    Pure integer arithmetic on the digits (days-from-civil), no date-format parsing: the pattern
-    fixes every field's position, the calendar check (month lengths, leap years) rejects dates
-    such as 30 February, and the offset is subtracted. ``text`` should be a column reference:
-    it is used many times.
-    """
-
-    def digits(start: int, length: int) -> str:
-        return f"CAST(SUBSTR({text}, {start}, {length}) AS BIGINT)"
-
-    year, month, day = digits(1, 4), digits(6, 2), digits(9, 2)
-    hour, minute, second = digits(12, 2), digits(15, 2), digits(18, 2)
-    leap = f"(MOD({year}, 4) = 0 AND (MOD({year}, 100) <> 0 OR MOD({year}, 400) = 0))"
-    month_days = (
-        f"(CASE WHEN {month} = 2 THEN (CASE WHEN {leap} THEN 29 ELSE 28 END) WHEN {month} IN (4, 6, 9, 11) THEN 30 ELSE 31 END)"
-    )
-    y = f"({year} - CASE WHEN {month} <= 2 THEN 1 ELSE 0 END)"
-    era = f"({y} / 400)"
-    yoe = f"({y} - {era} * 400)"
-    doy = f"((153 * (CASE WHEN {month} > 2 THEN {month} - 3 ELSE {month} + 9 END) + 2) / 5 + {day} - 1)"
-    days = f"({era} * 146097 + {yoe} * 365 + {yoe} / 4 - {yoe} / 100 + {doy} - 719468)"
-    fraction = f"CAST(SUBSTR(CONCAT(COALESCE(REGEXP_EXTRACT({text}, '^.{{19}}\\.(\\d+)', 1), ''), '000'), 1, 3) AS BIGINT)"
-    zone = f"SUBSTR({text}, CHAR_LENGTH({text}) - 5, 6)"  # '+05:30', or '…:00Z' when the zone is Z
-    offset_minutes = (
-        f"(CASE WHEN UPPER(SUBSTR({text}, CHAR_LENGTH({text}), 1)) = 'Z' THEN 0 ELSE "
-        f"(CASE WHEN SUBSTR({zone}, 1, 1) = '-' THEN -1 ELSE 1 END) * "
-        f"(CAST(SUBSTR({zone}, 2, 2) AS BIGINT) * 60 + CAST(SUBSTR({zone}, 5, 2) AS BIGINT)) END)"
-    )
-    valid = (
-        f"{text} IS NOT NULL AND REGEXP({text}, '{RFC3339}') AND {year} >= 1 AND {month} BETWEEN 1 AND 12 "
-        f"AND {day} BETWEEN 1 AND {month_days} AND {hour} <= 23 AND {minute} <= 59 AND {second} <= 59 "
-        f"AND (UPPER(SUBSTR({text}, CHAR_LENGTH({text}), 1)) = 'Z' OR CAST(SUBSTR({zone}, 5, 2) AS BIGINT) <= 59)"
-    )
-    return (
-        f"(CASE WHEN {valid} THEN (({days} * 24 + {hour}) * 60 + {minute}) * 60000 + {second} * 1000 + {fraction} "
-        f"- {offset_minutes} * 60000 END)"
-    )
+def function_ddl() -> list[str]:
+    """``CREATE TEMPORARY SYSTEM FUNCTION`` statements for :data:`FUNCTIONS` (their jar must be on ``pipeline.jars``)."""
+    return [f"CREATE TEMPORARY SYSTEM FUNCTION {name} AS {lit(cls)} LANGUAGE JAVA" for name, cls in FUNCTIONS.items()]
 
 
 def source_schema_columns(skew: timedelta) -> list[tuple[str, str]]:
     """Computed columns of the events source: ``(name, SQL expression)``.
 
-    ``rowtime`` drives the per-partition watermarks, so it lives in the source. It is the event
-    time at second precision (``UNIX_TIMESTAMP`` with an ``XXX`` offset pattern; minute boundaries
-    are whole seconds, so bucketing is unaffected), or the epoch when the text is not a plausible
-    RFC 3339 instant or lies beyond ``skew`` after Kafka received it: such an event never advances
-    the watermark. The exact millisecond event time is computed once in :func:`parse_view`.
-    Few references to the JSON text on purpose: Flink re-evaluates an inlined expression in every
-    CASE branch that mentions it (measured: 107 s per 200k records with the full expression here).
+    ``rowtime`` drives the per-partition watermarks, so it lives in the source. It is the exact
+    event time, or the epoch when the text is not a real RFC 3339 instant or lies beyond ``skew``
+    after Kafka received it: such an event never advances the watermark
+    (``metering_rowtime_millis``, one call: Flink evaluates a SQL ``CASE`` branch by branch).
     """
+    skew_ms = int(skew / timedelta(milliseconds=1))
     text = f"JSON_VALUE({doc_sql()}, '$.timestamp')"
-    seconds_expr = (
-        f"UNIX_TIMESTAMP(CONCAT(SUBSTR({text}, 1, 19), REGEXP_EXTRACT({text}, '([+-]\\d{{2}}:\\d{{2}}|[Zz])$', 1)), "
-        "'yyyy-MM-dd''T''HH:mm:ssXXX')"
-    )
-    plausible = f"REGEXP({text}, '{RFC3339}')"
-    rowtime = (
-        f"TO_TIMESTAMP_LTZ(CASE WHEN {plausible} AND TO_TIMESTAMP_LTZ({seconds_expr} * 1000, 3) <= kafka_ts + {seconds(skew)} "
-        f"THEN {seconds_expr} * 1000 ELSE 0 END, 3)"
-    )
-    return [("rowtime", rowtime)]
+    return [("rowtime", f"TO_TIMESTAMP_LTZ(metering_rowtime_millis({text}, kafka_ts, CAST({skew_ms} AS BIGINT)), 3)")]
 
 
 def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     """``parsed``: every record with its fields and ``reason`` (NULL = valid). One reason per record.
 
-    The JSON fields are extracted once, behind a ``CROSS JOIN UNNEST`` (a correlate the planner
-    does not merge into the expressions above it), so the checks below reference plain columns.
+    The document is parsed once (``metering_json_fields``: the JSON type, then each path's
+    ``JSON_VALUE``), behind a ``CROSS JOIN UNNEST`` (a correlate the planner does not merge into
+    the expressions above it), so the checks below reference plain columns.
     """
     doc = doc_sql()
     event_types = sorted({m.event_type for m in meters})
@@ -149,15 +110,17 @@ SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
        END AS reason
 FROM (
   SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, is_json, is_object, event_id, customer_id,
-         event_type, ts_text, q_text, schema_version, {event_millis_sql("ts_text")} AS event_ms
+         event_type, ts_text, q_text, schema_version, metering_event_millis(ts_text) AS event_ms
   FROM (
-    SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.*
+    SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.doc,
+           f.j IS NOT NULL AS is_json, COALESCE(f.j[1] = 'object', FALSE) AS is_object,
+           f.j[2] AS event_id, f.j[3] AS customer_id, f.j[4] AS event_type, f.j[5] AS ts_text,
+           f.j[6] AS q_text, f.j[7] AS schema_version
     FROM {source} AS e
     CROSS JOIN UNNEST(ARRAY[ROW(
-      {doc}, {doc} IS JSON, {doc} IS JSON OBJECT,
-      JSON_VALUE({doc}, '$.event_id'), JSON_VALUE({doc}, '$.customer_id'), JSON_VALUE({doc}, '$.event_type'),
-      JSON_VALUE({doc}, '$.timestamp'), JSON_VALUE({doc}, '$.quantity'), JSON_VALUE({doc}, '$.schema_version')
-    )]) AS f(doc, is_json, is_object, event_id, customer_id, event_type, ts_text, q_text, schema_version)
+      {doc},
+      metering_json_fields({doc}, '$.event_id', '$.customer_id', '$.event_type', '$.timestamp', '$.quantity', '$.schema_version')
+    )]) AS f(doc, j)
   )
 )"""
 

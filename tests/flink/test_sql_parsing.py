@@ -2,7 +2,9 @@
 
 Runs jobs/sql.parse_view on hand-made rows in a batch TableEnvironment (no Kafka): the same
 valid/invalid verdict on the schema corpus, the SQL reason among the Python reasons, and the
-same event time for generated RFC 3339 strings.
+same event time for generated RFC 3339 strings. The job's Java functions (udfs/jvm) are checked
+against what they replace: ``metering_json_fields`` against Flink's own ``IS JSON`` / ``IS JSON
+OBJECT`` / ``JSON_VALUE`` on awkward documents, the rowtime column against the Python rules.
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ PRODUCER_ONLY = {"unknown_field", "bad_properties"}
 def t_env() -> Any:
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
+    from infra.udf_jar import udf_jar
+
     env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     env.get_config().set("parallelism.default", "1")
     env.get_config().set("table.local-time-zone", "UTC")
+    env.get_config().set("pipeline.jars", udf_jar().as_uri())
+    for statement in sql.function_ddl():
+        env.execute_sql(statement)
     return env
 
 
@@ -111,3 +118,85 @@ def test_event_time_matches_python_for_generated_timestamps(t_env: Any) -> None:
             assert reason == "bad_timestamp", text
         else:
             assert event_ms == expected, (text, event_ms, expected)
+
+
+#: Documents where a hand-written JSON reader could differ from Flink's: number spellings, nesting,
+#: nulls, duplicate keys, non-object roots, trailing text, escapes, invalid JSON.
+AWKWARD_DOCS = [
+    '{"quantity": 1, "event_id": "a"}',
+    '{"quantity": 1.50, "event_id": "b"}',
+    '{"quantity": -0, "event_id": "c"}',
+    '{"quantity": 1e9, "event_id": "d"}',
+    '{"quantity": 1E-3, "event_id": "e"}',
+    '{"quantity": 12345678901234567890123, "event_id": "f"}',
+    '{"quantity": 0.1000000000000000055511151231257827, "event_id": "g"}',
+    '{"quantity": "7.25", "event_id": 42}',
+    '{"quantity": true, "event_id": false}',
+    '{"quantity": null, "event_id": "h"}',
+    '{"quantity": [1, 2], "event_id": {"x": 1}}',
+    '{"event_id": "dup", "event_id": "dup2", "quantity": 3}',
+    '{"properties": {"model": "small-1", "user": "u1", "nested": {"a": 1}}, "event_id": "i"}',
+    '{"properties": {"model": null}, "event_id": "j"}',
+    '{"properties": "not an object", "event_id": "k"}',
+    '{"event_id": "caf\\u00e9 \\"quoted\\" \\n", "quantity": 1}',
+    '  {"event_id": "spaces", "quantity": 2}  ',
+    '{"event_id": "trailing", "quantity": 2} x',
+    '{"event_id": "two"} {"event_id": "docs"}',
+    '{"event_id": "unterminated"',
+    "{'event_id': 'single quotes'}",
+    '[{"event_id": "array root"}]',
+    '"just a string"',
+    "42",
+    "null",
+    "",
+    "not json at all",
+]
+PATHS = ["$.event_id", "$.quantity", "$.properties.model", "$.properties.nested", "$.missing", "$.properties.user"]
+
+
+def test_json_fields_agree_with_flinks_json_functions(t_env: Any) -> None:
+    from pyflink.table import DataTypes
+
+    table = t_env.from_elements([(d,) for d in AWKWARD_DOCS], DataTypes.ROW([DataTypes.FIELD("doc", DataTypes.STRING())]))
+    t_env.create_temporary_view("awkward", table)
+    builtin = ", ".join(f"JSON_VALUE(doc, {sql.lit(p)})" for p in PATHS)
+    ours = f"metering_json_fields(doc, {', '.join(sql.lit(p) for p in PATHS)})"
+    elements = ", ".join(f"j[{i}]" for i in range(1, len(PATHS) + 2))  # collect() cannot carry NULL array elements
+    query = f"""SELECT doc, doc IS JSON, doc IS JSON OBJECT, {builtin}, j IS NOT NULL, {elements}
+FROM (SELECT *, {ours} AS j FROM awkward)"""
+    rows = list(t_env.sql_query(query).execute().collect())
+    t_env.drop_temporary_view("awkward")
+    assert len(rows) == len(AWKWARD_DOCS)
+    width = len(PATHS)
+    for row in rows:
+        doc, is_json, is_object, values = row[0], row[1], row[2], list(row[3 : 3 + width])
+        parsed, kind, fields = row[3 + width], row[4 + width], list(row[5 + width :])
+        assert parsed == is_json, doc
+        if parsed:
+            assert (kind == "object") == is_object, doc
+            assert fields == values, (doc, fields, values)
+
+
+def test_rowtime_column_is_the_event_time_or_the_epoch(t_env: Any) -> None:
+    from pyflink.table import DataTypes
+
+    (rowtime_expr,) = (expr for name, expr in sql.source_schema_columns(timedelta(minutes=5)) if name == "rowtime")
+    received = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    cases = {
+        "2026-03-01T11:59:59.250Z": epoch_millis(datetime(2026, 3, 1, 11, 59, 59, 250000, tzinfo=UTC)),
+        "2026-03-01T14:05:00+02:00": epoch_millis(datetime(2026, 3, 1, 12, 5, tzinfo=UTC)),  # exactly received + skew
+        "2026-03-01T12:05:00.001Z": 0,  # beyond the allowed skew: never advances the watermark
+        "2026-02-30T12:00:00Z": 0,  # not a real date
+        "yesterday": 0,
+    }
+    docs = [json.dumps({"timestamp": text}) for text in cases] + ['{"no": "timestamp"}']
+    table = t_env.from_elements(
+        [(bytearray(d.encode()), received) for d in docs],
+        DataTypes.ROW([DataTypes.FIELD("payload", DataTypes.BYTES()), DataTypes.FIELD("kafka_ts", DataTypes.TIMESTAMP_LTZ(3))]),
+    )
+    t_env.create_temporary_view("received", table)
+    as_text = f"DATE_FORMAT({rowtime_expr}, 'yyyy-MM-dd''T''HH:mm:ss.SSS')"  # collect() cannot return TIMESTAMP_LTZ
+    rows = list(t_env.sql_query(f"SELECT CAST(payload AS STRING), {as_text} FROM received").execute().collect())
+    t_env.drop_temporary_view("received")
+    got = {json.loads(doc).get("timestamp"): epoch_millis(datetime.fromisoformat(text + "+00:00")) for doc, text in rows}
+    assert got == {**cases, None: 0}

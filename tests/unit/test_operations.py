@@ -10,6 +10,7 @@ import pytest
 from infra.errors import StackError
 from infra.settings import PROJECT_ROOT
 from jobs.operations import (
+    UDF_JAR_NAME,
     SubmitOptions,
     _root_exception,
     check_savepoint,
@@ -188,16 +189,23 @@ def test_job_arguments_carry_every_option(tmp_path: Path) -> None:
     ]
     minimal = job_arguments(SubmitOptions(cluster_url="http://x:1", config_path=tmp_path / "m.yaml"), tmp_path / "c.yaml")
     assert minimal == ["--config", str(tmp_path / "c.yaml"), "--job-name", "metering"]
+    with_udfs = job_arguments(
+        SubmitOptions(cluster_url="http://x:1", config_path=tmp_path / "m.yaml"), tmp_path / "c.yaml", tmp_path / "u.jar"
+    )
+    assert with_udfs[-2:] == ["--udf-jar", str(tmp_path / "u.jar")]
 
 
 def test_package_ships_the_python_packages_and_the_config(tmp_path: Path) -> None:
     config = tmp_path / "m.yaml"
     config.write_text("meters: []\n")
-    archive = package(PROJECT_ROOT, config, tmp_path / "out")
+    jar = tmp_path / "built.jar"
+    jar.write_bytes(b"PK jar")
+    archive = package(PROJECT_ROOT, config, tmp_path / "out", jar)
     names = set(zipfile.ZipFile(archive).namelist())
     assert {"jobs/metering_job.py", "jobs/finalize.py", "udfs/ledger.py", "schemas/usage_event.v1.json"} <= names
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
     assert (tmp_path / "out" / "metering.yaml").read_text() == "meters: []\n"
+    assert (tmp_path / "out" / UDF_JAR_NAME).read_bytes() == b"PK jar"  # the job gets this copy (--udf-jar)
 
 
 def test_a_missing_local_savepoint_is_refused_before_submission(tmp_path: Path) -> None:
