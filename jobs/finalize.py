@@ -11,7 +11,8 @@ late events (``window_end_ms`` = -1). Outputs (JSON strings):
 - side output ``corrections``: partials that arrived for an already final period.
 
 State per key: the open periods and the running partial of each open minute (a pickled dict in
-one ``ValueState``), cleared by the finalization timer when nothing is open: bounded.
+one ``ValueState``), cleared by the finalization timer when nothing is open; plus the timestamp of
+the key's newest finalization (one long, kept: it decides finality right after a restore).
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(ValueStateDescriptor("ledger", Types.PICKLED_BYTE_ARRAY()))
+        # The newest finalization timer that fired for this key; kept when the ledger is cleared
+        # (one long per key that ever had a final). See _finality_watermark.
+        self.final_through = runtime_context.get_state(ValueStateDescriptor("final_through", Types.LONG()))
         # The job's own counters (Flink metrics, read by `metering job status`; see METRICS).
         metrics = runtime_context.get_metrics_group()
         self.counters = {name: metrics.counter(name) for name in METRICS}
@@ -111,10 +115,21 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         else:
             self.state.clear()
 
+    def _finality_watermark(self, watermark: int) -> int:
+        """The watermark that decides whether a period is final: the operator's, or this key's last finalization if ahead.
+
+        Flink does not restore an operator's watermark: after a restore it starts from nothing and
+        is rebuilt from the sources. Until it passes where it was, a row for a period this key
+        finalized before the restore would look open and be finalized a second time (a second
+        final with only the late rows) instead of becoming a correction.
+        """
+        through = self.final_through.value()
+        return watermark if through is None or through <= watermark else int(through)
+
     def process_element(self, row: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         customer_id, meter, group_key, minute_ms, window_end_ms = row[0], row[1], row[2], int(row[3]), int(row[4])
         state = self._load(customer_id, meter)
-        watermark = ctx.timer_service().current_watermark()
+        watermark = ctx.timer_service().current_watermark()  # for pruning open minutes: the window's progress
         partial = partial_from_row(state.ledger.aggregation, row)
         late_event_id = ""
         if window_end_ms > 0:  # one step's events of a minute: the minute's segment is its running value
@@ -127,7 +142,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
             late_event_id = str(row[11])
             segment, version, segment_value = f"late:{late_event_id}", 1, partial  # one row per late event
             self.counters["meteringLateEvents"].inc()
-        correction = state.ledger.apply(MinuteChange(minute_ms, partial), watermark)
+        correction = state.ledger.apply(MinuteChange(minute_ms, partial), self._finality_watermark(watermark))
         if correction is not None:
             self.counters["meteringCorrectionsEmitted"].inc()
             yield CORRECTIONS, self._correction_json(customer_id, meter, group_key, correction, late_event_id)
@@ -144,6 +159,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         for final in state.ledger.finalize(timestamp):
             self.counters["meteringFinalsEmitted"].inc()
             yield FINALS, self._final_json(customer_id, meter, group_key, final)
+        self.final_through.update(timestamp)  # timers fire in order: the newest
         self._save(state, timestamp)
 
     # --- wire formats -----------------------------------------------------------------------------
