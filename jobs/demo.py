@@ -62,7 +62,11 @@ def demo_document(run_id: str, bootstrap: str, chdb_path: Path) -> dict[str, Any
             "max_out_of_orderness": "30s",
             "idle_timeout": "10s",
         },
-        "billing": {"default": {"period": "month", "timezone": "UTC", "grace": "48h"}, "customers": CUSTOMERS},
+        "billing": {
+            "default": {"period": "month", "timezone": "UTC", "grace": "48h"},
+            # A copy: a caller adding a customer must not change what generate() produces afterwards.
+            "customers": {name: dict(policy) for name, policy in CUSTOMERS.items()},
+        },
         "meters": [
             {"name": "api_calls", "event_type": "api_call", "aggregation": "count"},
             {"name": "tokens", "event_type": "tokens", "aggregation": "sum", "group_by": ["model"]},

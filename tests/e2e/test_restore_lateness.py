@@ -106,7 +106,8 @@ def test_a_late_event_for_a_period_final_before_the_restore_is_a_correction(
     document["pipeline"].update(
         checkpoint_interval="1s", provisional_interval="5s", idle_timeout="1h", max_out_of_orderness="30s"
     )
-    document["billing"]["customers"]["daily-co"] = {"timezone": "UTC", "period": "day", "grace": "1h"}
+    daily = {"timezone": "UTC", "period": "day", "grace": "1h"}
+    document["billing"]["customers"] = {**document["billing"]["customers"], "daily-co": daily}  # not demo.CUSTOMERS
     config_path = tmp_path / "metering.yaml"
     config_path.write_text(yaml.safe_dump(document))
     config = load_config(config_path, env={})
