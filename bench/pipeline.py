@@ -39,13 +39,14 @@ from clickhouse.migrate import migrate  # noqa: E402
 from infra.flink import connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
 from jobs.cli import ensure_topics  # noqa: E402
-from jobs.config import load_config  # noqa: E402
+from jobs.config import Config, load_config  # noqa: E402
 from jobs.demo import demo_document, generate  # noqa: E402
 from jobs.loader import Loader  # noqa: E402
 from jobs.produce import make_producer, produce_lines  # noqa: E402
 
 
-def config_for(tag: str, settings: StackSettings, workdir: Path, **pipeline: str) -> Path:
+def config_for(tag: str, settings: StackSettings, workdir: Path, **pipeline: object) -> Path:
+    """A demo configuration with its own topics and database, ``pipeline`` settings applied; returns its path."""
     document = demo_document(f"bench-{tag}-{uuid.uuid4().hex[:6]}", settings.bootstrap_servers, workdir / "chdb")
     document["pipeline"].update(pipeline)
     path = workdir / f"{tag}.yaml"
@@ -53,36 +54,32 @@ def config_for(tag: str, settings: StackSettings, workdir: Path, **pipeline: str
     return path
 
 
-def backfill(events: int, settings: StackSettings, workdir: Path) -> dict[str, float]:
-    path = config_for("backfill", settings, workdir, checkpoint_interval="10s", provisional_interval="10s")
-    config = load_config(path, env={})
-    data = workdir / "backfill.jsonl"
+def fill_events_topic(config: Config, settings: StackSettings, data: Path, events: int) -> None:
+    """Generate ``events`` demo events (plus duplicates, malformed lines) into ``data`` and send them to the events topic."""
     generate(data, events, seed=3)
     ensure_topics(config)
     producer = make_producer(settings.bootstrap_servers)
     with data.open("rb") as lines:
         produce_lines(lines, producer=producer, topic=config.kafka.topics.events, validate=False)
     producer.close()
+
+
+def bounded_job_command(config_path: Path, settings: StackSettings) -> list[str]:
+    """The metering job over what is in the topic (``--until-end``), on the local MiniCluster."""
+    job = [sys.executable, "-m", "jobs.metering_job", "--config", str(config_path), "--until-end"]
+    return [*job, "--connector-jar", str(connector_jar(settings))]
+
+
+def backfill(events: int, settings: StackSettings, workdir: Path) -> dict[str, float]:
+    path = config_for("backfill", settings, workdir, checkpoint_interval="10s", provisional_interval="10s")
+    config = load_config(path, env={})
+    data = workdir / "backfill.jsonl"
+    fill_events_topic(config, settings, data, events)
     with open_storage(config.storage) as storage:
         migrate(storage)
     lines_total = sum(1 for _ in data.open())
     started = time.monotonic()
-    job = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.metering_job",
-            "--config",
-            str(path),
-            "--until-end",
-            "--connector-jar",
-            str(connector_jar(settings)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    job = subprocess.run(bounded_job_command(path, settings), cwd=ROOT, capture_output=True, text=True, check=False)
     if job.returncode != 0:
         raise SystemExit(job.stderr[-3000:])
     job_done = time.monotonic()

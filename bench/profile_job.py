@@ -19,21 +19,15 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.flink import connector_jar  # noqa: E402
+from bench.pipeline import bounded_job_command, config_for, fill_events_topic  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
-from jobs.cli import ensure_topics  # noqa: E402
 from jobs.config import load_config  # noqa: E402
-from jobs.demo import demo_document, generate  # noqa: E402
-from jobs.produce import make_producer, produce_lines  # noqa: E402
 
 TASK_THREAD = re.compile(r'^"(?P<name>.+?\(\d+/\d+\)#\d+)".*nid=(?P<nid>0x[0-9a-f]+)')
 ANY_THREAD = re.compile(r'^"(?P<name>[^"]+)".*nid=(?P<nid>0x[0-9a-f]+)', re.MULTILINE)
@@ -102,31 +96,14 @@ def main() -> None:
     args = parser.parse_args()
     settings = StackSettings.from_env()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    document = demo_document(f"profile-{uuid.uuid4().hex[:6]}", settings.bootstrap_servers, args.workdir / "chdb")
-    document["pipeline"].update(checkpoint_interval="10s", provisional_interval="10s", parallelism=args.parallelism)
-    path = args.workdir / "profile.yaml"
-    path.write_text(yaml.safe_dump(document))
-    config = load_config(path, env={})
-    data = args.workdir / "profile.jsonl"
-    generate(data, args.events, seed=3)
-    ensure_topics(config)
-    producer = make_producer(settings.bootstrap_servers)
-    with data.open("rb") as lines:
-        produce_lines(lines, producer=producer, topic=config.kafka.topics.events, validate=False)
-    producer.close()
+    path = config_for(
+        "profile", settings, args.workdir, checkpoint_interval="10s", provisional_interval="10s", parallelism=args.parallelism
+    )
+    fill_events_topic(load_config(path, env={}), settings, args.workdir / "profile.jsonl", args.events)
 
     started = time.monotonic()
     job = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs.metering_job",
-            "--config",
-            str(path),
-            "--until-end",
-            "--connector-jar",
-            str(connector_jar(settings)),
-        ],
+        bounded_job_command(path, settings),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=(args.workdir / "profile-job.log").open("w"),
