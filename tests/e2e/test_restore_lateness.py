@@ -28,7 +28,7 @@ import yaml
 
 from infra.settings import StackSettings
 from jobs.cli import ensure_topics
-from jobs.config import load_config
+from jobs.config import Config, load_config
 from jobs.demo import demo_document
 from tests.e2e.harness import committed_values, metering, produce, reported_status, run, wait_until_consumed
 
@@ -48,20 +48,31 @@ def token_event(event_id: str, at: datetime, quantity: int, customer: str = "res
     )
 
 
-def test_events_behind_the_restored_watermark_are_counted(tmp_path: Path, stack: Any, stack_settings: StackSettings) -> None:
+def one_partition_setup(
+    tmp_path: Path, stack_settings: StackSettings, customers: dict[str, Any] | None = None
+) -> tuple[str, Path, Config, dict[str, str], list[str]]:
+    """A migrated demo configuration with a one-partition events topic; ``customers`` are added to the demo's.
+
+    Returns the run id, the configuration's path and value, the environment and the ``--cluster`` arguments.
+    """
     run_id = uuid.uuid4().hex[:8]
     document = demo_document(run_id, stack_settings.bootstrap_servers, tmp_path / "chdb")
     # One partition, so the watermark is that partition's; never idle (FLINK-40499, see test_upgrade).
     document["pipeline"].update(
         checkpoint_interval="1s", provisional_interval="5s", idle_timeout="1h", max_out_of_orderness="30s"
     )
+    document["billing"]["customers"].update(customers or {})
     config_path = tmp_path / "metering.yaml"
     config_path.write_text(yaml.safe_dump(document))
     config = load_config(config_path, env={})
     ensure_topics(config, partitions=1)
     env = {**os.environ, "METERING_HOME": str(stack_settings.home)}
-    cluster = ["--cluster", stack_settings.flink_rest_url]
     run(env, "migrate", "--config", str(config_path), timeout=120)
+    return run_id, config_path, config, env, ["--cluster", stack_settings.flink_rest_url]
+
+
+def test_events_behind_the_restored_watermark_are_counted(tmp_path: Path, stack: Any, stack_settings: StackSettings) -> None:
+    run_id, config_path, config, env, cluster = one_partition_setup(tmp_path, stack_settings)
     topic = config.kafka.topics.events
 
     # An hour of events; the job's watermark ends 30 s (out-of-orderness) before the last one.
@@ -101,20 +112,8 @@ def test_events_behind_the_restored_watermark_are_counted(tmp_path: Path, stack:
 def test_a_late_event_for_a_period_final_before_the_restore_is_a_correction(
     tmp_path: Path, stack: Any, stack_settings: StackSettings
 ) -> None:
-    run_id = uuid.uuid4().hex[:8]
-    document = demo_document(run_id, stack_settings.bootstrap_servers, tmp_path / "chdb")
-    document["pipeline"].update(
-        checkpoint_interval="1s", provisional_interval="5s", idle_timeout="1h", max_out_of_orderness="30s"
-    )
     daily = {"timezone": "UTC", "period": "day", "grace": "1h"}
-    document["billing"]["customers"] = {**document["billing"]["customers"], "daily-co": daily}  # not demo.CUSTOMERS
-    config_path = tmp_path / "metering.yaml"
-    config_path.write_text(yaml.safe_dump(document))
-    config = load_config(config_path, env={})
-    ensure_topics(config, partitions=1)
-    env = {**os.environ, "METERING_HOME": str(stack_settings.home)}
-    cluster = ["--cluster", stack_settings.flink_rest_url]
-    run(env, "migrate", "--config", str(config_path), timeout=120)
+    run_id, config_path, config, env, cluster = one_partition_setup(tmp_path, stack_settings, {"daily-co": daily})
     topic = config.kafka.topics.events
 
     # 10 March, one event a minute for an hour; then 11 March up to 01:10, so the watermark passes
