@@ -5,6 +5,7 @@ import org.apache.flink.table.functions.ScalarFunction;
 import org.apache.flink.table.runtime.functions.SqlJsonUtils;
 
 import org.apache.flink.shaded.com.jayway.jsonpath.Configuration;
+import org.apache.flink.shaded.com.jayway.jsonpath.DocumentContext;
 import org.apache.flink.shaded.com.jayway.jsonpath.JsonPath;
 import org.apache.flink.shaded.com.jayway.jsonpath.spi.json.JacksonJsonProvider;
 import org.apache.flink.shaded.com.jayway.jsonpath.spi.mapper.JacksonMappingProvider;
@@ -61,10 +62,16 @@ public final class JsonFields extends ScalarFunction {
         if (root == null) {
             return values;
         }
+        final DocumentContext document;
+        try {
+            document = JsonPath.parse(root, STRICT); // once per document, not once per path
+        } catch (Exception unreadable) {
+            return values;
+        }
         for (int i = 0; i < paths.length; i++) {
             Object value;
             try {
-                value = JsonPath.parse(root, STRICT).read(paths[i]);
+                value = document.read(paths[i]);
             } catch (Exception missingOrInvalid) {
                 value = null;
             }
