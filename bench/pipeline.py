@@ -1,17 +1,23 @@
 """Benchmark the pipeline end to end on the local stack; prints figures and appends them to docs/benchmarks.md.
 
-Two measurements, exactly-once on (EXACTLY_ONCE checkpoints, transactional sinks, read_committed):
+Three measurements, exactly-once on (EXACTLY_ONCE checkpoints, transactional sinks, read_committed):
 
-1. backfill throughput: N events already in the topic -> bounded job -> loader until idle. Reported
-   as events/s from job start until the last aggregate is queryable in ClickHouse.
-2. live latency: the job and the loader run continuously while a producer sends events stamped
-   with the wall clock at a fixed rate. For every aggregate segment loaded, the delay between the
-   end of its window step (event time = send time) and the moment ClickHouse stored it is an
-   upper bound of "the last event of that step became visible"; the first event of a step waits at
-   most one step longer. p50/p99 of both are reported.
+1. backfill throughput: N demo events (84 h of event time: sparse per key) already in the topic ->
+   bounded job -> loader until idle. Reported as events/s from job start until the last aggregate
+   is queryable in ClickHouse. This is the historical-replay case.
+2. sustained capacity: a backlog of live-shaped events (``--customers`` customers, event time
+   spread at ``--nominal-rate`` events/s and ending now, 10% retries) is read by the *live* job
+   (provisional steps, checkpoints) while the loader runs. Visible events are counted in ClickHouse
+   after every loader batch; the rate between 10% and 90% of the backlog visible is what the
+   pipeline sustains once it runs, start-up excluded. A trickle of current events keeps the
+   watermark moving after the backlog, as live traffic would.
+3. live latency: the job and the loader run continuously while a producer sends events stamped with
+   the wall clock at a fixed rate. Every 100th event belongs to a probe customer of its own, so its
+   minute segment's ``loaded_at`` in ClickHouse is exactly when that event became queryable; p50/p99
+   of (loaded_at - send time) over the probes are reported.
 
 Usage (the stack must be up: `metering stack up`):
-    .venv/bin/python bench/pipeline.py --events 300000 --rate 2000 --seconds 60
+    .venv/bin/python bench/pipeline.py --events 300000 --capacity-events 600000 --rate 2000 --seconds 60
 """
 
 from __future__ import annotations
@@ -20,14 +26,18 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -40,7 +50,7 @@ from infra.flink import connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
 from jobs.cli import ensure_topics  # noqa: E402
 from jobs.config import Config, load_config  # noqa: E402
-from jobs.demo import demo_document, generate  # noqa: E402
+from jobs.demo import demo_document, generate, random_event  # noqa: E402
 from jobs.loader import Loader  # noqa: E402
 from jobs.produce import make_producer, produce_lines  # noqa: E402
 
@@ -98,123 +108,284 @@ def backfill(events: int, settings: StackSettings, workdir: Path) -> dict[str, f
     }
 
 
-def live(rate: int, seconds: int, settings: StackSettings, workdir: Path) -> dict[str, float]:
-    path = config_for(
-        "live",
-        settings,
-        workdir,
-        checkpoint_interval="1s",
-        provisional_interval="1s",
-        max_out_of_orderness="1s",
-        idle_timeout="2s",
-    )
-    config = load_config(path, env={})
-    ensure_topics(config)
-    with open_storage(config.storage) as storage:
-        migrate(storage)
+LIVE_SETTINGS: dict[str, object] = {
+    "checkpoint_interval": "1s",
+    "provisional_interval": "1s",
+    "max_out_of_orderness": "1s",
+    "idle_timeout": "2s",
+}
+#: One meter per event type of the demo meters: the sum of their event counts is the number of
+#: distinct valid events (``active_users`` counts ``api_call`` events a second time).
+COUNTED_METERS = ("api_calls", "tokens", "gpu_seconds", "storage_peak_bytes", "credits")
+TRICKLE_CUSTOMER = "bench-trickle"
+
+
+@contextmanager
+def live_job(path: Path, settings: StackSettings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The metering job running live (unbounded) on the MiniCluster; stopped on exit."""
     job = subprocess.Popen(
         [sys.executable, "-m", "jobs.metering_job", "--config", str(path), "--connector-jar", str(connector_jar(settings))],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=(workdir / "live-job.log").open("w"),
+        stderr=log.open("w"),
         start_new_session=True,
     )
-    stop = threading.Event()
     try:
+        yield job
+    finally:
+        os.killpg(job.pid, 15)
+        job.wait(timeout=60)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def live_shaped_lines(events: int, customers: int, nominal_rate: int, end: datetime, seed: int = 11) -> Iterator[bytes]:
+    """``events`` distinct demo events of ``customers`` customers, event time spread at
+    ``nominal_rate`` per second and ending at ``end``, each followed by a retry of a recent event
+    with probability 0.1 (the retries must not be counted)."""
+    rng = random.Random(seed)
+    names = [f"cap-{n:05d}" for n in range(customers)]
+    recent: list[bytes] = []
+    for n in range(events):
+        moment = end - timedelta(seconds=(events - n) / nominal_rate)
+        line = json.dumps(random_event(rng, n, rng.choice(names), moment), separators=(",", ":")).encode()
+        yield line
+        recent.append(line)
+        if len(recent) > 500:
+            recent.pop(0)
+        if rng.random() < 0.10:
+            yield rng.choice(recent)
+
+
+def trickle(producer: Any, topic: str, stop: threading.Event) -> None:
+    """Send 20 current events a second as ``TRICKLE_CUSTOMER`` until ``stop``: the watermark needs
+    newer events to pass the last window steps of a burst, as live traffic provides."""
+    n = 0
+    while not stop.wait(0.05):
+        event = {
+            "event_id": f"t{n}",
+            "customer_id": TRICKLE_CUSTOMER,
+            "event_type": "api_call",
+            "timestamp": _timestamp(datetime.now(UTC)),
+            "quantity": 1,
+            "properties": {"user": "u"},
+        }
+        producer.send(topic, key=TRICKLE_CUSTOMER.encode(), value=json.dumps(event).encode())
+        n += 1
+
+
+def visible_events(storage: Any, exclude_customer: str) -> int:
+    """Distinct valid events whose minute is queryable (current versions of the counted meters)."""
+    meters = ", ".join(f"'{m}'" for m in COUNTED_METERS)
+    rows = storage.query_rows(
+        f"SELECT sum(event_count) FROM aggregate_segments FINAL WHERE meter IN ({meters}) AND customer_id != '{exclude_customer}'"
+    )
+    return int(rows[0][0] or 0)
+
+
+def capacity(
+    events: int, customers: int, nominal_rate: int, settings: StackSettings, workdir: Path, timeout_s: float = 1800
+) -> dict[str, float]:
+    """The rate at which the live job plus the loader make a backlog of live-shaped events queryable."""
+    # The configuration defaults (10 s checkpoints and provisional steps, 30 s out-of-orderness).
+    path = config_for(
+        "capacity", settings, workdir, checkpoint_interval="10s", provisional_interval="10s", max_out_of_orderness="30s"
+    )
+    config = load_config(path, env={})
+    ensure_topics(config)
+    producer = make_producer(settings.bootstrap_servers)
+    produce_lines(
+        live_shaped_lines(events, customers, nominal_rate, datetime.now(UTC)),
+        producer=producer,
+        topic=config.kafka.topics.events,
+        validate=False,
+    )
+    with open_storage(config.storage) as storage:
+        migrate(storage)
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    started = time.monotonic()
+    with live_job(path, settings, workdir / "capacity-job.log"), open_storage(config.storage) as storage:
+        sender = threading.Thread(target=trickle, args=(producer, config.kafka.topics.events, stop), daemon=True)
+        sender.start()
+        loader = Loader(config, storage, group_id=f"{config.kafka.consumer_group}-loader", load_raw=False)
+        last_count = 0.0
+
+        def on_batch(_: Any) -> None:
+            nonlocal last_count
+            now = time.monotonic()
+            if now - last_count < 1.0:
+                return
+            last_count = now
+            visible = visible_events(storage, TRICKLE_CUSTOMER)
+            samples.append((now - started, visible))
+            if visible >= events:
+                raise _Done
+            if now - started > timeout_s:
+                raise SystemExit(f"capacity: {visible:,} of {events:,} events visible after {timeout_s:.0f} s; see {workdir}")
+
+        with suppress(_Done):
+            loader.run(until_idle=False, on_batch=on_batch)
+        stop.set()
+        sender.join()
+    producer.close()
+
+    def reached(fraction: float) -> tuple[float, int]:
+        return next((t, v) for t, v in samples if v >= fraction * events)
+
+    (t10, v10), (t90, v90) = reached(0.1), reached(0.9)
+    first = next(t for t, v in samples if v > 0)
+    return {
+        "events": events,
+        "customers": customers,
+        "nominal_rate": nominal_rate,
+        "first_visible_s": first,
+        "all_visible_s": samples[-1][0],
+        "sustained_events_per_s": (v90 - v10) / (t90 - t10),
+    }
+
+
+class _Done(Exception):
+    """Raised from the loader's batch callback once the whole backlog is visible."""
+
+
+def live(
+    rate: int, seconds: int, settings: StackSettings, workdir: Path, probe_every: int = 100, warmup_s: int = 15
+) -> dict[str, float]:
+    """Per-record visibility latency at a steady ``rate``, after ``warmup_s`` of the same traffic."""
+    path = config_for("live", settings, workdir, **LIVE_SETTINGS)
+    config = load_config(path, env={})
+    ensure_topics(config)
+    with open_storage(config.storage) as storage:
+        migrate(storage)
+    sent_at: dict[str, float] = {}  # probe customer -> wall clock (epoch s) when its event was sent
+    stop = threading.Event()
+    with live_job(path, settings, workdir / "live-job.log"):
         time.sleep(15)  # job start-up
         with open_storage(config.storage) as storage:
             loader = Loader(config, storage, group_id=f"{config.kafka.consumer_group}-loader", load_raw=False)
-            thread = threading.Thread(target=lambda: loader.run(until_idle=False), daemon=True)
-            thread.start()
+            threading.Thread(target=lambda: loader.run(until_idle=False), daemon=True).start()
             producer = make_producer(settings.bootstrap_servers, linger_ms=5)
             customers = ["acme", "globex", "initech", "bharat-ai"]
             sent = 0
             begin = time.monotonic()
-            while time.monotonic() - begin < seconds:
+            while time.monotonic() - begin < warmup_s + seconds:
+                probing = time.monotonic() - begin >= warmup_s
                 target = int((time.monotonic() - begin) * rate)
                 while sent < target:
-                    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                    now = datetime.now(UTC)
+                    probe = probing and sent % probe_every == 0
+                    customer = f"probe-{sent}" if probe else customers[sent % 4]
                     event = {
                         "event_id": f"l{sent}",
-                        "customer_id": customers[sent % 4],
+                        "customer_id": customer,
                         "event_type": "tokens",
-                        "timestamp": now,
+                        "timestamp": _timestamp(now),
                         "quantity": "1",
                         "properties": {"model": "small-1"},
                     }
-                    producer.send(config.kafka.topics.events, key=event["customer_id"].encode(), value=json.dumps(event).encode())
+                    producer.send(config.kafka.topics.events, key=customer.encode(), value=json.dumps(event).encode())
+                    if probe:
+                        sent_at[customer] = now.timestamp()
                     sent += 1
                 time.sleep(0.005)
-            producer.flush()
-            producer.close()
+            sender = threading.Thread(target=trickle, args=(producer, config.kafka.topics.events, stop), daemon=True)
+            sender.start()
             time.sleep(10)  # let the last steps close and load
+            stop.set()
+            sender.join()
+            producer.close()
             rows = storage.query_rows(
-                "SELECT toUnixTimestamp64Milli(loaded_at) - version, version FROM aggregate_segments WHERE segment = 'on_time'"
+                "SELECT customer_id, toUnixTimestamp64Milli(min(loaded_at)) FROM aggregate_segments "
+                "WHERE customer_id LIKE 'probe-%' GROUP BY customer_id"
             )
-    finally:
-        stop.set()
-        os.killpg(job.pid, 15)
-        job.wait(timeout=60)
-    step_ms = 1000
-    delays = sorted(d for d, _ in rows)
+    delays = sorted(loaded_ms / 1000 - sent_at[customer] for customer, loaded_ms in rows)
     if not delays:
-        raise SystemExit("no aggregates became visible; see " + str(workdir / "live-job.log"))
+        raise SystemExit("no probe became visible; see " + str(workdir / "live-job.log"))
 
-    def pct(values: list[int], p: float) -> float:
-        return values[min(len(values) - 1, int(p * len(values)))] / 1000
+    def pct(values: list[float], p: float) -> float:
+        return values[min(len(values) - 1, int(p * len(values)))]
 
     return {
         "rate": rate,
         "seconds": seconds,
-        "segments": len(delays),
-        "last_event_p50_s": pct(delays, 0.50),
-        "last_event_p99_s": pct(delays, 0.99),
-        "first_event_p50_s": pct([d + step_ms for d in delays], 0.50),
-        "first_event_p99_s": pct([d + step_ms for d in delays], 0.99),
-        "mean_s": statistics.mean(delays) / 1000,
+        "probes_sent": len(sent_at),
+        "probes_visible": len(delays),
+        "p50_s": pct(delays, 0.50),
+        "p99_s": pct(delays, 0.99),
+        "max_s": delays[-1],
+        "mean_s": statistics.mean(delays),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--rate", type=int, default=2000)
-    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--events", type=int, default=300_000, help="backfill: demo events (0 skips it)")
+    parser.add_argument(
+        "--capacity-events", type=int, default=600_000, help="capacity: backlog of live-shaped events (0 skips it)"
+    )
+    parser.add_argument("--customers", type=int, default=500, help="capacity: customers in the backlog")
+    parser.add_argument("--nominal-rate", type=int, default=5000, help="capacity: event-time density of the backlog (events/s)")
+    parser.add_argument("--rate", type=int, default=2000, help="live: events/s sent (0 skips it)")
+    parser.add_argument("--seconds", type=int, default=60, help="live: how long to send")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
-    parser.add_argument("--backfill-only", action="store_true", help="skip the live latency run (implies --no-record)")
     args = parser.parse_args()
     settings = StackSettings.from_env()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    result_backfill = backfill(args.events, settings, args.workdir)
-    print("backfill:", json.dumps(result_backfill))
-    if args.backfill_only:
-        return
-    result_live = live(args.rate, args.seconds, settings, args.workdir)
-    print("live:", json.dumps(result_live))
+    results: dict[str, dict[str, float]] = {}
+    if args.events:
+        results["backfill"] = backfill(args.events, settings, args.workdir)
+        print("backfill:", json.dumps(results["backfill"]), flush=True)
+    if args.capacity_events:
+        results["capacity"] = capacity(args.capacity_events, args.customers, args.nominal_rate, settings, args.workdir)
+        print("capacity:", json.dumps(results["capacity"]), flush=True)
+    if args.rate:
+        results["live"] = live(args.rate, args.seconds, settings, args.workdir)
+        print("live:", json.dumps(results["live"]), flush=True)
     if not args.no_record:
-        record(args, result_backfill, result_live)
+        record(args, results)
 
 
-def record(args: argparse.Namespace, b: dict[str, float], live_result: dict[str, float]) -> None:
+def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> None:
+    """Append this run's figures to docs/benchmarks.md."""
+    command = (
+        f".venv/bin/python bench/pipeline.py --events {args.events} --capacity-events {args.capacity_events} "
+        f"--customers {args.customers} --nominal-rate {args.nominal_rate} --rate {args.rate} --seconds {args.seconds}"
+    )
     lines = [
         f"\n### Pipeline, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Command: `.venv/bin/python bench/pipeline.py --events {args.events} --rate {args.rate} --seconds {args.seconds}`; "
-        f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; exactly-once on.",
+        f"Command: `{command}`; machine: {os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}; exactly-once on.",
         "",
         "| measurement | figure |",
         "| --- | --- |",
-        f"| backfill: lines (events + duplicates + malformed) | {b['lines']:,.0f} |",
-        f"| backfill: job (bounded, MiniCluster, parallelism 1) | {b['job_s']:.1f} s |",
-        f"| backfill: loader until idle | {b['load_s']:.1f} s |",
-        f"| **backfill throughput, topic → queryable in ClickHouse** | **{b['events_per_s']:,.0f} events/s** |",
-        f"| live: rate / duration | {live_result['rate']:,.0f} events/s for {live_result['seconds']:.0f} s |",
-        f"| live: step end → visible, p50 / p99 | {live_result['last_event_p50_s']:.2f} s / "
-        f"{live_result['last_event_p99_s']:.2f} s |",
-        f"| **live: event → visible (first event of a step), p50 / p99** | **{live_result['first_event_p50_s']:.2f} s / "
-        f"{live_result['first_event_p99_s']:.2f} s** |",
     ]
+    if b := results.get("backfill"):
+        lines += [
+            f"| backfill: lines (events + duplicates + malformed) | {b['lines']:,.0f} |",
+            f"| backfill: job (bounded, MiniCluster, parallelism 1) | {b['job_s']:.1f} s |",
+            f"| backfill: loader until idle | {b['load_s']:.1f} s |",
+            f"| **backfill throughput, topic → queryable in ClickHouse** | **{b['events_per_s']:,.0f} events/s** |",
+        ]
+    if c := results.get("capacity"):
+        lines += [
+            f"| capacity: backlog | {c['events']:,.0f} events (+10% retries), {c['customers']:,.0f} customers, "
+            f"{c['nominal_rate']:,.0f} events/s of event time |",
+            f"| capacity: first / all visible after job start | {c['first_visible_s']:.1f} s / {c['all_visible_s']:.1f} s |",
+            f"| **capacity: sustained, 10% → 90% of the backlog queryable** | **{c['sustained_events_per_s']:,.0f} events/s** |",
+        ]
+    if live_result := results.get("live"):
+        lines += [
+            f"| live: rate / duration | {live_result['rate']:,.0f} events/s for {live_result['seconds']:.0f} s |",
+            f"| live: probes visible | {live_result['probes_visible']:,.0f} of {live_result['probes_sent']:,.0f} |",
+            f"| **live: event sent → queryable, p50 / p99 / max** | **{live_result['p50_s']:.2f} s / "
+            f"{live_result['p99_s']:.2f} s** / {live_result['max_s']:.2f} s |",
+        ]
     with (ROOT / "docs" / "benchmarks.md").open("a") as handle:
         handle.write("\n".join(lines) + "\n")
 

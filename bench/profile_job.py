@@ -1,13 +1,17 @@
 """Where a bounded metering job spends its time: sampled Java thread dumps of the MiniCluster.
 
-Runs the job (``--until-end``) over N generated demo events and takes a thread dump of its JVM
+Runs the job (``--until-end``) over N generated events and takes a thread dump of its JVM
 every ``--interval`` seconds with ``jstack``. Each Flink task thread (one per chain of operators)
 is counted busy when it is RUNNABLE outside a mailbox wait; the report lists, per task, the
 share of samples it was busy, then the most frequent busy frames (the first frame of our
 operators' packages, or Python when the thread is inside the thread-mode interpreter).
 
+Two workloads: ``demo`` (the demo's 84 hours of event time: about one event per key and minute,
+the historical-replay case) and ``live`` (``bench.pipeline.live_shaped_lines``: 500 customers,
+event time as dense as 5,000 events/s of live traffic).
+
 Usage (the stack must be up: ``metering stack up``):
-    .venv/bin/python -m bench.profile_job --events 100000
+    .venv/bin/python -m bench.profile_job --events 100000 [--workload live]
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline import bounded_job_command, config_for, fill_events_topic  # noqa: E402
+from bench.pipeline import bounded_job_command, config_for, fill_events_topic, live_shaped_lines  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
+from jobs.cli import ensure_topics  # noqa: E402
 from jobs.config import load_config  # noqa: E402
+from jobs.produce import make_producer, produce_lines  # noqa: E402
 
 TASK_THREAD = re.compile(r'^"(?P<name>.+?\(\d+/\d+\)#\d+)".*nid=(?P<nid>0x[0-9a-f]+)')
 ANY_THREAD = re.compile(r'^"(?P<name>[^"]+)".*nid=(?P<nid>0x[0-9a-f]+)', re.MULTILINE)
@@ -92,6 +99,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--parallelism", type=int, default=1)
+    parser.add_argument("--workload", choices=("demo", "live"), default="demo")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
     args = parser.parse_args()
     settings = StackSettings.from_env()
@@ -99,7 +107,15 @@ def main() -> None:
     path = config_for(
         "profile", settings, args.workdir, checkpoint_interval="10s", provisional_interval="10s", parallelism=args.parallelism
     )
-    fill_events_topic(load_config(path, env={}), settings, args.workdir / "profile.jsonl", args.events)
+    config = load_config(path, env={})
+    if args.workload == "demo":
+        fill_events_topic(config, settings, args.workdir / "profile.jsonl", args.events)
+    else:
+        ensure_topics(config)
+        producer = make_producer(settings.bootstrap_servers)
+        lines = live_shaped_lines(args.events, customers=500, nominal_rate=5000, end=datetime.now(UTC))
+        produce_lines(lines, producer=producer, topic=config.kafka.topics.events, validate=False)
+        producer.close()
 
     started = time.monotonic()
     job = subprocess.Popen(
@@ -133,7 +149,7 @@ def main() -> None:
                     busy[name] += 1
                     frames[(name, frame)] += 1
     elapsed = time.monotonic() - started
-    print(f"job: {args.events} events (+ duplicates, malformed), {elapsed:.1f} s, exit {job.returncode}, {samples} dumps")
+    print(f"job: {args.events} {args.workload} events (+ duplicates), {elapsed:.1f} s, exit {job.returncode}, {samples} dumps")
     cpu_by_name: Counter[str] = Counter()
     for nid, name in names.items():
         cpu_by_name[name] += cpu.get(nid, 0.0)

@@ -88,7 +88,8 @@ class Workload:
     late_beyond_grace: int = 0
 
 
-def _event(rng: random.Random, n: int, customer: str, moment: datetime) -> dict[str, Any]:
+def random_event(rng: random.Random, n: int, customer: str, moment: datetime) -> dict[str, Any]:
+    """One valid demo event of a random type (api call, tokens, GPU seconds, storage snapshot, credits)."""
     kind = rng.choices(["api_call", "tokens", "gpu_seconds", "storage_snapshot", "credits"], [50, 30, 10, 8, 2])[0]
     event: dict[str, Any] = {
         "event_id": f"{customer}-{n:08d}",
@@ -135,14 +136,14 @@ def generate(path: Path, events: int, seed: int = 7) -> Workload:
 
         for n in range(events):
             moment = START + step * n + timedelta(milliseconds=rng.randrange(-20_000, 20_000))
-            event = _event(rng, n, rng.choice(customers), moment)
+            event = random_event(rng, n, rng.choice(customers), moment)
             line = json.dumps(event, separators=(",", ":"))
             roll = rng.random()
             if roll < 0.01:  # late but inside grace: sent 1–20 hours of event time later
                 pending_late.append((n + int(timedelta(hours=rng.randrange(1, 20)) / step), line))
                 stats.late_within_grace += 1
             elif roll < 0.011:  # late beyond grace: a tokens event for a period final for weeks
-                late = _event(rng, n, event["customer_id"], LATE_BEYOND_GRACE_DAY + timedelta(minutes=rng.randrange(1440)))
+                late = random_event(rng, n, event["customer_id"], LATE_BEYOND_GRACE_DAY + timedelta(minutes=rng.randrange(1440)))
                 late.update(event_type="tokens", quantity=str(rng.randrange(1, 500)), properties={"model": rng.choice(MODELS)})
                 late["event_id"] = f"{event['customer_id']}-late-{n:08d}"
                 pending_late.append((events + n, json.dumps(late, separators=(",", ":"))))
