@@ -25,11 +25,11 @@ from infra.settings import StackSettings
 from jobs.metering_job import RunOptions, operator_uids
 options = RunOptions(bounded=sys.argv[2] == "bounded", connector_jar=connector_jar(StackSettings.from_env()))
 ops = operator_uids(load_config(Path(sys.argv[1]), env={}), options)
-print(json.dumps([[o.uid, o.name, o.keyed_state] for o in ops]))
+print(json.dumps([[o.uid, o.name, o.keyed_state, o.keyed_input] for o in ops]))
 """
 
 
-def uids(config: Path, mode: str = "live") -> list[tuple[str | None, str, bool]]:
+def uids(config: Path, mode: str = "live") -> list[tuple[str | None, str, bool, bool]]:
     command = [sys.executable, "-c", LIST_UIDS, str(config), mode]
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -57,3 +57,11 @@ def test_every_stateful_operator_has_a_uid_and_adding_meters_keeps_them(tmp_path
 
     after = uids(with_extra_meter(tmp_path))
     assert [op[0] for op in after if op[0]] == [op[0] for op in before if op[0]]
+
+
+def test_every_stateful_operator_reads_a_keyed_shuffle() -> None:
+    """The job runs with object reuse: a stateful operator chained behind another one could keep a
+    reference to a record its predecessor reuses. Hash-partitioned inputs are never chained."""
+    ops = uids(EXAMPLE)
+    stateful = [op for op in ops if op[2]]
+    assert len(stateful) == 4 and all(op[3] for op in stateful), stateful
