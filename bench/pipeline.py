@@ -186,9 +186,19 @@ def visible_events(storage: Any, exclude_customer: str) -> int:
 
 
 def capacity(
-    events: int, customers: int, nominal_rate: int, settings: StackSettings, workdir: Path, timeout_s: float = 1800
+    events: int,
+    customers: int,
+    nominal_rate: int,
+    settings: StackSettings,
+    workdir: Path,
+    *,
+    load_raw: bool = False,
+    timeout_s: float = 1800,
 ) -> dict[str, float]:
-    """The rate at which the live job plus the loader make a backlog of live-shaped events queryable."""
+    """The rate at which the live job plus the loader make a backlog of live-shaped events queryable.
+
+    ``load_raw``: the loader also copies every record of the events topic into ``raw_events``, as
+    ``metering load`` does by default (the same consumer, so it delays the aggregates)."""
     # The configuration defaults (10 s checkpoints and provisional steps, 30 s out-of-orderness).
     path = config_for(
         "capacity", settings, workdir, checkpoint_interval="10s", provisional_interval="10s", max_out_of_orderness="30s"
@@ -211,7 +221,7 @@ def capacity(
     with live_job(path, settings, workdir / "capacity-job.log"), open_storage(config.storage) as storage:
         sender = threading.Thread(target=trickle, args=(producer, config.kafka.topics.events, stop), daemon=True)
         sender.start()
-        loader = Loader(config, storage, group_id=f"{config.kafka.consumer_group}-loader", load_raw=False)
+        loader = Loader(config, storage, group_id=f"{config.kafka.consumer_group}-loader", load_raw=load_raw)
         last_count = 0.0
 
         def on_batch(_: Any) -> None:
@@ -242,6 +252,7 @@ def capacity(
         "events": events,
         "customers": customers,
         "nominal_rate": nominal_rate,
+        "load_raw": load_raw,
         "first_visible_s": first,
         "all_visible_s": samples[-1][0],
         "sustained_events_per_s": (v90 - v10) / (t90 - t10),
@@ -329,6 +340,9 @@ def main() -> None:
     )
     parser.add_argument("--customers", type=int, default=500, help="capacity: customers in the backlog")
     parser.add_argument("--nominal-rate", type=int, default=5000, help="capacity: event-time density of the backlog (events/s)")
+    parser.add_argument(
+        "--load-raw", action="store_true", help="capacity: the loader also loads raw events (as `metering load` does)"
+    )
     parser.add_argument("--rate", type=int, default=2000, help="live: events/s sent (0 skips it)")
     parser.add_argument("--seconds", type=int, default=60, help="live: how long to send")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
@@ -341,7 +355,9 @@ def main() -> None:
         results["backfill"] = backfill(args.events, settings, args.workdir)
         print("backfill:", json.dumps(results["backfill"]), flush=True)
     if args.capacity_events:
-        results["capacity"] = capacity(args.capacity_events, args.customers, args.nominal_rate, settings, args.workdir)
+        results["capacity"] = capacity(
+            args.capacity_events, args.customers, args.nominal_rate, settings, args.workdir, load_raw=args.load_raw
+        )
         print("capacity:", json.dumps(results["capacity"]), flush=True)
     if args.rate:
         results["live"] = live(args.rate, args.seconds, settings, args.workdir)
@@ -354,7 +370,8 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
     """Append this run's figures to docs/benchmarks.md."""
     command = (
         f".venv/bin/python bench/pipeline.py --events {args.events} --capacity-events {args.capacity_events} "
-        f"--customers {args.customers} --nominal-rate {args.nominal_rate} --rate {args.rate} --seconds {args.seconds}"
+        f"--customers {args.customers} --nominal-rate {args.nominal_rate}{' --load-raw' if args.load_raw else ''} "
+        f"--rate {args.rate} --seconds {args.seconds}"
     )
     lines = [
         f"\n### Pipeline, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -375,7 +392,7 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
     if c := results.get("capacity"):
         lines += [
             f"| capacity: backlog | {c['events']:,.0f} events (+10% retries), {c['customers']:,.0f} customers, "
-            f"{c['nominal_rate']:,.0f} events/s of event time |",
+            f"{c['nominal_rate']:,.0f} events/s of event time; raw events loaded: {'yes' if c['load_raw'] else 'no'} |",
             f"| capacity: first / all visible after job start | {c['first_visible_s']:.1f} s / {c['all_visible_s']:.1f} s |",
             f"| **capacity: sustained, 10% → 90% of the backlog queryable** | **{c['sustained_events_per_s']:,.0f} events/s** |",
         ]
