@@ -80,8 +80,10 @@ def bounded_job_command(config_path: Path, settings: StackSettings) -> list[str]
     return [*job, "--connector-jar", str(connector_jar(settings))]
 
 
-def backfill(events: int, settings: StackSettings, workdir: Path) -> dict[str, float]:
-    path = config_for("backfill", settings, workdir, checkpoint_interval="10s", provisional_interval="10s")
+def backfill(events: int, settings: StackSettings, workdir: Path, parallelism: int = 1) -> dict[str, float]:
+    path = config_for(
+        "backfill", settings, workdir, checkpoint_interval="10s", provisional_interval="10s", parallelism=parallelism
+    )
     config = load_config(path, env={})
     data = workdir / "backfill.jsonl"
     fill_events_topic(config, settings, data, events)
@@ -193,6 +195,7 @@ def capacity(
     workdir: Path,
     *,
     load_raw: bool = False,
+    parallelism: int = 1,
     timeout_s: float = 1800,
 ) -> dict[str, float]:
     """The rate at which the live job plus the loader make a backlog of live-shaped events queryable.
@@ -201,7 +204,13 @@ def capacity(
     ``metering load`` does by default (the same consumer, so it delays the aggregates)."""
     # The configuration defaults (10 s checkpoints and provisional steps, 30 s out-of-orderness).
     path = config_for(
-        "capacity", settings, workdir, checkpoint_interval="10s", provisional_interval="10s", max_out_of_orderness="30s"
+        "capacity",
+        settings,
+        workdir,
+        checkpoint_interval="10s",
+        provisional_interval="10s",
+        max_out_of_orderness="30s",
+        parallelism=parallelism,
     )
     config = load_config(path, env={})
     ensure_topics(config)
@@ -253,6 +262,7 @@ def capacity(
         "customers": customers,
         "nominal_rate": nominal_rate,
         "load_raw": load_raw,
+        "parallelism": parallelism,
         "first_visible_s": first,
         "all_visible_s": samples[-1][0],
         "sustained_events_per_s": (v90 - v10) / (t90 - t10),
@@ -343,6 +353,7 @@ def main() -> None:
     parser.add_argument(
         "--load-raw", action="store_true", help="capacity: the loader also loads raw events (as `metering load` does)"
     )
+    parser.add_argument("--parallelism", type=int, default=1, help="backfill and capacity: the job's parallelism")
     parser.add_argument("--rate", type=int, default=2000, help="live: events/s sent (0 skips it)")
     parser.add_argument("--seconds", type=int, default=60, help="live: how long to send")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
@@ -352,11 +363,17 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, float]] = {}
     if args.events:
-        results["backfill"] = backfill(args.events, settings, args.workdir)
+        results["backfill"] = backfill(args.events, settings, args.workdir, args.parallelism)
         print("backfill:", json.dumps(results["backfill"]), flush=True)
     if args.capacity_events:
         results["capacity"] = capacity(
-            args.capacity_events, args.customers, args.nominal_rate, settings, args.workdir, load_raw=args.load_raw
+            args.capacity_events,
+            args.customers,
+            args.nominal_rate,
+            settings,
+            args.workdir,
+            load_raw=args.load_raw,
+            parallelism=args.parallelism,
         )
         print("capacity:", json.dumps(results["capacity"]), flush=True)
     if args.rate:
@@ -371,6 +388,7 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
     command = (
         f".venv/bin/python bench/pipeline.py --events {args.events} --capacity-events {args.capacity_events} "
         f"--customers {args.customers} --nominal-rate {args.nominal_rate}{' --load-raw' if args.load_raw else ''} "
+        f"--parallelism {args.parallelism} "
         f"--rate {args.rate} --seconds {args.seconds}"
     )
     lines = [
@@ -385,14 +403,15 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
     if b := results.get("backfill"):
         lines += [
             f"| backfill: lines (events + duplicates + malformed) | {b['lines']:,.0f} |",
-            f"| backfill: job (bounded, MiniCluster, parallelism 1) | {b['job_s']:.1f} s |",
+            f"| backfill: job (bounded, MiniCluster, parallelism {args.parallelism}) | {b['job_s']:.1f} s |",
             f"| backfill: loader until idle | {b['load_s']:.1f} s |",
             f"| **backfill throughput, topic → queryable in ClickHouse** | **{b['events_per_s']:,.0f} events/s** |",
         ]
     if c := results.get("capacity"):
         lines += [
             f"| capacity: backlog | {c['events']:,.0f} events (+10% retries), {c['customers']:,.0f} customers, "
-            f"{c['nominal_rate']:,.0f} events/s of event time; raw events loaded: {'yes' if c['load_raw'] else 'no'} |",
+            f"{c['nominal_rate']:,.0f} events/s of event time; raw events loaded: {'yes' if c['load_raw'] else 'no'}; "
+            f"parallelism {c['parallelism']:.0f} |",
             f"| capacity: first / all visible after job start | {c['first_visible_s']:.1f} s / {c['all_visible_s']:.1f} s |",
             f"| **capacity: sustained, 10% → 90% of the backlog queryable** | **{c['sustained_events_per_s']:,.0f} events/s** |",
         ]
