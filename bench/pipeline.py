@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,14 +64,24 @@ def config_for(tag: str, settings: StackSettings, workdir: Path, **pipeline: obj
     return path
 
 
+#: The live-shaped backlog's defaults (``--customers``, ``--nominal-rate``; profile_job uses them too).
+CAPACITY_CUSTOMERS = 500
+CAPACITY_NOMINAL_RATE = 5000
+
+
+def send_to_events_topic(config: Config, settings: StackSettings, lines: Iterable[bytes]) -> None:
+    """Create the pipeline's topics and send ``lines`` as they are (no validation) to the events topic."""
+    ensure_topics(config)
+    producer = make_producer(settings.bootstrap_servers)
+    produce_lines(lines, producer=producer, topic=config.kafka.topics.events, validate=False)
+    producer.close()
+
+
 def fill_events_topic(config: Config, settings: StackSettings, data: Path, events: int) -> None:
     """Generate ``events`` demo events (plus duplicates, malformed lines) into ``data`` and send them to the events topic."""
     generate(data, events, seed=3)
-    ensure_topics(config)
-    producer = make_producer(settings.bootstrap_servers)
     with data.open("rb") as lines:
-        produce_lines(lines, producer=producer, topic=config.kafka.topics.events, validate=False)
-    producer.close()
+        send_to_events_topic(config, settings, lines)
 
 
 def bounded_job_command(config_path: Path, settings: StackSettings) -> list[str]:
@@ -213,18 +223,12 @@ def capacity(
         parallelism=parallelism,
     )
     config = load_config(path, env={})
-    ensure_topics(config)
-    producer = make_producer(settings.bootstrap_servers)
-    produce_lines(
-        live_shaped_lines(events, customers, nominal_rate, datetime.now(UTC)),
-        producer=producer,
-        topic=config.kafka.topics.events,
-        validate=False,
-    )
+    send_to_events_topic(config, settings, live_shaped_lines(events, customers, nominal_rate, datetime.now(UTC)))
     with open_storage(config.storage) as storage:
         migrate(storage)
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
+    producer = make_producer(settings.bootstrap_servers)  # the trickle's
 
     started = time.monotonic()
     with live_job(path, settings, workdir / "capacity-job.log"), open_storage(config.storage) as storage:
@@ -350,8 +354,10 @@ def main() -> None:
     parser.add_argument(
         "--capacity-events", type=int, default=600_000, help="capacity: backlog of live-shaped events (0 skips it)"
     )
-    parser.add_argument("--customers", type=int, default=500, help="capacity: customers in the backlog")
-    parser.add_argument("--nominal-rate", type=int, default=5000, help="capacity: event-time density of the backlog (events/s)")
+    parser.add_argument("--customers", type=int, default=CAPACITY_CUSTOMERS, help="capacity: customers in the backlog")
+    parser.add_argument(
+        "--nominal-rate", type=int, default=CAPACITY_NOMINAL_RATE, help="capacity: event-time density of the backlog (events/s)"
+    )
     parser.add_argument(
         "--load-raw", action="store_true", help="capacity: the loader also loads raw events (as `metering load` does)"
     )

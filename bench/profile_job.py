@@ -30,11 +30,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline import bounded_job_command, config_for, fill_events_topic, live_shaped_lines  # noqa: E402
+from bench.pipeline import (  # noqa: E402
+    CAPACITY_CUSTOMERS,
+    CAPACITY_NOMINAL_RATE,
+    bounded_job_command,
+    config_for,
+    fill_events_topic,
+    live_shaped_lines,
+    send_to_events_topic,
+)
 from infra.settings import StackSettings  # noqa: E402
-from jobs.cli import ensure_topics  # noqa: E402
 from jobs.config import load_config  # noqa: E402
-from jobs.produce import make_producer, produce_lines  # noqa: E402
 
 TASK_THREAD = re.compile(r'^"(?P<name>.+?\(\d+/\d+\)#\d+)".*nid=(?P<nid>0x[0-9a-f]+)')
 ANY_THREAD = re.compile(r'^"(?P<name>[^"]+)".*nid=(?P<nid>0x[0-9a-f]+)', re.MULTILINE)
@@ -111,11 +117,8 @@ def main() -> None:
     if args.workload == "demo":
         fill_events_topic(config, settings, args.workdir / "profile.jsonl", args.events)
     else:
-        ensure_topics(config)
-        producer = make_producer(settings.bootstrap_servers)
-        lines = live_shaped_lines(args.events, customers=500, nominal_rate=5000, end=datetime.now(UTC))
-        produce_lines(lines, producer=producer, topic=config.kafka.topics.events, validate=False)
-        producer.close()
+        lines = live_shaped_lines(args.events, CAPACITY_CUSTOMERS, CAPACITY_NOMINAL_RATE, end=datetime.now(UTC))
+        send_to_events_topic(config, settings, lines)
 
     started = time.monotonic()
     job = subprocess.Popen(
