@@ -354,7 +354,13 @@ def cmd_load(args: argparse.Namespace) -> int:
             names = ", ".join(f"{s.version:04d}_{s.name} ({s.state})" for s in pending)
             print(f"metering: the database is not migrated: {names}\n  fix: run `metering migrate`", file=sys.stderr)
             return EXIT_FAILURE
-        loader = Loader(config, storage, group_id=args.group, load_raw=not args.no_raw)
+        loader = Loader(
+            config,
+            storage,
+            group_id=args.group,
+            load_raw=not args.no_raw,
+            heartbeat_interval=config.pipeline.heartbeat_interval,
+        )
 
         def progress(stats: Any) -> None:
             if args.progress:
@@ -370,7 +376,54 @@ def cmd_load(args: argparse.Namespace) -> int:
                 stats = loader.stats
     if args.progress:
         print(file=sys.stderr)
-    print(json.dumps({"rows": dict(stats.rows), "batches": stats.batches, "retries": stats.retries}))
+    summary: dict[str, Any] = {"rows": dict(stats.rows), "batches": stats.batches, "retries": stats.retries}
+    if loader.heartbeat is not None:
+        summary["heartbeats"] = {"sent": loader.heartbeat.stats.records, "failures": loader.heartbeat.stats.failures}
+    print(json.dumps(summary))
+    return EXIT_OK
+
+
+def cmd_heartbeat(args: argparse.Namespace) -> int:
+    from jobs.heartbeat import HeartbeatSender
+    from udfs.durations import parse_duration
+
+    config = _config(args)
+    topic = config.kafka.topics.events
+    sender = HeartbeatSender(config.kafka.bootstrap_servers, topic)
+    if args.once:
+        try:
+            sent = sender.send_once()
+        except Exception as exc:
+            print(
+                f"metering: heartbeat to {topic} at {config.kafka.bootstrap_servers} failed: {type(exc).__name__}: {exc}\n"
+                "  fix: start the broker (`metering stack up` locally) and create the topics (`metering job run` does)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        finally:
+            sender.stop()
+        print(json.dumps({"topic": topic, "partitions": sent}))
+        return EXIT_OK
+    try:
+        interval = parse_duration(args.interval) if args.interval else config.pipeline.heartbeat_interval
+    except ValueError as exc:
+        print(f"metering: --interval: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not interval:
+        print(
+            "metering: pipeline.heartbeat_interval is 0 (off)\n  fix: pass --interval 10s, or --once from a scheduler",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    _interrupt_on_sigterm()
+    try:
+        sender.run(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sender.stop()
+    stats = sender.stats
+    print(json.dumps({"topic": topic, "rounds": stats.rounds, "sent": stats.records, "failures": stats.failures}))
     return EXIT_OK
 
 
@@ -877,6 +930,20 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--no-raw", action="store_true", help="do not copy raw events into raw_events")
     load.add_argument("--progress", action="store_true", help="print progress to stderr")
     load.set_defaults(func=cmd_load)
+
+    heartbeat = sub.add_parser(
+        "heartbeat",
+        help="keep the watermark moving while the events topic is quiet",
+        description="Send a heartbeat record to every partition of the events topic, every "
+        "pipeline.heartbeat_interval until interrupted, or once. The job reads its timestamp like an "
+        "event's and drops it, so periods finalize while no events arrive (docs/semantics.md). "
+        "`metering load` already does this while it runs unbounded; use this command when it does not.",
+        epilog=ENV_HELP,
+    )
+    heartbeat.add_argument("--config", help=config_help)
+    heartbeat.add_argument("--once", action="store_true", help="send one round and exit (for cron)")
+    heartbeat.add_argument("--interval", help="override pipeline.heartbeat_interval (e.g. 10s)")
+    heartbeat.set_defaults(func=cmd_heartbeat)
 
     query = sub.add_parser(
         "query",

@@ -69,6 +69,9 @@ class PipelineSettings:
     checkpoint_interval: timedelta = timedelta(seconds=10)
     provisional_interval: timedelta = timedelta(seconds=10)
     parallelism: int = 1
+    #: ``metering load`` (unbounded) sends a heartbeat to every events partition this often, so the
+    #: watermark moves while the whole topic is quiet (jobs/heartbeat.py); zero turns it off.
+    heartbeat_interval: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -300,7 +303,7 @@ def _pipeline(r: _Reader, raw: Any) -> PipelineSettings:
     defaults = PipelineSettings()
     values: dict[str, Any] = {}
     for name in names:
-        parse = _positive_int if name == "parallelism" else _positive_duration
+        parse = {"parallelism": _positive_int, "heartbeat_interval": parse_duration}.get(name, _positive_duration)
         values[name] = r.get(data, name, "pipeline", parse, getattr(defaults, name))
     settings = PipelineSettings(**values)
     step_ms = settings.provisional_interval / timedelta(milliseconds=1)

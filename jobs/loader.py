@@ -17,12 +17,13 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from clickhouse.client import Storage
 from jobs.config import Config
+from jobs.heartbeat import HeartbeatSender, is_heartbeat
 from udfs.periods import from_epoch_millis
 
 log = logging.getLogger("metering.loader")
@@ -206,9 +207,14 @@ def duplicate_row(record: Any) -> tuple[str, list[Any]] | None:
 
 
 def raw_row(record: Any) -> tuple[str, list[Any]] | None:
-    """A well-formed event for raw_events (malformed ones are in dead_letters with their reason)."""
+    """A well-formed event for raw_events (malformed ones are in dead_letters with their reason).
+
+    Heartbeats (jobs/heartbeat.py) are not events: they are skipped.
+    """
     try:
         d = json.loads(record.value, parse_float=Decimal)
+        if isinstance(d, dict) and is_heartbeat(d):
+            return None
         quantity = Decimal(str(d["quantity"]))
         event_time = datetime.fromisoformat(str(d["timestamp"]).replace("Z", "+00:00").replace("z", "+00:00"))
         if event_time.tzinfo is None or not quantity.is_finite():
@@ -265,7 +271,16 @@ class LoaderStats:
 class Loader:
     """Consume, convert, insert, then commit. One instance owns one storage connection."""
 
-    def __init__(self, config: Config, storage: Storage, *, group_id: str = "metering-loader", load_raw: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        storage: Storage,
+        *,
+        group_id: str = "metering-loader",
+        load_raw: bool = True,
+        heartbeat_interval: timedelta | None = None,
+    ) -> None:
+        """``heartbeat_interval``: while :meth:`run` loads unbounded, send heartbeats this often (jobs/heartbeat.py)."""
         topics = config.kafka.topics
         self.handlers: dict[str, Callable[[Any], tuple[str, list[Any]] | None]] = {
             topics.aggregates: segment_row,
@@ -279,7 +294,9 @@ class Loader:
         self.config = config
         self.storage = storage
         self.group_id = group_id
+        self.heartbeat_interval = heartbeat_interval
         self.stats = LoaderStats()
+        self.heartbeat: HeartbeatSender | None = None
 
     def _consumer(self) -> Any:
         from kafka import KafkaConsumer
@@ -320,6 +337,9 @@ class Loader:
 
         consumer = self._consumer()
         idle_since: float | None = None
+        if not until_idle and self.heartbeat_interval:
+            kafka = self.config.kafka
+            self.heartbeat = HeartbeatSender(kafka.bootstrap_servers, kafka.topics.events).start(self.heartbeat_interval)
         try:
             while True:
                 polled = consumer.poll(timeout_ms=500, max_records=50_000)
@@ -353,6 +373,8 @@ class Loader:
                 if on_batch is not None:
                     on_batch(self.stats)
         finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             consumer.close()
 
     def _batch_row(self, consumer: Any, rows: dict[str, list[list[Any]]], newest_ms: int) -> list[Any]:

@@ -4,7 +4,8 @@ Graph (per-event work in the JVM, Python only on low-volume minute partials)::
 
     events (Kafka, raw bytes + partition/offset/timestamp)
       -> parsed: validation with reason codes; rowtime = event time, or the epoch when the event
-         is invalid or future-dated (it never advances the watermark)
+         is invalid or future-dated (it never advances the watermark); heartbeats (jobs/heartbeat.py)
+         move the watermark and go no further
          -> dead letters (reason != NULL)                                   [Kafka, exactly-once]
          -> duplicates: count/variants per id seen twice                    [Kafka upserts, idempotent]
          -> deduped: first occurrence per (customer_id, event_id), state TTL = dedup retention

@@ -34,6 +34,9 @@ SEP = "\u0001"
 DECIMAL_38_9 = r"^-?(0|[1-9][0-9]{0,28})(\.[0-9]{1,9})?$"
 CUSTOMER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 EVENT_TYPE = r"^[a-z0-9][a-z0-9_.-]*$"
+#: ``reason`` of a heartbeat (jobs/heartbeat.py): not an event and not a dead letter; only its
+#: timestamp matters, and the source has already read it into the watermark.
+HEARTBEAT = "heartbeat"
 PROPERTY_PATH = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -84,6 +87,10 @@ def source_schema_columns(skew: timedelta) -> list[tuple[str, str]]:
 def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     """``parsed``: every record with its fields and ``reason`` (NULL = valid). One reason per record.
 
+    A heartbeat (``"heartbeat": true`` and no ``event_id``, see jobs/heartbeat.py) gets the reason
+    :data:`HEARTBEAT` when its timestamp is valid and not in the future, else the timestamp's dead
+    letter reason, so a sender with a bad clock is reported.
+
     The document is parsed once (``metering_json_fields``: the JSON type, then each path's
     ``JSON_VALUE``), behind a ``CROSS JOIN UNNEST`` (a correlate the planner does not merge into
     the expressions above it), so the checks below reference plain columns.
@@ -97,6 +104,13 @@ SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
        CASE
          WHEN NOT is_json THEN 'malformed_json'
          WHEN NOT is_object THEN 'not_an_object'
+         WHEN heartbeat = 'true' AND event_id IS NULL THEN
+           CASE
+             WHEN ts_text IS NULL THEN 'missing_field'
+             WHEN event_ms IS NULL THEN 'bad_timestamp'
+             WHEN TO_TIMESTAMP_LTZ(event_ms, 3) > kafka_ts + {seconds(skew)} THEN 'future_timestamp'
+             ELSE {lit(HEARTBEAT)}
+           END
          WHEN event_id IS NULL OR customer_id IS NULL OR event_type IS NULL OR ts_text IS NULL OR q_text IS NULL
            THEN 'missing_field'
          WHEN schema_version IS NOT NULL AND schema_version <> '1' THEN 'bad_schema_version'
@@ -110,27 +124,28 @@ SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
        END AS reason
 FROM (
   SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, is_json, is_object, event_id, customer_id,
-         event_type, ts_text, q_text, schema_version, metering_event_millis(ts_text) AS event_ms
+         event_type, ts_text, q_text, schema_version, heartbeat, metering_event_millis(ts_text) AS event_ms
   FROM (
     SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.doc,
            f.j IS NOT NULL AS is_json, COALESCE(f.j[1] = 'object', FALSE) AS is_object,
            f.j[2] AS event_id, f.j[3] AS customer_id, f.j[4] AS event_type, f.j[5] AS ts_text,
-           f.j[6] AS q_text, f.j[7] AS schema_version
+           f.j[6] AS q_text, f.j[7] AS schema_version, f.j[8] AS heartbeat
     FROM {source} AS e
     CROSS JOIN UNNEST(ARRAY[ROW(
       {doc},
-      metering_json_fields({doc}, '$.event_id', '$.customer_id', '$.event_type', '$.timestamp', '$.quantity', '$.schema_version')
+      metering_json_fields({doc}, '$.event_id', '$.customer_id', '$.event_type', '$.timestamp', '$.quantity', '$.schema_version',
+                           '$.heartbeat')
     )]) AS f(doc, j)
   )
 )"""
 
 
 def dead_letters_view(parsed: str) -> str:
-    """Event-level dead letters: the original payload, the reason and where it came from."""
+    """Event-level dead letters: the original payload, the reason and where it came from (not heartbeats)."""
     return f"""
 SELECT reason, CAST(NULL AS STRING) AS meter, customer_id, event_id, doc AS payload,
        kafka_partition, kafka_offset, kafka_ts
-FROM {parsed} WHERE reason IS NOT NULL"""
+FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)}"""
 
 
 def dedup_view(parsed: str) -> str:

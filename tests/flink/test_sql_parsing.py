@@ -19,6 +19,7 @@ import pytest
 
 from jobs import sql
 from jobs.config import load_config
+from jobs.heartbeat import heartbeat_record, is_heartbeat
 from schemas.validate import SCHEMA_DIR, parse_timestamp, validate_line
 from udfs.periods import epoch_millis
 
@@ -200,3 +201,44 @@ def test_rowtime_column_is_the_event_time_or_the_epoch(t_env: Any) -> None:
     t_env.drop_temporary_view("received")
     got = {json.loads(doc).get("timestamp"): epoch_millis(datetime.fromisoformat(text + "+00:00")) for doc, text in rows}
     assert got == {**cases, None: 0}
+
+
+def test_heartbeats_are_neither_events_nor_dead_letters(t_env: Any) -> None:
+    """A heartbeat gets the internal reason ``heartbeat`` (dropped), unless its timestamp is bad or future."""
+    received = datetime.fromtimestamp(1798761600, UTC)  # parse_rows' kafka_ts
+    event = json.loads(next(iter(sorted((SCHEMA_DIR / "examples" / "v1" / "valid").glob("*.json")))).read_text())
+    cases = {
+        heartbeat_record(received - timedelta(seconds=1)).decode(): sql.HEARTBEAT,
+        heartbeat_record(received + timedelta(minutes=5)).decode(): sql.HEARTBEAT,  # exactly the allowed skew
+        heartbeat_record(received + timedelta(minutes=5, milliseconds=1)).decode(): "future_timestamp",
+        '{"heartbeat": true, "timestamp": "2026-02-30T00:00:00Z"}': "bad_timestamp",
+        '{"heartbeat": true}': "missing_field",
+        '{"heartbeat": false, "timestamp": "2026-03-01T00:00:00Z"}': "missing_field",  # not a heartbeat
+        '{"heartbeat": 1, "timestamp": "2026-03-01T00:00:00Z"}': "missing_field",
+        json.dumps({**event, "heartbeat": True}): None,  # an event id makes it an event
+    }
+    rows = parse_rows(t_env, list(cases))
+    assert {doc: reason for doc, reason, _ in rows} == cases
+    # The loader's rule (jobs/heartbeat.py) picks the same records; a bad heartbeat is a dead letter.
+    heartbeats = {doc for doc in cases if is_heartbeat(json.loads(doc))}
+    assert {doc for doc, reason in cases.items() if reason == sql.HEARTBEAT} <= heartbeats
+    assert {cases[doc] for doc in heartbeats} == {sql.HEARTBEAT, "future_timestamp", "bad_timestamp", "missing_field"}
+
+
+def test_the_dead_letter_view_leaves_heartbeats_out(t_env: Any) -> None:
+    from pyflink.table import DataTypes
+
+    docs = [heartbeat_record(datetime(2026, 12, 31, tzinfo=UTC)).decode(), "not json", '{"heartbeat": true}']
+    table = t_env.from_elements([(d,) for d in docs], DataTypes.ROW([DataTypes.FIELD("doc_text", DataTypes.STRING())]))
+    t_env.create_temporary_view("docs", table)
+    source = """SELECT CAST(doc_text AS BYTES) AS payload, 0 AS kafka_partition, CAST(0 AS BIGINT) AS kafka_offset,
+       TO_TIMESTAMP_LTZ(1798761600000, 3) AS kafka_ts, TO_TIMESTAMP_LTZ(0, 3) AS rowtime FROM docs"""
+    t_env.create_temporary_view("src", t_env.sql_query(source))
+    t_env.create_temporary_view("parsed", t_env.sql_query(sql.parse_view("src", CONFIG.meters, timedelta(minutes=5))))
+    rows = list(t_env.sql_query(f"SELECT reason, payload FROM ({sql.dead_letters_view('parsed')})").execute().collect())
+    for name in ("parsed", "src", "docs"):
+        t_env.drop_temporary_view(name)
+    assert sorted((reason, payload) for reason, payload in rows) == [
+        ("malformed_json", "not json"),
+        ("missing_field", '{"heartbeat": true}'),
+    ]

@@ -116,6 +116,14 @@ def test_missing_file_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
         load_config(bad, env={})
 
 
+def test_heartbeats_default_on_and_zero_turns_them_off(tmp_path: Path) -> None:
+    assert load_config(EXAMPLE, env={}).pipeline.heartbeat_interval == timedelta(seconds=10)
+    off = load_config(write(tmp_path, {**MINIMAL, "pipeline": {"heartbeat_interval": 0}}), env={})
+    assert off.pipeline.heartbeat_interval == timedelta(0)
+    with pytest.raises(ConfigError, match=r"pipeline\.heartbeat_interval: 'often' is not a duration"):
+        load_config(write(tmp_path, {**MINIMAL, "pipeline": {"heartbeat_interval": "often"}}), env={})
+
+
 def test_provisional_interval_cannot_beat_checkpoints(tmp_path: Path) -> None:
     document = {**MINIMAL, "pipeline": {"checkpoint_interval": "30s", "provisional_interval": "5s"}}
     with pytest.raises(ConfigError, match=r"pipeline\.provisional_interval: must be >= pipeline\.checkpoint_interval"):
