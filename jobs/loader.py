@@ -332,7 +332,10 @@ class Loader:
     def run(
         self, *, until_idle: bool = False, idle_s: float = 3.0, on_batch: Callable[[LoaderStats], None] | None = None
     ) -> LoaderStats:
-        """Load until interrupted, or (``until_idle``) until every partition is caught up for ``idle_s``."""
+        """Load until interrupted, or (``until_idle``) until every partition is caught up for ``idle_s``.
+
+        Unbounded, it also sends heartbeats every ``heartbeat_interval`` (when set) from a thread.
+        """
         from kafka.errors import CommitFailedError
 
         consumer = self._consumer()
