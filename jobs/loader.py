@@ -358,18 +358,21 @@ class Loader:
                 newest_ms = 0
                 for partition_records in polled.values():
                     for record in partition_records:
-                        newest_ms = max(newest_ms, record.timestamp)
                         converted = self.handlers[record.topic](record)
                         if converted is not None:
+                            newest_ms = max(newest_ms, record.timestamp)
                             table, row = converted
                             rows[table].append(row)
-                rows["loader_batches"] = [self._batch_row(consumer, rows, newest_ms)]
-                self._insert_with_retry(rows)
+                # Nothing to write (heartbeats only, on a quiet topic): commit, but record no batch, so
+                # loader_batches and loader_idle_seconds keep describing data.
+                if rows:
+                    rows["loader_batches"] = [self._batch_row(consumer, rows, newest_ms)]
+                    self._insert_with_retry(rows)
+                    self.stats.batches += 1
                 try:
                     consumer.commit()
                 except CommitFailedError as exc:  # rebalanced while inserting: re-delivery is harmless
                     log.warning("offset commit failed, records will be re-delivered: %s", exc)
-                self.stats.batches += 1
                 for table, table_rows in rows.items():
                     if table != "loader_batches":
                         self.stats.rows[table] += len(table_rows)

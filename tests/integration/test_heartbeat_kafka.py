@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from clickhouse.client import StorageSettings, open_storage
+from clickhouse.migrate import migrate
 from infra.settings import PROJECT_ROOT
-from jobs.cli import EXIT_FAILURE, EXIT_OK, main
+from jobs.cli import EXIT_FAILURE, EXIT_OK, ensure_topics, main
+from jobs.config import Config, KafkaSettings, Topics
 from jobs.heartbeat import HeartbeatSender, is_heartbeat
+from jobs.loader import Loader
+from jobs.produce import make_producer
 from tests.integration.test_kafka_roundtrip import consume_all
 
 FIXED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -68,3 +74,34 @@ def test_the_command_sends_one_round(
     monkeypatch.setenv("METERING__KAFKA__TOPICS__EVENTS", "no-such-topic-heartbeat")
     assert main(["heartbeat", "--once", "--config", example]) == EXIT_FAILURE
     assert "does it exist?" in capsys.readouterr().err
+
+
+def test_the_loader_loads_no_heartbeat_and_records_no_batch_for_them(bootstrap: str, storage_settings: StorageSettings) -> None:
+    prefix = f"hb-load-{uuid.uuid4().hex[:8]}"
+    topics = Topics(*(f"{prefix}-{name}" for name in ("events", "raw", "aggregates", "finals", "corrections", "dead-letters")))
+    config = Config(kafka=KafkaSettings(bootstrap_servers=bootstrap, topics=topics), storage=storage_settings)
+    ensure_topics(config, partitions=2)
+    event = {"event_id": "e-1", "customer_id": "acme", "event_type": "api_call", "timestamp": "2026-03-01T00:00:00Z"}
+    event["quantity"] = "1"
+    producer = make_producer(bootstrap)
+    try:
+        producer.send(topics.events, key=b"acme", value=json.dumps(event).encode()).get(timeout=30)
+    finally:
+        producer.close()
+    (event_record,) = consume_all(bootstrap, topics.events)
+    time.sleep(0.05)  # the heartbeats' Kafka timestamps are later than the event's
+    sender = HeartbeatSender(bootstrap, topics.events)
+    try:
+        sender.send_once()
+        with open_storage(storage_settings) as storage:
+            migrate(storage)
+            first = Loader(config, storage, group_id=f"{prefix}-loader").run(until_idle=True, idle_s=1)
+            sender.send_once()  # heartbeats only: nothing to load, no batch to record
+            second = Loader(config, storage, group_id=f"{prefix}-loader").run(until_idle=True, idle_s=1)
+            raw = storage.query_rows("SELECT event_id FROM raw_events")
+            batches = storage.query_rows("SELECT count(), max(newest_source_time) FROM loader_batches")
+    finally:
+        sender.stop()
+    assert (dict(first.rows), first.batches, dict(second.rows), second.batches) == ({"raw_events": 1}, 1, {}, 0)
+    assert raw == [("e-1",)]
+    assert batches[0][0] == 1 and int(batches[0][1].timestamp() * 1000) == event_record.timestamp
