@@ -7,8 +7,10 @@
   job's Java functions compiled in a JDK build stage (``METERING_UDF_JAR``);
 - ``compose.yaml``: Kafka (KRaft, the pinned release), Flink JobManager + TaskManager, ClickHouse
   server, the loader, and a one-shot service that submits the job;
-- ``flinkdeployment.yaml``: a ConfigMap with the configuration and a Flink Kubernetes Operator
-  ``FlinkDeployment`` running the job in application mode with savepoint upgrades.
+- ``flinkdeployment.yaml``: a ConfigMap with the configuration, a Flink Kubernetes Operator
+  ``FlinkDeployment`` running the job in application mode with savepoint upgrades, and the
+  loader's ``Deployment`` (migrations in an init container; it also sends the heartbeats that let
+  a quiet topic finalize).
 
 They cannot run on the development machines (no Docker, no cluster); tests/unit/test_deploy.py
 regenerates them and checks the committed files are current and consistent with versions.py.
@@ -210,7 +212,7 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """A ConfigMap with the configuration and the FlinkDeployment (application mode)."""
+    """A ConfigMap with the configuration, the FlinkDeployment (application mode) and the loader."""
     pipeline = config.get("pipeline", {})
     minor = ".".join(versions.PYFLINK_VERSION.split(".")[:2])
     conf = flink_configuration(config, "s3://metering-flink/checkpoints", "s3://metering-flink/savepoints")
@@ -259,7 +261,48 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
             },
         },
     }
-    return [config_map, deployment]
+    return [config_map, deployment, loader_deployment(config_map["metadata"]["name"])]
+
+
+def loader_deployment(config_map: str) -> dict[str, Any]:
+    """``metering load`` as a Kubernetes Deployment: one replica, migrations first (idempotent)."""
+    mount = {"name": "metering-config", "mountPath": str(Path(CONFIG_IN_CONTAINER).parent), "readOnly": True}
+    labels = {"app.kubernetes.io/name": "metering-loader"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "metering-loader", "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            # Never two loaders at once during a rollout: one consumer group, one set of heartbeats.
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "initContainers": [
+                        {
+                            "name": "migrate",
+                            "image": IMAGE,
+                            "command": ["metering", "migrate", "--config", CONFIG_IN_CONTAINER],
+                            "volumeMounts": [mount],
+                        }
+                    ],
+                    "containers": [
+                        {
+                            "name": "loader",
+                            "image": IMAGE,
+                            "command": ["metering", "load", "--config", CONFIG_IN_CONTAINER],
+                            "volumeMounts": [mount],
+                            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+                        }
+                    ],
+                    "terminationGracePeriodSeconds": 60,
+                    "volumes": [{"name": "metering-config", "configMap": {"name": config_map}}],
+                },
+            },
+        },
+    }
 
 
 def render(config_path: Path) -> dict[str, str]:

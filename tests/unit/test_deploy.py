@@ -67,7 +67,7 @@ def test_deployed_configuration_is_valid_and_points_at_the_services() -> None:
 
 
 def test_flink_deployment_matches_versions_and_mounts_the_configuration(tmp_path: Path) -> None:
-    config_map, deployment = list(yaml.safe_load_all(committed("flinkdeployment.yaml")))
+    config_map, deployment, _ = list(yaml.safe_load_all(committed("flinkdeployment.yaml")))
     assert config_map["kind"] == "ConfigMap" and deployment["kind"] == "FlinkDeployment"
     spec = deployment["spec"]
     major, minor, _ = versions.PYFLINK_VERSION.split(".")
@@ -84,6 +84,25 @@ def test_flink_deployment_matches_versions_and_mounts_the_configuration(tmp_path
     shipped = tmp_path / config_path.name
     shipped.write_text(config_map["data"][config_path.name])
     assert load_config(shipped, env={}).kafka.bootstrap_servers == "kafka:9092"
+
+
+def test_the_loader_runs_beside_the_job_on_kubernetes() -> None:
+    """Unbounded `metering load` from the same image and ConfigMap, after `metering migrate`."""
+    config_map, deployment, loader = list(yaml.safe_load_all(committed("flinkdeployment.yaml")))
+    assert loader["kind"] == "Deployment" and loader["spec"]["replicas"] == 1
+    assert loader["spec"]["strategy"]["type"] == "Recreate"
+    pod = loader["spec"]["template"]["spec"]
+    config_arg = deployment["spec"]["job"]["args"][deployment["spec"]["job"]["args"].index("--config") + 1]
+    (migrate,) = pod["initContainers"]
+    (container,) = pod["containers"]
+    assert migrate["command"] == ["metering", "migrate", "--config", config_arg]
+    assert container["command"] == ["metering", "load", "--config", config_arg]  # no --until-idle: heartbeats on
+    for step in (migrate, container):
+        assert step["image"] == deployment["spec"]["image"]
+        assert step["volumeMounts"][0]["mountPath"] == str(Path(config_arg).parent)
+    assert pod["volumes"] == [{"name": "metering-config", "configMap": {"name": config_map["metadata"]["name"]}}]
+    labels = loader["spec"]["selector"]["matchLabels"]
+    assert loader["spec"]["template"]["metadata"]["labels"] == labels
 
 
 def test_dockerfile_pins_the_flink_image_and_the_checksummed_connector() -> None:
