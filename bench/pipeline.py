@@ -9,8 +9,9 @@ Three measurements, exactly-once on (EXACTLY_ONCE checkpoints, transactional sin
    spread at ``--nominal-rate`` events/s and ending now, 10% retries) is read by the *live* job
    (provisional steps, checkpoints) while the loader runs. Visible events are counted in ClickHouse
    after every loader batch; the rate between 10% and 90% of the backlog visible is what the
-   pipeline sustains once it runs, start-up excluded. A trickle of current events keeps the
-   watermark moving after the backlog, as live traffic would.
+   pipeline sustains once it runs, start-up excluded. The loader's heartbeats (every
+   ``pipeline.heartbeat_interval``, as ``metering load`` sends them) move the watermark past the
+   backlog's last windows.
 3. live latency: the job and the loader run continuously while a producer sends events stamped with
    the wall clock at a fixed rate. Every 100th event belongs to a probe customer of its own, so its
    minute segment's ``loaded_at`` in ClickHouse is exactly when that event became queryable; p50/p99
@@ -125,11 +126,11 @@ LIVE_SETTINGS: dict[str, object] = {
     "provisional_interval": "1s",
     "max_out_of_orderness": "1s",
     "idle_timeout": "2s",
+    "heartbeat_interval": "1s",
 }
 #: One meter per event type of the demo meters: the sum of their event counts is the number of
 #: distinct valid events (``active_users`` counts ``api_call`` events a second time).
 COUNTED_METERS = ("api_calls", "tokens", "gpu_seconds", "storage_peak_bytes", "credits")
-TRICKLE_CUSTOMER = "bench-trickle"
 
 
 @contextmanager
@@ -147,6 +148,17 @@ def live_job(path: Path, settings: StackSettings, log: Path) -> Iterator[subproc
     finally:
         os.killpg(job.pid, 15)
         job.wait(timeout=60)
+
+
+def live_loader(config: Config, storage: Any, *, load_raw: bool) -> Loader:
+    """The loader as `metering load` runs beside a live job: unbounded, sending heartbeats."""
+    return Loader(
+        config,
+        storage,
+        group_id=f"{config.kafka.consumer_group}-loader",
+        load_raw=load_raw,
+        heartbeat_interval=config.pipeline.heartbeat_interval,
+    )
 
 
 def _timestamp(moment: datetime) -> str:
@@ -171,29 +183,10 @@ def live_shaped_lines(events: int, customers: int, nominal_rate: int, end: datet
             yield rng.choice(recent)
 
 
-def trickle(producer: Any, topic: str, stop: threading.Event) -> None:
-    """Send 20 current events a second as ``TRICKLE_CUSTOMER`` until ``stop``: the watermark needs
-    newer events to pass the last window steps of a burst, as live traffic provides."""
-    n = 0
-    while not stop.wait(0.05):
-        event = {
-            "event_id": f"t{n}",
-            "customer_id": TRICKLE_CUSTOMER,
-            "event_type": "api_call",
-            "timestamp": _timestamp(datetime.now(UTC)),
-            "quantity": 1,
-            "properties": {"user": "u"},
-        }
-        producer.send(topic, key=TRICKLE_CUSTOMER.encode(), value=json.dumps(event).encode())
-        n += 1
-
-
-def visible_events(storage: Any, exclude_customer: str) -> int:
+def visible_events(storage: Any) -> int:
     """Distinct valid events whose minute is queryable (current versions of the counted meters)."""
     meters = ", ".join(f"'{m}'" for m in COUNTED_METERS)
-    rows = storage.query_rows(
-        f"SELECT sum(event_count) FROM aggregate_segments FINAL WHERE meter IN ({meters}) AND customer_id != '{exclude_customer}'"
-    )
+    rows = storage.query_rows(f"SELECT sum(event_count) FROM aggregate_segments FINAL WHERE meter IN ({meters})")
     return int(rows[0][0] or 0)
 
 
@@ -227,14 +220,10 @@ def capacity(
     with open_storage(config.storage) as storage:
         migrate(storage)
     samples: list[tuple[float, int]] = []
-    stop = threading.Event()
-    producer = make_producer(settings.bootstrap_servers)  # the trickle's
 
     started = time.monotonic()
     with live_job(path, settings, workdir / "capacity-job.log"), open_storage(config.storage) as storage:
-        sender = threading.Thread(target=trickle, args=(producer, config.kafka.topics.events, stop), daemon=True)
-        sender.start()
-        loader = Loader(config, storage, group_id=f"{config.kafka.consumer_group}-loader", load_raw=load_raw)
+        loader = live_loader(config, storage, load_raw=load_raw)
         last_count = 0.0
 
         def on_batch(_: Any) -> None:
@@ -243,7 +232,7 @@ def capacity(
             if now - last_count < 1.0:
                 return
             last_count = now
-            visible = visible_events(storage, TRICKLE_CUSTOMER)
+            visible = visible_events(storage)
             samples.append((now - started, visible))
             if visible > events:  # the benchmark doubles as an exactly-once check
                 raise SystemExit(f"capacity: {visible:,} events visible, but the backlog holds {events:,} distinct ones")
@@ -254,9 +243,6 @@ def capacity(
 
         with suppress(_Done):
             loader.run(until_idle=False, on_batch=on_batch)
-        stop.set()
-        sender.join()
-    producer.close()
 
     def reached(fraction: float) -> tuple[float, int]:
         return next((t, v) for t, v in samples if v >= fraction * events)
@@ -289,11 +275,10 @@ def live(
     with open_storage(config.storage) as storage:
         migrate(storage)
     sent_at: dict[str, float] = {}  # probe customer -> wall clock (epoch s) when its event was sent
-    stop = threading.Event()
     with live_job(path, settings, workdir / "live-job.log"):
         time.sleep(15)  # job start-up
         with open_storage(config.storage) as storage:
-            loader = Loader(config, storage, group_id=f"{config.kafka.consumer_group}-loader", load_raw=False)
+            loader = live_loader(config, storage, load_raw=False)
             threading.Thread(target=lambda: loader.run(until_idle=False), daemon=True).start()
             producer = make_producer(settings.bootstrap_servers, linger_ms=5)
             customers = ["acme", "globex", "initech", "bharat-ai"]
@@ -319,12 +304,8 @@ def live(
                         sent_at[customer] = now.timestamp()
                     sent += 1
                 time.sleep(0.005)
-            sender = threading.Thread(target=trickle, args=(producer, config.kafka.topics.events, stop), daemon=True)
-            sender.start()
-            time.sleep(10)  # let the last steps close and load
-            stop.set()
-            sender.join()
             producer.close()
+            time.sleep(10)  # the loader's heartbeats close the last steps; let them load
             rows = storage.query_rows(
                 "SELECT customer_id, toUnixTimestamp64Milli(min(loaded_at)) FROM aggregate_segments "
                 "WHERE customer_id LIKE 'probe-%' GROUP BY customer_id"
