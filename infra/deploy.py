@@ -42,6 +42,8 @@ CONFIG_IN_CONTAINER = "/etc/metering/metering.yaml"
 #: A JDK for compiling udfs/jvm in the image build (the Flink image has a JRE only).
 JDK_IMAGE = "eclipse-temurin:17-jdk"
 UDF_JAR_IN_IMAGE = "/opt/metering-udfs/metering-udfs.jar"
+#: The Kubernetes ConfigMap holding the configuration (mounted by the job and the loader).
+CONFIG_MAP = "metering-config"
 #: Ports inside the deployment (the local stack uses 19092 / 18081 to stay out of their way).
 KAFKA_PORT, FLINK_REST_PORT, CLICKHOUSE_HTTP_PORT = 9092, 8081, 8123
 
@@ -226,7 +228,7 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "metering-config"},
+        "metadata": {"name": CONFIG_MAP},
         "data": {"metering.yaml": yaml.safe_dump(deployed_config(config), sort_keys=False)},
     }
     deployment = {
@@ -248,7 +250,7 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
                             "volumeMounts": [{"name": "metering-config", "mountPath": str(Path(CONFIG_IN_CONTAINER).parent)}],
                         }
                     ],
-                    "volumes": [{"name": "metering-config", "configMap": {"name": "metering-config"}}],
+                    "volumes": [{"name": "metering-config", "configMap": {"name": CONFIG_MAP}}],
                 }
             },
             "job": {
@@ -261,7 +263,7 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
             },
         },
     }
-    return [config_map, deployment, loader_deployment(config_map["metadata"]["name"])]
+    return [config_map, deployment, loader_deployment(CONFIG_MAP)]
 
 
 def loader_deployment(config_map: str) -> dict[str, Any]:
