@@ -375,6 +375,11 @@ def _count(value: Any) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+#: A live job's watermark trails the newest event by ``max_out_of_orderness`` plus, on a quiet topic,
+#: one heartbeat interval (30 s and 10 s by default); beyond this `job status` says what it means.
+STALE_WATERMARK_S = 300
+
+
 def render_status(status: dict[str, Any]) -> str:
     """Human-readable `metering job status`."""
     cp = status["checkpoints"]
@@ -398,6 +403,11 @@ def render_status(status: dict[str, Any]) -> str:
     wm = status["watermark"]
     lag = "none yet (no event time seen)" if wm["ms"] is None else f"lag {_duration(wm['lag_s'])} behind now"
     lines.append(f"  watermark    {lag}")
+    if wm["lag_s"] is not None and wm["lag_s"] > STALE_WATERMARK_S:
+        lines.append(
+            "  hint         a watermark this far behind means a backlog is being read, or nothing arrives:"
+            " with no events, finals wait for heartbeats (is `metering load` running? docs/semantics.md)"
+        )
     p = status["pipeline"]
     lines.append(
         f"  pipeline     events past dedup {_count(p['events_deduplicated_in'])}, "

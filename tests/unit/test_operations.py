@@ -138,6 +138,12 @@ def test_window_drops_raise_an_alert() -> None:
     assert "ALERT        3 rows dropped by the window as late" in text
 
 
+def test_a_stale_watermark_gets_a_hint_and_a_normal_one_does_not() -> None:
+    assert "hint" not in render_status(status())  # 90 s behind
+    stale = render_status(status(watermarks={"finalize periods": [NOW - 600_000]}))
+    assert "lag 10m 0s behind now" in stale and "is `metering load` running?" in stale
+
+
 def test_a_job_without_metrics_or_watermark_still_renders() -> None:
     summary = status(metrics={}, watermarks={}, restarts=None, checkpoints={"counts": {}, "latest": {}})
     assert summary["pipeline"]["duplicates_dropped"] is None and summary["watermark"]["ms"] is None
