@@ -54,6 +54,7 @@ from jobs.config import Config, load_config  # noqa: E402
 from jobs.demo import demo_document, generate, random_event  # noqa: E402
 from jobs.loader import Loader  # noqa: E402
 from jobs.produce import make_producer, produce_lines  # noqa: E402
+from udfs.periods import rfc3339_millis  # noqa: E402
 
 
 def config_for(tag: str, settings: StackSettings, workdir: Path, **pipeline: object) -> Path:
@@ -159,10 +160,6 @@ def live_loader(config: Config, storage: Any, *, load_raw: bool) -> Loader:
         load_raw=load_raw,
         heartbeat_interval=config.pipeline.heartbeat_interval,
     )
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def live_shaped_lines(events: int, customers: int, nominal_rate: int, end: datetime, seed: int = 11) -> Iterator[bytes]:
@@ -295,7 +292,7 @@ def live(
                         "event_id": f"l{sent}",
                         "customer_id": customer,
                         "event_type": "tokens",
-                        "timestamp": _timestamp(now),
+                        "timestamp": rfc3339_millis(now),
                         "quantity": "1",
                         "properties": {"model": "small-1"},
                     }

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from clickhouse.client import Storage
+from udfs.periods import rfc3339_millis
 
 QUERIES_DIR = Path(__file__).resolve().parent / "queries"
 
@@ -40,7 +41,7 @@ def plain(value: Any) -> Any:
         return "0" if text in ("-0", "") else text
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return rfc3339_millis(moment)
     return value
 
 

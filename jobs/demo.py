@@ -21,7 +21,7 @@ from typing import Any
 from jobs.config import Config
 from schemas.validate import UsageEvent, validate_line
 from udfs.meters import Aggregation, Meter
-from udfs.periods import billing_period, epoch_millis
+from udfs.periods import billing_period, epoch_millis, rfc3339_millis
 
 START = datetime(2026, 3, 29, tzinfo=UTC)  # Berlin's DST day, then month ends in five time zones
 SPAN = timedelta(days=3, hours=12)
@@ -95,7 +95,7 @@ def random_event(rng: random.Random, n: int, customer: str, moment: datetime) ->
         "event_id": f"{customer}-{n:08d}",
         "customer_id": customer,
         "event_type": kind,
-        "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "timestamp": rfc3339_millis(moment),
     }
     if kind == "api_call":
         event.update(quantity=1, properties={"user": f"u{rng.randrange(400)}", "endpoint": rng.choice(["/v1/chat", "/v1/embed"])})

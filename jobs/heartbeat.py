@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from udfs.periods import rfc3339_millis
+
 log = logging.getLogger("metering.heartbeat")
 
 #: The field that marks a heartbeat (its JSON value must be ``true``; an event never has it).
@@ -38,8 +40,7 @@ def heartbeat_record(at: datetime) -> bytes:
     """The heartbeat for instant ``at`` (timezone-aware), with millisecond precision."""
     if at.tzinfo is None:
         raise ValueError("a heartbeat needs a timezone-aware instant")
-    stamp = at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return json.dumps({HEARTBEAT_FIELD: True, "timestamp": stamp}, separators=(",", ":")).encode()
+    return json.dumps({HEARTBEAT_FIELD: True, "timestamp": rfc3339_millis(at)}, separators=(",", ":")).encode()
 
 
 def is_heartbeat(document: Mapping[str, Any]) -> bool:

@@ -144,6 +144,11 @@ def billing_period(instant: datetime, cycle: BillingCycle) -> Period:
     return Period(local_midnight(start_day, tz), local_midnight(end_day, tz))
 
 
+def rfc3339_millis(instant: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and ``Z`` (``2026-03-01T00:00:00.000Z``), as the contract prints times."""
+    return as_utc(instant).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def epoch_millis(instant: datetime) -> int:
     """Milliseconds since the Unix epoch (exact integer arithmetic, no float)."""
     delta = as_utc(instant) - EPOCH
