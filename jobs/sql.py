@@ -98,6 +98,7 @@ def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     doc = doc_sql()
     event_types = sorted({m.event_type for m in meters})
     known = ", ".join(lit(t) for t in event_types)
+    future = f"TO_TIMESTAMP_LTZ(event_ms, 3) > kafka_ts + {seconds(skew)}"  # the same rule for events and heartbeats
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
        event_id, customer_id, event_type, ts_text, q_text, event_ms,
@@ -108,7 +109,7 @@ SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
            CASE
              WHEN ts_text IS NULL THEN 'missing_field'
              WHEN event_ms IS NULL THEN 'bad_timestamp'
-             WHEN TO_TIMESTAMP_LTZ(event_ms, 3) > kafka_ts + {seconds(skew)} THEN 'future_timestamp'
+             WHEN {future} THEN 'future_timestamp'
              ELSE {lit(HEARTBEAT)}
            END
          WHEN event_id IS NULL OR customer_id IS NULL OR event_type IS NULL OR ts_text IS NULL OR q_text IS NULL
@@ -120,7 +121,7 @@ SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
          WHEN event_ms IS NULL THEN 'bad_timestamp'
          WHEN NOT REGEXP(q_text, '{DECIMAL_38_9}') THEN 'bad_quantity'
          WHEN event_type NOT IN ({known}) THEN 'unknown_meter'
-         WHEN TO_TIMESTAMP_LTZ(event_ms, 3) > kafka_ts + {seconds(skew)} THEN 'future_timestamp'
+         WHEN {future} THEN 'future_timestamp'
        END AS reason
 FROM (
   SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, is_json, is_object, event_id, customer_id,
