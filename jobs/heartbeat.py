@@ -59,7 +59,6 @@ class HeartbeatStats:
     records: int = 0
     failures: int = 0
     last_error: str | None = None
-    last_sent: datetime | None = None
 
 
 class HeartbeatSender:
@@ -118,7 +117,6 @@ class HeartbeatSender:
             future.get(timeout=self.send_timeout_s)
         self.stats.rounds += 1
         self.stats.records += len(futures)
-        self.stats.last_sent = datetime.now(UTC)
         return len(futures)
 
     def run(self, interval: timedelta, max_backoff: timedelta = timedelta(seconds=60)) -> None:
