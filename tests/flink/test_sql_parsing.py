@@ -43,7 +43,8 @@ def t_env() -> Any:
     return env
 
 
-def parse_rows(t_env: Any, docs: list[str]) -> list[Any]:
+def query_parsed(t_env: Any, docs: list[str], query: str) -> list[Any]:
+    """Rows of ``query`` over the view ``parsed``: ``parse_view`` of ``docs`` as if read from Kafka at 2027-01-01."""
     from pyflink.table import DataTypes
 
     table = t_env.from_elements([(d,) for d in docs], DataTypes.ROW([DataTypes.FIELD("doc_text", DataTypes.STRING())]))
@@ -52,11 +53,15 @@ def parse_rows(t_env: Any, docs: list[str]) -> list[Any]:
        TO_TIMESTAMP_LTZ(1798761600000, 3) AS kafka_ts,
        TO_TIMESTAMP_LTZ(0, 3) AS rowtime FROM docs"""
     t_env.create_temporary_view("src", t_env.sql_query(source))
-    result = t_env.sql_query(f"SELECT doc, reason, event_ms FROM ({sql.parse_view('src', CONFIG.meters, timedelta(minutes=5))})")
-    rows = list(result.execute().collect())
-    t_env.drop_temporary_view("src")
-    t_env.drop_temporary_view("docs")
+    t_env.create_temporary_view("parsed", t_env.sql_query(sql.parse_view("src", CONFIG.meters, timedelta(minutes=5))))
+    rows = list(t_env.sql_query(query).execute().collect())
+    for name in ("parsed", "src", "docs"):
+        t_env.drop_temporary_view(name)
     return rows
+
+
+def parse_rows(t_env: Any, docs: list[str]) -> list[Any]:
+    return query_parsed(t_env, docs, "SELECT doc, reason, event_ms FROM parsed")
 
 
 def test_corpus_verdicts_agree(t_env: Any) -> None:
@@ -226,18 +231,8 @@ def test_heartbeats_are_neither_events_nor_dead_letters(t_env: Any) -> None:
 
 
 def test_the_dead_letter_view_leaves_heartbeats_out(t_env: Any) -> None:
-    from pyflink.table import DataTypes
-
     docs = [heartbeat_record(datetime(2026, 12, 31, tzinfo=UTC)).decode(), "not json", '{"heartbeat": true}']
-    table = t_env.from_elements([(d,) for d in docs], DataTypes.ROW([DataTypes.FIELD("doc_text", DataTypes.STRING())]))
-    t_env.create_temporary_view("docs", table)
-    source = """SELECT CAST(doc_text AS BYTES) AS payload, 0 AS kafka_partition, CAST(0 AS BIGINT) AS kafka_offset,
-       TO_TIMESTAMP_LTZ(1798761600000, 3) AS kafka_ts, TO_TIMESTAMP_LTZ(0, 3) AS rowtime FROM docs"""
-    t_env.create_temporary_view("src", t_env.sql_query(source))
-    t_env.create_temporary_view("parsed", t_env.sql_query(sql.parse_view("src", CONFIG.meters, timedelta(minutes=5))))
-    rows = list(t_env.sql_query(f"SELECT reason, payload FROM ({sql.dead_letters_view('parsed')})").execute().collect())
-    for name in ("parsed", "src", "docs"):
-        t_env.drop_temporary_view(name)
+    rows = query_parsed(t_env, docs, f"SELECT reason, payload FROM ({sql.dead_letters_view('parsed')})")
     assert sorted((reason, payload) for reason, payload in rows) == [
         ("malformed_json", "not json"),
         ("missing_field", '{"heartbeat": true}'),
