@@ -237,3 +237,45 @@ def test_the_dead_letter_view_leaves_heartbeats_out(t_env: Any) -> None:
         ("malformed_json", "not json"),
         ("missing_field", '{"heartbeat": true}'),
     ]
+
+
+def test_distinct_count_agrees_with_count_distinct(t_env: Any) -> None:
+    """``metering_distinct_count`` counts what ``COUNT(DISTINCT …)`` counts: NULLs ignored, case kept."""
+    from pyflink.table import DataTypes
+
+    rng = random.Random(17)
+    alphabet = ["a", "A", "b", "", " ", "é", "a|b", None]
+    rows = [(f"g{rng.randrange(300)}", rng.choice(alphabet)) for _ in range(3000)]
+    rows += [("only-nulls", None), ("only-nulls", None), ("one", "x")]
+    schema = DataTypes.ROW([DataTypes.FIELD("g", DataTypes.STRING()), DataTypes.FIELD("v", DataTypes.STRING())])
+    t_env.create_temporary_view("values_", t_env.from_elements(rows, schema))
+    query = "SELECT g, COUNT(DISTINCT v), metering_distinct_count(v) FROM values_ GROUP BY g"
+    got = {g: (built_in, ours) for g, built_in, ours in t_env.sql_query(query).execute().collect()}
+    t_env.drop_temporary_view("values_")
+    expected = {g: len({v for group, v in rows if group == g and v is not None}) for g, _ in rows}
+    assert got == {g: (n, n) for g, n in expected.items()}
+    assert got["only-nulls"] == (0, 0) and got["one"] == (1, 1)
+
+
+def test_duplicates_view_counts_retries_and_payload_variants(t_env: Any) -> None:
+    """``seen`` per (customer, event id) seen twice or more, ``variants`` = different billing contents."""
+    first = {"event_id": "e1", "customer_id": "acme", "event_type": "tokens", "timestamp": "2026-12-31T10:00:00Z"}
+    first |= {"quantity": "10", "properties": {"model": "m1"}}
+    same_spaced = json.dumps(first, indent=2)  # re-serialised, same content: a plain duplicate
+    changed_quantity = json.dumps({**first, "quantity": "11"})
+    changed_property = json.dumps({**first, "properties": {"model": "m2"}})
+    other_customer = json.dumps({**first, "customer_id": "globex"})
+    docs = [
+        json.dumps(first),
+        same_spaced,
+        changed_quantity,
+        changed_property,
+        changed_quantity,  # acme/e1: 5 seen, 3 variants
+        other_customer,  # globex/e1: once, not a duplicate
+        json.dumps({**first, "event_id": "e2"}),
+        json.dumps({**first, "event_id": "e2"}),  # acme/e2: 2 seen, 1 variant
+        json.dumps({**first, "event_id": "e3", "quantity": "-x"}),  # a dead letter is not counted
+        json.dumps({**first, "event_id": "e3"}),
+    ]
+    rows = query_parsed(t_env, docs, f"SELECT customer_id, event_id, seen, variants FROM ({sql.duplicates_view('parsed')})")
+    assert sorted(tuple(row) for row in rows) == [("acme", "e1", 5, 3), ("acme", "e2", 2, 1)]
