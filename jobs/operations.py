@@ -32,6 +32,8 @@ PYTHON_PACKAGES = ("jobs", "udfs", "schemas", "clickhouse", "infra")
 JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 #: Flink's message when savepoint state has no operator with the same uid in the new job.
 UNMAPPED_STATE = "Cannot map checkpoint/savepoint state"
+#: Flink's exception when an operator's saved state does not fit the new job's state types.
+INCOMPATIBLE_STATE = "StateMigrationException"
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,8 @@ def await_running(rest: FlinkRest, job_id: str, timeout_s: float = 180) -> dict[
         if state == "FINISHED" or (state == "RUNNING" and tasks and all(t in ("RUNNING", "FINISHED") for t in tasks)):
             return job
         failure = _root_exception(rest.get(f"/jobs/{job_id}/exceptions?maxExceptions=1"))
-        if failure and (state in TERMINAL_STATES or state == "RESTARTING" or UNMAPPED_STATE in failure):
+        restore_failed = failure is not None and (UNMAPPED_STATE in failure or INCOMPATIBLE_STATE in failure)
+        if failure and (state in TERMINAL_STATES or state == "RESTARTING" or restore_failed):
             if state not in TERMINAL_STATES:
                 rest.cancel(job_id)
             if UNMAPPED_STATE in failure:
@@ -185,6 +188,14 @@ def await_running(rest: FlinkRest, job_id: str, timeout_s: float = 180) -> dict[
                     hint="the savepoint holds state of an operator this job no longer has, so this change is not "
                     "savepoint-compatible (docs/operations.md). Revert the change, or resume with "
                     "--allow-non-restored-state to drop that state knowingly",
+                )
+            if INCOMPATIBLE_STATE in failure:
+                raise StackError(
+                    f"job {job_id} cannot restore the savepoint: {failure}",
+                    hint="an operator of this version keeps its state in another form than the savepoint holds it: "
+                    "this upgrade is not savepoint-compatible (docs/operations.md, 'Upgrade, rescale, move'). "
+                    "Resume with the version that took the savepoint, or start this version as a new "
+                    "deployment that replays the topic",
                 )
             raise StackError(f"job {job_id} failed while starting ({state}): {failure}", hint="see `metering job status`")
         time.sleep(1)

@@ -13,6 +13,7 @@ from jobs.operations import (
     UDF_JAR_NAME,
     SubmitOptions,
     _root_exception,
+    await_running,
     check_savepoint,
     job_arguments,
     package,
@@ -159,6 +160,45 @@ def test_failure_reason_prefers_the_unmapped_state_line() -> None:
     unmapped = "IllegalStateException: Failed to rollback\nCaused by: Cannot map checkpoint/savepoint state for operator x"
     assert "Cannot map checkpoint/savepoint state" in (_root_exception({"root-exception": unmapped}) or "")
     assert _root_exception({}) is None
+
+
+class RestartingRestore:
+    """A job whose restore fails: RESTARTING with Flink's exception, until cancelled."""
+
+    def __init__(self, trace: str) -> None:
+        self.trace = trace
+        self.cancelled: list[str] = []
+
+    def job(self, job_id: str) -> dict[str, object]:
+        return {"state": "CANCELED" if self.cancelled else "RESTARTING", "vertices": []}
+
+    def get(self, path: str) -> dict[str, object]:
+        return {"exceptionHistory": {"entries": [{"stacktrace": self.trace}]}}
+
+    def cancel(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+
+
+@pytest.mark.parametrize(
+    ("cause", "says"),
+    [
+        (
+            "java.lang.IllegalStateException: Cannot map checkpoint/savepoint state for operator 1a2b",
+            "--allow-non-restored-state",
+        ),
+        (  # seen: the duplicates aggregation's state after its distinct count moved into a Java function
+            "org.apache.flink.util.StateMigrationException: For heap backends, the new state serializer (…TtlSerializer@1) "
+            "must not be incompatible with the old state serializer (…TtlSerializer@2).",
+            "new deployment that replays the topic",
+        ),
+    ],
+)
+def test_a_failed_restore_is_cancelled_and_explained(cause: str, says: str) -> None:
+    rest = RestartingRestore(f"org.apache.flink.runtime.JobException: Recovery is suppressed\nCaused by: {cause}")
+    with pytest.raises(StackError) as failed:
+        await_running(rest, "f" * 32, timeout_s=5)  # type: ignore[arg-type]
+    assert rest.cancelled == ["f" * 32]
+    assert "cannot restore the savepoint" in str(failed.value) and says in (failed.value.hint or "")
 
 
 def test_job_arguments_carry_every_option(tmp_path: Path) -> None:
