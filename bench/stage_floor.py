@@ -29,6 +29,7 @@ Usage (the stack must be up: ``metering stack up``):
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import subprocess
@@ -61,10 +62,6 @@ from jobs.config import Config, load_config  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 STAGES = ("read", "json", "parse", "dedup", "dups", "window", "job")
-DEAD_LETTER_SINK = (
-    "reason STRING, meter STRING, customer_id STRING, event_id STRING, payload STRING, "
-    "kafka_partition INT, kafka_offset BIGINT, kafka_ts TIMESTAMP_LTZ(3)"
-)
 PARTIAL_SINK = (
     "customer_id STRING, meter STRING, group_key STRING, minute_ms BIGINT, window_end_ms BIGINT, cnt BIGINT, "
     "total STRING, mx STRING, mn STRING, distinct_values STRING, latest_enc STRING, event_id STRING"
@@ -86,7 +83,8 @@ def _descendants(root: int) -> set[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
             parents[int(entry.name)] = stat[0]
-    found, frontier = set(), {root}
+    found: set[int] = set()
+    frontier = {root}
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
         found |= frontier
@@ -158,7 +156,7 @@ def broker_pid(settings: StackSettings) -> int:
 
 
 class InProcessStages:
-    """The read / json / parse / dedup stages as bounded SQL jobs in this process's MiniCluster."""
+    """The stages before ``job`` as bounded SQL jobs in this process's MiniCluster, with the job's environment."""
 
     def __init__(self, config: Config, settings: StackSettings, checkpoints: Path) -> None:
         from jobs.metering_job import RunOptions, create_environment
@@ -166,13 +164,13 @@ class InProcessStages:
         self.config = config
         # Checkpoints on disk, as the job's: keyed state outgrows the JobManager's 5 MiB in-memory limit.
         options = RunOptions(bounded=True, connector_jar=connector_jar(settings), checkpoint_dir=checkpoints.as_uri())
-        self.env, self.t_env = create_environment(config, options)
+        _, self.t_env = create_environment(config, options)
         for statement in sql.function_ddl():
             self.t_env.execute_sql(statement)
         self._tables = 0
 
     def _source(self, topic: str, *, job_columns: bool) -> str:
-        from jobs.metering_job import _with
+        from jobs.metering_job import _with, events_columns
 
         self._tables += 1
         name = f"src_{self._tables}"
@@ -186,23 +184,13 @@ class InProcessStages:
             "scan.bounded.mode": "latest-offset",
             "format": "raw",
         }
-        if job_columns:
-            skew = self.config.pipeline.allowed_future_skew
-            computed = ",\n  ".join(f"{column} AS {expr}" for column, expr in sql.source_schema_columns(skew))
-            columns = f"""payload BYTES,
-  kafka_partition INT METADATA FROM 'partition' VIRTUAL,
-  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
-  kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
-  {computed},
-  WATERMARK FOR rowtime AS rowtime - {sql.seconds(self.config.pipeline.max_out_of_orderness)}"""
-        else:
-            columns = "payload BYTES"
+        columns = events_columns(self.config) if job_columns else "payload BYTES"
         self.t_env.execute_sql(f"CREATE TEMPORARY TABLE {name} ({columns}) WITH ({_with(options)})")
         return name
 
     def run(self, stage: str, topic: str) -> None:
         """Push everything in ``topic`` through ``stage`` into blackhole sinks; returns when done."""
-        from jobs.metering_job import FLAGGED_COLUMNS, PARSED_COLUMNS, materialise
+        from jobs.metering_job import DEAD_LETTER_COLUMNS, FLAGGED_COLUMNS, PARSED_COLUMNS, materialise
 
         t_env = self.t_env
         meters = self.config.meters
@@ -248,7 +236,7 @@ class InProcessStages:
                 flagged = materialise(t_env, t_env.sql_query(sql.flagged_view(f"metered_{n}")), FLAGGED_COLUMNS, rowtime="rt")
                 t_env.create_temporary_view(f"flagged_{n}", flagged)
                 dead = f"{sql.dead_letters_view(f'parsed_{n}')}\nUNION ALL\n{sql.meter_dead_letters_view(f'flagged_{n}')}"
-                inserts.append((DEAD_LETTER_SINK, dead))
+                inserts.append((DEAD_LETTER_COLUMNS, dead))
                 step = timedelta(minutes=1)  # a fresh bounded job's step (jobs.metering_job.build)
                 partials = (
                     f"{sql.ontime_partials_view(f'flagged_{n}', step)}\nUNION ALL\n{sql.late_partials_view(f'flagged_{n}')}"
@@ -323,18 +311,15 @@ def main() -> None:
     for stage in stages:
         if stage == "job":
 
-            def run_stage(topic: str) -> None:
+            def run_job_stage(topic: str) -> None:
                 nonlocal job_runs
                 job_runs += 1  # every run: its own consumer group and output topics
                 run_job(fresh_job_config(base, workdir, settings, topic, f"job-{job_runs}"), settings)
 
+            runs[stage] = run_job_stage
         else:
             assert in_process is not None
-
-            def run_stage(topic: str, stage: str = stage) -> None:
-                in_process.run(stage, topic)  # type: ignore[union-attr]
-
-        runs[stage] = run_stage
+            runs[stage] = functools.partial(in_process.run, stage)
 
     print(
         f"\n{'round':>5} {'stage':6} {'wall s':>7} {'start s':>7} {'records/s':>10} "
@@ -342,11 +327,11 @@ def main() -> None:
         flush=True,
     )
     for round_number in range(1, args.repeat + 1):
-        for stage, run_stage in runs.items():
+        for stage, run in runs.items():
             with measured(meter) as start_up:
-                run_stage(empty_config.kafka.topics.events)
+                run(empty_config.kafka.topics.events)
             with measured(meter) as full:
-                run_stage(config.kafka.topics.events)
+                run(config.kafka.topics.events)
             base_m, m = start_up[0], full[0]
             work_s = m.wall_s - base_m.wall_s
             flink_us = max(m.flink_cpu_s - base_m.flink_cpu_s, 0.0) / lines * 1e6

@@ -219,6 +219,24 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     return env, t_env
 
 
+#: Columns of the dead-letters sink (``sql.dead_letters_view`` and ``sql.meter_dead_letters_view``).
+DEAD_LETTER_COLUMNS = (
+    "reason STRING, meter STRING, customer_id STRING, event_id STRING, payload STRING, "
+    "kafka_partition INT, kafka_offset BIGINT, kafka_ts TIMESTAMP_LTZ(3)"
+)
+
+
+def events_columns(config: Config) -> str:
+    """The events source's columns: the raw payload, Kafka metadata, ``rowtime`` and its watermark."""
+    computed = ",\n  ".join(f"{name} AS {expr}" for name, expr in sql.source_schema_columns(config.pipeline.allowed_future_skew))
+    return f"""payload BYTES,
+  kafka_partition INT METADATA FROM 'partition' VIRTUAL,
+  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
+  kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+  {computed},
+  WATERMARK FOR rowtime AS rowtime - {sql.seconds(config.pipeline.max_out_of_orderness)}"""
+
+
 def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
     """Define sources, views and sinks; returns the StatementSet to execute with the DataStream part."""
     from pyflink.common import Types
@@ -229,7 +247,6 @@ def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
     from jobs.finalize import CORRECTIONS, FINALS, FinalizeFunction
 
     topics = config.kafka.topics
-    out_of_order = sql.seconds(config.pipeline.max_out_of_orderness)
     source_options = {
         **_kafka_options(config, topics.events),
         "format": "raw",
@@ -243,15 +260,9 @@ def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
         source_options["scan.bounded.mode"] = "latest-offset"
     for statement in sql.function_ddl():  # before the source: its rowtime column calls one
         t_env.execute_sql(statement)
-    computed = ",\n  ".join(f"{name} AS {expr}" for name, expr in sql.source_schema_columns(config.pipeline.allowed_future_skew))
     t_env.execute_sql(f"""
 CREATE TEMPORARY TABLE events (
-  payload BYTES,
-  kafka_partition INT METADATA FROM 'partition' VIRTUAL,
-  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
-  kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
-  {computed},
-  WATERMARK FOR rowtime AS rowtime - {out_of_order}
+  {events_columns(config)}
 ) WITH ({_with(source_options)})""")
     meters = config.meters
     # Materialise `parsed` once: the statement-set sinks and the DataStream part are planned
@@ -272,12 +283,8 @@ CREATE TEMPORARY TABLE events (
     flagged = materialise(t_env, t_env.sql_query(sql.flagged_view("metered")), FLAGGED_COLUMNS, rowtime="rt")
     t_env.create_temporary_view("flagged", flagged)
 
-    dead_letter_columns = (
-        "reason STRING, meter STRING, customer_id STRING, event_id STRING, payload STRING, "
-        "kafka_partition INT, kafka_offset BIGINT, kafka_ts TIMESTAMP_LTZ(3)"
-    )
     t_env.execute_sql(
-        f"CREATE TEMPORARY TABLE dead_letters_sink ({dead_letter_columns}) "
+        f"CREATE TEMPORARY TABLE dead_letters_sink ({DEAD_LETTER_COLUMNS}) "
         f"WITH ({_with(_exactly_once_sink(config, options, topics.dead_letters, 'dead-letters'))})"
     )
     duplicates_options = {
