@@ -34,6 +34,16 @@ JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 UNMAPPED_STATE = "Cannot map checkpoint/savepoint state"
 #: Flink's exception when an operator's saved state does not fit the new job's state types.
 INCOMPATIBLE_STATE = "StateMigrationException"
+#: A restore that cannot succeed, by Flink's words for it, and what to do instead.
+RESTORE_FAILURE_HINTS = {
+    UNMAPPED_STATE: "the savepoint holds state of an operator this job no longer has, so this change is not "
+    "savepoint-compatible (docs/operations.md). Revert the change, or resume with "
+    "--allow-non-restored-state to drop that state knowingly",
+    INCOMPATIBLE_STATE: "an operator of this version keeps its state in another form than the savepoint holds it: "
+    "this upgrade is not savepoint-compatible (docs/operations.md, 'Upgrade, rescale, move'). "
+    "Resume with the version that took the savepoint, or start this version as a new "
+    "deployment that replays the topic",
+}
 
 
 @dataclass(frozen=True)
@@ -178,25 +188,12 @@ def await_running(rest: FlinkRest, job_id: str, timeout_s: float = 180) -> dict[
         if state == "FINISHED" or (state == "RUNNING" and tasks and all(t in ("RUNNING", "FINISHED") for t in tasks)):
             return job
         failure = _root_exception(rest.get(f"/jobs/{job_id}/exceptions?maxExceptions=1"))
-        restore_failed = failure is not None and (UNMAPPED_STATE in failure or INCOMPATIBLE_STATE in failure)
-        if failure and (state in TERMINAL_STATES or state == "RESTARTING" or restore_failed):
+        restore_hint = next((hint for words, hint in RESTORE_FAILURE_HINTS.items() if failure and words in failure), None)
+        if failure and (state in TERMINAL_STATES or state == "RESTARTING" or restore_hint):
             if state not in TERMINAL_STATES:
                 rest.cancel(job_id)
-            if UNMAPPED_STATE in failure:
-                raise StackError(
-                    f"job {job_id} cannot restore the savepoint: {failure}",
-                    hint="the savepoint holds state of an operator this job no longer has, so this change is not "
-                    "savepoint-compatible (docs/operations.md). Revert the change, or resume with "
-                    "--allow-non-restored-state to drop that state knowingly",
-                )
-            if INCOMPATIBLE_STATE in failure:
-                raise StackError(
-                    f"job {job_id} cannot restore the savepoint: {failure}",
-                    hint="an operator of this version keeps its state in another form than the savepoint holds it: "
-                    "this upgrade is not savepoint-compatible (docs/operations.md, 'Upgrade, rescale, move'). "
-                    "Resume with the version that took the savepoint, or start this version as a new "
-                    "deployment that replays the topic",
-                )
+            if restore_hint:
+                raise StackError(f"job {job_id} cannot restore the savepoint: {failure}", hint=restore_hint)
             raise StackError(f"job {job_id} failed while starting ({state}): {failure}", hint="see `metering job status`")
         time.sleep(1)
     raise StackError(f"job {job_id} was not running after {timeout_s:.0f}s (state {job.get('state')})")
