@@ -8,11 +8,12 @@ further along the job's path, into a blackhole sink:
   read      the Kafka source alone (payload bytes, no parsing): the floor of any Flink job here
   json      + one ``JSON_VALUE`` per record (one JSON parse)
   parse     the job's source (rowtime column and watermarks) + ``sql.parse_view``
-  dedup     + the Table -> DataStream -> Table round trip of ``parsed`` + ``sql.dedup_view``
-            (keyed state per event id)
-  dups      + ``sql.duplicates_view`` (the second keyed state per event id: counts and variants)
-  window    the job's whole SQL part: + meters, the lateness flag (a second round trip), the
-            dead letters and the minute partials (group window, 1-minute steps as a bounded job)
+  dedup     + dedup and the duplicates count (``sql.first_seen_view``: one keyed state per event
+            id), the Table -> DataStream -> Table round trip of its output, ``sql.dedup_view``
+            and ``sql.duplicates_view``
+  window    the job's whole SQL part (``jobs.metering_job.define_views`` and the queries of its
+            sinks): + meters, the lateness flag (a second round trip), the dead letters and the
+            minute partials (group window, 1-minute steps as a bounded job)
   job       the whole metering job (``jobs.metering_job --until-end``, its own process), writing
             its outputs to Kafka transactionally; the loader is not included
 
@@ -61,7 +62,7 @@ from jobs.cli import ensure_topics  # noqa: E402
 from jobs.config import Config, load_config  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-STAGES = ("read", "json", "parse", "dedup", "dups", "window", "job")
+STAGES = ("read", "json", "parse", "dedup", "window", "job")
 PARTIAL_SINK = (
     "customer_id STRING, meter STRING, group_key STRING, minute_ms BIGINT, window_end_ms BIGINT, cnt BIGINT, "
     "total STRING, mx STRING, mn STRING, distinct_values STRING, latest_enc STRING, event_id STRING"
@@ -190,7 +191,7 @@ class InProcessStages:
 
     def run(self, stage: str, topic: str) -> None:
         """Push everything in ``topic`` through ``stage`` into blackhole sinks; returns when done."""
-        from jobs.metering_job import DEAD_LETTER_COLUMNS, FLAGGED_COLUMNS, PARSED_COLUMNS, materialise
+        from jobs.metering_job import DEAD_LETTER_COLUMNS, DUPLICATE_COLUMNS, FIRST_SEEN_COLUMNS, define_views, materialise
 
         t_env = self.t_env
         meters = self.config.meters
@@ -210,38 +211,28 @@ class InProcessStages:
                     f"SELECT reason, event_ms, rowtime FROM ({parsed_sql})",
                 )
             )
-        elif stage in ("dedup", "dups", "window"):
-            # As jobs.metering_job.build does, with blackholes for its sinks.
-            parsed_sql = sql.parse_view(self._source(topic, job_columns=True), meters, skew)
-            parsed = materialise(t_env, t_env.sql_query(parsed_sql), PARSED_COLUMNS, rowtime="rt0", proctime="proc_time")
+        elif stage == "dedup":
+            # As jobs.metering_job.define_views does, up to the views the first two sinks read.
+            source = self._source(topic, job_columns=True)
             n = self._tables
-            t_env.create_temporary_view(f"parsed_{n}", parsed)
-            if stage != "window":
-                inserts.append(
-                    (
-                        "customer_id STRING, event_id STRING, event_ms BIGINT",
-                        f"SELECT customer_id, event_id, event_ms FROM ({sql.dedup_view(f'parsed_{n}')})",
-                    )
+            t_env.create_temporary_view(f"parsed_{n}", t_env.sql_query(sql.parse_view(source, meters, skew)))
+            t_env.create_temporary_view(f"input_{n}", t_env.sql_query(sql.first_seen_input_view(f"parsed_{n}")))
+            first_seen = materialise(
+                t_env, t_env.sql_query(sql.first_seen_view(f"input_{n}", f"floor-{n}")), FIRST_SEEN_COLUMNS, rowtime="rt0"
+            )
+            t_env.create_temporary_view(f"first_seen_{n}", first_seen)
+            inserts.append(
+                (
+                    "customer_id STRING, event_id STRING, event_ms BIGINT",
+                    f"SELECT customer_id, event_id, event_ms FROM ({sql.dedup_view(f'first_seen_{n}')})",
                 )
-            if stage in ("dups", "window"):
-                inserts.append(
-                    (
-                        "customer_id STRING, event_id STRING, seen BIGINT, variants BIGINT, last_seen TIMESTAMP_LTZ(3)",
-                        sql.duplicates_view(f"parsed_{n}"),
-                    )
-                )
-            if stage == "window":
-                t_env.create_temporary_view(f"deduped_{n}", t_env.sql_query(sql.dedup_view(f"parsed_{n}")))
-                t_env.create_temporary_view(f"metered_{n}", t_env.sql_query(sql.metered_view(f"deduped_{n}", meters)))
-                flagged = materialise(t_env, t_env.sql_query(sql.flagged_view(f"metered_{n}")), FLAGGED_COLUMNS, rowtime="rt")
-                t_env.create_temporary_view(f"flagged_{n}", flagged)
-                dead = f"{sql.dead_letters_view(f'parsed_{n}')}\nUNION ALL\n{sql.meter_dead_letters_view(f'flagged_{n}')}"
-                inserts.append((DEAD_LETTER_COLUMNS, dead))
-                step = timedelta(minutes=1)  # a fresh bounded job's step (jobs.metering_job.build)
-                partials = (
-                    f"{sql.ontime_partials_view(f'flagged_{n}', step)}\nUNION ALL\n{sql.late_partials_view(f'flagged_{n}')}"
-                )
-                inserts.append((PARTIAL_SINK, partials))
+            )
+            inserts.append((DUPLICATE_COLUMNS, sql.duplicates_view(f"first_seen_{n}")))
+        elif stage == "window":
+            views = define_views(t_env, self.config, self._source(topic, job_columns=True), suffix=f"_{self._tables}")
+            inserts.append((DEAD_LETTER_COLUMNS, views.dead_letters_sql()))
+            inserts.append((DUPLICATE_COLUMNS, views.duplicates_sql()))
+            inserts.append((PARTIAL_SINK, views.partials_sql(timedelta(minutes=1))))  # a fresh bounded job's step
         else:
             raise ValueError(stage)
         statements = t_env.create_statement_set()

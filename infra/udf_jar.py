@@ -23,6 +23,9 @@ from infra.errors import StackError
 from infra.settings import PROJECT_ROOT, StackSettings
 
 SOURCE_DIR = PROJECT_ROOT / "udfs" / "jvm" / "src"
+#: ``javac`` options; ``-parameters`` keeps parameter names, which Flink reads as the names of a
+#: process table function's state entries (``FirstSeen``).
+JAVAC_OPTIONS = ("--release", "17", "-parameters", "-nowarn")
 
 
 def _sources(source_dir: Path) -> list[Path]:
@@ -33,10 +36,10 @@ def _sources(source_dir: Path) -> list[Path]:
 
 
 def source_hash(source_dir: Path = SOURCE_DIR) -> str:
-    """A digest of the UDF sources and the PyFlink version they compile against."""
+    """A digest of the UDF sources, the PyFlink version they compile against and the ``javac`` options."""
     from infra.versions import PYFLINK_VERSION
 
-    digest = hashlib.sha256(PYFLINK_VERSION.encode())
+    digest = hashlib.sha256(PYFLINK_VERSION.encode() + b"\0" + " ".join(JAVAC_OPTIONS).encode())
     for path in _sources(source_dir):
         digest.update(str(path.relative_to(source_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
@@ -65,7 +68,7 @@ def udf_jar(settings: StackSettings | None = None, source_dir: Path = SOURCE_DIR
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="metering-udfs-") as scratch:
         classes = Path(scratch) / "classes"
-        command = [javac, "--release", "17", "-nowarn", "-d", str(classes), "-cp", classpath]
+        command = [javac, *JAVAC_OPTIONS, "-d", str(classes), "-cp", classpath]
         result = subprocess.run(
             [*command, *map(str, _sources(source_dir))], capture_output=True, text=True, check=False, timeout=300
         )

@@ -30,7 +30,7 @@ from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs.config import Config
-from jobs.metrics import METRICS
+from jobs.metrics import FINALIZE_METRICS
 from jobs.sql import SEP
 from udfs.aggregators import Partial, merge
 from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger, local_day_start_ms
@@ -93,9 +93,9 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         # The newest finalization timer that fired for this key; kept when the ledger is cleared
         # (one long per key that ever had a final). See _finality_watermark.
         self.final_through = runtime_context.get_state(ValueStateDescriptor("final_through", Types.LONG()))
-        # The job's own counters (Flink metrics, read by `metering job status`; see METRICS).
+        # The job's own counters (Flink metrics, read by `metering job status`; see FINALIZE_METRICS).
         metrics = runtime_context.get_metrics_group()
-        self.counters = {name: metrics.counter(name) for name in METRICS}
+        self.counters = {name: metrics.counter(name) for name in FINALIZE_METRICS}
 
     def _load(self, customer_id: str, meter: str) -> _KeyState:
         stored = self.state.value()

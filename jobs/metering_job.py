@@ -6,9 +6,11 @@ Graph (per-event work in the JVM, Python only on low-volume minute partials)::
       -> parsed: validation with reason codes; rowtime = event time, or the epoch when the event
          is invalid or future-dated (it never advances the watermark); heartbeats (jobs/heartbeat.py)
          move the watermark and go no further
+      -> first_seen: keyed by (customer_id, event_id), one state (TTL = dedup retention) counting
+         each id's events and distinct payloads; every record passes with `seen` (materialised)
          -> dead letters (reason != NULL)                                   [Kafka, exactly-once]
-         -> duplicates: count/variants per id seen twice                    [Kafka upserts, idempotent]
-         -> deduped: first occurrence per (customer_id, event_id), state TTL = dedup retention
+         -> duplicates (seen > 1): count/variants per id seen twice         [Kafka upserts, idempotent]
+         -> deduped (seen = 1): the first occurrence
             -> metered: one row per (event, meter), value + group key + meter-level reason
                -> flagged: late = behind the watermark (evaluated once, then materialised)
                   -> meter dead letters (negative_value, missing_value, …)   [Kafka, exactly-once]
@@ -63,9 +65,9 @@ class RunOptions:
     allow_non_restored_state: bool = False  # resume even if some saved state has no operator (drops it)
 
 
-#: Columns of the views the job materialises (see :func:`materialise`), as ``sql.parse_view`` and
-#: ``sql.flagged_view`` produce them.
-PARSED_COLUMNS = [
+#: Columns of the views the job materialises (see :func:`materialise`), as ``sql.first_seen_view``
+#: and ``sql.flagged_view`` produce them.
+FIRST_SEEN_COLUMNS = [
     ("kafka_partition", "INT"),
     ("kafka_offset", "BIGINT"),
     ("kafka_ts", "TIMESTAMP_LTZ(3)"),
@@ -78,6 +80,8 @@ PARSED_COLUMNS = [
     ("q_text", "STRING"),
     ("event_ms", "BIGINT"),
     ("reason", "STRING"),
+    ("seen", "BIGINT"),
+    ("variants", "BIGINT"),
 ]
 FLAGGED_COLUMNS = [
     ("customer_id", "STRING"),
@@ -226,6 +230,10 @@ DEAD_LETTER_COLUMNS = (
 )
 
 
+#: Columns of the duplicates sink (``sql.duplicates_view``), upserts keyed by (customer_id, event_id).
+DUPLICATE_COLUMNS = "customer_id STRING, event_id STRING, seen BIGINT, variants BIGINT, last_seen TIMESTAMP_LTZ(3)"
+
+
 def events_columns(config: Config) -> str:
     """The events source's columns: the raw payload, Kafka metadata, ``rowtime`` and its watermark."""
     computed = ",\n  ".join(f"{name} AS {expr}" for name, expr in sql.source_schema_columns(config.pipeline.allowed_future_skew))
@@ -235,6 +243,55 @@ def events_columns(config: Config) -> str:
   kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
   {computed},
   WATERMARK FOR rowtime AS rowtime - {sql.seconds(config.pipeline.max_out_of_orderness)}"""
+
+
+@dataclass(frozen=True)
+class JobViews:
+    """The temporary views :func:`define_views` made, and the queries the job's outputs read from them."""
+
+    first_seen: str
+    flagged: str
+
+    def dead_letters_sql(self) -> str:
+        """Event-level and meter-level dead letters (``DEAD_LETTER_COLUMNS``)."""
+        return f"{sql.dead_letters_view(self.first_seen)}\nUNION ALL\n{sql.meter_dead_letters_view(self.flagged)}"
+
+    def duplicates_sql(self) -> str:
+        return sql.duplicates_view(self.first_seen)
+
+    def partials_sql(self, step: timedelta) -> str:
+        """Minute partials for the finalization operator (``sql.PARTIAL_COLUMNS``): on-time steps and late events."""
+        return f"{sql.ontime_partials_view(self.flagged, step)}\nUNION ALL\n{sql.late_partials_view(self.flagged)}"
+
+
+def define_views(t_env: Any, config: Config, source: str, suffix: str = "") -> JobViews:
+    """The job's per-event SQL over the events table ``source``: parse, dedup, meters, lateness flag.
+
+    Two views are materialised (Table -> DataStream -> Table, :func:`materialise`): the statement
+    set's sinks and the DataStream part are planned separately, and each consumer of a plain view
+    would get its own copy of the operators behind it (seen: two Kafka sources in one job), and
+    here two copies of the keyed dedup state under one uid. ``suffix`` keeps the names of several
+    calls apart (bench/stage_floor.py runs several in one environment).
+    """
+    meters = config.meters
+    names = {name: f"{name}{suffix}" for name in ("parsed", "first_seen_input", "first_seen", "deduped", "metered", "flagged")}
+    t_env.create_temporary_view(
+        names["parsed"], t_env.sql_query(sql.parse_view(source, meters, config.pipeline.allowed_future_skew))
+    )
+    t_env.create_temporary_view(names["first_seen_input"], t_env.sql_query(sql.first_seen_input_view(names["parsed"])))
+    first_seen = materialise(
+        t_env,
+        t_env.sql_query(sql.first_seen_view(names["first_seen_input"], f"{UID_PREFIX}-first-seen")),
+        FIRST_SEEN_COLUMNS,
+        rowtime="rt0",
+    )
+    t_env.create_temporary_view(names["first_seen"], first_seen)
+    t_env.create_temporary_view(names["deduped"], t_env.sql_query(sql.dedup_view(names["first_seen"])))
+    t_env.create_temporary_view(names["metered"], t_env.sql_query(sql.metered_view(names["deduped"], meters)))
+    # Materialise the lateness flag once (see sql.flagged_view).
+    flagged = materialise(t_env, t_env.sql_query(sql.flagged_view(names["metered"])), FLAGGED_COLUMNS, rowtime="rt")
+    t_env.create_temporary_view(names["flagged"], flagged)
+    return JobViews(names["first_seen"], names["flagged"])
 
 
 def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
@@ -264,24 +321,7 @@ def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
 CREATE TEMPORARY TABLE events (
   {events_columns(config)}
 ) WITH ({_with(source_options)})""")
-    meters = config.meters
-    # Materialise `parsed` once: the statement-set sinks and the DataStream part are planned
-    # separately, and without a shared DataStream each of them read and parsed the topic again
-    # (seen: two Kafka sources in the running job).
-    parsed = materialise(
-        t_env,
-        t_env.sql_query(sql.parse_view("events", meters, config.pipeline.allowed_future_skew)),
-        PARSED_COLUMNS,
-        rowtime="rt0",
-        proctime="proc_time",
-    )
-    t_env.create_temporary_view("parsed", parsed)
-    t_env.create_temporary_view("deduped", t_env.sql_query(sql.dedup_view("parsed")))
-    t_env.create_temporary_view("metered", t_env.sql_query(sql.metered_view("deduped", meters)))
-
-    # Materialise the lateness flag once (see sql.flagged_view).
-    flagged = materialise(t_env, t_env.sql_query(sql.flagged_view("metered")), FLAGGED_COLUMNS, rowtime="rt")
-    t_env.create_temporary_view("flagged", flagged)
+    views = define_views(t_env, config, "events")
 
     t_env.execute_sql(
         f"CREATE TEMPORARY TABLE dead_letters_sink ({DEAD_LETTER_COLUMNS}) "
@@ -295,25 +335,21 @@ CREATE TEMPORARY TABLE events (
         "value.format": "json",
     }
     t_env.execute_sql(
-        "CREATE TEMPORARY TABLE duplicates_sink (customer_id STRING, event_id STRING, seen BIGINT, variants BIGINT, "
-        f"last_seen TIMESTAMP_LTZ(3), PRIMARY KEY (customer_id, event_id) NOT ENFORCED) WITH ({_with(duplicates_options)})"
+        f"CREATE TEMPORARY TABLE duplicates_sink ({DUPLICATE_COLUMNS}, PRIMARY KEY (customer_id, event_id) NOT ENFORCED) "
+        f"WITH ({_with(duplicates_options)})"
     )
     statements = t_env.create_statement_set()
     # One INSERT per exactly-once sink: two sink operators sharing a transactional-id prefix fence
     # each other's transactions (seen: the first one's records never became visible).
-    statements.add_insert_sql(
-        f"INSERT INTO dead_letters_sink {sql.dead_letters_view('parsed')}\nUNION ALL\n{sql.meter_dead_letters_view('flagged')}"
-    )
-    statements.add_insert_sql(f"INSERT INTO duplicates_sink {sql.duplicates_view('parsed')}")
+    statements.add_insert_sql(f"INSERT INTO dead_letters_sink {views.dead_letters_sql()}")
+    statements.add_insert_sql(f"INSERT INTO duplicates_sink {views.duplicates_sql()}")
 
     # Live: re-emit open minutes every provisional interval. Bounded (backfill/replay): one row per
     # key-minute; provisional cadence means nothing there and each step costs a Python call. A
     # resumed job keeps the live step: the window state in its savepoint was built with it.
     fresh_bounded = options.bounded and options.restore_from is None
     step = timedelta(minutes=1) if fresh_bounded else config.pipeline.provisional_interval
-    partials = t_env.to_data_stream(
-        t_env.sql_query(f"{sql.ontime_partials_view('flagged', step)}\nUNION ALL\n{sql.late_partials_view('flagged')}")
-    )
+    partials = t_env.to_data_stream(t_env.sql_query(views.partials_sql(step)))
     finalized = (
         partials.key_by(lambda r: (r[0], r[1], r[2]), key_type=Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()]))
         .process(FinalizeFunction(config), output_type=Types.STRING())

@@ -1,11 +1,20 @@
-"""Names of the job's own Flink counters (registered by jobs/finalize.py, read by `metering job status`)."""
+"""Names of the job's own Flink counters, read by `metering job status`."""
 
 from __future__ import annotations
 
-#: Counters of the finalization operator: metric name -> meaning.
-METRICS = {
+#: Counters of the finalization operator (jobs/finalize.py): metric name -> meaning.
+FINALIZE_METRICS = {
     "meteringFinalsEmitted": "final totals emitted",
     "meteringCorrectionsEmitted": "correction records (late beyond grace)",
     "meteringLateEvents": "events behind the watermark (within grace: counted; beyond: corrections)",
     "meteringAggregateUpdates": "provisional aggregate rows written",
 }
+
+#: Counters of dedup (``metering_first_seen``, udfs/jvm/.../FirstSeen.java): metric name -> meaning.
+DEDUP_METRICS = {
+    "meteringFirstSeen": "valid events seen for the first time (the ones billed)",
+    "meteringDuplicates": "duplicates dropped",
+    "meteringConflicts": "duplicates whose billing content differs from every earlier copy (a producer bug)",
+}
+
+METRICS = {**FINALIZE_METRICS, **DEDUP_METRICS}

@@ -217,6 +217,7 @@ def _root_exception(exceptions: dict[str, Any]) -> str | None:
 #: Operator metrics read for `status`: (operator name fragment, metric id suffix, label). Metric
 #: ids look like ``Deduplicate[9].numRecordsIn`` and ``dead_letters_sink[28]__Writer.numRecordsIn``.
 OPERATOR_METRICS = (
+    # Jobs built before dedup counted its own events (DEDUP_METRICS): a ROW_NUMBER dedup operator.
     ("Deduplicate[", ".numRecordsIn", "dedup_in"),
     ("Deduplicate[", ".numRecordsOut", "dedup_out"),
     ("dead_letters_sink[", "__Writer.numRecordsIn", "dead_letters"),
@@ -295,6 +296,9 @@ def summarize_status(
     for name in METRICS:
         counters[name] = int(by_label[name]) if name in by_label else None
     dedup_in, dedup_out, dead = metric("dedup_in"), metric("dedup_out"), metric("dead_letters")
+    first_seen, duplicates = metric("meteringFirstSeen"), metric("meteringDuplicates")
+    if first_seen is not None and duplicates is not None:  # dedup's own counters (older jobs: its operator's)
+        dedup_in, dedup_out = first_seen + duplicates, first_seen
     window_drops = metric("window_late_drops")
     marks = [w for values in watermarks.values() for w in values]
     watermark = min(marks) if marks else None
@@ -419,7 +423,8 @@ def render_status(status: dict[str, Any]) -> str:
     p = status["pipeline"]
     lines.append(
         f"  pipeline     events past dedup {_count(p['events_deduplicated_in'])}, "
-        f"duplicates dropped {_count(p['duplicates_dropped'])}, dead letters {_count(p['dead_letters'])}"
+        f"duplicates dropped {_count(p['duplicates_dropped'])} ({_count(p['conflicts'])} with a different payload), "
+        f"dead letters {_count(p['dead_letters'])}"
     )
     if p["window_late_drops"]:
         drops = p["window_late_drops"]

@@ -11,8 +11,10 @@ Facts these expressions rely on, measured on PyFlink 2.2.1 (docs/design.md):
   event-time expression in SQL cost ~40 µs per event; ``JSON_VALUE`` parses the whole document on
   every call. Small Java functions (:data:`FUNCTIONS`, ``udfs/jvm``) do these instead: one
   parse per event for all its fields, and the RFC 3339 arithmetic (docs/benchmarks.md);
-- ``COUNT(DISTINCT …)`` keeps a state map per group; ``metering_distinct_count`` counts the same
-  in the accumulator (the duplicates aggregation, where nearly every group holds one value);
+- dedup and the duplicates count are one keyed process table function (``metering_first_seen``)
+  instead of a ``ROW_NUMBER`` dedup and a ``GROUP BY`` with ``COUNT(DISTINCT …)``: one state and
+  one shuffle per event (``COUNT(DISTINCT …)`` alone, with its per-group state map, cost as much
+  as parsing and dedup together);
 - computed columns cannot reference each other, so the event-time call is inlined into the
   rowtime column.
 """
@@ -28,7 +30,7 @@ FUNCTIONS = {
     "metering_event_millis": "dev.metering.udfs.EventMillis",
     "metering_rowtime_millis": "dev.metering.udfs.RowtimeMillis",
     "metering_json_fields": "dev.metering.udfs.JsonFields",
-    "metering_distinct_count": "dev.metering.udfs.DistinctCount",
+    "metering_first_seen": "dev.metering.udfs.FirstSeen",
 }
 
 #: Separator inside encoded ``latest`` values (cannot occur in ids or decimals).
@@ -152,40 +154,62 @@ SELECT reason, CAST(NULL AS STRING) AS meter, customer_id, event_id, doc AS payl
 FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)}"""
 
 
-def dedup_view(parsed: str) -> str:
-    """First occurrence per (customer_id, event_id) within the state TTL (= dedup retention).
+#: What a bill depends on (type, time, quantity, properties): a re-serialised but identical retry
+#: has the same fingerprint, a changed one does not.
+FINGERPRINT = "MD5(CONCAT_WS('|', event_type, ts_text, q_text, COALESCE(JSON_QUERY(doc, '$.properties'), '')))"
 
-    Keep-first on processing time: append-only output, one keyed ``ValueState`` per id; the
-    first record read from Kafka wins (a customer's events share a partition, so that is the
-    first in offset order).
+
+def first_seen_input_view(parsed: str) -> str:
+    """``parsed`` with each valid event's :data:`FINGERPRINT`."""
+    return f"""
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, event_id, customer_id, event_type, ts_text, q_text,
+       event_ms, reason,
+       CASE WHEN reason IS NULL THEN {FINGERPRINT} END AS fingerprint
+FROM {parsed}"""
+
+
+def first_seen_view(first_seen_input: str, uid: str) -> str:
+    """Every parsed record with ``seen`` and ``variants`` of its (customer_id, event_id), keyed state TTL = dedup retention.
+
+    ``metering_first_seen`` (``udfs/jvm``) keeps, per (customer_id, event_id), how many valid
+    events it has seen and their distinct fingerprints: ``seen = 1`` is the first occurrence (the
+    one billed), ``seen > 1`` a duplicate carrying the counts so far. Records with a ``reason``
+    (dead letters, heartbeats) pass with ``seen = 0`` and touch no state. The first record read
+    from Kafka wins (a customer's events share a partition, so that is the first in offset order).
+    The state's retention is ``table.exec.state.ttl``, counted from the key's latest event.
+
+    No ``on_time`` argument, deliberately: with one, Flink drops every row behind the watermark
+    before the function sees it (measured on 2.2.1), which would lose late events. Without it
+    ``rowtime`` passes through as the time attribute, and the watermarks with it.
+    ``uid`` names the operator's state in savepoints.
     """
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rt0 AS rowtime, doc, event_id, customer_id, event_type,
-       event_ms, q_text
-FROM (
-  SELECT *, ROW_NUMBER() OVER (PARTITION BY customer_id, event_id ORDER BY proc_time ASC) AS row_num
-  FROM {parsed} WHERE reason IS NULL
-) WHERE row_num = 1"""
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, event_id, customer_id, event_type, ts_text, q_text,
+       event_ms, reason, seen, variants
+FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
 
 
-def duplicates_view(parsed: str) -> str:
-    """Per (customer_id, event_id) seen more than once: how often, and whether payloads differ.
+def dedup_view(first_seen: str) -> str:
+    """First occurrence per (customer_id, event_id) within the dedup retention (see :func:`first_seen_view`).
 
-    ``fingerprint`` covers what a bill depends on (type, time, quantity, properties), so a
-    re-serialised but identical retry is a plain duplicate and a changed one is a conflict.
-    Updating (changelog) output, written as upserts keyed by (customer_id, event_id).
-
-    ``variants`` counts distinct fingerprints with ``metering_distinct_count`` (``udfs/jvm``), the
-    same count as ``COUNT(DISTINCT …)`` without its per-group state map, which cost 20–35 µs per
-    event, as much as parsing and dedup together (docs/benchmarks.md, "Stage by stage").
+    ``first_seen`` is the materialised view, whose time attribute is ``rt0`` (jobs/metering_job.py).
     """
-    fingerprint = "MD5(CONCAT_WS('|', event_type, ts_text, q_text, COALESCE(JSON_QUERY(doc, '$.properties'), '')))"
     return f"""
-SELECT customer_id, event_id, COUNT(*) AS seen, metering_distinct_count({fingerprint}) AS variants,
-       MAX(kafka_ts) AS last_seen
-FROM {parsed} WHERE reason IS NULL
-GROUP BY customer_id, event_id
-HAVING COUNT(*) > 1"""
+SELECT kafka_partition, kafka_offset, kafka_ts, rt0 AS rowtime, doc, event_id, customer_id, event_type, event_ms, q_text
+FROM {first_seen} WHERE seen = 1"""
+
+
+def duplicates_view(first_seen: str) -> str:
+    """Per (customer_id, event_id) seen more than once: how often, and how many different payloads.
+
+    One row per duplicate, carrying the counts so far (the duplicates sink keeps the latest per
+    key: upserts keyed by (customer_id, event_id)); ``last_seen`` is when Kafka received it.
+    ``variants`` counts distinct :data:`FINGERPRINT` values, so a re-serialised but identical
+    retry is a plain duplicate and a changed one is a conflict.
+    """
+    return f"""
+SELECT customer_id, event_id, seen, variants, kafka_ts AS last_seen
+FROM {first_seen} WHERE seen > 1"""
 
 
 def _group_key_sql(meter: Meter) -> str:

@@ -17,9 +17,11 @@ def all_generated_sql() -> list[str]:
     skew = CONFIG.pipeline.allowed_future_skew
     return [
         sql.parse_view("events", CONFIG.meters, skew),
-        sql.dead_letters_view("parsed"),
-        sql.dedup_view("parsed"),
-        sql.duplicates_view("parsed"),
+        sql.first_seen_input_view("parsed"),
+        sql.first_seen_view("first_seen_input", "metering-v1-first-seen"),
+        sql.dead_letters_view("first_seen"),
+        sql.dedup_view("first_seen"),
+        sql.duplicates_view("first_seen"),
         sql.metered_view("deduped", CONFIG.meters),
         sql.flagged_view("metered"),
         sql.ontime_partials_view("flagged", timedelta(seconds=10)),

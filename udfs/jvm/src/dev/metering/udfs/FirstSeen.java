@@ -1,0 +1,89 @@
+package dev.metering.udfs;
+
+import org.apache.flink.metrics.Counter;
+import org.apache.flink.metrics.MetricGroup;
+import org.apache.flink.table.annotation.ArgumentHint;
+import org.apache.flink.table.annotation.ArgumentTrait;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.StateHint;
+import org.apache.flink.table.functions.FunctionContext;
+import org.apache.flink.table.functions.ProcessTableFunction;
+import org.apache.flink.types.Row;
+
+import java.util.Arrays;
+
+/**
+ * {@code metering_first_seen(input => TABLE t PARTITION BY (customer_id, event_id), uid => …)}:
+ * dedup and the duplicate count of an event id in one keyed state.
+ *
+ * <p>For every input row it emits the row (all its columns, passed through) with {@code seen}, how
+ * many valid events of this key it has seen including this one, and {@code variants}, how many
+ * distinct {@code fingerprint} values among them. So {@code seen = 1} is the first occurrence (the
+ * one that is billed) and {@code seen > 1} a duplicate, whose row carries the key's counts so far.
+ * A row whose {@code reason} is set (a dead letter, a heartbeat) is not an event: it passes with
+ * {@code seen = 0} and {@code variants = 0} and leaves the state alone.
+ *
+ * <p>It replaces two keyed operators that read the same key: a keep-first {@code ROW_NUMBER}
+ * dedup and a {@code GROUP BY} counting rows and distinct fingerprints, each with its own state
+ * and its own network shuffle (docs/benchmarks.md, "Stage by stage"). State per key: the count
+ * and the distinct fingerprints in arrival order (nearly always one). Its retention is the
+ * job's {@code table.exec.state.ttl} (the dedup retention), counted from the key's latest event.
+ *
+ * <p>Counters (jobs/metrics.py, DEDUP_METRICS, read by {@code metering job status}):
+ * {@code meteringFirstSeen}, {@code meteringDuplicates} and {@code meteringConflicts}, the
+ * duplicates that brought a fingerprint the key had not shown before.
+ *
+ * <p>Call it without {@code on_time}: with it, Flink drops the rows behind the watermark before
+ * they reach the function, and late events must not be lost (jobs/sql.py, first_seen_view).
+ */
+@DataTypeHint("ROW<seen BIGINT NOT NULL, variants BIGINT NOT NULL>")
+public final class FirstSeen extends ProcessTableFunction<Row> {
+
+    /** What one (customer_id, event_id) has shown so far. */
+    public static final class Memory {
+        public Long seen;
+        public @DataTypeHint("ARRAY<STRING>") String[] fingerprints;
+    }
+
+    private transient Counter firstSeen;
+    private transient Counter duplicates;
+    private transient Counter conflicts;
+
+    @Override
+    public void open(FunctionContext context) {
+        MetricGroup metrics = context.getMetricGroup();
+        firstSeen = metrics.counter("meteringFirstSeen");
+        duplicates = metrics.counter("meteringDuplicates");
+        conflicts = metrics.counter("meteringConflicts");
+    }
+
+    public void eval(
+            @StateHint Memory memory,
+            @ArgumentHint({ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.PASS_COLUMNS_THROUGH}) Row input) {
+        if (input.getField("reason") != null) {
+            collect(Row.of(0L, 0L));
+            return;
+        }
+        String fingerprint = input.getFieldAs("fingerprint");
+        String[] known = memory.fingerprints == null ? new String[0] : memory.fingerprints;
+        boolean fresh = fingerprint != null;
+        for (int i = 0; fresh && i < known.length; i++) {
+            fresh = !known[i].equals(fingerprint);
+        }
+        if (fresh) {
+            known = Arrays.copyOf(known, known.length + 1);
+            known[known.length - 1] = fingerprint;
+        }
+        memory.fingerprints = known;
+        memory.seen = memory.seen == null ? 1L : memory.seen + 1;
+        if (memory.seen == 1L) {
+            firstSeen.inc();
+        } else {
+            duplicates.inc();
+            if (fresh) {
+                conflicts.inc();
+            }
+        }
+        collect(Row.of(memory.seen, (long) known.length));
+    }
+}
