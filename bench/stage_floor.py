@@ -8,9 +8,9 @@ further along the job's path, into a blackhole sink:
   read      the Kafka source alone (payload bytes, no parsing): the floor of any Flink job here
   json      + one ``JSON_VALUE`` per record (one JSON parse)
   parse     the job's source (rowtime column and watermarks) + ``sql.parse_view``
-  dedup     + dedup and the duplicates count (``sql.first_seen_view``: one keyed state per event
-            id), the Table -> DataStream -> Table round trip of its output, ``sql.dedup_view``
-            and ``sql.duplicates_view``
+  dedup     + dedup and the duplicates count (``jobs.metering_job.define_first_seen``: one keyed
+            state per event id, and the Table -> DataStream -> Table round trip of its output),
+            ``sql.dedup_view`` and ``sql.duplicates_view``
   window    the job's whole SQL part (``jobs.metering_job.define_views`` and the queries of its
             sinks): + meters, the lateness flag (a second round trip), the dead letters and the
             minute partials (group window, 1-minute steps as a bounded job)
@@ -191,7 +191,7 @@ class InProcessStages:
 
     def run(self, stage: str, topic: str) -> None:
         """Push everything in ``topic`` through ``stage`` into blackhole sinks; returns when done."""
-        from jobs.metering_job import DEAD_LETTER_COLUMNS, DUPLICATE_COLUMNS, FIRST_SEEN_COLUMNS, define_views, materialise
+        from jobs.metering_job import DEAD_LETTER_COLUMNS, DUPLICATE_COLUMNS, define_first_seen, define_views
 
         t_env = self.t_env
         meters = self.config.meters
@@ -212,22 +212,14 @@ class InProcessStages:
                 )
             )
         elif stage == "dedup":
-            # As jobs.metering_job.define_views does, up to the views the first two sinks read.
-            source = self._source(topic, job_columns=True)
-            n = self._tables
-            t_env.create_temporary_view(f"parsed_{n}", t_env.sql_query(sql.parse_view(source, meters, skew)))
-            t_env.create_temporary_view(f"input_{n}", t_env.sql_query(sql.first_seen_input_view(f"parsed_{n}")))
-            first_seen = materialise(
-                t_env, t_env.sql_query(sql.first_seen_view(f"input_{n}", f"floor-{n}")), FIRST_SEEN_COLUMNS, rowtime="rt0"
-            )
-            t_env.create_temporary_view(f"first_seen_{n}", first_seen)
+            first_seen = define_first_seen(t_env, self.config, self._source(topic, job_columns=True), suffix=f"_{self._tables}")
             inserts.append(
                 (
                     "customer_id STRING, event_id STRING, event_ms BIGINT",
-                    f"SELECT customer_id, event_id, event_ms FROM ({sql.dedup_view(f'first_seen_{n}')})",
+                    f"SELECT customer_id, event_id, event_ms FROM ({sql.dedup_view(first_seen)})",
                 )
             )
-            inserts.append((DUPLICATE_COLUMNS, sql.duplicates_view(f"first_seen_{n}")))
+            inserts.append((DUPLICATE_COLUMNS, sql.duplicates_view(first_seen)))
         elif stage == "window":
             views = define_views(t_env, self.config, self._source(topic, job_columns=True), suffix=f"_{self._tables}")
             inserts.append((DEAD_LETTER_COLUMNS, views.dead_letters_sql()))

@@ -102,7 +102,7 @@ FLAGGED_COLUMNS = [
 ]
 
 
-def materialise(t_env: Any, table: Any, columns: list[tuple[str, str]], *, rowtime: str, proctime: str | None = None) -> Any:
+def materialise(t_env: Any, table: Any, columns: list[tuple[str, str]], *, rowtime: str) -> Any:
     """``table`` evaluated once: Table -> DataStream -> Table, keeping its rowtime and watermarks.
 
     Every consumer of the result reads the same records. Without this, each consumer is planned
@@ -115,8 +115,6 @@ def materialise(t_env: Any, table: Any, columns: list[tuple[str, str]], *, rowti
     builder = Schema.new_builder()
     for name, data_type in columns:
         builder = builder.column(name, data_type)
-    if proctime is not None:
-        builder = builder.column_by_expression(proctime, "PROCTIME()")
     schema = builder.column_by_metadata(rowtime, "TIMESTAMP_LTZ(3)", "rowtime").watermark(rowtime, "SOURCE_WATERMARK()").build()
     return t_env.from_data_stream(t_env.to_data_stream(table), schema)
 
@@ -264,34 +262,39 @@ class JobViews:
         return f"{sql.ontime_partials_view(self.flagged, step)}\nUNION ALL\n{sql.late_partials_view(self.flagged)}"
 
 
+def define_first_seen(t_env: Any, config: Config, source: str, suffix: str = "") -> str:
+    """Parse and dedup over the events table ``source``; returns the name of the materialised ``first_seen`` view.
+
+    ``suffix`` keeps the names of several calls apart (bench/stage_floor.py runs several in one
+    environment).
+    """
+    parsed, first_seen_input, first_seen = f"parsed{suffix}", f"first_seen_input{suffix}", f"first_seen{suffix}"
+    t_env.create_temporary_view(
+        parsed, t_env.sql_query(sql.parse_view(source, config.meters, config.pipeline.allowed_future_skew))
+    )
+    t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed)))
+    table = t_env.sql_query(sql.first_seen_view(first_seen_input, f"{UID_PREFIX}-first-seen"))
+    t_env.create_temporary_view(first_seen, materialise(t_env, table, FIRST_SEEN_COLUMNS, rowtime="rt0"))
+    return first_seen
+
+
 def define_views(t_env: Any, config: Config, source: str, suffix: str = "") -> JobViews:
     """The job's per-event SQL over the events table ``source``: parse, dedup, meters, lateness flag.
 
     Two views are materialised (Table -> DataStream -> Table, :func:`materialise`): the statement
     set's sinks and the DataStream part are planned separately, and each consumer of a plain view
     would get its own copy of the operators behind it (seen: two Kafka sources in one job), and
-    here two copies of the keyed dedup state under one uid. ``suffix`` keeps the names of several
-    calls apart (bench/stage_floor.py runs several in one environment).
+    here two copies of the keyed dedup state under one uid. ``suffix``: see :func:`define_first_seen`.
     """
-    meters = config.meters
-    names = {name: f"{name}{suffix}" for name in ("parsed", "first_seen_input", "first_seen", "deduped", "metered", "flagged")}
-    t_env.create_temporary_view(
-        names["parsed"], t_env.sql_query(sql.parse_view(source, meters, config.pipeline.allowed_future_skew))
-    )
-    t_env.create_temporary_view(names["first_seen_input"], t_env.sql_query(sql.first_seen_input_view(names["parsed"])))
-    first_seen = materialise(
-        t_env,
-        t_env.sql_query(sql.first_seen_view(names["first_seen_input"], f"{UID_PREFIX}-first-seen")),
-        FIRST_SEEN_COLUMNS,
-        rowtime="rt0",
-    )
-    t_env.create_temporary_view(names["first_seen"], first_seen)
-    t_env.create_temporary_view(names["deduped"], t_env.sql_query(sql.dedup_view(names["first_seen"])))
-    t_env.create_temporary_view(names["metered"], t_env.sql_query(sql.metered_view(names["deduped"], meters)))
+    first_seen = define_first_seen(t_env, config, source, suffix)
+    deduped, metered, flagged = f"deduped{suffix}", f"metered{suffix}", f"flagged{suffix}"
+    t_env.create_temporary_view(deduped, t_env.sql_query(sql.dedup_view(first_seen)))
+    t_env.create_temporary_view(metered, t_env.sql_query(sql.metered_view(deduped, config.meters)))
     # Materialise the lateness flag once (see sql.flagged_view).
-    flagged = materialise(t_env, t_env.sql_query(sql.flagged_view(names["metered"])), FLAGGED_COLUMNS, rowtime="rt")
-    t_env.create_temporary_view(names["flagged"], flagged)
-    return JobViews(names["first_seen"], names["flagged"])
+    t_env.create_temporary_view(
+        flagged, materialise(t_env, t_env.sql_query(sql.flagged_view(metered)), FLAGGED_COLUMNS, rowtime="rt")
+    )
+    return JobViews(first_seen, flagged)
 
 
 def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
