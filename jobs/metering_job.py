@@ -79,6 +79,7 @@ FIRST_SEEN_COLUMNS = [
     ("ts_text", "STRING"),
     ("q_text", "STRING"),
     ("event_ms", "BIGINT"),
+    ("props", "ARRAY<STRING>"),
     ("reason", "STRING"),
     ("seen", "BIGINT"),
     ("variants", "BIGINT"),
@@ -272,7 +273,7 @@ def define_first_seen(t_env: Any, config: Config, source: str, suffix: str = "")
     t_env.create_temporary_view(
         parsed, t_env.sql_query(sql.parse_view(source, config.meters, config.pipeline.allowed_future_skew))
     )
-    t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed)))
+    t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed, config.meters)))
     table = t_env.sql_query(sql.first_seen_view(first_seen_input, f"{UID_PREFIX}-first-seen"))
     t_env.create_temporary_view(first_seen, materialise(t_env, table, FIRST_SEEN_COLUMNS, rowtime="rt0"))
     return first_seen

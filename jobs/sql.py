@@ -42,7 +42,6 @@ EVENT_TYPE = r"^[a-z0-9][a-z0-9_.-]*$"
 #: ``reason`` of a heartbeat (jobs/heartbeat.py): not an event and not a dead letter; only its
 #: timestamp matters, and the source has already read it into the watermark.
 HEARTBEAT = "heartbeat"
-PROPERTY_PATH = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 
 
 def lit(value: str) -> str:
@@ -85,8 +84,30 @@ def source_schema_columns(skew: timedelta) -> list[tuple[str, str]]:
     (``metering_rowtime_millis``, one call: Flink evaluates a SQL ``CASE`` branch by branch).
     """
     skew_ms = int(skew / timedelta(milliseconds=1))
-    text = f"JSON_VALUE({doc_sql()}, '$.timestamp')"
-    return [("rowtime", f"TO_TIMESTAMP_LTZ(metering_rowtime_millis({text}, kafka_ts, CAST({skew_ms} AS BIGINT)), 3)")]
+    return [("rowtime", f"TO_TIMESTAMP_LTZ(metering_rowtime_millis({doc_sql()}, kafka_ts, CAST({skew_ms} AS BIGINT)), 3)")]
+
+
+#: What every document is read for (``metering_json_fields``), in the order of ``j[2]`` on.
+EVENT_PATHS = ("$.event_id", "$.customer_id", "$.event_type", "$.timestamp", "$.quantity", "$.schema_version", "$.heartbeat")
+#: The ``properties`` object's JSON text, keys sorted (``JSON_QUERY``): part of :data:`FINGERPRINT`.
+PROPERTIES_JSON_PATH = "json:$.properties"
+
+
+def property_names(meters: tuple[Meter, ...]) -> list[str]:
+    """The ``properties`` the meters read (group-by dimensions and values): the ``props`` column, in this order."""
+    names = {d for m in meters for d in m.group_by} | {m.value_property for m in meters if m.value_property is not None}
+    return sorted(names)
+
+
+def _props_sql(meters: tuple[Meter, ...], first: int) -> str:
+    """``props``: the values of :func:`property_names` from ``f.j``, whose element ``first`` holds the first."""
+    elements = [f"f.j[{first + i}]" for i in range(len(property_names(meters)))]
+    return f"ARRAY[{', '.join(elements)}]" if elements else "CAST(NULL AS ARRAY<STRING>)"
+
+
+def _prop_sql(meters: tuple[Meter, ...], name: str) -> str:
+    """The text of ``properties.<name>`` from the ``props`` column (``JSON_VALUE``'s result)."""
+    return f"props[{property_names(meters).index(name) + 1}]"
 
 
 def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
@@ -96,17 +117,21 @@ def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     :data:`HEARTBEAT` when its timestamp is valid and not in the future, else the timestamp's dead
     letter reason, so a sender with a bad clock is reported.
 
-    The document is parsed once (``metering_json_fields``: the JSON type, then each path's
+    The document is read once (``metering_json_fields``: the JSON type, then each path's
     ``JSON_VALUE``), behind a ``CROSS JOIN UNNEST`` (a correlate the planner does not merge into
-    the expressions above it), so the checks below reference plain columns.
+    the expressions above it), so the checks below reference plain columns. The same pass reads
+    what later stages need: ``properties_json`` for the fingerprint and ``props``, the values of
+    :func:`property_names` for the meters.
     """
     doc = doc_sql()
     event_types = sorted({m.event_type for m in meters})
     known = ", ".join(lit(t) for t in event_types)
     future = f"TO_TIMESTAMP_LTZ(event_ms, 3) > kafka_ts + {seconds(skew)}"  # the same rule for events and heartbeats
+    property_paths = [f"$.properties.{name}" for name in property_names(meters)]
+    paths = ", ".join(lit(p) for p in (*EVENT_PATHS, PROPERTIES_JSON_PATH, *property_paths))
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
-       event_id, customer_id, event_type, ts_text, q_text, event_ms,
+       event_id, customer_id, event_type, ts_text, q_text, event_ms, properties_json, props,
        CASE
          WHEN NOT is_json THEN 'malformed_json'
          WHEN NOT is_object THEN 'not_an_object'
@@ -130,17 +155,18 @@ SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
        END AS reason
 FROM (
   SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, is_json, is_object, event_id, customer_id,
-         event_type, ts_text, q_text, schema_version, heartbeat, metering_event_millis(ts_text) AS event_ms
+         event_type, ts_text, q_text, schema_version, heartbeat, metering_event_millis(ts_text) AS event_ms,
+         properties_json, props
   FROM (
     SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.doc,
            f.j IS NOT NULL AS is_json, COALESCE(f.j[1] = 'object', FALSE) AS is_object,
            f.j[2] AS event_id, f.j[3] AS customer_id, f.j[4] AS event_type, f.j[5] AS ts_text,
-           f.j[6] AS q_text, f.j[7] AS schema_version, f.j[8] AS heartbeat
+           f.j[6] AS q_text, f.j[7] AS schema_version, f.j[8] AS heartbeat, f.j[9] AS properties_json,
+           {_props_sql(meters, 10)} AS props
     FROM {source} AS e
     CROSS JOIN UNNEST(ARRAY[ROW(
       {doc},
-      metering_json_fields({doc}, '$.event_id', '$.customer_id', '$.event_type', '$.timestamp', '$.quantity', '$.schema_version',
-                           '$.heartbeat')
+      metering_json_fields({doc}, {paths})
     )]) AS f(doc, j)
   )
 )"""
@@ -156,15 +182,20 @@ FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)}"""
 
 #: What a bill depends on (type, time, quantity, properties): a re-serialised but identical retry
 #: has the same fingerprint, a changed one does not.
-FINGERPRINT = "MD5(CONCAT_WS('|', event_type, ts_text, q_text, COALESCE(JSON_QUERY(doc, '$.properties'), '')))"
+FINGERPRINT = "MD5(CONCAT_WS('|', event_type, ts_text, q_text, COALESCE(properties_json, '')))"
 
 
-def first_seen_input_view(parsed: str) -> str:
-    """``parsed`` with each valid event's :data:`FINGERPRINT`."""
+def first_seen_input_view(parsed: str, meters: tuple[Meter, ...]) -> str:
+    """``parsed`` with each record's :data:`FINGERPRINT` and ``keep_payload`` (:func:`payload_needed_sql`).
+
+    ``metering_first_seen`` reads the fingerprint for valid events only, but it is computed for
+    every record, deliberately: an expression that tests ``reason`` would make the planner inline
+    the whole ``reason`` expression a second time (it does not share common subexpressions), and
+    that, with its patterns, cost more than the hash (docs/benchmarks.md).
+    """
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, event_id, customer_id, event_type, ts_text, q_text,
-       event_ms, reason,
-       CASE WHEN reason IS NULL THEN {FINGERPRINT} END AS fingerprint
+       event_ms, props, reason, {FINGERPRINT} AS fingerprint, {payload_needed_sql(meters)} AS keep_payload
 FROM {parsed}"""
 
 
@@ -182,10 +213,15 @@ def first_seen_view(first_seen_input: str, uid: str) -> str:
     before the function sees it (measured on 2.2.1), which would lose late events. Without it
     ``rowtime`` passes through as the time attribute, and the watermarks with it.
     ``uid`` names the operator's state in savepoints.
+
+    ``doc`` is kept only where a dead letter will carry it: records with a ``reason`` and events a
+    meter refuses (``keep_payload``). Every other record leaves it NULL, so the stages behind
+    the function neither copy nor convert the payload (docs/benchmarks.md).
     """
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, event_id, customer_id, event_type, ts_text, q_text,
-       event_ms, reason, seen, variants
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime,
+       CASE WHEN reason IS NOT NULL OR keep_payload THEN doc END AS doc,
+       event_id, customer_id, event_type, ts_text, q_text, event_ms, props, reason, seen, variants
 FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
 
 
@@ -195,7 +231,8 @@ def dedup_view(first_seen: str) -> str:
     ``first_seen`` is the materialised view, whose time attribute is ``rt0`` (jobs/metering_job.py).
     """
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rt0 AS rowtime, doc, event_id, customer_id, event_type, event_ms, q_text
+SELECT kafka_partition, kafka_offset, kafka_ts, rt0 AS rowtime, doc, event_id, customer_id, event_type, event_ms, q_text,
+       props
 FROM {first_seen} WHERE seen = 1"""
 
 
@@ -212,33 +249,58 @@ SELECT customer_id, event_id, seen, variants, kafka_ts AS last_seen
 FROM {first_seen} WHERE seen > 1"""
 
 
-def _group_key_sql(meter: Meter) -> str:
+def _group_key_sql(meter: Meter, meters: tuple[Meter, ...]) -> str:
     if not meter.group_by:
         return "'{}'"
-    pairs = ", ".join(f"KEY {lit(d)} VALUE COALESCE(JSON_VALUE(doc, {lit('$.properties.' + d)}), '')" for d in meter.group_by)
+    pairs = ", ".join(f"KEY {lit(d)} VALUE COALESCE({_prop_sql(meters, d)}, '')" for d in meter.group_by)
     return f"JSON_OBJECT({pairs})"
 
 
-def _meter_row_sql(meter: Meter) -> str:
-    """``ROW(meter, group_key, val, distinct_value, latest_enc, reason)`` for one meter of an event."""
-    value_text = "q_text"
-    if meter.value_property is not None:
-        value_text = f"JSON_VALUE(doc, {lit('$.properties.' + meter.value_property)})"
+def _value_text_sql(meter: Meter, meters: tuple[Meter, ...]) -> str:
+    """The text of the meter's value: ``q_text`` or its property from ``props``."""
+    return "q_text" if meter.value_property is None else _prop_sql(meters, meter.value_property)
+
+
+def _meter_reason_sql(meter: Meter, meters: tuple[Meter, ...]) -> str | None:
+    """The meter-level dead-letter reason of an event (NULL: accepted), or None when the meter refuses nothing."""
+    value_text = _value_text_sql(meter, meters)
     if meter.aggregation.needs_numeric_value:
-        reason = (
+        return (
             f"CASE WHEN {value_text} IS NULL THEN 'missing_value' "
             f"WHEN NOT REGEXP({value_text}, '{DECIMAL_38_9}') THEN 'bad_value' "
             + ("" if meter.allow_negative else f"WHEN CAST({value_text} AS DECIMAL(38, 9)) < 0 THEN 'negative_value' ")
             + "END"
         )
+    if meter.aggregation is Aggregation.UNIQUE_COUNT:
+        return f"CASE WHEN {value_text} IS NULL THEN 'missing_value' END"
+    # count: the value is not read; a negative quantity is still refused unless allowed
+    return None if meter.allow_negative else "CASE WHEN CAST(q_text AS DECIMAL(38, 9)) < 0 THEN 'negative_value' END"
+
+
+def _by_event_type(meters: tuple[Meter, ...]) -> list[tuple[str, list[Meter]]]:
+    by_type: dict[str, list[Meter]] = {}
+    for meter in meters:
+        by_type.setdefault(meter.event_type, []).append(meter)
+    return sorted(by_type.items())
+
+
+def payload_needed_sql(meters: tuple[Meter, ...]) -> str:
+    """TRUE when a meter of the event's type refuses it: its meter-level dead letter carries the payload."""
+    cases = []
+    for event_type, typed in _by_event_type(meters):
+        checks = [f"{reason} IS NOT NULL" for m in typed if (reason := _meter_reason_sql(m, meters)) is not None]
+        if checks:
+            cases.append(f"WHEN {lit(event_type)} THEN {' OR '.join(checks)}")
+    return f"CASE event_type {' '.join(cases)} ELSE FALSE END" if cases else "FALSE"
+
+
+def _meter_row_sql(meter: Meter, meters: tuple[Meter, ...]) -> str:
+    """``ROW(meter, group_key, val, distinct_value, latest_enc, reason)`` for one meter of an event."""
+    value_text = _value_text_sql(meter, meters)
+    reason = _meter_reason_sql(meter, meters) or "CAST(NULL AS STRING)"
+    if meter.aggregation.needs_numeric_value:
         value = f"CASE WHEN {value_text} IS NOT NULL AND REGEXP({value_text}, '{DECIMAL_38_9}') THEN {value_text} END"
-    elif meter.aggregation is Aggregation.UNIQUE_COUNT:
-        reason = f"CASE WHEN {value_text} IS NULL THEN 'missing_value' END"
-        value = "CAST(NULL AS STRING)"
-    else:  # count: the value is not read; a negative quantity is still refused unless allowed
-        reason = "CASE WHEN CAST(q_text AS DECIMAL(38, 9)) < 0 THEN 'negative_value' END"
-        if meter.allow_negative:
-            reason = "CAST(NULL AS STRING)"
+    else:
         value = "CAST(NULL AS STRING)"
     distinct = value_text if meter.aggregation is Aggregation.UNIQUE_COUNT else "CAST(NULL AS STRING)"
     latest = (
@@ -246,7 +308,7 @@ def _meter_row_sql(meter: Meter) -> str:
         if meter.aggregation is Aggregation.LATEST
         else "CAST(NULL AS STRING)"
     )
-    fields = (lit(meter.name), _group_key_sql(meter), value, distinct, latest, reason)
+    fields = (lit(meter.name), _group_key_sql(meter, meters), value, distinct, latest, reason)
     # Every field typed STRING: literals of different lengths would otherwise unify to a padded CHAR(n).
     return "ROW(" + ", ".join(f"CAST({field} AS STRING)" for field in fields) + ")"
 
@@ -263,12 +325,9 @@ def metered_view(deduped: str, meters: tuple[Meter, ...]) -> str:
     ``val`` is the value's exact decimal text (validated), not a DECIMAL: PyFlink cannot carry
     DECIMAL across the Table/DataStream boundary the job uses to materialise the lateness flag.
     """
-    by_type: dict[str, list[Meter]] = {}
-    for meter in meters:
-        by_type.setdefault(meter.event_type, []).append(meter)
     cases = "\n      ".join(
-        f"WHEN {lit(event_type)} THEN ARRAY[{', '.join(_meter_row_sql(m) for m in typed)}]"
-        for event_type, typed in sorted(by_type.items())
+        f"WHEN {lit(event_type)} THEN ARRAY[{', '.join(_meter_row_sql(m, meters) for m in typed)}]"
+        for event_type, typed in _by_event_type(meters)
     )
     return f"""
 SELECT customer_id, m.meter, m.group_key, event_id, event_ms, rowtime, m.val, m.distinct_value, m.latest_enc,

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+#: A ``properties`` key, or a dotted path into nested objects (``gpu.type``): no empty step, at most
+#: 64 characters. The job reads it as the JSON path ``$.properties.<name>``.
+PROPERTY = re.compile(r"^(?=.{1,64}$)[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 
 
 class Aggregation(StrEnum):

@@ -84,7 +84,8 @@ def rows_view(stream: tuple[Any, Any], rows: list[dict[str, Any]], pause_before:
         t_env.sql_query(f"""
 SELECT 0 AS kafka_partition, kafka_offset, TO_TIMESTAMP_LTZ({RECEIVED_MS}, 3) AS kafka_ts, rowtime, doc, event_id,
        customer_id, CAST('tokens' AS STRING) AS event_type, CAST(NULL AS STRING) AS ts_text,
-       CAST(NULL AS STRING) AS q_text, rowtime_ms AS event_ms, reason, fingerprint
+       CAST(NULL AS STRING) AS q_text, rowtime_ms AS event_ms, CAST(NULL AS ARRAY<STRING>) AS props, reason, fingerprint,
+       TRUE AS keep_payload
 FROM {raw}"""),
     )
     return name
@@ -174,6 +175,8 @@ def test_the_jobs_views_count_retries_and_payload_variants(stream: tuple[Any, An
         json.dumps({**first, "event_id": "e2", "timestamp": "2026-12-31T09:00:00Z"}),  # acme/e2: 2 seen, 2 variants
         json.dumps({**first, "event_id": "e3", "quantity": "-x"}),  # a dead letter is not counted
         json.dumps({**first, "event_id": "e3"}),
+        json.dumps({**first, "event_id": "e4", "quantity": "-5"}),  # refused by the tokens meter
+        json.dumps({**first, "event_id": "e5", "event_type": "api_call"}),  # counted; active_users lacks properties.user
     ]
     rows = [
         {"kafka_offset": n, "rowtime_ms": RECEIVED_MS - 3_600_000 * n, "doc": doc}  # ever later: all late but the first
@@ -196,6 +199,19 @@ def test_the_jobs_views_count_retries_and_payload_variants(stream: tuple[Any, An
     assert latest == {("acme", "e1"): (5, 3), ("acme", "e2"): (2, 2)}
     assert sorted(r[2] for r in duplicates) == [2, 2, 3, 4, 5]
     billed = sorted(r[0] for r in t_env.sql_query(f"SELECT kafka_offset FROM deduped_{view}").execute().collect())
-    assert billed == [0, 5, 6, 9]
-    dead = [tuple(r) for r in t_env.sql_query(f"SELECT reason, event_id FROM ({views.dead_letters_sql()})").execute().collect()]
-    assert dead == [("bad_quantity", "e3")]
+    assert billed == [0, 5, 6, 9, 10, 11]
+    dead = t_env.sql_query(f"SELECT reason, meter, event_id, payload FROM ({views.dead_letters_sql()})").execute().collect()
+    assert sorted(tuple(r) for r in dead) == [
+        ("bad_quantity", None, "e3", docs[8]),
+        ("missing_value", "active_users", "e5", docs[11]),
+        ("negative_value", "tokens", "e4", docs[10]),
+    ]
+    # Only the records a dead letter needs carry the payload past the dedup function.
+    kept = {r[0]: r[1] for r in t_env.sql_query(f"SELECT kafka_offset, doc FROM deduped_{view}").execute().collect()}
+    assert kept == {0: None, 5: None, 6: None, 9: None, 10: docs[10], 11: docs[11]}
+    metered = t_env.sql_query(f"SELECT customer_id, event_id, meter, group_key, val FROM metered_{view}").execute().collect()
+    assert sorted(tuple(r) for r in metered if r[0] == "acme" and r[1] in ("e1", "e5")) == [
+        ("acme", "e1", "tokens", '{"direction":"","model":"m1"}', "10"),  # group_by values from the one read
+        ("acme", "e5", "active_users", "{}", None),
+        ("acme", "e5", "api_calls", "{}", None),
+    ]

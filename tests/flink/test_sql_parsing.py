@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,33 @@ def random_timestamps(count: int, seed: int = 5) -> list[str]:
     return out
 
 
+#: The schema's timestamp pattern (schemas/usage_event.v1.json), with ASCII digits only.
+TIMESTAMP_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+
+
+def mutated_timestamps(count: int, seed: int = 7) -> list[str]:
+    """Near misses of valid timestamps: a character dropped, doubled or replaced, or text appended."""
+    rng = random.Random(seed)
+    bases = random_timestamps(50, seed)
+    out = ["2026-03-01T12:00:00+24:00", "2026-03-01T12:00:00-23:59", "2026-03-01T12:00:00.1234567890Z", "0000-01-01T00:00:00Z"]
+    for _ in range(count):
+        text = rng.choice(bases)
+        i = rng.randrange(len(text))
+        kind = rng.randrange(4)
+        if kind == 0:
+            text = text[:i] + text[i + 1 :]
+        elif kind == 1:
+            text = text[:i] + text[i] + text[i:]
+        elif kind == 2:
+            text = text[:i] + rng.choice("0959:-+.TtZz x\u0663\n") + text[i + 1 :]
+        else:
+            text += rng.choice(["\n", " ", "Z", "0", ":00"])
+        out.append(text)
+    return out
+
+
 def test_event_time_matches_python_for_generated_timestamps(t_env: Any) -> None:
-    texts = random_timestamps(400)
+    texts = random_timestamps(400) + mutated_timestamps(400)
     docs = [
         json.dumps({"event_id": f"e{i}", "customer_id": "c", "event_type": "api_call", "timestamp": t, "quantity": 1})
         for i, t in enumerate(texts)
@@ -116,7 +142,7 @@ def test_event_time_matches_python_for_generated_timestamps(t_env: Any) -> None:
     rows = {row[0]: row for row in parse_rows(t_env, docs)}
     for text, doc in zip(texts, docs, strict=True):
         try:
-            expected: int | None = epoch_millis(parse_timestamp(text))
+            expected: int | None = epoch_millis(parse_timestamp(text)) if TIMESTAMP_SHAPE.fullmatch(text) else None
         except ValueError:
             expected = None
         _, reason, event_ms = rows[doc]
@@ -148,6 +174,17 @@ AWKWARD_DOCS = [
     '  {"event_id": "spaces", "quantity": 2}  ',
     '{"event_id": "trailing", "quantity": 2} x',
     '{"event_id": "two"} {"event_id": "docs"}',
+    '{"properties": {"model": "first", "user": "u"}, "properties": {"model": "second"}, "event_id": "dup object"}',
+    '{"properties": {"model": "first"}, "properties": "scalar", "event_id": "dup to scalar"}',
+    '{"properties": {"nested": {"a": 1}, "model": "m"}, "event_id": "nested wins"}',
+    '{"properties": {"zeta": 1, "alpha": {"b": 2.50, "a": [3, {"y": 1, "x": null}]}}, "event_id": "key order"}',
+    '{"properties": [1, 2], "event_id": "array properties"}',
+    '{"event_id": "l", "other": [[[[{"deep": [1e400, -0.0, 123456789012345678901234567890]}]]]]}',
+    '{"event_id": "m", "skipped": "bad escape \\q here"}',
+    '{"event_id": "n", "skipped": [1, 2,]}',
+    '{"event_id": "o", "skipped": {"a": 1} "quantity": 2}',
+    '{"event_id": "p", "skipped": 01}',
+    '{"event_id": "q", "quantity": 2, "skipped": "tab\there"}',
     '{"event_id": "unterminated"',
     "{'event_id': 'single quotes'}",
     '[{"event_id": "array root"}]',
@@ -157,7 +194,18 @@ AWKWARD_DOCS = [
     "",
     "not json at all",
 ]
-PATHS = ["$.event_id", "$.quantity", "$.properties.model", "$.properties.nested", "$.missing", "$.properties.user"]
+PATHS = [
+    "$.event_id",
+    "$.quantity",
+    "$.properties.model",
+    "$.properties.nested",
+    "$.missing",
+    "$.properties.user",
+    "$.properties.nested.a",
+    "$.event_id.x",
+]
+#: Paths read as ``JSON_QUERY`` (``json:`` in ``metering_json_fields``).
+QUERY_PATHS = ["$.properties", "$.properties.nested", "$.event_id", "$.properties.alpha"]
 
 
 def test_json_fields_agree_with_flinks_json_functions(t_env: Any) -> None:
@@ -165,15 +213,18 @@ def test_json_fields_agree_with_flinks_json_functions(t_env: Any) -> None:
 
     table = t_env.from_elements([(d,) for d in AWKWARD_DOCS], DataTypes.ROW([DataTypes.FIELD("doc", DataTypes.STRING())]))
     t_env.create_temporary_view("awkward", table)
-    builtin = ", ".join(f"JSON_VALUE(doc, {sql.lit(p)})" for p in PATHS)
-    ours = f"metering_json_fields(doc, {', '.join(sql.lit(p) for p in PATHS)})"
-    elements = ", ".join(f"j[{i}]" for i in range(1, len(PATHS) + 2))  # collect() cannot carry NULL array elements
+    builtin = ", ".join(
+        [*(f"JSON_VALUE(doc, {sql.lit(p)})" for p in PATHS), *(f"JSON_QUERY(doc, {sql.lit(p)})" for p in QUERY_PATHS)]
+    )
+    paths = [*PATHS, *(f"json:{p}" for p in QUERY_PATHS)]
+    ours = f"metering_json_fields(doc, {', '.join(sql.lit(p) for p in paths)})"
+    elements = ", ".join(f"j[{i}]" for i in range(1, len(paths) + 2))  # collect() cannot carry NULL array elements
     query = f"""SELECT doc, doc IS JSON, doc IS JSON OBJECT, {builtin}, j IS NOT NULL, {elements}
 FROM (SELECT *, {ours} AS j FROM awkward)"""
     rows = list(t_env.sql_query(query).execute().collect())
     t_env.drop_temporary_view("awkward")
     assert len(rows) == len(AWKWARD_DOCS)
-    width = len(PATHS)
+    width = len(PATHS) + len(QUERY_PATHS)
     for row in rows:
         doc, is_json, is_object, values = row[0], row[1], row[2], list(row[3 : 3 + width])
         parsed, kind, fields = row[3 + width], row[4 + width], list(row[5 + width :])
@@ -206,6 +257,38 @@ def test_rowtime_column_is_the_event_time_or_the_epoch(t_env: Any) -> None:
     t_env.drop_temporary_view("received")
     got = {json.loads(doc).get("timestamp"): epoch_millis(datetime.fromisoformat(text + "+00:00")) for doc, text in rows}
     assert got == {**cases, None: 0}
+
+
+def test_rowtime_reads_the_timestamp_as_json_value_does(t_env: Any) -> None:
+    """``metering_rowtime_millis`` reads ``$.timestamp`` itself: the same as ``JSON_VALUE`` on awkward documents."""
+    from pyflink.table import DataTypes
+
+    ts = "2026-03-01T11:59:59.250Z"
+    docs = [
+        *AWKWARD_DOCS,
+        f'{{"timestamp": "{ts}"}}',
+        f'{{"timestamp": "{ts}", "timestamp": 5}}',  # the last one wins
+        f'{{"timestamp": 5, "timestamp": "{ts}"}}',
+        '{"timestamp": null}',
+        f'{{"nested": {{"timestamp": "{ts}"}}}}',  # not the top-level field
+        f'[{{"timestamp": "{ts}"}}]',
+        f'{{"timestamp": "{ts}"}} trailing text',
+        f'{{"timestamp": "{ts}", "after": [1, }}',  # not JSON: the epoch
+        f'{{"timestamp": {{"value": "{ts}"}}}}',
+        f'{{"timestamp": "{ts}", "skipped": {{"deep": [[["\\u00e9", 1e400, true, null]]]}}}}',
+    ]
+    table = t_env.from_elements([(d,) for d in docs], DataTypes.ROW([DataTypes.FIELD("doc", DataTypes.STRING())]))
+    t_env.create_temporary_view("stamped", table)
+    received = "TO_TIMESTAMP_LTZ(4102444800000, 3)"  # 2100: no timestamp here is in the future
+    query = f"""SELECT doc, metering_rowtime_millis(doc, {received}, CAST(0 AS BIGINT)),
+       COALESCE(metering_event_millis(JSON_VALUE(doc, '$.timestamp')), 0)
+FROM stamped"""
+    rows = list(t_env.sql_query(query).execute().collect())
+    t_env.drop_temporary_view("stamped")
+    assert len(rows) == len(docs)
+    for doc, ours, builtin in rows:
+        assert ours == builtin, doc
+    assert sum(1 for _, ours, _ in rows if ours != 0) == 4  # the plain one, "5 then text", trailing text, deep skip
 
 
 def test_heartbeats_are_neither_events_nor_dead_letters(t_env: Any) -> None:

@@ -3,45 +3,83 @@ package dev.metering.udfs;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.ScalarFunction;
 
-import java.util.regex.Pattern;
-
 /**
  * {@code metering_event_millis(text)}: epoch milliseconds of an RFC 3339 timestamp with an offset,
  * or NULL when the text is not a real instant.
  *
- * <p>The same rules as the SQL expression it replaces ({@code jobs/sql.event_millis_sql}) and the
- * Python validator: the pattern fixes every field's position; the calendar check (month lengths,
- * leap years) rejects dates such as 30 February; hours up to 23, minutes and seconds up to 59,
- * offset minutes up to 59; the fraction is truncated to milliseconds; the offset is subtracted.
+ * <p>The same rules as the Python validator (schemas/validate.py: the schema's pattern, then
+ * {@code datetime.fromisoformat}): the shape {@code YYYY-MM-DD[Tt ]hh:mm:ss[.f{1,9}](Z|z|+hh:mm|-hh:mm)}
+ * with ASCII digits, checked character by character (a regular expression here cost more than
+ * the rest of the function); the calendar check (month lengths, leap years) rejects dates such as
+ * 30 February; hours up to 23, minutes and seconds up to 59, offsets up to 23:59; the fraction is
+ * truncated to milliseconds; the offset is subtracted.
  */
 public final class EventMillis extends ScalarFunction {
-    private static final Pattern RFC3339 =
-            Pattern.compile(
-                    "^\\d{4}-\\d{2}-\\d{2}[Tt ]\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?([Zz]|[+-]\\d{2}:\\d{2})$");
-
     public @DataTypeHint("BIGINT") Long eval(String text) {
         return millis(text);
     }
 
+    /** Whether {@code text} has the shape of an RFC 3339 timestamp with an offset (see the class). */
+    static boolean wellFormed(String text) {
+        int length = text.length();
+        if (length < 20
+                || !digits(text, 0, 4) || text.charAt(4) != '-' || !digits(text, 5, 2) || text.charAt(7) != '-'
+                || !digits(text, 8, 2) || "Tt ".indexOf(text.charAt(10)) < 0
+                || !digits(text, 11, 2) || text.charAt(13) != ':' || !digits(text, 14, 2) || text.charAt(16) != ':'
+                || !digits(text, 17, 2)) {
+            return false;
+        }
+        int i = 19;
+        if (text.charAt(i) == '.') {
+            int start = ++i;
+            while (i < length && isDigit(text.charAt(i))) {
+                i++;
+            }
+            if (i == start || i - start > 9) {
+                return false;
+            }
+        }
+        if (i == length - 1) {
+            char zone = text.charAt(i);
+            return zone == 'Z' || zone == 'z';
+        }
+        return i == length - 6
+                && (text.charAt(i) == '+' || text.charAt(i) == '-')
+                && digits(text, i + 1, 2) && text.charAt(i + 3) == ':' && digits(text, i + 4, 2);
+    }
+
+    private static boolean isDigit(char c) {
+        return c >= '0' && c <= '9';
+    }
+
+    private static boolean digits(String text, int start, int count) {
+        for (int i = start; i < start + count; i++) {
+            if (!isDigit(text.charAt(i))) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     /** The epoch milliseconds of {@code text}, or null. */
     public static Long millis(String text) {
-        if (text == null || !RFC3339.matcher(text).matches()) {
+        if (text == null || !wellFormed(text)) {
             return null;
         }
-        long year = digits(text, 0, 4);
-        long month = digits(text, 5, 2);
-        long day = digits(text, 8, 2);
-        long hour = digits(text, 11, 2);
-        long minute = digits(text, 14, 2);
-        long second = digits(text, 17, 2);
+        long year = number(text, 0, 4);
+        long month = number(text, 5, 2);
+        long day = number(text, 8, 2);
+        long hour = number(text, 11, 2);
+        long minute = number(text, 14, 2);
+        long second = number(text, 17, 2);
         int length = text.length();
         char last = text.charAt(length - 1);
         boolean utc = last == 'Z' || last == 'z';
         long offsetMinutes = 0;
         if (!utc) {
-            long offsetHour = digits(text, length - 5, 2);
-            long offsetMinute = digits(text, length - 2, 2);
-            if (offsetMinute > 59) {
+            long offsetHour = number(text, length - 5, 2);
+            long offsetMinute = number(text, length - 2, 2);
+            if (offsetHour > 23 || offsetMinute > 59) {
                 return null;
             }
             offsetMinutes = (text.charAt(length - 6) == '-' ? -1 : 1) * (offsetHour * 60 + offsetMinute);
@@ -55,7 +93,7 @@ public final class EventMillis extends ScalarFunction {
         long fraction = 0;
         if (text.length() > 19 && text.charAt(19) == '.') {
             int scale = 0;
-            for (int i = 20; i < length && scale < 3 && Character.isDigit(text.charAt(i)); i++, scale++) {
+            for (int i = 20; i < length && scale < 3 && isDigit(text.charAt(i)); i++, scale++) {
                 fraction = fraction * 10 + (text.charAt(i) - '0');
             }
             for (; scale < 3; scale++) {
@@ -66,7 +104,7 @@ public final class EventMillis extends ScalarFunction {
         return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + fraction - offsetMinutes * 60_000;
     }
 
-    private static long digits(String text, int start, int length) {
+    private static long number(String text, int start, int length) {
         long value = 0;
         for (int i = start; i < start + length; i++) {
             value = value * 10 + (text.charAt(i) - '0');

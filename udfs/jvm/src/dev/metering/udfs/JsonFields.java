@@ -2,81 +2,36 @@ package dev.metering.udfs;
 
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.ScalarFunction;
-import org.apache.flink.table.runtime.functions.SqlJsonUtils;
-
-import org.apache.flink.shaded.com.jayway.jsonpath.Configuration;
-import org.apache.flink.shaded.com.jayway.jsonpath.DocumentContext;
-import org.apache.flink.shaded.com.jayway.jsonpath.JsonPath;
-import org.apache.flink.shaded.com.jayway.jsonpath.spi.json.JacksonJsonProvider;
-import org.apache.flink.shaded.com.jayway.jsonpath.spi.mapper.JacksonMappingProvider;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.DeserializationFeature;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.SerializationFeature;
-
-import java.util.Collection;
-import java.util.Map;
 
 /**
- * {@code metering_json_fields(doc, path, ...)}: parse a JSON text once and read several paths.
+ * {@code metering_json_fields(doc, path, ...)}: read several paths of a JSON text in one pass.
  *
  * <p>Returns NULL when {@code doc} is not JSON (what {@code doc IS JSON} rejects); otherwise an
  * array whose first element is {@code 'object'} when the document is a JSON object ({@code IS JSON
  * OBJECT}) and {@code 'other'} otherwise, followed by one element per path with exactly what
  * {@code JSON_VALUE(doc, path)} returns: the scalar's text, or NULL for a missing path, a JSON null,
- * an object or an array. It uses Flink's own JSON and JSON-path configuration for that
- * ({@code org.apache.flink.table.runtime.functions.SqlJsonUtils}, Flink 2.2), which parses the
- * document again for every call; the job reads six to ten fields per event.
+ * an object or an array. A path written {@code json:$.a.b} gives what {@code JSON_QUERY(doc,
+ * '$.a.b')} returns instead: the object's or array's JSON text (keys sorted), NULL for a scalar.
+ * Paths are {@code $.name(.name)*}. {@link JsonReader} does the reading; Flink's own functions
+ * parse the whole document on every call, and the job reads a dozen fields per event.
  */
 public final class JsonFields extends ScalarFunction {
-    static {
-        // Flink's JSON functions install their JSON-path cache when SqlJsonUtils initialises, and
-        // JsonPath refuses that once any path was read: initialise it first, whatever runs first.
-        SqlJsonUtils.getNodeFactory();
-    }
-
-    private static final ObjectMapper MAPPER =
-            new ObjectMapper(new JsonFactory())
-                    .configure(SerializationFeature.ORDER_MAP_ENTRIES_BY_KEYS, true)
-                    .configure(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS, true);
-    private static final JacksonJsonProvider PROVIDER = new JacksonJsonProvider(MAPPER);
-    /** JSON_VALUE's default (strict) path mode: a missing path raises, which NULL ON ERROR turns into NULL. */
-    private static final Configuration STRICT =
-            Configuration.builder()
-                    .jsonProvider(PROVIDER)
-                    .mappingProvider(new JacksonMappingProvider(MAPPER))
-                    .build();
+    /** The paths of the last call, compiled (a call site passes the same literals every time). */
+    private transient JsonReader.Paths compiled;
 
     public @DataTypeHint("ARRAY<STRING>") String[] eval(String doc, String... paths) {
         if (doc == null) {
             return null;
         }
-        final Object root;
-        try {
-            root = PROVIDER.parse(doc);
-        } catch (Exception notJson) {
+        if (compiled == null || !compiled.sameAs(paths)) {
+            compiled = new JsonReader.Paths(1, paths);
+        }
+        String[] values = new String[compiled.width()];
+        String kind = JsonReader.read(doc, compiled, values);
+        if (kind == null) {
             return null;
         }
-        String[] values = new String[paths.length + 1];
-        values[0] = root instanceof Map ? "object" : "other";
-        if (root == null) {
-            return values;
-        }
-        final DocumentContext document;
-        try {
-            document = JsonPath.parse(root, STRICT); // once per document, not once per path
-        } catch (Exception unreadable) {
-            return values;
-        }
-        for (int i = 0; i < paths.length; i++) {
-            Object value;
-            try {
-                value = document.read(paths[i]);
-            } catch (Exception missingOrInvalid) {
-                value = null;
-            }
-            values[i + 1] = value == null || value instanceof Map || value instanceof Collection ? null : String.valueOf(value);
-        }
+        values[0] = kind;
         return values;
     }
 }
