@@ -10,8 +10,13 @@ Two workloads: ``demo`` (the demo's 84 hours of event time: about one event per 
 the historical-replay case) and ``live`` (``bench.pipeline.live_shaped_lines``: 500 customers,
 event time as dense as 5,000 events/s of live traffic).
 
+With ``--jfr FILE`` the job's JVM also runs Java Flight Recorder (``settings=profile``) and the
+report adds, per task thread, the methods its execution samples were in: where the time went
+inside the generated code, the functions of ``udfs/jvm`` and Flink's own operators (JIT-compiled
+frames included, which thread dumps rarely catch).
+
 Usage (the stack must be up: ``metering stack up``):
-    .venv/bin/python -m bench.profile_job --events 100000 [--workload live]
+    .venv/bin/python -m bench.profile_job --events 100000 [--workload live] [--jfr /tmp/job.jfr]
 """
 
 from __future__ import annotations
@@ -57,6 +62,47 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
             continue
         result[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICKS
     return result
+
+
+#: Frames the inclusive part of the JFR report counts (besides state access): the job's Java
+#: functions and the planner's generated operators.
+OWN_FRAMES = ("dev.metering", "StreamExec")
+JFR_FRAME = re.compile(r"^\s+([\w$.<>/]+)\(")
+JFR_THREAD = re.compile(r'sampledThread = "([^"]*)"')
+
+
+def jfr_samples(recording: Path) -> list[tuple[str, list[str]]]:
+    """(thread name, frames innermost first) of every execution sample in a JFR recording."""
+    text = subprocess.run(
+        ["jfr", "print", "--events", "jdk.ExecutionSample", "--stack-depth", "64", str(recording)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    samples = []
+    for event in text.split("jdk.ExecutionSample {")[1:]:
+        thread = JFR_THREAD.search(event)
+        frames = [m.group(1) for line in event.splitlines() if (m := JFR_FRAME.match(line))]
+        if thread and frames:
+            samples.append((re.sub(r"\[\d+\]", "", thread.group(1)), frames))
+    return samples
+
+
+def print_jfr_report(recording: Path, top: int = 12) -> None:
+    """Per Flink task thread: the methods its samples were in (self) and below (inclusive, ours and Flink's operators)."""
+    by_thread: dict[str, list[list[str]]] = {}
+    for thread, frames in jfr_samples(recording):
+        if TASK_THREAD.match(f'"{thread}" nid=0x0'):
+            by_thread.setdefault(thread, []).append(frames)
+    print(f"JFR execution samples ({recording}):")
+    for thread, stacks in sorted(by_thread.items(), key=lambda item: -len(item[1])):
+        print(f"{len(stacks):6d} samples  {thread[:140]}")
+        own = Counter(frames[0] for frames in stacks)
+        for frame, n in own.most_common(top):
+            print(f"        self {100 * n / len(stacks):5.1f}%  {frame}")
+        within = Counter(f for frames in stacks for f in set(frames) if f.startswith(OWN_FRAMES) or ".state." in f)
+        for frame, n in within.most_common(top):
+            print(f"   inclusive {100 * n / len(stacks):5.1f}%  {frame}")
 
 
 IDLE_FRAMES = ("MailboxProcessor", "TaskMailboxImpl.take", "LockSupport.park", "Object.wait", "Unsafe.park")
@@ -107,6 +153,7 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument("--workload", choices=("demo", "live"), default="demo")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
+    parser.add_argument("--jfr", type=Path, help="also record the job's JVM with Java Flight Recorder into this file")
     args = parser.parse_args()
     settings = StackSettings.from_env()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -120,10 +167,15 @@ def main() -> None:
         lines = live_shaped_lines(args.events, CAPACITY_CUSTOMERS, CAPACITY_NOMINAL_RATE, end=datetime.now(UTC))
         send_to_events_topic(config, settings, lines)
 
+    environment = dict(os.environ)
+    if args.jfr:  # the MiniCluster's JVM takes its options from JVM_ARGS (pyflink_gateway_server.py)
+        recording = f"-XX:StartFlightRecording=filename={args.jfr.resolve()},settings=profile,dumponexit=true"
+        environment["JVM_ARGS"] = f"{environment.get('JVM_ARGS', '')} {recording}".strip()
     started = time.monotonic()
     job = subprocess.Popen(
         bounded_job_command(path, settings),
         cwd=ROOT,
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=(args.workdir / "profile-job.log").open("w"),
     )
@@ -168,6 +220,8 @@ def main() -> None:
         for (task, frame), n in frames.most_common():
             if task == name and n >= max(2, busy[name] // 20):
                 print(f"        {100 * n / max(1, busy[name]):5.1f}%  {frame}")
+    if args.jfr:
+        print_jfr_report(args.jfr)
 
 
 if __name__ == "__main__":

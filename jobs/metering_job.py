@@ -76,7 +76,6 @@ FIRST_SEEN_COLUMNS = [
     ("event_id", "STRING"),
     ("customer_id", "STRING"),
     ("event_type", "STRING"),
-    ("ts_text", "STRING"),
     ("q_text", "STRING"),
     ("event_ms", "BIGINT"),
     ("props", "ARRAY<STRING>"),
@@ -273,7 +272,7 @@ def define_first_seen(t_env: Any, config: Config, source: str, suffix: str = "")
     t_env.create_temporary_view(
         parsed, t_env.sql_query(sql.parse_view(source, config.meters, config.pipeline.allowed_future_skew))
     )
-    t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed, config.meters)))
+    t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed)))
     table = t_env.sql_query(sql.first_seen_view(first_seen_input, f"{UID_PREFIX}-first-seen"))
     t_env.create_temporary_view(first_seen, materialise(t_env, table, FIRST_SEEN_COLUMNS, rowtime="rt0"))
     return first_seen

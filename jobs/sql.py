@@ -122,6 +122,13 @@ def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     the expressions above it), so the checks below reference plain columns. The same pass reads
     what later stages need: ``properties_json`` for the fingerprint and ``props``, the values of
     :func:`property_names` for the meters.
+
+    ``reason`` is computed behind a second correlate, so that the expressions above it read a
+    plain column: the planner does not share common subexpressions, and every reference to an
+    inlined ``reason`` would evaluate the whole ``CASE``, patterns and all, again.
+    ``kept_doc`` is ``doc`` where a dead letter may carry it (a record with a ``reason``, or an
+    event a meter refuses: :func:`payload_needed_sql`, evaluated only for valid events, whose
+    values it may cast), else NULL; the stages after parsing carry it instead of ``doc``.
     """
     doc = doc_sql()
     event_types = sorted({m.event_type for m in meters})
@@ -131,7 +138,26 @@ def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     paths = ", ".join(lit(p) for p in (*EVENT_PATHS, PROPERTIES_JSON_PATH, *property_paths))
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
-       event_id, customer_id, event_type, ts_text, q_text, event_ms, properties_json, props,
+       CASE WHEN r.reason IS NOT NULL THEN doc WHEN {payload_needed_sql(meters)} THEN doc END AS kept_doc,
+       event_id, customer_id, event_type, ts_text, q_text, event_ms, properties_json, props, r.reason AS reason
+FROM (
+  SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, is_json, is_object, event_id, customer_id,
+         event_type, ts_text, q_text, schema_version, heartbeat, metering_event_millis(ts_text) AS event_ms,
+         properties_json, props
+  FROM (
+    SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.doc,
+           f.j IS NOT NULL AS is_json, COALESCE(f.j[1] = 'object', FALSE) AS is_object,
+           f.j[2] AS event_id, f.j[3] AS customer_id, f.j[4] AS event_type, f.j[5] AS ts_text,
+           f.j[6] AS q_text, f.j[7] AS schema_version, f.j[8] AS heartbeat, f.j[9] AS properties_json,
+           {_props_sql(meters, 10)} AS props
+    FROM {source} AS e
+    CROSS JOIN UNNEST(ARRAY[ROW(
+      {doc},
+      metering_json_fields({doc}, {paths})
+    )]) AS f(doc, j)
+  )
+) AS v
+CROSS JOIN UNNEST(ARRAY[ROW(CAST(
        CASE
          WHEN NOT is_json THEN 'malformed_json'
          WHEN NOT is_object THEN 'not_an_object'
@@ -152,24 +178,8 @@ SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
          WHEN NOT REGEXP(q_text, '{DECIMAL_38_9}') THEN 'bad_quantity'
          WHEN event_type NOT IN ({known}) THEN 'unknown_meter'
          WHEN {future} THEN 'future_timestamp'
-       END AS reason
-FROM (
-  SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, is_json, is_object, event_id, customer_id,
-         event_type, ts_text, q_text, schema_version, heartbeat, metering_event_millis(ts_text) AS event_ms,
-         properties_json, props
-  FROM (
-    SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.doc,
-           f.j IS NOT NULL AS is_json, COALESCE(f.j[1] = 'object', FALSE) AS is_object,
-           f.j[2] AS event_id, f.j[3] AS customer_id, f.j[4] AS event_type, f.j[5] AS ts_text,
-           f.j[6] AS q_text, f.j[7] AS schema_version, f.j[8] AS heartbeat, f.j[9] AS properties_json,
-           {_props_sql(meters, 10)} AS props
-    FROM {source} AS e
-    CROSS JOIN UNNEST(ARRAY[ROW(
-      {doc},
-      metering_json_fields({doc}, {paths})
-    )]) AS f(doc, j)
-  )
-)"""
+       END AS STRING)
+)]) AS r(reason)"""
 
 
 def dead_letters_view(parsed: str) -> str:
@@ -185,17 +195,16 @@ FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)}"""
 FINGERPRINT = "MD5(CONCAT_WS('|', event_type, ts_text, q_text, COALESCE(properties_json, '')))"
 
 
-def first_seen_input_view(parsed: str, meters: tuple[Meter, ...]) -> str:
-    """``parsed`` with each record's :data:`FINGERPRINT` and ``keep_payload`` (:func:`payload_needed_sql`).
+def first_seen_input_view(parsed: str) -> str:
+    """What ``metering_first_seen`` reads: ``parsed``'s columns that later stages need, and each record's :data:`FINGERPRINT`.
 
-    ``metering_first_seen`` reads the fingerprint for valid events only, but it is computed for
-    every record, deliberately: an expression that tests ``reason`` would make the planner inline
-    the whole ``reason`` expression a second time (it does not share common subexpressions), and
-    that, with its patterns, cost more than the hash (docs/benchmarks.md).
+    ``doc`` is ``parsed.kept_doc``: NULL unless a dead letter may carry it, so the payload is
+    neither shuffled to the function nor converted and copied behind it (docs/benchmarks.md).
+    The function reads the fingerprint of valid events only.
     """
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, event_id, customer_id, event_type, ts_text, q_text,
-       event_ms, props, reason, {FINGERPRINT} AS fingerprint, {payload_needed_sql(meters)} AS keep_payload
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, kept_doc AS doc, event_id, customer_id, event_type, q_text,
+       event_ms, props, reason, {FINGERPRINT} AS fingerprint
 FROM {parsed}"""
 
 
@@ -213,15 +222,10 @@ def first_seen_view(first_seen_input: str, uid: str) -> str:
     before the function sees it (measured on 2.2.1), which would lose late events. Without it
     ``rowtime`` passes through as the time attribute, and the watermarks with it.
     ``uid`` names the operator's state in savepoints.
-
-    ``doc`` is kept only where a dead letter will carry it: records with a ``reason`` and events a
-    meter refuses (``keep_payload``). Every other record leaves it NULL, so the stages behind
-    the function neither copy nor convert the payload (docs/benchmarks.md).
     """
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rowtime,
-       CASE WHEN reason IS NOT NULL OR keep_payload THEN doc END AS doc,
-       event_id, customer_id, event_type, ts_text, q_text, event_ms, props, reason, seen, variants
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, event_id, customer_id, event_type, q_text, event_ms,
+       props, reason, seen, variants
 FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
 
 
@@ -285,7 +289,11 @@ def _by_event_type(meters: tuple[Meter, ...]) -> list[tuple[str, list[Meter]]]:
 
 
 def payload_needed_sql(meters: tuple[Meter, ...]) -> str:
-    """TRUE when a meter of the event's type refuses it: its meter-level dead letter carries the payload."""
+    """TRUE when a meter of the event's type refuses it: its meter-level dead letter carries the payload.
+
+    For valid events only (``reason IS NULL``): a count meter's check casts ``q_text``, and a cast
+    of text that is not a number fails the job.
+    """
     cases = []
     for event_type, typed in _by_event_type(meters):
         checks = [f"{reason} IS NOT NULL" for m in typed if (reason := _meter_reason_sql(m, meters)) is not None]

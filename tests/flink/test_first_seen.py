@@ -83,9 +83,8 @@ def rows_view(stream: tuple[Any, Any], rows: list[dict[str, Any]], pause_before:
         name,
         t_env.sql_query(f"""
 SELECT 0 AS kafka_partition, kafka_offset, TO_TIMESTAMP_LTZ({RECEIVED_MS}, 3) AS kafka_ts, rowtime, doc, event_id,
-       customer_id, CAST('tokens' AS STRING) AS event_type, CAST(NULL AS STRING) AS ts_text,
-       CAST(NULL AS STRING) AS q_text, rowtime_ms AS event_ms, CAST(NULL AS ARRAY<STRING>) AS props, reason, fingerprint,
-       TRUE AS keep_payload
+       customer_id, CAST('tokens' AS STRING) AS event_type, CAST(NULL AS STRING) AS q_text, rowtime_ms AS event_ms,
+       CAST(NULL AS ARRAY<STRING>) AS props, reason, fingerprint
 FROM {raw}"""),
     )
     return name
@@ -177,6 +176,7 @@ def test_the_jobs_views_count_retries_and_payload_variants(stream: tuple[Any, An
         json.dumps({**first, "event_id": "e3"}),
         json.dumps({**first, "event_id": "e4", "quantity": "-5"}),  # refused by the tokens meter
         json.dumps({**first, "event_id": "e5", "event_type": "api_call"}),  # counted; active_users lacks properties.user
+        json.dumps({**first, "event_id": "e6", "event_type": "api_call", "quantity": "x"}),  # not a number: no meter reads it
     ]
     rows = [
         {"kafka_offset": n, "rowtime_ms": RECEIVED_MS - 3_600_000 * n, "doc": doc}  # ever later: all late but the first
@@ -203,6 +203,7 @@ def test_the_jobs_views_count_retries_and_payload_variants(stream: tuple[Any, An
     dead = t_env.sql_query(f"SELECT reason, meter, event_id, payload FROM ({views.dead_letters_sql()})").execute().collect()
     assert sorted(tuple(r) for r in dead) == [
         ("bad_quantity", None, "e3", docs[8]),
+        ("bad_quantity", None, "e6", docs[12]),
         ("missing_value", "active_users", "e5", docs[11]),
         ("negative_value", "tokens", "e4", docs[10]),
     ]

@@ -10,8 +10,6 @@ import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.ProcessTableFunction;
 import org.apache.flink.types.Row;
 
-import java.util.Arrays;
-
 /**
  * {@code metering_first_seen(input => TABLE t PARTITION BY (customer_id, event_id), uid => …)}:
  * dedup and the duplicate count of an event id in one keyed state.
@@ -26,7 +24,10 @@ import java.util.Arrays;
  * <p>It replaces two keyed operators that read the same key: a keep-first {@code ROW_NUMBER}
  * dedup and a {@code GROUP BY} counting rows and distinct fingerprints, each with its own state
  * and its own network shuffle (docs/benchmarks.md, "Stage by stage"). State per key: the count
- * and the distinct fingerprints in arrival order (nearly always one). Its retention is the
+ * and the distinct fingerprints in arrival order (nearly always one), as one text: a BIGINT and
+ * a STRING convert to and from Flink's state format every call more cheaply than an array.
+ * Fingerprints are hex digests ({@code jobs/sql.py}, FINGERPRINT) and never contain the
+ * separator, a line feed. Its retention is the
  * job's {@code table.exec.state.ttl} (the dedup retention), counted from the key's latest event.
  *
  * <p>Counters (jobs/metrics.py, DEDUP_METRICS, read by {@code metering job status}):
@@ -41,9 +42,13 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
 
     /** What one (customer_id, event_id) has shown so far. */
     public static final class Memory {
-        public Long seen;
-        public @DataTypeHint("ARRAY<STRING>") String[] fingerprints;
+        /** Valid events seen. */
+        public long seen;
+        /** The distinct fingerprints, in arrival order, each followed by {@link #SEPARATOR}. */
+        public String fingerprints;
     }
+
+    static final char SEPARATOR = '\n';
 
     private transient Counter firstSeen;
     private transient Counter duplicates;
@@ -65,17 +70,13 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
             return;
         }
         String fingerprint = input.getFieldAs("fingerprint");
-        String[] known = memory.fingerprints == null ? new String[0] : memory.fingerprints;
-        boolean fresh = fingerprint != null;
-        for (int i = 0; fresh && i < known.length; i++) {
-            fresh = !known[i].equals(fingerprint);
-        }
+        String known = memory.fingerprints == null ? "" : memory.fingerprints;
+        boolean fresh = fingerprint != null && !contains(known, fingerprint);
         if (fresh) {
-            known = Arrays.copyOf(known, known.length + 1);
-            known[known.length - 1] = fingerprint;
+            known = known + fingerprint + SEPARATOR;
         }
         memory.fingerprints = known;
-        memory.seen = memory.seen == null ? 1L : memory.seen + 1;
+        memory.seen += 1;
         if (memory.seen == 1L) {
             firstSeen.inc();
         } else {
@@ -84,6 +85,31 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
                 conflicts.inc();
             }
         }
-        collect(Row.of(memory.seen, (long) known.length));
+        collect(Row.of(memory.seen, count(known)));
+    }
+
+    /** Whether {@code entries} (each followed by the separator) holds {@code entry}. */
+    static boolean contains(String entries, String entry) {
+        for (int start = 0; start < entries.length(); ) {
+            int end = entries.indexOf(SEPARATOR, start);
+            if (end < 0) {
+                return false; // never written so, but never loop
+            }
+            if (end - start == entry.length() && entries.startsWith(entry, start)) {
+                return true;
+            }
+            start = end + 1;
+        }
+        return false;
+    }
+
+    private static long count(String entries) {
+        long count = 0;
+        for (int i = 0; i < entries.length(); i++) {
+            if (entries.charAt(i) == SEPARATOR) {
+                count++;
+            }
+        }
+        return count;
     }
 }

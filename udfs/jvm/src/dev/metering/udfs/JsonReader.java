@@ -3,6 +3,7 @@ package dev.metering.udfs;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.util.JsonRecyclerPools;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.DeserializationFeature;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.SerializationFeature;
@@ -41,7 +42,13 @@ import java.util.regex.Pattern;
  * refused when the paths are compiled.
  */
 final class JsonReader {
-    static final JsonFactory FACTORY = new JsonFactory();
+    /**
+     * Parsers borrow their buffers from a shared pool instead of the default thread-local one:
+     * Flink's task threads hold many thread-locals, and the lookup cost 6% of the source task
+     * (JFR, docs/benchmarks.md).
+     */
+    static final JsonFactory FACTORY =
+            JsonFactory.builder().recyclerPool(JsonRecyclerPools.sharedConcurrentDequePool()).build();
     static final ObjectMapper MAPPER =
             new ObjectMapper(FACTORY)
                     .configure(SerializationFeature.ORDER_MAP_ENTRIES_BY_KEYS, true)
