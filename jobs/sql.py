@@ -134,7 +134,8 @@ def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     event_types = sorted({m.event_type for m in meters})
     known = ", ".join(lit(t) for t in event_types)
     future = f"TO_TIMESTAMP_LTZ(event_ms, 3) > kafka_ts + {seconds(skew)}"  # the same rule for events and heartbeats
-    property_paths = [f"$.properties.{name}" for name in property_names(meters)]
+    # ['name']: a property's key may contain dots (the schema's propertyNames); it is one key, not a path
+    property_paths = [f"$.properties['{name}']" for name in property_names(meters)]
     paths = ", ".join(lit(p) for p in (*EVENT_PATHS, PROPERTIES_JSON_PATH, *property_paths))
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-#: A ``properties`` key, or a dotted path into nested objects (``gpu.type``): no empty step, at most
-#: 64 characters. The job reads it as the JSON path ``$.properties.<name>``.
-PROPERTY = re.compile(r"^(?=.{1,64}$)[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+#: A ``properties`` key, as the event schema allows them (``propertyNames``): properties are flat
+#: scalars, and ``gpu.type`` is one key, not a path into a nested object.
+PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
 class Aggregation(StrEnum):

@@ -22,6 +22,7 @@ from jobs import sql
 from jobs.config import load_config
 from jobs.heartbeat import heartbeat_record, is_heartbeat
 from schemas.validate import SCHEMA_DIR, parse_timestamp, validate_line
+from udfs.meters import Aggregation, Meter
 from udfs.periods import epoch_millis
 
 CONFIG = load_config(Path(__file__).resolve().parents[2] / "config" / "metering.example.yaml", env={})
@@ -44,7 +45,7 @@ def t_env() -> Any:
     return env
 
 
-def query_parsed(t_env: Any, docs: list[str], query: str) -> list[Any]:
+def query_parsed(t_env: Any, docs: list[str], query: str, meters: tuple[Meter, ...] = CONFIG.meters) -> list[Any]:
     """Rows of ``query`` over the view ``parsed``: ``parse_view`` of ``docs`` as if read from Kafka at 2027-01-01."""
     from pyflink.table import DataTypes
 
@@ -54,7 +55,7 @@ def query_parsed(t_env: Any, docs: list[str], query: str) -> list[Any]:
        TO_TIMESTAMP_LTZ(1798761600000, 3) AS kafka_ts,
        TO_TIMESTAMP_LTZ(0, 3) AS rowtime FROM docs"""
     t_env.create_temporary_view("src", t_env.sql_query(source))
-    t_env.create_temporary_view("parsed", t_env.sql_query(sql.parse_view("src", CONFIG.meters, timedelta(minutes=5))))
+    t_env.create_temporary_view("parsed", t_env.sql_query(sql.parse_view("src", meters, timedelta(minutes=5))))
     rows = list(t_env.sql_query(query).execute().collect())
     for name in ("parsed", "src", "docs"):
         t_env.drop_temporary_view(name)
@@ -185,6 +186,8 @@ AWKWARD_DOCS = [
     '{"event_id": "o", "skipped": {"a": 1} "quantity": 2}',
     '{"event_id": "p", "skipped": 01}',
     '{"event_id": "q", "quantity": 2, "skipped": "tab\there"}',
+    '{"properties": {"gpu.type": "flat", "gpu": {"type": "nested"}}, "event_id": "r"}',
+    '{"properties": {"gpu": {"type": "nested only"}}, "event_id": "s"}',
     '{"event_id": "unterminated"',
     "{'event_id': 'single quotes'}",
     '[{"event_id": "array root"}]',
@@ -203,6 +206,9 @@ PATHS = [
     "$.properties.user",
     "$.properties.nested.a",
     "$.event_id.x",
+    "$.properties['gpu.type']",
+    "$.properties.gpu.type",
+    "$['event_id']",
 ]
 #: Paths read as ``JSON_QUERY`` (``json:`` in ``metering_json_fields``).
 QUERY_PATHS = ["$.properties", "$.properties.nested", "$.event_id", "$.properties.alpha"]
@@ -232,6 +238,21 @@ FROM (SELECT *, {ours} AS j FROM awkward)"""
         if parsed:
             assert (kind == "object") == is_object, doc
             assert fields == values, (doc, fields, values)
+
+
+def test_meters_read_a_dotted_property_as_one_key(t_env: Any) -> None:
+    """``gpu.type`` is a property's key (the schema allows dots), as replay and the checks read it, not a path."""
+    meters = (
+        Meter("gpu_seconds", "gpu_seconds", Aggregation.SUM, group_by=("gpu.type",)),
+        Meter("gpu_max", "gpu_seconds", Aggregation.MAX, value="properties.gpu.load"),
+    )
+    event = {"event_id": "e", "customer_id": "c", "event_type": "gpu_seconds", "timestamp": "2026-12-31T10:00:00Z"}
+    docs = [
+        json.dumps({**event, "quantity": "1", "properties": {"gpu.type": "a100", "gpu.load": "0.5", "gpu": {"type": "x"}}}),
+        json.dumps({**event, "quantity": "2", "properties": {"gpu": {"type": "h100", "load": "1"}}}),  # nested: not the key
+    ]
+    rows = query_parsed(t_env, docs, "SELECT q_text, reason, props[1], props[2] FROM parsed", meters)
+    assert sorted(tuple(r) for r in rows) == [("1", None, "0.5", "a100"), ("2", None, None, None)]
 
 
 def test_rowtime_column_is_the_event_time_or_the_epoch(t_env: Any) -> None:

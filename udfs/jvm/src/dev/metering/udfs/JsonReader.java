@@ -9,6 +9,7 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMap
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.SerializationFeature;
 
 import java.io.IOException;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
@@ -38,7 +39,9 @@ import java.util.regex.Pattern;
  *   <li>text after the first JSON value is ignored, as the mapper ignores trailing tokens.
  * </ul>
  *
- * <p>Paths are {@code $.name(.name)*} ({@code jobs/sql.py} builds no other kind); anything else is
+ * <p>A path is {@code $} followed by steps, each {@code .name} ({@code [A-Za-z0-9_-]+}) or
+ * {@code ['key']} (any key without a quote or backslash: {@code ['gpu.type']} is the one key
+ * {@code gpu.type}, not a nested path). {@code jobs/sql.py} builds no other kind; anything else is
  * refused when the paths are compiled.
  */
 final class JsonReader {
@@ -57,7 +60,7 @@ final class JsonReader {
     /** The prefix of a path whose JSON text is wanted ({@code JSON_QUERY}) rather than its scalar. */
     static final String JSON_PREFIX = "json:";
 
-    private static final Pattern SIMPLE_PATH = Pattern.compile("\\$(\\.[A-Za-z0-9_-]+)+");
+    private static final Pattern NAME = Pattern.compile("[A-Za-z0-9_-]+");
 
     /** A step of the compiled paths: the results that end here and the steps below. */
     private static final class Node {
@@ -85,14 +88,9 @@ final class JsonReader {
                 int i = first + p;
                 boolean document = path.startsWith(JSON_PREFIX);
                 String bare = document ? path.substring(JSON_PREFIX.length()) : path;
-                if (!SIMPLE_PATH.matcher(bare).matches()) {
-                    throw new IllegalArgumentException(
-                            "unsupported JSON path '" + path + "': expected $.name(.name)*, optionally after '"
-                                    + JSON_PREFIX + "'");
-                }
                 Node node = root;
                 node.all = append(node.all, i);
-                for (String name : bare.substring(2).split("\\.")) {
+                for (String name : steps(bare)) {
                     node = node.children.computeIfAbsent(name, unused -> new Node());
                     node.all = append(node.all, i);
                 }
@@ -111,6 +109,41 @@ final class JsonReader {
         /** The length of a result array: {@code first} + the number of paths. */
         int width() {
             return first + source.length;
+        }
+
+        /** The keys of {@code path}'s steps; throws for anything but {@code $} and .name / ['key'] steps. */
+        private static List<String> steps(String path) {
+            List<String> keys = new ArrayList<>();
+            int i = 1;
+            while (path.startsWith("$") && i < path.length()) {
+                if (path.charAt(i) == '.') {
+                    int end = i + 1;
+                    while (end < path.length() && NAME.matcher(path.substring(end, end + 1)).matches()) {
+                        end++;
+                    }
+                    if (end == i + 1) {
+                        break;
+                    }
+                    keys.add(path.substring(i + 1, end));
+                    i = end;
+                } else if (path.startsWith("['", i)) {
+                    int end = path.indexOf("']", i + 2);
+                    String key = end < 0 ? "" : path.substring(i + 2, end);
+                    if (key.isEmpty() || key.indexOf('\'') >= 0 || key.indexOf('\\') >= 0) {
+                        break;
+                    }
+                    keys.add(key);
+                    i = end + 2;
+                } else {
+                    break;
+                }
+            }
+            if (keys.isEmpty() || i != path.length()) {
+                throw new IllegalArgumentException(
+                        "unsupported JSON path '" + path + "': expected $ and steps .name or ['key'], optionally after '"
+                                + JSON_PREFIX + "'");
+            }
+            return keys;
         }
 
         private static int[] append(int[] values, int value) {
