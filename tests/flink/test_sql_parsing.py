@@ -255,6 +255,65 @@ def test_meters_read_a_dotted_property_as_one_key(t_env: Any) -> None:
     assert sorted(tuple(r) for r in rows) == [("1", None, "0.5", "a100"), ("2", None, None, None)]
 
 
+KEYS = ["a", "b", "gpu.type", "gpu", "type", "properties", "timestamp"]
+NUMBERS = ["0", "-0", "7", "-12", "2147483648", "9223372036854775808", "1.50", "-0.0", "1e9", "2.5E-3", "1E+2"]
+NUMBERS += ["0.1000000000000000055511151231257827"]
+STRINGS = ['""', '"x"', '"caf\\u00e9"', '"tab\\t"', '"q\\"uote"', '"\\ud83d\\ude00"', '"2026-03-01T12:00:00Z"', '"a.b"']
+
+
+def random_json(rng: random.Random, depth: int = 0) -> str:
+    """A random JSON text, written by hand so that it can repeat keys and spell numbers any way."""
+    kind = rng.randrange(6 if depth < 3 else 3)
+    if kind == 0:
+        return rng.choice(NUMBERS)
+    if kind == 1:
+        return rng.choice(STRINGS)
+    if kind == 2:
+        return rng.choice(["true", "false", "null"])
+    if kind == 3:
+        return "[" + ", ".join(random_json(rng, depth + 1) for _ in range(rng.randrange(3))) + "]"
+    members = [f'"{rng.choice(KEYS)}": {random_json(rng, depth + 1)}' for _ in range(rng.randrange(5))]
+    return "{" + ", ".join(members) + "}"
+
+
+def test_json_fields_agree_with_flinks_json_functions_on_random_documents(t_env: Any) -> None:
+    """Random documents (repeated keys, nesting, number spellings, escapes) and broken copies of them."""
+    from pyflink.table import DataTypes
+
+    rng = random.Random(11)
+    docs = []
+    for _ in range(400):
+        doc = "{" + ", ".join(f'"{rng.choice(KEYS)}": {random_json(rng, 1)}' for _ in range(rng.randrange(1, 6))) + "}"
+        if rng.random() < 0.15:  # cut short or with a stray character: mostly not JSON any more
+            cut = rng.randrange(1, len(doc))
+            doc = doc[:cut] if rng.random() < 0.5 else doc[:cut] + rng.choice(",:}]x\"'") + doc[cut:]
+        docs.append(doc)
+    paths = ["$.a", "$.a.b", "$.gpu.type", "$['gpu.type']", "$.properties['gpu.type']", "$.properties.a", "$.timestamp"]
+    query_paths = ["$.a", "$.properties", "$.gpu"]
+    table = t_env.from_elements([(d,) for d in docs], DataTypes.ROW([DataTypes.FIELD("doc", DataTypes.STRING())]))
+    t_env.create_temporary_view("random_docs", table)
+    builtin = [*(f"JSON_VALUE(doc, {sql.lit(p)})" for p in paths), *(f"JSON_QUERY(doc, {sql.lit(p)})" for p in query_paths)]
+    ours = [*paths, *(f"json:{p}" for p in query_paths)]
+    width = len(ours)
+    elements = ", ".join(f"j[{i}]" for i in range(1, width + 2))
+    query = f"""SELECT doc, doc IS JSON, {", ".join(builtin)}, j IS NOT NULL, {elements}
+FROM (SELECT *, metering_json_fields(doc, {", ".join(sql.lit(p) for p in ours)}) AS j FROM random_docs)"""
+    rows = list(t_env.sql_query(query).execute().collect())
+    t_env.drop_temporary_view("random_docs")
+    assert len(rows) == len(docs)
+    parsed_count = found = 0
+    for row in rows:
+        doc, is_json, values = row[0], row[1], list(row[2 : 2 + width])
+        parsed, fields = row[2 + width], list(row[4 + width :])
+        assert parsed == is_json, doc
+        if parsed:
+            parsed_count += 1
+            assert fields == values, (doc, fields, values)
+            found += sum(v is not None for v in values)
+    assert parsed_count > 300  # most documents are JSON; the broken ones test the refusals
+    assert found > 300  # and the paths find values in them
+
+
 def test_rowtime_column_is_the_event_time_or_the_epoch(t_env: Any) -> None:
     from pyflink.table import DataTypes
 
