@@ -137,6 +137,8 @@ def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     # ['name']: a property's key may contain dots (the schema's propertyNames); it is one key, not a path
     property_paths = [f"$.properties['{name}']" for name in property_names(meters)]
     paths = ", ".join(lit(p) for p in (*EVENT_PATHS, PROPERTIES_JSON_PATH, *property_paths))
+    # j[1] is the document's kind, then one element per path in that order
+    properties_json_index = len(EVENT_PATHS) + 2
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
        CASE WHEN r.reason IS NOT NULL THEN doc WHEN {payload_needed_sql(meters)} THEN doc END AS kept_doc,
@@ -149,8 +151,8 @@ FROM (
     SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.doc,
            f.j IS NOT NULL AS is_json, COALESCE(f.j[1] = 'object', FALSE) AS is_object,
            f.j[2] AS event_id, f.j[3] AS customer_id, f.j[4] AS event_type, f.j[5] AS ts_text,
-           f.j[6] AS q_text, f.j[7] AS schema_version, f.j[8] AS heartbeat, f.j[9] AS properties_json,
-           {_props_sql(meters, 10)} AS props
+           f.j[6] AS q_text, f.j[7] AS schema_version, f.j[8] AS heartbeat,
+           f.j[{properties_json_index}] AS properties_json, {_props_sql(meters, properties_json_index + 1)} AS props
     FROM {source} AS e
     CROSS JOIN UNNEST(ARRAY[ROW(
       {doc},

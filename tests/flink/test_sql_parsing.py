@@ -214,30 +214,38 @@ PATHS = [
 QUERY_PATHS = ["$.properties", "$.properties.nested", "$.event_id", "$.properties.alpha"]
 
 
-def test_json_fields_agree_with_flinks_json_functions(t_env: Any) -> None:
+def compare_json_fields(t_env: Any, docs: list[str], paths: list[str], query_paths: list[str]) -> tuple[int, int]:
+    """``metering_json_fields`` against ``IS JSON`` / ``IS JSON OBJECT`` / ``JSON_VALUE`` (``paths``) and
+    ``JSON_QUERY`` (``query_paths``, as ``json:`` paths) on every document; returns (JSON documents, values found).
+    """
     from pyflink.table import DataTypes
 
-    table = t_env.from_elements([(d,) for d in AWKWARD_DOCS], DataTypes.ROW([DataTypes.FIELD("doc", DataTypes.STRING())]))
-    t_env.create_temporary_view("awkward", table)
-    builtin = ", ".join(
-        [*(f"JSON_VALUE(doc, {sql.lit(p)})" for p in PATHS), *(f"JSON_QUERY(doc, {sql.lit(p)})" for p in QUERY_PATHS)]
-    )
-    paths = [*PATHS, *(f"json:{p}" for p in QUERY_PATHS)]
-    ours = f"metering_json_fields(doc, {', '.join(sql.lit(p) for p in paths)})"
-    elements = ", ".join(f"j[{i}]" for i in range(1, len(paths) + 2))  # collect() cannot carry NULL array elements
-    query = f"""SELECT doc, doc IS JSON, doc IS JSON OBJECT, {builtin}, j IS NOT NULL, {elements}
-FROM (SELECT *, {ours} AS j FROM awkward)"""
+    table = t_env.from_elements([(d,) for d in docs], DataTypes.ROW([DataTypes.FIELD("doc", DataTypes.STRING())]))
+    t_env.create_temporary_view("json_docs", table)
+    builtin = [*(f"JSON_VALUE(doc, {sql.lit(p)})" for p in paths), *(f"JSON_QUERY(doc, {sql.lit(p)})" for p in query_paths)]
+    ours = [*paths, *(f"json:{p}" for p in query_paths)]
+    width = len(ours)
+    elements = ", ".join(f"j[{i}]" for i in range(1, width + 2))  # collect() cannot carry NULL array elements
+    query = f"""SELECT doc, doc IS JSON, doc IS JSON OBJECT, {", ".join(builtin)}, j IS NOT NULL, {elements}
+FROM (SELECT *, metering_json_fields(doc, {", ".join(sql.lit(p) for p in ours)}) AS j FROM json_docs)"""
     rows = list(t_env.sql_query(query).execute().collect())
-    t_env.drop_temporary_view("awkward")
-    assert len(rows) == len(AWKWARD_DOCS)
-    width = len(PATHS) + len(QUERY_PATHS)
+    t_env.drop_temporary_view("json_docs")
+    assert len(rows) == len(docs)
+    parsed_count = found = 0
     for row in rows:
         doc, is_json, is_object, values = row[0], row[1], row[2], list(row[3 : 3 + width])
         parsed, kind, fields = row[3 + width], row[4 + width], list(row[5 + width :])
         assert parsed == is_json, doc
         if parsed:
+            parsed_count += 1
             assert (kind == "object") == is_object, doc
             assert fields == values, (doc, fields, values)
+            found += sum(v is not None for v in values)
+    return parsed_count, found
+
+
+def test_json_fields_agree_with_flinks_json_functions(t_env: Any) -> None:
+    compare_json_fields(t_env, AWKWARD_DOCS, PATHS, QUERY_PATHS)
 
 
 def test_meters_read_a_dotted_property_as_one_key(t_env: Any) -> None:
@@ -278,8 +286,6 @@ def random_json(rng: random.Random, depth: int = 0) -> str:
 
 def test_json_fields_agree_with_flinks_json_functions_on_random_documents(t_env: Any) -> None:
     """Random documents (repeated keys, nesting, number spellings, escapes) and broken copies of them."""
-    from pyflink.table import DataTypes
-
     rng = random.Random(11)
     docs = []
     for _ in range(400):
@@ -289,27 +295,7 @@ def test_json_fields_agree_with_flinks_json_functions_on_random_documents(t_env:
             doc = doc[:cut] if rng.random() < 0.5 else doc[:cut] + rng.choice(",:}]x\"'") + doc[cut:]
         docs.append(doc)
     paths = ["$.a", "$.a.b", "$.gpu.type", "$['gpu.type']", "$.properties['gpu.type']", "$.properties.a", "$.timestamp"]
-    query_paths = ["$.a", "$.properties", "$.gpu"]
-    table = t_env.from_elements([(d,) for d in docs], DataTypes.ROW([DataTypes.FIELD("doc", DataTypes.STRING())]))
-    t_env.create_temporary_view("random_docs", table)
-    builtin = [*(f"JSON_VALUE(doc, {sql.lit(p)})" for p in paths), *(f"JSON_QUERY(doc, {sql.lit(p)})" for p in query_paths)]
-    ours = [*paths, *(f"json:{p}" for p in query_paths)]
-    width = len(ours)
-    elements = ", ".join(f"j[{i}]" for i in range(1, width + 2))
-    query = f"""SELECT doc, doc IS JSON, {", ".join(builtin)}, j IS NOT NULL, {elements}
-FROM (SELECT *, metering_json_fields(doc, {", ".join(sql.lit(p) for p in ours)}) AS j FROM random_docs)"""
-    rows = list(t_env.sql_query(query).execute().collect())
-    t_env.drop_temporary_view("random_docs")
-    assert len(rows) == len(docs)
-    parsed_count = found = 0
-    for row in rows:
-        doc, is_json, values = row[0], row[1], list(row[2 : 2 + width])
-        parsed, fields = row[2 + width], list(row[4 + width :])
-        assert parsed == is_json, doc
-        if parsed:
-            parsed_count += 1
-            assert fields == values, (doc, fields, values)
-            found += sum(v is not None for v in values)
+    parsed_count, found = compare_json_fields(t_env, docs, paths, ["$.a", "$.properties", "$.gpu"])
     assert parsed_count > 300  # most documents are JSON; the broken ones test the refusals
     assert found > 300  # and the paths find values in them
 

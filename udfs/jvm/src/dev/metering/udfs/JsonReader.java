@@ -14,7 +14,6 @@ import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.regex.Pattern;
 
 /**
  * Reads several paths of a JSON document in one pass of a streaming parser, with exactly the
@@ -59,8 +58,6 @@ final class JsonReader {
 
     /** The prefix of a path whose JSON text is wanted ({@code JSON_QUERY}) rather than its scalar. */
     static final String JSON_PREFIX = "json:";
-
-    private static final Pattern NAME = Pattern.compile("[A-Za-z0-9_-]+");
 
     /** A step of the compiled paths: the results that end here and the steps below. */
     private static final class Node {
@@ -118,7 +115,7 @@ final class JsonReader {
             while (path.startsWith("$") && i < path.length()) {
                 if (path.charAt(i) == '.') {
                     int end = i + 1;
-                    while (end < path.length() && NAME.matcher(path.substring(end, end + 1)).matches()) {
+                    while (end < path.length() && isNameChar(path.charAt(end))) {
                         end++;
                     }
                     if (end == i + 1) {
@@ -144,6 +141,11 @@ final class JsonReader {
                                 + JSON_PREFIX + "'");
             }
             return keys;
+        }
+
+        /** A character of a {@code .name} step: {@code [A-Za-z0-9_-]}. */
+        private static boolean isNameChar(char c) {
+            return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-';
         }
 
         private static int[] append(int[] values, int value) {
