@@ -24,6 +24,7 @@ Usage (the stack must be up: `metering stack up`):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -45,6 +46,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu import machine_cpu_seconds, proc_stat, tree_cpu_seconds  # noqa: E402
 from clickhouse.client import open_storage  # noqa: E402
 from clickhouse.migrate import migrate  # noqa: E402
 from infra.flink import connector_jar  # noqa: E402
@@ -162,6 +164,13 @@ def live_loader(config: Config, storage: Any, *, load_raw: bool) -> Loader:
     )
 
 
+def broker_pid(settings: StackSettings) -> int:
+    pid_file = settings.run_dir / "kafka.pid"
+    if not pid_file.exists():
+        raise SystemExit("no Kafka broker pid file: start the stack first (`metering stack up`)")
+    return int(pid_file.read_text().split()[0])
+
+
 def live_shaped_lines(events: int, customers: int, nominal_rate: int, end: datetime, seed: int = 11) -> Iterator[bytes]:
     """``events`` distinct demo events of ``customers`` customers, event time spread at
     ``nominal_rate`` per second and ending at ``end``, each followed by a retry of a recent event
@@ -216,21 +225,25 @@ def capacity(
     send_to_events_topic(config, settings, live_shaped_lines(events, customers, nominal_rate, datetime.now(UTC)))
     with open_storage(config.storage) as storage:
         migrate(storage)
-    samples: list[tuple[float, int]] = []
+    samples: list[CapacitySample] = []
+    broker = broker_pid(settings)
+    query_s = 0.0  # CPU of the benchmark's own counting queries, run in the loader's thread
 
     started = time.monotonic()
-    with live_job(path, settings, workdir / "capacity-job.log"), open_storage(config.storage) as storage:
+    with live_job(path, settings, workdir / "capacity-job.log") as job, open_storage(config.storage) as storage:
         loader = live_loader(config, storage, load_raw=load_raw)
         last_count = 0.0
 
         def on_batch(_: Any) -> None:
-            nonlocal last_count
+            nonlocal last_count, query_s
             now = time.monotonic()
             if now - last_count < 1.0:
                 return
             last_count = now
+            before = process_cpu_seconds()
             visible = visible_events(storage)
-            samples.append((now - started, visible))
+            query_s += process_cpu_seconds() - before
+            samples.append(CapacitySample.take(now - started, visible, job.pid, broker, query_s))
             if visible > events:  # the benchmark doubles as an exactly-once check
                 raise SystemExit(f"capacity: {visible:,} events visible, but the backlog holds {events:,} distinct ones")
             if visible == events:
@@ -241,11 +254,14 @@ def capacity(
         with suppress(_Done):
             loader.run(until_idle=False, on_batch=on_batch)
 
-    def reached(fraction: float) -> tuple[float, int]:
-        return next((t, v) for t, v in samples if v >= fraction * events)
+    with (workdir / "capacity-samples.jsonl").open("w") as out:  # the curve, for a closer look
+        out.writelines(json.dumps(dataclasses.asdict(sample)) + "\n" for sample in samples)
 
-    (t10, v10), (t50, v50), (t90, v90) = reached(0.1), reached(0.5), reached(0.9)
-    first = next(t for t, v in samples if v > 0)
+    def reached(fraction: float) -> CapacitySample:
+        return next(sample for sample in samples if sample.visible >= fraction * events)
+
+    s10, s50, s90 = reached(0.1), reached(0.5), reached(0.9)
+    first = next(sample.at_s for sample in samples if sample.visible > 0)
     return {
         "events": events,
         "customers": customers,
@@ -253,13 +269,62 @@ def capacity(
         "load_raw": load_raw,
         "parallelism": parallelism,
         "first_visible_s": first,
-        "all_visible_s": samples[-1][0],
-        "sustained_events_per_s": (v90 - v10) / (t90 - t10),
+        "all_visible_s": samples[-1].at_s,
+        "sustained_events_per_s": s10.rate_to(s90),
         # The two halves apart: a fresh JVM compiles the job's code during the first (JIT, tens of
         # seconds of CPU per job start, docs/benchmarks.md), so a rising rate means warm-up.
-        "first_half_events_per_s": (v50 - v10) / (t50 - t10),
-        "second_half_events_per_s": (v90 - v50) / (t90 - t50),
+        "first_half_events_per_s": s10.rate_to(s50),
+        "second_half_events_per_s": s50.rate_to(s90),
+        # Where the two cores went between 10% and 90%, in CPU microseconds per visible event.
+        **{f"cpu_us_per_event_{part}": value for part, value in s10.cpu_us_per_event_to(s90).items()},
     }
+
+
+CPU_PARTS = tuple(f"cpu_us_per_event_{part}" for part in ("job", "broker", "loader", "count_queries", "other", "idle"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacitySample:
+    """Events visible at ``at_s`` seconds after the job started, and the CPU seconds used by then."""
+
+    at_s: float
+    visible: int
+    cpu_s: dict[str, float]
+
+    @classmethod
+    def take(cls, at_s: float, visible: int, job_pid: int, broker_pid: int, query_s: float) -> CapacitySample:
+        job = tree_cpu_seconds(job_pid)
+        broker_stat = proc_stat(broker_pid)
+        broker = broker_stat[1] if broker_stat else 0.0
+        this = process_cpu_seconds()
+        busy, idle = machine_cpu_seconds()
+        return cls(
+            at_s,
+            visible,
+            {
+                "job": job,  # the job's Python process, its MiniCluster JVM and Python workers
+                "broker": broker,
+                # This process: the loader (consume, decode, insert into chDB, merges) and,
+                # apart, the benchmark's counting queries (the process's CPU while one ran).
+                "loader": this - query_s,
+                "count_queries": query_s,
+                "other": busy - job - broker - this,  # everything else on the machine
+                "idle": idle,
+            },
+        )
+
+    def rate_to(self, later: CapacitySample) -> float:
+        return (later.visible - self.visible) / (later.at_s - self.at_s)
+
+    def cpu_us_per_event_to(self, later: CapacitySample) -> dict[str, float]:
+        events = later.visible - self.visible
+        return {part: (later.cpu_s[part] - self.cpu_s[part]) / events * 1e6 for part in self.cpu_s}
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds used so far by this process, all its threads."""
+    times = os.times()
+    return times.user + times.system
 
 
 class _Done(Exception):
@@ -406,6 +471,8 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
             f"| **capacity: sustained, 10% → 90% of the backlog queryable** | **{c['sustained_events_per_s']:,.0f} events/s** |",
             f"| capacity: 10% → 50% / 50% → 90% | {c['first_half_events_per_s']:,.0f} / "
             f"{c['second_half_events_per_s']:,.0f} events/s |",
+            "| capacity: CPU µs per visible event, 10% → 90%: job / broker / loader / counting queries / "
+            f"other / idle | {' / '.join(f'{c[key]:.1f}' for key in CPU_PARTS)} |",
         ]
     if live_result := results.get("live"):
         lines += [

@@ -47,10 +47,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu import descendants, proc_stat  # noqa: E402
 from bench.pipeline import (  # noqa: E402
     CAPACITY_CUSTOMERS,
     CAPACITY_NOMINAL_RATE,
     bounded_job_command,
+    broker_pid,
     config_for,
     live_shaped_lines,
     send_to_events_topic,
@@ -61,35 +63,12 @@ from jobs import sql  # noqa: E402
 from jobs.cli import ensure_topics  # noqa: E402
 from jobs.config import Config, load_config  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
 STAGES = ("read", "json", "parse", "dedup", "window", "job")
 PARTIAL_SINK = (
     "customer_id STRING, meter STRING, group_key STRING, minute_ms BIGINT, window_end_ms BIGINT, cnt BIGINT, "
     "total STRING, mx STRING, mn STRING, distinct_values STRING, latest_enc STRING, event_id STRING"
 )
 CORES = 2
-
-
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of ``pid``, or None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def _descendants(root: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
-            parents[int(entry.name)] = stat[0]
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 class CpuMeter:
@@ -108,10 +87,10 @@ class CpuMeter:
         self._thread.start()
 
     def _sample(self) -> None:
-        pids = _descendants(os.getpid()) | {os.getpid(), self.broker_pid}
+        pids = descendants(os.getpid()) | {os.getpid(), self.broker_pid}
         with self._lock:
             for pid in pids:
-                if (stat := _proc_stat(pid)) is not None:
+                if (stat := proc_stat(pid)) is not None:
                     self._last[pid] = stat[1]
 
     def _run(self) -> None:
@@ -147,13 +126,6 @@ def measured(meter: CpuMeter) -> Iterator[list[Measurement]]:
     broker = after.get(meter.broker_pid, 0.0) - before.get(meter.broker_pid, 0.0)
     flink = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items() if pid != meter.broker_pid)
     out.append(Measurement(wall, flink, broker))
-
-
-def broker_pid(settings: StackSettings) -> int:
-    pid_file = settings.run_dir / "kafka.pid"
-    if not pid_file.exists():
-        raise SystemExit("no Kafka broker pid file: start the stack first (`metering stack up`)")
-    return int(pid_file.read_text().split()[0])
 
 
 class InProcessStages:
