@@ -24,6 +24,7 @@ from typing import Any
 from clickhouse.client import Storage
 from jobs.config import Config
 from jobs.heartbeat import HeartbeatSender, is_heartbeat
+from jobs.produce import kafka_crc32c_is_native
 from udfs.periods import from_epoch_millis
 
 log = logging.getLogger("metering.loader")
@@ -301,6 +302,7 @@ class Loader:
     def _consumer(self) -> Any:
         from kafka import KafkaConsumer
 
+        kafka_crc32c_is_native()
         return KafkaConsumer(
             *self.handlers,
             bootstrap_servers=self.config.kafka.bootstrap_servers,

@@ -9,7 +9,9 @@ sent as-is (for testing the job's own dead-letter path).
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from schemas.validate import Validation, validate_line
+
+log = logging.getLogger("metering.kafka")
 
 
 @dataclass
@@ -53,9 +57,29 @@ def _key_of(line: bytes, validation: Validation | None) -> bytes | None:
     return customer.encode() if isinstance(customer, str) else None
 
 
+@functools.cache
+def kafka_crc32c_is_native() -> bool:
+    """Whether kafka-python checks and computes record-batch CRC-32Cs in C; logs a warning once if not.
+
+    Without the ``crc32c`` package it falls back to a pure-Python loop, and the loader and the
+    producer need about twice the CPU per record (bench/kafka_client.py, docs/benchmarks.md).
+    """
+    from kafka.record import util
+
+    native = util.crc32c_c is not None
+    if not native:
+        log.warning(
+            "kafka-python computes CRC-32C in pure Python: the loader and producer use ~2x the CPU; "
+            "fix: pip install 'crc32c' (a dependency of this project: reinstall it)"
+        )
+    return native
+
+
 def make_producer(bootstrap: str, **overrides: Any) -> Any:
     """An idempotent, acks=all producer tuned for batched throughput."""
     from kafka import KafkaProducer
+
+    kafka_crc32c_is_native()
 
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
