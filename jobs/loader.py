@@ -298,6 +298,9 @@ class Loader:
         self.heartbeat_interval = heartbeat_interval
         self.stats = LoaderStats()
         self.heartbeat: HeartbeatSender | None = None
+        # One insert context per table, reused batch after batch: building one asks ClickHouse for
+        # the table's column types (a DESCRIBE per table per batch, ~12% of the loader's CPU live).
+        self._insert_contexts: dict[str, Any] = {}
 
     def _consumer(self) -> Any:
         from kafka import KafkaConsumer
@@ -322,14 +325,20 @@ class Loader:
             try:
                 for table, table_rows in rows.items():
                     if table_rows:
-                        self.storage.client.insert(table, table_rows, column_names=COLUMNS[table])
+                        self.storage.client.insert(data=table_rows, context=self._insert_context(table))
                 return
             except Exception as exc:  # ClickHouse down or refusing: retry, never skip
+                self._insert_contexts.clear()  # the retry reads the tables' columns afresh
                 self.stats.retries += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("insert failed (retry %d in %.1fs): %s", self.stats.retries, delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, max_backoff_s)
+
+    def _insert_context(self, table: str) -> Any:
+        if table not in self._insert_contexts:
+            self._insert_contexts[table] = self.storage.client.create_insert_context(table, COLUMNS[table])
+        return self._insert_contexts[table]
 
     def run(
         self, *, until_idle: bool = False, idle_s: float = 3.0, on_batch: Callable[[LoaderStats], None] | None = None
