@@ -72,6 +72,10 @@ class PipelineSettings:
     #: ``metering load`` (unbounded) sends a heartbeat to every events partition this often, so the
     #: watermark moves while the whole topic is quiet (jobs/heartbeat.py); zero turns it off.
     heartbeat_interval: timedelta = timedelta(seconds=10)
+    #: The longest a row waits in ``metering load`` before it is inserted (it inserts sooner when
+    #: caught up or holding 100k rows); zero inserts every poll. Fewer, larger inserts are what
+    #: ClickHouse wants: each insert makes a part that its merges then rewrite.
+    loader_max_batch_delay: timedelta = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,11 @@ def _pipeline(r: _Reader, raw: Any) -> PipelineSettings:
     defaults = PipelineSettings()
     values: dict[str, Any] = {}
     for name in names:
-        parse = {"parallelism": _positive_int, "heartbeat_interval": parse_duration}.get(name, _positive_duration)
+        parse = {
+            "parallelism": _positive_int,
+            "heartbeat_interval": parse_duration,
+            "loader_max_batch_delay": parse_duration,
+        }.get(name, _positive_duration)
         values[name] = r.get(data, name, "pipeline", parse, getattr(defaults, name))
     settings = PipelineSettings(**values)
     step_ms = settings.provisional_interval / timedelta(milliseconds=1)

@@ -269,6 +269,27 @@ class LoaderStats:
     last_error: str | None = None
 
 
+#: The loader inserts a batch once it holds this many rows, even before it is caught up.
+MAX_BATCH_ROWS = 100_000
+
+
+@dataclass
+class _Batch:
+    """Rows converted from polled records, waiting to be inserted (their offsets not yet committed)."""
+
+    rows: dict[str, list[list[Any]]] = field(default_factory=lambda: defaultdict(list))
+    rows_waiting: int = 0
+    started: float = 0.0  # monotonic time of the first row
+    newest_ms: int = 0  # newest record timestamp
+
+    def add(self, table: str, row: list[Any], timestamp_ms: int) -> None:
+        if not self.rows_waiting:
+            self.started = time.monotonic()
+        self.rows[table].append(row)
+        self.rows_waiting += 1
+        self.newest_ms = max(self.newest_ms, timestamp_ms)
+
+
 class Loader:
     """Consume, convert, insert, then commit. One instance owns one storage connection."""
 
@@ -347,52 +368,72 @@ class Loader:
 
         Unbounded, it also sends heartbeats every ``heartbeat_interval`` (when set) from a thread.
         """
-        from kafka.errors import CommitFailedError
-
         consumer = self._consumer()
         idle_since: float | None = None
         if not until_idle and self.heartbeat_interval:
             kafka = self.config.kafka
             self.heartbeat = HeartbeatSender(kafka.bootstrap_servers, kafka.topics.events).start(self.heartbeat_interval)
+        max_delay_s = self.config.pipeline.loader_max_batch_delay.total_seconds()
+        batch = _Batch()
         try:
             while True:
-                polled = consumer.poll(timeout_ms=500, max_records=50_000)
-                if not polled:
-                    if until_idle:
-                        now = time.monotonic()
-                        idle_since = idle_since or now
-                        if now - idle_since >= idle_s and self._caught_up(consumer):
-                            return self.stats
-                    continue
-                idle_since = None
-                rows: dict[str, list[list[Any]]] = defaultdict(list)
-                newest_ms = 0
+                timeout_ms = 500
+                if batch.rows_waiting:  # wake up in time to insert the oldest waiting row
+                    timeout_ms = max(0, min(timeout_ms, int((batch.started + max_delay_s - time.monotonic()) * 1000)))
+                polled = consumer.poll(timeout_ms=timeout_ms, max_records=50_000)
                 for partition_records in polled.values():
                     for record in partition_records:
                         converted = self.handlers[record.topic](record)
                         if converted is not None:
-                            newest_ms = max(newest_ms, record.timestamp)
-                            table, row = converted
-                            rows[table].append(row)
-                # Nothing to write (heartbeats only, on a quiet topic): commit, but record no batch, so
-                # loader_batches and loader_idle_seconds keep describing data.
-                if rows:
-                    rows["loader_batches"] = [self._batch_row(consumer, rows, newest_ms)]
-                    self._insert_with_retry(rows)
-                    self.stats.batches += 1
-                try:
-                    consumer.commit()
-                except CommitFailedError as exc:  # rebalanced while inserting: re-delivery is harmless
-                    log.warning("offset commit failed, records will be re-delivered: %s", exc)
-                for table, table_rows in rows.items():
-                    if table != "loader_batches":
-                        self.stats.rows[table] += len(table_rows)
-                if on_batch is not None:
-                    on_batch(self.stats)
+                            batch.add(*converted, record.timestamp)
+                if batch.rows_waiting:
+                    # Insert once caught up, full, or the oldest row has waited long enough: the
+                    # duplicates topic (upserts, not transactional) trickles in continuously, and
+                    # an insert per poll made dozens of tiny parts a second for chDB to merge.
+                    full = batch.rows_waiting >= MAX_BATCH_ROWS
+                    if not polled or full or time.monotonic() - batch.started >= max_delay_s:
+                        self._insert_batch(consumer, batch)
+                        batch = _Batch()
+                        if on_batch is not None:
+                            on_batch(self.stats)
+                elif polled:
+                    # Nothing to write (heartbeats only, on a quiet topic): commit, but record no
+                    # batch, so loader_batches and loader_idle_seconds keep describing data.
+                    self._commit(consumer)
+                    if on_batch is not None:
+                        on_batch(self.stats)
+                elif until_idle:
+                    now = time.monotonic()
+                    idle_since = idle_since or now
+                    if now - idle_since >= idle_s and self._caught_up(consumer):
+                        return self.stats
+                    continue
+                idle_since = None
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
             consumer.close()
+
+    def _insert_batch(self, consumer: Any, batch: _Batch) -> None:
+        """Insert the batch (retrying until ClickHouse accepts it), then commit the offsets."""
+        rows = batch.rows
+        rows["loader_batches"] = [self._batch_row(consumer, rows, batch.newest_ms)]
+        self._insert_with_retry(rows)
+        self.stats.batches += 1
+        self._commit(consumer)
+        for table, table_rows in rows.items():
+            if table != "loader_batches":
+                self.stats.rows[table] += len(table_rows)
+
+    @staticmethod
+    def _commit(consumer: Any) -> None:
+        # Commits the positions of everything polled so far: only ever with no row left unwritten.
+        from kafka.errors import CommitFailedError
+
+        try:
+            consumer.commit()
+        except CommitFailedError as exc:  # rebalanced while inserting: re-delivery is harmless
+            log.warning("offset commit failed, records will be re-delivered: %s", exc)
 
     def _batch_row(self, consumer: Any, rows: dict[str, list[list[Any]]], newest_ms: int) -> list[Any]:
         """The batch's entry in loader_batches: counts, newest record time and the records still behind."""

@@ -168,3 +168,11 @@ def test_bad_durations(text: str) -> None:
         assert parse_duration(5) == timedelta(seconds=5)  # an integer means seconds, a string needs a unit
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+def test_loader_max_batch_delay_defaults_to_one_second_and_zero_means_every_poll(tmp_path: Path) -> None:
+    assert load_config(EXAMPLE, env={}).pipeline.loader_max_batch_delay == timedelta(seconds=1)
+    every_poll = load_config(write(tmp_path, {**MINIMAL, "pipeline": {"loader_max_batch_delay": 0}}), env={})
+    assert every_poll.pipeline.loader_max_batch_delay == timedelta(0)
+    with pytest.raises(ConfigError, match=r"pipeline\.loader_max_batch_delay: 'soon' is not a duration"):
+        load_config(write(tmp_path, {**MINIMAL, "pipeline": {"loader_max_batch_delay": "soon"}}), env={})
