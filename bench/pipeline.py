@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import random
@@ -205,6 +206,7 @@ def capacity(
     *,
     load_raw: bool = False,
     parallelism: int = 1,
+    loader_max_batch_delay: str | None = None,
     timeout_s: float = 1800,
 ) -> dict[str, float]:
     """The rate at which the live job plus the loader make a backlog of live-shaped events queryable.
@@ -220,6 +222,8 @@ def capacity(
         provisional_interval="10s",
         max_out_of_orderness="30s",
         parallelism=parallelism,
+        # As a YAML scalar, like an environment override: `0` is the number zero, `1s` a string.
+        **({"loader_max_batch_delay": yaml.safe_load(loader_max_batch_delay)} if loader_max_batch_delay else {}),
     )
     config = load_config(path, env={})
     send_to_events_topic(config, settings, live_shaped_lines(events, customers, nominal_rate, datetime.now(UTC)))
@@ -253,14 +257,11 @@ def capacity(
 
         with suppress(_Done):
             loader.run(until_idle=False, on_batch=on_batch)
+        print("capacity: rows loaded per table:", json.dumps(dict(loader.stats.rows)), flush=True)
 
     with (workdir / "capacity-samples.jsonl").open("w") as out:  # the curve, for a closer look
         out.writelines(json.dumps(dataclasses.asdict(sample)) + "\n" for sample in samples)
 
-    def reached(fraction: float) -> CapacitySample:
-        return next(sample for sample in samples if sample.visible >= fraction * events)
-
-    s10, s50, s90 = reached(0.1), reached(0.5), reached(0.9)
     first = next(sample.at_s for sample in samples if sample.visible > 0)
     return {
         "events": events,
@@ -270,11 +271,35 @@ def capacity(
         "parallelism": parallelism,
         "first_visible_s": first,
         "all_visible_s": samples[-1].at_s,
+        "loader_rows": sum(loader.stats.rows.values()),
+        "loader_batches": loader.stats.batches,
+        "loader_max_batch_delay_s": config.pipeline.loader_max_batch_delay.total_seconds(),
+        **capacity_rates(samples, events),
+    }
+
+
+def capacity_rates(samples: list[CapacitySample], events: int) -> dict[str, float]:
+    """The sustained rate from 10% to 90% of ``events`` visible, its two halves, and the CPU split.
+
+    Visibility advances in steps, one per checkpoint (the job's transactions commit then), so the
+    samples that matter are the first at or past each step. The halves split at the step between
+    10% and 90% nearest the middle; with none (one checkpoint took the backlog from 10% past 90%)
+    they are NaN.
+    """
+
+    def reached(fraction: float) -> CapacitySample:
+        return next(sample for sample in samples if sample.visible >= fraction * events)
+
+    s10, s90 = reached(0.1), reached(0.9)
+    between = [sample for sample in samples if s10.visible < sample.visible < s90.visible]
+    s50 = min(between, key=lambda sample: abs(sample.visible - events / 2), default=None)
+    return {
         "sustained_events_per_s": s10.rate_to(s90),
         # The two halves apart: a fresh JVM compiles the job's code during the first (JIT, tens of
         # seconds of CPU per job start, docs/benchmarks.md), so a rising rate means warm-up.
-        "first_half_events_per_s": s10.rate_to(s50),
-        "second_half_events_per_s": s50.rate_to(s90),
+        "first_half_events_per_s": s10.rate_to(s50) if s50 else math.nan,
+        "second_half_events_per_s": s50.rate_to(s90) if s50 else math.nan,
+        "split_at_fraction": s50.visible / events if s50 else math.nan,
         # Where the two cores went between 10% and 90%, in CPU microseconds per visible event.
         **{f"cpu_us_per_event_{part}": value for part, value in s10.cpu_us_per_event_to(s90).items()},
     }
@@ -409,6 +434,9 @@ def main() -> None:
         "--load-raw", action="store_true", help="capacity: the loader also loads raw events (as `metering load` does)"
     )
     parser.add_argument("--parallelism", type=int, default=1, help="backfill and capacity: the job's parallelism")
+    parser.add_argument(
+        "--loader-max-batch-delay", help="capacity: pipeline.loader_max_batch_delay (e.g. 0 or 1s; default: the config's)"
+    )
     parser.add_argument("--rate", type=int, default=2000, help="live: events/s sent (0 skips it)")
     parser.add_argument("--seconds", type=int, default=60, help="live: how long to send")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
@@ -429,6 +457,7 @@ def main() -> None:
             args.workdir,
             load_raw=args.load_raw,
             parallelism=args.parallelism,
+            loader_max_batch_delay=args.loader_max_batch_delay,
         )
         print("capacity:", json.dumps(results["capacity"]), flush=True)
     if args.rate:
@@ -444,7 +473,8 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
         f".venv/bin/python bench/pipeline.py --events {args.events} --capacity-events {args.capacity_events} "
         f"--customers {args.customers} --nominal-rate {args.nominal_rate}{' --load-raw' if args.load_raw else ''} "
         f"--parallelism {args.parallelism} "
-        f"--rate {args.rate} --seconds {args.seconds}"
+        + (f"--loader-max-batch-delay {args.loader_max_batch_delay} " if args.loader_max_batch_delay else "")
+        + f"--rate {args.rate} --seconds {args.seconds}"
     )
     lines = [
         f"\n### Pipeline, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -463,14 +493,20 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
             f"| **backfill throughput, topic → queryable in ClickHouse** | **{b['events_per_s']:,.0f} events/s** |",
         ]
     if c := results.get("capacity"):
+        if math.isnan(c["split_at_fraction"]):
+            split, halves = "?", "one checkpoint covered 10% → 90%: no halves"
+        else:
+            split = f"{c['split_at_fraction']:.0%}"
+            halves = f"{c['first_half_events_per_s']:,.0f} / {c['second_half_events_per_s']:,.0f} events/s"
         lines += [
             f"| capacity: backlog | {c['events']:,.0f} events (+10% retries), {c['customers']:,.0f} customers, "
             f"{c['nominal_rate']:,.0f} events/s of event time; raw events loaded: {'yes' if c['load_raw'] else 'no'}; "
             f"parallelism {c['parallelism']:.0f} |",
+            f"| capacity: loader batches (max delay {c['loader_max_batch_delay_s']:g} s) / rows loaded | "
+            f"{c['loader_batches']:,.0f} / {c['loader_rows']:,.0f} |",
             f"| capacity: first / all visible after job start | {c['first_visible_s']:.1f} s / {c['all_visible_s']:.1f} s |",
             f"| **capacity: sustained, 10% → 90% of the backlog queryable** | **{c['sustained_events_per_s']:,.0f} events/s** |",
-            f"| capacity: 10% → 50% / 50% → 90% | {c['first_half_events_per_s']:,.0f} / "
-            f"{c['second_half_events_per_s']:,.0f} events/s |",
+            f"| capacity: 10% → {split} / {split} → 90% | {halves} |",
             "| capacity: CPU µs per visible event, 10% → 90%: job / broker / loader / counting queries / "
             f"other / idle | {' / '.join(f'{c[key]:.1f}' for key in CPU_PARTS)} |",
         ]

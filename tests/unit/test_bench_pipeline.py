@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bench.pipeline import live_shaped_lines
+from bench.pipeline import CapacitySample, capacity_rates, live_shaped_lines
 from schemas.validate import validate_line
 
 END = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -32,3 +33,29 @@ def test_backlog_is_valid_and_spread_at_the_nominal_rate_ending_at_end() -> None
     stamps = [datetime.fromisoformat(json.loads(line)["timestamp"]) for line in lines]
     assert max(stamps) <= END
     assert END - min(stamps) == pytest.approx(timedelta(seconds=10), abs=timedelta(milliseconds=2))
+
+
+def _step(at_s: float, visible: int) -> CapacitySample:
+    # CPU grows one second per second in every part, so each part's µs per event is 1e6 / rate.
+    return CapacitySample(at_s, visible, {"job": at_s, "idle": at_s})
+
+
+def test_capacity_rates_are_measured_between_checkpoint_steps() -> None:
+    # Visibility as the job's checkpoints commit it: flat, then a jump, every 10 s.
+    samples = [_step(t, v) for t, v in [(5, 0), (10, 0), (11, 150), (20, 150), (21, 450), (31, 800), (41, 1000)]]
+    rates = capacity_rates(samples, events=1000)
+    # 10% is first reached at 11 s (150), 90% at 41 s (1000); the split is the step at 450.
+    assert rates["sustained_events_per_s"] == pytest.approx(850 / 30)
+    assert rates["split_at_fraction"] == pytest.approx(0.45)
+    assert rates["first_half_events_per_s"] == pytest.approx(300 / 10)
+    assert rates["second_half_events_per_s"] == pytest.approx(550 / 20)
+    assert rates["cpu_us_per_event_job"] == pytest.approx(30 / 850 * 1e6)
+
+
+def test_capacity_rates_without_a_step_between_ten_and_ninety_percent_have_no_halves() -> None:
+    # One checkpoint took the backlog from 15% to everything: the halves cannot be told apart.
+    samples = [_step(10, 0), _step(11, 150), _step(21, 1000)]
+    rates = capacity_rates(samples, events=1000)
+    assert rates["sustained_events_per_s"] == pytest.approx(85)
+    assert math.isnan(rates["first_half_events_per_s"])
+    assert math.isnan(rates["second_half_events_per_s"])
