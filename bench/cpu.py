@@ -36,6 +36,12 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(stat[1] for pid in descendants(root) | {root} if (stat := proc_stat(pid)) is not None)
 
 
+def process_cpu_seconds() -> float:
+    """CPU seconds used so far by this process, all its threads."""
+    times = os.times()
+    return times.user + times.system
+
+
 def machine_cpu_seconds() -> tuple[float, float]:
     """(busy, idle) CPU seconds of the whole machine since boot, summed over its cores."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,11 +35,6 @@ VARIANTS = ("c", "pure")
 PARTS = ("load", "produce")
 
 
-def cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 def worker(part: str, variant: str, config_path: Path, lines: int) -> dict[str, Any]:
     """One measurement in this process; ``variant`` "pure" hides the C extension from kafka-python."""
     if variant == "pure":
@@ -53,6 +47,7 @@ def worker(part: str, variant: str, config_path: Path, lines: int) -> dict[str, 
     if crc != variant:
         raise SystemExit(f"asked for the {variant} CRC-32C, kafka-python uses the {crc} one (pip install crc32c?)")
 
+    from bench.cpu import process_cpu_seconds
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
     from jobs.cli import ensure_topics
@@ -73,9 +68,9 @@ def worker(part: str, variant: str, config_path: Path, lines: int) -> dict[str, 
             with open_storage(config.storage) as storage:
                 migrate(storage)
                 loader = Loader(config, storage, group_id=f"bench-kafka-client-{uuid.uuid4().hex[:8]}", load_raw=False)
-                before, started = cpu_seconds(), time.monotonic()
+                before, started = process_cpu_seconds(), time.monotonic()
                 stats = loader.run(until_idle=True, idle_s=1.0)
-                cpu, wall = cpu_seconds() - before, time.monotonic() - started
+                cpu, wall = process_cpu_seconds() - before, time.monotonic() - started
             count = sum(stats.rows.values())
         else:
             from kafka import KafkaAdminClient
@@ -85,10 +80,10 @@ def worker(part: str, variant: str, config_path: Path, lines: int) -> dict[str, 
             payload = list(live_shaped_lines(lines, CAPACITY_CUSTOMERS, CAPACITY_NOMINAL_RATE, datetime.now(UTC)))
             ensure_topics(config)
             producer = make_producer(config.kafka.bootstrap_servers)
-            before, started = cpu_seconds(), time.monotonic()
+            before, started = process_cpu_seconds(), time.monotonic()
             produce_lines(payload, producer=producer, topic=topic, validate=False)
             producer.flush()
-            cpu, wall = cpu_seconds() - before, time.monotonic() - started
+            cpu, wall = process_cpu_seconds() - before, time.monotonic() - started
             producer.close()
             count = len(payload)
             admin = KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)

@@ -47,7 +47,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu import machine_cpu_seconds, proc_stat, tree_cpu_seconds  # noqa: E402
+from bench.cpu import machine_cpu_seconds, proc_stat, process_cpu_seconds, tree_cpu_seconds  # noqa: E402
 from clickhouse.client import open_storage  # noqa: E402
 from clickhouse.migrate import migrate  # noqa: E402
 from infra.flink import connector_jar  # noqa: E402
@@ -344,12 +344,6 @@ class CapacitySample:
     def cpu_us_per_event_to(self, later: CapacitySample) -> dict[str, float]:
         events = later.visible - self.visible
         return {part: (later.cpu_s[part] - self.cpu_s[part]) / events * 1e6 for part in self.cpu_s}
-
-
-def process_cpu_seconds() -> float:
-    """CPU seconds used so far by this process, all its threads."""
-    times = os.times()
-    return times.user + times.system
 
 
 class _Done(Exception):

@@ -116,12 +116,19 @@ def test_missing_file_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
         load_config(bad, env={})
 
 
-def test_heartbeats_default_on_and_zero_turns_them_off(tmp_path: Path) -> None:
-    assert load_config(EXAMPLE, env={}).pipeline.heartbeat_interval == timedelta(seconds=10)
-    off = load_config(write(tmp_path, {**MINIMAL, "pipeline": {"heartbeat_interval": 0}}), env={})
-    assert off.pipeline.heartbeat_interval == timedelta(0)
-    with pytest.raises(ConfigError, match=r"pipeline\.heartbeat_interval: 'often' is not a duration"):
-        load_config(write(tmp_path, {**MINIMAL, "pipeline": {"heartbeat_interval": "often"}}), env={})
+@pytest.mark.parametrize(
+    ("setting", "default", "not_a_duration"),
+    [
+        ("heartbeat_interval", timedelta(seconds=10), "often"),  # zero turns heartbeats off
+        ("loader_max_batch_delay", timedelta(seconds=1), "soon"),  # zero inserts every poll
+    ],
+)
+def test_durations_that_may_be_zero(tmp_path: Path, setting: str, default: timedelta, not_a_duration: str) -> None:
+    assert getattr(load_config(EXAMPLE, env={}).pipeline, setting) == default
+    zero = load_config(write(tmp_path, {**MINIMAL, "pipeline": {setting: 0}}), env={})
+    assert getattr(zero.pipeline, setting) == timedelta(0)
+    with pytest.raises(ConfigError, match=rf"pipeline\.{setting}: '{not_a_duration}' is not a duration"):
+        load_config(write(tmp_path, {**MINIMAL, "pipeline": {setting: not_a_duration}}), env={})
 
 
 def test_provisional_interval_cannot_beat_checkpoints(tmp_path: Path) -> None:
@@ -168,11 +175,3 @@ def test_bad_durations(text: str) -> None:
         assert parse_duration(5) == timedelta(seconds=5)  # an integer means seconds, a string needs a unit
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
-
-
-def test_loader_max_batch_delay_defaults_to_one_second_and_zero_means_every_poll(tmp_path: Path) -> None:
-    assert load_config(EXAMPLE, env={}).pipeline.loader_max_batch_delay == timedelta(seconds=1)
-    every_poll = load_config(write(tmp_path, {**MINIMAL, "pipeline": {"loader_max_batch_delay": 0}}), env={})
-    assert every_poll.pipeline.loader_max_batch_delay == timedelta(0)
-    with pytest.raises(ConfigError, match=r"pipeline\.loader_max_batch_delay: 'soon' is not a duration"):
-        load_config(write(tmp_path, {**MINIMAL, "pipeline": {"loader_max_batch_delay": "soon"}}), env={})
