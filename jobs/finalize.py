@@ -10,9 +10,10 @@ late events (``window_end_ms`` = -1). Outputs (JSON strings):
 - side output ``finals``: one row per (key, period), once, when the watermark passes end + grace;
 - side output ``corrections``: partials that arrived for an already final period.
 
-State per key: the open periods and the running partial of each open minute (a pickled dict in
-one ``ValueState``), cleared by the finalization timer when nothing is open; plus the timestamp of
-the key's newest finalization (one long, kept: it decides finality right after a restore).
+State per key: the open periods and the running partial of each open minute (plain tuples,
+pickled, in one ``ValueState``: :func:`encode_state`), cleared by the finalization timer when
+nothing is open; plus the timestamp of the key's newest finalization (one long, kept: it decides
+finality right after a restore).
 """
 
 from __future__ import annotations
@@ -32,8 +33,17 @@ from pyflink.datastream.state import ValueStateDescriptor
 from jobs.config import Config
 from jobs.metrics import FINALIZE_METRICS
 from jobs.sql import SEP
-from udfs.aggregators import Partial, merge
-from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger, local_day_start_ms
+from udfs.aggregators import EncodedPartial, Partial, decode, encode, merge
+from udfs.ledger import (
+    Correction,
+    EncodedLedger,
+    Final,
+    MinuteChange,
+    PeriodLedger,
+    decode_ledger,
+    encode_ledger,
+    local_day_start_ms,
+)
 from udfs.meters import Aggregation
 
 FINALS = OutputTag("finals", Types.STRING())
@@ -81,6 +91,32 @@ class _KeyState:
     open_minutes: dict[int, Partial] = field(default_factory=dict)
 
 
+#: The stored form of a key's state: a format tag, the ledger, then ``(minute_ms, partial)`` per open minute.
+EncodedState = tuple[int, EncodedLedger, tuple[tuple[int, EncodedPartial], ...]]
+#: Tag of :data:`EncodedState`. Before it, the state was the pickled :class:`_KeyState` itself
+#: (savepoints of those versions still restore: :func:`decode_state` reads both).
+STATE_FORMAT = 2
+
+
+def encode_state(state: _KeyState) -> bytes:
+    """A key's state as the bytes kept in Flink state: plain tuples, pickled."""
+    minutes = tuple((minute_ms, encode(partial)) for minute_ms, partial in sorted(state.open_minutes.items()))
+    encoded: EncodedState = (STATE_FORMAT, encode_ledger(state.ledger), minutes)
+    return pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_state(stored: bytes) -> _KeyState:
+    """The inverse of :func:`encode_state`; also reads a pickled :class:`_KeyState` (state written before the format tag)."""
+    loaded = pickle.loads(stored)
+    if isinstance(loaded, _KeyState):
+        return loaded
+    tag, ledger, minutes = loaded
+    if tag != STATE_FORMAT:
+        raise ValueError(f"finalization state format {tag} is newer than this job ({STATE_FORMAT}): run the newer job version")
+    decoded = decode_ledger(ledger)
+    return _KeyState(decoded, {minute_ms: decode(decoded.aggregation, partial) for minute_ms, partial in minutes})
+
+
 class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by (customer_id, meter, group_key)."""
 
@@ -100,8 +136,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
     def _load(self, customer_id: str, meter: str) -> _KeyState:
         stored = self.state.value()
         if stored is not None:
-            loaded: _KeyState = pickle.loads(stored)
-            return loaded
+            return decode_state(stored)
         policy = self.config.billing.policy_for(customer_id)
         return _KeyState(PeriodLedger(self.aggregation_of[meter], policy.cycle, policy.grace))
 
@@ -111,7 +146,7 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         for minute_ms in [m for m in state.open_minutes if m + 60_000 <= watermark]:
             del state.open_minutes[minute_ms]
         if state.ledger.open_periods or state.open_minutes:
-            self.state.update(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+            self.state.update(encode_state(state))
         else:
             self.state.clear()
 

@@ -113,3 +113,33 @@ def merge_all(aggregation: Aggregation, partials: list[Partial]) -> Partial:
     for partial in partials:
         result = merge(result, partial)
     return result
+
+
+#: A :class:`Partial` as plain values (what keyed state stores): ``(count, total, extreme,
+#: distinct, latest)`` with decimals as their exact text, ``distinct`` sorted.
+EncodedPartial = tuple[int, str, str | None, tuple[str, ...], tuple[int, str, str] | None]
+
+
+def encode(partial: Partial) -> EncodedPartial:
+    """``partial`` as plain ints, strings and tuples: cheap to pickle, no classes in the stored bytes."""
+    latest = partial.latest
+    return (
+        partial.count,
+        str(partial.total),
+        None if partial.extreme is None else str(partial.extreme),
+        tuple(sorted(partial.distinct)),
+        None if latest is None else (latest[0], latest[1], str(latest[2])),
+    )
+
+
+def decode(aggregation: Aggregation, encoded: EncodedPartial) -> Partial:
+    """The inverse of :func:`encode` (the aggregation is stored once per key, not per partial)."""
+    count, total, extreme, distinct, latest = encoded
+    return Partial(
+        aggregation,
+        count,
+        total=ZERO if total == "0" else Decimal(total),
+        extreme=None if extreme is None else Decimal(extreme),
+        distinct=frozenset(distinct),
+        latest=None if latest is None else (latest[0], latest[1], Decimal(latest[2])),
+    )

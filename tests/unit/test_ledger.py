@@ -11,8 +11,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from udfs.aggregators import Partial, empty, merge, merge_all, of_event, subtract
-from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger
+from udfs.aggregators import Partial, decode, empty, encode, merge, merge_all, of_event, subtract
+from udfs.ledger import Correction, Final, MinuteChange, PeriodLedger, decode_ledger, encode_ledger
 from udfs.meters import Aggregation
 from udfs.periods import BillingCycle, PeriodKind, billing_period, epoch_millis, from_epoch_millis
 
@@ -86,15 +86,26 @@ class Event:
 
 
 def simulate(
-    aggregation: Aggregation, cycle: BillingCycle, grace: timedelta, events: list[Event], lateness: int
+    aggregation: Aggregation,
+    cycle: BillingCycle,
+    grace: timedelta,
+    events: list[Event],
+    lateness: int,
+    *,
+    through_state: bool = False,
 ) -> tuple[list[Final], list[Correction], PeriodLedger]:
-    """Feed events in arrival order as minute changelog rows; the watermark trails the max event time."""
+    """Feed events in arrival order as minute changelog rows; the watermark trails the max event time.
+
+    ``through_state``: store and reload the ledger around every event, as the Flink job does.
+    """
     ledger = PeriodLedger(aggregation, cycle, grace)
     minute_partials: dict[int, Partial] = {}
     finals: list[Final] = []
     corrections: list[Correction] = []
     max_seen = 0
     for event in sorted(events, key=lambda e: e.arrival):
+        if through_state:
+            ledger = decode_ledger(encode_ledger(ledger))
         minute_ms = epoch_millis(START + timedelta(minutes=event.minute))
         new = of_event(aggregation, event.value, event_ms=minute_ms, event_id=str(event.arrival), distinct_value=str(event.value))
         old = minute_partials.get(minute_ms)
@@ -222,3 +233,37 @@ def test_provisional_reports_only_changed_periods_with_increasing_versions() -> 
     (second,) = ledger.provisional()
     assert second.version > first.version and second.partial.result() == Decimal(2)
     assert ledger.next_finalization_ms() == epoch_millis(datetime(2026, 1, 4, tzinfo=UTC))
+
+
+# --- the stored form: what keyed state holds between rows -------------------------------------------
+
+exotic_decimals = st.sampled_from([Decimal("0"), Decimal("0.000"), Decimal("-0"), Decimal("1E+2"), Decimal("-12.500000000")])
+
+
+@given(st.sampled_from(list(Aggregation)), st.lists(decimals | exotic_decimals, max_size=20))
+def test_a_partial_survives_its_stored_form_exactly(aggregation: Aggregation, values: list[Decimal]) -> None:
+    partial = partial_of(aggregation, values)
+    restored = decode(aggregation, encode(partial))
+    assert restored == partial
+    # the exact text too (a final's total is printed from it): 0.000 stays 0.000, 1E+2 stays 1E+2
+    assert str(restored.result()) == str(partial.result()) and str(restored.total) == str(partial.total)
+
+
+@settings(max_examples=100, deadline=None)
+@given(events_strategy, cycle_strategy, st.sampled_from(list(Aggregation)), st.integers(0, 72), st.integers(0, 60 * 24 * 10))
+def test_storing_the_ledger_between_every_event_changes_nothing(
+    events: list[Event], cycle: BillingCycle, aggregation: Aggregation, grace_h: int, lateness: int
+) -> None:
+    grace = timedelta(hours=grace_h)
+    assert simulate(aggregation, cycle, grace, events, lateness, through_state=True) == simulate(
+        aggregation, cycle, grace, events, lateness
+    )
+
+
+def test_the_stored_ledger_keeps_its_cycle_grace_and_open_periods() -> None:
+    ledger = PeriodLedger(Aggregation.MAX, BillingCycle(PeriodKind.MONTH, "America/St_Johns", 30), timedelta(minutes=90))
+    assert ledger.apply(MinuteChange(epoch_millis(START), of_event(Aggregation.MAX, Decimal("7.25"))), 0) is None
+    ledger.provisional()  # clears the dirty flag: it is stored too
+    restored = decode_ledger(encode_ledger(ledger))
+    assert restored == ledger and restored.grace_ms == 90 * 60_000
+    assert [vars(p) for p in restored.open_periods.values()] == [vars(p) for p in ledger.open_periods.values()]
