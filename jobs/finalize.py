@@ -177,13 +177,18 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
             late_event_id = str(row[11])
             segment, version, segment_value = f"late:{late_event_id}", 1, partial  # one row per late event
             self.counters["meteringLateEvents"].inc()
+        start, end = state.ledger.period_of(minute_ms)
+        was_open = start in state.ledger.open_periods
         correction = state.ledger.apply(MinuteChange(minute_ms, partial), self._finality_watermark(watermark))
         if correction is not None:
             self.counters["meteringCorrectionsEmitted"].inc()
             yield CORRECTIONS, self._correction_json(customer_id, meter, group_key, correction, late_event_id)
         else:
-            start, end = state.ledger.period_of(minute_ms)
-            ctx.timer_service().register_event_time_timer(end + state.ledger.grace_ms)
+            if not was_open:
+                # One timer per open period, registered when it opens: it stays registered (and in
+                # checkpoints) until it fires and on_timer closes the period. Re-registering it for
+                # every row would cost a call into the JVM each time and change nothing.
+                ctx.timer_service().register_event_time_timer(end + state.ledger.grace_ms)
             self.counters["meteringAggregateUpdates"].inc()
             yield self._aggregate_json(customer_id, meter, group_key, minute_ms, start, end, segment, version, segment_value)
         self._save(state, watermark)
