@@ -195,8 +195,9 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     # (docs/benchmarks.md); the copy of a Table<->DataStream row converts it twice. Safe here
     # because no operator keeps a reference to its input after processing it: every stateful
     # operator reads a hash-partitioned input (records from the network are always fresh
-    # objects); behind chain heads run stateless SQL operators, the Python key selector (thread
-    # mode converts each row when called) and the Kafka writers (they serialise at once).
+    # objects); behind chain heads run stateless SQL operators, the Java map keying the partials
+    # (its new row is serialised at once into the shuffle) and the Kafka writers (they serialise
+    # at once).
     # docs/design.md, "Object reuse between chained operators".
     conf.set_string("pipeline.object-reuse", "true")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
