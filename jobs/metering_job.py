@@ -168,7 +168,8 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     conf = Configuration()
     # The job's Java functions ship with the job (on a cluster too); the Kafka connector only to the
     # MiniCluster (a cluster has it in lib/).
-    jars = [options.udf_jar or udf_jar(), *([options.connector_jar] if options.connector_jar is not None else [])]
+    functions_jar = options.udf_jar or udf_jar()
+    jars = [functions_jar, *([options.connector_jar] if options.connector_jar is not None else [])]
     conf.set_string("pipeline.jars", ";".join(jar.resolve().as_uri() for jar in jars))
     if options.checkpoint_dir:
         conf.set_string("execution.checkpointing.dir", options.checkpoint_dir)
@@ -202,7 +203,7 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     conf.set_string("pipeline.object-reuse", "true")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     # The graph builder instantiates a class of the UDF jar itself (keyed_by_finalize_key).
-    add_jars_to_context_class_loader([jars[0].resolve().as_uri()])
+    add_jars_to_context_class_loader([functions_jar.resolve().as_uri()])
     env.set_parallelism(config.pipeline.parallelism)
     interval_ms = int(config.pipeline.checkpoint_interval / timedelta(milliseconds=1))
     env.enable_checkpointing(interval_ms, CheckpointingMode.EXACTLY_ONCE)

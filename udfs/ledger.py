@@ -178,9 +178,8 @@ def decode_ledger(encoded: EncodedLedger) -> PeriodLedger:
     """The inverse of :func:`encode_ledger`."""
     aggregation_value, kind, timezone, anchor, grace_ms, periods = encoded
     aggregation = Aggregation(aggregation_value)
-    ledger = PeriodLedger(aggregation, _cycle(kind, timezone, anchor), timedelta(milliseconds=grace_ms))
-    ledger.open_periods = {
+    open_periods = {
         start: _OpenPeriod(end_ms, decode(aggregation, partial), version, dirty)
         for start, end_ms, version, dirty, partial in periods
     }
-    return ledger
+    return PeriodLedger(aggregation, _cycle(kind, timezone, anchor), timedelta(milliseconds=grace_ms), open_periods)
