@@ -11,14 +11,17 @@ Three measurements, exactly-once on (EXACTLY_ONCE checkpoints, transactional sin
    after every loader batch; the rate between 10% and 90% of the backlog visible is what the
    pipeline sustains once it runs, start-up excluded. The loader's heartbeats (every
    ``pipeline.heartbeat_interval``, as ``metering load`` sends them) move the watermark past the
-   backlog's last windows.
+   backlog's last windows. ``--state-backend`` picks the job's state backend (default hashmap); the
+   size of its last checkpoint is reported (whole state for hashmap; own and shared files for
+   rocksdb's incremental checkpoints).
 3. live latency: the job and the loader run continuously while a producer sends events stamped with
    the wall clock at a fixed rate. Every 100th event belongs to a probe customer of its own, so its
    minute segment's ``loaded_at`` in ClickHouse is exactly when that event became queryable; p50/p99
    of (loaded_at - send time) over the probes are reported.
 
 Usage (the stack must be up: `metering stack up`):
-    .venv/bin/python bench/pipeline.py --events 300000 --capacity-events 600000 --rate 2000 --seconds 60
+    .venv/bin/python bench/pipeline.py --events 300000 --capacity-events 1500000 --rate 2000 --seconds 60
+    (add `--state-backend rocksdb` to measure the job on RocksDB)
 """
 
 from __future__ import annotations
@@ -89,13 +92,45 @@ def fill_events_topic(config: Config, settings: StackSettings, data: Path, event
         send_to_events_topic(config, settings, lines)
 
 
-def bounded_job_command(config_path: Path, settings: StackSettings) -> list[str]:
+def job_command(config_path: Path, settings: StackSettings, *, state_backend: str | None = None) -> list[str]:
+    """The metering job (unbounded) on the local MiniCluster, on ``state_backend`` when given."""
+    job = [sys.executable, "-m", "jobs.metering_job", "--config", str(config_path)]
+    job += ["--connector-jar", str(connector_jar(settings)), "--job-name", BENCH_JOB_NAME]
+    return job + (["--state-backend", state_backend] if state_backend else [])
+
+
+def bounded_job_command(config_path: Path, settings: StackSettings, *, state_backend: str | None = None) -> list[str]:
     """The metering job over what is in the topic (``--until-end``), on the local MiniCluster."""
-    job = [sys.executable, "-m", "jobs.metering_job", "--config", str(config_path), "--until-end"]
-    return [*job, "--connector-jar", str(connector_jar(settings))]
+    return [*job_command(config_path, settings, state_backend=state_backend), "--until-end"]
 
 
-def backfill(events: int, settings: StackSettings, workdir: Path, parallelism: int = 1) -> dict[str, float]:
+#: The benchmark's jobs checkpoint under this name (``<checkpoint dir>/metering-bench/<job id>``).
+BENCH_JOB_NAME = "metering-bench"
+
+
+def newest_checkpoint_bytes(settings: StackSettings) -> dict[str, float]:
+    """Size of the newest benchmark job's retained checkpoint: its own files, and the shared ones.
+
+    With ``hashmap`` a checkpoint is the whole state (``own``); with ``rocksdb`` (incremental) most of
+    it is SST files in ``shared``, uploaded once and referenced by later checkpoints."""
+    jobs = [path for path in (settings.checkpoint_dir / BENCH_JOB_NAME).glob("*") if path.is_dir()]
+    if not jobs:
+        return {"checkpoint_own_bytes": math.nan, "checkpoint_shared_bytes": math.nan}
+    newest = max(jobs, key=lambda path: path.stat().st_mtime)
+    checkpoints = sorted(newest.glob("chk-*"), key=lambda path: int(path.name.removeprefix("chk-")))
+
+    def size(folder: Path | None) -> float:
+        return float(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())) if folder else math.nan
+
+    return {
+        "checkpoint_own_bytes": size(checkpoints[-1] if checkpoints else None),
+        "checkpoint_shared_bytes": size(newest / "shared"),
+    }
+
+
+def backfill(
+    events: int, settings: StackSettings, workdir: Path, parallelism: int = 1, state_backend: str | None = None
+) -> dict[str, float]:
     path = config_for(
         "backfill", settings, workdir, checkpoint_interval="10s", provisional_interval="10s", parallelism=parallelism
     )
@@ -106,7 +141,9 @@ def backfill(events: int, settings: StackSettings, workdir: Path, parallelism: i
         migrate(storage)
     lines_total = sum(1 for _ in data.open())
     started = time.monotonic()
-    job = subprocess.run(bounded_job_command(path, settings), cwd=ROOT, capture_output=True, text=True, check=False)
+    job = subprocess.run(
+        bounded_job_command(path, settings, state_backend=state_backend), cwd=ROOT, capture_output=True, text=True, check=False
+    )
     if job.returncode != 0:
         raise SystemExit(job.stderr[-3000:])
     job_done = time.monotonic()
@@ -138,10 +175,12 @@ COUNTED_METERS = ("api_calls", "tokens", "gpu_seconds", "storage_peak_bytes", "c
 
 
 @contextmanager
-def live_job(path: Path, settings: StackSettings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def live_job(
+    path: Path, settings: StackSettings, log: Path, *, state_backend: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """The metering job running live (unbounded) on the MiniCluster; stopped on exit."""
     job = subprocess.Popen(
-        [sys.executable, "-m", "jobs.metering_job", "--config", str(path), "--connector-jar", str(connector_jar(settings))],
+        job_command(path, settings, state_backend=state_backend),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
@@ -207,6 +246,7 @@ def capacity(
     load_raw: bool = False,
     parallelism: int = 1,
     loader_max_batch_delay: str | None = None,
+    state_backend: str | None = None,
     timeout_s: float = 1800,
 ) -> dict[str, float]:
     """The rate at which the live job plus the loader make a backlog of live-shaped events queryable.
@@ -234,7 +274,11 @@ def capacity(
     query_s = 0.0  # CPU of the benchmark's own counting queries, run in the loader's thread
 
     started = time.monotonic()
-    with live_job(path, settings, workdir / "capacity-job.log") as job, open_storage(config.storage) as storage:
+    job_log = workdir / "capacity-job.log"
+    with (
+        live_job(path, settings, job_log, state_backend=state_backend) as job,
+        open_storage(config.storage) as storage,
+    ):
         loader = live_loader(config, storage, load_raw=load_raw)
         last_count = 0.0
 
@@ -274,6 +318,8 @@ def capacity(
         "loader_rows": sum(loader.stats.rows.values()),
         "loader_batches": loader.stats.batches,
         "loader_max_batch_delay_s": config.pipeline.loader_max_batch_delay.total_seconds(),
+        "state_backend": state_backend or "hashmap",
+        **newest_checkpoint_bytes(settings),
         **capacity_rates(samples, events),
     }
 
@@ -418,7 +464,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300_000, help="backfill: demo events (0 skips it)")
     parser.add_argument(
-        "--capacity-events", type=int, default=600_000, help="capacity: backlog of live-shaped events (0 skips it)"
+        "--capacity-events",
+        type=int,
+        # 1.5M: at 25k+ events/s a 600k backlog's 10%→90% range spans only one or two checkpoint
+        # steps (visibility advances per checkpoint), too coarse to compare versions.
+        default=1_500_000,
+        help="capacity: backlog of live-shaped events (0 skips it)",
     )
     parser.add_argument("--customers", type=int, default=CAPACITY_CUSTOMERS, help="capacity: customers in the backlog")
     parser.add_argument(
@@ -428,6 +479,11 @@ def main() -> None:
         "--load-raw", action="store_true", help="capacity: the loader also loads raw events (as `metering load` does)"
     )
     parser.add_argument("--parallelism", type=int, default=1, help="backfill and capacity: the job's parallelism")
+    parser.add_argument(
+        "--state-backend",
+        choices=("hashmap", "rocksdb"),
+        help="backfill and capacity: the job's state backend (rocksdb: incremental checkpoints; default hashmap)",
+    )
     parser.add_argument(
         "--loader-max-batch-delay", help="capacity: pipeline.loader_max_batch_delay (e.g. 0 or 1s; default: the config's)"
     )
@@ -440,7 +496,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, float]] = {}
     if args.events:
-        results["backfill"] = backfill(args.events, settings, args.workdir, args.parallelism)
+        results["backfill"] = backfill(args.events, settings, args.workdir, args.parallelism, args.state_backend)
         print("backfill:", json.dumps(results["backfill"]), flush=True)
     if args.capacity_events:
         results["capacity"] = capacity(
@@ -452,6 +508,7 @@ def main() -> None:
             load_raw=args.load_raw,
             parallelism=args.parallelism,
             loader_max_batch_delay=args.loader_max_batch_delay,
+            state_backend=args.state_backend,
         )
         print("capacity:", json.dumps(results["capacity"]), flush=True)
     if args.rate:
@@ -467,6 +524,7 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
         f".venv/bin/python bench/pipeline.py --events {args.events} --capacity-events {args.capacity_events} "
         f"--customers {args.customers} --nominal-rate {args.nominal_rate}{' --load-raw' if args.load_raw else ''} "
         f"--parallelism {args.parallelism} "
+        + (f"--state-backend {args.state_backend} " if args.state_backend else "")
         + (f"--loader-max-batch-delay {args.loader_max_batch_delay} " if args.loader_max_batch_delay else "")
         + f"--rate {args.rate} --seconds {args.seconds}"
     )
@@ -495,7 +553,7 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
         lines += [
             f"| capacity: backlog | {c['events']:,.0f} events (+10% retries), {c['customers']:,.0f} customers, "
             f"{c['nominal_rate']:,.0f} events/s of event time; raw events loaded: {'yes' if c['load_raw'] else 'no'}; "
-            f"parallelism {c['parallelism']:.0f} |",
+            f"parallelism {c['parallelism']:.0f}; state backend {c['state_backend']} |",
             f"| capacity: loader batches (max delay {c['loader_max_batch_delay_s']:g} s) / rows loaded | "
             f"{c['loader_batches']:,.0f} / {c['loader_rows']:,.0f} |",
             f"| capacity: first / all visible after job start | {c['first_visible_s']:.1f} s / {c['all_visible_s']:.1f} s |",
@@ -503,6 +561,8 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
             f"| capacity: 10% → {split} / {split} → 90% | {halves} |",
             "| capacity: CPU µs per visible event, 10% → 90%: job / broker / loader / counting queries / "
             f"other / idle | {' / '.join(f'{c[key]:.1f}' for key in CPU_PARTS)} |",
+            f"| capacity: the job's last checkpoint, its own files / shared (incremental) files | "
+            f"{c['checkpoint_own_bytes'] / 1e6:,.1f} MB / {c['checkpoint_shared_bytes'] / 1e6:,.1f} MB |",
         ]
     if live_result := results.get("live"):
         lines += [

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from bench.pipeline import CapacitySample, capacity_rates, live_shaped_lines
+from bench.pipeline import BENCH_JOB_NAME, CapacitySample, capacity_rates, live_shaped_lines, newest_checkpoint_bytes
+from infra.settings import StackSettings
 from schemas.validate import validate_line
 
 END = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -59,3 +62,23 @@ def test_capacity_rates_without_a_step_between_ten_and_ninety_percent_have_no_ha
     assert rates["sustained_events_per_s"] == pytest.approx(85)
     assert math.isnan(rates["first_half_events_per_s"])
     assert math.isnan(rates["second_half_events_per_s"])
+
+
+def test_newest_checkpoint_bytes_reads_the_last_checkpoint_and_the_shared_files(tmp_path: Path) -> None:
+    settings = StackSettings.from_env({"METERING_HOME": str(tmp_path)})
+    jobs = settings.checkpoint_dir / BENCH_JOB_NAME
+    old, new = jobs / "a", jobs / "b"
+    for folder, sizes in (
+        (old, {"chk-3/_metadata": 999}),
+        (new, {"chk-9/_metadata": 10, "chk-10/_metadata": 7, "chk-10/x": 5, "shared/sst": 100}),
+    ):
+        for name, size in sizes.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(b"x" * size)
+    os.utime(old, (1, 1))  # the older job's folder
+    assert newest_checkpoint_bytes(settings) == {"checkpoint_own_bytes": 12.0, "checkpoint_shared_bytes": 100.0}
+
+
+def test_newest_checkpoint_bytes_without_a_run_is_nan(tmp_path: Path) -> None:
+    sizes = newest_checkpoint_bytes(StackSettings.from_env({"METERING_HOME": str(tmp_path)}))
+    assert all(math.isnan(value) for value in sizes.values())
