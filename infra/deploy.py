@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from infra import versions
-from infra.flink import RESTART_STRATEGY
+from infra.flink import RESTART_STRATEGY, state_backend_settings
 from infra.settings import PROJECT_ROOT
 
 DEPLOY_DIR = PROJECT_ROOT / "infra" / "deploy"
@@ -54,8 +54,9 @@ def flink_configuration(config: dict[str, Any], checkpoints: str, savepoints: st
     return {
         "taskmanager.numberOfTaskSlots": "2",
         "parallelism.default": str(pipeline.get("parallelism", 1)),
-        "state.backend.type": "rocksdb",
-        "execution.checkpointing.incremental": "true",
+        # RocksDB with incremental checkpoints and Bloom filters (docs/operations.md, "State backend");
+        # managed memory is the TaskManager's default share (40% of Flink memory).
+        **state_backend_settings("rocksdb", mini_cluster=False),
         "execution.checkpointing.dir": checkpoints,
         "execution.checkpointing.savepoint-dir": savepoints,
         "execution.checkpointing.num-retained": "3",

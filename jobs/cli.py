@@ -783,7 +783,7 @@ def print_usage(rows: list[dict[str, Any]]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs.metering_job import STATE_BACKENDS
+    from infra.flink import STATE_BACKENDS
 
     parser = argparse.ArgumentParser(
         prog="metering",

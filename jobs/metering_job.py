@@ -36,12 +36,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from infra.flink import STATE_BACKENDS, state_backend_settings
 from jobs import sql
 from jobs.config import Config
 
 UID_PREFIX = "metering-v1"
-#: ``--state-backend`` values (Flink's ``state.backend.type``).
-STATE_BACKENDS = ("hashmap", "rocksdb")
 #: Upper bound for rescaling (key groups); changing it makes every savepoint unusable.
 MAX_PARALLELISM = 128
 
@@ -146,31 +145,6 @@ def with_parallelism(config: Config, parallelism: int | None) -> Config:
 
 def transactional_prefix(config: Config, options: RunOptions) -> str:
     return options.transactional_id_prefix or config.kafka.consumer_group
-
-
-#: Managed memory of the local MiniCluster's TaskManager when it runs RocksDB (Flink's local default
-#: is 128 MiB; a cluster's TaskManagers size it from their own configuration).
-MINI_CLUSTER_ROCKSDB_MANAGED_MEMORY = "1g"
-
-
-def state_backend_settings(backend: str, *, mini_cluster: bool) -> dict[str, str]:
-    """Flink configuration for ``--state-backend`` (``hashmap`` or ``rocksdb``).
-
-    RocksDB: incremental checkpoints; Bloom filters, because most dedup lookups miss (a first
-    occurrence is new by definition) and without them a miss reads every SST file's index; and on
-    the MiniCluster enough managed memory for RocksDB's block cache and write buffers. Measured on
-    a 1.5M-event backlog (docs/benchmarks.md, "RocksDB for large dedup state"): defaults ~8k events/s
-    at best, falling to ~500/s; with both 25k, as fast as ``hashmap``.
-    """
-    if backend not in STATE_BACKENDS:
-        raise ValueError(f"state backend {backend!r}: choose one of {', '.join(STATE_BACKENDS)}")
-    settings = {"state.backend.type": backend}
-    if backend == "rocksdb":
-        settings["execution.checkpointing.incremental"] = "true"
-        settings["state.backend.rocksdb.use-bloom-filter"] = "true"
-        if mini_cluster:
-            settings["taskmanager.memory.managed.size"] = MINI_CLUSTER_ROCKSDB_MANAGED_MEMORY
-    return settings
 
 
 def _with(options: dict[str, str]) -> str:

@@ -1,10 +1,10 @@
-"""The Flink settings behind ``--state-backend`` (jobs.metering_job.state_backend_settings)."""
+"""The Flink settings behind ``--state-backend`` (infra.flink.state_backend_settings)."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs.metering_job import MINI_CLUSTER_ROCKSDB_MANAGED_MEMORY, STATE_BACKENDS, state_backend_settings
+from infra.flink import MINI_CLUSTER_ROCKSDB_MANAGED_MEMORY, STATE_BACKENDS, state_backend_settings
 
 
 def test_hashmap_sets_only_the_backend() -> None:
