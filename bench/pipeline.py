@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 from bench.cpu import machine_cpu_seconds, proc_stat, process_cpu_seconds, tree_cpu_seconds  # noqa: E402
 from clickhouse.client import open_storage  # noqa: E402
 from clickhouse.migrate import migrate  # noqa: E402
-from infra.flink import connector_jar  # noqa: E402
+from infra.flink import STATE_BACKENDS, connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
 from jobs.cli import ensure_topics  # noqa: E402
 from jobs.config import Config, load_config  # noqa: E402
@@ -481,7 +481,7 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=1, help="backfill and capacity: the job's parallelism")
     parser.add_argument(
         "--state-backend",
-        choices=("hashmap", "rocksdb"),
+        choices=STATE_BACKENDS,
         help="backfill and capacity: the job's state backend (rocksdb: incremental checkpoints; default hashmap)",
     )
     parser.add_argument(
