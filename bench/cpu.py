@@ -47,3 +47,34 @@ def machine_cpu_seconds() -> tuple[float, float]:
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / TICKS, idle / TICKS
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """(kernel thread name, CPU seconds) of every live thread of ``pid``, by thread id; empty if it is gone.
+
+    The kernel keeps the first 15 bytes of a thread's name (a JVM sets it from the Java name)."""
+    result: dict[int, tuple[str, float]] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return result
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        result[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / TICKS)
+    return result
+
+
+def java_descendant(root: int) -> int | None:
+    """The first ``java`` process below ``root`` (a PyFlink driver's MiniCluster JVM), if any."""
+    for pid in sorted(descendants(root)):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "java":
+                return pid
+        except OSError:
+            continue
+    return None

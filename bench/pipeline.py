@@ -50,7 +50,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu import machine_cpu_seconds, proc_stat, process_cpu_seconds, tree_cpu_seconds  # noqa: E402
+from bench.cpu import (  # noqa: E402
+    java_descendant,
+    machine_cpu_seconds,
+    proc_stat,
+    process_cpu_seconds,
+    thread_cpu,
+    tree_cpu_seconds,
+)
 from clickhouse.client import open_storage  # noqa: E402
 from clickhouse.migrate import migrate  # noqa: E402
 from infra.flink import STATE_BACKENDS, connector_jar  # noqa: E402
@@ -348,10 +355,33 @@ def capacity_rates(samples: list[CapacitySample], events: int) -> dict[str, floa
         "split_at_fraction": s50.visible / events if s50 else math.nan,
         # Where the two cores went between 10% and 90%, in CPU microseconds per visible event.
         **{f"cpu_us_per_event_{part}": value for part, value in s10.cpu_us_per_event_to(s90).items()},
+        # The job's JVM alone, by thread: which stage of the job the CPU went to.
+        **{f"jvm_us_per_event_{group}": value for group, value in s10.jvm_us_per_event_to(s90).items()},
     }
 
 
 CPU_PARTS = tuple(f"cpu_us_per_event_{part}" for part in ("job", "broker", "loader", "count_queries", "other", "idle"))
+
+#: The job JVM's threads by what they do, told apart by the kernel's thread name (the first 15
+#: bytes of the Java name; the task names come from the plan jobs/metering_job.py builds). A thread
+#: that matches none is ``other`` (Kafka producers' network threads, Flink's own, the finalize-key
+#: chain, the dead-letter writers).
+JVM_THREAD_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("source", ("Source: events", "Source Data Fet")),  # Kafka read, JSON parse, validation
+    ("dedup", ("ProcessTableFun",)),  # dedup and the per-meter rows behind it (one chain)
+    ("window", ("GroupWindowAggr",)),  # the event-time step partials
+    ("finalize", ("finalize period",)),  # finalization (Python, thread mode) and the sinks' writers
+    ("checkpoint", ("AsyncOperation",)),  # asynchronous part of state snapshots
+    ("rocksdb", ("rocksdb",)),  # RocksDB's flushes and compactions
+    ("gc", ("GC Thread", "G1 ", "VM Thread")),
+    ("jit", ("C1 CompilerThre", "C2 CompilerThre")),
+)
+JVM_PARTS = (*(group for group, _ in JVM_THREAD_GROUPS), "other")
+
+
+def jvm_thread_group(name: str) -> str:
+    """Which of :data:`JVM_PARTS` a job JVM thread (kernel name) belongs to."""
+    return next((group for group, prefixes in JVM_THREAD_GROUPS if name.startswith(prefixes)), "other")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,10 +391,13 @@ class CapacitySample:
     at_s: float
     visible: int
     cpu_s: dict[str, float]
+    #: The job JVM's threads: thread id -> (kernel name, CPU seconds so far).
+    jvm_threads: dict[int, tuple[str, float]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def take(cls, at_s: float, visible: int, job_pid: int, broker_pid: int, query_s: float) -> CapacitySample:
         job = tree_cpu_seconds(job_pid)
+        jvm = java_descendant(job_pid)
         broker_stat = proc_stat(broker_pid)
         broker = broker_stat[1] if broker_stat else 0.0
         this = process_cpu_seconds()
@@ -382,6 +415,7 @@ class CapacitySample:
                 "other": busy - job - broker - this,  # everything else on the machine
                 "idle": idle,
             },
+            thread_cpu(jvm) if jvm is not None else {},
         )
 
     def rate_to(self, later: CapacitySample) -> float:
@@ -390,6 +424,17 @@ class CapacitySample:
     def cpu_us_per_event_to(self, later: CapacitySample) -> dict[str, float]:
         events = later.visible - self.visible
         return {part: (later.cpu_s[part] - self.cpu_s[part]) / events * 1e6 for part in self.cpu_s}
+
+    def jvm_us_per_event_to(self, later: CapacitySample) -> dict[str, float]:
+        """The job JVM's CPU per visible event by :data:`JVM_PARTS`; a thread born since counts from zero.
+
+        A thread that ended in between (the JVM stops idle compiler threads) takes its CPU with it."""
+        events = later.visible - self.visible
+        split = dict.fromkeys(JVM_PARTS, 0.0)
+        for tid, (name, seconds) in later.jvm_threads.items():
+            before = self.jvm_threads.get(tid)
+            split[jvm_thread_group(name)] += seconds - (before[1] if before and before[0] == name else 0.0)
+        return {group: seconds / events * 1e6 for group, seconds in split.items()}
 
 
 class _Done(Exception):
@@ -545,6 +590,7 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
             f"| **backfill throughput, topic → queryable in ClickHouse** | **{b['events_per_s']:,.0f} events/s** |",
         ]
     if c := results.get("capacity"):
+        jvm_split = " / ".join(f"{c['jvm_us_per_event_' + part]:.1f}" for part in JVM_PARTS)
         if math.isnan(c["split_at_fraction"]):
             split, halves = "?", "one checkpoint covered 10% → 90%: no halves"
         else:
@@ -561,6 +607,7 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
             f"| capacity: 10% → {split} / {split} → 90% | {halves} |",
             "| capacity: CPU µs per visible event, 10% → 90%: job / broker / loader / counting queries / "
             f"other / idle | {' / '.join(f'{c[key]:.1f}' for key in CPU_PARTS)} |",
+            f"| capacity: the job's JVM by thread, CPU µs per visible event, 10% → 90%: {' / '.join(JVM_PARTS)} | {jvm_split} |",
             f"| capacity: the job's last checkpoint, its own files / shared (incremental) files | "
             f"{c['checkpoint_own_bytes'] / 1e6:,.1f} MB / {c['checkpoint_shared_bytes'] / 1e6:,.1f} MB |",
         ]

@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu import java_descendant, thread_cpu  # noqa: E402
 from bench.pipeline import (  # noqa: E402
     CAPACITY_CUSTOMERS,
     CAPACITY_NOMINAL_RATE,
@@ -49,19 +50,11 @@ from jobs.config import load_config  # noqa: E402
 
 TASK_THREAD = re.compile(r'^"(?P<name>.+?\(\d+/\d+\)#\d+)".*nid=(?P<nid>0x[0-9a-f]+)')
 ANY_THREAD = re.compile(r'^"(?P<name>[^"]+)".*nid=(?P<nid>0x[0-9a-f]+)', re.MULTILINE)
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
     """CPU time (user + system) of every thread of ``pid``, by native thread id."""
-    result = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        result[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICKS
-    return result
+    return {tid: seconds for tid, (_, seconds) in thread_cpu(pid).items()}
 
 
 #: Frames the inclusive part of the JFR report counts (besides state access): the job's Java
@@ -106,18 +99,6 @@ def print_jfr_report(recording: Path, top: int = 12) -> None:
 
 
 IDLE_FRAMES = ("MailboxProcessor", "TaskMailboxImpl.take", "LockSupport.park", "Object.wait", "Unsafe.park")
-
-
-def java_children(pid: int) -> list[int]:
-    """Java processes started under ``pid`` (the MiniCluster's gateway JVM)."""
-    out = subprocess.run(["ps", "-o", "pid=,ppid=,comm=", "-e"], capture_output=True, text=True, check=True).stdout
-    rows = [line.split() for line in out.splitlines()]
-    found, frontier = [], {pid}
-    while frontier:
-        children = {int(r[0]) for r in rows if len(r) >= 3 and int(r[1]) in frontier}
-        found += [int(r[0]) for r in rows if int(r[0]) in children and r[2] == "java"]
-        frontier = children
-    return found
 
 
 def parse_dump(dump: str) -> list[tuple[str, bool, str, int]]:
@@ -189,7 +170,7 @@ def main() -> None:
     done = threading.Event()
     threading.Thread(target=lambda: (job.wait(), done.set()), daemon=True).start()
     while not done.wait(args.interval):
-        for jvm in java_children(job.pid):
+        for jvm in filter(None, [java_descendant(job.pid)]):
             dump = subprocess.run(["jstack", str(jvm)], capture_output=True, text=True, check=False).stdout
             threads = parse_dump(dump)
             if threads:

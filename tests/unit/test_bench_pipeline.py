@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.pipeline import BENCH_JOB_NAME, CapacitySample, capacity_rates, live_shaped_lines, newest_checkpoint_bytes
+from bench.cpu import java_descendant, thread_cpu
+from bench.pipeline import (
+    BENCH_JOB_NAME,
+    JVM_PARTS,
+    CapacitySample,
+    capacity_rates,
+    jvm_thread_group,
+    live_shaped_lines,
+    newest_checkpoint_bytes,
+)
 from infra.settings import StackSettings
 from schemas.validate import validate_line
 
@@ -53,6 +62,51 @@ def test_capacity_rates_are_measured_between_checkpoint_steps() -> None:
     assert rates["first_half_events_per_s"] == pytest.approx(300 / 10)
     assert rates["second_half_events_per_s"] == pytest.approx(550 / 20)
     assert rates["cpu_us_per_event_job"] == pytest.approx(30 / 850 * 1e6)
+
+
+def test_jvm_threads_are_grouped_by_the_stage_their_kernel_name_starts_with() -> None:
+    # Kernel names are the first 15 bytes of the Java thread names of a capacity run's JVM.
+    assert jvm_thread_group("Source: events[") == "source"
+    assert jvm_thread_group("Source Data Fet") == "source"
+    assert jvm_thread_group("ProcessTableFun") == "dedup"
+    assert jvm_thread_group("GroupWindowAggr") == "window"
+    assert jvm_thread_group("finalize period") == "finalize"
+    assert jvm_thread_group("AsyncOperation") == "checkpoint"
+    assert jvm_thread_group("GC Thread#1") == "gc"
+    assert jvm_thread_group("G1 Refine#0") == "gc"
+    assert jvm_thread_group("C2 CompilerThre") == "jit"
+    assert jvm_thread_group("rocksdb:low") == "rocksdb"
+    assert jvm_thread_group("kafka-producer-") == "other"
+    assert jvm_thread_group("OutputFlusher f") == "other"
+
+
+def test_jvm_split_counts_each_threads_cpu_between_the_two_samples() -> None:
+    before = CapacitySample(10, 100, {}, {1: ("ProcessTableFun", 5.0), 2: ("C2 CompilerThre", 3.0), 3: ("GC Thread#0", 1.0)})
+    after = CapacitySample(
+        20,
+        1100,
+        {},
+        # Thread 2 (an idle compiler thread) ended; thread 4 started since and counts from zero;
+        # thread 3's id was reused by a thread of another name, which counts from zero too.
+        {1: ("ProcessTableFun", 7.0), 3: ("GC Thread#0", 1.5), 4: ("C1 CompilerThre", 0.25), 5: ("Thread-7", 0.1)},
+    )
+    split = before.jvm_us_per_event_to(after)
+    assert set(split) == set(JVM_PARTS)
+    assert split["dedup"] == pytest.approx(2.0 / 1000 * 1e6)
+    assert split["gc"] == pytest.approx(0.5 / 1000 * 1e6)
+    assert split["jit"] == pytest.approx(0.25 / 1000 * 1e6)
+    assert split["other"] == pytest.approx(0.1 / 1000 * 1e6)
+    assert split["source"] == 0.0
+    renamed = CapacitySample(20, 1100, {}, {3: ("C2 CompilerThre", 0.5)})
+    assert before.jvm_us_per_event_to(renamed)["jit"] == pytest.approx(0.5 / 1000 * 1e6)
+
+
+def test_thread_cpu_reads_every_thread_of_a_live_process_and_nothing_of_a_gone_one() -> None:
+    threads = thread_cpu(os.getpid())
+    assert os.getpid() in threads  # the main thread's id is the process id
+    assert all(seconds >= 0 for _, seconds in threads.values())
+    assert thread_cpu(2**22 + 1) == {}  # above the kernel's pid limit: never a live process
+    assert java_descendant(os.getpid()) is None
 
 
 def test_capacity_rates_without_a_step_between_ten_and_ninety_percent_have_no_halves() -> None:
