@@ -52,16 +52,18 @@ def _step(at_s: float, visible: int) -> CapacitySample:
     return CapacitySample(at_s, visible, {"job": at_s, "idle": at_s})
 
 
-def test_capacity_rates_are_measured_between_checkpoint_steps() -> None:
-    # Visibility as the job's checkpoints commit it: flat, then a jump, every 10 s.
-    samples = [_step(t, v) for t, v in [(5, 0), (10, 0), (11, 150), (20, 150), (21, 450), (31, 800), (41, 1000)]]
+def test_capacity_rates_are_measured_between_checkpoint_steps_before_the_final_one() -> None:
+    # Visibility as the job's checkpoints commit it: flat, then a jump, every 10 s; the last jump
+    # (to 1000) is the heartbeats' flush after the job has read everything, so the range ends at 800.
+    samples = [_step(t, v) for t, v in [(5, 0), (10, 0), (11, 150), (20, 150), (21, 450), (31, 800), (40, 800), (41, 1000)]]
     rates = capacity_rates(samples, events=1000)
-    # 10% is first reached at 11 s (150), 90% at 41 s (1000); the split is the step at 450.
-    assert rates["sustained_events_per_s"] == pytest.approx(850 / 30)
+    assert rates["sustained_events_per_s"] == pytest.approx(650 / 20)
+    assert rates["end_fraction"] == pytest.approx(0.8)
+    # The split is the step nearest the middle of 150 → 800.
     assert rates["split_at_fraction"] == pytest.approx(0.45)
     assert rates["first_half_events_per_s"] == pytest.approx(300 / 10)
-    assert rates["second_half_events_per_s"] == pytest.approx(550 / 20)
-    assert rates["cpu_us_per_event_job"] == pytest.approx(30 / 850 * 1e6)
+    assert rates["second_half_events_per_s"] == pytest.approx(350 / 10)
+    assert rates["cpu_us_per_event_job"] == pytest.approx(20 / 650 * 1e6)
 
 
 def test_jvm_threads_are_grouped_by_the_stage_their_kernel_name_starts_with() -> None:
@@ -109,11 +111,12 @@ def test_thread_cpu_reads_every_thread_of_a_live_process_and_nothing_of_a_gone_o
     assert java_descendant(os.getpid()) is None
 
 
-def test_capacity_rates_without_a_step_between_ten_and_ninety_percent_have_no_halves() -> None:
+def test_capacity_rates_without_a_step_between_ten_percent_and_the_end_run_to_ninety_percent() -> None:
     # One checkpoint took the backlog from 15% to everything: the halves cannot be told apart.
     samples = [_step(10, 0), _step(11, 150), _step(21, 1000)]
     rates = capacity_rates(samples, events=1000)
     assert rates["sustained_events_per_s"] == pytest.approx(85)
+    assert rates["end_fraction"] == 1.0
     assert math.isnan(rates["first_half_events_per_s"])
     assert math.isnan(rates["second_half_events_per_s"])
 
