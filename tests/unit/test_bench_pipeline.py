@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,7 +109,13 @@ def test_thread_cpu_reads_every_thread_of_a_live_process_and_nothing_of_a_gone_o
     assert os.getpid() in threads  # the main thread's id is the process id
     assert all(seconds >= 0 for _, seconds in threads.values())
     assert thread_cpu(2**22 + 1) == {}  # above the kernel's pid limit: never a live process
-    assert java_descendant(os.getpid()) is None
+    # A process tree without a JVM (the test run itself may have started Kafka or Flink below it).
+    child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    try:
+        assert java_descendant(child.pid) is None
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_capacity_rates_without_a_step_between_ten_percent_and_the_end_run_to_ninety_percent() -> None:
