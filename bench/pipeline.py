@@ -51,12 +51,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cpu import (  # noqa: E402
-    java_descendant,
+    cpu_seconds,
+    descendants,
+    first_java,
     machine_cpu_seconds,
     proc_stat,
     process_cpu_seconds,
     thread_cpu,
-    tree_cpu_seconds,
 )
 from clickhouse.client import open_storage  # noqa: E402
 from clickhouse.migrate import migrate  # noqa: E402
@@ -404,8 +405,9 @@ class CapacitySample:
 
     @classmethod
     def take(cls, at_s: float, visible: int, job_pid: int, broker_pid: int, query_s: float) -> CapacitySample:
-        job = tree_cpu_seconds(job_pid)
-        jvm = java_descendant(job_pid)
+        tree = descendants(job_pid) | {job_pid}  # one scan of /proc for the job's CPU and its JVM
+        job = cpu_seconds(tree)
+        jvm = first_java(tree)
         broker_stat = proc_stat(broker_pid)
         broker = broker_stat[1] if broker_stat else 0.0
         this = process_cpu_seconds()

@@ -170,20 +170,21 @@ def main() -> None:
     done = threading.Event()
     threading.Thread(target=lambda: (job.wait(), done.set()), daemon=True).start()
     while not done.wait(args.interval):
-        for jvm in filter(None, [java_descendant(job.pid)]):
-            dump = subprocess.run(["jstack", str(jvm)], capture_output=True, text=True, check=False).stdout
-            threads = parse_dump(dump)
-            if threads:
-                samples += 1
-                cpu.update(thread_cpu_seconds(jvm))
-            for match in ANY_THREAD.finditer(dump):
-                other_names[int(match["nid"], 16)] = re.sub(r"\d+", "N", match["name"])[:80]
-            for name, is_busy, frame, nid in threads:
-                names[nid] = name
-                seen[name] += 1
-                if is_busy:
-                    busy[name] += 1
-                    frames[(name, frame)] += 1
+        if (jvm := java_descendant(job.pid)) is None:
+            continue
+        dump = subprocess.run(["jstack", str(jvm)], capture_output=True, text=True, check=False).stdout
+        threads = parse_dump(dump)
+        if threads:
+            samples += 1
+            cpu.update(thread_cpu_seconds(jvm))
+        for match in ANY_THREAD.finditer(dump):
+            other_names[int(match["nid"], 16)] = re.sub(r"\d+", "N", match["name"])[:80]
+        for name, is_busy, frame, nid in threads:
+            names[nid] = name
+            seen[name] += 1
+            if is_busy:
+                busy[name] += 1
+                frames[(name, frame)] += 1
     elapsed = time.monotonic() - started
     print(f"job: {args.events} {args.workload} events (+ duplicates), {elapsed:.1f} s, exit {job.returncode}, {samples} dumps")
     cpu_by_name: Counter[str] = Counter()
