@@ -238,11 +238,12 @@ def _cluster_url(args: argparse.Namespace) -> str:
 
 def cmd_job_submit(args: argparse.Namespace) -> int:
     """Package and submit the job to a session cluster; wait until it runs."""
+    from infra.errors import StackError
     from infra.flink import FlinkCluster, connector_jar, pyflink_home
     from infra.flink_rest import FlinkRest
     from infra.settings import PROJECT_ROOT, StackSettings
     from infra.udf_jar import udf_jar
-    from jobs.operations import SubmitOptions, await_running, submit
+    from jobs.operations import SubmitOptions, await_running, rocksdb_memory_report, submit
 
     config_path = Path(args.config) if args.config else PROJECT_ROOT / "config" / "metering.example.yaml"
     config = _config(argparse.Namespace(config=str(config_path)))  # fails here, naming the key, before any upload
@@ -268,6 +269,15 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         until_end=args.until_end,
         python_executable=args.python_executable or (settings.python_executable if args.cluster is None else None),
     )
+    try:
+        memory = rocksdb_memory_report(FlinkRest(options.cluster_url), options.state_backend)
+    except StackError as exc:  # advisory; an unreachable cluster fails the submission below with its own error
+        print(f"warning: could not read the cluster's memory for RocksDB: {exc}", file=sys.stderr)
+        memory = None
+    if memory is not None:
+        print(memory["rocksdb_memory"], file=sys.stderr)
+        for warning in memory["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
     print(f"submitting {args.job_name} to {options.cluster_url} …", file=sys.stderr, flush=True)
     submission = submit(
         options,
@@ -278,7 +288,9 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         udf_jar=udf_jar(settings),
         work=settings.home / "submissions",
     )
-    result = {"job_id": submission.job_id, "web_ui": submission.web_url, "package": str(submission.package_dir)}
+    result: dict[str, Any] = {"job_id": submission.job_id, "web_ui": submission.web_url, "package": str(submission.package_dir)}
+    if memory is not None:
+        result |= {key: memory[key] for key in ("rocksdb_memory_per_slot", "warnings")}
     if not args.no_wait:
         job = await_running(FlinkRest(options.cluster_url), submission.job_id)
         result["state"] = str(job.get("state"))

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from infra.errors import StackError
+from infra.flink_memory import describe_rocksdb_memory, rocksdb_memory, rocksdb_memory_warning
 from infra.flink_rest import TERMINAL_STATES, FlinkRest
 from jobs.metrics import METRICS
 
@@ -126,6 +127,31 @@ def check_savepoint(path: str) -> None:
             f"no savepoint at {path} (expected a folder holding _metadata)",
             hint="use the path printed by `metering job stop ID --savepoint` or `metering job savepoint ID`",
         )
+
+
+def effective_state_backend(requested: str | None, cluster_config: list[dict[str, str]]) -> str:
+    """The state backend the job will run on: ``--state-backend``, else the cluster's (Flink's default: hashmap)."""
+    config = {entry["key"]: entry["value"] for entry in cluster_config}
+    configured = config.get("state.backend.type", config.get("state.backend", "hashmap")).strip().lower()
+    return requested or ("rocksdb" if "rocksdb" in configured else configured)
+
+
+def rocksdb_memory_report(rest: FlinkRest, requested_backend: str | None) -> dict[str, Any] | None:
+    """What RocksDB gets per slot on the cluster, and a warning when too little; None when the job runs on the heap.
+
+    Short of memory RocksDB slows down rather than failing (docs/operations.md, "State backend"),
+    so `metering job submit` says before it uploads anything.
+    """
+    cluster_config = rest.get("/jobmanager/config")
+    if effective_state_backend(requested_backend, cluster_config) != "rocksdb":
+        return None
+    memories = rocksdb_memory(rest.get("/taskmanagers"), cluster_config)
+    warning = rocksdb_memory_warning(memories)
+    return {
+        "rocksdb_memory": describe_rocksdb_memory(memories),
+        "rocksdb_memory_per_slot": min((m.rocksdb_per_slot for m in memories or []), default=None),
+        "warnings": [warning] if warning else [],
+    }
 
 
 def submit(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +49,15 @@ def widget_lines(count: int) -> list[str]:
     ]
 
 
+def rocksdb_caches(flink_logs: Path) -> list[int]:
+    """Sizes in the TaskManagers' "Obtained shared RocksDB cache of size N bytes" log lines."""
+    return [
+        int(found.group(1))
+        for log in sorted(flink_logs.glob("*taskexecutor*.log*"))
+        for found in re.finditer(r"Obtained shared RocksDB cache of size (\d+) bytes", log.read_text(errors="replace"))
+    ]
+
+
 def test_stop_with_savepoint_then_resume_rescaled_with_a_new_meter(
     tmp_path: Path, stack: Any, stack_settings: StackSettings
 ) -> None:
@@ -78,6 +88,7 @@ def test_stop_with_savepoint_then_resume_rescaled_with_a_new_meter(
     job = f"upgrade-{run_id}"
     submitted = metering(env, "job", "submit", *cluster, "--config", str(before_path), "--job-name", job, "--parallelism", "1")
     assert submitted["state"] == "RUNNING"
+    assert "rocksdb_memory_per_slot" not in submitted  # the heap: no RocksDB memory to report
     assert submitted["web_ui"].endswith(f"/#/job/running/{submitted['job_id']}/overview")
     wait_until_consumed(before)
     status = reported_status(env, submitted["job_id"], cluster, positive=("duplicates_dropped", "dead_letters"))
@@ -112,6 +123,11 @@ def test_stop_with_savepoint_then_resume_rescaled_with_a_new_meter(
     )
     status = metering(env, "job", "status", resumed["job_id"], *cluster)
     assert status["checkpoints"]["restored_from"] == savepoint
+    # What submit said RocksDB gets per slot is what the TaskManager's RocksDB obtained, and the
+    # local cluster's 3 GB TaskManager with 4 slots is below the floor, so submit warned.
+    obtained = rocksdb_caches(stack_settings.logs / "flink")
+    assert obtained and all(abs(size - resumed["rocksdb_memory_per_slot"]) <= 1 for size in obtained), obtained
+    assert len(resumed["warnings"]) == 1 and "taskmanager.memory.managed.size" in resumed["warnings"][0]
     assert {op["parallelism"] for op in status["operators"]} == {2}
     wait_until_consumed(after)
     status = reported_status(env, resumed["job_id"], cluster)
