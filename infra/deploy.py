@@ -48,6 +48,12 @@ CONFIG_MAP = "metering-config"
 KAFKA_PORT, FLINK_REST_PORT, CLICKHOUSE_HTTP_PORT = 9092, 8081, 8123
 
 
+#: The TaskManagers' memory in compose and on Kubernetes, each with ``taskmanager.numberOfTaskSlots`` 2:
+#: RocksDB then gets ~480 MiB per slot (Flink's image default, 1728m, would leave it 179 MiB, which
+#: `metering job submit` warns about: docs/operations.md, "State backend").
+TASKMANAGER_MEMORY = "4096m"
+
+
 def flink_configuration(config: dict[str, Any], checkpoints: str, savepoints: str) -> dict[str, str]:
     """Cluster settings shared by compose and Kubernetes (the same choices as infra/flink.py)."""
     pipeline = config.get("pipeline", {})
@@ -125,6 +131,7 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
         for k, v in {
             "jobmanager.rpc.address": "jobmanager",
             "rest.address": "jobmanager",
+            "taskmanager.memory.process.size": TASKMANAGER_MEMORY,
             **flink_configuration(config, "file:///flink-data/checkpoints", "file:///flink-data/savepoints"),
         }.items()
     )
@@ -242,7 +249,7 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
             "serviceAccount": "flink",
             "flinkConfiguration": conf,
             "jobManager": {"resource": {"memory": "2048m", "cpu": 1}},
-            "taskManager": {"resource": {"memory": "4096m", "cpu": 2}},
+            "taskManager": {"resource": {"memory": TASKMANAGER_MEMORY, "cpu": 2}},
             "podTemplate": {
                 "spec": {
                     "containers": [

@@ -12,6 +12,14 @@ from typing import Any
 import yaml
 
 from infra import deploy, versions
+from infra.flink_memory import (
+    DEFAULT_CONSUMER_WEIGHTS,
+    ROCKSDB_MEMORY_FLOOR,
+    consumer_weights,
+    default_managed_memory,
+    parse_memory_size,
+    rocksdb_share_of_slot,
+)
 from infra.settings import PROJECT_ROOT
 from jobs.config import load_config
 from jobs.metering_job import MAX_PARALLELISM
@@ -49,6 +57,21 @@ def test_compose_images_ports_volumes_and_dependencies() -> None:
     assert flink["execution.checkpointing.dir"].startswith("file:///flink-data/")
     submit = services["submit"]["command"]
     assert submit[:3] == ["metering", "job", "submit"] and "http://jobmanager:8081" in submit
+
+
+def test_the_taskmanagers_give_rocksdb_enough_memory_per_slot() -> None:
+    compose = yaml.safe_load(committed("compose.yaml"))
+    flink = dict(
+        line.split(": ", 1) for line in compose["services"]["taskmanager"]["environment"]["FLINK_PROPERTIES"].splitlines()
+    )
+    (deployment,) = [d for d in yaml.safe_load_all(committed("flinkdeployment.yaml")) if d["kind"] == "FlinkDeployment"]
+    kubernetes = deployment["spec"]
+    for memory, slots in (
+        (flink["taskmanager.memory.process.size"], flink["taskmanager.numberOfTaskSlots"]),
+        (kubernetes["taskManager"]["resource"]["memory"], kubernetes["flinkConfiguration"]["taskmanager.numberOfTaskSlots"]),
+    ):
+        per_slot = default_managed_memory(parse_memory_size(memory)) // int(slots)
+        assert per_slot * rocksdb_share_of_slot(consumer_weights(DEFAULT_CONSUMER_WEIGHTS)) >= ROCKSDB_MEMORY_FLOOR
 
 
 def test_transaction_timeout_fits_the_broker_limit() -> None:
