@@ -18,7 +18,7 @@ dedup retention), so :func:`rocksdb_memory_warning` marks only what is short for
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,16 +98,14 @@ class SlotMemory:
     source: str
 
 
-def rocksdb_memory(taskmanagers: Mapping[str, Any], cluster_config: Iterable[Mapping[str, str]]) -> list[SlotMemory] | None:
+def rocksdb_memory(taskmanagers: Mapping[str, Any], config: Mapping[str, str]) -> list[SlotMemory] | None:
     """RocksDB's memory per slot on each TaskManager, or None when Flink does not bound it.
 
-    ``taskmanagers`` is the answer of ``GET /taskmanagers``; ``cluster_config`` that of ``GET
-    /jobmanager/config`` (a list of ``{"key", "value"}``), whose settings a standalone cluster's
-    TaskManagers share. ``state.backend.rocksdb.memory.fixed-per-slot`` takes precedence over
-    managed memory; ``state.backend.rocksdb.memory.managed: false`` without it leaves RocksDB
+    ``taskmanagers`` is the answer of ``GET /taskmanagers``; ``config`` the cluster's configuration
+    (``FlinkRest.cluster_config``). ``state.backend.rocksdb.memory.fixed-per-slot`` takes precedence
+    over managed memory; ``state.backend.rocksdb.memory.managed: false`` without it leaves RocksDB
     unbounded (None).
     """
-    config = {entry["key"]: entry["value"] for entry in cluster_config}
     fixed = config.get("state.backend.rocksdb.memory.fixed-per-slot")
     if fixed is None and config.get("state.backend.rocksdb.memory.managed", "true").strip().lower() == "false":
         return None
@@ -123,6 +121,11 @@ def rocksdb_memory(taskmanagers: Mapping[str, Any], cluster_config: Iterable[Map
     return memories
 
 
+def smallest_slot(memories: list[SlotMemory] | None) -> SlotMemory | None:
+    """The slot that gives RocksDB the least (the one a job may land on), or None when there is none."""
+    return min(memories, key=lambda m: m.rocksdb_per_slot) if memories else None
+
+
 def _mib(size: int) -> str:
     return f"{size / MIB:,.1f} MiB"
 
@@ -131,9 +134,9 @@ def describe_rocksdb_memory(memories: list[SlotMemory] | None) -> str:
     """One line for `metering job submit`: what RocksDB gets per slot, and where that comes from."""
     if memories is None:
         return "RocksDB memory: not bounded by Flink (state.backend.rocksdb.memory.managed: false)"
-    if not memories:
+    least = smallest_slot(memories)
+    if least is None:
         return "RocksDB memory: unknown (the cluster has no TaskManager yet)"
-    least = min(memories, key=lambda m: m.rocksdb_per_slot)
     if least.source == "fixed-per-slot":
         return f"RocksDB memory: {_mib(least.rocksdb_per_slot)} per slot (state.backend.rocksdb.memory.fixed-per-slot)"
     return (
@@ -144,10 +147,8 @@ def describe_rocksdb_memory(memories: list[SlotMemory] | None) -> str:
 
 def rocksdb_memory_warning(memories: list[SlotMemory] | None, floor: int = ROCKSDB_MEMORY_FLOOR) -> str | None:
     """A warning when some slot would give RocksDB less than ``floor``, with the settings that fix it; else None."""
-    if not memories:
-        return None
-    least = min(memories, key=lambda m: m.rocksdb_per_slot)
-    if least.rocksdb_per_slot >= floor:
+    least = smallest_slot(memories)
+    if least is None or least.rocksdb_per_slot >= floor:
         return None
     fix = (
         "raise state.backend.rocksdb.memory.fixed-per-slot"

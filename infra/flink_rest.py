@@ -63,6 +63,10 @@ class FlinkRest:
         jobs: list[dict[str, Any]] = self.get("/jobs/overview").get("jobs", [])
         return sorted(jobs, key=lambda j: j.get("start-time", 0), reverse=True)
 
+    def cluster_config(self) -> dict[str, str]:
+        """The cluster's configuration (``/jobmanager/config``; a standalone cluster's TaskManagers share it) as a dict."""
+        return {row["key"]: row["value"] for row in self.get("/jobmanager/config")}
+
     def job(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.get(f"/jobs/{job_id}")
         return result

@@ -18,13 +18,14 @@ import shutil
 import subprocess
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from infra.errors import StackError
-from infra.flink_memory import describe_rocksdb_memory, rocksdb_memory, rocksdb_memory_warning
+from infra.flink_memory import describe_rocksdb_memory, rocksdb_memory, rocksdb_memory_warning, smallest_slot
 from infra.flink_rest import TERMINAL_STATES, FlinkRest
 from jobs.metrics import METRICS
 
@@ -129,9 +130,8 @@ def check_savepoint(path: str) -> None:
         )
 
 
-def effective_state_backend(requested: str | None, cluster_config: list[dict[str, str]]) -> str:
+def effective_state_backend(requested: str | None, config: Mapping[str, str]) -> str:
     """The state backend the job will run on: ``--state-backend``, else the cluster's (Flink's default: hashmap)."""
-    config = {entry["key"]: entry["value"] for entry in cluster_config}
     configured = config.get("state.backend.type", config.get("state.backend", "hashmap")).strip().lower()
     return requested or ("rocksdb" if "rocksdb" in configured else configured)
 
@@ -142,14 +142,15 @@ def rocksdb_memory_report(rest: FlinkRest, requested_backend: str | None) -> dic
     Short of memory RocksDB slows down rather than failing (docs/operations.md, "State backend"),
     so `metering job submit` says before it uploads anything.
     """
-    cluster_config = rest.get("/jobmanager/config")
-    if effective_state_backend(requested_backend, cluster_config) != "rocksdb":
+    config = rest.cluster_config()
+    if effective_state_backend(requested_backend, config) != "rocksdb":
         return None
-    memories = rocksdb_memory(rest.get("/taskmanagers"), cluster_config)
+    memories = rocksdb_memory(rest.get("/taskmanagers"), config)
+    least = smallest_slot(memories)
     warning = rocksdb_memory_warning(memories)
     return {
         "rocksdb_memory": describe_rocksdb_memory(memories),
-        "rocksdb_memory_per_slot": min((m.rocksdb_per_slot for m in memories or []), default=None),
+        "rocksdb_memory_per_slot": least.rocksdb_per_slot if least else None,
         "warnings": [warning] if warning else [],
     }
 

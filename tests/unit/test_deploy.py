@@ -31,6 +31,11 @@ def committed(name: str) -> str:
     return (deploy.DEPLOY_DIR / name).read_text()
 
 
+def flink_properties(service: dict[str, Any]) -> dict[str, str]:
+    """A compose Flink service's ``FLINK_PROPERTIES`` (``key: value`` lines) as a dict."""
+    return dict(line.split(": ", 1) for line in service["environment"]["FLINK_PROPERTIES"].splitlines())
+
+
 def test_committed_files_are_what_the_generator_makes() -> None:
     for name, text in deploy.render(EXAMPLE).items():
         assert committed(name) == text, f"infra/deploy/{name} is stale: run `python -m infra.deploy`"
@@ -52,7 +57,7 @@ def test_compose_images_ports_volumes_and_dependencies() -> None:
             assert source in declared or (Path(deploy.DEPLOY_DIR) / source).exists(), volume
         depends = service.get("depends_on", [])
         assert set(depends) <= set(services), depends
-    flink = dict(line.split(": ", 1) for line in services["jobmanager"]["environment"]["FLINK_PROPERTIES"].splitlines())
+    flink = flink_properties(services["jobmanager"])
     assert flink["pipeline.max-parallelism"] == str(MAX_PARALLELISM)
     assert flink["execution.checkpointing.dir"].startswith("file:///flink-data/")
     submit = services["submit"]["command"]
@@ -61,9 +66,7 @@ def test_compose_images_ports_volumes_and_dependencies() -> None:
 
 def test_the_taskmanagers_give_rocksdb_enough_memory_per_slot() -> None:
     compose = yaml.safe_load(committed("compose.yaml"))
-    flink = dict(
-        line.split(": ", 1) for line in compose["services"]["taskmanager"]["environment"]["FLINK_PROPERTIES"].splitlines()
-    )
+    flink = flink_properties(compose["services"]["taskmanager"])
     (deployment,) = [d for d in yaml.safe_load_all(committed("flinkdeployment.yaml")) if d["kind"] == "FlinkDeployment"]
     kubernetes = deployment["spec"]
     for memory, slots in (

@@ -33,9 +33,9 @@ def taskmanagers(*managed_and_slots: tuple[int, int]) -> dict[str, Any]:
     }
 
 
-def config(**settings: str) -> list[dict[str, str]]:
-    """A `GET /jobmanager/config` answer (keys with dots for underscores)."""
-    return [{"key": key.replace("_", "."), "value": value} for key, value in settings.items()]
+def config(**settings: str) -> dict[str, str]:
+    """A cluster configuration (``FlinkRest.cluster_config``; keys with dots for underscores)."""
+    return {key.replace("_", "."): value for key, value in settings.items()}
 
 
 @pytest.mark.parametrize(
@@ -103,9 +103,9 @@ def test_enough_memory_gets_no_warning_and_the_floor_is_inclusive() -> None:
 
 
 def test_the_clusters_own_weights_and_fixed_memory_are_honoured() -> None:
-    custom = [{"key": "taskmanager.memory.managed.consumer-weights", "value": "STATE_BACKEND:90,PYTHON:10"}]
+    custom = {"taskmanager.memory.managed.consumer-weights": "STATE_BACKEND:90,PYTHON:10"}
     assert [m.rocksdb_per_slot for m in rocksdb_memory(taskmanagers((1000 * MIB, 1)), custom) or []] == [900 * MIB]
-    fixed = [{"key": "state.backend.rocksdb.memory.fixed-per-slot", "value": "128m"}]
+    fixed = {"state.backend.rocksdb.memory.fixed-per-slot": "128m"}
     (memory,) = rocksdb_memory(taskmanagers((8192 * MIB, 1)), fixed) or []
     assert (memory.rocksdb_per_slot, memory.source) == (128 * MIB, "fixed-per-slot")
     assert "fixed-per-slot" in describe_rocksdb_memory([memory])
@@ -113,7 +113,7 @@ def test_the_clusters_own_weights_and_fixed_memory_are_honoured() -> None:
 
 
 def test_unbounded_or_unknown_rocksdb_memory_gets_no_warning() -> None:
-    unbounded = rocksdb_memory(taskmanagers((128 * MIB, 4)), [{"key": "state.backend.rocksdb.memory.managed", "value": "false"}])
+    unbounded = rocksdb_memory(taskmanagers((128 * MIB, 4)), {"state.backend.rocksdb.memory.managed": "false"})
     assert unbounded is None
     assert "not bounded by Flink" in describe_rocksdb_memory(None)
     assert rocksdb_memory_warning(None) is None
@@ -125,14 +125,14 @@ def test_unbounded_or_unknown_rocksdb_memory_gets_no_warning() -> None:
 @pytest.mark.parametrize(
     ("requested", "cluster", "expected"),
     [
-        (None, [], "hashmap"),
-        (None, [{"key": "state.backend.type", "value": "rocksdb"}], "rocksdb"),
-        (None, [{"key": "state.backend.type", "value": f"org.apache.flink.state.rocksdb.{FACTORY}"}], "rocksdb"),
-        ("hashmap", [{"key": "state.backend.type", "value": "rocksdb"}], "hashmap"),
-        ("rocksdb", [{"key": "state.backend.type", "value": "hashmap"}], "rocksdb"),
+        (None, {}, "hashmap"),
+        (None, {"state.backend.type": "rocksdb"}, "rocksdb"),
+        (None, {"state.backend.type": f"org.apache.flink.state.rocksdb.{FACTORY}"}, "rocksdb"),
+        ("hashmap", {"state.backend.type": "rocksdb"}, "hashmap"),
+        ("rocksdb", {"state.backend.type": "hashmap"}, "rocksdb"),
     ],
 )
 def test_the_job_runs_on_the_requested_backend_else_the_clusters(
-    requested: str | None, cluster: list[dict[str, str]], expected: str
+    requested: str | None, cluster: dict[str, str], expected: str
 ) -> None:
     assert effective_state_backend(requested, cluster) == expected
