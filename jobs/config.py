@@ -76,6 +76,13 @@ class PipelineSettings:
     #: caught up or holding 100k rows); zero inserts every poll. Fewer, larger inserts are what
     #: ClickHouse wants: each insert makes a part that its merges then rewrite.
     loader_max_batch_delay: timedelta = timedelta(seconds=1)
+    #: Watermark alignment of the events source (docs/semantics.md, "Backfills"): no partition is
+    #: read further than this ahead of the slowest one's watermark, so which events end in a final
+    #: and which in a correction does not depend on the order Flink reads partitions in. Zero
+    #: turns alignment off.
+    alignment_max_drift: timedelta = timedelta(minutes=1)
+    #: How often the source readers report their watermarks and learn the slowest one.
+    alignment_update_interval: timedelta = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -311,6 +318,7 @@ def _pipeline(r: _Reader, raw: Any) -> PipelineSettings:
             "parallelism": _positive_int,
             "heartbeat_interval": parse_duration,
             "loader_max_batch_delay": parse_duration,
+            "alignment_max_drift": parse_duration,
         }.get(name, _positive_duration)
         values[name] = r.get(data, name, "pipeline", parse, getattr(defaults, name))
     settings = PipelineSettings(**values)

@@ -2,7 +2,9 @@
 
 Input: partials of one (customer, meter, group_key) key — one row per step of a minute from the
 group window, holding that step's on-time events (``window_end_ms`` > 0), and single-event rows of
-late events (``window_end_ms`` = -1). Outputs (JSON strings):
+late events (``window_end_ms`` = -1, with the watermark of the Kafka partition they were read from,
+``partition_wm_ms``). A late event is a correction when its period's end + grace is at or behind
+the operator's watermark or its partition's. Outputs (JSON strings):
 
 - main output: ``aggregate`` rows (one per minute segment: the on-time running value of the
   minute with its step end as version, or one late event), annotated with the customer's local
@@ -179,7 +181,13 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
             self.counters["meteringLateEvents"].inc()
         start, end = state.ledger.period_of(minute_ms)
         was_open = start in state.ledger.open_periods
-        correction = state.ledger.apply(MinuteChange(minute_ms, partial), self._finality_watermark(watermark))
+        finality = self._finality_watermark(watermark)
+        if window_end_ms <= 0 and row[12] is not None:
+            # A late event is judged by its own partition's watermark too (docs/semantics.md,
+            # "Backfills"): the job's is the minimum over partitions and depends on how the source
+            # interleaved them; the partition's depends only on that partition's order.
+            finality = max(finality, int(row[12]))
+        correction = state.ledger.apply(MinuteChange(minute_ms, partial), finality)
         if correction is not None:
             self.counters["meteringCorrectionsEmitted"].inc()
             yield CORRECTIONS, self._correction_json(customer_id, meter, group_key, correction, late_event_id)

@@ -79,6 +79,7 @@ FIRST_SEEN_COLUMNS = [
     ("event_ms", "BIGINT"),
     ("props", "ARRAY<STRING>"),
     ("reason", "STRING"),
+    ("partition_wm_ms", "BIGINT"),
     ("seen", "BIGINT"),
     ("variants", "BIGINT"),
 ]
@@ -97,6 +98,7 @@ FLAGGED_COLUMNS = [
     ("kafka_partition", "INT"),
     ("kafka_offset", "BIGINT"),
     ("kafka_ts", "TIMESTAMP_LTZ(3)"),
+    ("partition_wm_ms", "BIGINT"),
     ("late", "BOOLEAN"),
 ]
 
@@ -149,6 +151,32 @@ def transactional_prefix(config: Config, options: RunOptions) -> str:
 
 def _with(options: dict[str, str]) -> str:
     return ", ".join(f"{sql.lit(k)} = {sql.lit(v)}" for k, v in options.items())
+
+
+#: The events source's watermark alignment group (one source per job: the group aligns its partitions).
+ALIGNMENT_GROUP = "metering-events"
+
+
+def alignment_options(config: Config) -> dict[str, str]:
+    """Source options that align the events partitions' watermarks (none when the drift is zero).
+
+    Flink pauses a partition whose watermark is more than ``alignment_max_drift`` ahead of the
+    slowest partition's (split-level alignment: partitions read by one source task are aligned
+    too) and resumes it once the slowest one catches up. Partitions are checked at each periodic
+    watermark (``pipeline.auto-watermark-interval``), and what a paused partition had already
+    fetched is still emitted, so a backfill can run further ahead than the drift; the partition
+    watermark rule (docs/semantics.md, "Backfills") does not depend on it. Per-event watermarks
+    (``scan.watermark.emit.strategy: on-event``) would check every record, but with alignment on
+    they stalled the bounded job on PyFlink 2.2.1 (measured: no progress in 120 s).
+    """
+    pipeline = config.pipeline
+    if not pipeline.alignment_max_drift:
+        return {}
+    return {
+        "scan.watermark.alignment.group": ALIGNMENT_GROUP,
+        "scan.watermark.alignment.max-drift": f"{int(pipeline.alignment_max_drift / timedelta(milliseconds=1))} ms",
+        "scan.watermark.alignment.update-interval": f"{int(pipeline.alignment_update_interval / timedelta(milliseconds=1))} ms",
+    }
 
 
 def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
@@ -275,7 +303,8 @@ def define_first_seen(t_env: Any, config: Config, source: str, suffix: str = "")
     t_env.create_temporary_view(
         parsed, t_env.sql_query(sql.parse_view(source, config.meters, config.pipeline.allowed_future_skew))
     )
-    t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed)))
+    lag = config.pipeline.max_out_of_orderness
+    t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed, lag)))
     table = t_env.sql_query(sql.first_seen_view(first_seen_input, f"{UID_PREFIX}-first-seen"))
     t_env.create_temporary_view(first_seen, materialise(t_env, table, FIRST_SEEN_COLUMNS, rowtime="rt0"))
     return first_seen
@@ -352,6 +381,7 @@ def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
         "properties.auto.offset.reset": "earliest",
         "scan.watermark.idle-timeout": f"{int(config.pipeline.idle_timeout / timedelta(milliseconds=1))} ms",
     }
+    source_options.update(alignment_options(config))
     if options.bounded:
         source_options["scan.bounded.mode"] = "latest-offset"
     for statement in sql.function_ddl():  # before the source: its rowtime column calls one

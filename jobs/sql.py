@@ -31,6 +31,7 @@ FUNCTIONS = {
     "metering_rowtime_millis": "dev.metering.udfs.RowtimeMillis",
     "metering_json_fields": "dev.metering.udfs.JsonFields",
     "metering_first_seen": "dev.metering.udfs.FirstSeen",
+    "metering_partition_watermark": "dev.metering.udfs.PartitionWatermark",
 }
 
 #: Separator inside encoded ``latest`` values (cannot occur in ids or decimals).
@@ -198,16 +199,24 @@ FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)}"""
 FINGERPRINT = "MD5(CONCAT_WS('|', event_type, ts_text, q_text, COALESCE(properties_json, '')))"
 
 
-def first_seen_input_view(parsed: str) -> str:
+def first_seen_input_view(parsed: str, lag: timedelta) -> str:
     """What ``metering_first_seen`` reads: ``parsed``'s columns that later stages need, and each record's :data:`FINGERPRINT`.
+
+    ``partition_wm_ms`` is the watermark of the record's own Kafka partition before it (its newest
+    event time so far minus ``lag``, the watermark delay; ``metering_partition_watermark``, NULL
+    before the first): :func:`flagged_view` and the finalization operator judge lateness by it as
+    well as by the job's watermark. It is evaluated here, in the operator chained to the source,
+    which reads each partition in offset order.
 
     ``doc`` is ``parsed.kept_doc``: NULL unless a dead letter may carry it, so the payload is
     neither shuffled to the function nor converted and copied behind it (docs/benchmarks.md).
     The function reads the fingerprint of valid events only.
     """
+    lag_ms = int(lag / timedelta(milliseconds=1))
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, kept_doc AS doc, event_id, customer_id, event_type, q_text,
-       event_ms, props, reason, {FINGERPRINT} AS fingerprint
+       event_ms, props, reason, {FINGERPRINT} AS fingerprint,
+       metering_partition_watermark(kafka_partition, kafka_offset, rowtime, CAST({lag_ms} AS BIGINT)) AS partition_wm_ms
 FROM {parsed}"""
 
 
@@ -228,7 +237,7 @@ def first_seen_view(first_seen_input: str, uid: str) -> str:
     """
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, event_id, customer_id, event_type, q_text, event_ms,
-       props, reason, seen, variants
+       props, reason, partition_wm_ms, seen, variants
 FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
 
 
@@ -239,7 +248,7 @@ def dedup_view(first_seen: str) -> str:
     """
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rt0 AS rowtime, doc, event_id, customer_id, event_type, event_ms, q_text,
-       props
+       props, partition_wm_ms
 FROM {first_seen} WHERE seen = 1"""
 
 
@@ -342,7 +351,7 @@ def metered_view(deduped: str, meters: tuple[Meter, ...]) -> str:
     )
     return f"""
 SELECT customer_id, m.meter, m.group_key, event_id, event_ms, rowtime, m.val, m.distinct_value, m.latest_enc,
-       m.reason, doc AS payload, kafka_partition, kafka_offset, kafka_ts
+       m.reason, doc AS payload, kafka_partition, kafka_offset, kafka_ts, partition_wm_ms
 FROM {deduped}
 CROSS JOIN UNNEST(
     CASE event_type
@@ -352,7 +361,11 @@ CROSS JOIN UNNEST(
 
 
 def flagged_view(metered: str) -> str:
-    """Adds ``late``: the row is at or behind the watermark here, or no watermark has arrived yet.
+    """Adds ``late``: the row is at or behind the watermark here or its partition's, or no watermark arrived yet.
+
+    A row behind its own partition's watermark takes the late path even while the job's watermark
+    (the minimum over partitions) is behind it: the finalization operator decides by the
+    partition's watermark whether it is a correction (docs/semantics.md, "Backfills").
 
     Must be materialised once (the job converts it to a DataStream and back) before it feeds more
     than one consumer: ``CURRENT_WATERMARK`` evaluated in two places can disagree about a row.
@@ -364,12 +377,14 @@ def flagged_view(metered: str) -> str:
     counts any row exactly, at the cost of one Python call per row.
     """
     return f"""
-SELECT *, CURRENT_WATERMARK(rowtime) IS NULL OR rowtime <= CURRENT_WATERMARK(rowtime) AS late
+SELECT *, CURRENT_WATERMARK(rowtime) IS NULL OR rowtime <= CURRENT_WATERMARK(rowtime)
+            OR COALESCE(event_ms <= partition_wm_ms, FALSE) AS late
 FROM {metered}"""
 
 
 PARTIAL_COLUMNS = (
-    "customer_id, meter, group_key, minute_ms, window_end_ms, cnt, total, mx, mn, distinct_values, latest_enc, event_id"
+    "customer_id, meter, group_key, minute_ms, window_end_ms, cnt, total, mx, mn, distinct_values, latest_enc, event_id, "
+    "partition_wm_ms"
 )
 
 
@@ -395,7 +410,7 @@ SELECT customer_id, meter, group_key,
        CAST(MAX(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mx,
        CAST(MIN(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mn,
        LISTAGG(DISTINCT distinct_value, U&'\\0001') AS distinct_values, MAX(latest_enc) AS latest_enc,
-       CAST('' AS STRING) AS event_id
+       CAST('' AS STRING) AS event_id, CAST(NULL AS BIGINT) AS partition_wm_ms
 FROM {flagged}
 WHERE reason IS NULL AND NOT late
 GROUP BY customer_id, meter, group_key, TUMBLE(rt, {interval})"""
@@ -407,7 +422,7 @@ def late_partials_view(flagged: str) -> str:
 SELECT customer_id, meter, group_key, event_ms - MOD(event_ms, 60000) AS minute_ms, CAST(-1 AS BIGINT) AS window_end_ms,
        CAST(1 AS BIGINT) AS cnt, val AS total, val AS mx, val AS mn,
        distinct_value AS distinct_values,
-       latest_enc, event_id
+       latest_enc, event_id, partition_wm_ms
 FROM {flagged}
 WHERE reason IS NULL AND late"""
 

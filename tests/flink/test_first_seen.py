@@ -84,7 +84,7 @@ def rows_view(stream: tuple[Any, Any], rows: list[dict[str, Any]], pause_before:
         t_env.sql_query(f"""
 SELECT 0 AS kafka_partition, kafka_offset, TO_TIMESTAMP_LTZ({RECEIVED_MS}, 3) AS kafka_ts, rowtime, doc, event_id,
        customer_id, CAST('tokens' AS STRING) AS event_type, CAST(NULL AS STRING) AS q_text, rowtime_ms AS event_ms,
-       CAST(NULL AS ARRAY<STRING>) AS props, reason, fingerprint
+       CAST(NULL AS ARRAY<STRING>) AS props, reason, fingerprint, CAST(NULL AS BIGINT) AS partition_wm_ms
 FROM {raw}"""),
     )
     return name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ def all_generated_sql() -> list[str]:
     skew = CONFIG.pipeline.allowed_future_skew
     return [
         sql.parse_view("events", CONFIG.meters, skew),
-        sql.first_seen_input_view("parsed"),
+        sql.first_seen_input_view("parsed", CONFIG.pipeline.max_out_of_orderness),
         sql.first_seen_view("first_seen_input", "metering-v1-first-seen"),
         sql.dead_letters_view("first_seen"),
         sql.dedup_view("first_seen"),
@@ -66,3 +67,39 @@ def test_every_meter_gets_a_row_under_its_event_type() -> None:
         assert metered.count(f"WHEN '{event_type}' THEN ARRAY[") == 1
     for meter in CONFIG.meters:
         assert f"ROW(CAST('{meter.name}' AS STRING)" in metered
+
+
+def test_watermark_alignment_options_follow_the_configuration() -> None:
+    from dataclasses import replace
+
+    from jobs.metering_job import ALIGNMENT_GROUP, alignment_options
+
+    assert CONFIG.pipeline.alignment_max_drift == timedelta(minutes=1)
+    assert alignment_options(CONFIG) == {
+        "scan.watermark.alignment.group": ALIGNMENT_GROUP,
+        "scan.watermark.alignment.max-drift": "60000 ms",
+        "scan.watermark.alignment.update-interval": "1000 ms",
+    }
+    off = replace(CONFIG, pipeline=replace(CONFIG.pipeline, alignment_max_drift=timedelta(0)))
+    assert alignment_options(off) == {}
+
+
+def test_alignment_drift_may_be_zero_but_not_negative(tmp_path: Path) -> None:
+    from jobs.config import ConfigError
+
+    path = tmp_path / "metering.yaml"
+    meters = "meters:\n  - {name: calls, event_type: api_call, aggregation: count}\n"
+    path.write_text(meters + "pipeline:\n  alignment_max_drift: 0\n")
+    assert load_config(path, env={}).pipeline.alignment_max_drift == timedelta(0)
+    path.write_text(meters + "pipeline:\n  alignment_max_drift: -5\n  alignment_update_interval: 0\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, env={})
+    assert "pipeline.alignment_max_drift" in str(error.value) and "pipeline.alignment_update_interval" in str(error.value)
+
+
+def test_late_rows_carry_their_partitions_watermark_to_the_finalization_operator() -> None:
+    """Both partial branches have the column, in the position the finalization operator reads (row[12])."""
+    assert sql.PARTIAL_COLUMNS.split(", ").index("partition_wm_ms") == 12
+    assert "partition_wm_ms\nFROM flagged" in sql.late_partials_view("flagged")
+    assert "CAST(NULL AS BIGINT) AS partition_wm_ms" in sql.ontime_partials_view("flagged", timedelta(seconds=10))
+    assert "COALESCE(event_ms <= partition_wm_ms, FALSE)" in sql.flagged_view("metered")
