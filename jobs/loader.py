@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from clickhouse.client import Storage
@@ -584,6 +585,44 @@ class Loader:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
             consumer.close()
+
+    def reload_quarantine(self) -> tuple[int, int]:
+        """Convert and store the quarantined records again with the current code and tables: (stored, still refused).
+
+        For after a fix (a row function, a migration widening a column). Records of topics this
+        configuration does not load are left alone. Stored records leave the quarantine; a record
+        refused again stays, with the new error.
+        """
+        records = [
+            SimpleNamespace(topic=topic, partition=partition, offset=offset, timestamp=timestamp, key=key, value=value)
+            for topic, partition, offset, timestamp, key, value in self.storage.query_rows(
+                "SELECT source_topic, source_partition, source_offset, toUnixTimestamp64Milli(source_time), "
+                "hex(record_key), hex(record) FROM quarantine FINAL ORDER BY source_topic, source_partition, "
+                "source_offset"
+            )
+            if topic in self.handlers
+        ]
+        for record in records:  # read as hex: a record's bytes need not be UTF-8
+            record.key, record.value = bytes.fromhex(record.key) or None, bytes.fromhex(record.value) or None
+        batch = _Batch()
+        for record in records:
+            self._convert(record, batch)
+        refused = list(batch.quarantine)
+        for table, table_rows in batch.rows.items():
+            self._store(table, table_rows, batch.records[table], refused)
+        if refused:
+            error = self._insert_retrying("quarantine", refused)
+            if error is not None:
+                raise RuntimeError(f"ClickHouse refused {len(refused)} quarantine row(s): {error}")
+        still = {(row[8], row[9], row[10]) for row in refused}  # source_topic, source_partition, source_offset
+        stored = [r for r in records if (r.topic, r.partition, r.offset) not in still]
+        for r in stored:
+            self.storage.command(
+                "DELETE FROM quarantine WHERE source_topic = {t:String} AND source_partition = {p:UInt32} "
+                "AND source_offset = {o:UInt64}",
+                {"t": r.topic, "p": r.partition, "o": r.offset},
+            )
+        return len(stored), len(still)
 
     def _convert(self, record: Any, batch: _Batch) -> None:
         """Add the record's row to the batch; a record its row function cannot convert goes to quarantine."""
