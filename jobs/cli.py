@@ -374,10 +374,20 @@ def cmd_load(args: argparse.Namespace) -> int:
             heartbeat_interval=config.pipeline.heartbeat_interval,
         )
 
+        if args.reload_quarantine:
+            reloaded, still = loader.reload_quarantine()
+            print(json.dumps({"reloaded": reloaded, "still_quarantined": still, "retries": loader.stats.retries}))
+            return EXIT_REJECTED if still else EXIT_OK
+
         def progress(stats: Any) -> None:
             if args.progress:
                 total = sum(stats.rows.values())
-                print(f"\rloaded {total} rows in {stats.batches} batches (retries {stats.retries})", end="", file=sys.stderr)
+                quarantined = sum(stats.quarantined.values())
+                print(
+                    f"\rloaded {total} rows in {stats.batches} batches (retries {stats.retries}, quarantined {quarantined})",
+                    end="",
+                    file=sys.stderr,
+                )
 
         # In embedded mode this process owns the chDB directory: serve reads for `query` and `dashboard`.
         _interrupt_on_sigterm()
@@ -389,9 +399,17 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.progress:
         print(file=sys.stderr)
     summary: dict[str, Any] = {"rows": dict(stats.rows), "batches": stats.batches, "retries": stats.retries}
+    summary["quarantined"] = dict(stats.quarantined)
     if loader.heartbeat is not None:
         summary["heartbeats"] = {"sent": loader.heartbeat.stats.records, "failures": loader.heartbeat.stats.failures}
     print(json.dumps(summary))
+    if stats.quarantined:
+        print(
+            f"metering load: {sum(stats.quarantined.values())} record(s) could not be stored and are in the quarantine "
+            "table (docs/operations.md, 'Quarantine')",
+            file=sys.stderr,
+        )
+        return EXIT_REJECTED
     return EXIT_OK
 
 
@@ -934,13 +952,21 @@ def build_parser() -> argparse.ArgumentParser:
         "load",
         help="load the job's outputs into ClickHouse",
         description="Consume the job's topics (read_committed) and write them to ClickHouse; offsets are "
-        "committed only after ClickHouse accepted the batch. Owns the chDB directory while running.",
+        "committed only after ClickHouse accepted the batch. A record ClickHouse refuses for what it is (or "
+        "that cannot be converted) goes to the quarantine table and loading goes on; exit 3 when any did. "
+        "Owns the chDB directory while running.",
     )
     load.add_argument("--config", help=config_help)
     load.add_argument("--until-idle", action="store_true", help="stop once every partition is caught up")
     load.add_argument("--group", default="metering-loader", help="Kafka consumer group (default: metering-loader)")
     load.add_argument("--no-raw", action="store_true", help="do not copy raw events into raw_events")
     load.add_argument("--progress", action="store_true", help="print progress to stderr")
+    load.add_argument(
+        "--reload-quarantine",
+        action="store_true",
+        help="after a fix: convert and store the quarantined records again with the current code, then exit "
+        "(exit 3 while some are still refused)",
+    )
     load.set_defaults(func=cmd_load)
 
     heartbeat = sub.add_parser(

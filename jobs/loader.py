@@ -1,10 +1,21 @@
 """The loader: the job's Kafka topics -> ClickHouse, idempotently.
 
 It consumes with ``isolation.level=read_committed`` (only what the job's checkpoints committed),
-converts records to rows, inserts one batch per table, and commits Kafka offsets only after
-ClickHouse accepted every insert of the batch. A failed insert is retried with exponential
-backoff (and reported); it is never skipped. A crash between insert and commit re-delivers the
-batch: every table's key makes that harmless (clickhouse/migrations/0002_aggregates.sql).
+converts records to rows, inserts each table's rows of the batch, and commits Kafka offsets only
+after every row of the batch was stored: in its table, or in ``quarantine``. A crash between
+insert and commit re-delivers the batch: every table's key makes that harmless
+(clickhouse/migrations/0002_aggregates.sql, 0006_quarantine.sql).
+
+No record is retried forever and none is skipped silently (jobs/inserts.py decides which is which):
+
+* A table's rows are inserted in chunks of at most ``MAX_PARTITIONS_PER_INSERT`` partitions
+  (months): ClickHouse refuses a block spanning more than ``max_partitions_per_insert_block``.
+* An error about the store (connection, timeout, memory, merges behind, a missing table) retries
+  the same insert with exponential backoff, reported in the stats (``retries``, ``last_error``).
+* An error about the rows (a value the column cannot hold) bisects the insert until the refused
+  rows are isolated; each goes to ``quarantine`` with the error and its Kafka record, the rest
+  is stored.
+* A record whose row function raises goes to ``quarantine`` too (stage ``convert``).
 
 In embedded mode the loader owns the chDB directory for as long as it runs.
 """
@@ -19,11 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from clickhouse.client import Storage
 from jobs.config import Config
 from jobs.heartbeat import HeartbeatSender, is_heartbeat
+from jobs.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
 from jobs.produce import kafka_crc32c_is_native
 from udfs.periods import from_epoch_millis
 
@@ -248,7 +261,30 @@ def raw_row(record: Any) -> tuple[str, list[Any]] | None:
     return "raw_events", row
 
 
+HANDLER_TABLES: dict[Callable[[Any], tuple[str, list[Any]] | None], str] = {
+    segment_row: "aggregate_segments",
+    final_row: "period_finals",
+    correction_row: "corrections",
+    dead_letter_row: "dead_letters",
+    duplicate_row: "duplicates",
+    raw_row: "raw_events",
+}
+
 BATCH_COLUMNS = ["loader_id", "batch_at", "rows", "rows_by_table", "newest_source_time", "consumer_lag"]
+QUARANTINE_COLUMNS = [
+    "target_table",
+    "stage",
+    "error_code",
+    "error_name",
+    "error",
+    "row",
+    "record",
+    "record_key",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "source_time",
+]
 
 COLUMNS = {
     "loader_batches": BATCH_COLUMNS,
@@ -258,15 +294,51 @@ COLUMNS = {
     "dead_letters": DEAD_LETTER_COLUMNS,
     "duplicates": DUPLICATE_COLUMNS,
     "raw_events": RAW_COLUMNS,
+    "quarantine": QUARANTINE_COLUMNS,
 }
+
+#: The column each table is partitioned on by month (``PARTITION BY toYYYYMM(column)`` in
+#: clickhouse/migrations; tests/integration/test_loader_history.py compares). Tables not named
+#: here have no partition key the loader's batches could spread over (duplicates, quarantine;
+#: loader_batches gets one row per batch).
+PARTITION_MONTH_COLUMNS = {
+    "raw_events": "event_time",
+    "aggregate_segments": "minute",
+    "period_finals": "period_start",
+    "corrections": "period_start",
+    "dead_letters": "source_time",
+}
+
+#: At most this many partitions (months) per INSERT block: ClickHouse's own limit,
+#: ``max_partitions_per_insert_block``, is 100 by default. A batch spanning more months is
+#: inserted in several chunks. (A loader setting kept here rather than in the configuration file.)
+MAX_PARTITIONS_PER_INSERT = 50
+
+#: An insert error ClickHouse does not say is about the store or about the rows is retried this
+#: often (with the same backoff), then treated as a refusal of the rows.
+MAX_UNKNOWN_ERROR_RETRIES = 5
+
+
+def partition_keys(table: str, rows: list[list[Any]]) -> list[PartitionKey]:
+    """Each row's partition (its month, as ClickHouse's toYYYYMM) in ``table``; all None when unpartitioned."""
+    column = PARTITION_MONTH_COLUMNS.get(table)
+    if column is None:
+        return [None] * len(rows)
+    position = COLUMNS[table].index(column)
+    return [month_key(row[position]) if len(row) > position else None for row in rows]
 
 
 @dataclass
 class LoaderStats:
+    """``rows``: stored per table; ``quarantined``: records quarantined per table they were meant for;
+    ``retries`` / ``last_error``: inserts retried because of the store (not the rows)."""
+
     rows: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     retries: int = 0
     last_error: str | None = None
+    quarantined: Counter[str] = field(default_factory=Counter)
+    inserts: int = 0  # INSERT statements ClickHouse accepted (chunks and bisected halves included)
 
 
 #: The loader inserts a batch once it holds this many rows, even before it is caught up.
@@ -275,19 +347,68 @@ MAX_BATCH_ROWS = 100_000
 
 @dataclass
 class _Batch:
-    """Rows converted from polled records, waiting to be inserted (their offsets not yet committed)."""
+    """Rows converted from polled records, waiting to be inserted (their offsets not yet committed).
+
+    ``records[table][i]`` is the Kafka record ``rows[table][i]`` came from (for quarantine);
+    ``quarantine`` holds quarantine rows of records that could not be converted.
+    """
 
     rows: dict[str, list[list[Any]]] = field(default_factory=lambda: defaultdict(list))
+    records: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    quarantine: list[list[Any]] = field(default_factory=list)
     rows_waiting: int = 0
     started: float = 0.0  # monotonic time of the first row
     newest_ms: int = 0  # newest record timestamp
 
-    def add(self, table: str, row: list[Any], timestamp_ms: int) -> None:
+    def add(self, table: str, row: list[Any], record: Any) -> None:
+        self.rows[table].append(row)
+        self.records[table].append(record)
+        self._count(record)
+
+    def add_refused(self, quarantine_row: list[Any], record: Any) -> None:
+        self.quarantine.append(quarantine_row)
+        self._count(record)
+
+    def _count(self, record: Any) -> None:
         if not self.rows_waiting:
             self.started = time.monotonic()
-        self.rows[table].append(row)
         self.rows_waiting += 1
-        self.newest_ms = max(self.newest_ms, timestamp_ms)
+        if isinstance(record.timestamp, int):
+            self.newest_ms = max(self.newest_ms, record.timestamp)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def quarantine_row(table: str, stage: str, error: InsertError, record: Any, row: list[Any] | None) -> list[Any]:
+    """The ``quarantine`` row of a record refused at ``stage`` ('convert' or 'insert'); storable whatever the record holds."""
+    try:
+        source_time = from_epoch_millis(int(record.timestamp))
+        if not 1900 <= source_time.year <= 2299:  # DateTime64's range
+            raise ValueError(source_time)
+    except (TypeError, ValueError, OverflowError):
+        source_time = datetime(1970, 1, 1, tzinfo=UTC)
+    columns = COLUMNS.get(table, [])
+    row_json = "" if row is None else json.dumps(dict(zip(columns, row, strict=False)), default=_json_value, ensure_ascii=False)
+    return [
+        table,
+        stage,
+        max(-(2**31), min(2**31 - 1, error.code)),
+        error.name,
+        str(error),
+        row_json,
+        record.value if isinstance(record.value, bytes) else b"",
+        record.key if isinstance(record.key, bytes) else b"",
+        str(record.topic),
+        max(0, int(record.partition)),
+        max(0, int(record.offset)),
+        source_time,
+    ]
 
 
 class Loader:
@@ -313,6 +434,8 @@ class Loader:
         }
         if load_raw:
             self.handlers[topics.events] = raw_row
+        #: The table each topic's records are meant for (named in quarantine when they are refused).
+        self.targets = {topic: HANDLER_TABLES[handler] for topic, handler in self.handlers.items()}
         self.config = config
         self.storage = storage
         self.group_id = group_id
@@ -340,19 +463,70 @@ class Loader:
             client_id="metering-loader",
         )
 
-    def _insert_with_retry(self, rows: dict[str, list[list[Any]]], max_backoff_s: float = 30.0) -> None:
+    def _store(self, table: str, rows: list[list[Any]], records: list[Any], quarantine: list[list[Any]]) -> int:
+        """Insert a table's rows of the batch; refused rows become quarantine rows. Returns the rows stored."""
+        stored = 0
+        for chunk in chunk_by_partition(partition_keys(table, rows), MAX_PARTITIONS_PER_INSERT):
+            stored += self._store_isolating(table, [rows[i] for i in chunk], [records[i] for i in chunk], quarantine, set())
+        return stored
+
+    def _store_isolating(
+        self, table: str, rows: list[list[Any]], records: list[Any], quarantine: list[list[Any]], persistent: set[tuple[int, str]]
+    ) -> int:
+        """Insert ``rows``; when ClickHouse refuses them, bisect down to the refused rows and quarantine those.
+
+        One refused row among n costs about 2·log2(n) inserts. ``persistent``: signatures of
+        unclassified errors that already outlasted their retries in this batch (not retried again).
+        """
+        error = self._insert_retrying(table, rows, persistent=persistent)
+        if error is None:
+            return len(rows)
+        if len(rows) == 1:
+            log.warning("%s: quarantined %s:%s@%s: %s", table, records[0].topic, records[0].partition, records[0].offset, error)
+            quarantine.append(quarantine_row(table, "insert", error, records[0], rows[0]))
+            return 0
+        middle = len(rows) // 2
+        return self._store_isolating(table, rows[:middle], records[:middle], quarantine, persistent) + self._store_isolating(
+            table, rows[middle:], records[middle:], quarantine, persistent
+        )
+
+    def _insert_retrying(
+        self,
+        table: str,
+        rows: list[list[Any]],
+        *,
+        persistent: set[tuple[int, str]] | None = None,
+        max_backoff_s: float = 30.0,
+    ) -> InsertError | None:
+        """One insert, retried with exponential backoff while the error is about the store.
+
+        Returns None once ClickHouse accepted the rows, or the error that refused them (about the
+        rows, or unclassified and still there after MAX_UNKNOWN_ERROR_RETRIES retries).
+        """
         delay = 0.5
+        unknown_retries = 0
         while True:
             try:
-                for table, table_rows in rows.items():
-                    if table_rows:
-                        self.storage.client.insert(data=table_rows, context=self._insert_context(table))
-                return
-            except Exception as exc:  # ClickHouse down or refusing: retry, never skip
-                self._insert_contexts.clear()  # the retry reads the tables' columns afresh
+                self.storage.client.insert(data=rows, context=self._insert_context(table))
+                self.stats.inserts += 1
+                return None
+            except Exception as exc:
+                self._insert_contexts.clear()  # the next attempt reads the tables' columns afresh
+                error = classify_insert_error(exc)
+                if error.kind is InsertErrorKind.REFUSED:
+                    return error
+                if error.kind is InsertErrorKind.UNKNOWN:
+                    if persistent is not None and error.signature in persistent:
+                        return error
+                    if unknown_retries >= MAX_UNKNOWN_ERROR_RETRIES:
+                        if persistent is not None:
+                            persistent.add(error.signature)
+                        return error
+                    unknown_retries += 1
                 self.stats.retries += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("insert failed (retry %d in %.1fs): %s", self.stats.retries, delay, exc)
+                retry = self.stats.retries
+                log.warning("insert into %s failed (%s; retry %d in %.1fs): %s", table, error.kind, retry, delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, max_backoff_s)
 
@@ -383,9 +557,7 @@ class Loader:
                 polled = consumer.poll(timeout_ms=timeout_ms, max_records=50_000)
                 for partition_records in polled.values():
                     for record in partition_records:
-                        converted = self.handlers[record.topic](record)
-                        if converted is not None:
-                            batch.add(*converted, record.timestamp)
+                        self._convert(record, batch)
                 if batch.rows_waiting:
                     # Insert once caught up, full, or the oldest row has waited long enough: the
                     # duplicates topic (upserts, not transactional) trickles in continuously, and
@@ -414,16 +586,79 @@ class Loader:
                 self.heartbeat.stop()
             consumer.close()
 
+    def reload_quarantine(self) -> tuple[int, int]:
+        """Convert and store the quarantined records again with the current code and tables: (stored, still refused).
+
+        For after a fix (a row function, a migration widening a column). Records of topics this
+        configuration does not load are left alone. Stored records leave the quarantine; a record
+        refused again stays, with the new error.
+        """
+        records = [
+            SimpleNamespace(topic=topic, partition=partition, offset=offset, timestamp=timestamp, key=key, value=value)
+            for topic, partition, offset, timestamp, key, value in self.storage.query_rows(
+                "SELECT source_topic, source_partition, source_offset, toUnixTimestamp64Milli(source_time), "
+                "hex(record_key), hex(record) FROM quarantine FINAL ORDER BY source_topic, source_partition, "
+                "source_offset"
+            )
+            if topic in self.handlers
+        ]
+        for record in records:  # read as hex: a record's bytes need not be UTF-8
+            record.key, record.value = bytes.fromhex(record.key) or None, bytes.fromhex(record.value) or None
+        batch = _Batch()
+        for record in records:
+            self._convert(record, batch)
+        refused = list(batch.quarantine)
+        for table, table_rows in batch.rows.items():
+            self._store(table, table_rows, batch.records[table], refused)
+        if refused:
+            error = self._insert_retrying("quarantine", refused)
+            if error is not None:
+                raise RuntimeError(f"ClickHouse refused {len(refused)} quarantine row(s): {error}")
+        still = {(row[8], row[9], row[10]) for row in refused}  # source_topic, source_partition, source_offset
+        stored = [r for r in records if (r.topic, r.partition, r.offset) not in still]
+        for r in stored:
+            self.storage.command(
+                "DELETE FROM quarantine WHERE source_topic = {t:String} AND source_partition = {p:UInt32} "
+                "AND source_offset = {o:UInt64}",
+                {"t": r.topic, "p": r.partition, "o": r.offset},
+            )
+        return len(stored), len(still)
+
+    def _convert(self, record: Any, batch: _Batch) -> None:
+        """Add the record's row to the batch; a record its row function cannot convert goes to quarantine."""
+        try:
+            converted = self.handlers[record.topic](record)
+        except Exception as exc:  # the record lacks what its topic promises: quarantine it, never stop for it
+            table = self.targets[record.topic]
+            error = InsertError(InsertErrorKind.REFUSED, 0, type(exc).__name__, str(exc) or repr(exc))
+            log.warning("%s: quarantined %s:%s@%s (conversion): %s", table, record.topic, record.partition, record.offset, error)
+            batch.add_refused(quarantine_row(table, "convert", error, record, None), record)
+            return
+        if converted is not None:
+            batch.add(converted[0], converted[1], record)
+
     def _insert_batch(self, consumer: Any, batch: _Batch) -> None:
-        """Insert the batch (retrying until ClickHouse accepts it), then commit the offsets."""
-        rows = batch.rows
-        rows["loader_batches"] = [self._batch_row(consumer, rows, batch.newest_ms)]
-        self._insert_with_retry(rows)
+        """Store the batch (rows in their tables, refused ones in quarantine), then commit the offsets."""
+        quarantine = list(batch.quarantine)
+        stored: dict[str, int] = {}
+        for table, table_rows in batch.rows.items():
+            if table_rows:
+                stored[table] = self._store(table, table_rows, batch.records[table], quarantine)
+        if quarantine:
+            error = self._insert_retrying("quarantine", quarantine)
+            if error is not None:  # its columns take any record: this is a bug, not data
+                raise RuntimeError(f"ClickHouse refused {len(quarantine)} quarantine row(s): {error}")
+            stored["quarantine"] = len(quarantine)
+        error = self._insert_retrying("loader_batches", [self._batch_row(consumer, stored, batch.newest_ms)])
+        if error is not None:  # statistics only: never hold the data back for them
+            log.error("loader_batches refused the batch's row: %s", error)
         self.stats.batches += 1
         self._commit(consumer)
-        for table, table_rows in rows.items():
-            if table != "loader_batches":
-                self.stats.rows[table] += len(table_rows)
+        for table, count in stored.items():
+            if table != "quarantine":
+                self.stats.rows[table] += count
+        for row in quarantine:
+            self.stats.quarantined[row[0]] += 1  # target_table
 
     @staticmethod
     def _commit(consumer: Any) -> None:
@@ -435,15 +670,14 @@ class Loader:
         except CommitFailedError as exc:  # rebalanced while inserting: re-delivery is harmless
             log.warning("offset commit failed, records will be re-delivered: %s", exc)
 
-    def _batch_row(self, consumer: Any, rows: dict[str, list[list[Any]]], newest_ms: int) -> list[Any]:
-        """The batch's entry in loader_batches: counts, newest record time and the records still behind."""
+    def _batch_row(self, consumer: Any, counts: dict[str, int], newest_ms: int) -> list[Any]:
+        """The batch's entry in loader_batches: rows stored per table (and quarantined), newest record time, lag."""
         lag = 0
         for tp in consumer.assignment():
             end = consumer.highwater(tp)  # from the last fetch response: no extra request
             if end is not None:
                 lag += max(0, end - consumer.position(tp))
-        counts = {table: len(table_rows) for table, table_rows in rows.items()}
-        return [self.group_id, datetime.now(UTC), sum(counts.values()), counts, _ms(newest_ms), lag]
+        return [self.group_id, datetime.now(UTC), sum(counts.values()), dict(counts), _ms(newest_ms), lag]
 
     @staticmethod
     def _caught_up(consumer: Any) -> bool:

@@ -302,6 +302,7 @@ def test_health_counts_and_dead_letters_per_reason(client: Any) -> None:
         "loader_idle_seconds",
         "loader_consumer_lag",
         "loader_newest_source_time",
+        "quarantined",
         "dead_letter_reasons",
     ]
     counters = {k: health[k] for k in list(health)[:9]}
@@ -317,6 +318,7 @@ def test_health_counts_and_dead_letters_per_reason(client: Any) -> None:
         "customers": 2 + len(LOOKALIKES),
     }
     assert health["loader_consumer_lag"] == 2 and health["loader_newest_source_time"] == "2026-04-02T08:01:00.000Z"
+    assert health["quarantined"] == 0
     last = datetime.fromisoformat(health["loader_last_batch"].replace("Z", "+00:00"))
     assert timedelta(seconds=55) < datetime.now(UTC) - last < timedelta(minutes=10)
     assert 59 <= health["loader_idle_seconds"] < 600

@@ -35,3 +35,28 @@ def test_badly_named_files_are_rejected(tmp_path: Path) -> None:
     (tmp_path / "1_a.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match="NNNN_lower_snake"):
         discover(tmp_path)
+
+
+def _comment_above(lines: list[str], index: int) -> str:
+    block = []
+    while index > 0 and lines[index - 1].startswith("--"):
+        index -= 1
+        block.append(lines[index])
+    return "\n".join(reversed(block))
+
+
+def test_every_table_is_explained_in_a_comment_right_above_it() -> None:
+    for migration in discover():
+        lines = migration.sql.splitlines()
+        for index, line in enumerate(lines):
+            if line.startswith("CREATE TABLE"):
+                assert _comment_above(lines, index), f"{migration.path.name}: {line} has no comment explaining it"
+
+
+def test_raw_events_partitioning_says_why_monthly() -> None:
+    [migration] = [m for m in discover() if m.name == "raw_events_monthly"]
+    lines = migration.sql.splitlines()
+    comment = _comment_above(lines, next(i for i, line in enumerate(lines) if line.startswith("CREATE TABLE")))
+    assert "max_partitions_per_insert_block" in comment and "100 partitions are 8 years" in comment
+    assert "Retention and replays act on months" in comment
+    assert "PARTITION BY toYYYYMM(event_time)" in migration.sql

@@ -90,6 +90,7 @@ function renderHealth(health) {
     duplicates_dropped: "duplicates dropped", conflicting_ids: "conflicting duplicates", corrections: "corrections",
     finals: "final totals", customers: "customers", loader_last_batch: "loader: last batch",
     loader_idle_seconds: "loader: seconds since last batch", loader_consumer_lag: "loader: records behind",
+    quarantined: "loader: records in quarantine",
   };
   for (const [key, label] of Object.entries(labels)) {
     const dt = document.createElement("dt");
@@ -98,7 +99,7 @@ function renderHealth(health) {
     dd.id = `health-${key.replaceAll("_", "-")}`;
     const value = health[key];
     dd.textContent = value === null || value === undefined ? "—" : String(value);
-    if ((key === "conflicting_ids" || key === "loader_consumer_lag") && Number(value) > 0) dd.className = "alert";
+    if (["conflicting_ids", "loader_consumer_lag", "quarantined"].includes(key) && Number(value) > 0) dd.className = "alert";
     list.append(dt, dd);
   }
   const body = $("#dead-letter-reasons tbody");
