@@ -246,7 +246,10 @@ class Owner:
         argv = [sys.executable, "-c", OWNER, str(path), database, "serve" if serve else "hold", "seed" if seed_data else "-"]
         self.process = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], 60)
+        # poll, not select: select() refuses descriptors above 1024, which a long session reaches
+        waiting = select.poll()
+        waiting.register(self.process.stdout, select.POLLIN)
+        ready = waiting.poll(60_000)
         line = self.process.stdout.readline().strip() if ready else ""
         if line != "ready":
             self.kill()
