@@ -763,7 +763,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     t = step("6/7 loader: job outputs -> ClickHouse (read_committed, idempotent)")
     code = cmd_load(
-        argparse.Namespace(config=str(config_path), until_idle=True, group=f"demo-{run_id}-loader", no_raw=False, progress=True, reload_quarantine=False)
+        argparse.Namespace(
+            config=str(config_path),
+            until_idle=True,
+            group=f"demo-{run_id}-loader",
+            no_raw=False,
+            progress=True,
+            reload_quarantine=False,
+        )
     )
     if code != EXIT_OK:
         return code
