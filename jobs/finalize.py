@@ -20,6 +20,8 @@ finality right after a restore).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import pickle
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs.config import Config
 from jobs.metrics import FINALIZE_METRICS
-from jobs.sql import SEP
+from jobs.sql import PARTIAL_COLUMNS, SEP
 from udfs.aggregators import EncodedPartial, Partial, decode, encode, merge
 from udfs.ledger import (
     Correction,
@@ -50,6 +52,32 @@ from udfs.meters import Aggregation
 
 FINALS = OutputTag("finals", Types.STRING())
 CORRECTIONS = OutputTag("corrections", Types.STRING())
+#: Dead letters (reason ``processing_error``) of partials and timers the operator failed on.
+PROCESSING_ERRORS = OutputTag("processing-errors", Types.STRING())
+#: The names of a partial row's fields (jobs/sql.py), for its dead letter.
+PARTIAL_FIELDS = tuple(name.strip() for name in PARTIAL_COLUMNS.split(","))
+#: ``kafka_partition`` of such a dead letter: it comes from no single Kafka record. Its
+#: ``kafka_offset`` is a digest of its payload, so a replayed failure collapses onto the same key.
+NO_PARTITION = 2**32 - 1
+
+
+def processing_error_json(what: dict[str, Any], error: BaseException) -> str:
+    """A dead letter (the job's dead-letter record format) for a partial or a timer the operator failed on."""
+    payload = json.dumps({**what, "error": f"{type(error).__name__}: {error}"}, default=str, sort_keys=True).encode()
+    offset = int.from_bytes(hashlib.sha256(payload).digest()[:8], "big") >> 1
+    return json.dumps(
+        {
+            "reason": "processing_error",
+            "meter": what.get("meter"),
+            "customer_id": what.get("customer_id"),
+            "event_id": what.get("event_id") or None,
+            "payload_base64": base64.b64encode(payload).decode(),
+            "payload_size": len(payload),
+            "kafka_partition": NO_PARTITION,
+            "kafka_offset": offset,
+            "kafka_ts": None,
+        }
+    )
 
 
 def partial_from_row(aggregation: Aggregation, row: Any) -> Partial:
@@ -164,6 +192,21 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         return watermark if through is None or through <= watermark else int(through)
 
     def process_element(self, row: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        """One partial; if anything about it fails, it alone becomes a dead letter and the job goes on.
+
+        The key's state is written only at the end of :meth:`_process`, so a failed partial leaves
+        it as it was.
+        """
+        try:
+            outputs = list(self._process(row, ctx))
+        except Exception as exc:
+            self.counters["meteringProcessingErrors"].inc()
+            what = dict(zip(PARTIAL_FIELDS, (None if v is None else str(v) for v in row), strict=False))
+            yield PROCESSING_ERRORS, processing_error_json(what, exc)
+            return
+        yield from outputs
+
+    def _process(self, row: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         customer_id, meter, group_key, minute_ms, window_end_ms = row[0], row[1], row[2], int(row[3]), int(row[4])
         state = self._load(customer_id, meter)
         watermark = ctx.timer_service().current_watermark()  # for pruning open minutes: the window's progress
@@ -202,6 +245,18 @@ class FinalizeFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._save(state, watermark)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        """Finalize the key's periods due at ``timestamp``; a failure becomes a dead letter, the periods stay open."""
+        try:
+            outputs = list(self._finalize(timestamp, ctx))
+        except Exception as exc:
+            self.counters["meteringProcessingErrors"].inc()
+            customer_id, meter, group_key = ctx.get_current_key()
+            what = {"customer_id": customer_id, "meter": meter, "group_key": group_key, "timer_ms": timestamp}
+            yield PROCESSING_ERRORS, processing_error_json(what, exc)
+            return
+        yield from outputs
+
+    def _finalize(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         customer_id, meter, group_key = ctx.get_current_key()
         state = self._load(customer_id, meter)
         for final in state.ledger.finalize(timestamp):

@@ -23,17 +23,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from schemas.validate import HEARTBEAT_FIELD, is_heartbeat
 from udfs.periods import rfc3339_millis
+
+__all__ = ["HEARTBEAT_FIELD", "HeartbeatSender", "heartbeat_record", "is_heartbeat"]
 
 log = logging.getLogger("metering.heartbeat")
 
 #: The field that marks a heartbeat (its JSON value must be ``true``; an event never has it).
-HEARTBEAT_FIELD = "heartbeat"
 
 
 def heartbeat_record(at: datetime) -> bytes:
@@ -41,16 +43,6 @@ def heartbeat_record(at: datetime) -> bytes:
     if at.tzinfo is None:
         raise ValueError("a heartbeat needs a timezone-aware instant")
     return json.dumps({HEARTBEAT_FIELD: True, "timestamp": rfc3339_millis(at)}, separators=(",", ":")).encode()
-
-
-def is_heartbeat(document: Mapping[str, Any]) -> bool:
-    """Whether a decoded record is a heartbeat, by the job's rule (``jobs.sql.parse_view``).
-
-    ``heartbeat`` is ``true`` and there is no ``event_id``: a record carrying an event id is
-    treated as an event whatever else it holds, so no event can be swallowed as a heartbeat.
-    """
-    marker = document.get(HEARTBEAT_FIELD)
-    return (marker is True or marker == "true") and document.get("event_id") is None
 
 
 @dataclass

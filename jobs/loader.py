@@ -22,6 +22,7 @@ In embedded mode the loader owns the chDB directory for as long as it runs.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -35,9 +36,10 @@ from typing import Any
 
 from clickhouse.client import Storage
 from jobs.config import Config
-from jobs.heartbeat import HeartbeatSender, is_heartbeat
+from jobs.heartbeat import HeartbeatSender
 from jobs.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
 from jobs.produce import kafka_crc32c_is_native
+from schemas.validate import property_text, validate_line
 from udfs.periods import from_epoch_millis
 
 log = logging.getLogger("metering.loader")
@@ -94,6 +96,7 @@ DEAD_LETTER_COLUMNS = [
     "customer_id",
     "event_id",
     "payload",
+    "payload_size",
     "source_partition",
     "source_offset",
     "source_time",
@@ -194,13 +197,23 @@ def correction_row(record: Any) -> tuple[str, list[Any]]:
 
 
 def dead_letter_row(record: Any) -> tuple[str, list[Any]]:
+    """A dead letter: the record's bytes (up to the job's cap, ``payload_base64``) and its whole size.
+
+    Dead letters written before the job sent bytes carry ``payload``, the record as text.
+    """
     d = json.loads(record.value)
+    if d.get("payload_base64") is not None:
+        payload = base64.b64decode(d["payload_base64"], validate=True)
+    else:
+        payload = (d.get("payload") or "").encode("utf-8", "surrogatepass")
+    size = d.get("payload_size")
     return "dead_letters", [
         d["reason"],
         d.get("meter") or "",
         d.get("customer_id") or "",
         d.get("event_id") or "",
-        d.get("payload") or "",
+        payload,
+        len(payload) if size is None else int(size),
         int(d["kafka_partition"]),
         int(d["kafka_offset"]),
         _flink_timestamp(d.get("kafka_ts")),
@@ -221,43 +234,37 @@ def duplicate_row(record: Any) -> tuple[str, list[Any]] | None:
 
 
 def raw_row(record: Any) -> tuple[str, list[Any]] | None:
-    """A well-formed event for raw_events (malformed ones are in dead_letters with their reason).
+    """A valid event for raw_events, by the one definition (schemas/validate.py); None for anything else.
 
-    Heartbeats (jobs/heartbeat.py) are not events: they are skipped.
+    What the spec refuses, the job refused too (tests/unit/test_event_agreement.py): it is in
+    dead_letters with its reason. Heartbeats (jobs/heartbeat.py) are not events: skipped.
     """
-    try:
-        d = json.loads(record.value, parse_float=Decimal)
-        if isinstance(d, dict) and is_heartbeat(d):
-            return None
-        quantity = Decimal(str(d["quantity"]))
-        event_time = datetime.fromisoformat(str(d["timestamp"]).replace("Z", "+00:00").replace("z", "+00:00"))
-        if event_time.tzinfo is None or not quantity.is_finite():
-            return None
-        properties = {
-            str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in (d.get("properties") or {}).items()
-        }
-        row = [
-            str(d["event_id"]),
-            str(d["customer_id"]),
-            str(d["event_type"]),
-            event_time.astimezone(UTC),
-            quantity,
-            properties,
-            str(d.get("resource", "")),
-            str(d.get("user_id", "")),
-            str(d.get("region", "")),
-            str(d.get("source", "")),
-            int(d.get("schema_version", 1)),
-            "received",
-            record.topic,
-            record.partition,
-            record.offset,
-            _ms(record.timestamp),
-            record.value.decode("utf-8", errors="replace"),
-        ]
-    except (ValueError, KeyError, TypeError, ArithmeticError, AttributeError):
+    if not isinstance(record.value, bytes):
         return None
+    validation = validate_line(record.value)
+    event = validation.event
+    if event is None:
+        return None
+    properties = {name: property_text(value) or "" for name, value in event.properties.items()}
+    row = [
+        event.event_id,
+        event.customer_id,
+        event.event_type,
+        event.timestamp.astimezone(UTC),
+        event.quantity,
+        properties,
+        event.resource,
+        event.user_id,
+        event.region,
+        event.source,
+        event.schema_version,
+        "received",
+        record.topic,
+        record.partition,
+        record.offset,
+        _ms(record.timestamp),
+        record.value.decode("utf-8"),
+    ]
     return "raw_events", row
 
 
@@ -385,6 +392,11 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+def _storable(text: str) -> str:
+    """``text`` with any lone surrogate written as an escape: every quarantine row must be storable."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def quarantine_row(table: str, stage: str, error: InsertError, record: Any, row: list[Any] | None) -> list[Any]:
     """The ``quarantine`` row of a record refused at ``stage`` ('convert' or 'insert'); storable whatever the record holds."""
     try:
@@ -394,13 +406,14 @@ def quarantine_row(table: str, stage: str, error: InsertError, record: Any, row:
     except (TypeError, ValueError, OverflowError):
         source_time = datetime(1970, 1, 1, tzinfo=UTC)
     columns = COLUMNS.get(table, [])
-    row_json = "" if row is None else json.dumps(dict(zip(columns, row, strict=False)), default=_json_value, ensure_ascii=False)
+    # ASCII JSON: a lone surrogate in a value becomes an escape, not an unstorable string
+    row_json = "" if row is None else json.dumps(dict(zip(columns, row, strict=False)), default=_json_value)
     return [
         table,
         stage,
         max(-(2**31), min(2**31 - 1, error.code)),
-        error.name,
-        str(error),
+        _storable(error.name),
+        _storable(str(error)),
         row_json,
         record.value if isinstance(record.value, bytes) else b"",
         record.key if isinstance(record.key, bytes) else b"",

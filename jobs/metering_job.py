@@ -254,7 +254,7 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
 
 #: Columns of the dead-letters sink (``sql.dead_letters_view`` and ``sql.meter_dead_letters_view``).
 DEAD_LETTER_COLUMNS = (
-    "reason STRING, meter STRING, customer_id STRING, event_id STRING, payload STRING, "
+    "reason STRING, meter STRING, customer_id STRING, event_id STRING, payload_base64 STRING, payload_size INT, "
     "kafka_partition INT, kafka_offset BIGINT, kafka_ts TIMESTAMP_LTZ(3)"
 )
 
@@ -369,7 +369,7 @@ def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
     from pyflink.datastream.connectors.base import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 
-    from jobs.finalize import CORRECTIONS, FINALS, FinalizeFunction
+    from jobs.finalize import CORRECTIONS, FINALS, PROCESSING_ERRORS, FinalizeFunction
 
     topics = config.kafka.topics
     source_options = {
@@ -449,6 +449,11 @@ CREATE TEMPORARY TABLE events (
     finalized.get_side_output(CORRECTIONS).sink_to(kafka_sink(topics.corrections, "corrections")).uid(
         f"{UID_PREFIX}-sink-corrections"
     ).name("corrections sink")
+    # Partials and timers finalization failed on: dead letters (reason processing_error), never a
+    # failed job. A sink of its own: two sinks sharing a transactional-id prefix fence each other.
+    finalized.get_side_output(PROCESSING_ERRORS).sink_to(kafka_sink(topics.dead_letters, "dead-letters-finalize")).uid(
+        f"{UID_PREFIX}-sink-processing-errors"
+    ).name("processing errors sink")
     return statements
 
 

@@ -8,6 +8,7 @@ FINALIZE_METRICS = {
     "meteringCorrectionsEmitted": "correction records (late beyond grace)",
     "meteringLateEvents": "events behind the watermark (within grace: counted; beyond: corrections)",
     "meteringAggregateUpdates": "provisional aggregate rows written",
+    "meteringProcessingErrors": "partials or timers finalization failed on (dead letters, reason processing_error)",
 }
 
 #: Counters of dedup (``metering_first_seen``, udfs/jvm/.../FirstSeen.java): metric name -> meaning.

@@ -460,6 +460,11 @@ def render_status(status: dict[str, Any]) -> str:
         f"               late events {_count(p['late_events'])}, corrections {_count(p['corrections_emitted'])}, "
         f"finals {_count(p['finals_emitted'])}, aggregate updates {_count(p['aggregate_updates'])}"
     )
+    if p.get("processing_errors"):
+        lines.append(
+            f"  ALERT        finalization failed on {p['processing_errors']:,} partial(s) or timer(s): dead letters with "
+            "reason processing_error hold them (docs/operations.md)"
+        )
     lines.append("  operators    (records in / out, parallelism, status)")
     for op in status["operators"]:
         counts = f"{_count(op['records_in']):>12} / {_count(op['records_out']):<12}"

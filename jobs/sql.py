@@ -23,13 +23,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from schemas.validate import MAX_EVENT_BYTES
 from udfs.meters import Aggregation, Meter
 
 #: The job's Java functions (``udfs/jvm``, built by ``infra/udf_jar.py``): SQL name -> class.
 FUNCTIONS = {
     "metering_event_millis": "dev.metering.udfs.EventMillis",
     "metering_rowtime_millis": "dev.metering.udfs.RowtimeMillis",
-    "metering_json_fields": "dev.metering.udfs.JsonFields",
+    "metering_read_event": "dev.metering.udfs.ReadEvent",
+    "metering_dead_letter_payload": "dev.metering.udfs.DeadLetterPayload",
+    "metering_byte_length": "dev.metering.udfs.DeadLetterPayload$ByteLength",
+    "metering_is_decimal": "dev.metering.udfs.IsDecimal",
     "metering_first_seen": "dev.metering.udfs.FirstSeen",
     "metering_partition_watermark": "dev.metering.udfs.PartitionWatermark",
 }
@@ -37,9 +41,6 @@ FUNCTIONS = {
 #: Separator inside encoded ``latest`` values (cannot occur in ids or decimals).
 SEP = "\u0001"
 
-DECIMAL_38_9 = r"^-?(0|[1-9][0-9]{0,28})(\.[0-9]{1,9})?$"
-CUSTOMER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
-EVENT_TYPE = r"^[a-z0-9][a-z0-9_.-]*$"
 #: ``reason`` of a heartbeat (jobs/heartbeat.py): not an event and not a dead letter; only its
 #: timestamp matters, and the source has already read it into the watermark.
 HEARTBEAT = "heartbeat"
@@ -80,18 +81,16 @@ def source_schema_columns(skew: timedelta) -> list[tuple[str, str]]:
     """Computed columns of the events source: ``(name, SQL expression)``.
 
     ``rowtime`` drives the per-partition watermarks, so it lives in the source. It is the exact
-    event time, or the epoch when the text is not a real RFC 3339 instant or lies beyond ``skew``
-    after Kafka received it: such an event never advances the watermark
+    event time of a valid event or a heartbeat, or the epoch for any record the job refuses or
+    that lies beyond ``skew`` after Kafka received it: such a record never advances the watermark
     (``metering_rowtime_millis``, one call: Flink evaluates a SQL ``CASE`` branch by branch).
     """
     skew_ms = int(skew / timedelta(milliseconds=1))
-    return [("rowtime", f"TO_TIMESTAMP_LTZ(metering_rowtime_millis({doc_sql()}, kafka_ts, CAST({skew_ms} AS BIGINT)), 3)")]
+    return [("rowtime", f"TO_TIMESTAMP_LTZ(metering_rowtime_millis(payload, kafka_ts, CAST({skew_ms} AS BIGINT)), 3)")]
 
 
-#: What every document is read for (``metering_json_fields``), in the order of ``j[2]`` on.
-EVENT_PATHS = ("$.event_id", "$.customer_id", "$.event_type", "$.timestamp", "$.quantity", "$.schema_version", "$.heartbeat")
-#: The ``properties`` object's JSON text, keys sorted (``JSON_QUERY``): part of :data:`FINGERPRINT`.
-PROPERTIES_JSON_PATH = "json:$.properties"
+#: What a dead letter keeps of a record: its first bytes, exactly (docs/semantics.md, "Dead letters").
+DEAD_LETTER_PAYLOAD_BYTES = MAX_EVENT_BYTES
 
 
 def property_names(meters: tuple[Meter, ...]) -> list[str]:
@@ -107,79 +106,60 @@ def _props_sql(meters: tuple[Meter, ...], first: int) -> str:
 
 
 def _prop_sql(meters: tuple[Meter, ...], name: str) -> str:
-    """The text of ``properties.<name>`` from the ``props`` column (``JSON_VALUE``'s result)."""
+    """The text of ``properties.<name>`` from the ``props`` column."""
     return f"props[{property_names(meters).index(name) + 1}]"
 
 
 def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     """``parsed``: every record with its fields and ``reason`` (NULL = valid). One reason per record.
 
-    A heartbeat (``"heartbeat": true`` and no ``event_id``, see jobs/heartbeat.py) gets the reason
-    :data:`HEARTBEAT` when its timestamp is valid and not in the future, else the timestamp's dead
-    letter reason, so a sender with a bad clock is reported.
+    ``metering_read_event`` (``udfs/jvm``, ``EventRules``) reads the record's bytes once, by the
+    one definition of a valid event (schemas/validate.py; tests/unit/test_event_agreement.py holds
+    the two to the same verdicts): its verdict, the fields and the values of
+    :func:`property_names` for the meters. Here only what depends on the configuration and on
+    when Kafka received the record is added: ``unknown_meter`` and ``future_timestamp`` (for
+    heartbeats too). A heartbeat (jobs/heartbeat.py) gets the reason :data:`HEARTBEAT`.
 
-    The document is read once (``metering_json_fields``: the JSON type, then each path's
-    ``JSON_VALUE``), behind a ``CROSS JOIN UNNEST`` (a correlate the planner does not merge into
-    the expressions above it), so the checks below reference plain columns. The same pass reads
-    what later stages need: ``properties_json`` for the fingerprint and ``props``, the values of
-    :func:`property_names` for the meters.
+    The function runs behind a ``CROSS JOIN UNNEST`` (a correlate the planner does not merge into
+    the expressions above it), so the checks below reference plain columns; ``reason`` is
+    computed behind a second correlate, so that the expressions above it read a plain column: the
+    planner does not share common subexpressions, and every reference to an inlined ``reason``
+    would evaluate the whole ``CASE`` again.
 
-    ``reason`` is computed behind a second correlate, so that the expressions above it read a
-    plain column: the planner does not share common subexpressions, and every reference to an
-    inlined ``reason`` would evaluate the whole ``CASE``, patterns and all, again.
-    ``kept_doc`` is ``doc`` where a dead letter may carry it (a record with a ``reason``, or an
-    event a meter refuses: :func:`payload_needed_sql`, evaluated only for valid events, whose
-    values it may cast), else NULL; the stages after parsing carry it instead of ``doc``.
+    ``kept_doc`` is what a dead letter carries of the record, the base64 of its first
+    :data:`DEAD_LETTER_PAYLOAD_BYTES` bytes, and ``payload_size`` its whole size, for a record with
+    a ``reason`` or an event a meter refuses (:func:`payload_needed_sql`, evaluated only for valid
+    events, whose values it may cast); NULL otherwise, so the stages after parsing carry nothing.
     """
-    doc = doc_sql()
     event_types = sorted({m.event_type for m in meters})
     known = ", ".join(lit(t) for t in event_types)
     future = f"TO_TIMESTAMP_LTZ(event_ms, 3) > kafka_ts + {seconds(skew)}"  # the same rule for events and heartbeats
-    # ['name']: a property's key may contain dots (the schema's propertyNames); it is one key, not a path
-    property_paths = [f"$.properties['{name}']" for name in property_names(meters)]
-    paths = ", ".join(lit(p) for p in (*EVENT_PATHS, PROPERTIES_JSON_PATH, *property_paths))
-    # j[1] is the document's kind, then one element per path in that order
-    properties_json_index = len(EVENT_PATHS) + 2
+    names = "".join(f", {lit(name)}" for name in property_names(meters))
+    # a CASE, not an OR: its branches are evaluated in order, and the meters' checks cast values
+    keep = f"CASE WHEN r.reason IS NOT NULL THEN TRUE ELSE {payload_needed_sql(meters)} END"
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc,
-       CASE WHEN r.reason IS NOT NULL THEN doc WHEN {payload_needed_sql(meters)} THEN doc END AS kept_doc,
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime,
+       CASE WHEN {keep} THEN metering_dead_letter_payload(payload, {DEAD_LETTER_PAYLOAD_BYTES}) END AS kept_doc,
+       CASE WHEN {keep} THEN metering_byte_length(payload) END AS payload_size,
        event_id, customer_id, event_type, ts_text, q_text, event_ms, properties_json, props, r.reason AS reason
 FROM (
-  SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, is_json, is_object, event_id, customer_id,
-         event_type, ts_text, q_text, schema_version, heartbeat, metering_event_millis(ts_text) AS event_ms,
-         properties_json, props
+  SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, payload, verdict, event_id, customer_id,
+         event_type, ts_text, q_text, metering_event_millis(ts_text) AS event_ms, properties_json, props
   FROM (
-    SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.doc,
-           f.j IS NOT NULL AS is_json, COALESCE(f.j[1] = 'object', FALSE) AS is_object,
-           f.j[2] AS event_id, f.j[3] AS customer_id, f.j[4] AS event_type, f.j[5] AS ts_text,
-           f.j[6] AS q_text, f.j[7] AS schema_version, f.j[8] AS heartbeat,
-           f.j[{properties_json_index}] AS properties_json, {_props_sql(meters, properties_json_index + 1)} AS props
+    SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.payload,
+           f.j[1] AS verdict, f.j[2] AS event_id, f.j[3] AS customer_id, f.j[4] AS event_type, f.j[5] AS ts_text,
+           f.j[6] AS q_text, f.j[7] AS properties_json, {_props_sql(meters, 8)} AS props
     FROM {source} AS e
     CROSS JOIN UNNEST(ARRAY[ROW(
-      {doc},
-      metering_json_fields({doc}, {paths})
-    )]) AS f(doc, j)
+      e.payload,
+      metering_read_event(e.payload{names})
+    )]) AS f(payload, j)
   )
 ) AS v
 CROSS JOIN UNNEST(ARRAY[ROW(CAST(
        CASE
-         WHEN NOT is_json THEN 'malformed_json'
-         WHEN NOT is_object THEN 'not_an_object'
-         WHEN heartbeat = 'true' AND event_id IS NULL THEN
-           CASE
-             WHEN ts_text IS NULL THEN 'missing_field'
-             WHEN event_ms IS NULL THEN 'bad_timestamp'
-             WHEN {future} THEN 'future_timestamp'
-             ELSE {lit(HEARTBEAT)}
-           END
-         WHEN event_id IS NULL OR customer_id IS NULL OR event_type IS NULL OR ts_text IS NULL OR q_text IS NULL
-           THEN 'missing_field'
-         WHEN schema_version IS NOT NULL AND schema_version <> '1' THEN 'bad_schema_version'
-         WHEN CHAR_LENGTH(event_id) = 0 OR CHAR_LENGTH(event_id) > 128 OR REGEXP(event_id, '[\\x00-\\x1f]') THEN 'bad_event_id'
-         WHEN CHAR_LENGTH(customer_id) > 128 OR NOT REGEXP(customer_id, '{CUSTOMER_ID}') THEN 'bad_customer_id'
-         WHEN CHAR_LENGTH(event_type) > 64 OR NOT REGEXP(event_type, '{EVENT_TYPE}') THEN 'bad_event_type'
-         WHEN event_ms IS NULL THEN 'bad_timestamp'
-         WHEN NOT REGEXP(q_text, '{DECIMAL_38_9}') THEN 'bad_quantity'
+         WHEN verdict = {lit(HEARTBEAT)} THEN CASE WHEN {future} THEN 'future_timestamp' ELSE {lit(HEARTBEAT)} END
+         WHEN verdict IS NOT NULL THEN verdict
          WHEN event_type NOT IN ({known}) THEN 'unknown_meter'
          WHEN {future} THEN 'future_timestamp'
        END AS STRING)
@@ -189,7 +169,7 @@ CROSS JOIN UNNEST(ARRAY[ROW(CAST(
 def dead_letters_view(parsed: str) -> str:
     """Event-level dead letters: the original payload, the reason and where it came from (not heartbeats)."""
     return f"""
-SELECT reason, CAST(NULL AS STRING) AS meter, customer_id, event_id, doc AS payload,
+SELECT reason, CAST(NULL AS STRING) AS meter, customer_id, event_id, doc AS payload_base64, payload_size,
        kafka_partition, kafka_offset, kafka_ts
 FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)}"""
 
@@ -214,8 +194,8 @@ def first_seen_input_view(parsed: str, lag: timedelta) -> str:
     """
     lag_ms = int(lag / timedelta(milliseconds=1))
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, kept_doc AS doc, event_id, customer_id, event_type, q_text,
-       event_ms, props, reason, {FINGERPRINT} AS fingerprint,
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, kept_doc AS doc, payload_size, event_id, customer_id,
+       event_type, q_text, event_ms, props, reason, {FINGERPRINT} AS fingerprint,
        metering_partition_watermark(kafka_partition, kafka_offset, rowtime, CAST({lag_ms} AS BIGINT)) AS partition_wm_ms
 FROM {parsed}"""
 
@@ -236,8 +216,8 @@ def first_seen_view(first_seen_input: str, uid: str) -> str:
     ``uid`` names the operator's state in savepoints.
     """
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, event_id, customer_id, event_type, q_text, event_ms,
-       props, reason, partition_wm_ms, seen, variants
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size, event_id, customer_id, event_type, q_text,
+       event_ms, props, reason, partition_wm_ms, seen, variants
 FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
 
 
@@ -247,8 +227,8 @@ def dedup_view(first_seen: str) -> str:
     ``first_seen`` is the materialised view, whose time attribute is ``rt0`` (jobs/metering_job.py).
     """
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rt0 AS rowtime, doc, event_id, customer_id, event_type, event_ms, q_text,
-       props, partition_wm_ms
+SELECT kafka_partition, kafka_offset, kafka_ts, rt0 AS rowtime, doc, payload_size, event_id, customer_id, event_type,
+       event_ms, q_text, props, partition_wm_ms
 FROM {first_seen} WHERE seen = 1"""
 
 
@@ -283,7 +263,7 @@ def _meter_reason_sql(meter: Meter, meters: tuple[Meter, ...]) -> str | None:
     if meter.aggregation.needs_numeric_value:
         return (
             f"CASE WHEN {value_text} IS NULL THEN 'missing_value' "
-            f"WHEN NOT REGEXP({value_text}, '{DECIMAL_38_9}') THEN 'bad_value' "
+            f"WHEN NOT metering_is_decimal({value_text}) THEN 'bad_value' "
             + ("" if meter.allow_negative else f"WHEN CAST({value_text} AS DECIMAL(38, 9)) < 0 THEN 'negative_value' ")
             + "END"
         )
@@ -319,7 +299,7 @@ def _meter_row_sql(meter: Meter, meters: tuple[Meter, ...]) -> str:
     value_text = _value_text_sql(meter, meters)
     reason = _meter_reason_sql(meter, meters) or "CAST(NULL AS STRING)"
     if meter.aggregation.needs_numeric_value:
-        value = f"CASE WHEN {value_text} IS NOT NULL AND REGEXP({value_text}, '{DECIMAL_38_9}') THEN {value_text} END"
+        value = f"CASE WHEN {value_text} IS NOT NULL AND metering_is_decimal({value_text}) THEN {value_text} END"
     else:
         value = "CAST(NULL AS STRING)"
     distinct = value_text if meter.aggregation is Aggregation.UNIQUE_COUNT else "CAST(NULL AS STRING)"
@@ -351,7 +331,7 @@ def metered_view(deduped: str, meters: tuple[Meter, ...]) -> str:
     )
     return f"""
 SELECT customer_id, m.meter, m.group_key, event_id, event_ms, rowtime, m.val, m.distinct_value, m.latest_enc,
-       m.reason, doc AS payload, kafka_partition, kafka_offset, kafka_ts, partition_wm_ms
+       m.reason, doc AS payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts, partition_wm_ms
 FROM {deduped}
 CROSS JOIN UNNEST(
     CASE event_type
@@ -429,5 +409,5 @@ WHERE reason IS NULL AND late"""
 
 def meter_dead_letters_view(flagged: str) -> str:
     return f"""
-SELECT reason, meter, customer_id, event_id, payload, kafka_partition, kafka_offset, kafka_ts
+SELECT reason, meter, customer_id, event_id, payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts
 FROM {flagged} WHERE reason IS NOT NULL"""

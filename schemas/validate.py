@@ -1,9 +1,24 @@
-"""Parse and validate usage events (schema v1), exactly.
+"""Parse and validate usage events (schema v1), exactly: the one definition of a valid event.
 
-JSON is decoded with ``parse_float=Decimal`` so a quantity written as a JSON
-number never passes through a binary float; decimal strings are accepted too.
-:func:`validate_line` returns every problem at once, each as one readable
-message with the field it concerns, plus a machine-readable reason code.
+A line is judged in this order, and every place that judges events (the job's Java functions,
+``metering produce``, the loader) follows it; tests/unit/test_event_agreement.py feeds the same
+lines to this module and to the job's functions and fails on any difference:
+
+1. **size**: at most :data:`MAX_EVENT_BYTES` bytes (``too_large``), checked before anything else;
+2. **the JSON profile** (``malformed_json``): one JSON text in strict UTF-8 without a byte-order
+   mark, no duplicate names in an object, no lone surrogate (``"\\ud800"``) in any string,
+   nesting at most :data:`MAX_DEPTH` deep, numbers at most :data:`MAX_NUMBER_CHARS` characters
+   (exponents at most :data:`MAX_EXPONENT_DIGITS` digits),
+   no ``NaN``/``Infinity``: what RFC 8259 leaves to implementations is refused, so no two parsers
+   can read one line differently;
+3. **the schema** (``usage_event.v1.json``) and what it cannot express: a quantity's text as
+   written (no exponent, at most 29 + 9 digits), a real calendar instant between
+   :data:`TIME_MIN` and :data:`TIME_MAX`, ``schema_version`` written ``1``.
+
+JSON is decoded with numbers kept exact (:class:`JsonNumber`, never a binary float).
+:func:`validate_line` returns every problem at once, each with its field, a message and a
+machine-readable reason code; :attr:`Validation.reason` is the one reason the job reports (the
+first in :data:`REASONS`).
 """
 
 from __future__ import annotations
@@ -11,8 +26,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +38,46 @@ SCHEMA_V1 = SCHEMA_DIR / "usage_event.v1.json"
 #: Largest scale and integer digits a quantity may carry: ClickHouse Decimal(38, 9).
 QUANTITY_SCALE = 9
 QUANTITY_INTEGER_DIGITS = 29
+#: A line (one Kafka record) longer than this is refused unread (``too_large``).
+MAX_EVENT_BYTES = 64 * 1024
+#: Deepest nesting of arrays and objects (an event needs 2: the event and its ``properties``).
+MAX_DEPTH = 32
+#: Longest JSON number, as written (sign, digits, point and exponent), and most exponent digits.
+MAX_NUMBER_CHARS = 64
+MAX_EXPONENT_DIGITS = 4
+#: Event times from TIME_MIN (inclusive) to TIME_MAX (exclusive), UTC.
+TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+#: Every reason a line can be refused for, in the order the job reports them (the first that
+#: applies). ``unknown_meter`` and ``future_timestamp`` depend on the job's configuration and the
+#: time Kafka received the record (:func:`job_reason`).
+REASONS = (
+    "too_large",
+    "malformed_json",
+    "not_an_object",
+    "missing_field",
+    "unknown_field",
+    "bad_schema_version",
+    "bad_event_id",
+    "bad_customer_id",
+    "bad_event_type",
+    "bad_timestamp",
+    "bad_quantity",
+    "bad_properties",
+    "bad_resource",
+    "bad_user_id",
+    "bad_region",
+    "bad_source",
+    "unknown_meter",
+    "future_timestamp",
+)
+
+
+class JsonNumber(Decimal):
+    """A JSON number with a fraction or an exponent: its exact value, and its ``text`` as written."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -62,6 +117,17 @@ class Validation:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def reason(self) -> str | None:
+        """The reason the job reports for this line: the first of :data:`REASONS` among the problems."""
+        if not self.problems:
+            return None
+        return min((p.reason for p in self.problems), key=_reason_rank)
+
+
+def _reason_rank(reason: str) -> int:
+    return REASONS.index(reason) if reason in REASONS else len(REASONS)
 
 
 @lru_cache(maxsize=1)
@@ -120,64 +186,109 @@ def _reason(error: Any) -> str:
     return f"bad_{field_name}" if field_name else "schema_violation"
 
 
+#: What each field's ``pattern`` in the schema means, for messages.
+_PATTERN_RULES = {
+    "event_id": "must hold no control character (U+0000 to U+001F, U+007F)",
+    "customer_id": "must be a letter or digit followed by letters, digits and . _ : @ - (nothing else, no spaces or newlines)",
+    "event_type": "must be a lowercase letter or digit followed by lowercase letters, digits and _ . -",
+    "timestamp": "is not an RFC 3339 timestamp with an offset (e.g. 2026-03-01T12:00:00Z)",
+    "quantity": (
+        f"is not an exact decimal written without an exponent, with at most {QUANTITY_INTEGER_DIGITS} integer "
+        f"and {QUANTITY_SCALE} fractional digits"
+    ),
+    "properties": "is not a property name: a letter or _ followed by up to 63 letters, digits and _ . -",
+}
+
+
 def _message(error: Any) -> str:
-    if error.validator == "pattern" and error.path and error.path[0] == "quantity":
-        return (
-            f"{error.instance!r} is not an exact decimal with at most {QUANTITY_INTEGER_DIGITS} integer "
-            f"and {QUANTITY_SCALE} fractional digits"
-        )
-    if error.validator == "pattern" and error.path and error.path[0] == "timestamp":
-        return f"{error.instance!r} is not an RFC 3339 timestamp with an offset (e.g. 2026-03-01T12:00:00Z)"
+    if error.validator == "pattern" and error.path and error.path[0] in _PATTERN_RULES:
+        return f"{error.instance!r} {_PATTERN_RULES[error.path[0]]}"
+    if error.validator == "propertyNames" or (error.validator == "pattern" and error.path and error.path[0] == "properties"):
+        return f"{error.instance!r}: {_PATTERN_RULES['properties']}"
     return str(error.message)
 
 
-_FRACTION = re.compile(r"\.(\d+)")
+#: The schema's timestamp pattern, ASCII digits only and anchored at both ends.
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))", re.ASCII
+)
+#: The schema's quantity pattern, applied to a quantity's text as written (string or number).
+_QUANTITY = re.compile(r"-?(0|[1-9][0-9]{0,28})(\.[0-9]{1,9})?", re.ASCII)
 
 
 def parse_timestamp(text: str) -> datetime:
-    """RFC 3339 with offset → aware datetime (fractions beyond microseconds are truncated)."""
-    text = text.replace("t", "T").replace("z", "Z").replace(" ", "T")
-    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp has no offset")
+    """RFC 3339 with offset → aware datetime (fractions beyond microseconds are truncated).
+
+    Raises ValueError for anything else: another shape, a date that does not exist (30 February,
+    a leap second ``23:59:60``), an offset beyond 23:59.
+    """
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        raise ValueError("not of the form YYYY-MM-DDThh:mm:ss[.fraction](Z|+hh:mm|-hh:mm)")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zulu, sign, offset_hours, offset_minutes = match.groups()[6:]
+    micros = int((fraction or "").ljust(6, "0")[:6])
+    if zulu:
+        offset = "+00:00"
+    else:
+        if int(offset_hours) > 23 or int(offset_minutes) > 59:
+            raise ValueError(f"offset {sign}{offset_hours}:{offset_minutes} is beyond 23:59")
+        offset = f"{sign}{offset_hours}:{offset_minutes}"
+    naive = datetime(year, month, day, hour, minute, second, micros)  # ValueError for dates that do not exist
+    return datetime.fromisoformat(naive.isoformat() + offset)
+
+
+def event_time(text: str) -> datetime:
+    """:func:`parse_timestamp`, also refusing instants outside [:data:`TIME_MIN`, :data:`TIME_MAX`)."""
+    parsed = parse_timestamp(text)
+    if not TIME_MIN <= parsed < TIME_MAX:
+        raise ValueError(f"outside {TIME_MIN:%Y-%m-%dT%H:%M:%SZ} (inclusive) to {TIME_MAX:%Y-%m-%dT%H:%M:%SZ} (exclusive)")
     return parsed
 
 
-def _quantity(value: Any) -> Decimal:
-    if isinstance(value, bool):
-        raise InvalidOperation("boolean")
-    return Decimal(str(value)) if isinstance(value, int) else Decimal(value)
+def _number_text(value: Any) -> str | None:
+    """A JSON number's text as written (an integer's canonical text equals it, up to ``-0``), else None."""
+    if isinstance(value, JsonNumber):
+        return value.text
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def validate_object(obj: Any) -> Validation:
-    """Validate an already decoded JSON value (decoded with ``parse_float=Decimal``)."""
+    """Validate a JSON value decoded by :func:`decode` (numbers as ``int`` and :class:`JsonNumber`)."""
     if not isinstance(obj, dict):
         return Validation(None, (Problem("not_an_object", "", f"an event is a JSON object, got {type(obj).__name__}"),))
     problems = _schema_errors(obj)
-    # Checks JSON Schema cannot express: numbers' exact form, a real calendar date.
+    # Checks JSON Schema cannot express: numbers' written form, a real calendar instant in range.
     quantity = obj.get("quantity")
-    if isinstance(quantity, (int, Decimal)) and not isinstance(quantity, bool):
-        as_text = format(Decimal(quantity), "f") if isinstance(quantity, Decimal) else str(quantity)
-        exponent = Decimal(as_text).as_tuple().exponent
-        digits = len(Decimal(as_text).as_tuple().digits)
-        if isinstance(exponent, int) and (-exponent > QUANTITY_SCALE or digits + min(exponent, 0) > QUANTITY_INTEGER_DIGITS):
-            problems.append(
-                Problem(
-                    "bad_quantity",
-                    "quantity",
-                    f"{as_text} exceeds {QUANTITY_INTEGER_DIGITS} integer / {QUANTITY_SCALE} fractional digits",
-                )
+    as_written = _number_text(quantity)
+    if as_written is not None and _QUANTITY.fullmatch(as_written) is None:
+        problems.append(
+            Problem(
+                "bad_quantity",
+                "quantity",
+                f"{as_written} is not an exact decimal written without an exponent, with at most "
+                f"{QUANTITY_INTEGER_DIGITS} integer and {QUANTITY_SCALE} fractional digits",
             )
-    elif isinstance(quantity, float):  # only if the caller decoded without parse_float=Decimal
-        problems.append(Problem("bad_quantity", "quantity", "decoded as a binary float; decode JSON with parse_float=Decimal"))
+        )
+    elif isinstance(quantity, float):  # only if the caller decoded with json.loads' defaults
+        problems.append(
+            Problem("bad_quantity", "quantity", "decoded as a binary float; decode JSON with schemas.validate.decode")
+        )
+    if (
+        "schema_version" in obj
+        and _number_text(obj["schema_version"]) != "1"
+        and not any(p.path == "schema_version" for p in problems)
+    ):
+        problems.append(Problem("bad_schema_version", "schema_version", "must be the JSON integer 1"))
     timestamp = obj.get("timestamp")
     parsed_time: datetime | None = None
     if isinstance(timestamp, str) and not any(p.path == "timestamp" for p in problems):
         try:
-            parsed_time = parse_timestamp(timestamp)
+            parsed_time = event_time(timestamp)
         except ValueError as exc:
-            problems.append(Problem("bad_timestamp", "timestamp", f"{timestamp!r} is not a valid date-time: {exc}"))
+            problems.append(Problem("bad_timestamp", "timestamp", f"{timestamp!r} is not a valid event time: {exc}"))
     if problems:
         return Validation(None, tuple(problems))
     assert parsed_time is not None
@@ -186,26 +297,169 @@ def validate_object(obj: Any) -> Validation:
         customer_id=obj["customer_id"],
         event_type=obj["event_type"],
         timestamp=parsed_time,
-        quantity=_quantity(obj["quantity"]),
+        quantity=Decimal(as_written if as_written is not None else str(quantity)),
         properties=dict(obj.get("properties") or {}),
         resource=obj.get("resource", ""),
         user_id=obj.get("user_id", ""),
         region=obj.get("region", ""),
         source=obj.get("source", ""),
-        schema_version=int(obj.get("schema_version", 1)),
+        schema_version=1,
     )
     return Validation(event, ())
 
 
+class ProfileError(ValueError):
+    """Valid JSON, maybe, but outside the profile every judge of events reads the same way."""
+
+
+_EXPONENT = re.compile(r"[eE][+-]?([0-9]*)")
+
+
+def _parse_float(text: str) -> JsonNumber:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ProfileError(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    exponent = _EXPONENT.search(text)
+    if exponent is not None and len(exponent.group(1)) > MAX_EXPONENT_DIGITS:
+        raise ProfileError(f"an exponent of {len(exponent.group(1))} digits (at most {MAX_EXPONENT_DIGITS})")
+    number = JsonNumber(text)
+    number.text = text
+    return number
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ProfileError(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    return int(text)
+
+
+def _parse_constant(name: str) -> Any:
+    raise ProfileError(f"{name} is not JSON")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ProfileError(f"the name {duplicate!r} occurs twice in one object")
+    return result
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+#: A ``\u`` escape of a surrogate: only then can a decoded string hold a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def decode(line: str | bytes) -> Any:
-    """Decode one JSON document keeping every number exact (no binary floats)."""
-    return json.loads(line, parse_float=Decimal)
+    """Decode one JSON text under the profile (module docstring, step 2); raises ValueError outside it.
+
+    Numbers stay exact: integers as ``int``, others as :class:`JsonNumber` (a Decimal with its
+    text). ``str`` input is taken as the text the bytes' strict UTF-8 decoding would give.
+    """
+    if isinstance(line, bytes):
+        if line.startswith(b"\xef\xbb\xbf"):
+            raise ProfileError("a UTF-8 byte-order mark")
+        text = line.decode("utf-8")  # strict: invalid UTF-8, encoded surrogates and overlongs raise
+    else:
+        text = line
+        if text.startswith("\ufeff"):
+            raise ProfileError("a UTF-8 byte-order mark")
+        text.encode("utf-8")  # a lone surrogate in the text itself raises
+    try:
+        value = json.loads(
+            text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant, object_pairs_hook=_object
+        )
+    except RecursionError:
+        raise ProfileError(f"nested more than {MAX_DEPTH} deep") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise ProfileError(f"nested more than {MAX_DEPTH} deep")
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProfileError("a string holds a lone surrogate") from None
+    return value
 
 
 def validate_line(line: str | bytes) -> Validation:
-    """Decode and validate one JSON line; malformed JSON is a problem, never an exception."""
+    """Decode and validate one line (one Kafka record); any line gives a verdict, never an exception."""
+    size = len(line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass"))
+    if size > MAX_EVENT_BYTES:
+        return Validation(None, (Problem("too_large", "", f"{size} bytes; an event is at most {MAX_EVENT_BYTES}"),))
     try:
         obj = decode(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeError) as exc:  # JSONDecodeError and ProfileError are ValueErrors
         return Validation(None, (Problem("malformed_json", "", f"not valid JSON: {exc}"),))
     return validate_object(obj)
+
+
+#: The field that marks a heartbeat (jobs/heartbeat.py).
+HEARTBEAT_FIELD = "heartbeat"
+
+
+def is_heartbeat(document: Any) -> bool:
+    """Whether a decoded record is a heartbeat: ``heartbeat`` is ``true`` (or ``"true"``) and ``event_id`` is absent or null.
+
+    A record carrying an event id is an event whatever else it holds, so no event can be
+    swallowed as a heartbeat.
+    """
+    if not isinstance(document, dict):
+        return False
+    marker = document.get(HEARTBEAT_FIELD)
+    return (marker is True or marker == "true") and document.get("event_id") is None
+
+
+def record_verdict(line: bytes | str) -> str | None:
+    """The verdict on one record of the events topic, as the job reads it before its configuration.
+
+    None for a valid event, ``"heartbeat"`` for a heartbeat with a valid timestamp, otherwise the
+    reason (:attr:`Validation.reason`; a heartbeat's ``missing_field`` or ``bad_timestamp``).
+    """
+    validation = validate_line(line)
+    if validation.ok or validation.reason in ("too_large", "malformed_json", "not_an_object"):
+        return validation.reason
+    document = decode(line)
+    if not is_heartbeat(document):
+        return validation.reason
+    timestamp = document.get("timestamp")
+    if timestamp is None:
+        return "missing_field"
+    try:
+        event_time(timestamp if isinstance(timestamp, str) else "")
+    except ValueError:
+        return "bad_timestamp"
+    return "heartbeat"
+
+
+def job_reason(line: bytes | str, *, event_types: set[str], received: datetime, future_skew: timedelta) -> str | None:
+    """The dead-letter reason the job gives a record (None: accepted; ``"heartbeat"``: read for the watermark only).
+
+    :func:`record_verdict`, then what depends on the job's configuration and on when Kafka received
+    the record: ``unknown_meter`` (no meter reads the event's type), ``future_timestamp`` (the event
+    time is more than ``future_skew`` after ``received``; heartbeats too).
+    """
+    verdict = record_verdict(line)
+    if verdict is not None and verdict != "heartbeat":
+        return verdict
+    document = decode(line)
+    if verdict is None and document["event_type"] not in event_types:
+        return "unknown_meter"
+    if event_time(document["timestamp"]) > received + future_skew:
+        return "future_timestamp"
+    return verdict
+
+
+def property_text(value: Any) -> str | None:
+    """A decoded property value as the job reads it: a string as is, a number as written, true/false, None for null."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _number_text(value) or str(value)

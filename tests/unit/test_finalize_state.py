@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import pickle
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from jobs.finalize import STATE_FORMAT, _KeyState, decode_state, encode_state
+from jobs.config import load_config
+from jobs.finalize import (
+    NO_PARTITION,
+    PROCESSING_ERRORS,
+    STATE_FORMAT,
+    FinalizeFunction,
+    _KeyState,
+    decode_state,
+    encode_state,
+    processing_error_json,
+)
+from jobs.metrics import FINALIZE_METRICS
 from udfs.aggregators import Partial
 from udfs.ledger import PeriodLedger, _OpenPeriod
 from udfs.meters import Aggregation
@@ -58,3 +73,89 @@ def test_state_of_a_newer_format_is_refused_with_the_fix() -> None:
     stored = pickle.dumps((STATE_FORMAT + 1, (), ()))
     with pytest.raises(ValueError, match="newer than this job"):
         decode_state(stored)
+
+
+class _Value:
+    def __init__(self) -> None:
+        self.stored: Any = None
+
+    def value(self) -> Any:
+        return self.stored
+
+    def update(self, value: Any) -> None:
+        self.stored = value
+
+    def clear(self) -> None:
+        self.stored = None
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def inc(self) -> None:
+        self.count += 1
+
+
+class _Context:
+    def __init__(self, key: tuple[str, str, str], watermark: int) -> None:
+        self.key, self.watermark = key, watermark
+        self.timers: list[int] = []
+
+    def timer_service(self) -> _Context:
+        return self
+
+    def current_watermark(self) -> int:
+        return self.watermark
+
+    def register_event_time_timer(self, at: int) -> None:
+        self.timers.append(at)
+
+    def get_current_key(self) -> tuple[str, str, str]:
+        return self.key
+
+
+def finalize_function() -> FinalizeFunction:
+    config = load_config(Path(__file__).resolve().parents[2] / "config" / "metering.example.yaml", env={})
+    function = FinalizeFunction(config)
+    function.state, function.final_through = _Value(), _Value()
+    function.counters = {name: _Counter() for name in FINALIZE_METRICS}
+    return function
+
+
+def test_a_partial_finalization_fails_on_becomes_a_dead_letter_and_the_next_one_is_processed() -> None:
+    """No partial can fail the job: the one that throws is a dead letter (processing_error), the state is unchanged."""
+    function = finalize_function()
+    meter = function.config.meters[0]
+    minute = 1_767_225_600_000
+    good = ("acme", meter.name, "{}", minute, minute + 60_000, 2, "3", "2", "1", None, None, "", None)
+    bad = ("acme", meter.name, "{}", minute, minute + 60_000, 1, "not a number", None, None, None, None, "", None)
+    context = _Context(("acme", meter.name, "{}"), minute - 1)
+
+    [(tag, dead_letter)] = list(function.process_element(bad, context))
+    assert tag is PROCESSING_ERRORS and function.state.value() is None and context.timers == []
+    record = json.loads(dead_letter)
+    payload = json.loads(base64.b64decode(record["payload_base64"]))
+    assert (record["reason"], record["customer_id"], record["meter"], record["kafka_partition"]) == (
+        "processing_error",
+        "acme",
+        meter.name,
+        NO_PARTITION,
+    )
+    assert payload["total"] == "not a number" and payload["error"].startswith("InvalidOperation")
+    assert record["payload_size"] == len(base64.b64decode(record["payload_base64"]))
+    assert function.counters["meteringProcessingErrors"].count == 1
+
+    outputs = list(function.process_element(good, context))
+    assert len(outputs) == 1 and isinstance(outputs[0], str) and json.loads(outputs[0])["event_count"] == 2
+    assert function.state.value() is not None and len(context.timers) == 1
+
+
+def test_the_same_failure_gives_the_same_dead_letter_key() -> None:
+    """Replayed after a restore, a failure collapses onto its first dead letter (same partition and offset)."""
+    error = ValueError("boom")
+    first = json.loads(processing_error_json({"customer_id": "acme", "meter": "m"}, error))
+    again = json.loads(processing_error_json({"customer_id": "acme", "meter": "m"}, error))
+    other = json.loads(processing_error_json({"customer_id": "acme", "meter": "n"}, error))
+    assert (first["kafka_partition"], first["kafka_offset"]) == (again["kafka_partition"], again["kafka_offset"])
+    assert first["kafka_offset"] != other["kafka_offset"] and 0 <= first["kafka_offset"] < 2**63

@@ -62,13 +62,15 @@ def test_a_heartbeat_is_not_a_valid_event_for_producers() -> None:
 def test_the_loader_does_not_copy_heartbeats_to_raw_events() -> None:
     assert raw_row(record(heartbeat_record(datetime(2026, 3, 1, tzinfo=UTC)))) is None
     event = {
-        "heartbeat": True,  # an unknown field on an event: still an event
+        "heartbeat": True,  # an unknown field on an event: an event, which the job refuses (unknown_field)
         "event_id": "e-1",
         "customer_id": "acme",
         "event_type": "api_call",
         "timestamp": "2026-03-01T00:00:00Z",
         "quantity": "1",
     }
+    assert raw_row(record(json.dumps(event).encode())) is None
+    del event["heartbeat"]
     converted = raw_row(record(json.dumps(event).encode()))
     assert converted is not None and converted[0] == "raw_events" and converted[1][:2] == ["e-1", "acme"]
 

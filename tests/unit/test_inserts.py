@@ -210,9 +210,18 @@ def test_a_raw_event_the_job_would_dead_letter_is_still_skipped_not_quarantined(
     batch = _Batch()
     loader._convert(Record(config.kafka.topics.events, 0, 1, 0, None, b"not json"), batch)
     assert batch.rows_waiting == 0 and not batch.quarantine  # malformed events are in dead_letters (the job's)
-    event = {"event_id": "e", "customer_id": "c", "event_type": "t", "timestamp": "2026-01-01T00:00:00Z", "quantity": "1e30"}
-    loader._convert(Record(config.kafka.topics.events, 0, 2, 0, None, json.dumps(event).encode()), batch)
-    assert batch.rows["raw_events"][0][4] == Decimal("1e30")  # converts; ClickHouse's column cannot hold it (insert stage)
+    # Beyond Decimal(38, 9), deeper than the profile, a lone surrogate: the job dead-letters each
+    # (the one definition, schemas/validate.py), so the loader skips them instead of retrying.
+    event = {"event_id": "e", "customer_id": "c", "event_type": "t", "timestamp": "2026-01-01T00:00:00Z", "quantity": "1" * 40}
+    hostile = [
+        json.dumps(event).encode(),
+        json.dumps({**event, "quantity": "1", "properties": {}}).replace("{}", '{"a":' * 1500 + "1" + "}" * 1500).encode(),
+        json.dumps({**event, "quantity": "1", "customer_id": "\ud800"}).encode(),
+        json.dumps({**event, "quantity": "1", "timestamp": "0001-01-01T00:00:00Z"}).encode(),
+    ]
+    for offset, value in enumerate(hostile, start=2):
+        loader._convert(Record(config.kafka.topics.events, 0, offset, 0, None, value), batch)
+    assert batch.rows_waiting == 0 and not batch.quarantine
 
 
 @pytest.mark.parametrize("timestamp", [-1, 2**62, None])

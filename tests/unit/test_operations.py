@@ -73,6 +73,7 @@ METRICS = {
     "finalize_periods.meteringCorrectionsEmitted": 2.0,
     "finalize_periods.meteringLateEvents": 5.0,
     "finalize_periods.meteringAggregateUpdates": 300.0,
+    "finalize_periods.meteringProcessingErrors": 0.0,
 }
 
 
@@ -114,6 +115,7 @@ def test_summary_reads_checkpoints_watermark_and_counters() -> None:
         "corrections_emitted": 2,
         "late_events": 5,
         "aggregate_updates": 300,
+        "processing_errors": 0,
         "first_seen": 900,
         "duplicates": 100,
         "conflicts": 4,
@@ -150,6 +152,11 @@ def test_rendered_status_names_everything_an_operator_asks_for() -> None:
 def test_window_drops_raise_an_alert() -> None:
     text = render_status(status(metrics={**METRICS, "GlobalWindowAggregate[18].numLateRecordsDropped": 3.0}))
     assert "ALERT        3 rows dropped by the window as late" in text
+
+
+def test_processing_errors_raise_an_alert() -> None:
+    text = render_status(status(metrics={**METRICS, "finalize_periods.meteringProcessingErrors": 2.0}))
+    assert "ALERT        finalization failed on 2 partial(s) or timer(s)" in text
 
 
 def test_a_stale_watermark_gets_a_hint_and_a_normal_one_does_not() -> None:

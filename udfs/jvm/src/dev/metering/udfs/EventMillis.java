@@ -12,9 +12,14 @@ import org.apache.flink.table.functions.ScalarFunction;
  * with ASCII digits, checked character by character (a regular expression here cost more than
  * the rest of the function); the calendar check (month lengths, leap years) rejects dates such as
  * 30 February; hours up to 23, minutes and seconds up to 59, offsets up to 23:59; the fraction is
- * truncated to milliseconds; the offset is subtracted.
+ * truncated to milliseconds; the offset is subtracted. Instants before {@link #MIN_MILLIS}
+ * (1970-01-01T00:00:00Z) or from {@link #MAX_MILLIS} (2100-01-01T00:00:00Z) on are refused too
+ * (schemas/validate.py, {@code TIME_MIN} and {@code TIME_MAX}).
  */
 public final class EventMillis extends ScalarFunction {
+    static final long MIN_MILLIS = 0L;
+    static final long MAX_MILLIS = 4_102_444_800_000L;
+
     public @DataTypeHint("BIGINT") Long eval(String text) {
         return millis(text);
     }
@@ -101,7 +106,8 @@ public final class EventMillis extends ScalarFunction {
             }
         }
         long days = daysFromCivil(year, month, day);
-        return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + fraction - offsetMinutes * 60_000;
+        long millis = ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + fraction - offsetMinutes * 60_000;
+        return millis >= MIN_MILLIS && millis < MAX_MILLIS ? millis : null;
     }
 
     private static long number(String text, int start, int length) {
