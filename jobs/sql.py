@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from schemas.validate import string_rule
 from udfs.meters import Aggregation, Meter
 
 #: The job's Java functions (``udfs/jvm``, built by ``infra/udf_jar.py``): SQL name -> class.
@@ -38,8 +39,9 @@ FUNCTIONS = {
 SEP = "\u0001"
 
 DECIMAL_38_9 = r"^-?(0|[1-9][0-9]{0,28})(\.[0-9]{1,9})?$"
-CUSTOMER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
-EVENT_TYPE = r"^[a-z0-9][a-z0-9_.-]*$"
+#: The event schema's patterns (schemas/usage_event.v1.json); lengths are checked separately.
+CUSTOMER_ID = string_rule("customer_id").pattern
+EVENT_TYPE = string_rule("event_type").pattern
 #: ``reason`` of a heartbeat (jobs/heartbeat.py): not an event and not a dead letter; only its
 #: timestamp matters, and the source has already read it into the watermark.
 HEARTBEAT = "heartbeat"
@@ -50,14 +52,19 @@ def lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+#: The longest ``DAY TO SECOND`` interval literal Flink SQL takes (two day digits). Every setting
+#: that ends up in one is bounded far below it at configuration load (jobs/config.py, ``DURATIONS``).
+LONGEST_INTERVAL = timedelta(days=99, hours=23, minutes=59, seconds=59, milliseconds=999)
+
+
 def seconds(value: timedelta) -> str:
     """An exact ``INTERVAL 'd hh:mm:ss.fff' DAY TO SECOND(3)`` literal (up to 99 days)."""
-    millis = int(value / timedelta(milliseconds=1))
+    millis = value // timedelta(milliseconds=1)
     days, rest = divmod(millis, 86_400_000)
     hours, rest = divmod(rest, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)
-    if days > 99:
+    if value > LONGEST_INTERVAL:
         raise ValueError(f"{value} exceeds the 99-day SQL interval limit")
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}' DAY TO SECOND(3)"
 
