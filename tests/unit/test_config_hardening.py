@@ -392,3 +392,22 @@ def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "metering.yaml"
     path.write_text(yaml.safe_dump(MINIMAL) + "billing:\n  customers:\n    acme: {period: day}\n    acme: {period: week}\n")
     assert "acme" in problems_of(path) and "more than once" in problems_of(path)
+
+
+# --- the documented ranges are the enforced ones -------------------------------------------------
+
+
+@pytest.mark.parametrize("key", sorted(DURATIONS))
+def test_the_example_and_the_operations_guide_state_each_range(key: str) -> None:
+    rule = DURATIONS[key]
+    example = EXAMPLE.read_text()
+    name = key.rsplit(".", 1)[1]
+    start = example.index(f"  {name}: ")
+    following = example[start:].split("\n")
+    # the key's comment: its own line and the continuation lines indented under it
+    comment = following[0] + "".join(
+        line for line in following[1:4] if line.lstrip().startswith("#") and line.startswith(" " * 20)
+    )
+    assert f"[{rule.describe()}]" in comment, comment
+    guide = (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    assert f"| `{key}` | {rule.describe()} | {rule.why} |" in guide
