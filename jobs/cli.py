@@ -243,13 +243,13 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     from infra.flink_rest import FlinkRest
     from infra.settings import PROJECT_ROOT, StackSettings
     from infra.udf_jar import udf_jar
+    from jobs.metering_job import with_parallelism
     from jobs.operations import SubmitOptions, await_running, rocksdb_memory_report, submit
 
     config_path = Path(args.config) if args.config else PROJECT_ROOT / "config" / "metering.example.yaml"
     config = _config(argparse.Namespace(config=str(config_path)))  # fails here, naming the key, before any upload
-    if args.parallelism is not None and args.parallelism < 1:
-        print("metering: --parallelism must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
+    if args.parallelism is not None:
+        with_parallelism(config, args.parallelism)  # the bounds pipeline.parallelism has (ConfigError: exit 2)
     created = ensure_topics(config)
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)

@@ -3,18 +3,29 @@
 Precedence: built-in defaults → the YAML file → environment variables
 ``METERING__SECTION__KEY`` (double underscores separate path parts, e.g.
 ``METERING__PIPELINE__DEDUP_RETENTION=3d`` or ``METERING__STORAGE__PASSWORD``).
-Unknown keys are errors (a typo must not silently fall back to a default), and
-every problem is reported at once with its path, e.g.::
+Every value is read by the type of the key it sets, from the file and from the environment
+alike: text stays text as written (``password: 0123`` is ``"0123"``, not YAML 1.1's octal 83),
+integers, booleans and durations are parsed strictly, and every duration has the range in
+:data:`DURATIONS`. Unknown keys are errors (a typo must not silently fall back to a default; the
+closest known key is suggested), and every problem is reported at once with its path, e.g.::
 
     meters[2].aggregation: 'avg' must be one of sum, count, max, min, unique_count, latest
     billing.customers.acme.timezone: unknown IANA time zone 'Europe/Berln'
+    pipeline.idle_timeot: unknown key; did you mean pipeline.idle_timeout? (set by METERING__PIPELINE__IDLE_TIMEOT)
+
+Whatever building the job would refuse (an interval its SQL cannot express, a parallelism above
+its max parallelism, no meters) is refused here, so ``metering config validate`` catches it.
+Identifiers matched against events (customer ids, event types, property names) must be values
+the event schema allows: one that no event can carry would never match, silently.
 
 ``config.example.yaml`` at the repository root documents every key; a test parses it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,13 +34,17 @@ from typing import Any, TypeVar
 
 import yaml
 
-from clickhouse.client import Backend, StorageSettings
-from udfs.durations import format_duration, parse_duration
+from clickhouse.client import Backend, StorageError, StorageSettings
+from schemas.validate import string_rule
+from udfs.durations import DurationTooLong, format_duration, parse_duration
 from udfs.meters import Aggregation, Meter
 from udfs.periods import BillingCycle, PeriodKind
 
 T = TypeVar("T")
 ENV_PREFIX = "METERING__"
+#: Upper bound for rescaling (the job's key groups, ``pipeline.max-parallelism``); changing it
+#: makes every savepoint unusable. ``pipeline.parallelism`` may not exceed it.
+MAX_PARALLELISM = 128
 
 
 class ConfigError(ValueError):
@@ -48,6 +63,16 @@ class Topics:
     finals: str = "usage-finals"
     corrections: str = "usage-corrections"
     dead_letters: str = "usage-dead-letters"
+
+    @property
+    def duplicates(self) -> str:
+        """The duplicates topic (upserts), named after the events topic."""
+        return f"{self.events}{DUPLICATES_SUFFIX}"
+
+
+DUPLICATES_SUFFIX = "-duplicates"
+#: Kafka's rule for topic names (its ``Topic.validate``): legal characters, at most 249 of them.
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 @dataclass(frozen=True)
@@ -116,27 +141,131 @@ class Config:
         return [m for m in self.meters if m.event_type == event_type]
 
 
+# --- duration bounds: the one place they are declared --------------------------------------------
+
+
+@dataclass(frozen=True)
+class DurationRange:
+    """The values a duration setting accepts: ``low``–``high``, and 0 when ``zero`` says what it means."""
+
+    low: timedelta
+    high: timedelta
+    zero: str = ""
+    why: str = ""
+
+    def describe(self) -> str:
+        span = f"{_show(self.low)} to {_show(self.high)}"
+        return f"0 ({self.zero}) or {span}" if self.zero else span
+
+    def parse(self, value: Any) -> timedelta:
+        """A duration within range; ``ValueError`` naming the range otherwise (never another exception)."""
+        out_of_range = f"{_shortened(value)} is out of range: must be {self.describe()}" + (f"; {self.why}" if self.why else "")
+        # A bare number means seconds, in the file and the environment alike (YAML's 30 was an int).
+        bare = isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value)
+        try:
+            duration = parse_duration(value.strip() + "s" if bare else value)
+        except DurationTooLong:
+            raise ValueError(out_of_range) from None
+        if duration == timedelta(0) and self.zero:
+            return duration
+        if not self.low <= duration <= self.high:
+            raise ValueError(out_of_range)
+        return duration
+
+
+def _shortened(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}…{text[-6:]}"
+
+
+def _show(value: timedelta) -> str:
+    return format_duration(value) if value else "0"
+
+
+MS = timedelta(milliseconds=1)
+#: Every duration setting's range (``billing.*.grace``: the default's, every plan's and customer's).
+#: Bounds a real deployment stays far inside; the job's own limits are the hard ones behind them:
+#: settings that become SQL intervals (``allowed_future_skew``, ``max_out_of_orderness``,
+#: ``provisional_interval``) must stay below jobs/sql.py's 99-day ``LONGEST_INTERVAL``, Flink
+#: refuses checkpoints more often than every 10 ms, Kafka's ``transaction.timeout.ms`` is an int of ms.
+DURATIONS: dict[str, DurationRange] = {
+    "kafka.transaction_timeout": DurationRange(
+        timedelta(minutes=1),
+        timedelta(days=1),
+        why="Kafka transactions of the exactly-once sinks; the broker's transaction.max.timeout.ms must allow it",
+    ),
+    "pipeline.dedup_retention": DurationRange(
+        timedelta(minutes=1), timedelta(days=366), why="the dedup state holds every id seen this long"
+    ),
+    "pipeline.allowed_future_skew": DurationRange(
+        timedelta(seconds=1),
+        timedelta(days=1),
+        why="an event up to this far in the future advances the watermark and can finalize periods early",
+    ),
+    "pipeline.max_out_of_orderness": DurationRange(
+        MS, timedelta(days=7), why="every final waits this long; later events are still counted, as late ones"
+    ),
+    "pipeline.idle_timeout": DurationRange(
+        timedelta(seconds=1), timedelta(days=1), why="a quiet partition holds the watermark back this long"
+    ),
+    "pipeline.checkpoint_interval": DurationRange(
+        timedelta(seconds=1),
+        timedelta(minutes=1),
+        why="each checkpoint commits a Kafka transaction per sink; at most provisional_interval",
+    ),
+    "pipeline.provisional_interval": DurationRange(timedelta(seconds=1), timedelta(minutes=1), why="it must divide one minute"),
+    "pipeline.heartbeat_interval": DurationRange(
+        timedelta(seconds=1), timedelta(hours=1), zero="off", why="finals on a quiet topic wait up to this long"
+    ),
+    "pipeline.loader_max_batch_delay": DurationRange(
+        MS, timedelta(minutes=1), zero="insert every poll", why="rows wait this long before ClickHouse has them"
+    ),
+    "pipeline.alignment_max_drift": DurationRange(
+        timedelta(seconds=1), timedelta(days=1), zero="alignment off", why="how far partitions may run apart"
+    ),
+    "pipeline.alignment_update_interval": DurationRange(
+        timedelta(milliseconds=100), timedelta(minutes=1), why="how often source readers exchange watermarks"
+    ),
+    "billing.*.grace": DurationRange(timedelta(0), timedelta(days=366), why="a period's final waits for its end plus grace"),
+}
+
+
 # --- validation helpers -------------------------------------------------------------------------
 
 
 class _Reader:
-    """Reads typed values out of nested mappings, recording every problem with its path."""
+    """Reads typed values out of nested mappings, recording every problem with its path.
 
-    def __init__(self) -> None:
+    ``origins`` maps paths set from the environment to their variable, which each problem at or
+    below such a path names.
+    """
+
+    def __init__(self, origins: Mapping[str, str] | None = None) -> None:
         self.problems: list[str] = []
+        self.origins = dict(origins or {})
+
+    def add(self, path: str, message: str) -> None:
+        origin = self._origin(path)
+        self.problems.append(f"{path}: {message}" + (f" (set by {origin})" if origin else ""))
+
+    def _origin(self, path: str) -> str | None:
+        probe = path
+        while probe:
+            if probe in self.origins:
+                return self.origins[probe]
+            probe = probe[: max(probe.rfind("."), probe.rfind("["), 0)]
+        return None
 
     def section(self, raw: Any, path: str, allowed: set[str]) -> dict[str, Any]:
         if raw is None:
             return {}
         if not isinstance(raw, Mapping):
-            self.problems.append(f"{path}: must be a mapping, got {type(raw).__name__}")
+            self.add(path or "(top level)", f"must be a mapping, got {_kind(raw)}")
             return {}
         for key in sorted(set(raw) - allowed, key=str):
-            self.problems.append(
-                f"{path}.{key}: unknown key (allowed: {', '.join(sorted(allowed))})"
-                if path
-                else f"{key}: unknown key (allowed: {', '.join(sorted(allowed))})"
-            )
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean {_join(path, close[0])}?" if close else f" (allowed: {', '.join(sorted(allowed))})"
+            self.add(_join(path, str(key)), "unknown key" + hint)
         return dict(raw)
 
     def get(self, raw: Mapping[str, Any], key: str, path: str, parse: Callable[[Any], T], default: T) -> T:
@@ -145,7 +274,7 @@ class _Reader:
         try:
             return parse(raw[key])
         except (ValueError, TypeError) as exc:
-            self.problems.append(f"{_join(path, key)}: {exc}")
+            self.add(_join(path, key), str(exc))
             return default
 
 
@@ -155,32 +284,61 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _kind(value: Any) -> str:
+    return "text" if isinstance(value, str) else type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: as written when it reads as a number, else quoted."""
+    return value if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value) else repr(value)
+
+
 def _text(value: Any) -> str:
+    """Text, surrounding blanks dropped (not for identifiers matched against events: :func:`_identifier`)."""
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise ValueError(f"{value!r} must be a string")
+        raise ValueError(f"{value!r} must be text")
     text = str(value).strip()
     if not text:
         raise ValueError("must not be empty")
     return text
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{value!r} must be a positive integer")
+def _identifier(value: Any) -> str:
+    """Text exactly as written: compared with events' fields, where blanks would never match."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} must be text")
+    if not value:
+        raise ValueError("must not be empty")
     return value
+
+
+def _int_in(low: int, high: int, why: str) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+            number = int(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            raise ValueError(f"{_shown(value)} must be a positive integer")
+        if number < max(low, 1):
+            raise ValueError(f"{number} must be a positive integer")
+        if number > high:
+            raise ValueError(f"{number} is out of range {low}–{high} ({why})")
+        return number
+
+    return parse
+
+
+#: A positive integer whose range its consumer checks (``anchor``: BillingCycle).
+_positive_int = _int_in(1, 2**31 - 1, "a 32-bit integer")
 
 
 def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{value!r} must be true or false")
-    return value
-
-
-def _positive_duration(value: Any) -> timedelta:
-    duration = parse_duration(value)
-    if duration <= timedelta(0):
-        raise ValueError(f"{value!r} must be longer than zero")
-    return duration
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{value!r} must be true or false")
 
 
 def _choice(options: type[Any]) -> Callable[[Any], Any]:
@@ -191,6 +349,13 @@ def _choice(options: type[Any]) -> Callable[[Any], Any]:
             raise ValueError(f"{value!r} must be one of {', '.join(o.value for o in options)}") from None
 
     return parse
+
+
+def _topic(value: Any) -> str:
+    name = _text(value)
+    if not TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"{name!r} is not a Kafka topic name: 1–249 characters of A-Z a-z 0-9 . _ -")
+    return name
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -206,39 +371,55 @@ def _policy(
         if plan in plans:
             base = plans[plan]
         else:
-            r.problems.append(f"{path}.plan: unknown plan {plan!r} (defined plans: {', '.join(sorted(plans)) or 'none'})")
+            close = difflib.get_close_matches(str(plan), sorted(plans), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            r.add(f"{path}.plan", f"unknown plan {plan!r} (defined plans: {', '.join(sorted(plans)) or 'none'}){hint}")
     kind = r.get(data, "period", path, _choice(PeriodKind), base.cycle.kind)
     default_anchor = base.cycle.anchor if kind == base.cycle.kind else 1
     anchor = r.get(data, "anchor", path, _positive_int, default_anchor)
     timezone = r.get(data, "timezone", path, _text, base.cycle.timezone)
-    grace = r.get(data, "grace", path, parse_duration, base.grace)
+    grace = r.get(data, "grace", path, DURATIONS["billing.*.grace"].parse, base.grace)
     try:
         cycle = BillingCycle(kind, timezone, anchor)
     except ValueError as exc:
         field_name = "timezone" if "time zone" in str(exc) else "anchor"
-        r.problems.append(f"{path}.{field_name}: {exc}")
+        r.add(f"{path}.{field_name}", str(exc))
         cycle = base.cycle
     return BillingPolicy(cycle, grace)
+
+
+def _customer_path(name: Any) -> str:
+    return f"billing.customers[{name!r}]"
 
 
 def _billing(r: _Reader, raw: Any) -> Billing:
     data = r.section(raw, "billing", {"default", "plans", "customers"})
     default = _policy(r, data.get("default"), "billing.default", BillingPolicy())
     plans: dict[str, BillingPolicy] = {}
-    for name, plan in r.section(data.get("plans"), "billing.plans", set(data.get("plans") or {})).items():
+    plans_raw = data.get("plans")
+    for name, plan in r.section(plans_raw, "billing.plans", set(plans_raw) if isinstance(plans_raw, Mapping) else set()).items():
         plans[str(name)] = _policy(r, plan, f"billing.plans.{name}", default)
     customers: dict[str, BillingPolicy] = {}
-    for name, customer in r.section(data.get("customers"), "billing.customers", set(data.get("customers") or {})).items():
-        customers[str(name)] = _policy(r, customer, f"billing.customers.{name}", default, plans=plans)
+    customers_raw = data.get("customers")
+    rule = string_rule("customer_id")
+    for name, customer in r.section(
+        customers_raw, "billing.customers", set(customers_raw) if isinstance(customers_raw, Mapping) else set()
+    ).items():
+        # The key is compared with events' customer_id: one no event can carry would never match.
+        problem = rule.problem(name) if isinstance(name, str) else f"{name!r} is not a customer id: write it as text"
+        if problem is not None:
+            r.add(_customer_path(name), f"{problem}; no event's customer_id can match it")
+            continue
+        customers[name] = _policy(r, customer, f"billing.customers.{name}", default, plans=plans)
     return Billing(default, plans, customers)
 
 
 def _meters(r: _Reader, raw: Any) -> tuple[Meter, ...]:
-    if raw is None:
-        r.problems.append("meters: at least one meter is required")
+    if raw is None or raw == []:
+        r.add("meters", "at least one meter is required")
         return ()
     if not isinstance(raw, list):
-        r.problems.append(f"meters: must be a list, got {type(raw).__name__}")
+        r.add("meters", f"must be a list, got {_kind(raw)}")
         return ()
     meters: list[Meter] = []
     for index, item in enumerate(raw):
@@ -246,25 +427,26 @@ def _meters(r: _Reader, raw: Any) -> tuple[Meter, ...]:
         data = r.section(item, path, {"name", "event_type", "aggregation", "value", "group_by", "allow_negative"})
         for required in ("name", "event_type", "aggregation"):
             if required not in data:
-                r.problems.append(f"{path}.{required}: required")
+                r.add(f"{path}.{required}", "required")
         group_by = data.get("group_by") or []
         if not isinstance(group_by, list) or not all(isinstance(g, str) for g in group_by):
-            r.problems.append(f"{path}.group_by: must be a list of property names")
+            r.add(f"{path}.group_by", "must be a list of property names")
             group_by = []
         meter = Meter(
             name=r.get(data, "name", path, _text, ""),
-            event_type=r.get(data, "event_type", path, _text, ""),
+            event_type=r.get(data, "event_type", path, _identifier, ""),
             aggregation=r.get(data, "aggregation", path, _choice(Aggregation), Aggregation.SUM),
             value=r.get(data, "value", path, _text, "quantity"),
             group_by=tuple(group_by),
             allow_negative=r.get(data, "allow_negative", path, _bool, False),
         )
         if "name" in data and "event_type" in data:
-            r.problems.extend(f"{path}.{f}: {m}" for f, m in meter.problems())
+            for field_name, message in meter.problems():
+                r.add(f"{path}.{field_name}", message)
         meters.append(meter)
     names = [m.name for m in meters if m.name]
     for name in sorted({n for n in names if names.count(n) > 1}):
-        r.problems.append(f"meters: meter name {name!r} is defined more than once")
+        r.add("meters", f"meter name {name!r} is defined more than once")
     return tuple(meters)
 
 
@@ -274,18 +456,22 @@ def _storage(r: _Reader, raw: Any, base_dir: Path) -> StorageSettings:
     backend_text: str = r.get(data, "backend", "storage", _text, str(defaults.backend))
     backend: Backend = "server" if backend_text == "server" else "chdb"
     if backend_text not in ("chdb", "server"):
-        r.problems.append(f"storage.backend: {backend_text!r} must be 'chdb' or 'server'")
+        r.add("storage.backend", f"{backend_text!r} must be 'chdb' or 'server'")
     path = Path(r.get(data, "path", "storage", _text, str(defaults.path)))
+    password = data.get("password")
+    if password is not None and not isinstance(password, str):
+        r.add("storage.password", "must be text (quote it)")
+        password = None
     try:
         return StorageSettings(
             backend=backend,
             path=(path if path.is_absolute() else base_dir / path).resolve(),
             url=r.get(data, "url", "storage", _text, ""),
             username=r.get(data, "username", "storage", _text, defaults.username),
-            password=str(data.get("password") or ""),
+            password=password or "",
             database=r.get(data, "database", "storage", _text, defaults.database),
         )
-    except ValueError as exc:
+    except (ValueError, StorageError) as exc:  # its own checks (database name, url): a configuration problem
         r.problems.append(str(exc))
         return defaults
 
@@ -295,11 +481,15 @@ def _kafka(r: _Reader, raw: Any) -> KafkaSettings:
     defaults = KafkaSettings()
     topic_fields = set(Topics.__dataclass_fields__)
     topics_raw = r.section(data.get("topics"), "kafka.topics", topic_fields)
-    topics = Topics(**{k: r.get(topics_raw, k, "kafka.topics", _text, getattr(defaults.topics, k)) for k in topic_fields})
-    names = [getattr(topics, k) for k in sorted(topic_fields)]
+    topics = Topics(**{k: r.get(topics_raw, k, "kafka.topics", _topic, getattr(defaults.topics, k)) for k in topic_fields})
+    if len(topics.duplicates) > 249:
+        r.add("kafka.topics.events", f"at most {249 - len(DUPLICATES_SUFFIX)} characters: {topics.duplicates!r} is a topic too")
+    names = [getattr(topics, k) for k in sorted(topic_fields)] + [topics.duplicates]
     if len(set(names)) != len(names):
-        r.problems.append("kafka.topics: every topic must have its own name")
-    timeout = r.get(data, "transaction_timeout", "kafka", _positive_duration, defaults.transaction_timeout)
+        r.add("kafka.topics", "every topic must have its own name")
+    timeout = r.get(
+        data, "transaction_timeout", "kafka", DURATIONS["kafka.transaction_timeout"].parse, defaults.transaction_timeout
+    )
     return KafkaSettings(
         bootstrap_servers=r.get(data, "bootstrap_servers", "kafka", _text, defaults.bootstrap_servers),
         topics=topics,
@@ -313,34 +503,75 @@ def _pipeline(r: _Reader, raw: Any) -> PipelineSettings:
     data = r.section(raw, "pipeline", names)
     defaults = PipelineSettings()
     values: dict[str, Any] = {}
-    for name in names:
-        parse = {
-            "parallelism": _positive_int,
-            "heartbeat_interval": parse_duration,
-            "loader_max_batch_delay": parse_duration,
-            "alignment_max_drift": parse_duration,
-        }.get(name, _positive_duration)
+    for name in sorted(names):
+        parse: Callable[[Any], Any] = (
+            _int_in(1, MAX_PARALLELISM, "the job's max parallelism")
+            if name == "parallelism"
+            else DURATIONS[f"pipeline.{name}"].parse
+        )
         values[name] = r.get(data, name, "pipeline", parse, getattr(defaults, name))
     settings = PipelineSettings(**values)
-    step_ms = settings.provisional_interval / timedelta(milliseconds=1)
-    if step_ms != int(step_ms) or 60_000 % int(step_ms) != 0:
-        r.problems.append(
-            "pipeline.provisional_interval: must divide one minute exactly (e.g. 5s, 10s, 15s, 30s, 1m): "
-            f"got {format_duration(settings.provisional_interval)}; open minutes are re-emitted once per step"
+    step_ms = settings.provisional_interval // MS
+    if 60_000 % step_ms != 0:
+        r.add(
+            "pipeline.provisional_interval",
+            "must divide one minute exactly (e.g. 5s, 10s, 15s, 30s, 1m): "
+            f"got {format_duration(settings.provisional_interval)}; open minutes are re-emitted once per step",
         )
     if settings.provisional_interval < settings.checkpoint_interval:
-        r.problems.append(
-            "pipeline.provisional_interval: must be >= pipeline.checkpoint_interval "
-            f"({format_duration(settings.checkpoint_interval)}): exactly-once output becomes visible at checkpoints"
+        r.add(
+            "pipeline.provisional_interval",
+            "must be >= pipeline.checkpoint_interval "
+            f"({format_duration(settings.checkpoint_interval)}): exactly-once output becomes visible at checkpoints",
         )
     return settings
 
 
-# --- environment overrides -----------------------------------------------------------------------
+# --- loading -------------------------------------------------------------------------------------
+
+_KEPT_RESOLVERS = {"tag:yaml.org,2002:null", "tag:yaml.org,2002:merge", "tag:yaml.org,2002:yaml"}
 
 
-def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
-    """Set ``METERING__A__B=v`` as ``document['a']['b'] = v`` (values parsed as YAML scalars)."""
+class _TextLoader(yaml.SafeLoader):
+    """YAML without guessing types: ``0123``, ``yes`` and ``1_000`` stay the text they are written as.
+
+    The key a value sets decides its type (the readers above), as for environment values; YAML
+    1.1's guesses turned a password ``0123`` into 83 and a customer ``0123`` into ``"83"``. Only
+    ``null`` (and merge keys) keep their YAML meaning. A key written twice in one mapping is an
+    error, not "the last one wins".
+    """
+
+    yaml_implicit_resolvers = {  # noqa: RUF012 (a class attribute of PyYAML's resolvers)
+        first: [(tag, regexp) for tag, regexp in resolvers if tag in _KEPT_RESOLVERS]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the constructor below reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"key {key!r} is defined more than once", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
+def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Set ``METERING__A__B=v`` as ``document['a']['b'] = 'v'``; returns ``{'a.b': 'METERING__A__B'}``.
+
+    Values stay the text they are: the key they set parses them (:func:`load_config`), exactly as
+    that key's value in the file, so a password ``0123`` stays ``0123`` and a bad integer or
+    duration is a problem naming the variable.
+    """
+    origins: dict[str, str] = {}
     for name, value in sorted(env.items()):
         if not name.startswith(ENV_PREFIX):
             continue
@@ -354,7 +585,9 @@ def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
                 child = {}
                 target[part] = child
             target = child
-        target[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+        target[parts[-1]] = value
+        origins[".".join(parts)] = name
+    return origins
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -365,7 +598,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     base_dir = Path.cwd()
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.load(path.read_text(), Loader=_TextLoader)  # a SafeLoader
         except FileNotFoundError:
             raise ConfigError([f"{path}: file not found"], source) from None
         except yaml.YAMLError as exc:
@@ -374,8 +607,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             raise ConfigError([f"{path}: the top level must be a mapping"], source)
         document = loaded or {}
         base_dir = path.resolve().parent
-    _apply_env(document, env)
-    r = _Reader()
+    r = _Reader(_apply_env(document, env))
     r.section(document, "", {"kafka", "storage", "pipeline", "billing", "meters"})
     config = Config(
         kafka=_kafka(r, document.get("kafka")),
@@ -384,6 +616,12 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         billing=_billing(r, document.get("billing")),
         meters=_meters(r, document.get("meters")),
     )
+    if config.kafka.transaction_timeout <= config.pipeline.checkpoint_interval:
+        r.add(
+            "kafka.transaction_timeout",
+            f"must be longer than pipeline.checkpoint_interval ({format_duration(config.pipeline.checkpoint_interval)}): "
+            "a transaction stays open from one checkpoint to the next",
+        )
     if r.problems:
         raise ConfigError(r.problems, source)
     return config

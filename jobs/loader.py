@@ -443,7 +443,7 @@ class Loader:
             topics.finals: final_row,
             topics.corrections: correction_row,
             topics.dead_letters: dead_letter_row,
-            f"{topics.events}-duplicates": duplicate_row,
+            topics.duplicates: duplicate_row,
         }
         if load_raw:
             self.handlers[topics.events] = raw_row

@@ -38,11 +38,10 @@ from typing import Any
 
 from infra.flink import STATE_BACKENDS, state_backend_settings
 from jobs import sql
-from jobs.config import Config
+from jobs.config import MAX_PARALLELISM as MAX_PARALLELISM  # declared with the configuration, which bounds parallelism by it
+from jobs.config import Config, ConfigError
 
 UID_PREFIX = "metering-v1"
-#: Upper bound for rescaling (key groups); changing it makes every savepoint unusable.
-MAX_PARALLELISM = 128
 
 
 @dataclass(frozen=True)
@@ -137,9 +136,11 @@ def _exactly_once_sink(config: Config, options: RunOptions, topic: str, name: st
 
 
 def with_parallelism(config: Config, parallelism: int | None) -> Config:
-    """``config`` with ``pipeline.parallelism`` overridden (``None`` keeps it)."""
-    if not parallelism:
+    """``config`` with ``pipeline.parallelism`` overridden (``None`` keeps it); the same bounds as the file's."""
+    if parallelism is None:
         return config
+    if not 1 <= parallelism <= MAX_PARALLELISM:
+        raise ConfigError([f"--parallelism: {parallelism} is out of range 1–{MAX_PARALLELISM} (the job's max parallelism)"])
     from dataclasses import replace
 
     return replace(config, pipeline=replace(config.pipeline, parallelism=parallelism))
@@ -398,7 +399,7 @@ CREATE TEMPORARY TABLE events (
     )
     duplicates_options = {
         "connector": "upsert-kafka",
-        "topic": f"{topics.events}-duplicates",
+        "topic": topics.duplicates,
         "properties.bootstrap.servers": config.kafka.bootstrap_servers,
         "key.format": "json",
         "value.format": "json",
@@ -496,7 +497,7 @@ def operator_uids(config: Config, options: RunOptions) -> list[OperatorUid]:
 
 def all_topics(config: Config) -> list[str]:
     t = config.kafka.topics
-    return [t.events, t.raw, t.aggregates, t.finals, t.corrections, t.dead_letters, f"{t.events}-duplicates"]
+    return [t.events, t.raw, t.aggregates, t.finals, t.corrections, t.dead_letters, t.duplicates]
 
 
 def run(config: Config, options: RunOptions) -> None:

@@ -51,14 +51,19 @@ def lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+#: The longest ``DAY TO SECOND`` interval literal Flink SQL takes (two day digits). Every setting
+#: that ends up in one is bounded far below it at configuration load (jobs/config.py, ``DURATIONS``).
+LONGEST_INTERVAL = timedelta(days=99, hours=23, minutes=59, seconds=59, milliseconds=999)
+
+
 def seconds(value: timedelta) -> str:
     """An exact ``INTERVAL 'd hh:mm:ss.fff' DAY TO SECOND(3)`` literal (up to 99 days)."""
-    millis = int(value / timedelta(milliseconds=1))
+    millis = value // timedelta(milliseconds=1)
     days, rest = divmod(millis, 86_400_000)
     hours, rest = divmod(rest, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)
-    if days > 99:
+    if value > LONGEST_INTERVAL:
         raise ValueError(f"{value} exceeds the 99-day SQL interval limit")
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}' DAY TO SECOND(3)"
 

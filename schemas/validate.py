@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,42 @@ def _reason_rank(reason: str) -> int:
 def schema_v1() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(SCHEMA_V1.read_text())
     return loaded
+
+
+@dataclass(frozen=True)
+class StringRule:
+    """What the schema allows in one string field: its ``pattern`` and length bounds.
+
+    For values matched against events' fields elsewhere (a configured customer id, event type,
+    property name): one rule, read from the schema, so configuration and events cannot disagree.
+    """
+
+    name: str
+    pattern: str
+    max_length: int | None = None
+    min_length: int = 1
+
+    def problem(self, value: str) -> str | None:
+        """Why ``value`` can never be this field's value, or None. The whole value must match."""
+        if not self.min_length <= len(value) <= (self.max_length or len(value)):
+            limit = f"{self.min_length}–{self.max_length}" if self.max_length else f"at least {self.min_length}"
+            return f"{value!r} is not a valid {self.name}: {limit} characters ({SCHEMA_V1.parent.name}/{SCHEMA_V1.name})"
+        if re.fullmatch(self.pattern, value) is None:
+            return f"{value!r} is not a valid {self.name}: must match {self.pattern} ({SCHEMA_V1.parent.name}/{SCHEMA_V1.name})"
+        return None
+
+
+@cache
+def string_rule(field_name: str) -> StringRule:
+    """The rule of a top-level string field of events (``customer_id``, ``event_type``)."""
+    spec = schema_v1()["properties"][field_name]
+    return StringRule(field_name, spec["pattern"], spec.get("maxLength"), spec.get("minLength", 1))
+
+
+@lru_cache(maxsize=1)
+def property_name_rule() -> StringRule:
+    """The rule of a key of an event's ``properties`` (``propertyNames``; its length is in the pattern)."""
+    return StringRule("property name", schema_v1()["properties"]["properties"]["propertyNames"]["pattern"])
 
 
 @lru_cache(maxsize=1)

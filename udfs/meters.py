@@ -11,10 +11,9 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from schemas.validate import property_name_rule, string_rule
+
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-#: A ``properties`` key, as the event schema allows them (``propertyNames``): properties are flat
-#: scalars, and ``gpu.type`` is one key, not a path into a nested object.
-PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
 class Aggregation(StrEnum):
@@ -57,15 +56,20 @@ class Meter:
         found: list[tuple[str, str]] = []
         if not NAME.match(self.name):
             found.append(("name", f"{self.name!r} must match {NAME.pattern} (it becomes a column value and metric name)"))
-        if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,63}$", self.event_type):
-            found.append(("event_type", f"{self.event_type!r} is not a valid event type (see schemas/usage_event.v1.json)"))
+        # Matched against events' fields: the event schema's own rules (a value no event can
+        # carry would never match, silently).
+        if (problem := string_rule("event_type").problem(self.event_type)) is not None:
+            found.append(("event_type", problem))
+        # A ``properties`` key (``propertyNames``): properties are flat scalars, and ``gpu.type``
+        # is one key, not a path into a nested object.
+        property_name = property_name_rule()
         if self.value != "quantity" and not (
-            self.value.startswith("properties.") and PROPERTY.match(self.value.removeprefix("properties."))
+            self.value.startswith("properties.") and property_name.problem(self.value.removeprefix("properties.")) is None
         ):
-            found.append(("value", f"{self.value!r} must be 'quantity' or 'properties.<name>'"))
+            found.append(("value", f"{self.value!r} must be 'quantity' or 'properties.<name>' ({property_name.pattern})"))
         for index, dimension in enumerate(self.group_by):
-            if not PROPERTY.match(dimension):
-                found.append((f"group_by[{index}]", f"{dimension!r} is not a property name"))
+            if (problem := property_name.problem(dimension)) is not None:
+                found.append((f"group_by[{index}]", problem))
         if len(set(self.group_by)) != len(self.group_by):
             found.append(("group_by", "dimensions must not repeat"))
         return found
