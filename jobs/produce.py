@@ -52,9 +52,9 @@ def _key_of(line: bytes, validation: Validation | None) -> bytes | None:
         return validation.event.customer_id.encode()
     try:
         customer = json.loads(line).get("customer_id")
-    except (ValueError, AttributeError):
+        return customer.encode() if isinstance(customer, str) else None
+    except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, nested too deep; a lone surrogate
         return None
-    return customer.encode() if isinstance(customer, str) else None
 
 
 @functools.cache
@@ -106,6 +106,8 @@ def produce_lines(
     on_line: Callable[[int], None] | None = None,
 ) -> ProduceSummary:
     """Send every valid line to ``topic``; returns the summary after all sends are acknowledged."""
+    from kafka.errors import KafkaError
+
     summary = ProduceSummary()
     lock = threading.Lock()
 
@@ -140,7 +142,11 @@ def produce_lines(
                 }
                 rejects.write(json.dumps(record) + "\n")
             continue
-        future = producer.send(topic, key=_key_of(line, validation), value=line)
+        try:
+            future = producer.send(topic, key=_key_of(line, validation), value=line)
+        except KafkaError as exc:  # refused before sending, e.g. larger than the producer's max_request_size
+            failed(exc)
+            continue
         future.add_callback(delivered)
         future.add_errback(failed)
     producer.flush()
