@@ -162,7 +162,7 @@ final class EventRules {
 
     /**
      * Strict UTF-8 without a byte-order mark (as Python's {@code bytes.decode('utf-8')}: no
-     * overlong forms, no encoded surrogates). Returns whether the text holds a {@code \\u}
+     * overlong forms, no encoded surrogates), and no NUL byte. Returns whether the text holds a {@code \\u}
      * escape of a surrogate, the only way a lone one can reach a string.
      */
     private static boolean checkEncoding(byte[] doc) throws ProfileException {
@@ -175,6 +175,10 @@ final class EventRules {
             byte b = doc[i];
             if (b < 0) {
                 ascii = false;
+            } else if (b == 0) {
+                // Never in a JSON text (a raw control character); and Jackson would read bytes with
+                // NULs as UTF-16 or UTF-32, which the profile does not allow.
+                throw new ProfileException("a NUL byte");
             } else if (b == '\\' && i + 3 < doc.length && doc[i + 1] == 'u' && (doc[i + 2] | 0x20) == 'd') {
                 int c = doc[i + 3] | 0x20;
                 surrogateEscape |= c == '8' || c == '9' || c >= 'a' && c <= 'f';
