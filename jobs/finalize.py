@@ -83,6 +83,9 @@ def processing_error_json(what: dict[str, Any], error: BaseException) -> str:
 def partial_from_row(aggregation: Aggregation, row: Any) -> Partial:
     """Decode a partial row (see jobs/sql.PARTIAL_COLUMNS) into an exact :class:`Partial`."""
     count = int(row[5])
+    if row[6] is None and count and aggregation is Aggregation.SUM and int(row[4]) > 0:
+        # Flink's DECIMAL(38, 9) SUM gives NULL when it overflows: never read that as zero.
+        raise ArithmeticError(f"the sum of {count} values of one step exceeds DECIMAL(38, 9)")
     total = Decimal(row[6]) if row[6] is not None else Decimal(0)
     extreme = row[7] if aggregation is Aggregation.MAX else row[8]
     distinct = frozenset(row[9].split(SEP)) if aggregation is Aggregation.UNIQUE_COUNT and row[9] is not None else frozenset()

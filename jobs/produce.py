@@ -21,6 +21,8 @@ from typing import IO, Any
 from schemas.validate import Validation, validate_line
 
 log = logging.getLogger("metering.kafka")
+#: What JSON counts as whitespace (RFC 8259): a line of only these is blank and not sent.
+JSON_WHITESPACE = b" \t\r\n"
 
 
 @dataclass
@@ -124,7 +126,7 @@ def produce_lines(
         if on_line is not None:
             on_line(len(raw))
         line = raw.rstrip(b"\r\n")
-        if not line.strip():
+        if not line.strip(JSON_WHITESPACE):  # \x0b or \x0c is not blank: a line the job dead-letters
             summary.blank += 1
             continue
         summary.read += 1

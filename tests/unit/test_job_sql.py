@@ -82,6 +82,7 @@ def test_watermark_alignment_options_follow_the_configuration() -> None:
     }
     off = replace(CONFIG, pipeline=replace(CONFIG.pipeline, alignment_max_drift=timedelta(0)))
     assert alignment_options(off) == {}
+    assert alignment_options(CONFIG, bounded=True) == {}  # the connector's bug with finished splits
 
 
 def test_alignment_drift_may_be_zero_but_not_negative(tmp_path: Path) -> None:

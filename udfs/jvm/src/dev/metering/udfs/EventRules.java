@@ -512,7 +512,10 @@ final class EventRules {
         return true;
     }
 
-    /** {@code -?(0|[1-9][0-9]{0,28})(\.[0-9]{1,9})?}: exactly what ClickHouse Decimal(38, 9) holds. */
+    /**
+     * {@code -?(0|[1-9][0-9]{0,28})(\.[0-9]{1,9})?}: a quantity (schemas/validate.py), exactly
+     * what ClickHouse Decimal(38, 9) holds.
+     */
     static boolean decimal38(String text) {
         int i = 0;
         int length = text.length();
