@@ -1,4 +1,4 @@
-"""Dead letters keep the record's bytes: through the loader into chDB, and out of the named query."""
+"""Refusals in ClickHouse: dead letters keep the bytes; the replay refuses values by the spec's rule."""
 
 from __future__ import annotations
 
@@ -41,3 +41,27 @@ def test_bytes_truncation_and_old_dead_letters_survive_the_loader(storage_settin
         (3, b"written before payload_base64".hex().upper(), 29, False),
     ]
     assert shown == ["base64:" + base64.b64encode(not_utf8).decode(), head.decode(), "written before payload_base64"]
+
+
+def test_the_replays_value_rule_is_the_spec_quantity_rule(storage_settings: Any) -> None:
+    """replay_examine.sql refuses a meter's value (bad_value) exactly when the spec refuses such a quantity.
+
+    The rule's third copy (after schemas/validate.py and the job's EventRules, which
+    tests/unit/test_event_agreement.py ties together) is ClickHouse's regular expression.
+    """
+    import re
+
+    from clickhouse.queries import sql_of
+    from schemas.validate import _QUANTITY
+
+    [literal] = re.findall(r"NOT match\(prop_text, '([^']+)'\), 'bad_value'", sql_of("replay_examine"))
+    pattern = literal.replace("\\\\", "\\")
+    values = [
+        *("0", "-0", "1", "-1", "01", "1.", ".5", "+1", "1.5", "1e9", "1E+9", "0.000000001", "0.0000000001"),
+        *("9" * 29, "9" * 30, "9" * 29 + "." + "9" * 9, "5\n", "5 ", " 5", "\u0665", "1_000", "", "-", "0x10", "NaN"),
+    ]
+    with open_storage(storage_settings) as storage:
+        [(matched,)] = storage.query_rows(
+            "SELECT arrayMap(x -> match(x, {pattern:String}), {values:Array(String)})", {"pattern": pattern, "values": values}
+        )
+    assert {v: bool(m) for v, m in zip(values, matched, strict=True)} == {v: bool(_QUANTITY.fullmatch(v)) for v in values}
