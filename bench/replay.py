@@ -48,7 +48,7 @@ from jobs.config import Config, load_config
 from jobs.demo import SPAN, START, demo_document, generate
 from jobs.loader import COLUMNS, raw_row
 from jobs.replay import Progress, ReplayReport, ReplayRequest, replay
-from schemas.validate import validate_line
+from schemas.validate import job_reason
 from udfs.periods import billing_period, from_epoch_millis
 
 PARTITIONS = 4
@@ -115,15 +115,10 @@ def records(path: Path, topic: str) -> Iterator[tuple[Record, str]]:
 
 
 def record_refusal(line: str, received: datetime, config: Config) -> str | None:
-    """The job's record-level dead-letter reason for a line (None: it goes on to the meters)."""
-    result = validate_line(line)
-    if not result.ok or result.event is None:
-        return result.problems[0].reason if result.problems else "invalid"
-    if result.event.event_type not in {m.event_type for m in config.meters}:
-        return "unknown_meter"
-    if result.event.timestamp > received + config.pipeline.allowed_future_skew:
-        return "future_timestamp"
-    return None
+    """The job's record-level dead-letter reason for a line (None: it goes on to the meters; heartbeats are not written)."""
+    event_types = {m.event_type for m in config.meters}
+    reason = job_reason(line, event_types=event_types, received=received, future_skew=config.pipeline.allowed_future_skew)
+    return None if reason == "heartbeat" else reason
 
 
 @dataclass
@@ -159,7 +154,17 @@ def load(storage: Storage, config: Config, path: Path) -> Loaded:
         if reason is not None:
             row = converted[1] if converted is not None else None
             dead.append(
-                [reason, "", row[1] if row else "", row[0] if row else "", line, record.partition, record.offset, received]
+                [
+                    reason,
+                    "",
+                    row[1] if row else "",
+                    row[0] if row else "",
+                    line,
+                    len(line.encode()),
+                    record.partition,
+                    record.offset,
+                    received,
+                ]
             )
             stats.dead_letters += 1
         if len(raw) >= INSERT_BATCH:

@@ -142,7 +142,7 @@ def seed(storage: Storage) -> None:
     revised = [["acme", "tokens", '{"model":"l"}', "sum", *MARCH, Decimal(15), 4, utc("2026-04-02 18:30"), 2]]
     storage.client.insert("period_finals", revised, column_names=[*COLUMNS["period_finals"], "revision"])
     commit_revision(storage, "acme", "tokens", MARCH[0], 2)
-    dead = [["malformed_json", "", "", "", "{", 0, i, datetime.now(UTC)] for i in range(3)]
+    dead = [["malformed_json", "", "", "", "{", 1, 0, i, datetime.now(UTC)] for i in range(3)]
     storage.client.insert("dead_letters", dead, column_names=COLUMNS["dead_letters"])
 
 

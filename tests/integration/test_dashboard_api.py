@@ -84,7 +84,7 @@ def seed_health(storage: Storage, now: datetime) -> None:
         7,
     ]
     insert("corrections", [correction], column_names=COLUMNS["corrections"])
-    old = ["unknown_meter", "", "acme", "e9", "{}", 1, 5, now - timedelta(days=3)]
+    old = ["unknown_meter", "", "acme", "e9", "{}", 2, 1, 5, now - timedelta(days=3)]
     insert("dead_letters", [old], column_names=COLUMNS["dead_letters"])
     insert("dead_letters", [old], column_names=COLUMNS["dead_letters"])  # re-delivered: collapses
     batches = [

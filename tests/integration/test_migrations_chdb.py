@@ -110,7 +110,7 @@ def test_raw_events_move_to_monthly_partitions_with_every_row(storage_settings: 
         summary = "SELECT count(), toString(sum(quantity)), uniqExact(toYYYYMM(event_time)) FROM raw_events"
         daily = storage.query_rows(summary)
         assert daily == [(1520, "1154.44", 150)]
-        assert [m.version for m in migrate(storage)] == [5, 6]
+        assert [m.version for m in migrate(storage)] == list(range(5, len(discover()) + 1))
         assert storage.query_rows(summary) == daily
         table = storage.query_rows(
             "SELECT partition_key, sorting_key, engine FROM system.tables "
