@@ -35,6 +35,41 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def has_listener(port: int) -> bool:
+    """True when a socket listens on ``port`` (any address), from /proc/net/tcp{,6}; True where that is unreadable."""
+    found_table = False
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        found_table = True
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return not found_table
+
+
+def wait_until_port_is_free(host: str, port: int, timeout_s: float = 75.0) -> bool:
+    """True once ``port`` can be bound; False at once if a process listens on it, or after ``timeout_s``.
+
+    A port nobody listens on can still be taken for a moment as the local end of a client's
+    connection: ports in the kernel's ephemeral range (32768-60999 on Linux, which holds e.g. the
+    spare test ports 39092-39095) are handed out to outgoing connections, and a client retrying a
+    just-killed broker can even be connected to itself on the broker's port. That use passes, at
+    the latest when the closed connection's TIME_WAIT ends (60 s on Linux), so restarting a killed
+    process waits it out instead of failing (seen in the kill soak: "port 127.0.0.1:39092 is
+    already in use" right after the broker was killed).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not port_is_free(host, port):
+        if has_listener(port) or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def tail(path: Path, lines: int = 15) -> str:
     """The last lines of a log file (Java stack frames skipped), or a note that it is empty or absent."""
     if not path.exists():
