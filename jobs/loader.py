@@ -461,6 +461,10 @@ class Loader:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
             client_id="metering-loader",
+            # A loader that died (kill -9) still holds its partitions until the group coordinator times
+            # it out: 10 s instead of the client's default 45 s before a restarted loader resumes. Its
+            # heartbeats come from a background thread, so long inserts and retries do not count.
+            session_timeout_ms=10_000,
         )
 
     def _store(self, table: str, rows: list[list[Any]], records: list[Any], quarantine: list[list[Any]]) -> int:
