@@ -51,6 +51,36 @@ def has_listener(port: int) -> bool:
     return not found_table
 
 
+TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
+
+
+def port_users(port: int) -> str:
+    """Who holds local ``port``: each socket's state and owning process (from /proc; best effort), for error messages."""
+    sockets: dict[str, str] = {}  # inode -> state
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                sockets[fields[9]] = TCP_STATES.get(fields[3], f"state {fields[3]}")
+    if not sockets:
+        return "no socket found"
+    owners: dict[str, str] = {}
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in sockets:
+                    cmdline = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    owners[target[8:-1]] = f"pid {fd_dir.parent.name}: {cmdline[:120]}"
+        except OSError:
+            continue
+    return "; ".join(f"{state} ({owners.get(inode, 'no process: kernel-held')})" for inode, state in sockets.items())
+
+
 def wait_until_port_is_free(host: str, port: int, timeout_s: float = 75.0) -> bool:
     """True once ``port`` can be bound; False at once if a process listens on it, or after ``timeout_s``.
 
