@@ -66,3 +66,8 @@ def test_a_kafka_transaction_that_expires_while_the_job_is_paused(
     report = soak.run([Fault(1, "taskmanager", "random", delay_s=4.0, pause_s=35.0)], seconds_per_fault=60.0)
     assert report.kills == {"pause-taskmanager": 1}
     assert report.differences == 0
+    # The fault happened: the broker rolled back open transactions of the job's sinks for their timeout.
+    broker_log = stack.kafka.process.log_file.read_text(errors="replace")
+    prefix = soak.config.kafka.consumer_group
+    expired = [line for line in broker_log.splitlines() if f"transactionalId {prefix}-" in line and "due to timeout" in line]
+    assert expired, "no transaction of the job expired: the pause was too short to test anything"
