@@ -667,12 +667,15 @@ class Loader:
     @staticmethod
     def _commit(consumer: Any) -> None:
         # Commits the positions of everything polled so far: only ever with no row left unwritten.
-        from kafka.errors import CommitFailedError
+        from kafka.errors import KafkaError
 
         try:
             consumer.commit()
-        except CommitFailedError as exc:  # rebalanced while inserting: re-delivery is harmless
-            log.warning("offset commit failed, records will be re-delivered: %s", exc)
+        except KafkaError as exc:
+            # Rebalanced while inserting, or the broker is down (seen in the kill soak: the loader
+            # exited on KafkaConnectionError). Uncommitted offsets only mean re-delivery, which is
+            # harmless; the next batch's commit covers these positions too.
+            log.warning("offset commit failed, records will be re-delivered: %s: %s", type(exc).__name__, exc)
 
     def _batch_row(self, consumer: Any, counts: dict[str, int], newest_ms: int) -> list[Any]:
         """The batch's entry in loader_batches: rows stored per table (and quarantined), newest record time, lag."""
