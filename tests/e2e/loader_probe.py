@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,16 @@ def install(progress: Path, fail_halfway: str | None) -> None:
         inserts_since_commit[0] = 0
         report("commit")
 
+    original_run = loader_module.Loader.run
+
+    def run_reporting(self: Any, **kwargs: Any) -> Any:
+        try:
+            return original_run(self, **kwargs)
+        except BaseException:  # `metering load` prints only the message: keep the traceback for the test
+            traceback.print_exc()
+            raise
+
+    loader_module.Loader.run = run_reporting  # type: ignore[method-assign]
     loader_module.Loader._insert_retrying = insert  # type: ignore[method-assign]
     loader_module.Loader._commit = staticmethod(commit)  # type: ignore[method-assign,assignment]
 
