@@ -26,7 +26,7 @@ import yaml
 from infra.errors import StackError
 from infra.jars import ensure_jars
 from infra.java import find_java
-from infra.process import ManagedProcess, port_is_free
+from infra.process import ManagedProcess, port_users, wait_until_port_is_free
 from infra.settings import LOOPBACK, PROJECT_ROOT, StackSettings
 
 #: Bounded restarts with backoff, for the local cluster, every job and the deployment files: a
@@ -236,9 +236,10 @@ class FlinkCluster:
         find_java()
         if not self.jobmanager.is_running():
             for port in (s.flink_rest_port, s.flink_rpc_port):
-                if not port_is_free(LOOPBACK, port):
+                if not wait_until_port_is_free(LOOPBACK, port):
                     raise StackError(
-                        f"port {LOOPBACK}:{port} is already in use by another process; the Flink JobManager cannot bind it",
+                        f"port {LOOPBACK}:{port} is already in use by another process; the Flink JobManager cannot bind it "
+                        f"(holders: {port_users(port)})",
                         hint="stop that process, or choose other ports with METERING_FLINK_REST_PORT / METERING_FLINK_RPC_PORT",
                         log=self.jobmanager.log_file,
                     )

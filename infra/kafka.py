@@ -20,7 +20,7 @@ from typing import Any
 from infra.errors import StackError
 from infra.jars import ensure_jars
 from infra.java import find_java
-from infra.process import ManagedProcess, port_is_free, tail
+from infra.process import ManagedProcess, port_users, tail, wait_until_port_is_free
 from infra.settings import LOOPBACK, StackSettings
 
 LOG4J2 = """\
@@ -136,9 +136,10 @@ class KafkaBroker:
         s = self.settings
         java = find_java()
         for port in (s.kafka_port, s.kafka_controller_port):
-            if not port_is_free(LOOPBACK, port):
+            if not wait_until_port_is_free(LOOPBACK, port):
                 raise StackError(
-                    f"port {LOOPBACK}:{port} is already in use by another process; the Kafka broker cannot bind it",
+                    f"port {LOOPBACK}:{port} is already in use by another process; the Kafka broker cannot bind it "
+                    f"(holders: {port_users(port)})",
                     hint="stop that process, or choose other ports with METERING_KAFKA_PORT / METERING_KAFKA_CONTROLLER_PORT",
                     log=self.process.log_file,
                 )

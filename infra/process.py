@@ -35,6 +35,75 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def has_listener(port: int) -> bool:
+    """True when a socket listens on ``port`` (any address), from /proc/net/tcp{,6}; True where that is unreadable."""
+    found_table = False
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        found_table = True
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return not found_table
+
+
+TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
+
+
+def port_users(port: int) -> str:
+    """Who holds local ``port``: each socket's state and owning process (from /proc; best effort), for error messages."""
+    sockets: dict[str, str] = {}  # inode -> state
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                sockets[fields[9]] = TCP_STATES.get(fields[3], f"state {fields[3]}")
+    if not sockets:
+        return "no socket found"
+    owners: dict[str, str] = {}
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in sockets:
+                    cmdline = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    owners[target[8:-1]] = f"pid {fd_dir.parent.name}: {cmdline[:120]}"
+        except OSError:
+            continue
+    return "; ".join(f"{state} ({owners.get(inode, 'no process: kernel-held')})" for inode, state in sockets.items())
+
+
+def wait_until_port_is_free(host: str, port: int, timeout_s: float = 75.0, listener_grace_s: float = 5.0) -> bool:
+    """True once ``port`` can be bound; False if a process keeps listening on it, or after ``timeout_s``.
+
+    A port nobody listens on can still be taken for a moment as the local end of a client's
+    connection: ports in the kernel's ephemeral range (32768-60999 on Linux, which holds e.g. the
+    spare test ports 39092-39095) are handed out to outgoing connections, and a client retrying a
+    just-killed broker can even be connected to itself on the broker's port. That use passes, at
+    the latest when the closed connection's TIME_WAIT ends (60 s on Linux), so restarting a killed
+    process waits it out instead of failing (seen in the kill soak: "port 127.0.0.1:39092 is
+    already in use" right after the broker was killed).
+
+    A listener fails after ``listener_grace_s``: a just-killed JVM's threads may still be closing
+    its sockets for a moment after its main thread is gone (seen: a listener, then only TIME_WAIT).
+    """
+    started = time.monotonic()
+    while not port_is_free(host, port):
+        waited = time.monotonic() - started
+        if waited > timeout_s or (waited > listener_grace_s and has_listener(port)):
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def tail(path: Path, lines: int = 15) -> str:
     """The last lines of a log file (Java stack frames skipped), or a note that it is empty or absent."""
     if not path.exists():

@@ -244,12 +244,46 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     from infra.settings import PROJECT_ROOT, StackSettings
     from infra.udf_jar import udf_jar
     from jobs.metering_job import with_parallelism
-    from jobs.operations import SubmitOptions, await_running, rocksdb_memory_report, submit
+    from jobs.operations import (
+        SubmitOptions,
+        await_running,
+        deployment_checkpoint_dir,
+        latest_checkpoint,
+        rocksdb_memory_report,
+        submit,
+    )
 
     config_path = Path(args.config) if args.config else PROJECT_ROOT / "config" / "metering.example.yaml"
     config = _config(argparse.Namespace(config=str(config_path)))  # fails here, naming the key, before any upload
     if args.parallelism is not None:
         with_parallelism(config, args.parallelism)  # the bounds pipeline.parallelism has (ConfigError: exit 2)
+    if args.from_latest_checkpoint and args.from_savepoint:
+        print("metering: pass --from-savepoint PATH or --from-latest-checkpoint, not both", file=sys.stderr)
+        return EXIT_USAGE
+    # The deployment's own checkpoint folder (the cluster's plus the consumer group), so that a job
+    # resubmitted after a JobManager crash (new job id) finds its predecessors' retained checkpoints.
+    checkpoint_dir = args.checkpoint_dir
+    if checkpoint_dir is None:
+        try:
+            cluster_config = FlinkRest(_cluster_url(args)).cluster_config()
+        except StackError:
+            if args.from_latest_checkpoint:
+                raise
+            cluster_config = {}  # an unreachable cluster fails the submission below with its own error
+        base = cluster_config.get("execution.checkpointing.dir") or cluster_config.get("state.checkpoints.dir")
+        if base:
+            checkpoint_dir = deployment_checkpoint_dir(base, config.kafka.consumer_group)
+        elif args.from_latest_checkpoint:
+            print(
+                "metering: the cluster has no execution.checkpointing.dir: pass the folder the job checkpointed to "
+                "with --checkpoint-dir",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    from_savepoint = args.from_savepoint
+    if args.from_latest_checkpoint:
+        from_savepoint = latest_checkpoint(checkpoint_dir)
+        print(f"resuming from the latest retained checkpoint {from_savepoint}", file=sys.stderr)
     created = ensure_topics(config)
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
@@ -262,9 +296,9 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         job_name=args.job_name,
         parallelism=args.parallelism,
         state_backend=args.state_backend,
-        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_dir=checkpoint_dir,
         savepoint_dir=args.savepoint_dir,
-        from_savepoint=args.from_savepoint,
+        from_savepoint=from_savepoint,
         allow_non_restored_state=args.allow_non_restored_state,
         until_end=args.until_end,
         python_executable=args.python_executable or (settings.python_executable if args.cluster is None else None),
@@ -289,6 +323,8 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         work=settings.home / "submissions",
     )
     result: dict[str, Any] = {"job_id": submission.job_id, "web_ui": submission.web_url, "package": str(submission.package_dir)}
+    if from_savepoint:
+        result["restored_from"] = from_savepoint
     if memory is not None:
         result |= {key: memory[key] for key in ("rocksdb_memory_per_slot", "warnings")}
     if not args.no_wait:
@@ -910,9 +946,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=STATE_BACKENDS,
         help="rocksdb (incremental checkpoints) for large dedup state; hashmap for small. Default: the cluster's",
     )
-    submit.add_argument("--checkpoint-dir", metavar="URI", help="checkpoint storage (default: the cluster's)")
+    submit.add_argument(
+        "--checkpoint-dir",
+        metavar="URI",
+        help="this deployment's checkpoint folder (default: the cluster's execution.checkpointing.dir/<consumer group>)",
+    )
     submit.add_argument("--savepoint-dir", metavar="URI", help="default savepoint target (default: the cluster's)")
     submit.add_argument("--from-savepoint", metavar="PATH", help="resume from this savepoint or retained checkpoint")
+    submit.add_argument(
+        "--from-latest-checkpoint",
+        action="store_true",
+        help="resume from the newest retained checkpoint in the deployment's checkpoint folder (after a JobManager "
+        "crash, or a job that failed for good; docs/operations.md, 'Recover')",
+    )
     submit.add_argument(
         "--allow-non-restored-state",
         action="store_true",

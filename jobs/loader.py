@@ -474,6 +474,10 @@ class Loader:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
             client_id="metering-loader",
+            # A loader that died (kill -9) still holds its partitions until the group coordinator times
+            # it out: 10 s instead of the client's default 45 s before a restarted loader resumes. Its
+            # heartbeats come from a background thread, so long inserts and retries do not count.
+            session_timeout_ms=10_000,
         )
 
     def _store(self, table: str, rows: list[list[Any]], records: list[Any], quarantine: list[list[Any]]) -> int:
@@ -567,7 +571,7 @@ class Loader:
                 timeout_ms = 500
                 if batch.rows_waiting:  # wake up in time to insert the oldest waiting row
                     timeout_ms = max(0, min(timeout_ms, int((batch.started + max_delay_s - time.monotonic()) * 1000)))
-                polled = consumer.poll(timeout_ms=timeout_ms, max_records=50_000)
+                polled = self._poll(consumer, timeout_ms)
                 for partition_records in polled.values():
                     for record in partition_records:
                         self._convert(record, batch)
@@ -598,6 +602,18 @@ class Loader:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
             consumer.close()
+
+    def _poll(self, consumer: Any, timeout_ms: int) -> dict[Any, list[Any]]:
+        """One poll; nothing when the broker cannot be reached (the client reconnects by itself, with backoff)."""
+        from kafka.errors import KafkaError
+
+        try:
+            polled: dict[Any, list[Any]] = consumer.poll(timeout_ms=timeout_ms, max_records=50_000)
+        except KafkaError as exc:  # the broker down or restarting (the kill soak): wait for it, never exit
+            log.warning("poll failed, retrying: %s: %s", type(exc).__name__, exc)
+            time.sleep(1.0)
+            return {}
+        return polled
 
     def reload_quarantine(self) -> tuple[int, int]:
         """Convert and store the quarantined records again with the current code and tables: (stored, still refused).
@@ -676,26 +692,40 @@ class Loader:
     @staticmethod
     def _commit(consumer: Any) -> None:
         # Commits the positions of everything polled so far: only ever with no row left unwritten.
-        from kafka.errors import CommitFailedError
+        from kafka.errors import KafkaError
 
         try:
             consumer.commit()
-        except CommitFailedError as exc:  # rebalanced while inserting: re-delivery is harmless
-            log.warning("offset commit failed, records will be re-delivered: %s", exc)
+        except KafkaError as exc:
+            # Rebalanced while inserting, or the broker is down (seen in the kill soak: the loader
+            # exited on KafkaConnectionError). Uncommitted offsets only mean re-delivery, which is
+            # harmless; the next batch's commit covers these positions too.
+            log.warning("offset commit failed, records will be re-delivered: %s: %s", type(exc).__name__, exc)
 
     def _batch_row(self, consumer: Any, counts: dict[str, int], newest_ms: int) -> list[Any]:
         """The batch's entry in loader_batches: rows stored per table (and quarantined), newest record time, lag."""
+        from kafka.errors import KafkaError
+
         lag = 0
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)  # from the last fetch response: no extra request
-            if end is not None:
-                lag += max(0, end - consumer.position(tp))
+        try:
+            for tp in consumer.assignment():
+                end = consumer.highwater(tp)  # from the last fetch response: no extra request
+                if end is not None:
+                    lag += max(0, end - consumer.position(tp))
+        except KafkaError as exc:  # position() may ask the broker (after a rebalance); statistics only
+            log.warning("consumer lag unknown for this batch: %s: %s", type(exc).__name__, exc)
         return [self.group_id, datetime.now(UTC), sum(counts.values()), dict(counts), _ms(newest_ms), lag]
 
     @staticmethod
     def _caught_up(consumer: Any) -> bool:
+        from kafka.errors import KafkaError
+
         assignment = consumer.assignment()
         if not assignment:
             return False
-        ends = consumer.end_offsets(list(assignment))
-        return all(consumer.position(tp) >= ends[tp] for tp in assignment)
+        try:
+            ends = consumer.end_offsets(list(assignment))
+            return all(consumer.position(tp) >= ends[tp] for tp in assignment)
+        except KafkaError as exc:  # cannot tell while the broker is away: not caught up
+            log.warning("could not read the end offsets: %s: %s", type(exc).__name__, exc)
+            return False

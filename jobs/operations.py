@@ -130,6 +130,55 @@ def check_savepoint(path: str) -> None:
         )
 
 
+#: A checkpoint folder Flink writes under ``<checkpoint dir>/<job id>/``; complete once it holds ``_metadata``.
+CHECKPOINT_FOLDER = re.compile(r"chk-(\d+)")
+
+
+def deployment_checkpoint_dir(base: str, consumer_group: str) -> str:
+    """The checkpoint folder of one deployment: ``<base>/<consumer group>`` (the group names the deployment).
+
+    Flink keeps each job's checkpoints under ``<folder>/<job id>/chk-<n>``; a job resubmitted after a
+    JobManager crash gets a new id, so the deployment's folder is where its previous runs' retained
+    checkpoints are found (:func:`latest_checkpoint`). Characters a path should not hold become ``_``.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", consumer_group).strip(".") or "_"
+    return f"{base.rstrip('/')}/{safe}"
+
+
+def latest_checkpoint(checkpoint_dir: str) -> str:
+    """The newest retained checkpoint of a deployment: the ``chk-<n>`` folder under ``<checkpoint_dir>/<job id>/``
+    whose ``_metadata`` was written last (checkpoint numbers restart at 1 in a fresh job, so time decides).
+
+    Only folders with a non-empty ``_metadata`` count: Flink writes it last, when the checkpoint
+    completes (atomically on file systems with a recoverable writer, the local one included), so a
+    checkpoint cut short by a crash is never chosen. Local (``file:``) folders only: a remote store
+    cannot be listed from here (pass its path with ``--from-savepoint``).
+    """
+    parsed = urlparse(checkpoint_dir)
+    if parsed.scheme not in ("", "file"):
+        raise StackError(
+            f"cannot look for checkpoints in {checkpoint_dir}: only a local (file:) checkpoint folder can be listed here",
+            hint="find the newest chk-<n> holding _metadata in that store and pass it with --from-savepoint",
+        )
+    folder = Path(parsed.path)
+    found: list[tuple[float, int, Path]] = []
+    for metadata in folder.glob("*/chk-*/_metadata"):
+        matched = CHECKPOINT_FOLDER.fullmatch(metadata.parent.name)
+        try:
+            stat = metadata.stat()
+        except OSError:  # removed by Flink while we looked (a subsumed checkpoint)
+            continue
+        if matched and stat.st_size > 0:
+            found.append((stat.st_mtime, int(matched.group(1)), metadata.parent))
+    if not found:
+        raise StackError(
+            f"no retained checkpoint under {folder} (expected <job id>/chk-<n>/_metadata)",
+            hint="is this the checkpoint folder the job ran with (--checkpoint-dir, or the cluster's "
+            "execution.checkpointing.dir plus the consumer group)? A savepoint path goes to --from-savepoint",
+        )
+    return max(found)[2].as_uri()
+
+
 def effective_state_backend(requested: str | None, config: Mapping[str, str]) -> str:
     """The state backend the job will run on: ``--state-backend``, else the cluster's (Flink's default: hashmap)."""
     configured = config.get("state.backend.type", config.get("state.backend", "hashmap")).strip().lower()

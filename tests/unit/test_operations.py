@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from jobs.operations import (
     _root_exception,
     await_running,
     check_savepoint,
+    deployment_checkpoint_dir,
     job_arguments,
+    latest_checkpoint,
     package,
     render_jobs,
     render_status,
@@ -288,3 +291,30 @@ def test_links_and_job_list() -> None:
     listing = render_jobs([{"jid": "c" * 32, "state": "RUNNING", "duration": 61_000, "name": "metering"}])
     assert "c" * 32 in listing and "1m 1s" in listing and "metering" in listing
     assert render_jobs([]) == "no jobs on this cluster"
+
+
+def test_the_latest_checkpoint_is_the_newest_complete_one_of_any_job_of_the_deployment(tmp_path: Path) -> None:
+    def checkpoint(job: str, number: int, written_at: float, metadata: bytes = b"meta") -> Path:
+        folder = tmp_path / job / f"chk-{number}"
+        folder.mkdir(parents=True)
+        (folder / "_metadata").write_bytes(metadata)
+        os.utime(folder / "_metadata", (written_at, written_at))
+        return folder
+
+    with pytest.raises(StackError, match="no retained checkpoint"):
+        latest_checkpoint(str(tmp_path))
+    checkpoint("a" * 32, 41, 1000)  # the job before the JobManager crash
+    resumed = checkpoint("b" * 32, 3, 2000)  # a job resumed from it: numbers are not comparable across jobs
+    checkpoint("b" * 32, 4, 3000, metadata=b"")  # cut short: never chosen
+    (tmp_path / ("b" * 32) / "chk-5").mkdir()  # in progress: no _metadata yet
+    (tmp_path / ("b" * 32) / "shared").mkdir()
+    assert latest_checkpoint(str(tmp_path)) == resumed.as_uri()
+    assert latest_checkpoint(tmp_path.as_uri()) == resumed.as_uri()
+    with pytest.raises(StackError, match="only a local"):
+        latest_checkpoint("s3://bucket/checkpoints/group")
+
+
+def test_each_deployment_checkpoints_into_its_own_folder() -> None:
+    assert deployment_checkpoint_dir("file:///data/checkpoints/", "metering-job") == "file:///data/checkpoints/metering-job"
+    assert deployment_checkpoint_dir("s3://b/cp", "team a/prod") == "s3://b/cp/team_a_prod"
+    assert deployment_checkpoint_dir("s3://b/cp", "..") == "s3://b/cp/_"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from infra.errors import StackError
-from infra.process import ManagedProcess, port_is_free
+from infra.process import ManagedProcess, port_is_free, wait_until_port_is_free
 
 SPAWNS_CHILD = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
 
@@ -65,6 +66,30 @@ def test_port_is_free_sees_a_listener() -> None:
         port = sock.getsockname()[1]
         assert not port_is_free("127.0.0.1", port)
     assert port_is_free("127.0.0.1", port)
+
+
+def test_a_port_held_by_a_client_connection_is_waited_out_a_listener_is_not() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        assert not wait_until_port_is_free("127.0.0.1", port, timeout_s=10)
+        assert time.monotonic() - started < 8  # a listener: only a short grace
+        client = socket.socket()
+        client.bind(("127.0.0.1", 0))
+        client.connect(("127.0.0.1", port))
+        held = client.getsockname()[1]  # the local end of a connection, as a client retrying a broker holds it
+        accepted, _ = listener.accept()
+        assert not port_is_free("127.0.0.1", held)
+
+        def hang_up() -> None:  # the other end first: the client's end leaves no TIME_WAIT on its port
+            accepted.close()
+            time.sleep(0.1)
+            client.close()
+
+        threading.Timer(0.5, hang_up).start()
+        assert wait_until_port_is_free("127.0.0.1", held, timeout_s=10)
 
 
 def test_kill_returns_only_when_the_process_is_gone(tmp_path: Path) -> None:
