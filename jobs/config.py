@@ -190,7 +190,7 @@ MS = timedelta(milliseconds=1)
 #: refuses checkpoints more often than every 10 ms, Kafka's ``transaction.timeout.ms`` is an int of ms.
 DURATIONS: dict[str, DurationRange] = {
     "kafka.transaction_timeout": DurationRange(
-        timedelta(minutes=1),
+        timedelta(seconds=2),  # above the shortest checkpoint_interval: a transaction spans one
         timedelta(days=1),
         why="Kafka transactions of the exactly-once sinks; the broker's transaction.max.timeout.ms must allow it",
     ),
