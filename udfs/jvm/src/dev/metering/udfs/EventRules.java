@@ -98,6 +98,8 @@ final class EventRules {
     private static final int F_QUANTITY = 5;
     private static final int F_PROPERTIES = 6;
     private static final int F_HEARTBEAT = 11;
+    /** The fields an event must have. */
+    private static final int[] REQUIRED = {F_EVENT_ID, F_CUSTOMER_ID, F_EVENT_TYPE, F_TIMESTAMP, F_QUANTITY};
     /** The optional string fields, their reasons and their longest lengths (code points). */
     private static final int[] OPTIONAL_STRINGS = {7, 8, 9, 10};
     private static final int[] OPTIONAL_MAX = {256, 128, 64, 128};
@@ -402,7 +404,7 @@ final class EventRules {
                     ? HEARTBEAT
                     : "bad_timestamp";
         }
-        for (int required : new int[] {F_EVENT_ID, F_CUSTOMER_ID, F_EVENT_TYPE, F_TIMESTAMP, F_QUANTITY}) {
+        for (int required : REQUIRED) {
             if (f.tokens[required] == null) {
                 return "missing_field";
             }
