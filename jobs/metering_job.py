@@ -30,7 +30,6 @@ which changes keep a savepoint usable.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -61,64 +60,6 @@ class RunOptions:
     state_backend: str | None = None  # "hashmap" | "rocksdb" (incremental); the cluster's when unset
     restore_from: str | None = None  # a savepoint or retained checkpoint to resume from
     allow_non_restored_state: bool = False  # resume even if some saved state has no operator (drops it)
-
-
-#: Columns of the views the job materialises (see :func:`materialise`), as ``sql.first_seen_view``
-#: and ``sql.flagged_view`` produce them.
-FIRST_SEEN_COLUMNS = [
-    ("kafka_partition", "INT"),
-    ("kafka_offset", "BIGINT"),
-    ("kafka_ts", "TIMESTAMP_LTZ(3)"),
-    ("rowtime", "TIMESTAMP_LTZ(3)"),
-    ("doc", "STRING"),
-    ("payload_size", "INT"),
-    ("event_id", "STRING"),
-    ("customer_id", "STRING"),
-    ("event_type", "STRING"),
-    ("q_text", "STRING"),
-    ("event_ms", "BIGINT"),
-    ("props", "ARRAY<STRING>"),
-    ("reason", "STRING"),
-    ("partition_wm_ms", "BIGINT"),
-    ("seen", "BIGINT"),
-    ("variants", "BIGINT"),
-]
-FLAGGED_COLUMNS = [
-    ("customer_id", "STRING"),
-    ("meter", "STRING"),
-    ("group_key", "STRING"),
-    ("event_id", "STRING"),
-    ("event_ms", "BIGINT"),
-    ("rowtime", "TIMESTAMP_LTZ(3)"),
-    ("val", "STRING"),
-    ("distinct_value", "STRING"),
-    ("latest_enc", "STRING"),
-    ("reason", "STRING"),
-    ("payload_base64", "STRING"),
-    ("payload_size", "INT"),
-    ("kafka_partition", "INT"),
-    ("kafka_offset", "BIGINT"),
-    ("kafka_ts", "TIMESTAMP_LTZ(3)"),
-    ("partition_wm_ms", "BIGINT"),
-    ("late", "BOOLEAN"),
-]
-
-
-def materialise(t_env: Any, table: Any, columns: list[tuple[str, str]], *, rowtime: str) -> Any:
-    """``table`` evaluated once: Table -> DataStream -> Table, keeping its rowtime and watermarks.
-
-    Every consumer of the result reads the same records. Without this, each consumer is planned
-    on its own: the source is read again, and a non-deterministic expression (CURRENT_WATERMARK)
-    is evaluated again and can disagree (docs/design.md). The stream's rowtime is exposed as
-    the ``rowtime`` metadata column named by ``rowtime``, with the upstream watermarks (``SOURCE_WATERMARK()``).
-    """
-    from pyflink.table import Schema
-
-    builder = Schema.new_builder()
-    for name, data_type in columns:
-        builder = builder.column(name, data_type)
-    schema = builder.column_by_metadata(rowtime, "TIMESTAMP_LTZ(3)", "rowtime").watermark(rowtime, "SOURCE_WATERMARK()").build()
-    return t_env.from_data_stream(t_env.to_data_stream(table), schema)
 
 
 def _kafka_options(config: Config, topic: str) -> dict[str, str]:
@@ -191,17 +132,13 @@ def alignment_options(config: Config, *, bounded: bool = False) -> dict[str, str
 
 def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     """StreamExecutionEnvironment + StreamTableEnvironment configured for exactly-once."""
-    import sys
-
     from pyflink.common import Configuration
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
-    from pyflink.util.java_utils import add_jars_to_context_class_loader
 
-    from infra.flink import RESTART_STRATEGY, python_path
+    from infra.flink import RESTART_STRATEGY
     from infra.udf_jar import udf_jar
 
-    os.environ["PYTHONPATH"] = python_path(os.environ.get("PYTHONPATH"))  # thread-mode workers (MiniCluster)
     conf = Configuration()
     # The job's Java functions ship with the job (on a cluster too); the Kafka connector only to the
     # MiniCluster (a cluster has it in lib/).
@@ -237,21 +174,24 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     # at once).
     # docs/design.md, "Object reuse between chained operators".
     conf.set_string("pipeline.object-reuse", "true")
+    # What the finalization function reads of the configuration (FinalizeSettings.java).
+    conf.set_string("pipeline.global-job-parameters", job_parameters(config))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    # The graph builder instantiates a class of the UDF jar itself (keyed_by_finalize_key).
-    add_jars_to_context_class_loader([functions_jar.resolve().as_uri()])
     env.set_parallelism(config.pipeline.parallelism)
     interval_ms = int(config.pipeline.checkpoint_interval / timedelta(milliseconds=1))
     env.enable_checkpointing(interval_ms, CheckpointingMode.EXACTLY_ONCE)
     t_env = StreamTableEnvironment.create(env)
     table_config = t_env.get_config()
+    idle_timeout = f"{int(config.pipeline.idle_timeout / timedelta(milliseconds=1))} ms"
     for key, value in {
         "pipeline.name": options.job_name,
         "table.local-time-zone": "UTC",
         "table.exec.state.ttl": f"{int(config.pipeline.dedup_retention / timedelta(milliseconds=1))} ms",
-        "table.exec.source.idle-timeout": f"{int(config.pipeline.idle_timeout / timedelta(milliseconds=1))} ms",
-        "python.execution-mode": "thread",
-        "python.executable": os.environ.get("METERING_PYTHON", sys.executable),
+        # A bounded run has no idle partitions (each one finishes at its end offset); with a
+        # timeout, a partition held back by backpressure for that long counts as idle and the
+        # watermark jumps past its unread records (seen on a loaded machine: a backfill's
+        # on-time events became corrections).
+        "table.exec.source.idle-timeout": "0 ms" if options.bounded else idle_timeout,
         "table.exec.sink.upsert-materialize": "NONE",
         # Savepoint compatibility: give every SQL operator a uid ("<node id>_<kind>"). Node ids
         # follow the plan's shape, which sql.metered_view keeps independent of the meter list;
@@ -304,7 +244,7 @@ class JobViews:
 
 
 def define_first_seen(t_env: Any, config: Config, source: str, suffix: str = "") -> str:
-    """Parse and dedup over the events table ``source``; returns the name of the materialised ``first_seen`` view.
+    """Parse and dedup over the events table ``source``; returns the name of the ``first_seen`` view.
 
     ``suffix`` keeps the names of several calls apart (bench/stage_floor.py runs several in one
     environment).
@@ -315,72 +255,68 @@ def define_first_seen(t_env: Any, config: Config, source: str, suffix: str = "")
     )
     lag = config.pipeline.max_out_of_orderness
     t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed, lag)))
-    table = t_env.sql_query(sql.first_seen_view(first_seen_input, f"{UID_PREFIX}-first-seen"))
-    t_env.create_temporary_view(first_seen, materialise(t_env, table, FIRST_SEEN_COLUMNS, rowtime="rt0"))
+    t_env.create_temporary_view(first_seen, t_env.sql_query(sql.first_seen_view(first_seen_input, f"{UID_PREFIX}-first-seen")))
     return first_seen
 
 
 def define_views(t_env: Any, config: Config, source: str, suffix: str = "") -> JobViews:
     """The job's per-event SQL over the events table ``source``: parse, dedup, meters, lateness flag.
 
-    Two views are materialised (Table -> DataStream -> Table, :func:`materialise`): the statement
-    set's sinks and the DataStream part are planned separately, and each consumer of a plain view
-    would get its own copy of the operators behind it (seen: two Kafka sources in one job), and
-    here two copies of the keyed dedup state under one uid. ``suffix``: see :func:`define_first_seen`.
+    Every output is an ``INSERT`` of one statement set, planned together: the planner shares the
+    operators the inserts have in common (one source, one dedup, one finalization), and nothing
+    crosses into a DataStream and back. ``suffix``: see :func:`define_first_seen`.
     """
     first_seen = define_first_seen(t_env, config, source, suffix)
     deduped, metered, flagged = f"deduped{suffix}", f"metered{suffix}", f"flagged{suffix}"
     t_env.create_temporary_view(deduped, t_env.sql_query(sql.dedup_view(first_seen)))
     t_env.create_temporary_view(metered, t_env.sql_query(sql.metered_view(deduped, config.meters)))
-    # Materialise the lateness flag once (see sql.flagged_view).
-    t_env.create_temporary_view(
-        flagged, materialise(t_env, t_env.sql_query(sql.flagged_view(metered)), FLAGGED_COLUMNS, rowtime="rt")
-    )
+    t_env.create_temporary_view(flagged, t_env.sql_query(sql.flagged_view(metered)))
     return JobViews(first_seen, flagged)
 
 
-#: Class of the Java map that keys the partials (udfs/jvm).
-FINALIZE_KEY_CLASS = "dev.metering.udfs.FinalizeKey"
+#: Job parameter the finalization function reads its settings from (``Finalize.SETTINGS_PARAMETER``).
+FINALIZE_SETTINGS_PARAMETER = "metering.finalize.settings"
 
 
-def keyed_by_finalize_key(partials: Any) -> Any:
-    """``partials`` keyed by (customer_id, meter, group_key), the key computed in the JVM.
+def finalize_settings(config: Config) -> str:
+    """What ``metering_finalize`` needs of the configuration, as JSON (``FinalizeSettings.java``)."""
+    import json
 
-    What ``partials.key_by(lambda r: (r[0], r[1], r[2]), key_type=TUPLE(STRING x 3))`` builds,
-    without its Python call per row: PyFlink's ``key_by`` adds a Python function that returns
-    ``Row(key, row)``, then keys by field 0. ``FinalizeKey`` (udfs/jvm) returns the same row with
-    the same declared types, so the finalization operator's key serializer, and with it its
-    savepoint state, is unchanged. Measured: docs/benchmarks.md, "The finalization operator's
-    Python calls".
-    """
-    from pyflink.common import Types
-    from pyflink.common.typeinfo import _from_java_type
-    from pyflink.datastream.data_stream import KeyedStream
-    from pyflink.java_gateway import get_gateway
-    from pyflink.util.java_utils import load_java_class
+    def policy(p: Any) -> dict[str, Any]:
+        cycle, grace_ms = p.cycle, p.grace // timedelta(milliseconds=1)
+        return {"kind": cycle.kind.value, "zone": cycle.timezone, "anchor": cycle.anchor, "grace_ms": grace_ms}
 
-    gateway = get_gateway()
-    key_type = Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()])
-    j_partials = partials._j_data_stream
-    row_type = _from_java_type(j_partials.getTransformation().getOutputType())
-    no_classes, no_objects = gateway.new_array(gateway.jvm.Class, 0), gateway.new_array(gateway.jvm.Object, 0)
-    j_with_key = j_partials.map(
-        load_java_class(FINALIZE_KEY_CLASS).getDeclaredConstructor(no_classes).newInstance(no_objects),
-        Types.ROW([key_type, row_type]).get_java_type_info(),
-    ).name("finalize key")
-    j_keyed = j_with_key.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([key_type]).get_java_type_info())
-    return KeyedStream(j_keyed, row_type, partials)
+    billing = config.billing
+    return json.dumps(
+        {
+            "meters": {m.name: m.aggregation.value for m in config.meters},
+            "default": policy(billing.default),
+            "customers": {customer: policy(p) for customer, p in sorted(billing.customers.items())},
+        },
+        sort_keys=True,
+    )
+
+
+def job_parameters(config: Config) -> str:
+    """``pipeline.global-job-parameters``: the finalization settings, base64 (the map's own syntax reserves ``,`` and ``:``)."""
+    import base64
+
+    return f"{FINALIZE_SETTINGS_PARAMETER}:{base64.b64encode(finalize_settings(config).encode()).decode()}"
+
+
+#: The outputs of the finalization function: ``kind`` -> (topic attribute of ``config.kafka.topics``,
+#: sink name). Processing errors go to the dead-letters topic through a sink of their own: two
+#: exactly-once sinks sharing a transactional-id prefix fence each other.
+FINALIZED_SINKS = {
+    "aggregate": ("aggregates", "aggregates"),
+    "final": ("finals", "finals"),
+    "correction": ("corrections", "corrections"),
+    "processing_error": ("dead_letters", "dead-letters-finalize"),
+}
 
 
 def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
-    """Define sources, views and sinks; returns the StatementSet to execute with the DataStream part."""
-    from pyflink.common import Types
-    from pyflink.common.serialization import SimpleStringSchema
-    from pyflink.datastream.connectors.base import DeliveryGuarantee
-    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
-
-    from jobs.finalize import CORRECTIONS, FINALS, PROCESSING_ERRORS, FinalizeFunction
-
+    """Define sources, views and sinks; returns the StatementSet (every output of the job)."""
     topics = config.kafka.topics
     source_options = {
         **_kafka_options(config, topics.events),
@@ -389,8 +325,9 @@ def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": "group-offsets",
         "properties.auto.offset.reset": "earliest",
-        "scan.watermark.idle-timeout": f"{int(config.pipeline.idle_timeout / timedelta(milliseconds=1))} ms",
     }
+    if not options.bounded:  # see create_environment: a bounded run has no idle partitions
+        source_options["scan.watermark.idle-timeout"] = f"{int(config.pipeline.idle_timeout / timedelta(milliseconds=1))} ms"
     source_options.update(alignment_options(config, bounded=options.bounded))
     if options.bounded:
         source_options["scan.bounded.mode"] = "latest-offset"
@@ -424,46 +361,18 @@ CREATE TEMPORARY TABLE events (
     statements.add_insert_sql(f"INSERT INTO duplicates_sink {views.duplicates_sql()}")
 
     # Live: re-emit open minutes every provisional interval. Bounded (backfill/replay): one row per
-    # key-minute; provisional cadence means nothing there and each step costs a Python call. A
-    # resumed job keeps the live step: the window state in its savepoint was built with it.
+    # key-minute; provisional cadence means nothing there. A resumed job keeps the live step: the
+    # window state in its savepoint was built with it.
     fresh_bounded = options.bounded and options.restore_from is None
     step = timedelta(minutes=1) if fresh_bounded else config.pipeline.provisional_interval
-    partials = t_env.to_data_stream(t_env.sql_query(views.partials_sql(step)))
-    finalized = (
-        keyed_by_finalize_key(partials)
-        .process(FinalizeFunction(config), output_type=Types.STRING())
-        .uid(f"{UID_PREFIX}-finalize")
-        .name("finalize periods")
-    )
-
-    def kafka_sink(topic: str, name: str) -> Any:
-        return (
-            KafkaSink.builder()
-            .set_bootstrap_servers(config.kafka.bootstrap_servers)
-            .set_record_serializer(
-                KafkaRecordSerializationSchema.builder()
-                .set_topic(topic)
-                .set_value_serialization_schema(SimpleStringSchema())
-                .build()
-            )
-            .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
-            .set_transactional_id_prefix(f"{transactional_prefix(config, options)}-{name}")
-            .set_property("transaction.timeout.ms", str(int(config.kafka.transaction_timeout / timedelta(milliseconds=1))))
-            .build()
-        )
-
-    finalized.sink_to(kafka_sink(topics.aggregates, "aggregates")).uid(f"{UID_PREFIX}-sink-aggregates").name("aggregates sink")
-    finalized.get_side_output(FINALS).sink_to(kafka_sink(topics.finals, "finals")).uid(f"{UID_PREFIX}-sink-finals").name(
-        "finals sink"
-    )
-    finalized.get_side_output(CORRECTIONS).sink_to(kafka_sink(topics.corrections, "corrections")).uid(
-        f"{UID_PREFIX}-sink-corrections"
-    ).name("corrections sink")
-    # Partials and timers finalization failed on: dead letters (reason processing_error), never a
-    # failed job. A sink of its own: two sinks sharing a transactional-id prefix fence each other.
-    finalized.get_side_output(PROCESSING_ERRORS).sink_to(kafka_sink(topics.dead_letters, "dead-letters-finalize")).uid(
-        f"{UID_PREFIX}-sink-processing-errors"
-    ).name("processing errors sink")
+    t_env.create_temporary_view("partials", t_env.sql_query(views.partials_sql(step)))
+    t_env.create_temporary_view("finalized", t_env.sql_query(sql.finalized_view("partials", f"{UID_PREFIX}-finalize-jvm")))
+    for kind, (topic_attribute, name) in FINALIZED_SINKS.items():
+        sink_options = {**_exactly_once_sink(config, options, getattr(topics, topic_attribute), name), "format": "raw"}
+        del sink_options["json.encode.decimal-as-plain-number"]
+        table = f"{name.replace('-', '_')}_sink"
+        t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (record STRING) WITH ({_with(sink_options)})")
+        statements.add_insert_sql(f"INSERT INTO {table} SELECT record FROM finalized WHERE kind = {sql.lit(kind)}")
     return statements
 
 

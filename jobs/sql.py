@@ -36,6 +36,7 @@ FUNCTIONS = {
     "metering_is_decimal": "dev.metering.udfs.IsDecimal",
     "metering_first_seen": "dev.metering.udfs.FirstSeen",
     "metering_partition_watermark": "dev.metering.udfs.PartitionWatermark",
+    "metering_finalize": "dev.metering.udfs.Finalize",
 }
 
 #: Separator inside encoded ``latest`` values (cannot occur in ids or decimals).
@@ -222,18 +223,18 @@ def first_seen_view(first_seen_input: str, uid: str) -> str:
     """
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size, event_id, customer_id, event_type, q_text,
-       event_ms, props, reason, partition_wm_ms, seen, variants
+       event_ms, props, reason, partition_wm_ms, seen, variants, behind_watermark
 FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
 
 
 def dedup_view(first_seen: str) -> str:
     """First occurrence per (customer_id, event_id) within the dedup retention (see :func:`first_seen_view`).
 
-    ``first_seen`` is the materialised view, whose time attribute is ``rt0`` (jobs/metering_job.py).
+    ``rowtime`` is still the time attribute: the function passes it through with the watermarks.
     """
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rt0 AS rowtime, doc, payload_size, event_id, customer_id, event_type,
-       event_ms, q_text, props, partition_wm_ms
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size, event_id, customer_id, event_type,
+       event_ms, q_text, props, partition_wm_ms, behind_watermark
 FROM {first_seen} WHERE seen = 1"""
 
 
@@ -327,8 +328,7 @@ def metered_view(deduped: str, meters: tuple[Meter, ...]) -> str:
     still restores from a savepoint (a ``UNION ALL`` per meter shifted every uid after it, and
     the planner also split the dedup operator in two over the branches' different projections).
 
-    ``val`` is the value's exact decimal text (validated), not a DECIMAL: PyFlink cannot carry
-    DECIMAL across the Table/DataStream boundary the job uses to materialise the lateness flag.
+    ``val`` is the value's exact decimal text (validated); the group window casts it.
     """
     cases = "\n      ".join(
         f"WHEN {lit(event_type)} THEN ARRAY[{', '.join(_meter_row_sql(m, meters) for m in typed)}]"
@@ -336,7 +336,8 @@ def metered_view(deduped: str, meters: tuple[Meter, ...]) -> str:
     )
     return f"""
 SELECT customer_id, m.meter, m.group_key, event_id, event_ms, rowtime, m.val, m.distinct_value, m.latest_enc,
-       m.reason, doc AS payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts, partition_wm_ms
+       m.reason, doc AS payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts, partition_wm_ms,
+       behind_watermark
 FROM {deduped}
 CROSS JOIN UNNEST(
     CASE event_type
@@ -346,24 +347,22 @@ CROSS JOIN UNNEST(
 
 
 def flagged_view(metered: str) -> str:
-    """Adds ``late``: the row is at or behind the watermark here or its partition's, or no watermark arrived yet.
+    """Adds ``late``: the row was at or behind the watermark at dedup, or behind its partition's watermark.
+
+    ``behind_watermark`` comes from ``metering_first_seen``, which judges each row once against its
+    own watermark (no watermark yet counts as behind). Evaluated once per row, it cannot disagree
+    between the queries that read this view; ``CURRENT_WATERMARK`` in a view read by several
+    queries was evaluated by each and disagreed (the probe counted 300,064 and 298,814 rows of
+    300,000). The group window behind it receives watermarks in-band after the row, so a row found
+    ahead of the watermark at dedup is never late at the window, before or after a restore (its
+    watermark starts from nothing after a restore, like dedup's).
 
     A row behind its own partition's watermark takes the late path even while the job's watermark
     (the minimum over partitions) is behind it: the finalization operator decides by the
     partition's watermark whether it is a correction (docs/semantics.md, "Backfills").
-
-    Must be materialised once (the job converts it to a DataStream and back) before it feeds more
-    than one consumer: ``CURRENT_WATERMARK`` evaluated in two places can disagree about a row.
-
-    Rows read before the first watermark take the late path too. After a restore (failover or
-    savepoint) the window operator resumes at the watermark of its checkpoint, while this
-    operator's watermark starts from nothing; an old row flagged on-time in that gap would be
-    dropped by the window (measured: 9 of 8,000 events lost across a savepoint). The late path
-    counts any row exactly, at the cost of one Python call per row.
     """
     return f"""
-SELECT *, CURRENT_WATERMARK(rowtime) IS NULL OR rowtime <= CURRENT_WATERMARK(rowtime)
-            OR COALESCE(event_ms <= partition_wm_ms, FALSE) AS late
+SELECT *, behind_watermark OR COALESCE(event_ms <= partition_wm_ms, FALSE) AS late
 FROM {metered}"""
 
 
@@ -385,11 +384,11 @@ def ontime_partials_view(flagged: str, step: timedelta) -> str:
     running value of each open minute. Insert-only output.
     """
     interval = seconds(step)
-    start_ms = f"{epoch_seconds_sql(f'TUMBLE_START(rt, {interval})')} * 1000"
+    start_ms = f"{epoch_seconds_sql(f'TUMBLE_START(rowtime, {interval})')} * 1000"
     return f"""
 SELECT customer_id, meter, group_key,
        {start_ms} - MOD({start_ms}, 60000) AS minute_ms,
-       {epoch_seconds_sql(f"TUMBLE_END(rt, {interval})")} * 1000 AS window_end_ms,
+       {epoch_seconds_sql(f"TUMBLE_END(rowtime, {interval})")} * 1000 AS window_end_ms,
        COUNT(*) AS cnt,
        CAST(SUM(CAST(val AS DECIMAL(38, 9))) AS STRING) AS total,
        CAST(MAX(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mx,
@@ -398,7 +397,7 @@ SELECT customer_id, meter, group_key,
        CAST('' AS STRING) AS event_id, CAST(NULL AS BIGINT) AS partition_wm_ms
 FROM {flagged}
 WHERE reason IS NULL AND NOT late
-GROUP BY customer_id, meter, group_key, TUMBLE(rt, {interval})"""
+GROUP BY customer_id, meter, group_key, TUMBLE(rowtime, {interval})"""
 
 
 def late_partials_view(flagged: str) -> str:
@@ -416,3 +415,19 @@ def meter_dead_letters_view(flagged: str) -> str:
     return f"""
 SELECT reason, meter, customer_id, event_id, payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts
 FROM {flagged} WHERE reason IS NOT NULL"""
+
+
+#: What ``metering_finalize`` emits besides its partition keys: ``kind`` and the JSON ``record``.
+FINALIZED_KINDS = ("aggregate", "final", "correction", "processing_error")
+
+
+def finalized_view(partials: str, uid: str) -> str:
+    """The billing periods of each (customer, meter, group) key: ``metering_finalize`` over the partials.
+
+    One row per output record: ``kind`` (:data:`FINALIZED_KINDS`) and ``record``, the JSON the loader
+    reads. No ``on_time`` (late partials must reach it, see :func:`first_seen_view`); its timers
+    fire on the operator's watermark. ``uid`` names its state in savepoints.
+    """
+    return f"""
+SELECT kind, record
+FROM metering_finalize(input => TABLE {partials} PARTITION BY (customer_id, meter, group_key), uid => {lit(uid)})"""

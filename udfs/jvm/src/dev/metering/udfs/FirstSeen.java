@@ -1,5 +1,6 @@
 package dev.metering.udfs;
 
+import java.time.Instant;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.metrics.MetricGroup;
 import org.apache.flink.table.annotation.ArgumentHint;
@@ -34,10 +35,15 @@ import org.apache.flink.types.Row;
  * {@code meteringFirstSeen}, {@code meteringDuplicates} and {@code meteringConflicts}, the
  * duplicates that brought a fingerprint the key had not shown before.
  *
+ * <p>{@code behind_watermark}: the row's {@code rowtime} is at or behind this operator's watermark,
+ * or no watermark has arrived yet; the job routes such rows down the late path (jobs/sql.py,
+ * flagged_view). Computed here, once, instead of by {@code CURRENT_WATERMARK} in a view that
+ * several queries read (each evaluated it again and could disagree).
+ *
  * <p>Call it without {@code on_time}: with it, Flink drops the rows behind the watermark before
  * they reach the function, and late events must not be lost (jobs/sql.py, first_seen_view).
  */
-@DataTypeHint("ROW<seen BIGINT NOT NULL, variants BIGINT NOT NULL>")
+@DataTypeHint("ROW<seen BIGINT NOT NULL, variants BIGINT NOT NULL, behind_watermark BOOLEAN NOT NULL>")
 public final class FirstSeen extends ProcessTableFunction<Row> {
 
     /** What one (customer_id, event_id) has shown so far. */
@@ -63,12 +69,19 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
     }
 
     public void eval(
+            Context ctx,
             @StateHint Memory memory,
             @ArgumentHint({ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.PASS_COLUMNS_THROUGH}) Row input) {
         if (input.getField("reason") != null) {
-            collect(Row.of(0L, 0L));
+            collect(Row.of(0L, 0L, false));
             return;
         }
+        // Judged here, once per row, against this operator's watermark: the group window behind it
+        // receives its watermarks in-band after this row, so a row found ahead of it here is never
+        // late there (docs/design.md). No watermark yet (a fresh start or a restore): behind.
+        Long watermark = ctx.timeContext(Long.class).currentWatermark();
+        Instant rowtime = input.getFieldAs("rowtime");
+        boolean behind = watermark == null || rowtime == null || rowtime.toEpochMilli() <= watermark;
         String fingerprint = input.getFieldAs("fingerprint");
         String known = memory.fingerprints == null ? "" : memory.fingerprints;
         boolean fresh = fingerprint != null && !contains(known, fingerprint);
@@ -85,7 +98,7 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
                 conflicts.inc();
             }
         }
-        collect(Row.of(memory.seen, count(known)));
+        collect(Row.of(memory.seen, count(known), behind));
     }
 
     /** Whether {@code entries} (each followed by the separator) holds {@code entry}. */
