@@ -260,6 +260,9 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     if args.from_latest_checkpoint and args.from_savepoint:
         print("metering: pass --from-savepoint PATH or --from-latest-checkpoint, not both", file=sys.stderr)
         return EXIT_USAGE
+    if args.rebuild and (args.from_latest_checkpoint or args.from_savepoint):
+        print("metering: --rebuild replaces a job without its state; it cannot resume from a savepoint too", file=sys.stderr)
+        return EXIT_USAGE
     # The deployment's own checkpoint folder (the cluster's plus the consumer group), so that a job
     # resubmitted after a JobManager crash (new job id) finds its predecessors' retained checkpoints.
     checkpoint_dir = args.checkpoint_dir
@@ -287,6 +290,17 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     created = ensure_topics(config)
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
+    rebuild, plan_described = None, None
+    if args.rebuild:
+        from jobs.upgrade import RebuildError, rebuild_plan
+
+        try:
+            plan = rebuild_plan(config)
+        except RebuildError as exc:
+            print(f"metering: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        rebuild, plan_described = plan.rebuild, plan.describe()
+        print(f"rebuilding the replaced job's state: {json.dumps(plan_described)}", file=sys.stderr)
     settings = StackSettings.from_env()
     cluster = FlinkCluster(settings)
     cluster.prepare_client()
@@ -301,6 +315,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         from_savepoint=from_savepoint,
         allow_non_restored_state=args.allow_non_restored_state,
         until_end=args.until_end,
+        rebuild=rebuild,
         python_executable=args.python_executable or (settings.python_executable if args.cluster is None else None),
     )
     try:
@@ -325,6 +340,8 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"job_id": submission.job_id, "web_ui": submission.web_url, "package": str(submission.package_dir)}
     if from_savepoint:
         result["restored_from"] = from_savepoint
+    if plan_described is not None:
+        result["rebuild"] = plan_described
     if memory is not None:
         result |= {key: memory[key] for key in ("rocksdb_memory_per_slot", "warnings")}
     if not args.no_wait:
@@ -963,6 +980,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-non-restored-state",
         action="store_true",
         help="resume even if the savepoint holds state no operator claims (that state is dropped)",
+    )
+    submit.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="replace the deployment's stopped job by one that cannot restore its savepoint (a project upgrade that "
+        "changed how state is kept): rebuild dedup, windows and open periods from the events topic; outputs the old "
+        "job wrote are not written again (docs/operations.md, 'Upgrade by rebuilding state')",
     )
     submit.add_argument("--until-end", action="store_true", help="bounded: process the topic to its current end, finalize, stop")
     submit.add_argument("--python-executable", help="Python on the TaskManagers (default: the local stack's / the cluster's)")

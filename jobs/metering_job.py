@@ -30,6 +30,7 @@ which changes keep a savepoint usable.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +42,33 @@ from jobs.config import MAX_PARALLELISM as MAX_PARALLELISM  # declared with the 
 from jobs.config import Config, ConfigError
 
 UID_PREFIX = "metering-v1"
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """How a job that replaces another one rebuilds its state from the events topic (jobs/upgrade.py).
+
+    It starts reading at ``start_offsets`` (per partition, from before the oldest open billing
+    period and the dedup retention) instead of its consumer group's offsets. Records below
+    ``replayed_until`` (the replaced job's committed offsets) rebuild state only: their dead
+    letters, duplicates and corrections were already written. Every period whose end + grace is at
+    or behind ``finalized_through_ms`` was finalized by the replaced job (None: none was).
+    """
+
+    start_offsets: Mapping[int, int]
+    replayed_until: Mapping[int, int]
+    finalized_through_ms: int | None
+
+    @staticmethod
+    def offsets_text(offsets: Mapping[int, int]) -> str:
+        """``0:42,1:300``: the form of the job's command-line arguments."""
+        return ",".join(f"{partition}:{offset}" for partition, offset in sorted(offsets.items()))
+
+    @staticmethod
+    def parse_offsets(text: str) -> dict[int, int]:
+        """The inverse of :meth:`offsets_text`."""
+        pairs = (item.split(":") for item in text.split(",") if item)
+        return {int(partition): int(offset) for partition, offset in pairs}
 
 
 @dataclass(frozen=True)
@@ -60,6 +88,7 @@ class RunOptions:
     state_backend: str | None = None  # "hashmap" | "rocksdb" (incremental); the cluster's when unset
     restore_from: str | None = None  # a savepoint or retained checkpoint to resume from
     allow_non_restored_state: bool = False  # resume even if some saved state has no operator (drops it)
+    rebuild: Rebuild | None = None  # replace a job: rebuild its state from the topic (jobs/upgrade.py)
 
 
 def _kafka_options(config: Config, topic: str) -> dict[str, str]:
@@ -175,7 +204,7 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     # docs/design.md, "Object reuse between chained operators".
     conf.set_string("pipeline.object-reuse", "true")
     # What the finalization function reads of the configuration (FinalizeSettings.java).
-    conf.set_string("pipeline.global-job-parameters", job_parameters(config))
+    conf.set_string("pipeline.global-job-parameters", job_parameters(config, options.rebuild))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(config.pipeline.parallelism)
     interval_ms = int(config.pipeline.checkpoint_interval / timedelta(milliseconds=1))
@@ -278,7 +307,7 @@ def define_views(t_env: Any, config: Config, source: str, suffix: str = "") -> J
 FINALIZE_SETTINGS_PARAMETER = "metering.finalize.settings"
 
 
-def finalize_settings(config: Config) -> str:
+def finalize_settings(config: Config, finalized_through_ms: int | None = None) -> str:
     """What ``metering_finalize`` needs of the configuration, as JSON (``FinalizeSettings.java``)."""
     import json
 
@@ -292,16 +321,33 @@ def finalize_settings(config: Config) -> str:
             "meters": {m.name: m.aggregation.value for m in config.meters},
             "default": policy(billing.default),
             "customers": {customer: policy(p) for customer, p in sorted(billing.customers.items())},
+            "finalized_through_ms": finalized_through_ms,
         },
         sort_keys=True,
     )
 
 
-def job_parameters(config: Config) -> str:
-    """``pipeline.global-job-parameters``: the finalization settings, base64 (the map's own syntax reserves ``,`` and ``:``)."""
-    import base64
+#: Job parameter of ``metering_replayed`` (``Replayed.PARAMETER``).
+REPLAYED_UNTIL_PARAMETER = "metering.rebuild.until"
 
-    return f"{FINALIZE_SETTINGS_PARAMETER}:{base64.b64encode(finalize_settings(config).encode()).decode()}"
+
+def job_parameters(config: Config, rebuild: Rebuild | None = None) -> str:
+    """``pipeline.global-job-parameters``: the finalization settings and the replayed offsets.
+
+    Values are base64 of JSON: the map's own syntax reserves ``,`` and ``:``.
+    """
+    import base64
+    import json
+
+    def encoded(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    through = rebuild.finalized_through_ms if rebuild is not None else None
+    parameters = {FINALIZE_SETTINGS_PARAMETER: encoded(finalize_settings(config, through))}
+    if rebuild is not None:
+        until = {str(partition): offset for partition, offset in sorted(rebuild.replayed_until.items())}
+        parameters[REPLAYED_UNTIL_PARAMETER] = encoded(json.dumps(until))
+    return ",".join(f"{key}:{value}" for key, value in parameters.items())
 
 
 #: The outputs of the finalization function: ``kind`` -> (topic attribute of ``config.kafka.topics``,
@@ -331,6 +377,11 @@ def build(config: Config, options: RunOptions, env: Any, t_env: Any) -> Any:
     source_options.update(alignment_options(config, bounded=options.bounded))
     if options.bounded:
         source_options["scan.bounded.mode"] = "latest-offset"
+    if options.rebuild is not None:
+        source_options["scan.startup.mode"] = "specific-offsets"
+        source_options["scan.startup.specific-offsets"] = ";".join(
+            f"partition:{partition},offset:{offset}" for partition, offset in sorted(options.rebuild.start_offsets.items())
+        )
     for statement in sql.function_ddl():  # before the source: its rowtime column calls one
         t_env.execute_sql(statement)
     t_env.execute_sql(f"""
@@ -447,7 +498,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-backend", choices=STATE_BACKENDS)
     parser.add_argument("--from-savepoint", help="resume from this savepoint (or retained checkpoint)")
     parser.add_argument("--allow-non-restored-state", action="store_true")
+    parser.add_argument("--rebuild-start", metavar="P:O,…", help="replace a job: read from these offsets (jobs/upgrade.py)")
+    parser.add_argument("--rebuild-until", metavar="P:O,…", help="with --rebuild-start: the replaced job's committed offsets")
+    parser.add_argument("--finalized-through", type=int, metavar="MS", help="with --rebuild-start: the replaced job's finality")
     args = parser.parse_args(argv)
+    rebuild = None
+    if args.rebuild_start is not None:
+        rebuild = Rebuild(
+            Rebuild.parse_offsets(args.rebuild_start), Rebuild.parse_offsets(args.rebuild_until or ""), args.finalized_through
+        )
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and args.connector_jar is not None:
         # The MiniCluster has no cluster config: without a directory Flink keeps checkpoints in
@@ -465,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
         state_backend=args.state_backend,
         restore_from=args.from_savepoint,
         allow_non_restored_state=args.allow_non_restored_state,
+        rebuild=rebuild,
     )
     run(with_parallelism(load_config(args.config), args.parallelism), options)
 

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from infra.errors import StackError
 from infra.flink_memory import describe_rocksdb_memory, rocksdb_memory, rocksdb_memory_warning, smallest_slot
 from infra.flink_rest import TERMINAL_STATES, FlinkRest
+from jobs.metering_job import Rebuild
 from jobs.metrics import METRICS
 
 #: Packages shipped with a submission (the job's Python code: graph, UDF-side functions, config types).
@@ -62,6 +63,7 @@ class SubmitOptions:
     from_savepoint: str | None = None
     allow_non_restored_state: bool = False
     until_end: bool = False
+    rebuild: Rebuild | None = None
     python_executable: str | None = None
 
 
@@ -114,6 +116,11 @@ def job_arguments(options: SubmitOptions, config_copy: Path, udf_jar_copy: Path 
         args.append("--allow-non-restored-state")
     if options.until_end:
         args.append("--until-end")
+    if options.rebuild is not None:
+        args += ["--rebuild-start", Rebuild.offsets_text(options.rebuild.start_offsets)]
+        args += ["--rebuild-until", Rebuild.offsets_text(options.rebuild.replayed_until)]
+        if options.rebuild.finalized_through_ms is not None:
+            args += ["--finalized-through", str(options.rebuild.finalized_through_ms)]
     return args
 
 

@@ -37,10 +37,15 @@ FUNCTIONS = {
     "metering_first_seen": "dev.metering.udfs.FirstSeen",
     "metering_partition_watermark": "dev.metering.udfs.PartitionWatermark",
     "metering_finalize": "dev.metering.udfs.Finalize",
+    "metering_replayed": "dev.metering.udfs.Replayed",
 }
 
 #: Separator inside encoded ``latest`` values (cannot occur in ids or decimals).
 SEP = "\u0001"
+
+#: ``kafka_partition`` of a processing-error dead letter (``Finalize.NO_PARTITION``): it comes from
+#: no single Kafka record; its ``kafka_offset`` is a digest of its payload.
+NO_PARTITION = 2**32 - 1
 
 #: ``reason`` of a heartbeat (jobs/heartbeat.py): not an event and not a dead letter; only its
 #: timestamp matters, and the source has already read it into the watermark.
@@ -177,7 +182,7 @@ def dead_letters_view(parsed: str) -> str:
     return f"""
 SELECT reason, CAST(NULL AS STRING) AS meter, customer_id, event_id, doc AS payload_base64, payload_size,
        kafka_partition, kafka_offset, kafka_ts
-FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)}"""
+FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)} AND NOT replayed"""
 
 
 #: What a bill depends on (type, time, quantity, properties): a re-serialised but identical retry
@@ -202,7 +207,8 @@ def first_seen_input_view(parsed: str, lag: timedelta) -> str:
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, kept_doc AS doc, payload_size, event_id, customer_id,
        event_type, q_text, event_ms, props, reason, {FINGERPRINT} AS fingerprint,
-       metering_partition_watermark(kafka_partition, kafka_offset, rowtime, CAST({lag_ms} AS BIGINT)) AS partition_wm_ms
+       metering_partition_watermark(kafka_partition, kafka_offset, rowtime, CAST({lag_ms} AS BIGINT)) AS partition_wm_ms,
+       metering_replayed(kafka_partition, kafka_offset) AS replayed
 FROM {parsed}"""
 
 
@@ -223,7 +229,7 @@ def first_seen_view(first_seen_input: str, uid: str) -> str:
     """
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size, event_id, customer_id, event_type, q_text,
-       event_ms, props, reason, partition_wm_ms, seen, variants, behind_watermark
+       event_ms, props, reason, partition_wm_ms, replayed, seen, variants, behind_watermark
 FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
 
 
@@ -234,7 +240,7 @@ def dedup_view(first_seen: str) -> str:
     """
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size, event_id, customer_id, event_type,
-       event_ms, q_text, props, partition_wm_ms, behind_watermark
+       event_ms, q_text, props, partition_wm_ms, replayed, behind_watermark
 FROM {first_seen} WHERE seen = 1"""
 
 
@@ -248,7 +254,7 @@ def duplicates_view(first_seen: str) -> str:
     """
     return f"""
 SELECT customer_id, event_id, seen, variants, kafka_ts AS last_seen
-FROM {first_seen} WHERE seen > 1"""
+FROM {first_seen} WHERE seen > 1 AND NOT replayed"""
 
 
 def _group_key_sql(meter: Meter, meters: tuple[Meter, ...]) -> str:
@@ -337,7 +343,7 @@ def metered_view(deduped: str, meters: tuple[Meter, ...]) -> str:
     return f"""
 SELECT customer_id, m.meter, m.group_key, event_id, event_ms, rowtime, m.val, m.distinct_value, m.latest_enc,
        m.reason, doc AS payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts, partition_wm_ms,
-       behind_watermark
+       replayed, behind_watermark
 FROM {deduped}
 CROSS JOIN UNNEST(
     CASE event_type
@@ -368,7 +374,7 @@ FROM {metered}"""
 
 PARTIAL_COLUMNS = (
     "customer_id, meter, group_key, minute_ms, window_end_ms, cnt, total, mx, mn, distinct_values, latest_enc, event_id, "
-    "partition_wm_ms"
+    "partition_wm_ms, replayed"
 )
 
 
@@ -394,10 +400,10 @@ SELECT customer_id, meter, group_key,
        CAST(MAX(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mx,
        CAST(MIN(CAST(val AS DECIMAL(38, 9))) AS STRING) AS mn,
        LISTAGG(DISTINCT distinct_value, U&'\\0001') AS distinct_values, MAX(latest_enc) AS latest_enc,
-       CAST('' AS STRING) AS event_id, CAST(NULL AS BIGINT) AS partition_wm_ms
+       CAST('' AS STRING) AS event_id, CAST(NULL AS BIGINT) AS partition_wm_ms, replayed
 FROM {flagged}
 WHERE reason IS NULL AND NOT late
-GROUP BY customer_id, meter, group_key, TUMBLE(rowtime, {interval})"""
+GROUP BY customer_id, meter, group_key, replayed, TUMBLE(rowtime, {interval})"""
 
 
 def late_partials_view(flagged: str) -> str:
@@ -406,7 +412,7 @@ def late_partials_view(flagged: str) -> str:
 SELECT customer_id, meter, group_key, event_ms - MOD(event_ms, 60000) AS minute_ms, CAST(-1 AS BIGINT) AS window_end_ms,
        CAST(1 AS BIGINT) AS cnt, val AS total, val AS mx, val AS mn,
        distinct_value AS distinct_values,
-       latest_enc, event_id, partition_wm_ms
+       latest_enc, event_id, partition_wm_ms, replayed
 FROM {flagged}
 WHERE reason IS NULL AND late"""
 
@@ -414,7 +420,7 @@ WHERE reason IS NULL AND late"""
 def meter_dead_letters_view(flagged: str) -> str:
     return f"""
 SELECT reason, meter, customer_id, event_id, payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts
-FROM {flagged} WHERE reason IS NOT NULL"""
+FROM {flagged} WHERE reason IS NOT NULL AND NOT replayed"""
 
 
 #: What ``metering_finalize`` emits besides its partition keys: ``kind`` and the JSON ``record``.

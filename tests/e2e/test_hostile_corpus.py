@@ -43,9 +43,9 @@ from infra.flink_rest import FlinkRest
 from infra.settings import PROJECT_ROOT
 from jobs.cli import ensure_topics
 from jobs.config import Config, load_config
-from jobs.finalize import NO_PARTITION
 from jobs.loader import Loader, LoaderStats
 from jobs.produce import JSON_WHITESPACE, make_producer, produce_lines
+from jobs.sql import NO_PARTITION
 from schemas.validate import job_reason, validate_line
 from tests.corpus.generate import CorpusLine, find_jsontestsuite, generate, write
 

@@ -39,7 +39,7 @@ def test_no_control_characters_leak_into_sql(text: str) -> None:
 
 
 def test_listagg_separator_is_the_unicode_escape_finalize_splits_on() -> None:
-    from jobs.finalize import SEP
+    from jobs.sql import SEP
 
     assert "U&'\\0001'" in sql.ontime_partials_view("flagged", timedelta(seconds=10))
     assert SEP == "\u0001"

@@ -78,6 +78,7 @@ public final class Finalize extends ProcessTableFunction<Row> {
     private transient Counter lateEvents;
     private transient Counter aggregateUpdates;
     private transient Counter processingErrors;
+    private transient Counter replayedCorrections;
 
     @Override
     public void open(FunctionContext context) throws Exception {
@@ -92,6 +93,7 @@ public final class Finalize extends ProcessTableFunction<Row> {
         lateEvents = metrics.counter("meteringLateEvents");
         aggregateUpdates = metrics.counter("meteringAggregateUpdates");
         processingErrors = metrics.counter("meteringProcessingErrors");
+        replayedCorrections = metrics.counter("meteringReplayedCorrections");
     }
 
     public void eval(Context ctx, @StateHint Memory memory, @ArgumentHint({ArgumentTrait.SET_SEMANTIC_TABLE}) Row input) {
@@ -125,11 +127,11 @@ public final class Finalize extends ProcessTableFunction<Row> {
         long version;
         Partial segmentValue;
         if (windowEndMs > 0) { // one step's events of a minute: the minute's segment is its running value
-            Partial previous = state.openMinutes.remove(minuteMs);
+            Partial previous = state.openMinutes.get(minuteMs);
             segmentValue = previous == null ? partial : previous.merge(partial);
-            if (windowEndMs < minuteMs + MINUTE_MS) {
-                state.openMinutes.put(minuteMs, segmentValue); // until its last step, or pruned by save
-            }
+            // Kept until the watermark passes the minute's end (save prunes it): a step can come as
+            // two rows (replayed and new records, see Replayed), both with the step's end.
+            state.openMinutes.put(minuteMs, segmentValue);
             segment = "on_time";
             version = windowEndMs;
         } else {
@@ -142,14 +144,21 @@ public final class Finalize extends ProcessTableFunction<Row> {
         }
         long[] period = state.ledger.periodOf(minuteMs);
         boolean wasOpen = state.ledger.isOpen(period[0]);
-        long finality = memory.finalThrough == null ? watermark : Math.max(watermark, memory.finalThrough);
+        long finality = Math.max(watermark, settings.finalizedThrough);
+        if (memory.finalThrough != null) {
+            finality = Math.max(finality, memory.finalThrough);
+        }
         Long partitionWatermark = input.getFieldAs("partition_wm_ms");
         if (windowEndMs <= 0 && partitionWatermark != null) {
             // A late event is judged by its own partition's watermark too (docs/semantics.md, "Backfills").
             finality = Math.max(finality, partitionWatermark);
         }
         PeriodLedger.Correction correction = state.ledger.apply(minuteMs, partial, false, finality);
-        if (correction != null) {
+        boolean replayed = Boolean.TRUE.equals(input.getField("replayed"));
+        if (correction != null && replayed) {
+            // The job this one replaced already counted this change (jobs/upgrade.py).
+            replayedCorrections.inc();
+        } else if (correction != null) {
             corrections.inc();
             out.add(Row.of("correction", correctionJson(customer, meter, groupKey, key, correction, lateEventId)));
         } else {

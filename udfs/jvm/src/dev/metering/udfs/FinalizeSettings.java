@@ -16,17 +16,25 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMap
  * What {@link Finalize} needs of the configuration: each meter's aggregation and each customer's
  * billing policy (the default, or the customer's own). Written by jobs/metering_job.py
  * ({@code finalize_settings}) as JSON: {@code {"meters": {name: aggregation}, "default": policy,
- * "customers": {customer_id: policy}}}, a policy being {@code {"kind", "zone", "anchor", "grace_ms"}}.
+ * "customers": {customer_id: policy}, "finalized_through_ms": ms or null}}, a policy being
+ * {@code {"kind", "zone", "anchor", "grace_ms"}}.
  */
 final class FinalizeSettings {
     private final Map<String, Aggregation> meters;
     private final Policy defaultPolicy;
     private final Map<String, Policy> customers;
+    /**
+     * Every period whose end + grace is at or behind this is final (the job this one replaced
+     * finalized it; jobs/upgrade.py); {@code Long.MIN_VALUE} when there is no such job.
+     */
+    final long finalizedThrough;
 
-    private FinalizeSettings(Map<String, Aggregation> meters, Policy defaultPolicy, Map<String, Policy> customers) {
+    private FinalizeSettings(
+            Map<String, Aggregation> meters, Policy defaultPolicy, Map<String, Policy> customers, long finalizedThrough) {
         this.meters = meters;
         this.defaultPolicy = defaultPolicy;
         this.customers = customers;
+        this.finalizedThrough = finalizedThrough;
     }
 
     static FinalizeSettings parse(String json) throws IOException {
@@ -41,7 +49,9 @@ final class FinalizeSettings {
             Map.Entry<String, JsonNode> customer = it.next();
             customers.put(customer.getKey(), Policy.of(customer.getValue()));
         }
-        return new FinalizeSettings(meters, Policy.of(root.get("default")), customers);
+        JsonNode through = root.get("finalized_through_ms");
+        long finalizedThrough = through == null || through.isNull() ? Long.MIN_VALUE : through.asLong();
+        return new FinalizeSettings(meters, Policy.of(root.get("default")), customers, finalizedThrough);
     }
 
     /** The settings of one (customer, meter, group) key; throws for a meter the job does not have. */
