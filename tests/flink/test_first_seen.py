@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -31,10 +32,17 @@ UID = "test-first-seen"
 @pytest.fixture(scope="module")
 def stream() -> Iterator[tuple[Any, Any]]:
     """The job's own environment (jobs.metering_job.create_environment) with its functions."""
+    from infra.flink import python_path
     from jobs.metering_job import RunOptions, create_environment
 
+    # The embedded interpreter of thread mode (below) imports through the JVM's PYTHONPATH.
+    os.environ["PYTHONPATH"] = python_path(os.environ.get("PYTHONPATH"))
     env, t_env = create_environment(CONFIG, RunOptions(bounded=True))
     env.set_parallelism(1)
+    # The pacing map below is Python (the job itself has none). Thread mode: in process mode the
+    # MiniCluster runs Python workers inside this process (loopback), which sets
+    # PYFLINK_GATEWAY_DISABLED in os.environ, and every PyFlink subprocess a later test starts fails.
+    t_env.get_config().set("python.execution-mode", "thread")
     for statement in sql.function_ddl():
         t_env.execute_sql(statement)
     yield env, t_env
