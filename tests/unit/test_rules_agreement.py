@@ -263,7 +263,7 @@ TIE_VALUES = ("0", "0.0", "0E-9", "0.000000000", "1", "1.0", "1.000000000", "1E+
 @st.composite
 def decimals(draw: st.DrawFn) -> str:
     """Decimal(38, 9)-like text: up to 38 digits, exponent -9..+2; never negative zero (see the module notes)."""
-    if draw(st.booleans()):
+    if draw(st.integers(0, 2)) > 0:
         return draw(st.sampled_from(TIE_VALUES))
     digits = draw(st.integers(-(10**38) + 1, 10**38 - 1) | st.integers(-1000, 1000))
     return str(Decimal(f"{digits}E{draw(st.integers(-9, 2))}"))
@@ -319,7 +319,9 @@ def ledger_cases(draw: st.DrawFn) -> dict[str, Any]:
     base = draw(instants_in(zone_name)) // MINUTE * MINUTE
     span = {"month": 40, "week": 10, "day": 2}[kind] * DAY
     minute = st.integers(-span // MINUTE, span // MINUTE).map(lambda k: min(max(base + k * MINUTE, FIRST_MS), LAST_MS - MINUTE))
-    watermark = st.integers(-span, 2 * span).map(lambda k: base + k)
+    # Often exactly at a period's end + grace (or a millisecond either side): where final begins.
+    at_finality = st.tuples(minute, st.sampled_from((-1, 0, 0, 1))).map(lambda m: period_bounds(m[0], cycle)[1] + grace_ms + m[1])
+    watermark = st.integers(-span, 2 * span).map(lambda k: base + k) | at_finality
     ops: list[dict[str, Any]] = []
     for _ in range(draw(st.integers(1, 20))):
         choice = draw(st.integers(0, 11))
@@ -336,7 +338,8 @@ def ledger_cases(draw: st.DrawFn) -> dict[str, Any]:
         elif choice == 10:
             ops.append({"open": period_bounds(draw(minute), cycle)[0]})
         else:
-            ops.append({"period": draw(minute)} if draw(st.booleans()) else {"is_final": [draw(minute), draw(watermark)]})
+            end = period_bounds(draw(minute), cycle)[1]
+            ops.append({"period": draw(minute)} if draw(st.booleans()) else {"is_final": [end, draw(watermark)]})
     ops += [{"provisional": True}, {"finalize": LAST_MS}]
     return {
         "op": "ledger",
@@ -490,3 +493,64 @@ def test_decimal_text_and_json_escapes(java: JavaRules) -> None:
         }
     )
     assert_agree(java, cases)
+
+
+def encoded(aggregation: str, value: str, *, latest: tuple[int, str] | None = None) -> list[Any]:
+    """A one-event partial's encode tuple holding ``value``."""
+    return [
+        1,
+        value if aggregation == "sum" else "0",
+        value if aggregation in ("max", "min") else None,
+        [],
+        None if latest is None else [*latest, value],
+    ]
+
+
+def test_ties_keep_the_first_text(java: JavaRules) -> None:
+    """Numerically equal max/min/latest values keep the first one's text, as Python's max(a, b) and tuple order do."""
+    pairs = [("1.0", "1.00"), ("1.00", "1.0"), ("0E-9", "0"), ("1E+1", "10"), ("-0.5", "-0.500")]
+    cases = [
+        {
+            "op": "partials",
+            "aggregation": aggregation,
+            "inputs": [encoded(aggregation, a, latest=(7, "e")), encoded(aggregation, b, latest=(7, "e"))],
+            "steps": [["merge", 0, 1], ["merge", 1, 0]],
+        }
+        for aggregation in ("max", "min", "latest", "sum")
+        for a, b in pairs
+    ]
+    assert_agree(java, cases)
+    (answer,) = java.run([cases[0]])
+    assert [step[2] for step in answer["steps"]] == ["1.0", "1.00"]
+
+
+def test_final_exactly_at_end_plus_grace(java: JavaRules) -> None:
+    """A period is final when end + grace <= watermark: not a millisecond earlier; a change then is a correction."""
+    end = ms("2024-04-01T00:00:00+02:00")
+    grace = 3_600_000
+    minute = ms("2024-03-31T21:59:00+00:00")
+    one = encoded("sum", "2.5")
+    case = {
+        "op": "ledger",
+        "aggregation": "sum",
+        "kind": "month",
+        "zone": "Europe/Berlin",
+        "anchor": 1,
+        "grace_ms": grace,
+        "ops": [
+            {"apply": [minute, one, False, end + grace - 1]},
+            {"is_final": [end, end + grace - 1]},
+            {"is_final": [end, end + grace]},
+            {"next": True},
+            {"finalize": end + grace - 1},
+            {"roundtrip": True},
+            {"finalize": end + grace},
+            {"apply": [minute, one, True, end + grace]},
+            {"has_open": True},
+        ],
+    }
+    assert_agree(java, [case])
+    (answer,) = java.run([case])
+    assert answer[0] is None and answer[1:5] == [False, True, end + grace, []]
+    assert [f[:2] for f in answer[6]] == [[ms("2024-03-01T00:00:00+01:00"), end]]
+    assert answer[7][:3] == [ms("2024-03-01T00:00:00+01:00"), end, minute] and answer[8] is False
