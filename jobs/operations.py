@@ -40,12 +40,13 @@ INCOMPATIBLE_STATE = "StateMigrationException"
 #: A restore that cannot succeed, by Flink's words for it, and what to do instead.
 RESTORE_FAILURE_HINTS = {
     UNMAPPED_STATE: "the savepoint holds state of an operator this job no longer has, so this change is not "
-    "savepoint-compatible (docs/operations.md). Revert the change, or resume with "
-    "--allow-non-restored-state to drop that state knowingly",
+    "savepoint-compatible (docs/operations.md). Revert the change; after a project upgrade, submit with "
+    "--rebuild instead of --from-savepoint (docs/operations.md, 'Upgrade by rebuilding state'); "
+    "--allow-non-restored-state drops that state, only for state you know you can lose (a removed meter's)",
     INCOMPATIBLE_STATE: "an operator of this version keeps its state in another form than the savepoint holds it: "
     "this upgrade is not savepoint-compatible (docs/operations.md, 'Upgrade, rescale, move'). "
-    "Resume with the version that took the savepoint, or start this version as a new "
-    "deployment that replays the topic",
+    "Resume with the version that took the savepoint, or submit this version with --rebuild instead of "
+    "--from-savepoint (docs/operations.md, 'Upgrade by rebuilding state')",
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
+from typing import Any
 
 from udfs.meters import Aggregation
 
@@ -143,3 +144,17 @@ def decode(aggregation: Aggregation, encoded: EncodedPartial) -> Partial:
         distinct=frozenset(distinct),
         latest=None if latest is None else (latest[0], latest[1], Decimal(latest[2])),
     )
+
+
+def partial_json(partial: Partial) -> dict[str, Any]:
+    """The wire form of a partial in the job's records: exact decimals as strings (``Partial.appendJson`` in udfs/jvm)."""
+    return {
+        "value": str(partial.result()),
+        "event_count": partial.count,
+        "sum": str(partial.total),
+        "max": None if partial.extreme is None or partial.aggregation is not Aggregation.MAX else str(partial.extreme),
+        "min": None if partial.extreme is None or partial.aggregation is not Aggregation.MIN else str(partial.extreme),
+        "distinct_values": sorted(partial.distinct),
+        "latest_ms": partial.latest[0] if partial.latest else None,
+        "latest_value": str(partial.latest[2]) if partial.latest else None,
+    }

@@ -77,6 +77,7 @@ METRICS = {
     "finalize_periods.meteringLateEvents": 5.0,
     "finalize_periods.meteringAggregateUpdates": 300.0,
     "finalize_periods.meteringProcessingErrors": 0.0,
+    "finalize_periods.meteringReplayedCorrections": 0.0,
 }
 
 
@@ -119,6 +120,7 @@ def test_summary_reads_checkpoints_watermark_and_counters() -> None:
         "late_events": 5,
         "aggregate_updates": 300,
         "processing_errors": 0,
+        "replayed_corrections": 0,
         "first_seen": 900,
         "duplicates": 100,
         "conflicts": 4,
@@ -207,12 +209,12 @@ class RestartingRestore:
     [
         (
             "java.lang.IllegalStateException: Cannot map checkpoint/savepoint state for operator 1a2b",
-            "--allow-non-restored-state",
+            "submit with --rebuild instead of --from-savepoint",
         ),
         (  # seen: the duplicates aggregation's state after its distinct count moved into a Java function
             "org.apache.flink.util.StateMigrationException: For heap backends, the new state serializer (…TtlSerializer@1) "
             "must not be incompatible with the old state serializer (…TtlSerializer@2).",
-            "new deployment that replays the topic",
+            "submit this version with --rebuild",
         ),
     ],
 )

@@ -1,6 +1,6 @@
 """One set of finalization rules: the JVM's ``dev.metering.rules`` agrees with the Python reference.
 
-``udfs/periods.py``, ``udfs/aggregators.py``, ``udfs/ledger.py`` and ``jobs/finalize.partial_json``
+``udfs/periods.py``, ``udfs/aggregators.py``, ``udfs/ledger.py`` and ``udfs.aggregators.partial_json``
 define billing periods, partial arithmetic, the wire text of a partial and the finalization state
 machine; the Java classes the JVM operator uses must give the same answers, to the millisecond and
 to the character (decimals as ``str(Decimal)`` prints them, strings in code point order, JSON as
@@ -27,8 +27,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from jobs.finalize import partial_json
-from udfs.aggregators import Partial, decode, encode, merge, subtract
+from udfs.aggregators import Partial, decode, encode, merge, partial_json, subtract
 from udfs.ledger import MinuteChange, PeriodLedger, decode_ledger, encode_ledger, period_bounds
 from udfs.meters import Aggregation
 from udfs.periods import (
