@@ -3,10 +3,10 @@
 With RocksDB, Flink bounds each slot's RocksDB instances (block cache, write buffers, and the
 index and filter blocks they cache) by the slot's managed memory, shared with the other managed
 memory consumers *in that slot* by ``taskmanager.memory.managed.consumer-weights``. The metering
-job's slots hold a state backend and a Python operator (the finalization), so RocksDB gets
-``STATE_BACKEND / (STATE_BACKEND + PYTHON)`` of it: 70% with Flink's default weights, also in
-``python.execution-mode: thread`` (measured: the local cluster's 250.9 MiB slots give RocksDB a
-175.6 MiB cache, the TaskManager's log says "Obtained shared RocksDB cache of size 184146725 bytes").
+job has no Python operator (it had one, the finalization, until it moved into the JVM: RocksDB
+then got 70% with Flink's default weights) and no batch operator, so the state backend is its
+slots' only consumer and RocksDB gets all of it (measured: the local cluster's 250.9 MiB slots,
+"Obtained shared RocksDB cache of size 263066750 bytes" in the TaskManager's log).
 
 Short of memory, RocksDB does not fail: it slows down, and the job falls behind. Measured on a
 1.5M-id dedup state (docs/benchmarks.md, "RocksDB's memory per slot"): 179 MiB for RocksDB
@@ -70,10 +70,8 @@ def consumer_weights(text: str) -> dict[str, int]:
 
 
 def rocksdb_share_of_slot(weights: Mapping[str, int]) -> float:
-    """The fraction of a slot's managed memory RocksDB gets beside the job's Python operator."""
-    state_backend = weights.get("STATE_BACKEND", 0)
-    python = weights.get("PYTHON", 0)
-    return state_backend / (state_backend + python) if state_backend + python else 0.0
+    """The fraction of a slot's managed memory RocksDB gets: all of it, the job's only consumer, unless its weight is 0."""
+    return 1.0 if weights.get("STATE_BACKEND", 0) > 0 else 0.0
 
 
 def default_managed_memory(process_size: int) -> int:
@@ -141,7 +139,7 @@ def describe_rocksdb_memory(memories: list[SlotMemory] | None) -> str:
         return f"RocksDB memory: {_mib(least.rocksdb_per_slot)} per slot (state.backend.rocksdb.memory.fixed-per-slot)"
     return (
         f"RocksDB memory: {_mib(least.rocksdb_per_slot)} per slot, of {_mib(least.managed_per_slot)} managed memory "
-        f"per slot ({least.slots} slots on TaskManager {least.taskmanager}; the job's Python operator takes the rest)"
+        f"per slot ({least.slots} slots on TaskManager {least.taskmanager})"
     )
 
 

@@ -37,9 +37,10 @@ def test_a_job_replaced_without_its_state_rebuilds_it_and_bills_exactly(
     bootstrap = stack_settings.bootstrap_servers
     document = demo_document(run_id, bootstrap, tmp_path / "chdb")
     document["pipeline"].update(checkpoint_interval="2s", provisional_interval="5s", idle_timeout="1h")
-    # Daily periods final within an hour: the first job finalizes some before it stops, so the
-    # rebuild must leave those alone and rebuild the ones still open.
-    document["billing"]["customers"]["kiwi-labs"]["grace"] = "1h"
+    # Daily periods with 26 h of grace: the first job finalizes the first day before it stops, so the
+    # rebuild must leave that one alone and rebuild the next, still open. (Late events come 1-19 h
+    # late: with 26 h every one is decided, LATENESS_MARGIN away from its period's finalization.)
+    document["billing"]["customers"]["kiwi-labs"]["grace"] = "26h"
     config_path = tmp_path / "metering.yaml"
     config_path.write_text(yaml.safe_dump(document))
     config = load_config(config_path, env={})
@@ -47,7 +48,7 @@ def test_a_job_replaced_without_its_state_rebuilds_it_and_bills_exactly(
     events = tmp_path / "events.jsonl"
     generate(events, EVENTS, seed=11)
     lines = events.read_text().splitlines()
-    first, second = lines[: len(lines) // 2], lines[len(lines) // 2 :]
+    first, second = lines[: len(lines) * 6 // 10], lines[len(lines) * 6 // 10 :]
     ensure_topics(config)
     env = {**os.environ, "METERING_HOME": str(stack_settings.home)}
     cluster = ["--cluster", stack_settings.flink_rest_url]

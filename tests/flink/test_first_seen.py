@@ -93,7 +93,8 @@ def rows_view(stream: tuple[Any, Any], rows: list[dict[str, Any]], pause_before:
 SELECT 0 AS kafka_partition, kafka_offset, TO_TIMESTAMP_LTZ({RECEIVED_MS}, 3) AS kafka_ts, rowtime, doc,
        CAST(NULL AS INT) AS payload_size, event_id,
        customer_id, CAST('tokens' AS STRING) AS event_type, CAST(NULL AS STRING) AS q_text, rowtime_ms AS event_ms,
-       CAST(NULL AS ARRAY<STRING>) AS props, reason, fingerprint, CAST(NULL AS BIGINT) AS partition_wm_ms
+       CAST(NULL AS ARRAY<STRING>) AS props, reason, fingerprint, CAST(NULL AS BIGINT) AS partition_wm_ms,
+       FALSE AS replayed
 FROM {raw}"""),
     )
     return name

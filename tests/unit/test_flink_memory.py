@@ -61,24 +61,24 @@ def test_a_size_flink_would_refuse_is_refused(text: str) -> None:
         parse_memory_size(text)
 
 
-def test_rocksdb_shares_the_slot_with_the_python_operator_by_weight() -> None:
+def test_rocksdb_gets_the_whole_slot_the_job_has_no_python_operator() -> None:
     assert consumer_weights("OPERATOR:70,STATE_BACKEND:70,PYTHON:30") == {"OPERATOR": 70, "STATE_BACKEND": 70, "PYTHON": 30}
-    assert rocksdb_share_of_slot(consumer_weights("OPERATOR:70,STATE_BACKEND:70,PYTHON:30")) == pytest.approx(0.7)
-    assert rocksdb_share_of_slot({"STATE_BACKEND": 1, "PYTHON": 0}) == 1.0
-    assert rocksdb_share_of_slot({"PYTHON": 30}) == 0.0
+    assert rocksdb_share_of_slot(consumer_weights("OPERATOR:70,STATE_BACKEND:70,PYTHON:30")) == 1.0
+    assert rocksdb_share_of_slot({"STATE_BACKEND": 1, "PYTHON": 99}) == 1.0
+    assert rocksdb_share_of_slot({"STATE_BACKEND": 0, "PYTHON": 30}) == 0.0
     with pytest.raises(ValueError, match="STATE_BACKEND:70"):
         consumer_weights("STATE_BACKEND=70")
 
 
 def test_the_local_cluster_gives_rocksdb_what_its_taskmanager_logged() -> None:
-    # The TaskManager's log on this cluster: "Obtained shared RocksDB cache of size 184146725 bytes".
+    # The TaskManager's log on this cluster: "Obtained shared RocksDB cache of size 263066750 bytes".
     (memory,) = rocksdb_memory(taskmanagers((LOCAL_MANAGED, 4)), config()) or []
     assert memory.managed_per_slot == LOCAL_MANAGED // 4
-    assert abs(memory.rocksdb_per_slot - 184_146_725) <= 1
+    assert abs(memory.rocksdb_per_slot - 263_066_750) <= 1
     assert memory.source == "managed"
-    assert "175.6 MiB per slot, of 250.9 MiB managed memory per slot (4 slots" in describe_rocksdb_memory([memory])
+    assert "250.9 MiB per slot, of 250.9 MiB managed memory per slot (4 slots" in describe_rocksdb_memory([memory])
     warning = rocksdb_memory_warning([memory])
-    assert warning is not None and "175.6 MiB" in warning and "taskmanager.memory.managed.size" in warning
+    assert warning is not None and "250.9 MiB" in warning and "taskmanager.memory.managed.size" in warning
 
 
 def test_flinks_memory_model_gives_the_local_taskmanagers_managed_memory() -> None:
@@ -89,8 +89,8 @@ def test_flinks_memory_model_gives_the_local_taskmanagers_managed_memory() -> No
 
 
 def test_the_smallest_slot_of_the_cluster_is_the_one_reported() -> None:
-    memories = rocksdb_memory(taskmanagers((4096 * MIB, 2), (1024 * MIB, 4)), config()) or []
-    assert [m.rocksdb_per_slot for m in memories] == [int(2048 * MIB * 0.7), int(256 * MIB * 0.7)]
+    memories = rocksdb_memory(taskmanagers((4096 * MIB, 2), (1024 * MIB, 8)), config()) or []
+    assert [m.rocksdb_per_slot for m in memories] == [2048 * MIB, 128 * MIB]
     assert "on TaskManager 127.0.0.1:33302-tm" in (rocksdb_memory_warning(memories) or "")
 
 
@@ -104,7 +104,7 @@ def test_enough_memory_gets_no_warning_and_the_floor_is_inclusive() -> None:
 
 def test_the_clusters_own_weights_and_fixed_memory_are_honoured() -> None:
     custom = {"taskmanager.memory.managed.consumer-weights": "STATE_BACKEND:90,PYTHON:10"}
-    assert [m.rocksdb_per_slot for m in rocksdb_memory(taskmanagers((1000 * MIB, 1)), custom) or []] == [900 * MIB]
+    assert [m.rocksdb_per_slot for m in rocksdb_memory(taskmanagers((1000 * MIB, 1)), custom) or []] == [1000 * MIB]
     fixed = {"state.backend.rocksdb.memory.fixed-per-slot": "128m"}
     (memory,) = rocksdb_memory(taskmanagers((8192 * MIB, 1)), fixed) or []
     assert (memory.rocksdb_per_slot, memory.source) == (128 * MIB, "fixed-per-slot")

@@ -99,8 +99,8 @@ def test_alignment_drift_may_be_zero_but_not_negative(tmp_path: Path) -> None:
 
 
 def test_late_rows_carry_their_partitions_watermark_to_the_finalization_operator() -> None:
-    """Both partial branches have the column, in the position the finalization operator reads (row[12])."""
-    assert sql.PARTIAL_COLUMNS.split(", ").index("partition_wm_ms") == 12
-    assert "partition_wm_ms\nFROM flagged" in sql.late_partials_view("flagged")
-    assert "CAST(NULL AS BIGINT) AS partition_wm_ms" in sql.ontime_partials_view("flagged", timedelta(seconds=10))
+    """Both partial branches have the column (``metering_finalize`` reads it by name), and ``replayed`` after it."""
+    assert sql.PARTIAL_COLUMNS.split(", ")[-2:] == ["partition_wm_ms", "replayed"]
+    assert "partition_wm_ms, replayed\nFROM flagged" in sql.late_partials_view("flagged")
+    assert "CAST(NULL AS BIGINT) AS partition_wm_ms, replayed" in sql.ontime_partials_view("flagged", timedelta(seconds=10))
     assert "COALESCE(event_ms <= partition_wm_ms, FALSE)" in sql.flagged_view("metered")
