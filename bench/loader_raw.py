@@ -1,0 +1,267 @@
+"""The loader's raw events: CPU µs per record to convert and insert into chDB, variant against variant.
+
+No broker: live-shaped records (``bench.pipeline.live_shaped_lines``, 10% byte-identical retries)
+with a few refused lines and heartbeats mixed in, held in memory as Kafka records, are converted
+and inserted into ``raw_events`` of a scratch chDB directory in batches of ``--batch`` records, as
+the loader does per batch. CPU is the whole process's (``time.process_time``: Python and chDB's
+threads), merges stopped so that one variant's parts are not merged on the next one's clock.
+Variants run alternating, the order flipping every round (ABC CBA …), and each variant's stored
+rows are compared with the first variant's (a checksum of every column): a faster variant that
+stores something else is reported, not counted.
+
+* ``rows``: today's path until this change: ``raw_row`` (``validate_line``, a row of Python
+  values, the payload decoded to text), clickhouse-connect's row insert (Native, per value in Python).
+* ``validate``: the verdict alone (``validate_line`` per record, nothing stored): the floor of any
+  variant that keeps the one definition of a valid event in Python.
+* ``arrow``: ``validate_line``, then the batch's columns as Arrow arrays (the payload bytes as
+  they are), one Arrow insert.
+* ``ch_parse``: ``validate_line`` for the verdict only; the valid records' bytes and Kafka
+  coordinates inserted as Arrow into a Null table whose materialized view has ClickHouse extract
+  the columns from the payload (``JSONExtract*``): no row built in Python.
+
+Usage::
+
+    python -m bench.loader_raw [--events 200000] [--batch 50000] [--rounds 3] [--variants rows arrow …]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import mean, median
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from jobs.demo import MALFORMED  # noqa: E402
+from jobs.heartbeat import heartbeat_record  # noqa: E402
+
+TOPIC = "usage-events"
+
+#: ClickHouse extracting raw_events' columns from a valid payload (variant ``ch_parse``). Property
+#: values: strings as they are, anything else as written (JSONExtractRaw), null as ''.
+CH_PARSE_DDL = [
+    "CREATE TABLE IF NOT EXISTS bench_raw_input (payload String, kafka_topic String, kafka_partition UInt32, "
+    "kafka_offset UInt64, received_at DateTime64(3, 'UTC')) ENGINE = Null",
+    """CREATE MATERIALIZED VIEW IF NOT EXISTS bench_raw_parse TO raw_events AS
+    SELECT
+        JSONExtractString(payload, 'event_id') AS event_id,
+        JSONExtractString(payload, 'customer_id') AS customer_id,
+        JSONExtractString(payload, 'event_type') AS event_type,
+        parseDateTime64BestEffort(JSONExtractString(payload, 'timestamp'), 3, 'UTC') AS event_time,
+        toDecimal128(if(JSONType(payload, 'quantity') = 'String', JSONExtractString(payload, 'quantity'),
+                        JSONExtractRaw(payload, 'quantity')), 9) AS quantity,
+        mapFromArrays(
+            arrayMap(kv -> kv.1, JSONExtractKeysAndValuesRaw(payload, 'properties')),
+            arrayMap(kv -> multiIf(kv.2 = 'null', '', startsWith(kv.2, '"'), JSONExtractString(kv.2), kv.2),
+                     JSONExtractKeysAndValuesRaw(payload, 'properties'))) AS properties,
+        JSONExtractString(payload, 'resource') AS resource,
+        JSONExtractString(payload, 'user_id') AS user_id,
+        JSONExtractString(payload, 'region') AS region,
+        JSONExtractString(payload, 'source') AS source,
+        toUInt16(1) AS schema_version,
+        'received' AS status,
+        kafka_topic, kafka_partition, kafka_offset, received_at, payload
+    FROM bench_raw_input""",
+]
+
+
+def records(events: int, seed: int = 11) -> list[Any]:
+    """Kafka records of the events topic: live-shaped events, every 50th followed by a refused line or a heartbeat."""
+    from bench.pipeline import live_shaped_lines
+
+    end = datetime(2026, 3, 1, tzinfo=UTC)
+    lines: list[bytes] = []
+    refusals = list(MALFORMED.values())
+    for n, line in enumerate(live_shaped_lines(events, 500, 5_000, end, seed)):
+        lines.append(line)
+        if n % 50 == 49:
+            if n % 500 == 499:
+                lines.append(heartbeat_record(end))
+            else:
+                import json
+
+                lines.append(refusals[(n // 50) % len(refusals)](json.loads(line)).encode())
+    start_ms = int(end.timestamp() * 1000)
+    return [
+        SimpleNamespace(topic=TOPIC, partition=n % 3, offset=n, timestamp=start_ms + n, key=None, value=line)
+        for n, line in enumerate(lines)
+    ]
+
+
+def corpus_records() -> list[Any]:
+    """The spec's example lines (valid and invalid) as records: the agreement check on odd but valid events."""
+    paths = sorted((ROOT / "schemas" / "examples" / "v1").glob("*/*.json"))
+    return [
+        SimpleNamespace(
+            topic=TOPIC, partition=0, offset=n, timestamp=1_772_323_200_000 + n, key=None, value=p.read_bytes().strip()
+        )
+        for n, p in enumerate(paths)
+    ]
+
+
+def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---- the variants: each stores one batch of records (or, ``validate``, only judges them)
+
+
+def store_rows(storage: Any, batch: list[Any]) -> int:
+    from jobs.loader import COLUMNS, raw_row
+
+    rows = [converted[1] for r in batch if (converted := raw_row(r)) is not None]
+    if rows:
+        storage.client.insert("raw_events", rows, column_names=COLUMNS["raw_events"])
+    return len(rows)
+
+
+def store_validate(storage: Any, batch: list[Any]) -> int:
+    from schemas.validate import validate_line
+
+    return sum(1 for r in batch if validate_line(r.value).event is not None)
+
+
+def store_arrow(storage: Any, batch: list[Any]) -> int:
+    from jobs.loader import arrow_table, raw_row
+
+    rows = [converted[1] for r in batch if (converted := raw_row(r)) is not None]
+    if rows:
+        storage.client.insert_arrow("raw_events", arrow_table("raw_events", rows))
+    return len(rows)
+
+
+def store_ch_parse(storage: Any, batch: list[Any]) -> int:
+    import pyarrow as pa
+
+    from schemas.validate import validate_line
+
+    valid = [r for r in batch if isinstance(r.value, bytes) and validate_line(r.value).event is not None]
+    if not valid:
+        return 0
+    table = pa.table(
+        {
+            "payload": pa.array([r.value for r in valid], pa.binary()),
+            "kafka_topic": pa.array([r.topic for r in valid], pa.string()),
+            "kafka_partition": pa.array([r.partition for r in valid], pa.uint32()),
+            "kafka_offset": pa.array([r.offset for r in valid], pa.uint64()),
+            "received_at": pa.array([r.timestamp for r in valid], pa.timestamp("ms", tz="UTC")),
+        }
+    )
+    storage.client.insert_arrow("bench_raw_input", table)
+    return len(valid)
+
+
+VARIANTS: dict[str, Callable[[Any, list[Any]], int]] = {
+    "rows": store_rows,
+    "validate": store_validate,
+    "arrow": store_arrow,
+    "ch_parse": store_ch_parse,
+}
+
+CHECKSUM_SQL = (
+    "SELECT count(), groupBitXor(cityHash64(event_id, customer_id, toString(event_type), event_time, quantity, "
+    "toString(properties), resource, user_id, toString(region), toString(source), schema_version, toString(status), "
+    "toString(kafka_topic), kafka_partition, kafka_offset, received_at, payload)) FROM raw_events"
+)
+
+
+def stored_checksum(storage: Any) -> tuple[int, int]:
+    count, digest = storage.query_rows(CHECKSUM_SQL)[0]
+    return int(count), int(digest)
+
+
+def differing_rows(storage: Any, expected: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    got = storage.query_rows("SELECT * FROM raw_events ORDER BY kafka_partition, kafka_offset")
+    return [row for row in got if row not in set(expected)][:3]
+
+
+def run(events: int, batch_size: int, rounds: int, variants: list[str]) -> None:
+    from clickhouse.client import StorageSettings, open_storage
+    from clickhouse.migrate import migrate
+
+    data = records(events)
+    corpus = corpus_records()
+    print(f"{len(data):,} records ({events:,} events + retries, refused lines and heartbeats), batches of {batch_size:,}")
+    with tempfile.TemporaryDirectory(prefix="bench-loader-raw-") as scratch:
+        settings = StorageSettings(path=Path(scratch) / "chdb", database="bench")
+        with open_storage(settings) as storage:
+            migrate(storage)
+            for statement in CH_PARSE_DDL:
+                storage.command(statement)
+            storage.command("SYSTEM STOP MERGES raw_events")
+
+            # correctness: each variant stores exactly what the first one does, on the corpus and the data
+            reference: dict[str, tuple[int, int]] = {}
+            reference_rows: list[tuple[Any, ...]] = []
+            wrong: set[str] = set()
+            for name in variants:
+                if name == "validate":
+                    continue
+                for label, items in (("corpus", corpus), ("data", data[:20_000])):
+                    storage.command("TRUNCATE TABLE raw_events")
+                    for chunk in batches(items, batch_size):
+                        VARIANTS[name](storage, chunk)
+                    checksum = stored_checksum(storage)
+                    key = f"{label}"
+                    if key not in reference:
+                        reference[key] = checksum
+                        if label == "corpus":
+                            reference_rows = storage.query_rows("SELECT * FROM raw_events ORDER BY kafka_partition, kafka_offset")
+                    elif checksum != reference[key]:
+                        wrong.add(name)
+                        extra = differing_rows(storage, reference_rows) if label == "corpus" else []
+                        print(f"  {name}: {label} stored {checksum}, {variants[0]} stored {reference[key]}: {extra}")
+            print(
+                f"agreement with {variants[0]}: "
+                + ", ".join(f"{n} {'DIFFERS' if n in wrong else 'same rows'}" for n in variants if n != "validate")
+            )
+
+            results: dict[str, list[float]] = {name: [] for name in variants}
+            for round_number in range(rounds):
+                order = variants if round_number % 2 == 0 else variants[::-1]
+                for name in order:
+                    storage.command("TRUNCATE TABLE raw_events")
+                    stored = 0
+                    before, started = time.process_time(), time.monotonic()
+                    for chunk in batches(data, batch_size):
+                        stored += VARIANTS[name](storage, chunk)
+                    cpu, wall = time.process_time() - before, time.monotonic() - started
+                    results[name].append(cpu / len(data) * 1e6)
+                    print(
+                        f"round {round_number + 1} {name:9}: {stored:,} rows, {wall:.2f} s wall, "
+                        f"{results[name][-1]:.2f} CPU µs per record",
+                        flush=True,
+                    )
+    print()
+    base = median(results[variants[0]])
+    for name in variants:
+        figures = ", ".join(f"{v:.2f}" for v in results[name])
+        note = " (DIFFERS: not counted)" if name in wrong else ""
+        print(
+            f"{name:9}: CPU µs per record {figures}; median {median(results[name]):.2f}, mean {mean(results[name]):.2f}; "
+            f"{variants[0]} / {name} = {base / median(results[name]):.2f}{note}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=50_000, help="records per insert (the loader inserts up to 100k rows)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    args = parser.parse_args()
+    run(args.events, args.batch, args.rounds, args.variants)
+
+
+if __name__ == "__main__":
+    main()
