@@ -9,8 +9,8 @@ Variants run alternating, the order flipping every round (ABC CBA …), and each
 rows are compared with the first variant's (a checksum of every column): a faster variant that
 stores something else is reported, not counted.
 
-* ``rows``: today's path until this change: ``raw_row`` (``validate_line``, a row of Python
-  values, the payload decoded to text), clickhouse-connect's row insert (Native, per value in Python).
+* ``rows``: the loader's insert before the Arrow one: ``raw_row`` (``validate_line``, a row of
+  Python values), clickhouse-connect's row insert (Native, serialized value by value in Python).
 * ``validate``: the verdict alone (``validate_line`` per record, nothing stored): the floor of any
   variant that keeps the one definition of a valid event in Python.
 * ``arrow``: ``validate_line``, then the batch's columns as Arrow arrays (the payload bytes as
@@ -19,9 +19,14 @@ stores something else is reported, not counted.
   coordinates inserted as Arrow into a Null table whose materialized view has ClickHouse extract
   the columns from the payload (``JSONExtract*``): no row built in Python.
 
+``--loader`` confirms in the loader itself: a Kafka broker of its own (``.metering/bench-loader-raw``,
+ports from ``--port-base``), the records produced to an events topic once, then ``Loader.run``
+until idle with a fresh consumer group and database per measurement, ``rows`` against ``arrow``.
+
 Usage::
 
     python -m bench.loader_raw [--events 200000] [--batch 50000] [--rounds 3] [--variants rows arrow …]
+    python -m bench.loader_raw --loader [--events 100000] [--rounds 3] [--port-base 59192]
 """
 
 from __future__ import annotations
@@ -253,14 +258,100 @@ def run(events: int, batch_size: int, rounds: int, variants: list[str]) -> None:
         )
 
 
+LOADER_VARIANTS = ("rows", "arrow")
+
+
+def loader_run(events: int, rounds: int, port_base: int) -> None:
+    """The whole loader (kafka-python, convert, insert, commit) on a broker of its own, ``rows`` against ``arrow``.
+
+    The records go to an events topic once; each measurement is a fresh consumer group and chDB
+    database loading that topic until idle. ``rows`` is the same loader with ``arrow_table``
+    answering None (every table inserted as rows).
+    """
+    import os
+    import uuid
+    from datetime import timedelta
+
+    import jobs.loader
+    from clickhouse.client import StorageSettings, open_storage
+    from clickhouse.migrate import migrate
+    from infra.kafka import KafkaBroker
+    from infra.settings import StackSettings
+    from jobs.cli import ensure_topics
+    from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
+    from jobs.loader import Loader
+    from jobs.produce import make_producer
+
+    env = dict(os.environ)
+    env["METERING_HOME"] = str(ROOT / ".metering" / "bench-loader-raw")
+    stack = StackSettings.from_env(env).with_ports(port_base)
+    broker = KafkaBroker(stack)
+    stack.home.mkdir(parents=True, exist_ok=True)
+    broker.start()
+    arrow = jobs.loader.arrow_table
+    try:
+        prefix = f"bench-raw-{uuid.uuid4().hex[:8]}"
+        names = ("events", "raw", "aggregates", "finals", "corrections", "dead-letters")
+        topics = Topics(*(f"{prefix}-{name}" for name in names))
+        data = records(events)
+        with tempfile.TemporaryDirectory(prefix="bench-loader-raw-") as scratch:
+            base = Config(
+                kafka=KafkaSettings(bootstrap_servers=stack.bootstrap_servers, topics=topics),
+                storage=StorageSettings(path=Path(scratch) / "chdb"),
+                pipeline=PipelineSettings(loader_max_batch_delay=timedelta(seconds=1)),
+            )
+            ensure_topics(base, partitions=3)
+            producer = make_producer(stack.bootstrap_servers)
+            for r in data:
+                producer.send(topics.events, value=r.value, partition=r.partition)
+            producer.flush()
+            producer.close()
+            print(
+                f"{len(data):,} records in {topics.events} (3 partitions); the loader until idle, fresh group and database each"
+            )
+            results: dict[str, list[float]] = {name: [] for name in LOADER_VARIANTS}
+            for round_number in range(rounds):
+                order = LOADER_VARIANTS if round_number % 2 == 0 else LOADER_VARIANTS[::-1]
+                for name in order:
+                    jobs.loader.arrow_table = arrow if name == "arrow" else (lambda table, rows: None)  # type: ignore[assignment]
+                    storage_settings = StorageSettings(path=Path(scratch) / "chdb", database=f"b_{uuid.uuid4().hex[:8]}")
+                    config = Config(kafka=base.kafka, storage=storage_settings, pipeline=base.pipeline)
+                    with open_storage(storage_settings) as storage:
+                        migrate(storage)
+                        loader = Loader(config, storage, group_id=f"{prefix}-{uuid.uuid4().hex[:8]}")
+                        before, started = time.process_time(), time.monotonic()
+                        stats = loader.run(until_idle=True, idle_s=1.0)
+                        cpu, wall = time.process_time() - before, time.monotonic() - started
+                        stored = stored_checksum(storage)
+                        storage.drop_database()
+                    results[name].append(cpu / len(data) * 1e6)
+                    print(
+                        f"round {round_number + 1} {name:5}: {stats.rows['raw_events']:,} raw rows in {stats.batches} "
+                        f"batches, {wall:.1f} s wall, {results[name][-1]:.2f} CPU µs per record; stored {stored}",
+                        flush=True,
+                    )
+    finally:
+        jobs.loader.arrow_table = arrow  # type: ignore[assignment]
+        broker.stop()
+    print()
+    for name in LOADER_VARIANTS:
+        figures = ", ".join(f"{v:.2f}" for v in results[name])
+        print(f"loader {name:5}: CPU µs per record {figures}; median {median(results[name]):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=50_000, help="records per insert (the loader inserts up to 100k rows)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--loader", action="store_true", help="the whole loader on a broker of its own (started and stopped)")
+    parser.add_argument("--port-base", type=int, default=59192, help="--loader: the broker's ports from here")
     args = parser.parse_args()
-    run(args.events, args.batch, args.rounds, args.variants)
+    if args.loader:
+        loader_run(args.events, args.rounds, args.port_base)
+    else:
+        run(args.events, args.batch, args.rounds, args.variants)
 
 
 if __name__ == "__main__":
