@@ -8,7 +8,6 @@ of every stored row must be equal.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,19 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _lines() -> list[bytes]:
+    from bench.loader_raw import odd_valid_lines
     from bench.pipeline import live_shaped_lines
 
     corpus = [p.read_bytes().strip() for p in sorted((ROOT / "schemas" / "examples" / "v1").glob("*/*.json"))]
-    base = {"event_id": "odd", "customer_id": "c:1@x", "event_type": "t.x-1", "quantity": "0.000000001"}
-    odd = [
-        {**base, "timestamp": "2026-01-31T23:59:59.9999999-01:30"},  # a month later in UTC, sub-ms truncated
-        {**base, "timestamp": "1970-01-01T00:00:00Z", "quantity": 0},
-        {**base, "timestamp": "2099-12-31T23:59:59.999+00:00", "quantity": "99999999999999999999999999999.999999999"},
-        {**base, "timestamp": "2026-03-01 12:00:00z", "properties": {"a": "\u00e9\u4e2d\U0001f600", "b": None, "c": False}},
-        {**base, "timestamp": "2026-03-01T12:00:00Z", "event_id": "tab\\there", "resource": "r" * 256, "source": "s"},
-    ]
     live = list(live_shaped_lines(2_000, 20, 100, datetime(2026, 3, 1, tzinfo=UTC)))
-    return corpus + [json.dumps(e, ensure_ascii=False).encode() for e in odd] + [b'{"quantity": 1.0e3}'] + live
+    return corpus + odd_valid_lines() + [b'{"quantity": 1.0e3}'] + live
 
 
 def test_arrow_and_row_inserts_store_the_same_raw_events(storage_settings: StorageSettings) -> None:
