@@ -29,6 +29,7 @@ Usage::
 
     python -m bench.loader_raw [--events 200000] [--batch 50000] [--rounds 3] [--variants rows arrow …]
     python -m bench.loader_raw --loader [--events 100000] [--rounds 3] [--port-base 59192]
+    python -m bench.loader_raw --clients [--events 100000] [--rounds 3]   # consume only: kafka-python / confluent-kafka
 """
 
 from __future__ import annotations
@@ -284,14 +285,71 @@ def run(events: int, batch_size: int, rounds: int, variants: list[str]) -> None:
 
 
 LOADER_VARIANTS = ("rows", "arrow")
+CLIENTS = ("kafka-python", "confluent-kafka")
 
 
-def loader_run(events: int, rounds: int, port_base: int) -> None:
+def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
+    """Read ``expected`` records of ``topic`` from the start with a new group, as the loader's consumer
+    is configured (read_committed, no auto-commit, large fetches), touching each record's fields once;
+    commit at the end. Returns the records read."""
+    import uuid
+
+    group = f"bench-consume-{uuid.uuid4().hex[:8]}"
+    seen = 0
+    if client == "kafka-python":
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=20_000,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        while seen < expected:
+            for partition_records in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                for r in partition_records:
+                    _ = (r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+                    seen += 1
+        consumer.commit()
+        consumer.close()
+        return seen
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        }
+    )
+    consumer.subscribe([topic])
+    while seen < expected:
+        for m in consumer.consume(num_messages=10_000, timeout=0.5):
+            if m.error():
+                continue
+            _ = (m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value())
+            seen += 1
+    consumer.commit(asynchronous=False)
+    consumer.close()
+    return seen
+
+
+def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = False) -> None:
     """The whole loader (kafka-python, convert, insert, commit) on a broker of its own, ``rows`` against ``arrow``.
 
     The records go to an events topic once; each measurement is a fresh consumer group and chDB
     database loading that topic until idle. ``rows`` is the same loader with ``arrow_table``
-    answering None (every table inserted as rows).
+    answering None (every table inserted as rows). ``clients``: instead, only consume the topic,
+    kafka-python against confluent-kafka (:func:`consume_all`).
     """
     import os
     import uuid
@@ -334,7 +392,24 @@ def loader_run(events: int, rounds: int, port_base: int) -> None:
             print(
                 f"{len(data):,} records in {topics.events} (3 partitions); the loader until idle, fresh group and database each"
             )
-            results: dict[str, list[float]] = {name: [] for name in LOADER_VARIANTS}
+            if clients:
+                results = {name: [] for name in CLIENTS}
+                for round_number in range(rounds):
+                    for name in CLIENTS if round_number % 2 == 0 else CLIENTS[::-1]:
+                        before, started = time.process_time(), time.monotonic()
+                        seen = consume_all(name, stack.bootstrap_servers, topics.events, len(data))
+                        cpu, wall = time.process_time() - before, time.monotonic() - started
+                        results[name].append(cpu / seen * 1e6)
+                        print(
+                            f"round {round_number + 1} {name:15}: {seen:,} records, {wall:.1f} s wall, "
+                            f"{results[name][-1]:.2f} CPU µs per record",
+                            flush=True,
+                        )
+                for name in CLIENTS:
+                    figures = ", ".join(f"{v:.2f}" for v in results[name])
+                    print(f"{name:15}: CPU µs per record {figures}; median {median(results[name]):.2f}")
+                return
+            results = {name: [] for name in LOADER_VARIANTS}
             for round_number in range(rounds):
                 order = LOADER_VARIANTS if round_number % 2 == 0 else LOADER_VARIANTS[::-1]
                 for name in order:
@@ -358,6 +433,8 @@ def loader_run(events: int, rounds: int, port_base: int) -> None:
     finally:
         jobs.loader.arrow_table = arrow  # type: ignore[assignment]
         broker.stop()
+    if clients:
+        return
     print()
     for name in LOADER_VARIANTS:
         figures = ", ".join(f"{v:.2f}" for v in results[name])
@@ -371,10 +448,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--loader", action="store_true", help="the whole loader on a broker of its own (started and stopped)")
+    parser.add_argument(
+        "--clients", action="store_true", help="like --loader, but only consume: kafka-python against confluent-kafka"
+    )
     parser.add_argument("--port-base", type=int, default=59192, help="--loader: the broker's ports from here")
     args = parser.parse_args()
-    if args.loader:
-        loader_run(args.events, args.rounds, args.port_base)
+    if args.loader or args.clients:
+        loader_run(args.events, args.rounds, args.port_base, clients=args.clients)
     else:
         run(args.events, args.batch, args.rounds, args.variants)
 
