@@ -30,6 +30,7 @@ Usage::
     python -m bench.loader_raw [--events 200000] [--batch 50000] [--rounds 3] [--variants rows arrow …]
     python -m bench.loader_raw --loader [--events 100000] [--rounds 3] [--port-base 59192]
     python -m bench.loader_raw --clients [--events 100000] [--rounds 3]   # consume only: kafka-python / confluent-kafka
+    python -m bench.loader_raw --client-semantics   # transactions, positions, end offsets, empty commits
 """
 
 from __future__ import annotations
@@ -441,6 +442,99 @@ def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = Fals
         print(f"loader {name:5}: CPU µs per record {figures}; median {median(results[name]):.2f}")
 
 
+def client_semantics(port_base: int) -> None:
+    """What the loader relies on, asked of both clients on a broker of its own: transactions committed,
+    aborted and left open in one partition, read with read_committed; position against the end
+    offsets; a commit with nothing new."""
+    import os
+    import uuid
+
+    from confluent_kafka import Consumer, KafkaException
+    from confluent_kafka import TopicPartition as ConfluentPartition
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from infra.kafka import KafkaBroker
+    from infra.settings import StackSettings
+    from jobs.topics import ensure_topic
+
+    env = dict(os.environ)
+    env["METERING_HOME"] = str(ROOT / ".metering" / "bench-loader-raw")
+    stack = StackSettings.from_env(env).with_ports(port_base)
+    stack.home.mkdir(parents=True, exist_ok=True)
+    broker = KafkaBroker(stack)
+    broker.start()
+    servers = stack.bootstrap_servers
+    try:
+        topic = f"bench-semantics-{uuid.uuid4().hex[:6]}"
+        ensure_topic(servers, topic, partitions=1)
+        producer = KafkaProducer(bootstrap_servers=servers, transactional_id=f"bench-{uuid.uuid4().hex[:6]}")
+        producer.init_transactions()
+        for prefix, count, commit in (("a", 5, True), ("b", 3, False), ("c", 2, True)):
+            producer.begin_transaction()
+            for n in range(count):
+                producer.send(topic, f"{prefix}{n}".encode())
+            (producer.commit_transaction if commit else producer.abort_transaction)()
+
+        def probe(label: str) -> None:
+            confluent = Consumer(
+                {
+                    "bootstrap.servers": servers,
+                    "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
+                }
+            )
+            confluent.subscribe([topic])
+            values, until = 0, time.monotonic() + 6
+            while time.monotonic() < until:
+                values += sum(1 for m in confluent.consume(100, 0.5) if not m.error())
+            partition = ConfluentPartition(topic, 0)
+            position = confluent.position([partition])[0].offset
+            queried, cached = (
+                confluent.get_watermark_offsets(partition, timeout=5),
+                confluent.get_watermark_offsets(partition, cached=True),
+            )
+            confluent.commit(asynchronous=False)
+            try:
+                confluent.commit(asynchronous=False)
+                again = "ok"
+            except KafkaException as exc:
+                again = f"raises {exc.args[0].name()}"
+            confluent.close()
+            print(
+                f"{label} confluent-kafka: {values} values, position {position}, end (queried) {queried[1]}, "
+                f"end (cached) {cached[1]}; a commit with nothing new {again}"
+            )
+            consumer = KafkaConsumer(
+                bootstrap_servers=servers,
+                group_id=f"bench-{uuid.uuid4().hex[:6]}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+            )
+            consumer.subscribe([topic])
+            values, until = 0, time.monotonic() + 6
+            while time.monotonic() < until:
+                values += sum(len(records) for records in consumer.poll(timeout_ms=500).values())
+            tp = TopicPartition(topic, 0)
+            print(
+                f"{label} kafka-python:    {values} values, position {consumer.position(tp)}, end_offsets "
+                f"{consumer.end_offsets([tp])[tp]}, highwater {consumer.highwater(tp)}"
+            )
+            consumer.close()
+
+        probe("transactions closed:")
+        producer.begin_transaction()
+        producer.send(topic, b"open")
+        producer.flush()
+        probe("one left open:      ")
+        producer.abort_transaction()
+        producer.close()
+    finally:
+        broker.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
@@ -451,9 +545,12 @@ def main() -> None:
     parser.add_argument(
         "--clients", action="store_true", help="like --loader, but only consume: kafka-python against confluent-kafka"
     )
+    parser.add_argument("--client-semantics", action="store_true", help="what the loader relies on, asked of both clients")
     parser.add_argument("--port-base", type=int, default=59192, help="--loader: the broker's ports from here")
     args = parser.parse_args()
-    if args.loader or args.clients:
+    if args.client_semantics:
+        client_semantics(args.port_base)
+    elif args.loader or args.clients:
         loader_run(args.events, args.rounds, args.port_base, clients=args.clients)
     else:
         run(args.events, args.batch, args.rounds, args.variants)
