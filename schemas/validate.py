@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import cache, lru_cache
 from pathlib import Path
@@ -265,13 +265,19 @@ def parse_timestamp(text: str) -> datetime:
     fraction, zulu, sign, offset_hours, offset_minutes = match.groups()[6:]
     micros = int((fraction or "").ljust(6, "0")[:6])
     if zulu:
-        offset = "+00:00"
+        zone = UTC
     else:
         if int(offset_hours) > 23 or int(offset_minutes) > 59:
             raise ValueError(f"offset {sign}{offset_hours}:{offset_minutes} is beyond 23:59")
-        offset = f"{sign}{offset_hours}:{offset_minutes}"
-    naive = datetime(year, month, day, hour, minute, second, micros)  # ValueError for dates that do not exist
-    return datetime.fromisoformat(naive.isoformat() + offset)
+        zone = _offset(sign, offset_hours, offset_minutes)
+    return datetime(year, month, day, hour, minute, second, micros, zone)  # ValueError for dates that do not exist
+
+
+@lru_cache(maxsize=256)
+def _offset(sign: str, hours: str, minutes: str) -> timezone:
+    """The fixed zone of ``±hh:mm`` (``timezone.utc`` itself for +00:00 and -00:00, as ``fromisoformat`` gives)."""
+    delta = timedelta(hours=int(hours), minutes=int(minutes))
+    return timezone(-delta if sign == "-" else delta)
 
 
 def event_time(text: str) -> datetime:
@@ -399,6 +405,12 @@ def _deeper_than(value: Any, limit: int) -> bool:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+#: One decoder for every line (``json.loads`` with hooks builds a decoder and its scanner per call).
+_DECODER = json.JSONDecoder(
+    parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant, object_pairs_hook=_object
+)
+
+
 def decode(line: str | bytes) -> Any:
     """Decode one JSON text under the profile (module docstring, step 2); raises ValueError outside it.
 
@@ -415,9 +427,7 @@ def decode(line: str | bytes) -> Any:
             raise ProfileError("a UTF-8 byte-order mark")
         text.encode("utf-8")  # a lone surrogate in the text itself raises
     try:
-        value = json.loads(
-            text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant, object_pairs_hook=_object
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise ProfileError(f"nested more than {MAX_DEPTH} deep") from None
     if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -146,3 +147,27 @@ def test_fast_path_and_full_validator_agree(obj: dict[str, object]) -> None:
 
     full = list(Draft202012Validator(schema_v1()).iter_errors(obj))
     assert (not _schema_errors(obj)) == (not full)
+
+
+@given(
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 12, 31)),
+    st.sampled_from(["", ".5", ".123", ".123456", ".1234567", ".123456789"]),
+    st.sampled_from("Tt "),
+    st.one_of(
+        st.sampled_from(["Z", "z", "+00:00", "-00:00"]), st.tuples(st.sampled_from("+-"), st.integers(0, 23), st.integers(0, 59))
+    ),
+)
+def test_timestamps_parse_as_fromisoformat_reads_them(naive: datetime, fraction: str, separator: str, zone: Any) -> None:
+    """parse_timestamp builds its zone directly; the result is what fromisoformat made of the same text before."""
+    offset = (
+        "+00:00"
+        if isinstance(zone, str) and zone in "Zz"
+        else zone
+        if isinstance(zone, str)
+        else f"{zone[0]}{zone[1]:02d}:{zone[2]:02d}"
+    )
+    text = naive.strftime(f"%Y-%m-%d{separator}%H:%M:%S") + fraction + (zone if isinstance(zone, str) else offset)
+    micros = int(fraction[1:].ljust(6, "0")[:6]) if fraction else 0
+    expected = datetime.fromisoformat(naive.replace(microsecond=micros).isoformat() + offset)
+    parsed = parse_timestamp(text)
+    assert parsed == expected and parsed.utcoffset() == expected.utcoffset() and parsed.tzinfo == expected.tzinfo
