@@ -29,3 +29,32 @@ def ensure_topic(
         return True
     finally:
         admin.close()
+
+
+def committed_values(bootstrap: str, topic: str, timeout_s: float = 120) -> list[bytes]:
+    """Every record value a ``read_committed`` reader sees in ``topic``, from the start to the end offsets.
+
+    Raises ``TimeoutError`` when the end is not reached within ``timeout_s``.
+    """
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end offsets {ends} within {timeout_s:.0f} s")
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(record.value for record in records)
+        return values
+    finally:
+        consumer.close()

@@ -27,6 +27,7 @@ from typing import Any
 
 from jobs.config import Config
 from jobs.metering_job import Rebuild
+from jobs.topics import committed_values
 from udfs.periods import PeriodKind
 
 #: The longest a billing period of each kind can last (a DST change adds an hour).
@@ -67,41 +68,18 @@ def open_period_reach(config: Config) -> timedelta:
 
 def finalized_through(config: Config, timeout_s: float = 60) -> int | None:
     """The newest ``finalized_at_watermark_ms`` in the finals topic (read_committed), or None without finals."""
+    try:
+        values = committed_values(config.kafka.bootstrap_servers, config.kafka.topics.finals, timeout_s)
+    except TimeoutError as exc:
+        raise RebuildError(str(exc)) from exc
     newest: int | None = None
-    for value in _topic_values(config, config.kafka.topics.finals, timeout_s):
+    for value in values:
         try:
             at = int(json.loads(value)["finalized_at_watermark_ms"])
         except (ValueError, KeyError, TypeError):
             continue  # not a final of this job
         newest = at if newest is None else max(newest, at)
     return newest
-
-
-def _topic_values(config: Config, topic: str, timeout_s: float) -> list[bytes]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=config.kafka.bootstrap_servers, isolation_level="read_committed", enable_auto_commit=False
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        values: list[bytes] = []
-        import time
-
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            if time.monotonic() > deadline:
-                raise RebuildError(f"reading {topic} to its end took longer than {timeout_s:.0f} s")
-            for records in consumer.poll(timeout_ms=500).values():
-                values.extend(r.value for r in records)
-        return values
-    finally:
-        consumer.close()
 
 
 def rebuild_plan(config: Config, timeout_s: float = 60) -> RebuildPlan:

@@ -13,7 +13,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 from infra.flink import connector_jar
 from infra.settings import PROJECT_ROOT, StackSettings
+from jobs import topics
 from jobs.config import Config
+from jobs.demo import Comparison, compare, recompute
 from jobs.produce import make_producer, produce_lines
 
 
@@ -91,21 +93,7 @@ def wait_until_consumed(config: Config, timeout_s: float = 300) -> None:
 
 def committed_values(bootstrap: str, topic: str, timeout_s: float = 120) -> list[bytes]:
     """Every record value a ``read_committed`` reader sees in ``topic``, from the start to the end offsets."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        values: list[bytes] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end offsets {ends}"
-            for records in consumer.poll(timeout_ms=500).values():
-                values.extend(record.value for record in records)
-        return values
-    finally:
-        consumer.close()
+    return topics.committed_values(bootstrap, topic, timeout_s)
 
 
 def transaction_states(bootstrap: str, prefix: str) -> dict[str, str]:
@@ -122,3 +110,14 @@ def transaction_states(bootstrap: str, prefix: str) -> dict[str, str]:
         }
     finally:
         admin.close()
+
+
+def load_and_compare(env: dict[str, str], config_path: Path, config: Config, events: Path) -> tuple[Comparison, dict[str, Any]]:
+    """`metering load` to the end, then the job's finals, corrections and dead letters against a recomputation of ``events``."""
+    run(env, "load", "--config", str(config_path), "--until-idle", timeout=300)
+    got: dict[str, Any] = {}
+    for what in ("finals", "corrections", "dead-letters", "health"):
+        output = run(env, "query", what, "--config", str(config_path), "--format", "jsonl")
+        got[what] = [json.loads(line) for line in output.splitlines()]
+    expected = recompute(events, config)
+    return compare(expected, got["finals"], got["corrections"], got["dead-letters"], got["health"][0]), got

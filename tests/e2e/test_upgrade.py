@@ -24,8 +24,8 @@ import yaml
 from infra.settings import StackSettings
 from jobs.cli import ensure_topics
 from jobs.config import load_config
-from jobs.demo import SPAN, START, compare, demo_document, generate, recompute
-from tests.e2e.harness import metering, produce, reported_status, run, wait_until_consumed
+from jobs.demo import SPAN, START, demo_document, generate
+from tests.e2e.harness import load_and_compare, metering, produce, reported_status, run, wait_until_consumed
 
 EVENTS = 8000
 WIDGETS = {"name": "widgets", "event_type": "widget_made", "aggregation": "latest", "group_by": ["color"]}
@@ -135,13 +135,7 @@ def test_stop_with_savepoint_then_resume_rescaled_with_a_new_meter(
     # 5. Finish: drain finalizes every open period, then the loader and the exact comparison.
     drained = metering(env, "job", "stop", resumed["job_id"], "--savepoint", "--drain", *cluster)
     assert drained["state"] == "FINISHED"
-    run(env, "load", "--config", str(after_path), "--until-idle", timeout=300)
-    got = {}
-    for what in ("finals", "corrections", "dead-letters", "health"):
-        output = run(env, "query", what, "--config", str(after_path), "--format", "jsonl")
-        got[what] = [json.loads(line) for line in output.splitlines()]
-    expected = recompute(events, after)
-    comparison = compare(expected, got["finals"], got["corrections"], got["dead-letters"], got["health"][0])
+    comparison, got = load_and_compare(env, after_path, after, events)
     assert comparison.passed, comparison.checks
     assert status["pipeline"]["window_late_drops"] == 0
     assert any(row["meter"] == "widgets" for row in got["finals"])

@@ -24,8 +24,16 @@ import yaml
 from infra.settings import StackSettings
 from jobs.cli import ensure_topics
 from jobs.config import load_config
-from jobs.demo import compare, demo_document, generate, recompute
-from tests.e2e.harness import committed_values, metering, produce, reported_status, run, wait_until_consumed
+from jobs.demo import demo_document, generate
+from tests.e2e.harness import (
+    committed_values,
+    load_and_compare,
+    metering,
+    produce,
+    reported_status,
+    run,
+    wait_until_consumed,
+)
 
 EVENTS = 8000
 
@@ -76,13 +84,7 @@ def test_a_job_replaced_without_its_state_rebuilds_it_and_bills_exactly(
 
     drained = metering(env, "job", "stop", job_id, "--savepoint", "--drain", *cluster)
     assert drained["state"] == "FINISHED"
-    run(env, "load", "--config", str(config_path), "--until-idle", timeout=300)
-    got = {}
-    for what in ("finals", "corrections", "dead-letters", "health"):
-        output = run(env, "query", what, "--config", str(config_path), "--format", "jsonl")
-        got[what] = [json.loads(line) for line in output.splitlines()]
-    expected = recompute(events, config)
-    comparison = compare(expected, got["finals"], got["corrections"], got["dead-letters"], got["health"][0])
+    comparison, _ = load_and_compare(env, config_path, config, events)
     assert comparison.passed, comparison.checks
     # No period got a second final: one final per (customer, meter, group, period) in the topic.
     finals = [json.loads(v) for v in committed_values(bootstrap, config.kafka.topics.finals)]
