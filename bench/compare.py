@@ -352,15 +352,25 @@ def run_project(backlog_: Backlog, round_: int, workdir: Path, timeout_s: float)
         outcome.error = str(exc)
         return outcome
     figures = run.figures
-    outcome.events_per_s = figures["sustained_events_per_s"]
+    # The same range as the peers' (10 % → 90 % of the events queryable), from the capacity run's samples.
+    samples = [
+        Sample(s.at_s, s.visible, {"job": s.cpu_s["job"], "loader": s.cpu_s["loader"], "broker": s.cpu_s["broker"]})
+        for s in run.samples
+    ]
+    outcome.events_per_s, cpu_us = rate_and_cpu(samples, events, per_event=1.0)
     outcome.wall_s = figures["all_visible_s"]
     outcome.cpu_us_per_event = {
-        "variant": figures["cpu_us_per_event_job"] + figures["cpu_us_per_event_loader"],
-        "broker": figures["cpu_us_per_event_broker"],
-        "job": figures["cpu_us_per_event_job"],
-        "loader": figures["cpu_us_per_event_loader"],
+        "variant": cpu_us.get("job", math.nan) + cpu_us.get("loader", math.nan),
+        "broker": cpu_us.get("broker", math.nan),
+        "job": cpu_us.get("job", math.nan),
+        "loader": cpu_us.get("loader", math.nan),
     }
-    outcome.extra = {"end_fraction": figures["end_fraction"], "loader_rows": run.loader_rows}
+    # bench/pipeline.py's own figure: 10 % → the last visibility step before the end.
+    outcome.extra = {
+        "pipeline_sustained_events_per_s": figures["sustained_events_per_s"],
+        "end_fraction": figures["end_fraction"],
+        "loader_rows": run.loader_rows,
+    }
     with open_storage(config.storage) as storage:
         rows = storage.query_rows("SELECT customer_id, meter, toUnixTimestamp64Milli(minute), toString(value) FROM minute_usage")
     got = totals_of({"customer_id": c, "meter": m, "window_start": int(w), "total": v} for c, m, w, v in rows)
