@@ -13,11 +13,13 @@ counts; later ones (retries, conflicting retries included) do not. Totals are th
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import random
+import sys
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -193,8 +195,12 @@ class Event:
     customer_id: str
     event_id: str
     meter: str
-    minute_ms: int
+    millis: int  # event time, epoch ms
     quantity: Decimal
+
+    @property
+    def minute_ms(self) -> int:
+        return self.millis - self.millis % MINUTE_MS
 
 
 def parse_timestamp_ms(text: str) -> int:
@@ -221,14 +227,32 @@ def event_of(document: Any) -> Event | None:
         return None
     if not value.is_finite():
         return None
-    return Event(customer, event_id, meter, millis - millis % MINUTE_MS, value)
+    return Event(customer, event_id, meter, millis, value)
 
 
-def parse_line(line: bytes) -> Event | None:
+def parse_line(line: bytes, loads: Callable[[bytes], Any] = json.loads) -> Event | None:
+    """The event of a raw line (``loads``: the peer's JSON decoder, orjson's included), or None if it is refused."""
     try:
-        return event_of(json.loads(line))
-    except ValueError:
+        return event_of(loads(line))
+    except ValueError:  # orjson.JSONDecodeError is one too
         return None
+
+
+def peer_arguments(name: str, argv: list[str] | None, *, state_dir: bool = False) -> argparse.Namespace:
+    """A peer's command line: the broker, the backlog topic, the output topic, its consumer group."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.peers.{name}")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--group", required=True)
+    if state_dir:
+        parser.add_argument("--state-dir", required=True)
+    return parser.parse_args(argv)
+
+
+def missing_extra(name: str, exc: ImportError) -> int:
+    print(f"{name}: {exc}; install the bench extra: pip install -e '.[bench]'", file=sys.stderr)
+    return 2
 
 
 # --- the independent recomputation and the checksum ---------------------------------------------

@@ -4,7 +4,7 @@ Reads the backlog topic (read_committed) from the start, keeps the first (custom
 sums quantities per (customer, meter, minute) in ``Decimal``, and every batch produces the
 minutes the watermark (newest event time of each partition minus the allowed lateness, the
 lowest over the partitions) has passed, in one Kafka transaction with the batch's offsets. At
-the end of the topic it produces every open minute and exits.
+the end of the topic it produces every open minute, then waits to be stopped (SIGTERM).
 
 Not crash-safe: the dedup set and the open sums live in this process only. The offsets committed
 with a transaction cover events whose minutes are still open (and whose ids are in the set); a
@@ -17,15 +17,14 @@ Usage: python -m bench.peers.plain --bootstrap HOST:PORT --input T --output T --
 
 from __future__ import annotations
 
-import argparse
+import signal
 import sys
-from decimal import Decimal, InvalidOperation
-from typing import Any
+import threading
+from decimal import Decimal
 
-from bench.peers.common import ALLOWED_LATENESS, METERS, MINUTE_MS, output_row, parse_timestamp_ms
+from bench.peers.common import ALLOWED_LATENESS, MINUTE_MS, missing_extra, output_row, parse_line, peer_arguments
 
 LATENESS_MS = int(ALLOWED_LATENESS.total_seconds() * 1000)
-METER_SET = frozenset(METERS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,15 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         import orjson
         from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
     except ImportError as exc:
-        print(f"plain: {exc}; install the bench extra: pip install -e '.[bench]'", file=sys.stderr)
-        return 2
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--batch", type=int, default=10_000)
-    args = parser.parse_args(argv)
+        return missing_extra("plain", exc)
+    args = peer_arguments("plain", argv)
+    batch = 10_000
 
     consumer = Consumer(
         {
@@ -52,31 +45,27 @@ def main(argv: list[str] | None = None) -> int:
             "isolation.level": "read_committed",
         }
     )
-    producer = Producer(
-        {"bootstrap.servers": args.bootstrap, "transactional.id": f"{args.group}-tx", "linger.ms": 20, "compression.type": "none"}
-    )
+    producer = Producer({"bootstrap.servers": args.bootstrap, "transactional.id": f"{args.group}-tx", "linger.ms": 20})
     producer.init_transactions()
     metadata = consumer.list_topics(args.input, timeout=10)
     partitions = sorted(metadata.topics[args.input].partitions)
     ends = {p: consumer.get_watermark_offsets(TopicPartition(args.input, p), timeout=10)[1] for p in partitions}
     consumer.assign([TopicPartition(args.input, p, 0) for p in partitions])  # one process: every partition
 
-    seen: dict[tuple[str, str], None] = {}
+    seen: set[tuple[str, str]] = set()
     sums: dict[tuple[str, str, int], Decimal] = {}
     newest: dict[int, int] = {}
-    positions = {p: 0 for p in partitions}
+    positions = dict.fromkeys(partitions, 0)
     loads = orjson.loads
 
     def flush(before_ms: int | None) -> None:
         """Produce the minutes ending at or before ``before_ms`` (all when None); they leave ``sums``."""
         done = [key for key in sums if before_ms is None or key[2] + MINUTE_MS <= before_ms]
         for key in done:
-            producer.produce(
-                args.output, key=key[0].encode(), value=orjson.dumps(output_row(key[0], key[1], key[2], sums.pop(key)))
-            )
+            producer.produce(args.output, key=key[0].encode(), value=orjson.dumps(output_row(*key, sums.pop(key))))
 
     while any(positions[p] < ends[p] for p in partitions):
-        messages = consumer.consume(num_messages=args.batch, timeout=0.5)
+        messages = consumer.consume(num_messages=batch, timeout=0.5)
         if not messages:
             continue
         producer.begin_transaction()
@@ -85,37 +74,29 @@ def main(argv: list[str] | None = None) -> int:
                 raise KafkaException(message.error())
             partition = message.partition()
             positions[partition] = message.offset() + 1
-            try:
-                document: Any = loads(message.value())
-                customer, event_id, meter = document["customer_id"], document["event_id"], document["event_type"]
-                if not (isinstance(customer, str) and customer and isinstance(event_id, str) and event_id):
-                    continue
-                if meter not in METER_SET:
-                    continue
-                millis = parse_timestamp_ms(document["timestamp"])
-                quantity = document["quantity"]
-                value = Decimal(quantity) if isinstance(quantity, str) else None
-            except (ValueError, KeyError, TypeError, InvalidOperation, orjson.JSONDecodeError):
+            event = parse_line(message.value(), loads)
+            if event is None:
                 continue
-            if value is None or not value.is_finite():
-                continue
-            if millis > newest.get(partition, -1):
-                newest[partition] = millis
-            identity = (customer, event_id)
+            if event.millis > newest.get(partition, -1):
+                newest[partition] = event.millis
+            identity = (event.customer_id, event.event_id)
             if identity in seen:
                 continue
-            seen[identity] = None
-            key = (customer, meter, millis - millis % MINUTE_MS)
-            sums[key] = sums.get(key, Decimal(0)) + value
+            seen.add(identity)
+            key = (event.customer_id, event.meter, event.minute_ms)
+            sums[key] = sums.get(key, Decimal(0)) + event.quantity
         if len(newest) == len(partitions):
             flush(min(newest.values()) - LATENESS_MS)
-        finished = all(positions[p] >= ends[p] for p in partitions)
-        if finished:
+        if all(positions[p] >= ends[p] for p in partitions):
             flush(None)
         offsets = [TopicPartition(args.input, p, positions[p]) for p in partitions]
         producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
         producer.commit_transaction()
     consumer.close()
+    # Like the other peers, it stays until it is stopped: the benchmark reads its CPU until the end.
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stopped.wait()
     return 0
 
 

@@ -13,14 +13,11 @@ Usage: python -m bench.peers.quix --bootstrap HOST:PORT --input T --output T --g
 
 from __future__ import annotations
 
-import argparse
 import sys
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from bench.peers.common import ALLOWED_LATENESS, METERS, MINUTE_MS, output_row, parse_timestamp_ms
-
-METER_SET = frozenset(METERS)
+from bench.peers.common import ALLOWED_LATENESS, MINUTE_MS, missing_extra, output_row, parse_line, peer_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,15 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         import orjson
         from quixstreams import Application
     except ImportError as exc:
-        print(f"quix: {exc}; install the bench extra: pip install -e '.[bench]'", file=sys.stderr)
-        return 2
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--state-dir", required=True)
-    args = parser.parse_args(argv)
+        return missing_extra("quix", exc)
+    args = peer_arguments("quix", argv, state_dir=True)
 
     app = Application(
         broker_address=args.bootstrap,
@@ -52,20 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     sink = app.topic(args.output, value_serializer="json", key_serializer="str")
 
     def parse(raw: bytes) -> dict[str, Any] | None:
-        try:
-            document = orjson.loads(raw)
-            customer, event_id, meter = document["customer_id"], document["event_id"], document["event_type"]
-            quantity = document["quantity"]
-            if not (isinstance(customer, str) and customer and isinstance(event_id, str) and event_id):
-                return None
-            if meter not in METER_SET or not isinstance(quantity, str):
-                return None
-            millis = parse_timestamp_ms(document["timestamp"])
-            if not Decimal(quantity).is_finite():
-                return None
-        except (ValueError, KeyError, TypeError, InvalidOperation, orjson.JSONDecodeError):
+        event = parse_line(raw, orjson.loads)
+        if event is None:
             return None
-        return {"id": event_id, "m": meter, "q": quantity, "t": millis}
+        return {"id": event.event_id, "m": event.meter, "q": str(event.quantity), "t": event.millis}
 
     def first_seen(event: dict[str, Any], state: Any) -> bool:
         if state.get(event["id"]) is not None:
