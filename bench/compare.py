@@ -108,6 +108,9 @@ class Outcome:
     events_per_s: float = math.nan
     wall_s: float = math.nan
     cpu_us_per_event: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: The whole run, start-up (JVM start, JIT, first fetches) and the end included.
+    whole_events_per_s: float = math.nan
+    whole_cpu_us_per_event: dict[str, float] = dataclasses.field(default_factory=dict)
     checksum: Checksum | None = None
     error: str = ""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -172,6 +175,23 @@ def rate_and_cpu(samples: list[Sample], total: float, per_event: float) -> tuple
         return math.nan, {}
     cpu = {part: (last.cpu_s.get(part, 0.0) - first.cpu_s.get(part, 0.0)) / events * 1e6 for part in last.cpu_s}
     return events / (last.at_s - first.at_s), cpu
+
+
+def whole_run(samples: list[Sample], events: float) -> tuple[float, dict[str, float]]:
+    """Distinct events per second and CPU µs per distinct event from the first sample (the start) to the last."""
+    if len(samples) < 2 or samples[-1].at_s <= 0:
+        return math.nan, {}
+    first, last = samples[0], samples[-1]
+    return events / last.at_s, {part: (last.cpu_s[part] - first.cpu_s.get(part, 0.0)) / events * 1e6 for part in last.cpu_s}
+
+
+def variant_and_broker(cpu_us: dict[str, float], parts: list[str]) -> dict[str, float]:
+    """CPU µs per event of the variant (the sum of ``parts``), the broker, and each part."""
+    return {
+        "variant": sum(cpu_us.get(part, math.nan) for part in parts),
+        "broker": cpu_us.get("broker", math.nan),
+        **{part: cpu_us.get(part, math.nan) for part in parts},
+    }
 
 
 class Committed:
@@ -254,12 +274,14 @@ def run_peer(variant: str, backlog_: Backlog, round_: int, workdir: Path, broker
     logs = [workdir / f"{tag}-{n}.log" for n in range(2)]
     committed = Committed(bootstrap, tag, backlog_.topic)
     commands = peer_commands(variant, backlog_, bootstrap, tag, output, workdir)
+    broker_at_start = proc_stat(broker)
     started = time.monotonic()
     processes = [
         subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
         for command, log in zip(commands, logs, strict=False)
     ]
-    samples: list[Sample] = []
+    # The start: new processes have used no CPU yet.
+    samples = [Sample(0.0, 0, {"broker": broker_at_start[1] if broker_at_start else 0.0})]
     try:
         while True:
             time.sleep(0.5)
@@ -272,7 +294,7 @@ def run_peer(variant: str, backlog_: Backlog, round_: int, workdir: Path, broker
             if all(code == 0 for code in exited):
                 consumed = backlog_.lines  # finished: everything read, its output committed
             # A process that has exited reads as 0: it keeps its last figure.
-            previous = samples[-1].cpu_s if samples else {}
+            previous = samples[-1].cpu_s
             cpu = {f"process_{n}": max(tree_cpu(p.pid), previous.get(f"process_{n}", 0.0)) for n, p in enumerate(processes)}
             broker_stat = proc_stat(broker)
             cpu["broker"] = broker_stat[1] if broker_stat else 0.0
@@ -294,14 +316,14 @@ def run_peer(variant: str, backlog_: Backlog, round_: int, workdir: Path, broker
                 process.wait()
         committed.close()
         shutil.rmtree(workdir / "quix-state", ignore_errors=True)
-    outcome.wall_s = samples[-1].at_s if samples else math.nan
+    outcome.wall_s = samples[-1].at_s
     per_event = backlog_.expected.accepted / backlog_.lines
+    parts = [f"process_{n}" for n in range(len(processes))]
     outcome.events_per_s, cpu_us = rate_and_cpu(samples, backlog_.lines, per_event)
-    outcome.cpu_us_per_event = {
-        "variant": sum(v for k, v in cpu_us.items() if k.startswith("process_")),
-        "broker": cpu_us.get("broker", math.nan),
-        **{k: v for k, v in cpu_us.items() if k.startswith("process_")},
-    }
+    outcome.cpu_us_per_event = variant_and_broker(cpu_us, parts)
+    if not outcome.error:
+        outcome.whole_events_per_s, whole_cpu = whole_run(samples, backlog_.expected.accepted)
+        outcome.whole_cpu_us_per_event = variant_and_broker(whole_cpu, parts)
     if not outcome.error:
         totals, rows = read_totals(bootstrap, output)
         outcome.checksum = checksum(backlog_.expected.totals, totals)
@@ -359,12 +381,11 @@ def run_project(backlog_: Backlog, round_: int, workdir: Path, timeout_s: float)
     ]
     outcome.events_per_s, cpu_us = rate_and_cpu(samples, events, per_event=1.0)
     outcome.wall_s = figures["all_visible_s"]
-    outcome.cpu_us_per_event = {
-        "variant": cpu_us.get("job", math.nan) + cpu_us.get("loader", math.nan),
-        "broker": cpu_us.get("broker", math.nan),
-        "job": cpu_us.get("job", math.nan),
-        "loader": cpu_us.get("loader", math.nan),
-    }
+    outcome.cpu_us_per_event = variant_and_broker(cpu_us, ["job", "loader"])
+    # From the job's start (a new process: no CPU yet; the loader's and the broker's as at the first sample) to all visible.
+    start = Sample(0.0, 0, {**samples[0].cpu_s, "job": 0.0})
+    outcome.whole_events_per_s, whole_cpu = whole_run([start, *samples], events)
+    outcome.whole_cpu_us_per_event = variant_and_broker(whole_cpu, ["job", "loader"])
     # bench/pipeline.py's own figure: 10 % → the last visibility step before the end.
     outcome.extra = {
         "pipeline_sustained_events_per_s": figures["sustained_events_per_s"],
@@ -404,6 +425,8 @@ def summarise(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
                 "events_per_s": median([run.events_per_s for run in runs]),
                 "events_per_s_runs": [run.events_per_s for run in runs],
                 "wall_s": median([run.wall_s for run in runs]),
+                "whole_events_per_s": median([run.whole_events_per_s for run in runs]),
+                "whole_cpu_us_variant": median([run.whole_cpu_us_per_event.get("variant", math.nan) for run in runs]),
                 "cpu_us_variant": median([run.cpu_us_per_event.get("variant", math.nan) for run in runs]),
                 "cpu_us_broker": median([run.cpu_us_per_event.get("broker", math.nan) for run in runs]),
                 "checksums": [run.checksum.describe() if run.checksum else run.error for run in runs],
@@ -414,7 +437,8 @@ def summarise(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| shape | variant | events/s (median; each round) | CPU µs/event: variant / broker | end to end s | checksum | note |",
+        "| shape | variant | steady events/s (median; each round) | steady CPU µs/event: variant / broker | "
+        "whole run: s / events/s / variant CPU µs/event | checksum | note |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for shape in dict.fromkeys(row["shape"] for row in rows):
@@ -431,7 +455,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             note = NOTES.get(row["variant"], "") + (" — the better Quix run" if row["variant"] == best_quix else "")
             lines.append(
                 f"| {shape} | {row['variant']} | {figure} | {row['cpu_us_variant']:.1f} / {row['cpu_us_broker']:.1f} | "
-                f"{row['wall_s']:.0f} | {checks} | {note} |"
+                f"{row['wall_s']:.0f} / {row['whole_events_per_s']:,.0f} / {row['whole_cpu_us_variant']:.1f} | "
+                f"{checks} | {note} |"
             )
     return "\n".join(lines)
 
@@ -493,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"round {round_} {backlog_.shape.name} {variant}: {outcome.events_per_s:,.0f} events/s, "
                     f"CPU µs/event {json.dumps({k: round(v, 1) for k, v in outcome.cpu_us_per_event.items()})}, "
-                    f"{outcome.wall_s:.0f} s; {status}",
+                    f"{outcome.wall_s:.0f} s; whole run {outcome.whole_events_per_s:,.0f} events/s, "
+                    f"{outcome.whole_cpu_us_per_event.get('variant', math.nan):.1f} µs/event; {status}",
                     flush=True,
                 )
     rows = summarise(outcomes)
