@@ -62,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         """Produce the minutes ending at or before ``before_ms`` (all when None); they leave ``sums``."""
         done = [key for key in sums if before_ms is None or key[2] + MINUTE_MS <= before_ms]
         for key in done:
-            producer.produce(args.output, key=key[0].encode(), value=orjson.dumps(output_row(*key, sums.pop(key))))
+            value = orjson.dumps(output_row(*key, sums.pop(key)))
+            while True:
+                try:
+                    producer.produce(args.output, key=key[0].encode(), value=value)
+                    break
+                except BufferError:  # the local queue is full (a sparse backlog's last minutes): let it drain
+                    producer.poll(0.05)
 
     while any(positions[p] < ends[p] for p in partitions):
         messages = consumer.consume(num_messages=batch, timeout=0.5)
