@@ -509,10 +509,13 @@ def main(argv: list[str] | None = None) -> int:
         for backlog_ in backlogs:
             timeout_s = max(300.0, backlog_.lines / 2000)
             for variant in variants:
-                if variant == "project":
-                    outcome = run_project(backlog_, round_, args.workdir, timeout_s)
-                else:
-                    outcome = run_peer(variant, backlog_, round_, args.workdir, broker, timeout_s)
+                try:
+                    if variant == "project":
+                        outcome = run_project(backlog_, round_, args.workdir, timeout_s)
+                    else:
+                        outcome = run_peer(variant, backlog_, round_, args.workdir, broker, timeout_s)
+                except Exception as exc:  # one broken run must not lose the others' figures
+                    outcome = Outcome(backlog_.shape.name, variant, round_, error=f"{type(exc).__name__}: {exc}")
                 outcomes.append(outcome)
                 status = outcome.error or (outcome.checksum.describe() if outcome.checksum else "")
                 print(

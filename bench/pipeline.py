@@ -468,6 +468,9 @@ class CapacitySample:
         )
 
     def rate_to(self, later: CapacitySample) -> float:
+        """Events per second from this sample to ``later``; NaN when they are one (a backlog visible in one step)."""
+        if later.at_s <= self.at_s:
+            return math.nan
         return (later.visible - self.visible) / (later.at_s - self.at_s)
 
     def cpu_us_per_event_to(self, later: CapacitySample) -> dict[str, float]:
