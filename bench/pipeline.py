@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,10 +71,16 @@ from jobs.produce import make_producer, produce_lines  # noqa: E402
 from udfs.periods import rfc3339_millis  # noqa: E402
 
 
-def config_for(tag: str, settings: StackSettings, workdir: Path, **pipeline: object) -> Path:
-    """A demo configuration with its own topics and database, ``pipeline`` settings applied; returns its path."""
+def config_for(
+    tag: str, settings: StackSettings, workdir: Path, *, edit: Callable[[dict[str, Any]], None] | None = None, **pipeline: object
+) -> Path:
+    """A demo configuration with its own topics and database, ``pipeline`` settings applied; returns its path.
+
+    ``edit`` changes the document before it is written (bench/compare.py: its meters, customers, events topic)."""
     document = demo_document(f"bench-{tag}-{uuid.uuid4().hex[:6]}", settings.bootstrap_servers, workdir / "chdb")
     document["pipeline"].update(pipeline)
+    if edit is not None:
+        edit(document)
     path = workdir / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -237,9 +243,9 @@ def live_shaped_lines(events: int, customers: int, nominal_rate: int, end: datet
             yield rng.choice(recent)
 
 
-def visible_events(storage: Any) -> int:
+def visible_events(storage: Any, counted_meters: tuple[str, ...] = COUNTED_METERS) -> int:
     """Distinct valid events whose minute is queryable (current versions of the counted meters)."""
-    meters = ", ".join(f"'{m}'" for m in COUNTED_METERS)
+    meters = ", ".join(f"'{m}'" for m in counted_meters)
     rows = storage.query_rows(f"SELECT sum(event_count) FROM aggregate_segments FINAL WHERE meter IN ({meters})")
     return int(rows[0][0] or 0)
 
@@ -275,6 +281,45 @@ def capacity(
     )
     config = load_config(path, env={})
     send_to_events_topic(config, settings, live_shaped_lines(events, customers, nominal_rate, datetime.now(UTC)))
+    run = capacity_run(
+        path, config, events, settings, workdir, load_raw=load_raw, state_backend=state_backend, timeout_s=timeout_s
+    )
+    return {
+        "events": events,
+        "customers": customers,
+        "nominal_rate": nominal_rate,
+        "load_raw": load_raw,
+        "parallelism": parallelism,
+        "loader_max_batch_delay_s": config.pipeline.loader_max_batch_delay.total_seconds(),
+        "state_backend": state_backend or "hashmap",
+        **run.figures,
+    }
+
+
+@dataclasses.dataclass
+class CapacityRun:
+    """What :func:`capacity_run` saw: the samples, the figures derived from them, the loader's counts."""
+
+    samples: list[CapacitySample]
+    figures: dict[str, float]
+    loader_rows: dict[str, int]
+
+
+def capacity_run(
+    path: Path,
+    config: Config,
+    events: int,
+    settings: StackSettings,
+    workdir: Path,
+    *,
+    load_raw: bool = False,
+    state_backend: str | None = None,
+    timeout_s: float = 1800,
+    counted_meters: tuple[str, ...] = COUNTED_METERS,
+) -> CapacityRun:
+    """Run the live job and the loader over a filled events topic until ``events`` distinct events are queryable.
+
+    ``counted_meters``: one meter per event type, whose event counts add up to the distinct valid events."""
     with open_storage(config.storage) as storage:
         migrate(storage)
     samples: list[CapacitySample] = []
@@ -297,7 +342,7 @@ def capacity(
                 return
             last_count = now
             before = process_cpu_seconds()
-            visible = visible_events(storage)
+            visible = visible_events(storage, counted_meters)
             query_s += process_cpu_seconds() - before
             samples.append(CapacitySample.take(now - started, visible, job.pid, broker, query_s))
             if visible > events:  # the benchmark doubles as an exactly-once check
@@ -315,21 +360,15 @@ def capacity(
         out.writelines(json.dumps(dataclasses.asdict(sample)) + "\n" for sample in samples)
 
     first = next(sample.at_s for sample in samples if sample.visible > 0)
-    return {
-        "events": events,
-        "customers": customers,
-        "nominal_rate": nominal_rate,
-        "load_raw": load_raw,
-        "parallelism": parallelism,
+    figures = {
         "first_visible_s": first,
         "all_visible_s": samples[-1].at_s,
         "loader_rows": sum(loader.stats.rows.values()),
         "loader_batches": loader.stats.batches,
-        "loader_max_batch_delay_s": config.pipeline.loader_max_batch_delay.total_seconds(),
-        "state_backend": state_backend or "hashmap",
         **newest_checkpoint_bytes(settings),
         **capacity_rates(samples, events),
     }
+    return CapacityRun(samples, figures, dict(loader.stats.rows))
 
 
 def capacity_rates(samples: list[CapacitySample], events: int) -> dict[str, float]:
@@ -429,6 +468,9 @@ class CapacitySample:
         )
 
     def rate_to(self, later: CapacitySample) -> float:
+        """Events per second from this sample to ``later``; NaN when they are one (a backlog visible in one step)."""
+        if later.at_s <= self.at_s:
+            return math.nan
         return (later.visible - self.visible) / (later.at_s - self.at_s)
 
     def cpu_us_per_event_to(self, later: CapacitySample) -> dict[str, float]:

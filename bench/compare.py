@@ -1,0 +1,567 @@
+"""The project measured side by side with peers on one broker, in one run (docs/benchmarks.md, "Side by side with peers").
+
+For each shape (bench/peers/common.py: dense, sparse) one backlog topic is seeded once (seeded
+generator: ~10 % retries, ~1 % broken lines, out-of-order and late events, several customer time
+zones; one tick event per partition at the end) and its expected totals are recomputed from the
+generated lines. Then, for ``--rounds`` rounds, every variant reads that same topic from the
+start with a consumer group of its own, one after another in a fixed order (A/B/C/…/A/B/C/…):
+
+- ``project``: this project end to end, bench/pipeline.py's capacity run (the live metering job on
+  the MiniCluster + the loader as ``metering load`` runs it, raw load on, exactly-once); totals from
+  ClickHouse (chDB) ``minute_usage``; the rate is distinct events queryable per second;
+- ``flink-sql``: the vanilla Flink SQL reference (bench/peers/flink_sql.py), bounded, MiniCluster;
+- ``quix-1p`` / ``quix-2p``: Quix Streams (bench/peers/quix.py), exactly-once, 1 or 2 processes;
+- ``plain``: confluent-kafka transactions + orjson + dict dedup + Decimal (bench/peers/plain.py).
+
+Peers' progress is their consumer group's committed offsets on the backlog (committed with their
+output transaction), sampled twice a second; their totals are read back from their output topic
+(read_committed). The rate is over the steady range, 10 % → 90 % of the backlog, converted to
+distinct valid events. CPU comes from /proc (bench/cpu.py) per process over the same range.
+
+Usage (the broker must be up: ``metering stack up``, or only Kafka; the `bench` extra installed):
+    .venv/bin/python -m bench.compare                       # 3M events per shape, 3 rounds
+    .venv/bin/python -m bench.compare --quick               # a smoke run: 50k events, 1 round
+    .venv/bin/python -m bench.compare --events 300000 --rounds 2 --variants plain,flink-sql
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bench.peers.common import (
+    END_BEFORE_NOW,
+    METERS,
+    SHAPES,
+    BacklogStats,
+    Checksum,
+    Key,
+    Recomputation,
+    Shape,
+    backlog,
+    checksum,
+    customer_name,
+    tick_line,
+    timezone_of,
+    totals_of,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("project", "flink-sql", "quix-1p", "quix-2p", "plain")
+PEER_PACKAGES = ("quixstreams", "confluent_kafka", "orjson")
+PARTITIONS = 4
+#: At most this many customers get a billing time zone of their own in the project's configuration
+#: (the rest use the default, UTC): a 100k-customer configuration would only slow its loading.
+ZONED_CUSTOMERS = 1000
+#: What each variant's figures cannot show, printed beside them.
+NOTES = {
+    "project": "live job + loader (raw load on), exactly-once; rate = events queryable in ClickHouse",
+    "flink-sql": "bounded job, MiniCluster, parallelism 1; drops events later than the watermark",
+    "quix-1p": "exactly-once, RocksDB state + changelog topics",
+    "quix-2p": "exactly-once, RocksDB state + changelog topics; 2 processes, one consumer group",
+    "plain": "dedup and open sums in memory only: NOT crash-safe",
+}
+
+
+def missing_peer_packages() -> list[str]:
+    return [name for name in PEER_PACKAGES if importlib.util.find_spec(name) is None]
+
+
+@dataclasses.dataclass
+class Backlog:
+    shape: Shape
+    topic: str
+    lines: int
+    stats: BacklogStats
+    expected: Recomputation
+
+
+@dataclasses.dataclass
+class Sample:
+    at_s: float
+    consumed: float  # lines (peers) or distinct events (project)
+    cpu_s: dict[str, float]
+
+
+@dataclasses.dataclass
+class Outcome:
+    shape: str
+    variant: str
+    round: int
+    events_per_s: float = math.nan
+    wall_s: float = math.nan
+    cpu_us_per_event: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: The whole run, start-up (JVM start, JIT, first fetches) and the end included.
+    whole_events_per_s: float = math.nan
+    whole_cpu_us_per_event: dict[str, float] = dataclasses.field(default_factory=dict)
+    checksum: Checksum | None = None
+    error: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def counted_right(self) -> bool:
+        return not self.error and self.checksum is not None and self.checksum.ok
+
+
+# --- seeding ------------------------------------------------------------------------------------
+
+
+def seed_backlog(shape: Shape, events: int, bootstrap: str, run_id: str) -> Backlog:
+    """Create the shape's topic, send its backlog (and one tick per partition), recompute its totals."""
+    from jobs.produce import make_producer
+    from jobs.topics import ensure_topic
+
+    topic = f"compare-{run_id}-{shape.name}"
+    ensure_topic(bootstrap, topic, partitions=PARTITIONS)
+    producer = make_producer(bootstrap)
+    stats = BacklogStats()
+    expected = Recomputation()
+    end = datetime.now(UTC) - END_BEFORE_NOW
+    for key, line in backlog(shape, events, end, stats=stats):
+        producer.send(topic, key=key, value=line)
+        expected.add(line)
+    for partition in range(PARTITIONS):
+        key, line = tick_line(partition, end)
+        producer.send(topic, key=key, value=line, partition=partition)
+        expected.add(line)
+    producer.flush()
+    producer.close()
+    return Backlog(shape, topic, stats.lines + PARTITIONS, stats, expected)
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def steady(samples: list[Sample], total: float) -> tuple[Sample, Sample]:
+    """The samples bounding the steady range: the first at or past 10 % of ``total``, the first at or past 90 %.
+
+    When the progress jumps over the whole range (offsets committed in coarse steps), the range
+    widens to the first sample with any progress before it and the last sample."""
+    first = next((s for s in samples if s.consumed >= 0.1 * total), samples[-1])
+    last = next((s for s in samples if s.consumed >= 0.9 * total), samples[-1])
+    if last.consumed <= first.consumed:
+        before = [s for s in samples if s.consumed < first.consumed]
+        first = before[-1] if before else samples[0]
+        last = samples[-1]
+    return first, last
+
+
+def rate_and_cpu(samples: list[Sample], total: float, per_event: float) -> tuple[float, dict[str, float]]:
+    """Distinct events per second over the steady range and CPU µs per distinct event by part.
+
+    ``per_event``: distinct events per unit of ``consumed`` (events / lines for the peers, 1 for the project)."""
+    if len(samples) < 2:
+        return math.nan, {}
+    first, last = steady(samples, total)
+    events = (last.consumed - first.consumed) * per_event
+    if events <= 0 or last.at_s <= first.at_s:
+        return math.nan, {}
+    cpu = {part: (last.cpu_s.get(part, 0.0) - first.cpu_s.get(part, 0.0)) / events * 1e6 for part in last.cpu_s}
+    return events / (last.at_s - first.at_s), cpu
+
+
+def whole_run(samples: list[Sample], events: float) -> tuple[float, dict[str, float]]:
+    """Distinct events per second and CPU µs per distinct event from the first sample (the start) to the last."""
+    if len(samples) < 2 or samples[-1].at_s <= 0:
+        return math.nan, {}
+    first, last = samples[0], samples[-1]
+    return events / last.at_s, {part: (last.cpu_s[part] - first.cpu_s.get(part, 0.0)) / events * 1e6 for part in last.cpu_s}
+
+
+def variant_and_broker(cpu_us: dict[str, float], parts: list[str]) -> dict[str, float]:
+    """CPU µs per event of the variant (the sum of ``parts``), the broker, and each part."""
+    return {
+        "variant": sum(cpu_us.get(part, math.nan) for part in parts),
+        "broker": cpu_us.get("broker", math.nan),
+        **{part: cpu_us.get(part, math.nan) for part in parts},
+    }
+
+
+class Committed:
+    """A group's committed offsets on a topic (a consumer that never joins the group, only asks)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        self.partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+
+    def lines(self) -> int:
+        return sum(max(tp.offset, 0) for tp in self.consumer.committed(self.partitions, timeout=10))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def read_totals(bootstrap: str, topic: str, idle_s: float = 3.0) -> tuple[dict[Key, Decimal], int]:
+    """The totals of an output topic read with read_committed (several rows of one key add up); and the row count."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"compare-reader-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    rows: list[dict[str, Any]] = []
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < idle_s:
+        messages = consumer.consume(num_messages=10_000, timeout=0.5)
+        for message in messages:
+            if message.error() is None and message.value():
+                rows.append(json.loads(message.value(), parse_float=Decimal))
+        if messages:
+            quiet_since = time.monotonic()
+    consumer.close()
+    return totals_of(rows), len(rows)
+
+
+def tree_cpu(pid: int) -> float:
+    from bench.cpu import cpu_seconds, descendants
+
+    return cpu_seconds(descendants(pid) | {pid})
+
+
+def peer_commands(variant: str, backlog_: Backlog, bootstrap: str, group: str, output: str, workdir: Path) -> list[list[str]]:
+    base = ["--bootstrap", bootstrap, "--input", backlog_.topic, "--output", output, "--group", group]
+    if variant == "plain":
+        return [[sys.executable, "-m", "bench.peers.plain", *base]]
+    if variant == "flink-sql":
+        from infra.flink import connector_jar
+        from infra.settings import StackSettings
+
+        jar = connector_jar(StackSettings.from_env())
+        return [[sys.executable, "-m", "bench.peers.flink_sql", *base, "--connector-jar", str(jar)]]
+    processes = 2 if variant == "quix-2p" else 1
+    return [
+        [sys.executable, "-m", "bench.peers.quix", *base, "--state-dir", str(workdir / "quix-state" / f"{group}-{n}")]
+        for n in range(processes)
+    ]
+
+
+def run_peer(variant: str, backlog_: Backlog, round_: int, workdir: Path, broker: int, timeout_s: float) -> Outcome:
+    """Run one peer over the backlog until its group has committed every offset (or it exits), then check its totals."""
+    from bench.cpu import proc_stat
+    from infra.settings import StackSettings
+    from jobs.topics import ensure_topic
+
+    bootstrap = StackSettings.from_env().bootstrap_servers
+    tag = f"{backlog_.topic}-{variant}-r{round_}-{uuid.uuid4().hex[:4]}"
+    output = f"{tag}-out"
+    ensure_topic(bootstrap, output, partitions=PARTITIONS)
+    outcome = Outcome(backlog_.shape.name, variant, round_)
+    logs = [workdir / f"{tag}-{n}.log" for n in range(2)]
+    committed = Committed(bootstrap, tag, backlog_.topic)
+    commands = peer_commands(variant, backlog_, bootstrap, tag, output, workdir)
+    broker_at_start = proc_stat(broker)
+    started = time.monotonic()
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        for command, log in zip(commands, logs, strict=False)
+    ]
+    # The start: new processes have used no CPU yet.
+    samples = [Sample(0.0, 0, {"broker": broker_at_start[1] if broker_at_start else 0.0})]
+    try:
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic() - started
+            consumed = committed.lines()
+            exited = [p.poll() for p in processes]
+            if any(code not in (None, 0) for code in exited):
+                outcome.error = f"exit {exited}; see {logs[0]}"
+                break
+            if all(code == 0 for code in exited):
+                consumed = backlog_.lines  # finished: everything read, its output committed
+            # A process that has exited reads as 0: it keeps its last figure.
+            previous = samples[-1].cpu_s
+            cpu = {f"process_{n}": max(tree_cpu(p.pid), previous.get(f"process_{n}", 0.0)) for n, p in enumerate(processes)}
+            broker_stat = proc_stat(broker)
+            cpu["broker"] = broker_stat[1] if broker_stat else 0.0
+            samples.append(Sample(now, consumed, cpu))
+            if consumed >= backlog_.lines:
+                break
+            if now > timeout_s:
+                outcome.error = f"timeout: {consumed:,} of {backlog_.lines:,} lines after {timeout_s:.0f} s; see {logs[0]}"
+                break
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        committed.close()
+        shutil.rmtree(workdir / "quix-state", ignore_errors=True)
+    outcome.wall_s = samples[-1].at_s
+    per_event = backlog_.expected.accepted / backlog_.lines
+    parts = [f"process_{n}" for n in range(len(processes))]
+    outcome.events_per_s, cpu_us = rate_and_cpu(samples, backlog_.lines, per_event)
+    outcome.cpu_us_per_event = variant_and_broker(cpu_us, parts)
+    if not outcome.error:
+        outcome.whole_events_per_s, whole_cpu = whole_run(samples, backlog_.expected.accepted)
+        outcome.whole_cpu_us_per_event = variant_and_broker(whole_cpu, parts)
+    if not outcome.error:
+        totals, rows = read_totals(bootstrap, output)
+        outcome.checksum = checksum(backlog_.expected.totals, totals)
+        outcome.extra["output_rows"] = rows
+    return outcome
+
+
+def project_edit(shape: Shape, topic: str) -> Callable[[dict[str, Any]], None]:
+    """The project's configuration here: one ``sum`` meter per event type, customers' time zones, the backlog topic."""
+
+    def edit(document: dict[str, Any]) -> None:
+        document["kafka"]["topics"]["events"] = topic
+        document["meters"] = [{"name": meter, "event_type": meter, "aggregation": "sum"} for meter in METERS]
+        document["billing"]["customers"] = {
+            customer_name(shape, n): {"timezone": timezone_of(n)} for n in range(min(shape.customers, ZONED_CUSTOMERS))
+        }
+
+    return edit
+
+
+def run_project(backlog_: Backlog, round_: int, workdir: Path, timeout_s: float) -> Outcome:
+    """bench/pipeline.py's capacity run (live job + loader with raw load, exactly-once) over the shape's backlog."""
+    from bench.pipeline import capacity_run, config_for
+    from clickhouse.client import open_storage
+    from infra.settings import StackSettings
+    from jobs.config import load_config
+
+    settings = StackSettings.from_env()
+    outcome = Outcome(backlog_.shape.name, "project", round_)
+    # The configuration defaults, as bench/pipeline.py's capacity measurement runs them.
+    path = config_for(
+        f"compare-{backlog_.shape.name}-r{round_}",
+        settings,
+        workdir,
+        edit=project_edit(backlog_.shape, backlog_.topic),
+        checkpoint_interval="10s",
+        provisional_interval="10s",
+        max_out_of_orderness="30s",
+    )
+    config = load_config(path, env={})
+    from jobs.cli import ensure_topics
+
+    ensure_topics(config)
+    events = backlog_.expected.accepted
+    try:
+        run = capacity_run(path, config, events, settings, workdir, load_raw=True, timeout_s=timeout_s, counted_meters=METERS)
+    except SystemExit as exc:  # an overcount, a timeout, a job that failed
+        outcome.error = str(exc)
+        return outcome
+    figures = run.figures
+    # The same range as the peers' (10 % → 90 % of the events queryable), from the capacity run's samples.
+    samples = [
+        Sample(s.at_s, s.visible, {"job": s.cpu_s["job"], "loader": s.cpu_s["loader"], "broker": s.cpu_s["broker"]})
+        for s in run.samples
+    ]
+    outcome.events_per_s, cpu_us = rate_and_cpu(samples, events, per_event=1.0)
+    outcome.wall_s = figures["all_visible_s"]
+    outcome.cpu_us_per_event = variant_and_broker(cpu_us, ["job", "loader"])
+    # From the job's start (a new process: no CPU yet; the loader's and the broker's as at the first sample) to all visible.
+    start = Sample(0.0, 0, {**samples[0].cpu_s, "job": 0.0})
+    outcome.whole_events_per_s, whole_cpu = whole_run([start, *samples], events)
+    outcome.whole_cpu_us_per_event = variant_and_broker(whole_cpu, ["job", "loader"])
+    # bench/pipeline.py's own figure: 10 % → the last visibility step before the end.
+    outcome.extra = {
+        "pipeline_sustained_events_per_s": figures["sustained_events_per_s"],
+        "end_fraction": figures["end_fraction"],
+        "loader_rows": run.loader_rows,
+    }
+    with open_storage(config.storage) as storage:
+        rows = storage.query_rows("SELECT customer_id, meter, toUnixTimestamp64Milli(minute), toString(value) FROM minute_usage")
+    got = totals_of({"customer_id": c, "meter": m, "window_start": int(w), "total": v} for c, m, w, v in rows)
+    outcome.checksum = checksum(backlog_.expected.totals, got)
+    return outcome
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def summarise(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
+    """Per (shape, variant): the median over rounds of the rate and the CPU, and whether every round counted right."""
+    grouped: dict[tuple[str, str], list[Outcome]] = {}
+    for outcome in outcomes:
+        grouped.setdefault((outcome.shape, outcome.variant), []).append(outcome)
+    rows = []
+    for (shape, variant), runs in grouped.items():
+        good = [run for run in runs if run.counted_right]
+        status = "OK" if len(good) == len(runs) else ("FAILED" if any(run.error for run in runs) else "MISCOUNT")
+
+        def median(values: list[float]) -> float:
+            finite = [v for v in values if not math.isnan(v)]
+            return statistics.median(finite) if finite else math.nan
+
+        rows.append(
+            {
+                "shape": shape,
+                "variant": variant,
+                "rounds": len(runs),
+                "status": status,
+                "events_per_s": median([run.events_per_s for run in runs]),
+                "events_per_s_runs": [run.events_per_s for run in runs],
+                "wall_s": median([run.wall_s for run in runs]),
+                "whole_events_per_s": median([run.whole_events_per_s for run in runs]),
+                "whole_cpu_us_variant": median([run.whole_cpu_us_per_event.get("variant", math.nan) for run in runs]),
+                "cpu_us_variant": median([run.cpu_us_per_event.get("variant", math.nan) for run in runs]),
+                "cpu_us_broker": median([run.cpu_us_per_event.get("broker", math.nan) for run in runs]),
+                "checksums": [run.checksum.describe() if run.checksum else run.error for run in runs],
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| shape | variant | steady events/s (median; each round) | steady CPU µs/event: variant / broker | "
+        "whole run: s / events/s / variant CPU µs/event | checksum | note |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for shape in dict.fromkeys(row["shape"] for row in rows):
+        ranked = [row for row in rows if row["shape"] == shape]
+        # Only variants that counted right are ranked; the better Quix run stands for Quix.
+        ok = [row for row in ranked if row["status"] == "OK"]
+        quix = [row for row in ok if row["variant"].startswith("quix")]
+        best_quix = max(quix, key=lambda row: row["events_per_s"])["variant"] if len(quix) > 1 else None
+        ok.sort(key=lambda row: -row["events_per_s"])
+        for row in ok + [row for row in ranked if row["status"] != "OK"]:
+            each = ", ".join(f"{v:,.0f}" for v in row["events_per_s_runs"])
+            figure = f"{row['events_per_s']:,.0f} ({each})" if row["status"] == "OK" else f"{row['status']} ({each})"
+            checks = "; ".join(dict.fromkeys(str(c) for c in row["checksums"]))
+            note = NOTES.get(row["variant"], "") + (" — the better Quix run" if row["variant"] == best_quix else "")
+            lines.append(
+                f"| {shape} | {row['variant']} | {figure} | {row['cpu_us_variant']:.1f} / {row['cpu_us_broker']:.1f} | "
+                f"{row['wall_s']:.0f} / {row['whole_events_per_s']:,.0f} / {row['whole_cpu_us_variant']:.1f} | "
+                f"{checks} | {note} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, help="distinct events per shape (default 3,000,000; --quick: 50,000)")
+    parser.add_argument("--rounds", type=int, help="rounds of every variant (default 3; --quick: 1)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 50k events per shape, 1 round")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench" / "compare")
+    parser.add_argument("--json", type=Path, help="results file (default: WORKDIR/compare-<time>.json)")
+    args = parser.parse_args(argv)
+    if missing := missing_peer_packages():
+        print(
+            f"bench.compare: the peers' packages are missing ({', '.join(missing)}); install the bench extra: "
+            "pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+    events = args.events or (50_000 if args.quick else 3_000_000)
+    rounds = args.rounds or (1 if args.quick else 3)
+    shapes = [SHAPES[name] for name in args.shapes.split(",")]
+    variants = args.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS):
+        print(f"bench.compare: unknown variants {sorted(unknown)}; choose among {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+
+    from bench.pipeline import broker_pid
+    from infra.settings import StackSettings
+
+    settings = StackSettings.from_env()
+    broker = broker_pid(settings)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.now(UTC).strftime("%m%d%H%M%S")
+    backlogs = []
+    for shape in shapes:
+        began = time.monotonic()
+        backlog_ = seed_backlog(shape, events, settings.bootstrap_servers, run_id)
+        print(
+            f"seeded {shape.name}: {backlog_.lines:,} lines, {backlog_.expected.accepted:,} distinct events, "
+            f"{len(backlog_.expected.totals):,} (customer, meter, minute) keys, {dataclasses.asdict(backlog_.stats)} "
+            f"in {time.monotonic() - began:.0f} s",
+            flush=True,
+        )
+        backlogs.append(backlog_)
+    outcomes: list[Outcome] = []
+    for round_ in range(1, rounds + 1):
+        for backlog_ in backlogs:
+            timeout_s = max(300.0, backlog_.lines / 2000)
+            for variant in variants:
+                try:
+                    if variant == "project":
+                        outcome = run_project(backlog_, round_, args.workdir, timeout_s)
+                    else:
+                        outcome = run_peer(variant, backlog_, round_, args.workdir, broker, timeout_s)
+                except Exception as exc:  # one broken run must not lose the others' figures
+                    outcome = Outcome(backlog_.shape.name, variant, round_, error=f"{type(exc).__name__}: {exc}")
+                outcomes.append(outcome)
+                status = outcome.error or (outcome.checksum.describe() if outcome.checksum else "")
+                print(
+                    f"round {round_} {backlog_.shape.name} {variant}: {outcome.events_per_s:,.0f} events/s, "
+                    f"CPU µs/event {json.dumps({k: round(v, 1) for k, v in outcome.cpu_us_per_event.items()})}, "
+                    f"{outcome.wall_s:.0f} s; whole run {outcome.whole_events_per_s:,.0f} events/s, "
+                    f"{outcome.whole_cpu_us_per_event.get('variant', math.nan):.1f} µs/event; {status}",
+                    flush=True,
+                )
+    rows = summarise(outcomes)
+    table = markdown(rows)
+    print()
+    print(
+        f"{events:,} distinct events per shape (+~10 % retries, ~1 % broken lines), {rounds} round(s), "
+        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    )
+    print(table)
+    out = args.json or args.workdir / f"compare-{run_id}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "events": events,
+                "rounds": rounds,
+                "backlogs": [
+                    {
+                        "shape": b.shape.name,
+                        "topic": b.topic,
+                        "lines": b.lines,
+                        "accepted": b.expected.accepted,
+                        **dataclasses.asdict(b.stats),
+                    }
+                    for b in backlogs
+                ],
+                "summary": rows,
+                "runs": [
+                    {**dataclasses.asdict(o), "checksum": dataclasses.asdict(o.checksum) if o.checksum else None}
+                    for o in outcomes
+                ],
+            },
+            indent=1,
+            default=str,
+        )
+    )
+    print(f"results: {out}")
+    return 0 if all(row["status"] == "OK" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
