@@ -1,23 +1,25 @@
 """The metering job: Kafka usage events -> exact aggregates, finals, corrections, dead letters.
 
-Graph (per-event work in the JVM, Python only on low-volume minute partials)::
+Graph (every record stays in the JVM: Flink SQL, Java functions of ``udfs/jvm``; one statement
+set, so the planner shares what several outputs read)::
 
     events (Kafka, raw bytes + partition/offset/timestamp)
-      -> parsed: validation with reason codes; rowtime = event time, or the epoch when the event
-         is invalid or future-dated (it never advances the watermark); heartbeats (jobs/heartbeat.py)
-         move the watermark and go no further
+      -> parsed: validation with reason codes (metering_read_event); rowtime = event time, or the
+         epoch when the event is invalid or future-dated (it never advances the watermark);
+         heartbeats (jobs/heartbeat.py) move the watermark and go no further
       -> first_seen: keyed by (customer_id, event_id), one state (TTL = dedup retention) counting
-         each id's events and distinct payloads; every record passes with `seen` (materialised)
+         each id's events and distinct payloads; every record passes with `seen` and
+         `behind_watermark` (judged once, against the function's own watermark)
          -> dead letters (reason != NULL)                                   [Kafka, exactly-once]
          -> duplicates (seen > 1): count/variants per id seen twice         [Kafka upserts, idempotent]
          -> deduped (seen = 1): the first occurrence
             -> metered: one row per (event, meter), value + group key + meter-level reason
-               -> flagged: late = behind the watermark (evaluated once, then materialised)
+               -> flagged: late = behind the watermark at dedup, or behind its partition's
                   -> meter dead letters (negative_value, missing_value, …)   [Kafka, exactly-once]
                   -> on-time rows: group window TUMBLE(step = provisional interval) partials (never drops, see sql.py)
                   -> late rows: single-event partials
-                     -> keyed (customer, meter, group_key): FinalizeFunction (PeriodLedger)
-                        -> aggregates / finals / corrections                [Kafka, exactly-once]
+                     -> keyed (customer, meter, group_key): metering_finalize (the ledger rules, timers)
+                        -> aggregates / finals / corrections / processing errors [Kafka, exactly-once]
 
 Delivery: EXACTLY_ONCE checkpoints, Kafka source offsets in the checkpoint, transactional Kafka
 sinks (visible to read_committed consumers at each checkpoint). The duplicates topic is an upsert
