@@ -474,7 +474,10 @@ class CapacitySample:
         return (later.visible - self.visible) / (later.at_s - self.at_s)
 
     def cpu_us_per_event_to(self, later: CapacitySample) -> dict[str, float]:
+        """CPU µs per event visible in between, by part; NaN when none became visible (one step)."""
         events = later.visible - self.visible
+        if events <= 0:
+            return dict.fromkeys(self.cpu_s, math.nan)
         return {part: (later.cpu_s[part] - self.cpu_s[part]) / events * 1e6 for part in self.cpu_s}
 
     def jvm_us_per_event_to(self, later: CapacitySample) -> dict[str, float]:
@@ -482,6 +485,8 @@ class CapacitySample:
 
         A thread that ended in between (the JVM stops idle compiler threads) takes its CPU with it."""
         events = later.visible - self.visible
+        if events <= 0:
+            return dict.fromkeys(JVM_PARTS, math.nan)
         split = dict.fromkeys(JVM_PARTS, 0.0)
         for tid, (name, seconds) in later.jvm_threads.items():
             before = self.jvm_threads.get(tid)
