@@ -195,7 +195,7 @@ public final class Partial {
     }
 
     /**
-     * The members of {@code jobs/finalize.py} {@code partial_json}, without braces, byte for byte as
+     * The members of {@code udfs/aggregators.py} {@code partial_json}, without braces, byte for byte as
      * Python's {@code json.dumps(..., separators=(",", ":"))} writes them (ASCII only: other
      * characters as {@code \\uXXXX} escapes). Decimals as {@link BigDecimal#toString()}, which
      * follows the same to-scientific-string rule as Python's {@code str(Decimal)}.
@@ -233,7 +233,7 @@ public final class Partial {
     }
 
     /** A JSON string as Python's {@code json.dumps} with {@code ensure_ascii=True} writes it. */
-    static void appendJsonString(StringBuilder out, String value) {
+    public static void appendJsonString(StringBuilder out, String value) {
         out.append('"');
         for (int i = 0, n = value.length(); i < n; i++) {
             char c = value.charAt(i);

@@ -19,6 +19,7 @@ import java.util.Map;
 import java.util.TreeMap;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.metrics.MetricGroup;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.table.annotation.ArgumentHint;
 import org.apache.flink.table.annotation.ArgumentTrait;
 import org.apache.flink.table.annotation.DataTypeHint;
@@ -31,7 +32,7 @@ import org.apache.flink.types.Row;
  * {@code metering_finalize(input => TABLE partials PARTITION BY (customer_id, meter, group_key), uid => …)}:
  * the billing periods of one (customer, meter, group) key, in the JVM.
  *
- * <p>It is what {@code jobs/finalize.py} was as a Python operator, rule for rule (the rules are
+ * <p>It is what the Python finalization operator was (until 0.1.0), rule for rule (the rules are
  * {@link PeriodLedger}, held to {@code udfs/ledger.py} by {@code tests/unit/test_rules_agreement.py}):
  * input rows are partials (jobs/sql.py, PARTIAL_COLUMNS): one step of a minute's on-time events
  * ({@code window_end_ms > 0}) or one late event ({@code window_end_ms = -1}, with the watermark of
@@ -82,11 +83,11 @@ public final class Finalize extends ProcessTableFunction<Row> {
 
     @Override
     public void open(FunctionContext context) throws Exception {
-        String encoded = context.getJobParameter(SETTINGS_PARAMETER, null);
-        if (encoded == null) {
+        JsonNode parameter = Json.jobParameter(context, SETTINGS_PARAMETER);
+        if (parameter == null) {
             throw new IllegalStateException("job parameter " + SETTINGS_PARAMETER + " is not set (jobs/metering_job.py sets it)");
         }
-        settings = FinalizeSettings.parse(new String(Base64.getDecoder().decode(encoded), StandardCharsets.UTF_8));
+        settings = FinalizeSettings.parse(parameter);
         MetricGroup metrics = context.getMetricGroup();
         finals = metrics.counter("meteringFinalsEmitted");
         corrections = metrics.counter("meteringCorrectionsEmitted");
@@ -163,9 +164,11 @@ public final class Finalize extends ProcessTableFunction<Row> {
             out.add(Row.of("correction", correctionJson(customer, meter, groupKey, key, correction, lateEventId)));
         } else {
             if (!wasOpen) {
-                // One timer per open period, registered when it opens. Its time is ahead of the
-                // operator's watermark (the period is not final by a finality at least as far).
-                time.registerOnTime(period[1] + key.graceMs);
+                // One timer per open period, registered when it opens, at the end + grace of the
+                // policy the key's ledger keeps (not the configuration's, which may have changed
+                // since the period opened). Its time is ahead of the operator's watermark (the
+                // period is not final by a finality at least as far).
+                time.registerOnTime(period[1] + state.key.policy.graceMs);
             }
             aggregateUpdates.inc();
             out.add(

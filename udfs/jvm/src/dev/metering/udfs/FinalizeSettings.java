@@ -10,7 +10,6 @@ import java.util.HashMap;
 import java.util.Iterator;
 import java.util.Map;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 
 /**
  * What {@link Finalize} needs of the configuration: each meter's aggregation and each customer's
@@ -37,8 +36,7 @@ final class FinalizeSettings {
         this.finalizedThrough = finalizedThrough;
     }
 
-    static FinalizeSettings parse(String json) throws IOException {
-        JsonNode root = new ObjectMapper().readTree(json);
+    static FinalizeSettings parse(JsonNode root) {
         Map<String, Aggregation> meters = new HashMap<>();
         for (Iterator<Map.Entry<String, JsonNode>> it = root.get("meters").fields(); it.hasNext(); ) {
             Map.Entry<String, JsonNode> meter = it.next();
@@ -100,7 +98,6 @@ final class FinalizeSettings {
         final String groupKey;
         final Aggregation aggregation;
         final Policy policy;
-        final long graceMs;
 
         KeySettings(String customer, String meter, String groupKey, Aggregation aggregation, Policy policy) {
             this.customer = customer;
@@ -108,7 +105,6 @@ final class FinalizeSettings {
             this.groupKey = groupKey;
             this.aggregation = aggregation;
             this.policy = policy;
-            this.graceMs = policy.graceMs;
         }
 
         PeriodLedger newLedger() {

@@ -1,38 +1,40 @@
 package dev.metering.udfs;
 
-/** Writing JSON text by hand on the hot path (no tree, no reflection). */
-final class Json {
-    private static final char[] HEX = "0123456789abcdef".toCharArray();
+import dev.metering.rules.Partial;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.util.Base64;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.table.functions.FunctionContext;
 
+/** JSON in the job's functions: records written by hand on the hot path, job parameters read once. */
+final class Json {
     private Json() {}
 
-    /** {@code "name":value} with {@code value} as a JSON string, or {@code null}. */
+    /**
+     * {@code "name":value} with {@code value} as a JSON string, or {@code null}; strings written as the
+     * partials' own are ({@link Partial#appendJsonString}), so a record has one string form.
+     */
     static StringBuilder member(StringBuilder out, String name, String value) {
-        string(out, name).append(':');
-        return value == null ? out.append("null") : string(out, value);
-    }
-
-    /** {@code value} as a JSON string: quotes, backslashes and control characters escaped; lone surrogates as escapes. */
-    static StringBuilder string(StringBuilder out, String value) {
-        out.append('"');
-        for (int i = 0; i < value.length(); i++) {
-            char c = value.charAt(i);
-            if (c == '"' || c == '\\') {
-                out.append('\\').append(c);
-            } else if (c < 0x20 || c == 0x7f || Character.isSurrogate(c) && !validPair(value, i)) {
-                out.append("\\u").append(HEX[c >> 12 & 0xf]).append(HEX[c >> 8 & 0xf]).append(HEX[c >> 4 & 0xf]).append(HEX[c & 0xf]);
-            } else if (Character.isHighSurrogate(c)) {
-                out.append(c).append(value.charAt(++i));
-            } else {
-                out.append(c);
-            }
+        Partial.appendJsonString(out, name);
+        out.append(':');
+        if (value == null) {
+            return out.append("null");
         }
-        return out.append('"');
+        Partial.appendJsonString(out, value);
+        return out;
     }
 
-    private static boolean validPair(String value, int i) {
-        return Character.isHighSurrogate(value.charAt(i))
-                && i + 1 < value.length()
-                && Character.isLowSurrogate(value.charAt(i + 1));
+    /**
+     * The job parameter {@code name} (jobs/metering_job.py, {@code job_parameters}: base64 of JSON,
+     * since the parameters' map syntax reserves {@code ,} and {@code :}), or null when it is not set.
+     */
+    static JsonNode jobParameter(FunctionContext context, String name) throws IOException {
+        String encoded = context.getJobParameter(name, null);
+        if (encoded == null || encoded.isEmpty()) {
+            return null;
+        }
+        return new ObjectMapper().readTree(new String(Base64.getDecoder().decode(encoded), StandardCharsets.UTF_8));
     }
 }

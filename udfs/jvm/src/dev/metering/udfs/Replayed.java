@@ -1,12 +1,9 @@
 package dev.metering.udfs;
 
-import java.nio.charset.StandardCharsets;
-import java.util.Base64;
 import java.util.HashMap;
 import java.util.Iterator;
 import java.util.Map;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.ScalarFunction;
 
@@ -30,20 +27,15 @@ public final class Replayed extends ScalarFunction {
 
     @Override
     public void open(FunctionContext context) throws Exception {
-        until = parse(context.getJobParameter(PARAMETER, null));
-    }
-
-    static Map<Integer, Long> parse(String encoded) throws Exception {
-        Map<Integer, Long> offsets = new HashMap<>();
-        if (encoded == null || encoded.isEmpty()) {
-            return offsets;
+        until = new HashMap<>();
+        JsonNode root = Json.jobParameter(context, PARAMETER);
+        if (root == null) {
+            return;
         }
-        JsonNode root = new ObjectMapper().readTree(new String(Base64.getDecoder().decode(encoded), StandardCharsets.UTF_8));
         for (Iterator<Map.Entry<String, JsonNode>> it = root.fields(); it.hasNext(); ) {
             Map.Entry<String, JsonNode> entry = it.next();
-            offsets.put(Integer.valueOf(entry.getKey()), entry.getValue().asLong());
+            until.put(Integer.valueOf(entry.getKey()), entry.getValue().asLong());
         }
-        return offsets;
     }
 
     public boolean eval(Integer partition, Long offset) {
