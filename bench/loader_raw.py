@@ -300,17 +300,9 @@ def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
     if client == "kafka-python":
         from kafka import KafkaConsumer
 
-        consumer = KafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=20_000,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-        )
+        from jobs.loader import CONSUMER_SETTINGS
+
+        consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, **CONSUMER_SETTINGS)
         while seen < expected:
             for partition_records in consumer.poll(timeout_ms=500, max_records=50_000).values():
                 for r in partition_records:

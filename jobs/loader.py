@@ -384,6 +384,18 @@ def partition_keys(table: str, rows: list[list[Any]]) -> list[PartitionKey]:
     return [month_key(row[position]) if len(row) > position else None for row in rows]
 
 
+#: How the loader's consumer reads (kafka-python): from the start, committed records only, in big
+#: fetches; ``bench/loader_raw.py`` measures the client with the same settings.
+CONSUMER_SETTINGS: dict[str, Any] = {
+    "enable_auto_commit": False,
+    "auto_offset_reset": "earliest",
+    "isolation_level": "read_committed",
+    "max_poll_records": 20_000,
+    "fetch_max_bytes": 64 * 1024 * 1024,
+    "max_partition_fetch_bytes": 16 * 1024 * 1024,
+}
+
+
 @dataclass
 class LoaderStats:
     """``rows``: stored per table; ``quarantined``: records quarantined per table they were meant for;
@@ -516,12 +528,7 @@ class Loader:
             *self.handlers,
             bootstrap_servers=self.config.kafka.bootstrap_servers,
             group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=20_000,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
+            **CONSUMER_SETTINGS,
             client_id="metering-loader",
             # A loader that died (kill -9) still holds its partitions until the group coordinator times
             # it out: 10 s instead of the client's default 45 s before a restarted loader resumes. Its

@@ -97,12 +97,15 @@ def _kafka_options(config: Config, topic: str) -> dict[str, str]:
     return {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": config.kafka.bootstrap_servers}
 
 
-def _exactly_once_sink(config: Config, options: RunOptions, topic: str, name: str) -> dict[str, str]:
+#: Value formats of the job's sinks: JSON rows (dead letters), or the finalization's JSON records as written.
+SINK_FORMATS = {"json": {"format": "json", "json.encode.decimal-as-plain-number": "true"}, "raw": {"format": "raw"}}
+
+
+def _exactly_once_sink(config: Config, options: RunOptions, topic: str, name: str, value_format: str = "json") -> dict[str, str]:
     timeout_ms = int(config.kafka.transaction_timeout / timedelta(milliseconds=1))
     return {
         **_kafka_options(config, topic),
-        "format": "json",
-        "json.encode.decimal-as-plain-number": "true",
+        **SINK_FORMATS[value_format],
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{transactional_prefix(config, options)}-{name}",
         "properties.transaction.timeout.ms": str(timeout_ms),
@@ -421,8 +424,7 @@ CREATE TEMPORARY TABLE events (
     t_env.create_temporary_view("partials", t_env.sql_query(views.partials_sql(step)))
     t_env.create_temporary_view("finalized", t_env.sql_query(sql.finalized_view("partials", f"{UID_PREFIX}-finalize-jvm")))
     for kind, (topic_attribute, name) in FINALIZED_SINKS.items():
-        sink_options = {**_exactly_once_sink(config, options, getattr(topics, topic_attribute), name), "format": "raw"}
-        del sink_options["json.encode.decimal-as-plain-number"]
+        sink_options = _exactly_once_sink(config, options, getattr(topics, topic_attribute), name, "raw")
         table = f"{name.replace('-', '_')}_sink"
         t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (record STRING) WITH ({_with(sink_options)})")
         statements.add_insert_sql(f"INSERT INTO {table} SELECT record FROM finalized WHERE kind = {sql.lit(kind)}")

@@ -48,7 +48,6 @@ class RebuildPlan:
 
     rebuild: Rebuild
     replay_from_ms: int | None  # Kafka timestamp the replay starts at (None: the topic's beginning)
-    committed: dict[int, int]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -125,7 +124,7 @@ def rebuild_plan(config: Config, timeout_s: float = 60) -> RebuildPlan:
                 first = _timestamp_at(consumer, tp, beginning[tp], end[tp])
                 if first is not None and first > from_ms:
                     raise RebuildError(_truncated(topic, tp.partition, f"Kafka time {from_ms} ms (its first record: {first} ms)"))
-        return RebuildPlan(Rebuild(start, committed, through), replay_from, committed)
+        return RebuildPlan(Rebuild(start, committed, through), replay_from)
     finally:
         consumer.close()
 
