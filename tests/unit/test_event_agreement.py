@@ -13,10 +13,7 @@ so this stays in the fast tier.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,45 +34,21 @@ from schemas.validate import (
     record_verdict,
     validate_line,
 )
+from tests.jvm import JavaProcess
 from udfs.periods import epoch_millis
 
 #: Properties whose values the comparison reads (as the job's meters would).
 PROPERTY_NAMES = ("model", "tokens", "region", "gpu.type", "u")
 
 
-class JavaReader:
+class JavaReader(JavaProcess):
     """A running ``EventVerdicts``: one record in, one JSON array out."""
 
     def __init__(self) -> None:
-        from infra.flink import pyflink_home
-        from infra.java import find_java
-        from infra.udf_jar import udf_jar
-
-        classpath = os.pathsep.join([str(udf_jar()), *sorted(str(j) for j in (pyflink_home() / "lib").glob("*.jar"))])
-        self.process = subprocess.Popen(
-            [str(find_java()), "-Xss4m", "-cp", classpath, "dev.metering.udfs.EventVerdicts", *PROPERTY_NAMES],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        super().__init__("dev.metering.udfs.EventVerdicts", *PROPERTY_NAMES, jvm_options=("-Xss4m",))
 
     def read(self, lines: list[bytes]) -> list[list[Any]]:
-        stdin, stdout = self.process.stdin, self.process.stdout
-        assert stdin is not None and stdout is not None
-
-        def write() -> None:  # while this thread reads: neither side fills a pipe and waits forever
-            stdin.write(b"".join(struct.pack(">i", len(line)) + line for line in lines))
-            stdin.flush()
-
-        writer = threading.Thread(target=write, daemon=True)
-        writer.start()
-        rows = [json.loads(stdout.readline()) for _ in lines]
-        writer.join()
-        return rows
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
+        return self.exchange(b"".join(struct.pack(">i", len(line)) + line for line in lines), len(lines))
 
 
 @pytest.fixture(scope="module")

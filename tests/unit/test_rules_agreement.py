@@ -14,9 +14,6 @@ sent in batches), so this stays in the fast tier.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from tests.jvm import JavaProcess
 from udfs.aggregators import Partial, decode, encode, merge, partial_json, subtract
 from udfs.ledger import MinuteChange, PeriodLedger, decode_ledger, encode_ledger, period_bounds
 from udfs.meters import Aggregation
@@ -67,40 +65,14 @@ SETTINGS = settings(
 )
 
 
-class JavaRules:
+class JavaRules(JavaProcess):
     """A running ``RuleCases``: JSON cases in, one JSON answer per case out."""
 
     def __init__(self) -> None:
-        from infra.flink import pyflink_home
-        from infra.java import find_java
-        from infra.udf_jar import udf_jar
-
-        classpath = os.pathsep.join([str(udf_jar()), *sorted(str(j) for j in (pyflink_home() / "lib").glob("*.jar"))])
-        self.process = subprocess.Popen(
-            [str(find_java()), "-cp", classpath, "dev.metering.rules.RuleCases"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        super().__init__("dev.metering.rules.RuleCases")
 
     def run(self, cases: list[dict[str, Any]]) -> list[Any]:
-        stdin, stdout = self.process.stdin, self.process.stdout
-        assert stdin is not None and stdout is not None
-        payload = b"".join(json.dumps(case).encode() + b"\n" for case in cases)
-
-        def write() -> None:  # while this thread reads: neither side fills a pipe and waits forever
-            stdin.write(payload)
-            stdin.flush()
-
-        writer = threading.Thread(target=write, daemon=True)
-        writer.start()
-        answers = [json.loads(stdout.readline()) for _ in cases]
-        writer.join()
-        return answers
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
+        return self.exchange(b"".join(json.dumps(case).encode() + b"\n" for case in cases), len(cases))
 
 
 @pytest.fixture(scope="module")
