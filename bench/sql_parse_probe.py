@@ -64,7 +64,7 @@ def run(t_env: Any, path: Path, sql_module: ModuleType | None, name: str) -> flo
         meters = load_config(ROOT / "config" / "metering.example.yaml", env={}).meters
         # Computed columns cannot reference each other: the received time is inlined as a constant.
         computed = ",\n  ".join(
-            f"{column} AS {expr.replace('kafka_ts', received)}" for column, expr in sql_module.source_schema_columns(SKEW)
+            f"{column} AS {expr.replace('kafka_ts', received)}" for column, expr in sql_module.source_schema_columns(SKEW, meters)
         )
         query = f"SELECT reason, event_ms, rowtime FROM ({sql_module.parse_view(name, meters, SKEW)})"
         sink = "reason STRING, event_ms BIGINT, rowtime TIMESTAMP_LTZ(3)"

@@ -76,6 +76,7 @@ class InsertErrorKind(StrEnum):
 #: ClickHouse refuses the data itself: the same rows fail again however often they are sent.
 REFUSED_CODES: dict[int, str] = {
     6: "CANNOT_PARSE_TEXT",
+    26: "CANNOT_PARSE_QUOTED_STRING",
     27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
     36: "BAD_ARGUMENTS",
     38: "CANNOT_PARSE_DATE",

@@ -39,7 +39,7 @@ from jobs.config import Config
 from jobs.heartbeat import HeartbeatSender
 from jobs.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
 from jobs.produce import kafka_crc32c_is_native
-from schemas.validate import property_text, validate_line
+from schemas.validate import RAW_EVENT_COLUMNS, property_text, validate_line
 from udfs.periods import from_epoch_millis
 
 log = logging.getLogger("metering.loader")
@@ -102,25 +102,7 @@ DEAD_LETTER_COLUMNS = [
     "source_time",
 ]
 DUPLICATE_COLUMNS = ["customer_id", "event_id", "seen", "variants", "last_seen"]
-RAW_COLUMNS = [
-    "event_id",
-    "customer_id",
-    "event_type",
-    "event_time",
-    "quantity",
-    "properties",
-    "resource",
-    "user_id",
-    "region",
-    "source",
-    "schema_version",
-    "status",
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
-    "received_at",
-    "payload",
-]
+RAW_COLUMNS = list(RAW_EVENT_COLUMNS)  # the job writes these as JSON lines (schemas/validate.py)
 
 
 def _dec(text: Any) -> Decimal | None:
@@ -268,6 +250,24 @@ def raw_row(record: Any) -> tuple[str, list[Any]] | None:
     return "raw_events", row
 
 
+def raw_line_row(record: Any) -> tuple[str, list[Any]] | None:
+    """A ``raw_events`` row as the job wrote it to the raw topic: ``[event time, the JSON line]``.
+
+    The job decoded the event once, by the one definition of a valid event, and wrote its row as
+    one JSON line (``udfs/jvm`` EventRules.rawRow, columns :data:`RAW_COLUMNS`); ClickHouse reads
+    the lines (``JSONEachRow``), and the loader decodes nothing. The record key is the event time
+    in epoch milliseconds: the row's partition for the insert's chunks.
+    """
+    if not isinstance(record.value, bytes):
+        return None
+    return "raw_events", [_ms(int(record.key)), record.value]
+
+
+#: Tables whose rows arrive as JSON lines of their columns (:data:`COLUMNS`), inserted as they are
+#: (``JSONEachRow``): each row is ``[partition time, line]``.
+JSON_LINE_TABLES = frozenset({"raw_events"})
+
+
 def _arrow_types() -> dict[str, dict[str, Any]]:
     """The Arrow type of each column of the tables the loader inserts as Arrow (their ClickHouse types' match)."""
     import pyarrow as pa
@@ -324,6 +324,7 @@ HANDLER_TABLES: dict[Callable[[Any], tuple[str, list[Any]] | None], str] = {
     dead_letter_row: "dead_letters",
     duplicate_row: "duplicates",
     raw_row: "raw_events",
+    raw_line_row: "raw_events",
 }
 
 BATCH_COLUMNS = ["loader_id", "batch_at", "rows", "rows_by_table", "newest_source_time", "consumer_lag"]
@@ -377,6 +378,8 @@ MAX_UNKNOWN_ERROR_RETRIES = 5
 
 def partition_keys(table: str, rows: list[list[Any]]) -> list[PartitionKey]:
     """Each row's partition (its month, as ClickHouse's toYYYYMM) in ``table``; all None when unpartitioned."""
+    if table in JSON_LINE_TABLES:
+        return [month_key(row[0]) for row in rows]
     column = PARTITION_MONTH_COLUMNS.get(table)
     if column is None:
         return [None] * len(rows)
@@ -408,6 +411,9 @@ class LoaderStats:
     quarantined: Counter[str] = field(default_factory=Counter)
     inserts: int = 0  # INSERT statements ClickHouse accepted (chunks and bisected halves included)
 
+
+#: How ClickHouse reads :data:`JSON_LINE_TABLES`' lines: every column given, nothing else accepted.
+JSON_LINE_SETTINGS = {"input_format_skip_unknown_fields": 0, "input_format_defaults_for_omitted_fields": 0}
 
 #: The loader inserts a batch once it holds this many rows, even before it is caught up.
 MAX_BATCH_ROWS = 100_000
@@ -468,7 +474,12 @@ def quarantine_row(table: str, stage: str, error: InsertError, record: Any, row:
         source_time = datetime(1970, 1, 1, tzinfo=UTC)
     columns = COLUMNS.get(table, [])
     # ASCII JSON: a lone surrogate in a value becomes an escape, not an unstorable string
-    row_json = "" if row is None else json.dumps(dict(zip(columns, row, strict=False)), default=_json_value)
+    if row is None:
+        row_json = ""
+    elif table in JSON_LINE_TABLES:  # the line is the row
+        row_json = _storable(row[1].decode("utf-8", "backslashreplace"))
+    else:
+        row_json = json.dumps(dict(zip(columns, row, strict=False)), default=_json_value)
     return [
         table,
         stage,
@@ -507,7 +518,7 @@ class Loader:
             topics.duplicates: duplicate_row,
         }
         if load_raw:
-            self.handlers[topics.events] = raw_row
+            self.handlers[topics.raw] = raw_line_row
         #: The table each topic's records are meant for (named in quarantine when they are refused).
         self.targets = {topic: HANDLER_TABLES[handler] for topic, handler in self.handlers.items()}
         self.config = config
@@ -580,6 +591,11 @@ class Loader:
         unknown_retries = 0
         while True:
             try:
+                if table in JSON_LINE_TABLES:
+                    lines = b"\n".join(row[1] for row in rows)
+                    self.storage.client.raw_insert(table, COLUMNS[table], lines, fmt="JSONEachRow", settings=JSON_LINE_SETTINGS)
+                    self.stats.inserts += 1
+                    return None
                 columns = arrow_table(table, rows)
                 if columns is not None:
                     self.storage.client.insert_arrow(table, columns)

@@ -249,7 +249,8 @@ DUPLICATE_COLUMNS = "customer_id STRING, event_id STRING, seen BIGINT, variants 
 
 def events_columns(config: Config) -> str:
     """The events source's columns: the raw payload, Kafka metadata, ``rowtime`` and its watermark."""
-    computed = ",\n  ".join(f"{name} AS {expr}" for name, expr in sql.source_schema_columns(config.pipeline.allowed_future_skew))
+    columns = sql.source_schema_columns(config.pipeline.allowed_future_skew, config.meters)
+    computed = ",\n  ".join(f"{name} AS {expr}" for name, expr in columns)
     return f"""payload BYTES,
   kafka_partition INT METADATA FROM 'partition' VIRTUAL,
   kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
@@ -428,6 +429,16 @@ CREATE TEMPORARY TABLE events (
         table = f"{name.replace('-', '_')}_sink"
         t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (record STRING) WITH ({_with(sink_options)})")
         statements.add_insert_sql(f"INSERT INTO {table} SELECT record FROM finalized WHERE kind = {sql.lit(kind)}")
+    # Last, so that adding it moved no other operator's generated uid.
+    raw_options = {
+        **_exactly_once_sink(config, options, topics.raw, "raw", "raw"),
+        "key.format": "raw",
+        "key.fields": "event_ms",
+        "value.fields-include": "EXCEPT_KEY",
+    }
+    raw_options["value.format"] = raw_options.pop("format")
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE raw_sink (event_ms STRING, line STRING) WITH ({_with(raw_options)})")
+    statements.add_insert_sql(f"INSERT INTO raw_sink {sql.raw_rows_sql('events', topics.events)}")
     return statements
 
 

@@ -38,6 +38,8 @@ FUNCTIONS = {
     "metering_partition_watermark": "dev.metering.udfs.PartitionWatermark",
     "metering_finalize": "dev.metering.udfs.Finalize",
     "metering_replayed": "dev.metering.udfs.Replayed",
+    "metering_raw_row": "dev.metering.udfs.RawRow",
+    "metering_millis_text": "dev.metering.udfs.RawRow$MillisText",
 }
 
 #: Separator inside encoded ``latest`` values (cannot occur in ids or decimals).
@@ -88,16 +90,19 @@ def function_ddl() -> list[str]:
     return [f"CREATE TEMPORARY SYSTEM FUNCTION {name} AS {lit(cls)} LANGUAGE JAVA" for name, cls in FUNCTIONS.items()]
 
 
-def source_schema_columns(skew: timedelta) -> list[tuple[str, str]]:
+def source_schema_columns(skew: timedelta, meters: tuple[Meter, ...]) -> list[tuple[str, str]]:
     """Computed columns of the events source: ``(name, SQL expression)``.
 
     ``rowtime`` drives the per-partition watermarks, so it lives in the source. It is the exact
     event time of a valid event or a heartbeat, or the epoch for any record the job refuses or
     that lies beyond ``skew`` after Kafka received it: such a record never advances the watermark
     (``metering_rowtime_millis``, one call: Flink evaluates a SQL ``CASE`` branch by branch).
+    It reads the record with the same property names as :func:`parse_view`'s
+    ``metering_read_event``, which then reuses that read: each record is parsed once.
     """
     skew_ms = int(skew / timedelta(milliseconds=1))
-    return [("rowtime", f"TO_TIMESTAMP_LTZ(metering_rowtime_millis(payload, kafka_ts, CAST({skew_ms} AS BIGINT)), 3)")]
+    names = "".join(f", {lit(name)}" for name in property_names(meters))
+    return [("rowtime", f"TO_TIMESTAMP_LTZ(metering_rowtime_millis(payload, kafka_ts, CAST({skew_ms} AS BIGINT){names}), 3)")]
 
 
 #: What a dead letter keeps of a record: its first bytes, exactly (docs/semantics.md, "Dead letters").
@@ -175,6 +180,27 @@ CROSS JOIN UNNEST(ARRAY[ROW(CAST(
          WHEN {future} THEN 'future_timestamp'
        END AS STRING)
 )]) AS r(reason)"""
+
+
+def raw_rows_sql(source: str, topic: str) -> str:
+    """Every valid event read (duplicates included) as its ``raw_events`` row, one JSON line, for the raw topic.
+
+    ``metering_raw_row`` builds the line from the same read as the event's verdict (``udfs/jvm``,
+    EventRules: the rowtime column parsed the record just before, in the same operator), so the
+    loader inserts the lines as they are (``JSONEachRow``) and decodes no event. Valid means the one
+    definition's verdict, before the configuration's checks: an event of a type no meter reads, or
+    one from too far in the future, is kept here as it was before (``jobs/loader.py``). The Kafka
+    key is the event time (epoch milliseconds), which the loader reads for its inserts'
+    partitions. Records of a rebuild's replayed range were loaded already: skipped.
+    """
+    return f"""
+SELECT metering_millis_text(rowtime) AS event_ms, line
+FROM (
+  SELECT rowtime, metering_raw_row(payload, {lit(topic)}, kafka_partition, kafka_offset, kafka_ts) AS line
+  FROM {source}
+  WHERE NOT metering_replayed(kafka_partition, kafka_offset)
+)
+WHERE line IS NOT NULL"""
 
 
 def dead_letters_view(parsed: str) -> str:

@@ -452,6 +452,68 @@ def validate_line(line: str | bytes) -> Validation:
     return validate_object(obj)
 
 
+#: The columns of ClickHouse's ``raw_events`` (clickhouse/migrations/0001_raw_events.sql), in the
+#: order the loader names them: a valid event's row, as the job writes it to the raw topic (one
+#: JSON line, ``udfs/jvm`` EventRules.rawRow) and as :func:`raw_event_row` defines it.
+RAW_EVENT_COLUMNS = (
+    "event_id",
+    "customer_id",
+    "event_type",
+    "event_time",
+    "quantity",
+    "properties",
+    "resource",
+    "user_id",
+    "region",
+    "source",
+    "schema_version",
+    "status",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "received_at",
+    "payload",
+)
+
+
+def raw_event_row(line: bytes, topic: str, partition: int, offset: int, received_ms: int) -> dict[str, Any] | None:
+    """The ``raw_events`` row of a valid event read at those Kafka coordinates; None for any other record.
+
+    The reference the job's raw lines are held to (tests/unit/test_event_agreement.py): the event
+    time in epoch milliseconds, the quantity as an exact Decimal, each property as the job reads it
+    (:func:`property_text`, null as ''), the record's bytes as they are.
+    """
+    event = validate_line(line).event
+    if event is None:
+        return None
+    row: dict[str, Any] = {
+        "event_id": event.event_id,
+        "customer_id": event.customer_id,
+        "event_type": event.event_type,
+        "event_time": _epoch_millis(event.timestamp),
+        "quantity": event.quantity,
+        "properties": {name: property_text(value) or "" for name, value in event.properties.items()},
+        "resource": event.resource,
+        "user_id": event.user_id,
+        "region": event.region,
+        "source": event.source,
+        "schema_version": event.schema_version,
+        "status": "received",
+        "kafka_topic": topic,
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+        "received_at": received_ms,
+        "payload": line,
+    }
+    assert tuple(row) == RAW_EVENT_COLUMNS
+    return row
+
+
+def _epoch_millis(instant: datetime) -> int:
+    delta = instant - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
 #: The field that marks a heartbeat (jobs/heartbeat.py).
 HEARTBEAT_FIELD = "heartbeat"
 

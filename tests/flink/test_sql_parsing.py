@@ -210,7 +210,7 @@ def test_meters_read_property_values_as_the_spec_does(t_env: Any) -> None:
 def test_rowtime_column_is_a_valid_events_time_or_the_epoch(t_env: Any) -> None:
     from pyflink.table import DataTypes
 
-    (rowtime_expr,) = (expr for name, expr in sql.source_schema_columns(timedelta(minutes=5)) if name == "rowtime")
+    (rowtime_expr,) = (expr for name, expr in sql.source_schema_columns(timedelta(minutes=5), ()) if name == "rowtime")
     received = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
     def event(timestamp: str, quantity: str = "1") -> bytes:

@@ -19,6 +19,7 @@ from jobs.heartbeat import HeartbeatSender, is_heartbeat
 from jobs.loader import Loader
 from jobs.produce import make_producer
 from tests.integration.test_kafka_roundtrip import consume_all
+from tests.raw_lines import raw_record
 
 FIXED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -85,10 +86,12 @@ def test_the_loader_loads_no_heartbeat_and_records_no_batch_for_them(bootstrap: 
     event["quantity"] = "1"
     producer = make_producer(bootstrap)
     try:
-        producer.send(topics.events, key=b"acme", value=json.dumps(event).encode()).get(timeout=30)
+        # the loader reads the job's raw rows (tests/raw_lines.py), never the events topic
+        key, value = raw_record(json.dumps(event).encode()) or (b"", b"")
+        producer.send(topics.raw, key=key, value=value).get(timeout=30)
     finally:
         producer.close()
-    (event_record,) = consume_all(bootstrap, topics.events)
+    (event_record,) = consume_all(bootstrap, topics.raw)
     time.sleep(0.05)  # the heartbeats' Kafka timestamps are later than the event's
     sender = HeartbeatSender(bootstrap, topics.events)
     try:

@@ -22,6 +22,7 @@ from jobs.cli import ensure_topics
 from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
 from jobs.loader import Loader
 from jobs.produce import make_producer
+from tests.raw_lines import raw_record
 
 TRICKLE_EVENTS = 120
 TRICKLE_GAP_S = 0.025  # one event every 25 ms: ~3 s of trickle, never a gap the loader mistakes for idle
@@ -40,7 +41,7 @@ def _config(bootstrap: str, storage: StorageSettings, max_batch_delay: timedelta
 
 
 def _trickle(config: Config) -> threading.Thread:
-    """Send TRICKLE_EVENTS raw events, one every TRICKLE_GAP_S, from a thread."""
+    """Send TRICKLE_EVENTS raw rows (as the job writes them), one every TRICKLE_GAP_S, from a thread."""
 
     def send() -> None:
         producer = make_producer(config.kafka.bootstrap_servers, linger_ms=0)
@@ -48,7 +49,8 @@ def _trickle(config: Config) -> threading.Thread:
             for n in range(TRICKLE_EVENTS):
                 event = {"event_id": f"e-{n}", "customer_id": "acme", "event_type": "api_call"}
                 event |= {"timestamp": "2026-03-01T00:00:00Z", "quantity": "1"}
-                producer.send(config.kafka.topics.events, key=b"acme", value=json.dumps(event).encode())
+                key, value = raw_record(json.dumps(event).encode(), offset=n) or (b"", b"")
+                producer.send(config.kafka.topics.raw, key=key, value=value)
                 producer.flush()
                 time.sleep(TRICKLE_GAP_S)
         finally:

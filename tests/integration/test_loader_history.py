@@ -37,6 +37,7 @@ from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
 from jobs.inserts import REFUSED_CODES, RETRY_CODES
 from jobs.loader import COLUMNS, PARTITION_MONTH_COLUMNS, Loader, LoaderStats, segment_row
 from jobs.produce import make_producer
+from tests.raw_lines import raw_record
 
 CUSTOMERS = ("acme", "globex", "initech", "umbrella")
 DEADLINE_S = 240
@@ -90,6 +91,11 @@ def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> N
         producer.close()
 
 
+def _raw(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    """The raw topic's records the job would write for ``events`` (none for an invalid one)."""
+    return [record for n, e in enumerate(events) if (record := raw_record(json.dumps(e).encode(), offset=n)) is not None]
+
+
 def _history(count: int, days: int, start: datetime, seed: int) -> tuple[list[dict[str, Any]], dict[int, tuple[int, Decimal]]]:
     """``count`` events spread over ``days`` from ``start``, shuffled (a backfill is not in time order)."""
     rng = random.Random(seed)
@@ -124,7 +130,7 @@ def test_a_backfill_of_years_loads_in_one_run_exactly_without_retries(
 ) -> None:
     config = _config(bootstrap, storage_settings)
     events, expected = _history(count, days, start, seed=days)
-    _produce(bootstrap, config.kafka.topics.events, [(e["customer_id"].encode(), json.dumps(e).encode()) for e in events])
+    _produce(bootstrap, config.kafka.topics.raw, _raw(events))
     with open_storage(config.storage) as storage:
         migrate(storage)
         stats = _load(config, storage)
@@ -149,7 +155,9 @@ def test_records_refused_for_what_they_are_are_quarantined_and_the_rest_loads(
     # the loader skips it by the same definition instead of trying and quarantining it.
     too_big = _event(999, "acme", start, "1e30")
     events = [*good[:150], too_big, *good[150:]]
-    _produce(bootstrap, topics.events, [(e["customer_id"].encode(), json.dumps(e).encode()) for e in events])
+    # A raw line ClickHouse cannot read (the job never writes one: the loader must still go on).
+    broken_line = raw_record(json.dumps(good[0]).encode(), offset=10_000)[1].replace(b'"event_time": "', b'"event_time": "x')  # type: ignore[index]
+    _produce(bootstrap, topics.raw, [*_raw(events), (b"1767225600000", broken_line)])
 
     def segment(minute: datetime, **changes: Any) -> bytes:
         ms = int(minute.timestamp() * 1000)
@@ -191,17 +199,19 @@ def test_records_refused_for_what_they_are_are_quarantined_and_the_rest_loads(
 
     assert sorted(raw) == sorted((e["event_id"], str(Decimal(e["quantity"]))) for e in good)
     assert [m.replace(tzinfo=UTC) for (m,) in minutes] == [start, start + timedelta(minutes=2)]
-    assert [(q[0], q[1], q[2], q[3], q[7]) for q in quarantined] == [
-        ("aggregate_segments", "convert", 0, "KeyError", topics.aggregates),
-        ("aggregate_segments", "insert", 0, "DataError", topics.aggregates),
+    assert [(q[0], q[1], q[3], q[7]) for q in quarantined] == [
+        ("aggregate_segments", "convert", "KeyError", topics.aggregates),
+        ("aggregate_segments", "insert", "DataError", topics.aggregates),
+        ("raw_events", "insert", "CANNOT_PARSE_DATETIME", topics.raw),
     ]
-    convert, negative = quarantined
-    assert convert[4] == "KeyError: 'meter'" and convert[5] == "" and convert[6] == json.dumps(no_meter)
+    convert, negative, broken = quarantined
+    assert convert[2] == 0 and convert[4] == "KeyError: 'meter'" and convert[5] == "" and convert[6] == json.dumps(no_meter)
     assert "`version`" in negative[4] and json.loads(negative[5])["version"] == -1 and negative[6] == segments[1].decode()
-    assert dict(stats.quarantined) == {"aggregate_segments": 2} and health == 2
+    assert broken[2] == 41 and broken[5] == broken_line.decode() and broken[6] == broken_line.decode()
+    assert dict(stats.quarantined) == {"aggregate_segments": 2, "raw_events": 1} and health == 3
     assert (stats.rows["raw_events"], stats.rows["aggregate_segments"], stats.retries) == (300, 2, 0)
     assert again.batches == 0 and not again.rows and not again.quarantined
-    assert reloaded == (1, 1) and after_fix == [("aggregate_segments", "insert")]
+    assert reloaded == (1, 2) and after_fix == [("aggregate_segments", "insert"), ("raw_events", "insert")]
     assert minutes_after_fix == 3
 
 
@@ -210,7 +220,7 @@ def test_a_block_refused_as_a_whole_is_split_until_it_passes(bootstrap: str, sto
     """A server whose max_partitions_per_insert_block (here 3) is below the loader's chunk still gets every row."""
     config = _config(bootstrap, storage_settings)
     events, expected = _history(240, 365, datetime(2025, 1, 1, tzinfo=UTC), seed=7)
-    _produce(bootstrap, config.kafka.topics.events, [(e["customer_id"].encode(), json.dumps(e).encode()) for e in events])
+    _produce(bootstrap, config.kafka.topics.raw, _raw(events))
     with open_storage(config.storage) as storage:
         migrate(storage)
         storage.client.set_client_setting("max_partitions_per_insert_block", "3")
@@ -234,7 +244,7 @@ def test_too_many_parts_while_merges_are_behind_is_retried_not_quarantined(
 ) -> None:
     config = _config(bootstrap, storage_settings)
     events, expected = _history(50, 20, datetime(2026, 2, 1, tzinfo=UTC), seed=3)
-    _produce(bootstrap, config.kafka.topics.events, [(e["customer_id"].encode(), json.dumps(e).encode()) for e in events])
+    _produce(bootstrap, config.kafka.topics.raw, _raw(events))
     with open_storage(config.storage) as storage:
         migrate(storage)
         # One part already in February, merges stopped, and a table that throws at one part per partition.

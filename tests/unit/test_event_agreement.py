@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from schemas.validate import (
     SCHEMA_DIR,
     decode,
     property_text,
+    raw_event_row,
     record_verdict,
     validate_line,
 )
@@ -58,14 +61,18 @@ def java() -> Iterator[JavaReader]:
     reader.close()
 
 
+#: The Kafka coordinates the Java side writes every raw line with (EventVerdicts.RAW_*).
+RAW_AT = ("usage-events", 3, 42, 1_767_225_600_123)
+
+
 def python_reading(line: bytes) -> list[Any]:
-    """What the Java side returns, from the spec: verdict, fields, properties, event time."""
+    """What the Java side returns, from the spec: verdict, fields, properties, event time, raw_events row."""
     verdict = record_verdict(line)
     if verdict is not None and verdict != "heartbeat":
-        return [verdict]
+        return [verdict, None]
     document = decode(line)
     if verdict == "heartbeat":
-        return [verdict, None, None, None, document["timestamp"]]
+        return [verdict, None, None, None, document["timestamp"], None]
     event = validate_line(line).event
     assert event is not None
     properties = document.get("properties")
@@ -79,17 +86,30 @@ def python_reading(line: bytes) -> list[Any]:
         properties,
         *(property_text(properties.get(n)) if properties else None for n in PROPERTY_NAMES),
         epoch_millis(event.timestamp),
+        raw_event_row(line, *RAW_AT),
     ]
+
+
+def raw_line_values(text: str) -> dict[str, Any]:
+    """A raw_events line's values: times (UTC text) in epoch ms, the quantity as Decimal, the payload's bytes."""
+    row = json.loads(text)
+    for column in ("event_time", "received_at"):
+        assert len(row[column]) == 23, row[column]
+        row[column] = epoch_millis(datetime.fromisoformat(row[column]).replace(tzinfo=UTC))
+    row["quantity"] = Decimal(row["quantity"])
+    row["payload"] = row["payload"].encode("utf-8")
+    return dict(row)
 
 
 def java_comparable(row: list[Any]) -> list[Any]:
     verdict = row[0]
+    raw = None if row[-1] is None else raw_line_values(row[-1])
     if verdict is not None and verdict != "heartbeat":
-        return [verdict]
+        return [verdict, raw]
     if verdict == "heartbeat":
-        return [verdict, None, None, None, row[4]]
+        return [verdict, None, None, None, row[4], raw]
     properties = None if row[6] is None else decode(row[6])
-    return [*row[:6], properties, *row[7:]]
+    return [*row[:6], properties, *row[7:-1], raw]
 
 
 def disagreements(java: JavaReader, lines: list[bytes]) -> list[tuple[bytes, list[Any], list[Any]]]:

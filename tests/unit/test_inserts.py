@@ -58,9 +58,9 @@ def test_chunks_cover_every_row_once_and_never_exceed_the_limit(keys: list[int |
 
 
 def test_three_years_of_raw_rows_fit_one_insert_ten_years_take_three() -> None:
-    def rows(days: int) -> list[list[Any]]:
+    def rows(days: int) -> list[list[Any]]:  # raw_events' rows: [event time, the JSON line]
         start = datetime(2016, 1, 1, tzinfo=UTC)
-        return [[None] * 3 + [start + timedelta(days=d)] for d in range(days)]
+        return [[start + timedelta(days=d), b"{}"] for d in range(days)]
 
     assert MAX_PARTITIONS_PER_INSERT <= 50  # well under ClickHouse's default of 100 per INSERT block
     assert len(chunk_by_partition(partition_keys("raw_events", rows(1100)), MAX_PARTITIONS_PER_INSERT)) == 1
@@ -204,24 +204,21 @@ def test_a_record_its_row_function_cannot_convert_is_quarantined_with_its_bytes(
     assert stored["source_time"] == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 
 
-def test_a_raw_event_the_job_would_dead_letter_is_still_skipped_not_quarantined() -> None:
+def test_a_raw_row_without_its_event_time_key_is_quarantined_and_a_tombstone_skipped() -> None:
+    """The job keys every raw row by its event time; a record without one is quarantined, never a stop."""
     config = Config()
     loader = Loader(config, storage=None)  # type: ignore[arg-type]
     batch = _Batch()
-    loader._convert(Record(config.kafka.topics.events, 0, 1, 0, None, b"not json"), batch)
-    assert batch.rows_waiting == 0 and not batch.quarantine  # malformed events are in dead_letters (the job's)
-    # Beyond Decimal(38, 9), deeper than the profile, a lone surrogate: the job dead-letters each
-    # (the one definition, schemas/validate.py), so the loader skips them instead of retrying.
-    event = {"event_id": "e", "customer_id": "c", "event_type": "t", "timestamp": "2026-01-01T00:00:00Z", "quantity": "1" * 40}
-    hostile = [
-        json.dumps(event).encode(),
-        json.dumps({**event, "quantity": "1", "properties": {}}).replace("{}", '{"a":' * 1500 + "1" + "}" * 1500).encode(),
-        json.dumps({**event, "quantity": "1", "customer_id": "\ud800"}).encode(),
-        json.dumps({**event, "quantity": "1", "timestamp": "0001-01-01T00:00:00Z"}).encode(),
+    loader._convert(Record(config.kafka.topics.raw, 0, 1, 0, None, b'{"event_id": "e"}'), batch)
+    loader._convert(Record(config.kafka.topics.raw, 0, 2, 0, b"soon", b'{"event_id": "e"}'), batch)
+    loader._convert(Record(config.kafka.topics.raw, 0, 3, 0, b"0", None), batch)
+    assert [(row[0], row[1], row[3]) for row in batch.quarantine] == [
+        ("raw_events", "convert", "TypeError"),
+        ("raw_events", "convert", "ValueError"),
     ]
-    for offset, value in enumerate(hostile, start=2):
-        loader._convert(Record(config.kafka.topics.events, 0, offset, 0, None, value), batch)
-    assert batch.rows_waiting == 0 and not batch.quarantine
+    assert not batch.rows
+    loader._convert(Record(config.kafka.topics.raw, 0, 4, 0, b"1767225600123", b'{"event_id": "e"}'), batch)
+    assert batch.rows["raw_events"] == [[datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC), b'{"event_id": "e"}']]
 
 
 @pytest.mark.parametrize("timestamp", [-1, 2**62, None])
@@ -231,7 +228,11 @@ def test_a_quarantine_row_is_storable_whatever_the_record_holds(timestamp: Any) 
 
     record = Record("t", 0, 7, timestamp, None, None)
     error = InsertError(InsertErrorKind.REFUSED, 2**40, "X", "x")
-    row = dict(zip(QUARANTINE_COLUMNS, quarantine_row("raw_events", "insert", error, record, [Decimal("1e30")]), strict=True))
+    stored = quarantine_row("aggregate_segments", "insert", error, record, [Decimal("1e30")])
+    row = dict(zip(QUARANTINE_COLUMNS, stored, strict=True))
     assert row["source_time"] == datetime(1970, 1, 1, tzinfo=UTC) or 1900 <= row["source_time"].year <= 2299
     assert row["error_code"] == 2**31 - 1 and row["record"] == b"" and row["record_key"] == b""
-    assert json.loads(row["row"]) == {"event_id": "1E+30"}  # the row as JSON, by column name
+    assert json.loads(row["row"]) == {"customer_id": "1E+30"}  # the row as JSON, by column name
+    line = b'{"event_id": "\\ud800"}'  # a JSON line: the row is the line, as text
+    raw = quarantine_row("raw_events", "insert", error, record, [datetime(2026, 1, 1, tzinfo=UTC), line])
+    assert dict(zip(QUARANTINE_COLUMNS, raw, strict=True))["row"] == line.decode()

@@ -28,7 +28,7 @@ def all_generated_sql() -> list[str]:
         sql.ontime_partials_view("flagged", timedelta(seconds=10)),
         sql.late_partials_view("flagged"),
         sql.meter_dead_letters_view("flagged"),
-        *(expr for _, expr in sql.source_schema_columns(skew)),
+        *(expr for _, expr in sql.source_schema_columns(skew, CONFIG.meters)),
     ]
 
 

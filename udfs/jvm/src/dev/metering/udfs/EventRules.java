@@ -124,9 +124,15 @@ final class EventRules {
      * {@code names}.
      */
     static void read(byte[] doc, String[] names, String[] out) {
+        LastRead last = LAST_READ.get();
+        if (last.doc != null && Arrays.equals(last.names, names) && Arrays.equals(last.doc, doc)) {
+            System.arraycopy(last.out, 0, out, 0, out.length);
+            return;
+        }
+        last.fields = null;
         Arrays.fill(out, null);
         try {
-            out[VERDICT] = readChecked(doc, names, out);
+            out[VERDICT] = readChecked(doc, names, out, last);
         } catch (IOException profile) {
             Arrays.fill(out, null);
             out[VERDICT] = MALFORMED_JSON;
@@ -134,9 +140,129 @@ final class EventRules {
             Arrays.fill(out, null);
             out[VERDICT] = PROCESSING_ERROR;
         }
+        last.doc = doc.clone(); // never a buffer the caller may fill again
+        last.names = names;
+        last.out = out.clone();
     }
 
-    private static String readChecked(byte[] doc, String[] names, String[] out) throws IOException {
+    /**
+     * The last document this thread read, with the names, what it read and its fields (null unless
+     * a valid object): the job's source reads each record several times in a row, for its rowtime
+     * ({@link RowtimeMillis}), its fields ({@link ReadEvent}) and its raw row ({@link RawRow}), and
+     * this makes the later reads copies instead of parses. Holds one record; compared by content
+     * (each call gets its own copy of the bytes).
+     */
+    private static final class LastRead {
+        byte[] doc;
+        String[] names;
+        String[] out;
+        Fields fields;
+    }
+
+    private static final ThreadLocal<LastRead> LAST_READ = ThreadLocal.withInitial(LastRead::new);
+
+    private static final String[] NO_NAMES = new String[0];
+
+    /**
+     * The row of ClickHouse's {@code raw_events} for a valid event (verdict null), as one line of
+     * JSON ({@code JSONEachRow}, the columns of {@code schemas/records.py} RAW_EVENT_COLUMNS), or null
+     * for any other record. Its fields come from the same read as the verdict: the event as the
+     * Python reference reads it ({@code jobs/loader.py} raw_row before this function; held to it by
+     * tests/unit/test_event_agreement.py).
+     */
+    static String rawRow(byte[] doc, String topic, int partition, long offset, long receivedMillis) {
+        LastRead last = LAST_READ.get();
+        if (last.doc == null || !Arrays.equals(last.doc, doc)) {
+            read(doc, NO_NAMES, new String[FIRST_PROPERTY]);
+        }
+        Fields f = last.fields;
+        if (f == null || last.out[VERDICT] != null) {
+            return null;
+        }
+        Long eventMillis = EventMillis.millis(f.texts[F_TIMESTAMP]);
+        if (eventMillis == null) {
+            return null; // never for a valid event
+        }
+        StringBuilder out = new StringBuilder(doc.length * 2 + 256).append('{');
+        Json.member(out, "event_id", f.texts[F_EVENT_ID]).append(',');
+        Json.member(out, "customer_id", f.texts[F_CUSTOMER_ID]).append(',');
+        Json.member(out, "event_type", f.texts[F_EVENT_TYPE]).append(',');
+        Json.member(out, "event_time", utcText(eventMillis)).append(',');
+        Json.member(out, "quantity", f.texts[F_QUANTITY]).append(',');
+        out.append("\"properties\":{");
+        if (f.properties != null) {
+            boolean first = true;
+            for (Map.Entry<String, Object[]> entry : f.properties.entrySet()) {
+                if (!first) {
+                    out.append(',');
+                }
+                first = false;
+                String text = (String) entry.getValue()[1];
+                Json.member(out, entry.getKey(), text == null ? "" : text);
+            }
+        }
+        out.append("},");
+        Json.member(out, "resource", orEmpty(f.texts[OPTIONAL_STRINGS[0]])).append(',');
+        Json.member(out, "user_id", orEmpty(f.texts[OPTIONAL_STRINGS[1]])).append(',');
+        Json.member(out, "region", orEmpty(f.texts[OPTIONAL_STRINGS[2]])).append(',');
+        Json.member(out, "source", orEmpty(f.texts[OPTIONAL_STRINGS[3]])).append(',');
+        out.append("\"schema_version\":1,");
+        Json.member(out, "status", "received").append(',');
+        Json.member(out, "kafka_topic", topic).append(',');
+        out.append("\"kafka_partition\":").append(partition).append(',');
+        out.append("\"kafka_offset\":").append(offset).append(',');
+        Json.member(out, "received_at", utcText(receivedMillis)).append(',');
+        // valid UTF-8 (checked): the text, escaped, stands for the bytes exactly
+        Json.member(out, "payload", new String(doc, StandardCharsets.UTF_8));
+        return out.append('}').toString();
+    }
+
+    /**
+     * Epoch milliseconds as {@code YYYY-MM-DD hh:mm:ss.mmm} in UTC, the text ClickHouse reads into a
+     * DateTime64(3) unambiguously (a number such as {@code 0.000} it reads as something else).
+     */
+    static String utcText(long millis) {
+        long days = Math.floorDiv(millis, 86_400_000L);
+        long inDay = Math.floorMod(millis, 86_400_000L);
+        // civil from days (H. Hinnant's algorithm), proleptic Gregorian
+        long z = days + 719_468L;
+        long era = Math.floorDiv(z, 146_097L);
+        long doe = z - era * 146_097L;
+        long yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        long mp = (5 * doy + 2) / 153;
+        long day = doy - (153 * mp + 2) / 5 + 1;
+        long month = mp < 10 ? mp + 3 : mp - 9;
+        long year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+        char[] text = new char[23];
+        digits(text, 0, year, 4);
+        text[4] = '-';
+        digits(text, 5, month, 2);
+        text[7] = '-';
+        digits(text, 8, day, 2);
+        text[10] = ' ';
+        digits(text, 11, inDay / 3_600_000L, 2);
+        text[13] = ':';
+        digits(text, 14, inDay / 60_000L % 60, 2);
+        text[16] = ':';
+        digits(text, 17, inDay / 1000L % 60, 2);
+        text[19] = '.';
+        digits(text, 20, inDay % 1000L, 3);
+        return new String(text);
+    }
+
+    private static void digits(char[] text, int at, long value, int width) {
+        for (int i = at + width - 1; i >= at; i--) {
+            text[i] = (char) ('0' + value % 10);
+            value /= 10;
+        }
+    }
+
+    private static String orEmpty(String text) {
+        return text == null ? "" : text;
+    }
+
+    private static String readChecked(byte[] doc, String[] names, String[] out, LastRead last) throws IOException {
         if (doc.length > MAX_EVENT_BYTES) {
             return TOO_LARGE;
         }
@@ -158,6 +284,7 @@ final class EventRules {
                 return NOT_AN_OBJECT;
             }
             fill(fields, names, out);
+            last.fields = fields;
             return verdict(fields);
         }
     }

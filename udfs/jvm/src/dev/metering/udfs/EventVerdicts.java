@@ -19,6 +19,13 @@ import java.nio.charset.StandardCharsets;
 public final class EventVerdicts {
     private EventVerdicts() {}
 
+    /** The Kafka coordinates every raw line is written with (tests/unit/test_event_agreement.py, RAW_AT). */
+    static final String RAW_TOPIC = "usage-events";
+
+    static final int RAW_PARTITION = 3;
+    static final long RAW_OFFSET = 42L;
+    static final long RAW_RECEIVED_MILLIS = 1_767_225_600_123L;
+
     public static void main(String[] args) throws IOException {
         DataInputStream in = new DataInputStream(System.in);
         ReadEvent reader = new ReadEvent();
@@ -44,6 +51,8 @@ public final class EventVerdicts {
             } else {
                 generator.writeNumber(millis);
             }
+            // the raw_events line of a valid event (EventRules.rawRow), at fixed Kafka coordinates
+            generator.writeString(EventRules.rawRow(record, RAW_TOPIC, RAW_PARTITION, RAW_OFFSET, RAW_RECEIVED_MILLIS));
             generator.writeEndArray();
             generator.flush();
             out.write('\n');
