@@ -39,7 +39,7 @@ from jobs.config import Config
 from jobs.heartbeat import HeartbeatSender
 from jobs.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
 from jobs.produce import kafka_crc32c_is_native
-from schemas.validate import RAW_EVENT_COLUMNS, property_text, validate_line
+from schemas.validate import RAW_EVENT_COLUMNS
 from udfs.periods import from_epoch_millis
 
 log = logging.getLogger("metering.loader")
@@ -120,28 +120,22 @@ def _flink_timestamp(text: str | None) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
 
 
-def segment_row(record: Any) -> tuple[str, list[Any]]:
-    d = json.loads(record.value)
-    return "aggregate_segments", [
-        d["customer_id"],
-        d["meter"],
-        d["group_key"],
-        d["aggregation"],
-        _ms(d["minute_ms"]),
-        _ms(d["day_start_ms"]),
-        _ms(d["period_start_ms"]),
-        _ms(d["period_end_ms"]),
-        d["segment"],
-        int(d["version"]),
-        _dec(d["value"]),
-        int(d["event_count"]),
-        _dec(d["sum"]),
-        _dec(d["max"]),
-        _dec(d["min"]),
-        list(d["distinct_values"]),
-        d["latest_ms"],
-        _dec(d["latest_value"]),
-    ]
+def segment_line_row(record: Any) -> tuple[str, list[Any]]:
+    """An aggregate record as the job wrote it: ``[its minute, the JSON line]``, converted by ClickHouse.
+
+    The line goes into ``aggregate_segments_json`` as it is (``JSONEachRow``), whose materialized
+    view converts it into ``aggregate_segments`` (clickhouse/migrations/0008_aggregate_segments_json.sql):
+    nothing is decoded here but the minute, for the insert's partitions. A quote followed by
+    ``minute_ms":`` cannot occur inside a JSON string (its quotes are escaped), so the first match
+    is the field.
+    """
+    value = record.value
+    at = value.index(_MINUTE_FIELD) + len(_MINUTE_FIELD)
+    end = value.index(b",", at)
+    return "aggregate_segments", [_ms(int(value[at:end])), value]
+
+
+_MINUTE_FIELD = b'"minute_ms":'
 
 
 def final_row(record: Any) -> tuple[str, list[Any]]:
@@ -215,41 +209,6 @@ def duplicate_row(record: Any) -> tuple[str, list[Any]] | None:
     ]
 
 
-def raw_row(record: Any) -> tuple[str, list[Any]] | None:
-    """A valid event for raw_events, by the one definition (schemas/validate.py); None for anything else.
-
-    What the spec refuses, the job refused too (tests/unit/test_event_agreement.py): it is in
-    dead_letters with its reason. Heartbeats (jobs/heartbeat.py) are not events: skipped.
-    """
-    if not isinstance(record.value, bytes):
-        return None
-    validation = validate_line(record.value)
-    event = validation.event
-    if event is None:
-        return None
-    properties = {name: property_text(value) or "" for name, value in event.properties.items()}
-    row = [
-        event.event_id,
-        event.customer_id,
-        event.event_type,
-        event.timestamp.astimezone(UTC),
-        event.quantity,
-        properties,
-        event.resource,
-        event.user_id,
-        event.region,
-        event.source,
-        event.schema_version,
-        "received",
-        record.topic,
-        record.partition,
-        record.offset,
-        _ms(record.timestamp),
-        record.value,  # valid UTF-8 (validated): stored as it is, bytes for bytes
-    ]
-    return "raw_events", row
-
-
 def raw_line_row(record: Any) -> tuple[str, list[Any]] | None:
     """A ``raw_events`` row as the job wrote it to the raw topic: ``[event time, the JSON line]``.
 
@@ -263,67 +222,21 @@ def raw_line_row(record: Any) -> tuple[str, list[Any]] | None:
     return "raw_events", [_ms(int(record.key)), record.value]
 
 
-#: Tables whose rows arrive as JSON lines of their columns (:data:`COLUMNS`), inserted as they are
-#: (``JSONEachRow``): each row is ``[partition time, line]``.
-JSON_LINE_TABLES = frozenset({"raw_events"})
-
-
-def _arrow_types() -> dict[str, dict[str, Any]]:
-    """The Arrow type of each column of the tables the loader inserts as Arrow (their ClickHouse types' match)."""
-    import pyarrow as pa
-
-    text, millis = pa.string(), pa.timestamp("ms", tz="UTC")
-    return {
-        "raw_events": {
-            "event_id": text,
-            "customer_id": text,
-            "event_type": text,
-            "event_time": millis,
-            "quantity": pa.decimal128(38, 9),
-            "properties": pa.map_(text, text),
-            "resource": text,
-            "user_id": text,
-            "region": text,
-            "source": text,
-            "schema_version": pa.uint16(),
-            "status": text,
-            "kafka_topic": text,
-            "kafka_partition": pa.uint32(),
-            "kafka_offset": pa.uint64(),
-            "received_at": millis,
-            "payload": pa.binary(),
-        },
-    }
-
-
-_ARROW_TYPES: dict[str, dict[str, Any]] = {}
-
-
-def arrow_table(table: str, rows: list[list[Any]]) -> Any | None:
-    """``rows`` of ``table`` as one Arrow table (column by column, converted in C++); None for a table inserted as rows.
-
-    A value its column cannot hold raises ``pyarrow.ArrowInvalid`` (a ValueError) or
-    ``ArrowTypeError`` (a TypeError): an error about the rows (jobs/inserts.py), like
-    clickhouse-connect's own serializer's.
-    """
-    if not _ARROW_TYPES:
-        _ARROW_TYPES.update(_arrow_types())
-    types = _ARROW_TYPES.get(table)
-    if types is None:
-        return None
-    import pyarrow as pa
-
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in types]
-    return pa.table({name: pa.array(values, kind) for (name, kind), values in zip(types.items(), columns, strict=True)})
+#: Tables whose rows arrive as the job's JSON lines, inserted as they are (``JSONEachRow``): each
+#: row is ``[partition time, line]``. The table each is inserted into, and its columns (None: the
+#: line's fields are that table's columns, converted by its materialized view).
+JSON_LINE_TABLES: dict[str, tuple[str, list[str] | None]] = {
+    "raw_events": ("raw_events", RAW_COLUMNS),
+    "aggregate_segments": ("aggregate_segments_json", None),
+}
 
 
 HANDLER_TABLES: dict[Callable[[Any], tuple[str, list[Any]] | None], str] = {
-    segment_row: "aggregate_segments",
+    segment_line_row: "aggregate_segments",
     final_row: "period_finals",
     correction_row: "corrections",
     dead_letter_row: "dead_letters",
     duplicate_row: "duplicates",
-    raw_row: "raw_events",
     raw_line_row: "raw_events",
 }
 
@@ -511,7 +424,7 @@ class Loader:
         """``heartbeat_interval``: while :meth:`run` loads unbounded, send heartbeats this often (jobs/heartbeat.py)."""
         topics = config.kafka.topics
         self.handlers: dict[str, Callable[[Any], tuple[str, list[Any]] | None]] = {
-            topics.aggregates: segment_row,
+            topics.aggregates: segment_line_row,
             topics.finals: final_row,
             topics.corrections: correction_row,
             topics.dead_letters: dead_letter_row,
@@ -592,15 +505,12 @@ class Loader:
         while True:
             try:
                 if table in JSON_LINE_TABLES:
+                    into, columns = JSON_LINE_TABLES[table]
                     lines = b"\n".join(row[1] for row in rows)
-                    self.storage.client.raw_insert(table, COLUMNS[table], lines, fmt="JSONEachRow", settings=JSON_LINE_SETTINGS)
+                    self.storage.client.raw_insert(into, columns, lines, fmt="JSONEachRow", settings=JSON_LINE_SETTINGS)
                     self.stats.inserts += 1
                     return None
-                columns = arrow_table(table, rows)
-                if columns is not None:
-                    self.storage.client.insert_arrow(table, columns)
-                else:
-                    self.storage.client.insert(data=rows, context=self._insert_context(table))
+                self.storage.client.insert(data=rows, context=self._insert_context(table))
                 self.stats.inserts += 1
                 return None
             except Exception as exc:

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from infra.settings import PROJECT_ROOT, StackSettings
 from jobs.cli import ensure_topics
 from jobs.config import load_config
 from jobs.demo import Expected, compare, demo_document, generate, recompute
-from jobs.loader import raw_row
+from schemas.validate import raw_event_row
 from tests.e2e.harness import produce, run, run_bounded_job
 
 EVENTS = 5000
@@ -53,10 +52,7 @@ def job_output(tmp_path_factory: pytest.TempPathFactory, stack: Any, stack_setti
     lines = events.read_text().splitlines()
     produce(stack_settings.bootstrap_servers, config.kafka.topics.events, lines, folder / "produced.jsonl")
     run_bounded_job(config_path, stack_settings, "loader-faults")
-    stored = [
-        raw_row(SimpleNamespace(value=line.encode(), topic="t", partition=0, offset=n, timestamp=0))
-        for n, line in enumerate(lines)
-    ]
+    stored = [raw_event_row(line.encode(), "t", 0, n, 0) for n, line in enumerate(lines)]
     yield JobOutput(document, recompute(events, config), sum(1 for row in stored if row is not None))
 
 

@@ -35,7 +35,7 @@ from clickhouse.migrate import migrate
 from jobs.cli import ensure_topics
 from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
 from jobs.inserts import REFUSED_CODES, RETRY_CODES
-from jobs.loader import COLUMNS, PARTITION_MONTH_COLUMNS, Loader, LoaderStats, segment_row
+from jobs.loader import COLUMNS, PARTITION_MONTH_COLUMNS, Loader, LoaderStats, segment_line_row
 from jobs.produce import make_producer
 from tests.raw_lines import raw_record
 
@@ -172,7 +172,7 @@ def test_records_refused_for_what_they_are_are_quarantined_and_the_rest_loads(
     segments = [
         segment(start),
         segment(start + timedelta(minutes=1), version=-1),  # UInt64 cannot hold it
-        json.dumps(no_meter).encode(),  # the row function raises
+        json.dumps(no_meter).encode(),  # a field missing: ClickHouse refuses it (NULL into a String column)
         segment(start + timedelta(minutes=2)),
     ]
     _produce(bootstrap, topics.aggregates, [(b"acme", value) for value in segments])
@@ -190,7 +190,7 @@ def test_records_refused_for_what_they_are_are_quarantined_and_the_rest_loads(
         again = _load(config, storage)  # same group: the committed offsets leave nothing to re-read
         # A "fix" of the segment row function (a default meter) lets its record load; the others stay.
         fixed = Loader(config, storage)
-        fixed.handlers[topics.aggregates] = lambda record: segment_row(
+        fixed.handlers[topics.aggregates] = lambda record: segment_line_row(
             types.SimpleNamespace(value=json.dumps({"meter": "api_calls", **json.loads(record.value)}).encode())
         )
         reloaded = fixed.reload_quarantine()
@@ -199,14 +199,14 @@ def test_records_refused_for_what_they_are_are_quarantined_and_the_rest_loads(
 
     assert sorted(raw) == sorted((e["event_id"], str(Decimal(e["quantity"]))) for e in good)
     assert [m.replace(tzinfo=UTC) for (m,) in minutes] == [start, start + timedelta(minutes=2)]
-    assert [(q[0], q[1], q[3], q[7]) for q in quarantined] == [
-        ("aggregate_segments", "convert", "KeyError", topics.aggregates),
-        ("aggregate_segments", "insert", "DataError", topics.aggregates),
+    assert sorted((q[0], q[1], q[3], q[7]) for q in quarantined) == [
+        ("aggregate_segments", "insert", "CANNOT_CONVERT_TYPE", topics.aggregates),
+        ("aggregate_segments", "insert", "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN", topics.aggregates),
         ("raw_events", "insert", "CANNOT_PARSE_DATETIME", topics.raw),
     ]
-    convert, negative, broken = quarantined
-    assert convert[2] == 0 and convert[4] == "KeyError: 'meter'" and convert[5] == "" and convert[6] == json.dumps(no_meter)
-    assert "`version`" in negative[4] and json.loads(negative[5])["version"] == -1 and negative[6] == segments[1].decode()
+    negative, missing, broken = sorted(quarantined, key=lambda q: (q[0], q[3]))
+    assert missing[2] == 349 and "meter" in missing[4] and missing[5] == missing[6] == json.dumps(no_meter)
+    assert "UInt64" in negative[4] and json.loads(negative[5])["version"] == -1 and negative[6] == segments[1].decode()
     assert broken[2] == 41 and broken[5] == broken_line.decode() and broken[6] == broken_line.decode()
     assert dict(stats.quarantined) == {"aggregate_segments": 2, "raw_events": 1} and health == 3
     assert (stats.rows["raw_events"], stats.rows["aggregate_segments"], stats.retries) == (300, 2, 0)

@@ -190,7 +190,7 @@ class Record:
 def test_a_record_its_row_function_cannot_convert_is_quarantined_with_its_bytes() -> None:
     config = Config()
     loader = Loader(config, storage=None)  # type: ignore[arg-type]  # conversion needs no storage
-    segment = {"customer_id": "acme", "group_key": "", "aggregation": "sum", "minute_ms": 0}  # no "meter"
+    segment = {"customer_id": "acme", "group_key": "", "aggregation": "sum"}  # no minute: no partition to insert it in
     record = Record(config.kafka.topics.aggregates, 1, 41, 1_700_000_000_000, b"acme", json.dumps(segment).encode())
     batch = _Batch()
     loader._convert(record, batch)
@@ -198,7 +198,7 @@ def test_a_record_its_row_function_cannot_convert_is_quarantined_with_its_bytes(
     [row] = batch.quarantine
     stored = dict(zip(QUARANTINE_COLUMNS, row, strict=True))
     assert stored["target_table"] == "aggregate_segments" and stored["stage"] == "convert"
-    assert (stored["error_code"], stored["error_name"], stored["error"]) == (0, "KeyError", "KeyError: 'meter'")
+    assert (stored["error_code"], stored["error_name"], stored["error"]) == (0, "ValueError", "ValueError: subsection not found")
     assert stored["record"] == record.value and stored["record_key"] == b"acme" and stored["row"] == ""
     assert (stored["source_topic"], stored["source_partition"], stored["source_offset"]) == (record.topic, 1, 41)
     assert stored["source_time"] == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
@@ -228,7 +228,7 @@ def test_a_quarantine_row_is_storable_whatever_the_record_holds(timestamp: Any) 
 
     record = Record("t", 0, 7, timestamp, None, None)
     error = InsertError(InsertErrorKind.REFUSED, 2**40, "X", "x")
-    stored = quarantine_row("aggregate_segments", "insert", error, record, [Decimal("1e30")])
+    stored = quarantine_row("corrections", "insert", error, record, [Decimal("1e30")])
     row = dict(zip(QUARANTINE_COLUMNS, stored, strict=True))
     assert row["source_time"] == datetime(1970, 1, 1, tzinfo=UTC) or 1900 <= row["source_time"].year <= 2299
     assert row["error_code"] == 2**31 - 1 and row["record"] == b"" and row["record_key"] == b""
