@@ -42,6 +42,7 @@ from infra.flink import STATE_BACKENDS, state_backend_settings
 from jobs import sql
 from jobs.config import MAX_PARALLELISM as MAX_PARALLELISM  # declared with the configuration, which bounds parallelism by it
 from jobs.config import Config, ConfigError
+from schemas import records
 
 UID_PREFIX = "metering-v1"
 
@@ -237,14 +238,11 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
 
 
 #: Columns of the dead-letters sink (``sql.dead_letters_view`` and ``sql.meter_dead_letters_view``).
-DEAD_LETTER_COLUMNS = (
-    "reason STRING, meter STRING, customer_id STRING, event_id STRING, payload_base64 STRING, payload_size INT, "
-    "kafka_partition INT, kafka_offset BIGINT, kafka_ts TIMESTAMP_LTZ(3)"
-)
+DEAD_LETTER_COLUMNS = records.DEAD_LETTER.flink_columns()
 
 
 #: Columns of the duplicates sink (``sql.duplicates_view``), upserts keyed by (customer_id, event_id).
-DUPLICATE_COLUMNS = "customer_id STRING, event_id STRING, seen BIGINT, variants BIGINT, last_seen TIMESTAMP_LTZ(3)"
+DUPLICATE_COLUMNS = records.DUPLICATE.flink_columns()
 
 
 def events_columns(config: Config) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from schemas import records
 from schemas.validate import MAX_EVENT_BYTES
 from udfs.meters import Aggregation, Meter
 
@@ -398,10 +399,7 @@ SELECT *, behind_watermark OR COALESCE(event_ms <= partition_wm_ms, FALSE) AS la
 FROM {metered}"""
 
 
-PARTIAL_COLUMNS = (
-    "customer_id, meter, group_key, minute_ms, window_end_ms, cnt, total, mx, mn, distinct_values, latest_enc, event_id, "
-    "partition_wm_ms, replayed"
-)
+PARTIAL_COLUMNS = records.PARTIAL.column_names()
 
 
 def ontime_partials_view(flagged: str, step: timedelta) -> str:

@@ -32,6 +32,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
+from schemas.records import RAW_EVENT
+
 SCHEMA_DIR = Path(__file__).resolve().parent
 SCHEMA_V1 = SCHEMA_DIR / "usage_event.v1.json"
 
@@ -455,25 +457,7 @@ def validate_line(line: str | bytes) -> Validation:
 #: The columns of ClickHouse's ``raw_events`` (clickhouse/migrations/0001_raw_events.sql), in the
 #: order the loader names them: a valid event's row, as the job writes it to the raw topic (one
 #: JSON line, ``udfs/jvm`` EventRules.rawRow) and as :func:`raw_event_row` defines it.
-RAW_EVENT_COLUMNS = (
-    "event_id",
-    "customer_id",
-    "event_type",
-    "event_time",
-    "quantity",
-    "properties",
-    "resource",
-    "user_id",
-    "region",
-    "source",
-    "schema_version",
-    "status",
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
-    "received_at",
-    "payload",
-)
+RAW_EVENT_COLUMNS = RAW_EVENT.names
 
 
 def raw_event_row(line: bytes, topic: str, partition: int, offset: int, received_ms: int) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from jobs import sql
 from jobs.config import load_config
+from schemas import records
 from udfs.aggregators import Partial, merge
 from udfs.ledger import MinuteChange, PeriodLedger
 from udfs.meters import Aggregation
@@ -55,6 +56,14 @@ def partial(minute_ms: int, window_end_ms: int, cnt: int, total: str | None, **e
 
 
 _numbers = itertools.count(1)
+
+#: The record type of each kind the finalization writes (jobs/sql.FINALIZED_KINDS).
+RECORD_OF_KIND = {
+    "aggregate": records.AGGREGATE,
+    "final": records.FINAL,
+    "correction": records.CORRECTION,
+    "processing_error": records.DEAD_LETTER,
+}
 
 
 def finalize(rows: list[dict[str, Any]], finalized_through_ms: int | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -104,7 +113,10 @@ SELECT customer_id, meter, group_key, minute_ms, window_end_ms, cnt, total, tota
 FROM raw_partials_{number}"""),
     )
     query = sql.finalized_view(f"partials_{number}", f"test-finalize-{number}")
-    return [(kind, json.loads(record)) for kind, record in t_env.sql_query(query).execute().collect()]
+    written = [(kind, json.loads(record)) for kind, record in t_env.sql_query(query).execute().collect()]
+    for kind, record in written:  # every record has its declared fields, in order (schemas/records.py)
+        assert tuple(record) == RECORD_OF_KIND[kind].names, (kind, record)
+    return written
 
 
 def python_ledger(rows: list[dict[str, Any]], finalized_through_ms: int = -(2**62)) -> PeriodLedger:

@@ -1,0 +1,130 @@
+"""The records that cross a process or a language, each declared once: its fields, in order, with their Flink types.
+
+The job writes these to Kafka and the loader reads them; the declarations here are what both
+sides are built from and tested against:
+
+* the Flink SQL sinks' and the finalization's input columns are generated from them
+  (``jobs/metering_job.py``, ``jobs/sql.py``);
+* the JSON records the job's Java writes (``udfs/jvm``: ``Finalize``, ``EventRules.rawRow``) carry
+  exactly these fields in this order (tests/flink/test_finalize.py, tests/unit/test_event_agreement.py);
+* the records ClickHouse reads as they are have tables whose columns are these fields
+  (``raw_events``, ``aggregate_segments_json``; tests/integration/test_records_contract.py);
+* the loader converts the others by these names (jobs/loader.py; tests/unit/test_records.py).
+
+JSON forms: the Flink JSON format's for the dead letters and duplicates (decimals as plain
+numbers, ``TIMESTAMP_LTZ`` as ``YYYY-MM-DD hh:mm:ss.mmmZ``); the Java writers' own for the others
+(decimals as strings, times in epoch milliseconds except in raw rows, which carry ClickHouse's
+UTC text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    #: Flink SQL type (the column's type where the record is a Flink row or a sink's column)
+    flink: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record type: its fields in order."""
+
+    name: str
+    fields: tuple[Field, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def flink_columns(self) -> str:
+        """``name TYPE, …``: a Flink table's column list."""
+        return ", ".join(f"{f.name} {f.flink}" for f in self.fields)
+
+    def column_names(self) -> str:
+        """``name, …``: a SELECT list."""
+        return ", ".join(self.names)
+
+
+def _fields(spec: str) -> tuple[Field, ...]:
+    """``"name TYPE, name TYPE"`` as fields (a comma inside ``<…>`` belongs to its type)."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(spec):
+        depth += (c == "<") - (c == ">")
+        if c == "," and depth == 0:
+            parts.append(spec[start:i])
+            start = i + 1
+    parts.append(spec[start:])
+    return tuple(Field(*part.strip().split(" ", 1)) for part in parts)
+
+
+#: What the finalization reads (``metering_finalize``'s input): on-time steps and late events.
+PARTIAL = Record(
+    "partial",
+    _fields(
+        "customer_id STRING, meter STRING, group_key STRING, minute_ms BIGINT, window_end_ms BIGINT, cnt BIGINT, "
+        "total STRING, mx STRING, mn STRING, distinct_values STRING, latest_enc STRING, event_id STRING, "
+        "partition_wm_ms BIGINT, replayed BOOLEAN"
+    ),
+)
+
+#: The value fields every aggregate, final and correction carries (``rules/Partial.appendJson``).
+_PARTIAL_VALUE = (
+    "value STRING, event_count BIGINT, sum STRING, max STRING, min STRING, distinct_values ARRAY<STRING>, "
+    "latest_ms BIGINT, latest_value STRING"
+)
+_KEY = "customer_id STRING, meter STRING, group_key STRING, aggregation STRING"
+
+#: A minute's provisional value (the aggregates topic), inserted as it is into ``aggregate_segments_json``.
+AGGREGATE = Record(
+    "aggregate",
+    _fields(
+        f"{_KEY}, minute_ms BIGINT, day_start_ms BIGINT, period_start_ms BIGINT, period_end_ms BIGINT, segment STRING, "
+        f"version BIGINT, {_PARTIAL_VALUE}"
+    ),
+)
+
+#: A billing period's final total (the finals topic).
+FINAL = Record(
+    "final",
+    _fields(f"{_KEY}, period_start_ms BIGINT, period_end_ms BIGINT, finalized_at_watermark_ms BIGINT, {_PARTIAL_VALUE}"),
+)
+
+#: A change to a final period (the corrections topic): ``retract`` undoes a previous correction.
+CORRECTION = Record(
+    "correction",
+    _fields(
+        f"{_KEY}, period_start_ms BIGINT, period_end_ms BIGINT, minute_ms BIGINT, retract BOOLEAN, event_id STRING, "
+        f"{_PARTIAL_VALUE}"
+    ),
+)
+
+#: A record the job refused, with why and where it came from (the dead letters topic, Flink's JSON).
+DEAD_LETTER = Record(
+    "dead_letter",
+    _fields(
+        "reason STRING, meter STRING, customer_id STRING, event_id STRING, payload_base64 STRING, payload_size INT, "
+        "kafka_partition INT, kafka_offset BIGINT, kafka_ts TIMESTAMP_LTZ(3)"
+    ),
+)
+
+#: How often an event id was seen, and in how many variants (the duplicates topic, upserts).
+DUPLICATE = Record(
+    "duplicate", _fields("customer_id STRING, event_id STRING, seen BIGINT, variants BIGINT, last_seen TIMESTAMP_LTZ(3)")
+)
+
+#: A valid event's ``raw_events`` row (the raw topic), inserted as it is: the table's columns.
+RAW_EVENT = Record(
+    "raw_event",
+    _fields(
+        "event_id STRING, customer_id STRING, event_type STRING, event_time STRING, quantity STRING, "
+        "properties MAP<STRING, STRING>, resource STRING, user_id STRING, region STRING, source STRING, "
+        "schema_version INT, status STRING, kafka_topic STRING, kafka_partition INT, kafka_offset BIGINT, "
+        "received_at STRING, payload STRING"
+    ),
+)
+
+ALL = (PARTIAL, AGGREGATE, FINAL, CORRECTION, DEAD_LETTER, DUPLICATE, RAW_EVENT)
