@@ -21,14 +21,17 @@ stores something else is reported, not counted.
   events differently (lowercase ``t``/``z`` timestamps refused, numbers re-written): the
   agreement check reports it, and its figures are marked as not counted.
 
-``--loader`` confirms in the loader itself: a Kafka broker of its own (``.metering/bench-loader-raw``,
+``--loader`` measures the loader itself: a Kafka broker of its own (``.metering/bench-loader-raw``,
 ports from ``--port-base``), the records produced to an events topic once, then ``Loader.run``
-until idle with a fresh consumer group and database per measurement, ``rows`` against ``arrow``.
+until idle with a fresh consumer group and database per measurement, the variants of
+``--loader-variants`` alternating: ``kafka-python`` (the loader on kafka-python's consumer,
+:class:`KafkaPythonConsumer`, as it was before jobs/kafka_consumer.py), ``confluent-kafka`` (the
+loader as it is) and ``rows`` (the loader as it is, every table inserted as rows).
 
 Usage::
 
     python -m bench.loader_raw [--events 200000] [--batch 50000] [--rounds 3] [--variants rows arrow …]
-    python -m bench.loader_raw --loader [--events 100000] [--rounds 3] [--port-base 59192]
+    python -m bench.loader_raw --loader [--events 200000] [--rounds 3] [--port-base 59192] [--loader-variants …]
     python -m bench.loader_raw --clients [--events 100000] [--rounds 3]   # consume only: kafka-python / confluent-kafka
     python -m bench.loader_raw --client-semantics   # transactions, positions, end offsets, empty commits
 """
@@ -39,7 +42,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean, median
@@ -285,8 +288,91 @@ def run(events: int, batch_size: int, rounds: int, variants: list[str]) -> None:
         )
 
 
-LOADER_VARIANTS = ("rows", "arrow")
+LOADER_VARIANTS = ("kafka-python", "confluent-kafka", "rows")
 CLIENTS = ("kafka-python", "confluent-kafka")
+
+#: The loader's kafka-python consumer settings before jobs/kafka_consumer.py (the ``kafka-python`` variants).
+KAFKA_PYTHON_SETTINGS: dict[str, Any] = {
+    "enable_auto_commit": False,
+    "auto_offset_reset": "earliest",
+    "isolation_level": "read_committed",
+    "max_poll_records": 20_000,
+    "fetch_max_bytes": 64 * 1024 * 1024,
+    "max_partition_fetch_bytes": 16 * 1024 * 1024,
+}
+
+
+class KafkaPythonConsumer:
+    """The loader's consumer before librdkafka, behind the loader's interface (jobs/kafka_consumer.py).
+
+    What jobs/loader.py did with kafka-python's ``KafkaConsumer``, call for call: ``poll`` (records
+    of every partition in one list), ``commit()`` of the positions, ``highwater`` minus
+    ``position`` for the lag, ``end_offsets`` for caught up. Only ``bootstrap.servers`` and
+    ``group.id`` of the librdkafka settings are read.
+    """
+
+    def __init__(self, topics: Sequence[str], settings: Mapping[str, Any]) -> None:
+        from kafka import KafkaConsumer
+
+        self.consumer = KafkaConsumer(
+            *topics,
+            bootstrap_servers=settings["bootstrap.servers"],
+            group_id=settings["group.id"],
+            **KAFKA_PYTHON_SETTINGS,
+            client_id="metering-loader",
+            session_timeout_ms=10_000,
+        )
+
+    def consume(self, max_records: int, timeout_s: float) -> list[Any]:
+        polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [record for records in polled.values() for record in records]
+
+    def commit(self) -> None:
+        self.consumer.commit()
+
+    def lag(self) -> int:
+        lag = 0
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                lag += max(0, end - self.consumer.position(tp))
+        return lag
+
+    def caught_up(self) -> bool:
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return False
+        ends = self.consumer.end_offsets(list(assignment))
+        return all(self.consumer.position(tp) >= ends[tp] for tp in assignment)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class TimedConsume:
+    """A consumer factory whose consumers add up the calling thread's CPU inside ``consume`` (``cpu_s``).
+
+    The client's own threads (librdkafka's fetchers; kafka-python has none for fetching) are not
+    in it; the whole process's CPU is measured beside it.
+    """
+
+    def __init__(self, factory: Callable[[Sequence[str], Mapping[str, Any]], Any]) -> None:
+        self.factory = factory
+        self.cpu_s = 0.0
+
+    def __call__(self, topics: Sequence[str], settings: Mapping[str, Any]) -> Any:
+        consumer = self.factory(topics, settings)
+        inner = consumer.consume
+
+        def consume(max_records: int, timeout_s: float) -> Any:
+            before = time.thread_time()
+            try:
+                return inner(max_records, timeout_s)
+            finally:
+                self.cpu_s += time.thread_time() - before
+
+        consumer.consume = consume
+        return consumer
 
 
 def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
@@ -300,9 +386,7 @@ def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
     if client == "kafka-python":
         from kafka import KafkaConsumer
 
-        from jobs.loader import CONSUMER_SETTINGS
-
-        consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, **CONSUMER_SETTINGS)
+        consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, **KAFKA_PYTHON_SETTINGS)
         while seen < expected:
             for partition_records in consumer.poll(timeout_ms=500, max_records=50_000).values():
                 for r in partition_records:
@@ -313,17 +397,9 @@ def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
         return seen
     from confluent_kafka import Consumer
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-        }
-    )
+    from jobs.kafka_consumer import CONSUMER_SETTINGS
+
+    consumer = Consumer({**CONSUMER_SETTINGS, "bootstrap.servers": bootstrap, "group.id": group})
     consumer.subscribe([topic])
     while seen < expected:
         for m in consumer.consume(num_messages=10_000, timeout=0.5):
@@ -336,13 +412,16 @@ def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
     return seen
 
 
-def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = False) -> None:
-    """The whole loader (kafka-python, convert, insert, commit) on a broker of its own, ``rows`` against ``arrow``.
+def loader_run(
+    events: int, rounds: int, port_base: int, *, clients: bool = False, variants: Sequence[str] = LOADER_VARIANTS[:2]
+) -> None:
+    """The whole loader (consume, convert, insert, commit) on a broker of its own, ``variants`` alternating.
 
     The records go to an events topic once; each measurement is a fresh consumer group and chDB
-    database loading that topic until idle. ``rows`` is the same loader with ``arrow_table``
-    answering None (every table inserted as rows). ``clients``: instead, only consume the topic,
-    kafka-python against confluent-kafka (:func:`consume_all`).
+    database loading that topic until idle. ``kafka-python``: the loader on
+    :class:`KafkaPythonConsumer`; ``confluent-kafka``: the loader as it is; ``rows``: the loader as
+    it is with ``arrow_table`` answering None (every table inserted as rows). ``clients``: instead,
+    only consume the topic, kafka-python against confluent-kafka (:func:`consume_all`).
     """
     import os
     import uuid
@@ -355,6 +434,7 @@ def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = Fals
     from infra.settings import StackSettings
     from jobs.cli import ensure_topics
     from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
+    from jobs.kafka_consumer import ConfluentConsumer
     from jobs.loader import Loader
     from jobs.produce import make_producer
 
@@ -402,25 +482,30 @@ def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = Fals
                     figures = ", ".join(f"{v:.2f}" for v in results[name])
                     print(f"{name:15}: CPU µs per record {figures}; median {median(results[name]):.2f}")
                 return
-            results = {name: [] for name in LOADER_VARIANTS}
+            results = {name: [] for name in variants}
+            consuming: dict[str, list[float]] = {name: [] for name in variants}
             for round_number in range(rounds):
-                order = LOADER_VARIANTS if round_number % 2 == 0 else LOADER_VARIANTS[::-1]
+                order = list(variants) if round_number % 2 == 0 else list(variants)[::-1]
                 for name in order:
-                    jobs.loader.arrow_table = arrow if name == "arrow" else (lambda table, rows: None)  # type: ignore[assignment]
+                    jobs.loader.arrow_table = arrow if name != "rows" else (lambda table, rows: None)  # type: ignore[assignment]
                     storage_settings = StorageSettings(path=Path(scratch) / "chdb", database=f"b_{uuid.uuid4().hex[:8]}")
                     config = Config(kafka=base.kafka, storage=storage_settings, pipeline=base.pipeline)
+                    factory = KafkaPythonConsumer if name == "kafka-python" else ConfluentConsumer
+                    timed = TimedConsume(factory)
                     with open_storage(storage_settings) as storage:
                         migrate(storage)
-                        loader = Loader(config, storage, group_id=f"{prefix}-{uuid.uuid4().hex[:8]}")
+                        loader = Loader(config, storage, group_id=f"{prefix}-{uuid.uuid4().hex[:8]}", consumer_factory=timed)
                         before, started = time.process_time(), time.monotonic()
                         stats = loader.run(until_idle=True, idle_s=1.0)
                         cpu, wall = time.process_time() - before, time.monotonic() - started
                         stored = stored_checksum(storage)
                         storage.drop_database()
                     results[name].append(cpu / len(data) * 1e6)
+                    consuming[name].append(timed.cpu_s / len(data) * 1e6)
                     print(
-                        f"round {round_number + 1} {name:5}: {stats.rows['raw_events']:,} raw rows in {stats.batches} "
-                        f"batches, {wall:.1f} s wall, {results[name][-1]:.2f} CPU µs per record; stored {stored}",
+                        f"round {round_number + 1} {name:15}: {stats.rows['raw_events']:,} raw rows in {stats.batches} "
+                        f"batches, {wall:.1f} s wall, {results[name][-1]:.2f} CPU µs per record "
+                        f"({consuming[name][-1]:.2f} in consume); stored {stored}",
                         flush=True,
                     )
     finally:
@@ -429,9 +514,13 @@ def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = Fals
     if clients:
         return
     print()
-    for name in LOADER_VARIANTS:
+    for name in variants:
         figures = ", ".join(f"{v:.2f}" for v in results[name])
-        print(f"loader {name:5}: CPU µs per record {figures}; median {median(results[name]):.2f}")
+        in_consume = ", ".join(f"{v:.2f}" for v in consuming[name])
+        print(
+            f"loader {name:15}: CPU µs per record {figures}; median {median(results[name]):.2f}; "
+            f"of which the loader's thread in consume() {in_consume}; median {median(consuming[name]):.2f}"
+        )
 
 
 def client_semantics(port_base: int) -> None:
@@ -539,11 +628,18 @@ def main() -> None:
     )
     parser.add_argument("--client-semantics", action="store_true", help="what the loader relies on, asked of both clients")
     parser.add_argument("--port-base", type=int, default=59192, help="--loader: the broker's ports from here")
+    parser.add_argument(
+        "--loader-variants",
+        nargs="+",
+        choices=LOADER_VARIANTS,
+        default=list(LOADER_VARIANTS[:2]),
+        help="--loader: the loader on kafka-python's consumer, on confluent-kafka's (as it is), or as it is with row inserts",
+    )
     args = parser.parse_args()
     if args.client_semantics:
         client_semantics(args.port_base)
     elif args.loader or args.clients:
-        loader_run(args.events, args.rounds, args.port_base, clients=args.clients)
+        loader_run(args.events, args.rounds, args.port_base, clients=args.clients, variants=args.loader_variants)
     else:
         run(args.events, args.batch, args.rounds, args.variants)
 
