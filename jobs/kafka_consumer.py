@@ -164,19 +164,14 @@ class ConfluentConsumer:
 
         client = self._client
         try:
-            messages = client.consume(max_records, 0)
-            if not messages and timeout_s > 0:
+            records = _records(client.consume(max_records, 0))
+            if not records and timeout_s > 0:  # nothing fetched yet (or only error events): wait for the first record
                 first = client.poll(timeout_s)
                 if first is None:
                     return []
-                messages = [first, *client.consume(max_records - 1, 0)] if max_records > 1 else [first]
+                records = _records([first, *client.consume(max_records - 1, 0)] if max_records > 1 else [first])
         except KafkaException as exc:
             raise ConsumerError(_describe(exc)) from exc
-        records = [Record(m) for m in messages if m.error() is None]
-        if len(records) != len(messages):
-            for m in messages:
-                if m.error() is not None:
-                    _log_error(m.error())
         return records
 
     def commit(self) -> None:
@@ -274,7 +269,19 @@ class ConfluentConsumer:
         futures = self._admin.list_offsets(
             {_partition(key): spec for key in keys}, isolation_level=level, request_timeout=REQUEST_TIMEOUT_S
         )
-        return {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
+        ends = {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
+        self._admin.poll(0)  # hands its queued log lines to the logger
+        return ends
+
+
+def _records(messages: list[Any]) -> list[Record]:
+    """The records among ``messages``; error events (librdkafka reports them in the stream) are logged."""
+    records = [Record(m) for m in messages if m.error() is None]
+    if len(records) != len(messages):
+        for m in messages:
+            if m.error() is not None:
+                _log_error(m.error())
+    return records
 
 
 def _partition(key: _Key) -> Any:

@@ -144,6 +144,15 @@ def test_error_events_are_logged_not_returned(caplog: pytest.LogCaptureFixture) 
     assert "_TRANSPORT" in caplog.text
 
 
+def test_only_error_events_fetched_still_waits_for_the_first_record() -> None:
+    client = Client()
+    client.batches = [[Message(-1, None, KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))], []]
+    client.polled = Message(0)
+    records = adapter(client).consume(10, 0.5)  # not an immediate empty answer: the loop would spin
+    assert [r.offset for r in records] == [0]
+    assert ("poll", 0.5) in client.calls
+
+
 def test_a_client_exception_while_consuming_is_a_consumer_error() -> None:
     class Failing(Client):
         def consume(self, num_messages: int, timeout: float) -> list[Message]:
