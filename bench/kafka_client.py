@@ -7,7 +7,9 @@ back to a pure-Python loop otherwise; this measures what the difference costs th
 
 * ``load``: replay the output topics of a finished benchmark run (default: the last capacity run,
   ``.metering/bench/capacity.yaml``) from the beginning, with a new consumer group, into a scratch
-  chDB directory: the whole loader (consume, convert, insert, commit), CPU µs per row.
+  chDB directory: the whole loader (consume, convert, insert, commit), CPU µs per row. The loader
+  consumes with librdkafka now (jobs/kafka_consumer.py); this part runs it on kafka-python's
+  consumer (``bench.loader_raw.KafkaPythonConsumer``), whose CRC-32C it is about.
 * ``produce``: send ``--lines`` live-shaped events to a scratch topic with the producer of
   ``metering produce``: CPU µs per event.
 
@@ -48,6 +50,7 @@ def worker(part: str, variant: str, config_path: Path, lines: int) -> dict[str, 
         raise SystemExit(f"asked for the {variant} CRC-32C, kafka-python uses the {crc} one (pip install crc32c?)")
 
     from bench.cpu import process_cpu_seconds
+    from bench.loader_raw import KafkaPythonConsumer
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
     from jobs.cli import ensure_topics
@@ -67,7 +70,13 @@ def worker(part: str, variant: str, config_path: Path, lines: int) -> dict[str, 
         if part == "load":
             with open_storage(config.storage) as storage:
                 migrate(storage)
-                loader = Loader(config, storage, group_id=f"bench-kafka-client-{uuid.uuid4().hex[:8]}", load_raw=False)
+                loader = Loader(
+                    config,
+                    storage,
+                    group_id=f"bench-kafka-client-{uuid.uuid4().hex[:8]}",
+                    load_raw=False,
+                    consumer_factory=KafkaPythonConsumer,
+                )
                 before, started = process_cpu_seconds(), time.monotonic()
                 stats = loader.run(until_idle=True, idle_s=1.0)
                 cpu, wall = process_cpu_seconds() - before, time.monotonic() - started

@@ -9,26 +9,30 @@ Variants run alternating, the order flipping every round (ABC CBA …), and each
 rows are compared with the first variant's (a checksum of every column): a faster variant that
 stores something else is reported, not counted.
 
-* ``rows``: the loader's insert before the Arrow one: ``raw_row`` (``validate_line``, a row of
-  Python values), clickhouse-connect's row insert (Native, serialized value by value in Python).
+* ``lines``: the loader as it is: the raw lines the job writes (``udfs/jvm`` EventRules.rawRow;
+  here the reference's, ``schemas.validate.raw_event_line``, prepared before the clock starts, as
+  the job's work) inserted as they are (``JSONEachRow``), nothing decoded in Python.
 * ``validate``: the verdict alone (``validate_line`` per record, nothing stored): the floor of any
   variant that keeps the one definition of a valid event in Python.
-* ``arrow``: ``validate_line``, then the batch's columns as Arrow arrays (the payload bytes as
-  they are), one Arrow insert.
+* ``arrow``: the loader before the raw lines: ``raw_event_row`` (``validate_line``) per record,
+  then the batch's columns as Arrow arrays (the payload bytes as they are), one Arrow insert.
 * ``ch_parse``: ``validate_line`` for the verdict only; the valid records' bytes and Kafka
   coordinates inserted as Arrow into a Null table whose materialized view has ClickHouse extract
   the columns from the payload (``JSONExtract*``): no row built in Python. It reads some valid
   events differently (lowercase ``t``/``z`` timestamps refused, numbers re-written): the
   agreement check reports it, and its figures are marked as not counted.
 
-``--loader`` confirms in the loader itself: a Kafka broker of its own (``.metering/bench-loader-raw``,
-ports from ``--port-base``), the records produced to an events topic once, then ``Loader.run``
-until idle with a fresh consumer group and database per measurement, ``rows`` against ``arrow``.
+``--loader`` measures the loader itself: a Kafka broker of its own (``.metering/bench-loader-raw``,
+ports from ``--port-base``), the records' raw lines (what the job writes for them) produced to a
+raw topic once, then ``Loader.run`` until idle with a fresh consumer group and database per
+measurement, the variants of ``--loader-variants`` alternating: ``kafka-python`` (the loader on
+kafka-python's consumer, :class:`KafkaPythonConsumer`, as it was before jobs/kafka_consumer.py)
+and ``confluent-kafka`` (the loader as it is).
 
 Usage::
 
-    python -m bench.loader_raw [--events 200000] [--batch 50000] [--rounds 3] [--variants rows arrow …]
-    python -m bench.loader_raw --loader [--events 100000] [--rounds 3] [--port-base 59192]
+    python -m bench.loader_raw [--events 200000] [--batch 50000] [--rounds 3] [--variants lines arrow …]
+    python -m bench.loader_raw --loader [--events 200000] [--rounds 3] [--port-base 59192] [--loader-variants …]
     python -m bench.loader_raw --clients [--events 100000] [--rounds 3]   # consume only: kafka-python / confluent-kafka
     python -m bench.loader_raw --client-semantics   # transactions, positions, end offsets, empty commits
 """
@@ -39,7 +43,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean, median
@@ -100,10 +104,20 @@ def records(events: int, seed: int = 11) -> list[Any]:
 
                 lines.append(refusals[(n // 50) % len(refusals)](json.loads(line)).encode())
     start_ms = int(end.timestamp() * 1000)
-    return [
-        SimpleNamespace(topic=TOPIC, partition=n % 3, offset=n, timestamp=start_ms + n, key=None, value=line)
-        for n, line in enumerate(lines)
-    ]
+    return [with_raw_line(SimpleNamespace(topic=TOPIC, partition=n % 3, offset=n, timestamp=start_ms + n, key=None, value=line))
+            for n, line in enumerate(lines)]  # fmt: skip
+
+
+def with_raw_line(record: Any) -> Any:
+    """``record`` with ``raw_line``: the raw topic's record the job writes for it (None for no valid event)."""
+    from schemas.validate import raw_event_line
+
+    written = raw_event_line(
+        record.value, topic=record.topic, partition=record.partition, offset=record.offset, received_ms=record.timestamp
+    ) if isinstance(record.value, bytes) else None  # fmt: skip
+    where = {"topic": "raw", "partition": record.partition, "offset": record.offset, "timestamp": record.timestamp}
+    record.raw_line = None if written is None else SimpleNamespace(**where, key=written[0], value=written[1])
+    return record
 
 
 def odd_valid_lines() -> list[bytes]:
@@ -131,7 +145,7 @@ def corpus_records() -> list[Any]:
     """The spec's example lines (valid and invalid) and :func:`odd_valid_lines` as records: the agreement check."""
     lines = [p.read_bytes().strip() for p in sorted((ROOT / "schemas" / "examples" / "v1").glob("*/*.json"))]
     return [
-        SimpleNamespace(topic=TOPIC, partition=0, offset=n, timestamp=1_772_323_200_000 + n, key=None, value=line)
+        with_raw_line(SimpleNamespace(topic=TOPIC, partition=0, offset=n, timestamp=1_772_323_200_000 + n, key=None, value=line))
         for n, line in enumerate(lines + odd_valid_lines())
     ]
 
@@ -144,13 +158,21 @@ def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 # ---- the variants: each stores one batch of records (or, ``validate``, only judges them)
 
 
-def store_rows(storage: Any, batch: list[Any]) -> int:
-    from jobs.loader import COLUMNS, raw_row
+def store_lines(storage: Any, batch: list[Any]) -> int:
+    """The loader as it is: the job's raw lines (here the reference's, ``raw_event_line``) inserted as they are."""
+    from jobs.config import Config
+    from jobs.loader import Loader, raw_line_row
 
-    rows = [converted[1] for r in batch if (converted := raw_row(r)) is not None]
+    lines = [_line_record(r) for r in batch]
+    rows = [converted[1] for r in lines if r is not None and (converted := raw_line_row(r)) is not None]
     if rows:
-        storage.client.insert("raw_events", rows, column_names=COLUMNS["raw_events"])
+        Loader(Config(), storage)._insert_retrying("raw_events", rows)
     return len(rows)
+
+
+def _line_record(record: Any) -> Any | None:
+    """The raw topic's record the job writes for ``record`` (prepared before the clock starts: the job's work)."""
+    return getattr(record, "raw_line", None)
 
 
 def store_validate(storage: Any, batch: list[Any]) -> int:
@@ -160,11 +182,26 @@ def store_validate(storage: Any, batch: list[Any]) -> int:
 
 
 def store_arrow(storage: Any, batch: list[Any]) -> int:
-    from jobs.loader import arrow_table, raw_row
+    """The loader before the raw lines: the one definition in Python (``raw_event_row``), the batch as one Arrow table."""
+    import pyarrow as pa
 
-    rows = [converted[1] for r in batch if (converted := raw_row(r)) is not None]
+    from schemas.validate import RAW_EVENT_COLUMNS, raw_event_row
+
+    rows = [
+        row
+        for r in batch
+        if isinstance(r.value, bytes) and (row := raw_event_row(r.value, r.topic, r.partition, r.offset, r.timestamp))
+    ]
     if rows:
-        storage.client.insert_arrow("raw_events", arrow_table("raw_events", rows))
+        text, millis = pa.string(), pa.timestamp("ms", tz="UTC")
+        types = {
+            "event_time": millis, "quantity": pa.decimal128(38, 9), "properties": pa.map_(text, text),
+            "schema_version": pa.uint16(), "kafka_partition": pa.uint32(), "kafka_offset": pa.uint64(),
+            "received_at": millis, "payload": pa.binary(),
+        }  # fmt: skip
+        columns = {name: pa.array([row[name] for row in rows], types.get(name, text)) for name in RAW_EVENT_COLUMNS}
+        columns["properties"] = pa.array([list(row["properties"].items()) for row in rows], types["properties"])
+        storage.client.insert_arrow("raw_events", pa.table(columns))
     return len(rows)
 
 
@@ -190,7 +227,7 @@ def store_ch_parse(storage: Any, batch: list[Any]) -> int:
 
 
 VARIANTS: dict[str, Callable[[Any, list[Any]], int]] = {
-    "rows": store_rows,
+    "lines": store_lines,
     "validate": store_validate,
     "arrow": store_arrow,
     "ch_parse": store_ch_parse,
@@ -285,8 +322,91 @@ def run(events: int, batch_size: int, rounds: int, variants: list[str]) -> None:
         )
 
 
-LOADER_VARIANTS = ("rows", "arrow")
+LOADER_VARIANTS = ("kafka-python", "confluent-kafka")
 CLIENTS = ("kafka-python", "confluent-kafka")
+
+#: The loader's kafka-python consumer settings before jobs/kafka_consumer.py (the ``kafka-python`` variants).
+KAFKA_PYTHON_SETTINGS: dict[str, Any] = {
+    "enable_auto_commit": False,
+    "auto_offset_reset": "earliest",
+    "isolation_level": "read_committed",
+    "max_poll_records": 20_000,
+    "fetch_max_bytes": 64 * 1024 * 1024,
+    "max_partition_fetch_bytes": 16 * 1024 * 1024,
+}
+
+
+class KafkaPythonConsumer:
+    """The loader's consumer before librdkafka, behind the loader's interface (jobs/kafka_consumer.py).
+
+    What jobs/loader.py did with kafka-python's ``KafkaConsumer``, call for call: ``poll`` (records
+    of every partition in one list), ``commit()`` of the positions, ``highwater`` minus
+    ``position`` for the lag, ``end_offsets`` for caught up. Only ``bootstrap.servers`` and
+    ``group.id`` of the librdkafka settings are read.
+    """
+
+    def __init__(self, topics: Sequence[str], settings: Mapping[str, Any]) -> None:
+        from kafka import KafkaConsumer
+
+        self.consumer = KafkaConsumer(
+            *topics,
+            bootstrap_servers=settings["bootstrap.servers"],
+            group_id=settings["group.id"],
+            **KAFKA_PYTHON_SETTINGS,
+            client_id="metering-loader",
+            session_timeout_ms=10_000,
+        )
+
+    def consume(self, max_records: int, timeout_s: float) -> list[Any]:
+        polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [record for records in polled.values() for record in records]
+
+    def commit(self) -> None:
+        self.consumer.commit()
+
+    def lag(self) -> int:
+        lag = 0
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                lag += max(0, end - self.consumer.position(tp))
+        return lag
+
+    def caught_up(self) -> bool:
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return False
+        ends = self.consumer.end_offsets(list(assignment))
+        return all(self.consumer.position(tp) >= ends[tp] for tp in assignment)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class TimedConsume:
+    """A consumer factory whose consumers add up the calling thread's CPU inside ``consume`` (``cpu_s``).
+
+    The client's own threads (librdkafka's fetchers; kafka-python has none for fetching) are not
+    in it; the whole process's CPU is measured beside it.
+    """
+
+    def __init__(self, factory: Callable[[Sequence[str], Mapping[str, Any]], Any]) -> None:
+        self.factory = factory
+        self.cpu_s = 0.0
+
+    def __call__(self, topics: Sequence[str], settings: Mapping[str, Any]) -> Any:
+        consumer = self.factory(topics, settings)
+        inner = consumer.consume
+
+        def consume(max_records: int, timeout_s: float) -> Any:
+            before = time.thread_time()
+            try:
+                return inner(max_records, timeout_s)
+            finally:
+                self.cpu_s += time.thread_time() - before
+
+        consumer.consume = consume
+        return consumer
 
 
 def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
@@ -300,9 +420,7 @@ def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
     if client == "kafka-python":
         from kafka import KafkaConsumer
 
-        from jobs.loader import CONSUMER_SETTINGS
-
-        consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, **CONSUMER_SETTINGS)
+        consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, **KAFKA_PYTHON_SETTINGS)
         while seen < expected:
             for partition_records in consumer.poll(timeout_ms=500, max_records=50_000).values():
                 for r in partition_records:
@@ -313,17 +431,9 @@ def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
         return seen
     from confluent_kafka import Consumer
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-        }
-    )
+    from jobs.kafka_consumer import CONSUMER_SETTINGS
+
+    consumer = Consumer({**CONSUMER_SETTINGS, "bootstrap.servers": bootstrap, "group.id": group})
     consumer.subscribe([topic])
     while seen < expected:
         for m in consumer.consume(num_messages=10_000, timeout=0.5):
@@ -336,25 +446,27 @@ def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
     return seen
 
 
-def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = False) -> None:
-    """The whole loader (kafka-python, convert, insert, commit) on a broker of its own, ``rows`` against ``arrow``.
+def loader_run(
+    events: int, rounds: int, port_base: int, *, clients: bool = False, variants: Sequence[str] = LOADER_VARIANTS[:2]
+) -> None:
+    """The whole loader (consume, convert, insert, commit) on a broker of its own, ``variants`` alternating.
 
     The records go to an events topic once; each measurement is a fresh consumer group and chDB
-    database loading that topic until idle. ``rows`` is the same loader with ``arrow_table``
-    answering None (every table inserted as rows). ``clients``: instead, only consume the topic,
-    kafka-python against confluent-kafka (:func:`consume_all`).
+    database loading that topic until idle. ``kafka-python``: the loader on
+    :class:`KafkaPythonConsumer`; ``confluent-kafka``: the loader as it is. ``clients``: instead,
+    only consume the events topic, kafka-python against confluent-kafka (:func:`consume_all`).
     """
     import os
     import uuid
     from datetime import timedelta
 
-    import jobs.loader
     from clickhouse.client import StorageSettings, open_storage
     from clickhouse.migrate import migrate
     from infra.kafka import KafkaBroker
     from infra.settings import StackSettings
     from jobs.cli import ensure_topics
     from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
+    from jobs.kafka_consumer import ConfluentConsumer
     from jobs.loader import Loader
     from jobs.produce import make_producer
 
@@ -364,7 +476,6 @@ def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = Fals
     broker = KafkaBroker(stack)
     stack.home.mkdir(parents=True, exist_ok=True)
     broker.start()
-    arrow = jobs.loader.arrow_table
     try:
         prefix = f"bench-raw-{uuid.uuid4().hex[:8]}"
         names = ("events", "raw", "aggregates", "finals", "corrections", "dead-letters")
@@ -380,6 +491,8 @@ def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = Fals
             producer = make_producer(stack.bootstrap_servers)
             for r in data:
                 producer.send(topics.events, value=r.value, partition=r.partition)
+                if r.raw_line is not None:
+                    producer.send(topics.raw, key=r.raw_line.key, value=r.raw_line.value, partition=r.partition)
             producer.flush()
             producer.close()
             print(
@@ -402,36 +515,43 @@ def loader_run(events: int, rounds: int, port_base: int, *, clients: bool = Fals
                     figures = ", ".join(f"{v:.2f}" for v in results[name])
                     print(f"{name:15}: CPU µs per record {figures}; median {median(results[name]):.2f}")
                 return
-            results = {name: [] for name in LOADER_VARIANTS}
+            results = {name: [] for name in variants}
+            consuming: dict[str, list[float]] = {name: [] for name in variants}
             for round_number in range(rounds):
-                order = LOADER_VARIANTS if round_number % 2 == 0 else LOADER_VARIANTS[::-1]
+                order = list(variants) if round_number % 2 == 0 else list(variants)[::-1]
                 for name in order:
-                    jobs.loader.arrow_table = arrow if name == "arrow" else (lambda table, rows: None)  # type: ignore[assignment]
                     storage_settings = StorageSettings(path=Path(scratch) / "chdb", database=f"b_{uuid.uuid4().hex[:8]}")
                     config = Config(kafka=base.kafka, storage=storage_settings, pipeline=base.pipeline)
+                    factory = KafkaPythonConsumer if name == "kafka-python" else ConfluentConsumer
+                    timed = TimedConsume(factory)
                     with open_storage(storage_settings) as storage:
                         migrate(storage)
-                        loader = Loader(config, storage, group_id=f"{prefix}-{uuid.uuid4().hex[:8]}")
+                        loader = Loader(config, storage, group_id=f"{prefix}-{uuid.uuid4().hex[:8]}", consumer_factory=timed)
                         before, started = time.process_time(), time.monotonic()
                         stats = loader.run(until_idle=True, idle_s=1.0)
                         cpu, wall = time.process_time() - before, time.monotonic() - started
                         stored = stored_checksum(storage)
                         storage.drop_database()
                     results[name].append(cpu / len(data) * 1e6)
+                    consuming[name].append(timed.cpu_s / len(data) * 1e6)
                     print(
-                        f"round {round_number + 1} {name:5}: {stats.rows['raw_events']:,} raw rows in {stats.batches} "
-                        f"batches, {wall:.1f} s wall, {results[name][-1]:.2f} CPU µs per record; stored {stored}",
+                        f"round {round_number + 1} {name:15}: {stats.rows['raw_events']:,} raw rows in {stats.batches} "
+                        f"batches, {wall:.1f} s wall, {results[name][-1]:.2f} CPU µs per record "
+                        f"({consuming[name][-1]:.2f} in consume); stored {stored}",
                         flush=True,
                     )
     finally:
-        jobs.loader.arrow_table = arrow  # type: ignore[assignment]
         broker.stop()
     if clients:
         return
     print()
-    for name in LOADER_VARIANTS:
+    for name in variants:
         figures = ", ".join(f"{v:.2f}" for v in results[name])
-        print(f"loader {name:5}: CPU µs per record {figures}; median {median(results[name]):.2f}")
+        in_consume = ", ".join(f"{v:.2f}" for v in consuming[name])
+        print(
+            f"loader {name:15}: CPU µs per record {figures}; median {median(results[name]):.2f}; "
+            f"of which the loader's thread in consume() {in_consume}; median {median(consuming[name]):.2f}"
+        )
 
 
 def client_semantics(port_base: int) -> None:
@@ -539,11 +659,18 @@ def main() -> None:
     )
     parser.add_argument("--client-semantics", action="store_true", help="what the loader relies on, asked of both clients")
     parser.add_argument("--port-base", type=int, default=59192, help="--loader: the broker's ports from here")
+    parser.add_argument(
+        "--loader-variants",
+        nargs="+",
+        choices=LOADER_VARIANTS,
+        default=list(LOADER_VARIANTS[:2]),
+        help="--loader: the loader on kafka-python's consumer, on confluent-kafka's (as it is), or as it is with row inserts",
+    )
     args = parser.parse_args()
     if args.client_semantics:
         client_semantics(args.port_base)
     elif args.loader or args.clients:
-        loader_run(args.events, args.rounds, args.port_base, clients=args.clients)
+        loader_run(args.events, args.rounds, args.port_base, clients=args.clients, variants=args.loader_variants)
     else:
         run(args.events, args.batch, args.rounds, args.variants)
 

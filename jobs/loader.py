@@ -1,8 +1,9 @@
 """The loader: the job's Kafka topics -> ClickHouse, idempotently.
 
-It consumes with ``isolation.level=read_committed`` (only what the job's checkpoints committed),
-converts records to rows, inserts each table's rows of the batch, and commits Kafka offsets only
-after every row of the batch was stored: in its table, or in ``quarantine``. A crash between
+It consumes with ``isolation.level=read_committed`` (only what the job's checkpoints committed;
+librdkafka's consumer, behind jobs/kafka_consumer.py's small interface), converts records to rows,
+inserts each table's rows of the batch, and commits Kafka offsets only after every row of the batch
+was stored: in its table, or in ``quarantine``. A crash between
 insert and commit re-delivers the batch: every table's key makes that harmless
 (clickhouse/migrations/0002_aggregates.sql, 0006_quarantine.sql).
 
@@ -27,7 +28,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -38,7 +39,7 @@ from clickhouse.client import Storage
 from jobs.config import Config
 from jobs.heartbeat import HeartbeatSender
 from jobs.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
-from jobs.produce import kafka_crc32c_is_native
+from jobs.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, LoaderConsumer
 from schemas.validate import RAW_EVENT_COLUMNS
 from udfs.periods import from_epoch_millis
 
@@ -300,16 +301,11 @@ def partition_keys(table: str, rows: list[list[Any]]) -> list[PartitionKey]:
     return [month_key(row[position]) if len(row) > position else None for row in rows]
 
 
-#: How the loader's consumer reads (kafka-python): from the start, committed records only, in big
-#: fetches; ``bench/loader_raw.py`` measures the client with the same settings.
-CONSUMER_SETTINGS: dict[str, Any] = {
-    "enable_auto_commit": False,
-    "auto_offset_reset": "earliest",
-    "isolation_level": "read_committed",
-    "max_poll_records": 20_000,
-    "fetch_max_bytes": 64 * 1024 * 1024,
-    "max_partition_fetch_bytes": 16 * 1024 * 1024,
-}
+#: Records asked of the consumer per call (the loader inserts a batch at MAX_BATCH_ROWS rows).
+MAX_POLL_RECORDS = 50_000
+
+#: Builds the loader's consumer from its topics and librdkafka settings (jobs/kafka_consumer.py).
+ConsumerFactory = Callable[[Sequence[str], Mapping[str, Any]], LoaderConsumer]
 
 
 @dataclass
@@ -420,8 +416,15 @@ class Loader:
         group_id: str = "metering-loader",
         load_raw: bool = True,
         heartbeat_interval: timedelta | None = None,
+        consumer_settings: Mapping[str, Any] | None = None,
+        consumer_factory: ConsumerFactory = ConfluentConsumer,
     ) -> None:
-        """``heartbeat_interval``: while :meth:`run` loads unbounded, send heartbeats this often (jobs/heartbeat.py)."""
+        """``heartbeat_interval``: while :meth:`run` loads unbounded, send heartbeats this often (jobs/heartbeat.py).
+
+        ``consumer_settings``: librdkafka properties over ``CONSUMER_SETTINGS`` and the configured
+        bootstrap servers (e.g. a deployment's SASL/TLS settings). ``consumer_factory``: what
+        builds the consumer (another client behind the same interface: bench/loader_raw.py).
+        """
         topics = config.kafka.topics
         self.handlers: dict[str, Callable[[Any], tuple[str, list[Any]] | None]] = {
             topics.aggregates: segment_line_row,
@@ -438,27 +441,22 @@ class Loader:
         self.storage = storage
         self.group_id = group_id
         self.heartbeat_interval = heartbeat_interval
+        self.consumer_settings: dict[str, Any] = {
+            **CONSUMER_SETTINGS,
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "group.id": group_id,
+            "client.id": "metering-loader",
+            **(consumer_settings or {}),
+        }
+        self.consumer_factory = consumer_factory
         self.stats = LoaderStats()
         self.heartbeat: HeartbeatSender | None = None
         # One insert context per table, reused batch after batch: building one asks ClickHouse for
         # the table's column types (a DESCRIBE per table per batch, ~12% of the loader's CPU live).
         self._insert_contexts: dict[str, Any] = {}
 
-    def _consumer(self) -> Any:
-        from kafka import KafkaConsumer
-
-        kafka_crc32c_is_native()
-        return KafkaConsumer(
-            *self.handlers,
-            bootstrap_servers=self.config.kafka.bootstrap_servers,
-            group_id=self.group_id,
-            **CONSUMER_SETTINGS,
-            client_id="metering-loader",
-            # A loader that died (kill -9) still holds its partitions until the group coordinator times
-            # it out: 10 s instead of the client's default 45 s before a restarted loader resumes. Its
-            # heartbeats come from a background thread, so long inserts and retries do not count.
-            session_timeout_ms=10_000,
-        )
+    def _consumer(self) -> LoaderConsumer:
+        return self.consumer_factory(list(self.handlers), self.consumer_settings)
 
     def _store(self, table: str, rows: list[list[Any]], records: list[Any], quarantine: list[list[Any]]) -> int:
         """Insert a table's rows of the batch; refused rows become quarantine rows. Returns the rows stored."""
@@ -558,9 +556,8 @@ class Loader:
                 if batch.rows_waiting:  # wake up in time to insert the oldest waiting row
                     timeout_ms = max(0, min(timeout_ms, int((batch.started + max_delay_s - time.monotonic()) * 1000)))
                 polled = self._poll(consumer, timeout_ms)
-                for partition_records in polled.values():
-                    for record in partition_records:
-                        self._convert(record, batch)
+                for record in polled:
+                    self._convert(record, batch)
                 if batch.rows_waiting:
                     # Insert once caught up, full, or the oldest row has waited long enough: the
                     # duplicates topic (upserts, not transactional) trickles in continuously, and
@@ -589,17 +586,14 @@ class Loader:
                 self.heartbeat.stop()
             consumer.close()
 
-    def _poll(self, consumer: Any, timeout_ms: int) -> dict[Any, list[Any]]:
+    def _poll(self, consumer: LoaderConsumer, timeout_ms: int) -> Sequence[Any]:
         """One poll; nothing when the broker cannot be reached (the client reconnects by itself, with backoff)."""
-        from kafka.errors import KafkaError
-
         try:
-            polled: dict[Any, list[Any]] = consumer.poll(timeout_ms=timeout_ms, max_records=50_000)
-        except KafkaError as exc:  # the broker down or restarting (the kill soak): wait for it, never exit
+            return consumer.consume(MAX_POLL_RECORDS, timeout_ms / 1000)
+        except ConsumerError as exc:  # the broker down or restarting (the kill soak): wait for it, never exit
             log.warning("poll failed, retrying: %s: %s", type(exc).__name__, exc)
             time.sleep(1.0)
-            return {}
-        return polled
+            return []
 
     def reload_quarantine(self) -> tuple[int, int]:
         """Convert and store the quarantined records again with the current code and tables: (stored, still refused).
@@ -652,7 +646,7 @@ class Loader:
         if converted is not None:
             batch.add(converted[0], converted[1], record)
 
-    def _insert_batch(self, consumer: Any, batch: _Batch) -> None:
+    def _insert_batch(self, consumer: LoaderConsumer, batch: _Batch) -> None:
         """Store the batch (rows in their tables, refused ones in quarantine), then commit the offsets."""
         quarantine = list(batch.quarantine)
         stored: dict[str, int] = {}
@@ -676,42 +670,29 @@ class Loader:
             self.stats.quarantined[row[0]] += 1  # target_table
 
     @staticmethod
-    def _commit(consumer: Any) -> None:
+    def _commit(consumer: LoaderConsumer) -> None:
         # Commits the positions of everything polled so far: only ever with no row left unwritten.
-        from kafka.errors import KafkaError
-
         try:
             consumer.commit()
-        except KafkaError as exc:
+        except ConsumerError as exc:
             # Rebalanced while inserting, or the broker is down (seen in the kill soak: the loader
             # exited on KafkaConnectionError). Uncommitted offsets only mean re-delivery, which is
             # harmless; the next batch's commit covers these positions too.
             log.warning("offset commit failed, records will be re-delivered: %s: %s", type(exc).__name__, exc)
 
-    def _batch_row(self, consumer: Any, counts: dict[str, int], newest_ms: int) -> list[Any]:
+    def _batch_row(self, consumer: LoaderConsumer, counts: dict[str, int], newest_ms: int) -> list[Any]:
         """The batch's entry in loader_batches: rows stored per table (and quarantined), newest record time, lag."""
-        from kafka.errors import KafkaError
-
         lag = 0
         try:
-            for tp in consumer.assignment():
-                end = consumer.highwater(tp)  # from the last fetch response: no extra request
-                if end is not None:
-                    lag += max(0, end - consumer.position(tp))
-        except KafkaError as exc:  # position() may ask the broker (after a rebalance); statistics only
+            lag = consumer.lag()  # the ends as the last fetches saw them: no request
+        except ConsumerError as exc:  # a committed offset may be asked (after a rebalance); statistics only
             log.warning("consumer lag unknown for this batch: %s: %s", type(exc).__name__, exc)
         return [self.group_id, datetime.now(UTC), sum(counts.values()), dict(counts), _ms(newest_ms), lag]
 
     @staticmethod
-    def _caught_up(consumer: Any) -> bool:
-        from kafka.errors import KafkaError
-
-        assignment = consumer.assignment()
-        if not assignment:
-            return False
+    def _caught_up(consumer: LoaderConsumer) -> bool:
         try:
-            ends = consumer.end_offsets(list(assignment))
-            return all(consumer.position(tp) >= ends[tp] for tp in assignment)
-        except KafkaError as exc:  # cannot tell while the broker is away: not caught up
+            return consumer.caught_up()
+        except ConsumerError as exc:  # cannot tell while the broker is away: not caught up
             log.warning("could not read the end offsets: %s: %s", type(exc).__name__, exc)
             return False

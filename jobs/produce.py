@@ -63,15 +63,16 @@ def _key_of(line: bytes, validation: Validation | None) -> bytes | None:
 def kafka_crc32c_is_native() -> bool:
     """Whether kafka-python checks and computes record-batch CRC-32Cs in C; logs a warning once if not.
 
-    Without the ``crc32c`` package it falls back to a pure-Python loop, and the loader and the
-    producer need about twice the CPU per record (bench/kafka_client.py, docs/benchmarks.md).
+    Without the ``crc32c`` package it falls back to a pure-Python loop, and the producer needs
+    about twice the CPU per record (bench/kafka_client.py, docs/benchmarks.md). The loader consumes
+    with librdkafka (jobs/kafka_consumer.py), which checks CRCs in C.
     """
     from kafka.record import util
 
     native = util.crc32c_c is not None
     if not native:
         log.warning(
-            "kafka-python computes CRC-32C in pure Python: the loader and producer use ~2x the CPU; "
+            "kafka-python computes CRC-32C in pure Python: the producer uses ~2x the CPU; "
             "fix: pip install 'crc32c' (a dependency of this project: reinstall it)"
         )
     return native

@@ -493,6 +493,32 @@ def raw_event_row(line: bytes, topic: str, partition: int, offset: int, received
     return row
 
 
+def raw_event_line(
+    line: bytes, *, topic: str = "usage-events", partition: int = 0, offset: int = 0, received_ms: int = 1_767_225_600_000
+) -> tuple[bytes, bytes] | None:
+    """The raw topic's record ``(key, value)`` for an events-topic ``line``, from :func:`raw_event_row`; None for no valid event.
+
+    What the job writes (``udfs/jvm`` EventRules.rawRow), in the reference's JSON: the loader's
+    tests and benchmarks load it without running the job. Times are UTC text (``YYYY-MM-DD
+    hh:mm:ss.mmm``), the key the event time in epoch milliseconds.
+    """
+    row = raw_event_row(line, topic, partition, offset, received_ms)
+    if row is None:
+        return None
+    value = row | {
+        "event_time": _utc_text(row["event_time"]),
+        "quantity": str(row["quantity"]),
+        "received_at": _utc_text(received_ms),
+        "payload": line.decode("utf-8"),
+    }
+    return str(row["event_time"]).encode(), json.dumps(value, ensure_ascii=False).encode()
+
+
+def _utc_text(millis: int) -> str:
+    instant = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)
+    return instant.strftime("%Y-%m-%d %H:%M:%S.") + f"{millis % 1000:03d}"
+
+
 def _epoch_millis(instant: datetime) -> int:
     delta = instant - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

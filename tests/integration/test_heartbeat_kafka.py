@@ -18,8 +18,8 @@ from jobs.config import Config, KafkaSettings, Topics
 from jobs.heartbeat import HeartbeatSender, is_heartbeat
 from jobs.loader import Loader
 from jobs.produce import make_producer
+from schemas.validate import raw_event_line
 from tests.integration.test_kafka_roundtrip import consume_all
-from tests.raw_lines import raw_record
 
 FIXED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -86,8 +86,8 @@ def test_the_loader_loads_no_heartbeat_and_records_no_batch_for_them(bootstrap: 
     event["quantity"] = "1"
     producer = make_producer(bootstrap)
     try:
-        # the loader reads the job's raw rows (tests/raw_lines.py), never the events topic
-        key, value = raw_record(json.dumps(event).encode()) or (b"", b"")
+        # the loader reads the job's raw rows (schemas.validate.raw_event_line), never the events topic
+        key, value = raw_event_line(json.dumps(event).encode()) or (b"", b"")
         producer.send(topics.raw, key=key, value=value).get(timeout=30)
     finally:
         producer.close()

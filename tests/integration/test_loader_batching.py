@@ -22,7 +22,7 @@ from jobs.cli import ensure_topics
 from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
 from jobs.loader import Loader
 from jobs.produce import make_producer
-from tests.raw_lines import raw_record
+from schemas.validate import raw_event_line
 
 TRICKLE_EVENTS = 120
 TRICKLE_GAP_S = 0.025  # one event every 25 ms: ~3 s of trickle, never a gap the loader mistakes for idle
@@ -49,7 +49,7 @@ def _trickle(config: Config) -> threading.Thread:
             for n in range(TRICKLE_EVENTS):
                 event = {"event_id": f"e-{n}", "customer_id": "acme", "event_type": "api_call"}
                 event |= {"timestamp": "2026-03-01T00:00:00Z", "quantity": "1"}
-                key, value = raw_record(json.dumps(event).encode(), offset=n) or (b"", b"")
+                key, value = raw_event_line(json.dumps(event).encode(), offset=n) or (b"", b"")
                 producer.send(config.kafka.topics.raw, key=key, value=value)
                 producer.flush()
                 time.sleep(TRICKLE_GAP_S)

@@ -37,7 +37,7 @@ from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
 from jobs.inserts import REFUSED_CODES, RETRY_CODES
 from jobs.loader import COLUMNS, PARTITION_MONTH_COLUMNS, Loader, LoaderStats, segment_line_row
 from jobs.produce import make_producer
-from tests.raw_lines import raw_record
+from schemas.validate import raw_event_line
 
 CUSTOMERS = ("acme", "globex", "initech", "umbrella")
 DEADLINE_S = 240
@@ -93,7 +93,7 @@ def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> N
 
 def _raw(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
     """The raw topic's records the job would write for ``events`` (none for an invalid one)."""
-    return [record for n, e in enumerate(events) if (record := raw_record(json.dumps(e).encode(), offset=n)) is not None]
+    return [record for n, e in enumerate(events) if (record := raw_event_line(json.dumps(e).encode(), offset=n)) is not None]
 
 
 def _history(count: int, days: int, start: datetime, seed: int) -> tuple[list[dict[str, Any]], dict[int, tuple[int, Decimal]]]:
@@ -156,7 +156,7 @@ def test_records_refused_for_what_they_are_are_quarantined_and_the_rest_loads(
     too_big = _event(999, "acme", start, "1e30")
     events = [*good[:150], too_big, *good[150:]]
     # A raw line ClickHouse cannot read (the job never writes one: the loader must still go on).
-    broken_line = raw_record(json.dumps(good[0]).encode(), offset=10_000)[1].replace(b'"event_time": "', b'"event_time": "x')  # type: ignore[index]
+    broken_line = raw_event_line(json.dumps(good[0]).encode(), offset=10_000)[1].replace(b'"event_time": "', b'"event_time": "x')  # type: ignore[index]
     _produce(bootstrap, topics.raw, [*_raw(events), (b"1767225600000", broken_line)])
 
     def segment(minute: datetime, **changes: Any) -> bytes:

@@ -82,3 +82,13 @@ def test_a_pure_python_crc32c_is_reported(monkeypatch: pytest.MonkeyPatch, caplo
     finally:
         kafka_crc32c_is_native.cache_clear()
     assert "pip install 'crc32c'" in caplog.text
+
+
+def test_confluent_kafka_is_pinned_once_as_a_main_dependency_and_installed() -> None:
+    # The loader's consumer (jobs/kafka_consumer.py); quixstreams (the bench extra) bounds it below 2.13.
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    pinned = _pyproject_pins()["confluent-kafka"]
+    extras = [d for deps in project["optional-dependencies"].values() for d in deps]
+    assert not [d for d in extras if d.startswith("confluent-kafka")]
+    assert version("confluent-kafka") == pinned
+    assert tuple(int(n) for n in pinned.split(".")[:2]) < (2, 13)
