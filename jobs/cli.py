@@ -1036,7 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--config", help=config_help)
     load.add_argument("--until-idle", action="store_true", help="stop once every partition is caught up")
     load.add_argument("--group", default="metering-loader", help="Kafka consumer group (default: metering-loader)")
-    load.add_argument("--no-raw", action="store_true", help="do not copy raw events into raw_events")
+    load.add_argument("--no-raw", action="store_true", help="do not load the raw topic (the job's raw_events rows)")
     load.add_argument("--progress", action="store_true", help="print progress to stderr")
     load.add_argument(
         "--reload-quarantine",
