@@ -210,31 +210,76 @@ class Committed:
         self.consumer.close()
 
 
-def read_totals(bootstrap: str, topic: str, idle_s: float = 3.0) -> tuple[dict[Key, Decimal], int]:
-    """The totals of an output topic read with read_committed (several rows of one key add up); and the row count."""
-    from confluent_kafka import Consumer, TopicPartition
+class ReadBackIncomplete(RuntimeError):
+    """An output topic was not read to its end in time: a harness failure (FAILED), never a count (MISCOUNT)."""
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"compare-reader-{uuid.uuid4().hex[:8]}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        }
-    )
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    rows: list[dict[str, Any]] = []
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < idle_s:
-        messages = consumer.consume(num_messages=10_000, timeout=0.5)
-        for message in messages:
-            if message.error() is None and message.value():
-                rows.append(json.loads(message.value(), parse_float=Decimal))
-        if messages:
-            quiet_since = time.monotonic()
-    consumer.close()
+
+def read_totals(bootstrap: str, topic: str, timeout_s: float = 300.0) -> tuple[dict[Key, Decimal], int]:
+    """The totals of an output topic read with read_committed to its end (several rows of one key add up); and the row count.
+
+    The end is each partition's high watermark when the reading starts (the peer has stopped, so its
+    last transaction's commit marker lies below it; asked read_uncommitted, since a read_committed
+    client is told the last stable offset, which stops short of a transaction left open). A
+    partition is read when the consumer reports reaching its end (librdkafka's partition EOF, which
+    under read_committed comes at the last stable offset) at or past that offset. A quiet spell
+    never ends the reading: the reader used to stop after 3 s without a message, so one slow fetch
+    on a busy broker left rows unread and a right peer was reported MISCOUNT (plain, 1M dense).
+    Raises :class:`ReadBackIncomplete` after ``timeout_s`` (e.g. a transaction left open holds the
+    last stable offset back until the broker aborts it)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    settings = {"bootstrap.servers": bootstrap, "group.id": f"compare-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+    # The high watermarks, open transactions included (a read_committed client would get the last stable offsets).
+    uncommitted = Consumer({**settings, "isolation.level": "read_uncommitted"})
+    try:
+        partitions = sorted(uncommitted.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: uncommitted.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        uncommitted.close()
+    ends_left = EndsLeft(ends)
+    consumer = Consumer({**settings, "isolation.level": "read_committed", "enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        rows: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        errors: list[str] = []
+        while ends_left:
+            if time.monotonic() > deadline:
+                raise ReadBackIncomplete(
+                    f"{topic}: not read to its end after {timeout_s:.0f} s ({ends_left}; {len(rows):,} rows read"
+                    + (f"; errors: {'; '.join(errors[-3:])}" if errors else "")
+                    + ")"
+                )
+            for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        ends_left.reached(message.partition(), message.offset())
+                    else:  # transient (the client retries by itself); kept for the message above
+                        errors.append(str(error))
+                elif message.value():
+                    rows.append(json.loads(message.value(), parse_float=Decimal))
+    finally:
+        consumer.close()
     return totals_of(rows), len(rows)
+
+
+class EndsLeft:
+    """The partitions of a topic not yet read to their end offsets (empty ones are read already)."""
+
+    def __init__(self, ends: dict[int, int]) -> None:
+        self.ends = {partition: end for partition, end in ends.items() if end > 0}
+
+    def reached(self, partition: int, offset: int) -> None:
+        """The consumer reached the end of ``partition`` at ``offset`` (a stable offset below the end does not count)."""
+        if offset >= self.ends.get(partition, 0):
+            self.ends.pop(partition, None)
+
+    def __bool__(self) -> bool:
+        return bool(self.ends)
+
+    def __str__(self) -> str:
+        return "partitions not at their end offsets: " + ", ".join(f"{p} (end {end:,})" for p, end in sorted(self.ends.items()))
 
 
 def tree_cpu(pid: int) -> float:
@@ -325,7 +370,11 @@ def run_peer(variant: str, backlog_: Backlog, round_: int, workdir: Path, broker
         outcome.whole_events_per_s, whole_cpu = whole_run(samples, backlog_.expected.accepted)
         outcome.whole_cpu_us_per_event = variant_and_broker(whole_cpu, parts)
     if not outcome.error:
-        totals, rows = read_totals(bootstrap, output)
+        try:
+            totals, rows = read_totals(bootstrap, output)
+        except ReadBackIncomplete as exc:  # the harness could not read the output: no checksum, FAILED
+            outcome.error = f"read-back: {exc}"
+            return outcome
         outcome.checksum = checksum(backlog_.expected.totals, totals)
         outcome.extra["output_rows"] = rows
     return outcome

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from bench.compare import Sample, rate_and_cpu, steady
+from bench.compare import EndsLeft, Outcome, Sample, markdown, rate_and_cpu, steady, summarise
 from bench.peers.common import (
     MINUTE_MS,
     SHAPES,
@@ -105,3 +105,34 @@ def test_missing_bench_extra_exits_2_with_a_message(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(bench.compare, "missing_peer_packages", lambda: ["quixstreams"])
     assert bench.compare.main(["--quick"]) == 2
     assert "pip install -e '.[bench]'" in capsys.readouterr().err
+
+
+def test_a_wrong_total_is_reported_miscount_and_not_ranked_an_unread_output_failed() -> None:
+    expected = {("c", "tokens", 0): Decimal("3"), ("c", "tokens", MINUTE_MS): Decimal("1")}
+    right = checksum(expected, {("c", "tokens", 0): Decimal("3.0"), ("c", "tokens", MINUTE_MS): Decimal(1)})
+    one_off = checksum(expected, {("c", "tokens", 0): Decimal("3"), ("c", "tokens", MINUTE_MS): Decimal("1.000000001")})
+    nothing_read = checksum(expected, {})
+    assert right.ok and not one_off.ok and not nothing_read.ok and nothing_read.missing == 2
+    outcomes = [
+        Outcome("dense", "plain", 1, events_per_s=90_000.0, checksum=right),
+        Outcome("dense", "plain", 2, events_per_s=95_000.0, checksum=one_off),  # one round wrong: the variant is
+        Outcome("dense", "quix-1p", 1, events_per_s=20_000.0, checksum=right),
+        Outcome("dense", "flink-sql", 1, error="read-back: partitions not at their end offsets"),
+    ]
+    status = {row["variant"]: row["status"] for row in summarise(outcomes)}
+    assert status == {"plain": "MISCOUNT", "quix-1p": "OK", "flink-sql": "FAILED"}
+    table = markdown(summarise(outcomes)).splitlines()[2:]
+    # Ranked: only the variant that counted right; the others follow, their figure replaced by their status.
+    assert table[0].startswith("| dense | quix-1p | 20,000")
+    assert "| plain | MISCOUNT (90,000, 95,000)" in table[1] and "wrong 1" in table[1]
+    assert "| flink-sql | FAILED" in table[2]
+
+
+def test_read_back_ends_at_every_partitions_end_offset_not_at_a_quiet_spell() -> None:
+    left = EndsLeft({0: 2001, 1: 0, 2: 7})
+    assert left and "0 (end 2,001)" in str(left) and "1 (" not in str(left)  # an empty partition is read
+    left.reached(0, 1500)  # the end of what is stable so far (a transaction still open): not the end
+    left.reached(2, 7)
+    assert left and list(left.ends) == [0]
+    left.reached(0, 2001)
+    assert not left
