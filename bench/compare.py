@@ -18,10 +18,34 @@ output transaction), sampled twice a second; their totals are read back from the
 (read_committed). The rate is over the steady range, 10 % → 90 % of the backlog, converted to
 distinct valid events. CPU comes from /proc (bench/cpu.py) per process over the same range.
 
+**Latency mode** (``--latency-rate N`` events/s, or ``--latency-fraction F`` of each variant's
+steady rate measured by this run's rounds on the same shape; after the rounds, if any): per
+shape and variant, a topic of its own (4 partitions) is fed live by a paced sender
+(bench/pipeline.py's ``Pacer``; the shape's customers, each on one partition, the backlog's
+meters and quantities, distinct valid events, event time = the wall clock at sending) while the
+variant runs live: the project as bench/pipeline.py's live measurement (``project_live``: live job
+with LIVE_SETTINGS, 1 s steps, checkpoints and out-of-orderness, + the loader with raw load on);
+the peers unbounded, closing a minute 1 s behind the newest event time, Flink SQL checkpointing
+every 1 s. After the variant is ready (the project: its first segment loaded; a peer: its first
+committed offset) and ``--latency-warmup`` seconds, every 100th event for ``--latency-seconds``
+is a **probe**, the only event of a customer of its own (spread over the partitions). The
+measure, the same for every variant: **event sent -> queryable = the moment the probe's first
+row is readable - the moment it was sent**; readable means, for the project, its
+``aggregate_segments`` row (what ``minute_usage`` reads) in ClickHouse (``loaded_at``, set at
+the insert); for a peer, its minute row in its output topic, read with read_committed by a
+consumer that follows the topic (the moment the transaction that wrote it committed, plus one
+fetch, ≤ 50 ms). The traffic goes on (without probes) until every probe is visible or
+``--latency-drain`` seconds pass; a probe never seen counts as infinitely late. Reported per
+variant: p50 / p95 / p99 / max over the probes, and the p99 of (visible - the end of the probe's
+UTC minute), which is what a variant that publishes only closed minutes takes once the minute is
+over. Each phase is bounded in time: a run stops by itself.
+
 Usage (the broker must be up: ``metering stack up``, or only Kafka; the `bench` extra installed):
     .venv/bin/python -m bench.compare                       # 3M events per shape, 3 rounds
     .venv/bin/python -m bench.compare --quick               # a smoke run: 50k events, 1 round
     .venv/bin/python -m bench.compare --events 300000 --rounds 2 --variants plain,flink-sql
+    .venv/bin/python -m bench.compare --shapes dense --latency-rate 2000    # latency only, every variant
+    .venv/bin/python -m bench.compare --events 1000000 --rounds 1 --shapes dense --latency-fraction 0.5
 """
 
 from __future__ import annotations
@@ -195,6 +219,10 @@ def variant_and_broker(cpu_us: dict[str, float], parts: list[str]) -> dict[str, 
         "broker": cpu_us.get("broker", math.nan),
         **{part: cpu_us.get(part, math.nan) for part in parts},
     }
+
+
+#: The latency mode's start-up ends once the variant's groups have read what was sent this long ago.
+CAUGHT_UP_S = 5.0
 
 
 class Committed:
@@ -612,10 +640,12 @@ def run_peer_latency(variant: str, shape: Shape, rate: int, workdir: Path, run_i
         codes = [process.poll() for process in processes]
         return f"exit {codes}; see {logs[0]}" if any(code is not None for code in codes) else ""
 
+    pacer = live_pacer(shape, rate, producer, topic)
     try:
         run = measure_live(
-            live_pacer(shape, rate, producer, topic),
-            ready=lambda: committed.lines() > 0,  # it reads and commits (its output may wait for a minute's end)
+            pacer,
+            # It has read (and committed) the traffic up to a few seconds ago; its output may wait for a minute's end.
+            ready=lambda: committed.lines() >= pacer.sent_by(CAUGHT_UP_S),
             visible=watch.visible,
             failed=failed,
             warmup_s=timing.warmup_s,
@@ -647,20 +677,27 @@ def run_project_latency(shape: Shape, rate: int, workdir: Path, run_id: str, tim
     path = config_for(f"compare-live-{shape.name}", settings, workdir, edit=project_edit(shape, topic), **LIVE_SETTINGS)
     config = load_config(path, env={})
     producer = live_producer(settings.bootstrap_servers)
+    pacer = live_pacer(shape, rate, producer, topic)
+    # The job (offsets committed on its checkpoints) and the loader (raw events, committed after their insert).
+    job_group = config.kafka.consumer_group
+    groups = [Committed(settings.bootstrap_servers, group, topic) for group in (job_group, f"{job_group}-loader")]
     try:
         run = project_live(
             path,
             config,
             settings,
             workdir,
-            live_pacer(shape, rate, producer, topic),
+            pacer,
             load_raw=True,
             warmup_s=timing.warmup_s,
             seconds=timing.seconds,
             drain_s=timing.drain_s,
+            caught_up=lambda: all(group.lines() >= pacer.sent_by(CAUGHT_UP_S) for group in groups),
         )
     finally:
         producer.flush(10)
+        for group in groups:
+            group.close()
     return Latency(shape.name, "project", rate, latency_figures(run), run.error, {"input": topic, "probes": probe_times(run)})
 
 

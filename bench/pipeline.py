@@ -15,9 +15,11 @@ Three measurements, exactly-once on (EXACTLY_ONCE checkpoints, transactional sin
    size of its last checkpoint is reported (whole state for hashmap; own and shared files for
    rocksdb's incremental checkpoints).
 3. live latency: the job and the loader run continuously while a producer sends events stamped with
-   the wall clock at a fixed rate. Every 100th event belongs to a probe customer of its own, so its
-   minute segment's ``loaded_at`` in ClickHouse is exactly when that event became queryable; p50/p99
-   of (loaded_at - send time) over the probes are reported.
+   the wall clock at a fixed rate. Once the first segment is loaded and 15 s more have passed,
+   every 100th event belongs to a probe customer of its own, so its minute segment's ``loaded_at``
+   in ClickHouse is exactly when that event became queryable; p50/p95/p99 of (loaded_at - send
+   time) over the probes are reported. bench/compare.py's latency mode runs the same measurement
+   (``Pacer``, ``measure_live``, ``project_live``) for the project and its peers.
 
 Usage (the stack must be up: `metering stack up`):
     .venv/bin/python bench/pipeline.py --events 300000 --capacity-events 1500000 --rate 2000 --seconds 60
@@ -548,6 +550,10 @@ class Pacer:
             self.send(customer, self.event(n, customer, datetime.fromtimestamp(now, UTC)), partition)
             self.sent += 1
 
+    def sent_by(self, seconds_ago: float) -> int:
+        """How many events had been sent ``seconds_ago`` (at least 1): a variant that has read as many is caught up."""
+        return max(1, int((time.monotonic() - self.began - seconds_ago) * self.rate))
+
 
 @dataclasses.dataclass
 class LiveRun:
@@ -572,12 +578,13 @@ def measure_live(
     warmup_s: float,
     seconds: float,
     drain_s: float,
-    startup_timeout_s: float = 240.0,
+    startup_timeout_s: float = 300.0,
 ) -> LiveRun:
     """Send live traffic through four phases, each bounded in time, and collect when each probe became visible.
 
-    1. start-up: ordinary events until ``ready()`` (the variant is up and its output moves), at
-       most ``startup_timeout_s``;
+    1. start-up: ordinary events until ``ready()`` (the variant is up, its output moves, and it
+       has caught up with the traffic: what it read during its start must not delay the probes),
+       at most ``startup_timeout_s``;
     2. warm-up: ``warmup_s`` more of the same traffic (JIT, first checkpoints);
     3. probes: ``seconds`` of the same traffic, every ``probe_every``-th event a probe;
     4. drain: the same traffic without probes until every probe is visible, at most ``drain_s``
@@ -671,18 +678,25 @@ def project_live(
     warmup_s: float,
     seconds: float,
     drain_s: float = 60.0,
+    caught_up: Callable[[], bool] | None = None,
 ) -> LiveRun:
     """The live job and the loader (as `metering load` runs them, in a thread here) under ``pacer``'s traffic.
 
     A probe is visible when its minute segment is in ClickHouse: the ``loaded_at`` of its
-    customer's first ``aggregate_segments`` row (what ``minute_usage`` reads). Ready: the first
-    segment loaded. The loader's thread asks (at most twice a second, between its batches: the
-    chDB session is not shared across threads) and stops at its next poll once the run is over."""
+    customer's first ``aggregate_segments`` row (what ``minute_usage`` reads), set by ClickHouse at
+    the insert, so asking later changes nothing. Ready: the first segment loaded (and
+    ``caught_up()``, when given: bench/compare.py asks whether the job's and the loader's consumer
+    groups have read the traffic). The loader's thread asks, between its batches (the chDB
+    session is not shared across threads), at most twice a second and only while it matters
+    (before the first segment; once the probes are sent), so the benchmark's own queries do not
+    slow the loader while probes are in flight; the thread stops at its next poll once the run is
+    over."""
     ensure_topics(config)
     with open_storage(config.storage) as storage:
         migrate(storage)
     seen: dict[str, float] = {}
     loaded = threading.Event()
+    asked = threading.Event()  # the probes are sent: look for them
     over = threading.Event()
     loader_error: list[str] = []
     with live_job(path, settings, workdir / "live-job.log") as job, open_storage(config.storage) as storage:
@@ -691,12 +705,17 @@ def project_live(
 
         def on_batch(_: Any) -> None:
             nonlocal last_query
-            if time.monotonic() - last_query < 0.5:
+            if time.monotonic() - last_query < 0.5 or (loaded.is_set() and not asked.is_set()):
                 return
             last_query = time.monotonic()
-            seen.update({customer: millis / 1000 for customer, millis in storage.query_rows(PROBES_VISIBLE_SQL)})
             if not loaded.is_set() and storage.query_rows("SELECT count() FROM aggregate_segments")[0][0]:
                 loaded.set()
+            if asked.is_set():
+                seen.update({customer: millis / 1000 for customer, millis in storage.query_rows(PROBES_VISIBLE_SQL)})
+
+        def visible() -> dict[str, float]:
+            asked.set()
+            return dict(seen)
 
         # Loader.run stops only by an exception out of its callback, which runs after a poll that
         # returned records; its poll (every 0.5 s at most) is where a finished run stops it.
@@ -730,8 +749,8 @@ def project_live(
         try:
             return measure_live(
                 pacer,
-                ready=loaded.is_set,
-                visible=lambda: dict(seen),
+                ready=lambda: loaded.is_set() and (caught_up is None or caught_up()),
+                visible=visible,
                 failed=failed,
                 warmup_s=warmup_s,
                 seconds=seconds,

@@ -228,3 +228,10 @@ def test_latency_figures_count_a_probe_never_seen_as_infinitely_late() -> None:
     all_seen = latency_figures(LiveRun(1000, sent_at, {c: t + 2.0 for c, t in sent_at.items()}))
     # The last probe before 660 s (n = 59) was visible 1 s after its minute ended; the rest before theirs did.
     assert all_seen["p99_past_minute_s"] == pytest.approx(1.0)
+
+
+def test_caught_up_means_having_read_what_was_sent_a_few_seconds_ago() -> None:
+    pacer = fake_pacer(100, [])
+    pacer.began = time.monotonic() - 10.0
+    assert 495 <= pacer.sent_by(5.0) <= 505
+    assert pacer.sent_by(20.0) == 1  # before the traffic: at least one event read
