@@ -837,9 +837,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="F",
         help="send F x the variant's steady events/s measured by this run's rounds on the same shape (e.g. 0.5)",
     )
-    live.add_argument("--latency-seconds", type=float, help="how long probes are sent (default 60; --quick: 20)")
+    live.add_argument("--latency-seconds", type=float, metavar="S", help="how long probes are sent (default 60; --quick: 20)")
     live.add_argument(
-        "--latency-warmup", type=float, help="traffic after the variant is ready, before probes (default 15; --quick: 5)"
+        "--latency-warmup",
+        type=float,
+        metavar="S",
+        help="traffic after the variant is ready, before probes (default 15; --quick: 5)",
     )
     live.add_argument(
         "--latency-drain",
