@@ -848,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
         "--latency-drain",
         type=float,
         default=120.0,
+        metavar="S",
         help="after the probes, wait at most this long for the last ones (default 120)",
     )
     args = parser.parse_args(argv)
