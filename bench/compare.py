@@ -26,8 +26,9 @@ meters and quantities, distinct valid events, event time = the wall clock at sen
 variant runs live: the project as bench/pipeline.py's live measurement (``project_live``: live job
 with LIVE_SETTINGS, 1 s steps, checkpoints and out-of-orderness, + the loader with raw load on);
 the peers unbounded, closing a minute 1 s behind the newest event time, Flink SQL checkpointing
-every 1 s. After the variant is ready (the project: its first segment loaded; a peer: its first
-committed offset) and ``--latency-warmup`` seconds, every 100th event for ``--latency-seconds``
+every 1 s. Once the variant has caught up (its consumer groups, the project's job and loader or
+the peer's, have committed what was sent :data:`CAUGHT_UP_S` before; the project has loaded its
+first segment) and ``--latency-warmup`` seconds later, every 100th event for ``--latency-seconds``
 is a **probe**, the only event of a customer of its own (spread over the partitions). The
 measure, the same for every variant: **event sent -> queryable = the moment the probe's first
 row is readable - the moment it was sent**; readable means, for the project, its
