@@ -26,10 +26,11 @@ meters and quantities, distinct valid events, event time = the wall clock at sen
 variant runs live: the project as bench/pipeline.py's live measurement (``project_live``: live job
 with LIVE_SETTINGS, 1 s steps, checkpoints and out-of-orderness, + the loader with raw load on);
 the peers unbounded, closing a minute 1 s behind the newest event time, Flink SQL checkpointing
-every 1 s. Once the variant has caught up (its consumer groups, the project's job and loader or
-the peer's, have committed what was sent :data:`CAUGHT_UP_S` before; the project has loaded its
-first segment) and ``--latency-warmup`` seconds later, every 100th event for ``--latency-seconds``
-is a **probe**, the only event of a customer of its own (spread over the partitions). The
+every 1 s. Once the variant has caught up (the peer's group, or the project's job, has committed
+what was sent :data:`CAUGHT_UP_S` before; the project's loader has less than that much traffic
+left on its topics and has loaded its first segment) and ``--latency-warmup`` seconds later,
+every 100th event for ``--latency-seconds`` is a **probe**, the only event of a customer of its
+own (spread over the partitions). The
 measure, the same for every variant: **event sent -> queryable = the moment the probe's first
 row is readable - the moment it was sent**; readable means, for the project, its
 ``aggregate_segments`` row (what ``minute_usage`` reads) in ClickHouse (``loaded_at``, set at
@@ -237,6 +238,19 @@ class Committed:
 
     def lines(self) -> int:
         return sum(max(tp.offset, 0) for tp in self.consumer.committed(self.partitions, timeout=10))
+
+    def lag(self, topics: Iterable[str]) -> int:
+        """Records of ``topics`` not yet committed by the group (end offsets - committed offsets)."""
+        from confluent_kafka import TopicPartition
+
+        lag = 0
+        for topic in topics:
+            partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            committed = self.consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+            for tp in committed:
+                end = self.consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
+                lag += max(end - max(tp.offset, 0), 0)
+        return lag
 
     def close(self) -> None:
         self.consumer.close()
@@ -679,9 +693,18 @@ def run_project_latency(shape: Shape, rate: int, workdir: Path, run_id: str, tim
     config = load_config(path, env={})
     producer = live_producer(settings.bootstrap_servers)
     pacer = live_pacer(shape, rate, producer, topic)
-    # The job (offsets committed on its checkpoints) and the loader (raw events, committed after their insert).
-    job_group = config.kafka.consumer_group
-    groups = [Committed(settings.bootstrap_servers, group, topic) for group in (job_group, f"{job_group}-loader")]
+    # The job has committed (on its checkpoints) the events sent a few seconds ago, and the loader
+    # has fewer records left on its topics (whichever the loader reads) than that many seconds bring.
+    job = Committed(settings.bootstrap_servers, config.kafka.consumer_group, topic)
+    loader_group: list[Committed] = []
+
+    def caught_up(loader: Any) -> bool:
+        if job.lines() < pacer.sent_by(CAUGHT_UP_S):
+            return False
+        if not loader_group:
+            loader_group.append(Committed(settings.bootstrap_servers, loader.group_id, topic))
+        return loader_group[0].lag(loader.handlers) <= rate * CAUGHT_UP_S
+
     try:
         run = project_live(
             path,
@@ -693,11 +716,11 @@ def run_project_latency(shape: Shape, rate: int, workdir: Path, run_id: str, tim
             warmup_s=timing.warmup_s,
             seconds=timing.seconds,
             drain_s=timing.drain_s,
-            caught_up=lambda: all(group.lines() >= pacer.sent_by(CAUGHT_UP_S) for group in groups),
+            caught_up=caught_up,
         )
     finally:
         producer.flush(10)
-        for group in groups:
+        for group in [job, *loader_group]:
             group.close()
     return Latency(shape.name, "project", rate, latency_figures(run), run.error, {"input": topic, "probes": probe_times(run)})
 

@@ -678,19 +678,19 @@ def project_live(
     warmup_s: float,
     seconds: float,
     drain_s: float = 60.0,
-    caught_up: Callable[[], bool] | None = None,
+    caught_up: Callable[[Loader], bool] | None = None,
 ) -> LiveRun:
     """The live job and the loader (as `metering load` runs them, in a thread here) under ``pacer``'s traffic.
 
     A probe is visible when its minute segment is in ClickHouse: the ``loaded_at`` of its
     customer's first ``aggregate_segments`` row (what ``minute_usage`` reads), set by ClickHouse at
     the insert, so asking later changes nothing. Ready: the first segment loaded (and
-    ``caught_up()``, when given: bench/compare.py asks whether the job's and the loader's consumer
-    groups have read the traffic). The loader's thread asks, between its batches (the chDB
-    session is not shared across threads), at most twice a second and only while it matters
-    (before the first segment; once the probes are sent), so the benchmark's own queries do not
-    slow the loader while probes are in flight; the thread stops at its next poll once the run is
-    over."""
+    ``caught_up(loader)``, when given: bench/compare.py asks whether the job's and the loader's
+    consumer groups have read the traffic; the loader tells which topics it reads). The loader's
+    thread asks, between its batches (the chDB session is not shared across threads), at most
+    twice a second and only while it matters (before the first segment; once the probes are
+    sent), so the benchmark's own queries do not slow the loader while probes are in flight; the
+    thread stops at its next poll once the run is over."""
     ensure_topics(config)
     with open_storage(config.storage) as storage:
         migrate(storage)
@@ -749,7 +749,7 @@ def project_live(
         try:
             return measure_live(
                 pacer,
-                ready=lambda: loaded.is_set() and (caught_up is None or caught_up()),
+                ready=lambda: loaded.is_set() and (caught_up is None or caught_up(loader)),
                 visible=visible,
                 failed=failed,
                 warmup_s=warmup_s,
