@@ -15,9 +15,11 @@ Three measurements, exactly-once on (EXACTLY_ONCE checkpoints, transactional sin
    size of its last checkpoint is reported (whole state for hashmap; own and shared files for
    rocksdb's incremental checkpoints).
 3. live latency: the job and the loader run continuously while a producer sends events stamped with
-   the wall clock at a fixed rate. Every 100th event belongs to a probe customer of its own, so its
-   minute segment's ``loaded_at`` in ClickHouse is exactly when that event became queryable; p50/p99
-   of (loaded_at - send time) over the probes are reported.
+   the wall clock at a fixed rate. Once the first segment is loaded and 15 s more have passed,
+   every 100th event belongs to a probe customer of its own, so its minute segment's ``loaded_at``
+   in ClickHouse is exactly when that event became queryable; p50/p95/p99 of (loaded_at - send
+   time) over the probes are reported. bench/compare.py's latency mode runs the same measurement
+   (``Pacer``, ``measure_live``, ``project_live``) for the project and its peers.
 
 Usage (the stack must be up: `metering stack up`):
     .venv/bin/python bench/pipeline.py --events 300000 --capacity-events 1500000 --rate 2000 --seconds 60
@@ -498,68 +500,302 @@ class _Done(Exception):
     """Raised from the loader's batch callback once the whole backlog is visible."""
 
 
-def live(
-    rate: int, seconds: int, settings: StackSettings, workdir: Path, probe_every: int = 100, warmup_s: int = 15
-) -> dict[str, float]:
-    """Per-record visibility latency at a steady ``rate``, after ``warmup_s`` of the same traffic."""
-    path = config_for("live", settings, workdir, **LIVE_SETTINGS)
-    config = load_config(path, env={})
+#: A probe's customer id: ``probe-<n>``, the one event of a customer of its own.
+PROBE_PREFIX = "probe-"
+
+
+class Pacer:
+    """Sends live events at ``rate`` per second, each stamped with the wall clock at sending (event time = now).
+
+    While :attr:`probing` is on, every ``probe_every``-th event is a **probe**: the only event of a
+    customer of its own (``probe-<n>``), so the first row of that customer anywhere downstream (an
+    aggregate segment in ClickHouse, a minute sum in a peer's output topic) is exactly that event
+    becoming visible. Its send time (epoch seconds) is kept in :attr:`sent_at`.
+
+    ``send(customer, line, partition)`` sends one line keyed by its customer (``partition`` None:
+    the key's partition); ``event(n, customer, moment)`` is the line of event ``n``;
+    ``customer(n)`` the customer (and partition) of an ordinary event ``n``. A probe goes to
+    partition ``probe index % partitions`` when ``partitions`` is given (every partition sees probes).
+    """
+
+    def __init__(
+        self,
+        send: Callable[[str, bytes, int | None], None],
+        rate: int,
+        event: Callable[[int, str, datetime], bytes],
+        customer: Callable[[int], tuple[str, int | None]],
+        *,
+        partitions: int | None = None,
+        probe_every: int = 100,
+    ) -> None:
+        self.send, self.rate, self.event, self.customer = send, rate, event, customer
+        self.partitions, self.probe_every = partitions, probe_every
+        self.probing = False
+        self.sent = 0
+        self.sent_at: dict[str, float] = {}
+        self.began = time.monotonic()
+
+    def send_due(self) -> None:
+        """Send the events due by now at the rate since the start (a burst when the sender fell behind)."""
+        target = int((time.monotonic() - self.began) * self.rate)
+        while self.sent < target:
+            n = self.sent
+            now = time.time()
+            if self.probing and n % self.probe_every == 0:
+                customer = f"{PROBE_PREFIX}{n}"
+                partition = None if self.partitions is None else (n // self.probe_every) % self.partitions
+                self.sent_at[customer] = now
+            else:
+                customer, partition = self.customer(n)
+            self.send(customer, self.event(n, customer, datetime.fromtimestamp(now, UTC)), partition)
+            self.sent += 1
+
+    def sent_by(self, seconds_ago: float) -> int:
+        """How many events had been sent ``seconds_ago`` (at least 1): a variant that has read as many is caught up."""
+        return max(1, int((time.monotonic() - self.began - seconds_ago) * self.rate))
+
+
+@dataclasses.dataclass
+class LiveRun:
+    """What :func:`measure_live` saw: probes' send and visible times (epoch s), the rate sent, the phases."""
+
+    rate: int
+    sent_at: dict[str, float]
+    seen: dict[str, float]
+    #: Events sent per second over the probe phase (below ``rate`` when the sender fell behind).
+    sent_rate: float = math.nan
+    #: From the start of the traffic until the variant was ready (its first output or committed offset).
+    startup_s: float = math.nan
+    error: str = ""
+
+
+def measure_live(
+    pacer: Pacer,
+    *,
+    ready: Callable[[], bool],
+    visible: Callable[[], dict[str, float]],
+    failed: Callable[[], str],
+    warmup_s: float,
+    seconds: float,
+    drain_s: float,
+    startup_timeout_s: float = 300.0,
+) -> LiveRun:
+    """Send live traffic through four phases, each bounded in time, and collect when each probe became visible.
+
+    1. start-up: ordinary events until ``ready()`` (the variant is up, its output moves, and it
+       has caught up with the traffic: what it read during its start must not delay the probes),
+       at most ``startup_timeout_s``;
+    2. warm-up: ``warmup_s`` more of the same traffic (JIT, first checkpoints);
+    3. probes: ``seconds`` of the same traffic, every ``probe_every``-th event a probe;
+    4. drain: the same traffic without probes until every probe is visible, at most ``drain_s``
+       (the traffic goes on so that event time keeps moving: windows close, watermarks advance).
+
+    ``visible()``: probe customer -> when it became visible (epoch s); ``failed()``: why the
+    variant cannot go on ("" while it runs). ``ready`` and ``visible`` are asked twice a second.
+    """
+    run = LiveRun(pacer.rate, pacer.sent_at, {})
+    began = pacer.began = time.monotonic()
+    phase, phase_began, sent_before, last_check = "start-up", began, 0, 0.0
+    while True:
+        pacer.send_due()
+        now = time.monotonic()
+        if now - last_check >= 0.5:
+            last_check = now
+            if problem := failed():
+                run.error = f"{phase}: {problem}"
+                break
+            if phase == "start-up" and ready():
+                run.startup_s = now - began
+                phase, phase_began = "warm-up", now
+            elif phase == "start-up" and now - began > startup_timeout_s:
+                run.error = f"not ready after {startup_timeout_s:.0f} s"
+                break
+            elif phase == "warm-up" and now - phase_began >= warmup_s:
+                phase, phase_began, sent_before = "probes", now, pacer.sent
+                pacer.probing = True
+            elif phase == "probes" and now - phase_began >= seconds:
+                run.sent_rate = (pacer.sent - sent_before) / (now - phase_began)
+                pacer.probing = False
+                phase, phase_began = "drain", now
+            elif phase == "drain":
+                run.seen = visible()
+                if set(run.sent_at) <= set(run.seen) or now - phase_began >= drain_s:
+                    break
+        time.sleep(0.005)
+    run.seen = {customer: at for customer, at in visible().items() if customer in run.sent_at}
+    return run
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p`` quantile of sorted ``values``: the value at index ``int(p * n)`` (the highest for p = 1)."""
+    return values[min(len(values) - 1, int(p * len(values)))]
+
+
+def latency_figures(run: LiveRun) -> dict[str, float]:
+    """p50 / p95 / p99 / max of event sent -> visible over the probes; a probe never seen counts as infinitely late.
+
+    Beside them, ``p99_past_minute_s``: the p99 of visible - the end of the probe's UTC minute (its
+    event time is its send time), negative when it was visible before its minute ended. A variant
+    that publishes a minute only once it has closed waits for the minute's end whatever it does;
+    this is what it takes after that."""
+    delays = sorted(run.seen[customer] - sent for customer, sent in run.sent_at.items() if customer in run.seen)
+    seen = len(delays)
+    delays += [math.inf] * (len(run.sent_at) - seen)
+    past_minute = sorted(run.seen.get(customer, math.inf) - (sent // 60 + 1) * 60 for customer, sent in run.sent_at.items())
+    figures = {
+        "rate": float(run.rate),
+        "sent_rate": run.sent_rate,
+        "startup_s": run.startup_s,
+        "probes_sent": float(len(run.sent_at)),
+        "probes_visible": float(seen),
+    }
+    if not delays:
+        return {**figures, **dict.fromkeys(("p50_s", "p95_s", "p99_s", "max_s", "mean_s", "p99_past_minute_s"), math.nan)}
+    return {
+        **figures,
+        **{f"p{round(p * 100)}_s": percentile(delays, p) for p in (0.50, 0.95, 0.99)},
+        "max_s": delays[-1],
+        "mean_s": statistics.mean(delays[:seen]) if seen else math.nan,
+        "p99_past_minute_s": percentile(past_minute, 0.99),
+    }
+
+
+#: When each probe customer's first aggregate segment was loaded (``loaded_at``: set by ClickHouse at the insert).
+PROBES_VISIBLE_SQL = (
+    "SELECT customer_id, toUnixTimestamp64Milli(min(loaded_at)) FROM aggregate_segments "
+    f"WHERE startsWith(customer_id, '{PROBE_PREFIX}') GROUP BY customer_id"
+)
+
+
+def project_live(
+    path: Path,
+    config: Config,
+    settings: StackSettings,
+    workdir: Path,
+    pacer: Pacer,
+    *,
+    load_raw: bool,
+    warmup_s: float,
+    seconds: float,
+    drain_s: float = 60.0,
+    caught_up: Callable[[Loader], bool] | None = None,
+) -> LiveRun:
+    """The live job and the loader (as `metering load` runs them, in a thread here) under ``pacer``'s traffic.
+
+    A probe is visible when its minute segment is in ClickHouse: the ``loaded_at`` of its
+    customer's first ``aggregate_segments`` row (what ``minute_usage`` reads), set by ClickHouse at
+    the insert, so asking later changes nothing. Ready: the first segment loaded (and
+    ``caught_up(loader)``, when given: bench/compare.py asks whether the job's and the loader's
+    consumer groups have read the traffic; the loader tells which topics it reads). The loader's
+    thread asks, between its batches (the chDB session is not shared across threads), at most
+    twice a second and only while it matters (before the first segment; once the probes are
+    sent), so the benchmark's own queries do not slow the loader while probes are in flight; the
+    thread stops at its next poll once the run is over."""
     ensure_topics(config)
     with open_storage(config.storage) as storage:
         migrate(storage)
-    sent_at: dict[str, float] = {}  # probe customer -> wall clock (epoch s) when its event was sent
-    with live_job(path, settings, workdir / "live-job.log"):
-        time.sleep(15)  # job start-up
-        with open_storage(config.storage) as storage:
-            loader = live_loader(config, storage, load_raw=False)
-            threading.Thread(target=lambda: loader.run(until_idle=False), daemon=True).start()
-            producer = make_producer(settings.bootstrap_servers, linger_ms=5)
-            customers = ["acme", "globex", "initech", "bharat-ai"]
-            sent = 0
-            begin = time.monotonic()
-            while time.monotonic() - begin < warmup_s + seconds:
-                probing = time.monotonic() - begin >= warmup_s
-                target = int((time.monotonic() - begin) * rate)
-                while sent < target:
-                    now = datetime.now(UTC)
-                    probe = probing and sent % probe_every == 0
-                    customer = f"probe-{sent}" if probe else customers[sent % 4]
-                    event = {
-                        "event_id": f"l{sent}",
-                        "customer_id": customer,
-                        "event_type": "tokens",
-                        "timestamp": rfc3339_millis(now),
-                        "quantity": "1",
-                        "properties": {"model": "small-1"},
-                    }
-                    producer.send(config.kafka.topics.events, key=customer.encode(), value=json.dumps(event).encode())
-                    if probe:
-                        sent_at[customer] = now.timestamp()
-                    sent += 1
-                time.sleep(0.005)
-            producer.close()
-            time.sleep(10)  # the loader's heartbeats close the last steps; let them load
-            rows = storage.query_rows(
-                "SELECT customer_id, toUnixTimestamp64Milli(min(loaded_at)) FROM aggregate_segments "
-                "WHERE customer_id LIKE 'probe-%' GROUP BY customer_id"
+    seen: dict[str, float] = {}
+    loaded = threading.Event()
+    asked = threading.Event()  # the probes are sent: look for them
+    over = threading.Event()
+    loader_error: list[str] = []
+    with live_job(path, settings, workdir / "live-job.log") as job, open_storage(config.storage) as storage:
+        loader = live_loader(config, storage, load_raw=load_raw)
+        last_query = 0.0
+
+        def on_batch(_: Any) -> None:
+            nonlocal last_query
+            if time.monotonic() - last_query < 0.5 or (loaded.is_set() and not asked.is_set()):
+                return
+            last_query = time.monotonic()
+            if not loaded.is_set() and storage.query_rows("SELECT count() FROM aggregate_segments")[0][0]:
+                loaded.set()
+            if asked.is_set():
+                seen.update({customer: millis / 1000 for customer, millis in storage.query_rows(PROBES_VISIBLE_SQL)})
+
+        def visible() -> dict[str, float]:
+            asked.set()
+            return dict(seen)
+
+        # Loader.run stops only by an exception out of its callback, which runs after a poll that
+        # returned records; its poll (every 0.5 s at most) is where a finished run stops it.
+        poll = loader._poll
+
+        def poll_until_over(consumer: Any, timeout_ms: int) -> dict[Any, list[Any]]:
+            if over.is_set():
+                raise _Done
+            return poll(consumer, timeout_ms)
+
+        loader._poll = poll_until_over  # type: ignore[method-assign]
+
+        def load() -> None:
+            try:
+                loader.run(until_idle=False, on_batch=on_batch)
+            except _Done:
+                pass
+            except Exception as exc:  # reported by failed(): the run stops instead of waiting for it
+                loader_error.append(f"{type(exc).__name__}: {exc}")
+
+        thread = threading.Thread(target=load, name="live-loader", daemon=True)
+        thread.start()
+
+        def failed() -> str:
+            if job.poll() is not None:
+                return f"the job exited ({job.returncode}); see {workdir / 'live-job.log'}"
+            if not thread.is_alive():
+                return "the loader stopped: " + (loader_error[0] if loader_error else "?")
+            return ""
+
+        try:
+            return measure_live(
+                pacer,
+                ready=lambda: loaded.is_set() and (caught_up is None or caught_up(loader)),
+                visible=visible,
+                failed=failed,
+                warmup_s=warmup_s,
+                seconds=seconds,
+                drain_s=drain_s,
             )
-    delays = sorted(loaded_ms / 1000 - sent_at[customer] for customer, loaded_ms in rows)
-    if not delays:
-        raise SystemExit("no probe became visible; see " + str(workdir / "live-job.log"))
+        finally:
+            over.set()
+            thread.join(timeout=60)
 
-    def pct(values: list[float], p: float) -> float:
-        return values[min(len(values) - 1, int(p * len(values)))]
 
-    return {
-        "rate": rate,
-        "seconds": seconds,
-        "probes_sent": len(sent_at),
-        "probes_visible": len(delays),
-        "p50_s": pct(delays, 0.50),
-        "p99_s": pct(delays, 0.99),
-        "max_s": delays[-1],
-        "mean_s": statistics.mean(delays),
-    }
+def live(
+    rate: int, seconds: int, settings: StackSettings, workdir: Path, probe_every: int = 100, warmup_s: int = 15
+) -> dict[str, float]:
+    """Per-record visibility latency at a steady ``rate``, after ``warmup_s`` of the same traffic (demo meters)."""
+    path = config_for("live", settings, workdir, **LIVE_SETTINGS)
+    config = load_config(path, env={})
+    producer = make_producer(settings.bootstrap_servers, linger_ms=5)
+    topic = config.kafka.topics.events
+    customers = ["acme", "globex", "initech", "bharat-ai"]
+
+    def event(n: int, customer: str, moment: datetime) -> bytes:
+        document = {
+            "event_id": f"l{n}",
+            "customer_id": customer,
+            "event_type": "tokens",
+            "timestamp": rfc3339_millis(moment),
+            "quantity": "1",
+            "properties": {"model": "small-1"},
+        }
+        return json.dumps(document).encode()
+
+    pacer = Pacer(
+        lambda customer, line, _: producer.send(topic, key=customer.encode(), value=line),
+        rate,
+        event,
+        lambda n: (customers[n % len(customers)], None),
+        probe_every=probe_every,
+    )
+    try:
+        run = project_live(path, config, settings, workdir, pacer, load_raw=False, warmup_s=warmup_s, seconds=seconds)
+    finally:
+        producer.close()
+    if run.error or not run.seen:
+        raise SystemExit(f"live: {run.error or 'no probe became visible'}; see {workdir / 'live-job.log'}")
+    return {"seconds": seconds, **latency_figures(run)}
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/K
 MAX_DELAY = timedelta(minutes=5)
 JITTER = timedelta(seconds=20)
 ALLOWED_LATENESS = timedelta(minutes=6)
+LATENESS_MS = int(ALLOWED_LATENESS.total_seconds() * 1000)
 #: The backlog's event time ends this long before it is generated; one tick event per partition
 #: ``TICK_AFTER`` after the end closes every peer's last windows (they are valid events, counted).
 END_BEFORE_NOW = timedelta(minutes=15)
@@ -174,6 +175,21 @@ def backlog(
         yield sent(held_key, held_line)
 
 
+def live_line(rng: random.Random, n: int, customer: str, moment: datetime) -> bytes:
+    """bench/compare.py's latency mode: the line of live event ``n`` of ``customer`` at ``moment`` (the wall clock at sending).
+
+    A distinct valid event (no retries, no broken lines): the meters and quantities of :func:`backlog`."""
+    kind = rng.choices(METERS, (50, 30, 10, 10))[0]
+    event = {
+        "event_id": f"l{n:09d}",
+        "customer_id": customer,
+        "event_type": kind,
+        "timestamp": rfc3339(moment),
+        "quantity": _quantity(rng, kind),
+    }
+    return _dumps(event)
+
+
 def tick_line(partition: int, end: datetime) -> tuple[bytes, bytes]:
     """The tick event sent to ``partition`` after the backlog: its event time closes every window of the backlog."""
     customer = f"{TICK_PREFIX}{partition}"
@@ -238,13 +254,25 @@ def parse_line(line: bytes, loads: Callable[[bytes], Any] = json.loads) -> Event
         return None
 
 
-def peer_arguments(name: str, argv: list[str] | None, *, state_dir: bool = False) -> argparse.Namespace:
-    """A peer's command line: the broker, the backlog topic, the output topic, its consumer group."""
+def peer_parser(name: str) -> argparse.ArgumentParser:
+    """A peer's command line: the broker, the input topic, the output topic, its consumer group, its lateness."""
     parser = argparse.ArgumentParser(prog=f"python -m bench.peers.{name}")
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--group", required=True)
+    parser.add_argument(
+        "--lateness-ms",
+        type=int,
+        default=LATENESS_MS,
+        help="how far behind the newest event time a minute closes (default: the backlog's allowed lateness; "
+        "the latency mode's live events are in order)",
+    )
+    return parser
+
+
+def peer_arguments(name: str, argv: list[str] | None, *, state_dir: bool = False) -> argparse.Namespace:
+    parser = peer_parser(name)
     if state_dir:
         parser.add_argument("--state-dir", required=True)
     return parser.parse_args(argv)

@@ -1,13 +1,15 @@
 """Peer (b): the vanilla Flink SQL reference on PyFlink's MiniCluster, bounded (like the project's backfill run).
 
 Kafka source (JSON format, read_committed, from the earliest offset to the end offsets at start,
-offsets committed to the group on checkpoints), the same event rule as far as SQL expresses it
+or on past them with ``--unbounded``: bench/compare.py's latency mode; offsets committed to the
+group on checkpoints), the same event rule as far as SQL expresses it
 (``json.ignore-parse-errors``; rows without a customer, event id, quantity or timestamp, or of an
 unknown type, are dropped), ROW_NUMBER keep-first dedup on (customer_id, event_id) in arrival
 order (processing time), window TVF TUMBLE(1 minute) on event time with a watermark the allowed
-lateness behind, SUM(quantity) as DECIMAL(38, 9) per (customer, meter = event_type), and an
-exactly-once (transactional) Kafka sink. Checkpoints every ``--checkpoint-interval`` ms,
-EXACTLY_ONCE, stored in a temporary folder; hashmap state; parallelism 1.
+lateness behind (``--lateness-ms``), SUM(quantity) as DECIMAL(38, 9) per (customer, meter =
+event_type), and an exactly-once (transactional) Kafka sink. Checkpoints every
+``--checkpoint-interval`` ms, EXACTLY_ONCE, stored in a temporary folder; hashmap state;
+parallelism 1.
 
 What SQL does not express: the project's schema checks (quantity text format, time range),
 future-dated events, dedup retention (the state here grows without bound), late events beyond the
@@ -18,13 +20,12 @@ Usage: python -m bench.peers.flink_sql --bootstrap HOST:PORT --input T --output 
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.peers.common import ALLOWED_LATENESS, METERS
+from bench.peers.common import LATENESS_MS, METERS, peer_parser
 
 
 def lit(value: str) -> str:
@@ -35,8 +36,16 @@ def with_options(options: dict[str, str]) -> str:
     return ", ".join(f"{lit(k)} = {lit(v)}" for k, v in options.items())
 
 
-def statements(bootstrap: str, source: str, sink: str, group: str, transaction_timeout_ms: int = 60_000) -> list[str]:
-    lateness_min = int(ALLOWED_LATENESS.total_seconds()) // 60  # a whole number of minutes
+def statements(
+    bootstrap: str,
+    source: str,
+    sink: str,
+    group: str,
+    transaction_timeout_ms: int = 60_000,
+    *,
+    lateness_ms: int = LATENESS_MS,
+    bounded: bool = True,
+) -> list[str]:
     meters = ", ".join(lit(m) for m in METERS)
     source_options = {
         "connector": "kafka",
@@ -45,7 +54,7 @@ def statements(bootstrap: str, source: str, sink: str, group: str, transaction_t
         "properties.group.id": group,
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": "earliest-offset",
-        "scan.bounded.mode": "latest-offset",
+        **({"scan.bounded.mode": "latest-offset"} if bounded else {}),
         "format": "json",
         "json.ignore-parse-errors": "true",
         "json.timestamp-format.standard": "ISO-8601",
@@ -66,7 +75,7 @@ def statements(bootstrap: str, source: str, sink: str, group: str, transaction_t
             quantity DECIMAL(38, 9),
             rt AS COALESCE(`timestamp`, TO_TIMESTAMP_LTZ(0, 3)),
             pt AS PROCTIME(),
-            WATERMARK FOR rt AS rt - INTERVAL '{lateness_min}' MINUTE
+            WATERMARK FOR rt AS rt - INTERVAL '{lateness_ms / 1000:.3f}' SECOND
         ) WITH ({with_options(source_options)})""",
         f"""CREATE TABLE totals (
             customer_id STRING, meter STRING, window_start STRING, total DECIMAL(38, 9)
@@ -86,11 +95,8 @@ def statements(bootstrap: str, source: str, sink: str, group: str, transaction_t
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--group", required=True)
+    parser = peer_parser("flink_sql")
+    parser.add_argument("--unbounded", action="store_true", help="read on past the end offsets (the latency mode)")
     parser.add_argument("--connector-jar", type=Path, required=True)
     parser.add_argument("--checkpoint-interval", type=int, default=2000, help="ms")
     parser.add_argument("--explain", action="store_true", help="print the plan instead of running")
@@ -112,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("table.local-time-zone", "UTC")
     t_env.get_config().set("pipeline.name", "compare-flink-sql")
-    *ddl, insert = statements(args.bootstrap, args.input, args.output, args.group)
+    *ddl, insert = statements(
+        args.bootstrap, args.input, args.output, args.group, lateness_ms=args.lateness_ms, bounded=not args.unbounded
+    )
     for statement in ddl:
         t_env.execute_sql(statement)
     if args.explain:

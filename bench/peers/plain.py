@@ -4,7 +4,8 @@ Reads the backlog topic (read_committed) from the start, keeps the first (custom
 sums quantities per (customer, meter, minute) in ``Decimal``, and every batch produces the
 minutes the watermark (newest event time of each partition minus the allowed lateness, the
 lowest over the partitions) has passed, in one Kafka transaction with the batch's offsets. At
-the end of the topic it produces every open minute, then waits to be stopped (SIGTERM).
+the end of the topic it produces every open minute, then waits to be stopped (SIGTERM); with
+``--follow`` (bench/compare.py's latency mode) it never stops reading.
 
 Not crash-safe: the dedup set and the open sums live in this process only. The offsets committed
 with a transaction cover events whose minutes are still open (and whose ids are in the set); a
@@ -22,9 +23,7 @@ import sys
 import threading
 from decimal import Decimal
 
-from bench.peers.common import ALLOWED_LATENESS, MINUTE_MS, missing_extra, output_row, parse_line, peer_arguments
-
-LATENESS_MS = int(ALLOWED_LATENESS.total_seconds() * 1000)
+from bench.peers.common import MINUTE_MS, missing_extra, output_row, parse_line, peer_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
     except ImportError as exc:
         return missing_extra("plain", exc)
-    args = peer_arguments("plain", argv)
+    parser = peer_parser("plain")
+    parser.add_argument("--follow", action="store_true", help="never stop at the end of the input (the latency mode)")
+    args = parser.parse_args(argv)
     batch = 10_000
 
     consumer = Consumer(
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 except BufferError:  # the local queue is full (a sparse backlog's last minutes): let it drain
                     producer.poll(0.05)
 
-    while any(positions[p] < ends[p] for p in partitions):
+    while args.follow or any(positions[p] < ends[p] for p in partitions):
         messages = consumer.consume(num_messages=batch, timeout=0.5)
         if not messages:
             continue
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             key = (event.customer_id, event.meter, event.minute_ms)
             sums[key] = sums.get(key, Decimal(0)) + event.quantity
         if len(newest) == len(partitions):
-            flush(min(newest.values()) - LATENESS_MS)
-        if all(positions[p] >= ends[p] for p in partitions):
+            flush(min(newest.values()) - args.lateness_ms)
+        if not args.follow and all(positions[p] >= ends[p] for p in partitions):
             flush(None)
         offsets = [TopicPartition(args.input, p, positions[p]) for p in partitions]
         producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())

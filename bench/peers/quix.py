@@ -4,9 +4,9 @@ One process of a consumer group (start several for more). The backlog topic is r
 and parsed once (orjson), refused lines are filtered out, the event time becomes the record's
 timestamp, a stateful filter keeps the first (customer_id, event_id) (state per message key, the
 customer; RocksDB, with its changelog topic written in the same transaction), and a tumbling
-1-minute window per customer (grace = the allowed lateness, closed per partition) sums each
-meter's quantities as ``Decimal`` (kept as text in the window state: exact). Each closed window
-becomes one output row per meter.
+1-minute window per customer (grace ``--lateness-ms``, by default the allowed lateness; closed
+per partition) sums each meter's quantities as ``Decimal`` (kept as text in the window state:
+exact). Each closed window becomes one output row per meter.
 
 Usage: python -m bench.peers.quix --bootstrap HOST:PORT --input T --output T --group G --state-dir DIR
 """
@@ -17,7 +17,7 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from bench.peers.common import ALLOWED_LATENESS, MINUTE_MS, missing_extra, output_row, parse_line, peer_arguments
+from bench.peers.common import MINUTE_MS, missing_extra, output_row, parse_line, peer_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     sdf = sdf.set_timestamp(lambda event, _key, _timestamp, _headers: event["t"])
     sdf = sdf.filter(first_seen, stateful=True)
     sdf = (
-        sdf.tumbling_window(duration_ms=MINUTE_MS, grace_ms=int(ALLOWED_LATENESS.total_seconds() * 1000))
+        sdf.tumbling_window(duration_ms=MINUTE_MS, grace_ms=args.lateness_ms)
         .reduce(reducer=reducer, initializer=initializer)
         .final(closing_strategy="partition")
     )

@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from bench.compare import Sample, rate_and_cpu, steady
+from bench.compare import (
+    LIVE_CHECKPOINT_MS,
+    LIVE_LATENESS_MS,
+    EndsLeft,
+    Latency,
+    Outcome,
+    Sample,
+    latency_markdown,
+    markdown,
+    peer_commands,
+    rate_and_cpu,
+    steady,
+    summarise,
+)
 from bench.peers.common import (
     MINUTE_MS,
     SHAPES,
     BacklogStats,
     backlog,
     checksum,
+    live_line,
     output_row,
     parse_line,
     recompute,
@@ -105,3 +122,74 @@ def test_missing_bench_extra_exits_2_with_a_message(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(bench.compare, "missing_peer_packages", lambda: ["quixstreams"])
     assert bench.compare.main(["--quick"]) == 2
     assert "pip install -e '.[bench]'" in capsys.readouterr().err
+
+
+def test_a_wrong_total_is_reported_miscount_and_not_ranked_an_unread_output_failed() -> None:
+    expected = {("c", "tokens", 0): Decimal("3"), ("c", "tokens", MINUTE_MS): Decimal("1")}
+    right = checksum(expected, {("c", "tokens", 0): Decimal("3.0"), ("c", "tokens", MINUTE_MS): Decimal(1)})
+    one_off = checksum(expected, {("c", "tokens", 0): Decimal("3"), ("c", "tokens", MINUTE_MS): Decimal("1.000000001")})
+    nothing_read = checksum(expected, {})
+    assert right.ok and not one_off.ok and not nothing_read.ok and nothing_read.missing == 2
+    outcomes = [
+        Outcome("dense", "plain", 1, events_per_s=90_000.0, checksum=right),
+        Outcome("dense", "plain", 2, events_per_s=95_000.0, checksum=one_off),  # one round wrong: the variant is
+        Outcome("dense", "quix-1p", 1, events_per_s=20_000.0, checksum=right),
+        Outcome("dense", "flink-sql", 1, error="read-back: partitions not at their end offsets"),
+    ]
+    status = {row["variant"]: row["status"] for row in summarise(outcomes)}
+    assert status == {"plain": "MISCOUNT", "quix-1p": "OK", "flink-sql": "FAILED"}
+    table = markdown(summarise(outcomes)).splitlines()[2:]
+    # Ranked: only the variant that counted right; the others follow, their figure replaced by their status.
+    assert table[0].startswith("| dense | quix-1p | 20,000")
+    assert "| plain | MISCOUNT (90,000, 95,000)" in table[1] and "wrong 1" in table[1]
+    assert "| flink-sql | FAILED" in table[2]
+
+
+def test_read_back_ends_at_every_partitions_end_offset_not_at_a_quiet_spell() -> None:
+    left = EndsLeft({0: 2001, 1: 0, 2: 7})
+    assert left and "0 (end 2,001)" in str(left) and "1 (" not in str(left)  # an empty partition is read
+    left.reached(0, 1500)  # the end of what is stable so far (a transaction still open): not the end
+    left.reached(2, 7)
+    assert left and list(left.ends) == [0]
+    left.reached(0, 2001)
+    assert not left
+
+
+def test_live_events_are_distinct_valid_events_stamped_with_the_moment_given() -> None:
+    rng = random.Random(1)
+    lines = [live_line(rng, n, "d000001", END) for n in range(200)]
+    events = [parse_line(line) for line in lines]
+    assert all(event is not None and event.millis == int(END.timestamp() * 1000) for event in events)
+    assert recompute(lines).accepted == 200
+    assert all(validate_line(line).ok for line in lines)
+
+
+def test_latency_mode_runs_the_peers_live_with_the_project_live_watermark_and_checkpoints() -> None:
+    from bench.pipeline import LIVE_SETTINGS
+    from udfs.durations import parse_duration
+
+    assert parse_duration(str(LIVE_SETTINGS["max_out_of_orderness"])).total_seconds() * 1000 == LIVE_LATENESS_MS
+    assert parse_duration(str(LIVE_SETTINGS["checkpoint_interval"])).total_seconds() * 1000 == LIVE_CHECKPOINT_MS
+    (plain,) = peer_commands("plain", "in", "b:1", "g", "out", Path("/w"), live=True)
+    assert plain[-3:] == ["--lateness-ms", str(LIVE_LATENESS_MS), "--follow"]
+    (backlog_plain,) = peer_commands("plain", "in", "b:1", "g", "out", Path("/w"))
+    assert "--follow" not in backlog_plain and "--lateness-ms" not in backlog_plain
+    assert len(peer_commands("quix-2p", "in", "b:1", "g", "out", Path("/w"), live=True)) == 2
+
+
+def test_latency_is_reported_per_variant_and_a_missing_probe_is_not_ok() -> None:
+    figures = {
+        "rate": 1000.0, "sent_rate": 998.0, "probes_sent": 600.0, "probes_visible": 600.0, "p50_s": 2.5,
+        "p95_s": 3.5, "p99_s": 4.25, "max_s": 5.0, "p99_past_minute_s": -20.0,
+    }  # fmt: skip
+    ok = Latency("dense", "project", 1000, figures)
+    late = Latency("dense", "plain", 1000, {**figures, "probes_visible": 599.0, "p99_s": math.inf, "max_s": math.inf})
+    failed = Latency("dense", "flink-sql", 1000, error="not ready after 240 s")
+    assert (ok.status, late.status, failed.status) == ("OK", "INCOMPLETE", "FAILED")
+    table = latency_markdown([ok, late, failed]).splitlines()
+    assert "| dense | project | 1,000 / 998 | 600 / 600 | 2.50 / 3.50 / 4.25 / 5.00 | yes | -20.00 |" in table[2]
+    assert "| 599 / 600 | 2.50 / 3.50 / not visible / not visible | no |" in table[3]
+    assert "FAILED: not ready after 240 s" in table[4]
+    rows = summarise([Outcome("dense", "project", 1, events_per_s=20_000.0, checksum=checksum({}, {}))])
+    assert "| 2.50 / 3.50 / 4.25 (at 1,000 events/s) |" in markdown(rows, [ok])
+    assert "event→queryable" not in markdown(rows)

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,10 +16,15 @@ from bench.cpu import java_descendant, thread_cpu
 from bench.pipeline import (
     BENCH_JOB_NAME,
     JVM_PARTS,
+    PROBE_PREFIX,
     CapacitySample,
+    LiveRun,
+    Pacer,
     capacity_rates,
     jvm_thread_group,
+    latency_figures,
     live_shaped_lines,
+    measure_live,
     newest_checkpoint_bytes,
 )
 from infra.settings import StackSettings
@@ -146,3 +152,86 @@ def test_newest_checkpoint_bytes_reads_the_last_checkpoint_and_the_shared_files(
 def test_newest_checkpoint_bytes_without_a_run_is_nan(tmp_path: Path) -> None:
     sizes = newest_checkpoint_bytes(StackSettings.from_env({"METERING_HOME": str(tmp_path)}))
     assert all(math.isnan(value) for value in sizes.values())
+
+
+def fake_pacer(rate: int, sent: list[tuple[str, int | None]]) -> Pacer:
+    return Pacer(
+        lambda customer, line, partition: sent.append((customer, partition)),
+        rate,
+        lambda n, customer, moment: json.dumps({"n": n, "customer_id": customer, "timestamp": moment.isoformat()}).encode(),
+        lambda n: (f"c{n % 3}", n % 3),
+        partitions=4,
+        probe_every=10,
+    )
+
+
+def test_live_measurement_probes_only_after_ready_and_warm_up_and_waits_for_every_probe() -> None:
+    sent: list[tuple[str, int | None]] = []
+    pacer = fake_pacer(1000, sent)
+    began = time.monotonic()
+
+    def visible() -> dict[str, float]:  # each probe visible 0.2 s after it was sent
+        return {c: t + 0.2 for c, t in pacer.sent_at.items() if time.time() >= t + 0.2}
+
+    run = measure_live(
+        pacer,
+        ready=lambda: time.monotonic() - began > 0.3,
+        visible=visible,
+        failed=lambda: "",
+        warmup_s=0.2,
+        seconds=0.5,
+        drain_s=5,
+    )
+    assert not run.error and 0.3 <= run.startup_s < 1
+    probes = [customer for customer, _ in sent if customer.startswith(PROBE_PREFIX)]
+    # Probes only in the probe phase: none among the first 0.5 s of traffic; every 10th event then.
+    assert 40 <= len(probes) <= 60 and len(sent) > 900
+    first = int(probes[0].removeprefix(PROBE_PREFIX))
+    assert first >= 450 and all(int(p.removeprefix(PROBE_PREFIX)) % 10 == 0 for p in probes)
+    # Probes are spread over the partitions; the run ended once every probe was visible.
+    assert {partition for customer, partition in sent if customer.startswith(PROBE_PREFIX)} == {0, 1, 2, 3}
+    assert set(run.seen) == set(run.sent_at) == set(probes)
+    assert 900 <= run.sent_rate <= 1100
+    figures = latency_figures(run)
+    assert figures["probes_visible"] == figures["probes_sent"] == len(probes)
+    assert figures["p50_s"] == figures["p99_s"] == pytest.approx(0.2)
+
+
+def test_live_measurement_stops_by_itself_when_the_variant_fails_or_never_gets_ready() -> None:
+    sent: list[tuple[str, int | None]] = []
+    began = time.monotonic()
+    run = measure_live(
+        fake_pacer(100, sent),
+        ready=lambda: False,
+        visible=dict,
+        failed=lambda: "",
+        warmup_s=0,
+        seconds=1,
+        drain_s=1,
+        startup_timeout_s=0.6,
+    )
+    assert run.error == "not ready after 1 s" and time.monotonic() - began < 3 and not run.sent_at
+    run = measure_live(
+        fake_pacer(100, sent), ready=lambda: True, visible=dict, failed=lambda: "exit [1]", warmup_s=0, seconds=1, drain_s=1
+    )
+    assert run.error == "start-up: exit [1]"
+
+
+def test_latency_figures_count_a_probe_never_seen_as_infinitely_late() -> None:
+    sent_at = {f"{PROBE_PREFIX}{n}": 600.0 + n for n in range(100)}  # sent during minute 10 (600-700 s)
+    seen = {customer: at + 2.0 for customer, at in sent_at.items() if customer != f"{PROBE_PREFIX}99"}
+    figures = latency_figures(LiveRun(1000, sent_at, seen, sent_rate=1000.0))
+    assert figures["probes_sent"] == 100 and figures["probes_visible"] == 99
+    assert figures["p50_s"] == figures["p95_s"] == 2.0
+    assert figures["p99_s"] == figures["max_s"] == math.inf and figures["mean_s"] == 2.0
+    # After the minute's end: sent at 600 + n (minute end 660 for n < 60, 720 after), seen 2 s later.
+    all_seen = latency_figures(LiveRun(1000, sent_at, {c: t + 2.0 for c, t in sent_at.items()}))
+    # The last probe before 660 s (n = 59) was visible 1 s after its minute ended; the rest before theirs did.
+    assert all_seen["p99_past_minute_s"] == pytest.approx(1.0)
+
+
+def test_caught_up_means_having_read_what_was_sent_a_few_seconds_ago() -> None:
+    pacer = fake_pacer(100, [])
+    pacer.began = time.monotonic() - 10.0
+    assert 495 <= pacer.sent_by(5.0) <= 505
+    assert pacer.sent_by(20.0) == 1  # before the traffic: at least one event read
