@@ -28,6 +28,14 @@ from pathlib import Path
 from bench.peers.common import LATENESS_MS, METERS, peer_parser
 
 
+def day_to_second(millis: int) -> str:
+    """An interval literal of ``millis`` (``INTERVAL '360' SECOND`` overflows SECOND's default precision of 2 digits)."""
+    days, rest = divmod(millis, 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{rest / 1000:06.3f}' DAY TO SECOND(3)"
+
+
 def lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -75,7 +83,7 @@ def statements(
             quantity DECIMAL(38, 9),
             rt AS COALESCE(`timestamp`, TO_TIMESTAMP_LTZ(0, 3)),
             pt AS PROCTIME(),
-            WATERMARK FOR rt AS rt - INTERVAL '{lateness_ms / 1000:.3f}' SECOND
+            WATERMARK FOR rt AS rt - {day_to_second(lateness_ms)}
         ) WITH ({with_options(source_options)})""",
         f"""CREATE TABLE totals (
             customer_id STRING, meter STRING, window_start STRING, total DECIMAL(38, 9)
