@@ -102,6 +102,12 @@ def _kafka_options(config: Config, topic: str) -> dict[str, str]:
 SINK_FORMATS = {"json": {"format": "json", "json.encode.decimal-as-plain-number": "true"}, "raw": {"format": "raw"}}
 
 
+#: The sinks' producers batch more than Kafka's defaults (16 KiB, no linger): records become
+#: visible at checkpoints anyway, and per-request overhead was most of each sink's network thread
+#: (docs/benchmarks.md, "The job's Kafka sinks").
+SINK_PRODUCER = {"properties.linger.ms": "50", "properties.batch.size": str(512 * 1024)}
+
+
 def _exactly_once_sink(config: Config, options: RunOptions, topic: str, name: str, value_format: str = "json") -> dict[str, str]:
     timeout_ms = int(config.kafka.transaction_timeout / timedelta(milliseconds=1))
     return {
@@ -110,6 +116,7 @@ def _exactly_once_sink(config: Config, options: RunOptions, topic: str, name: st
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{transactional_prefix(config, options)}-{name}",
         "properties.transaction.timeout.ms": str(timeout_ms),
+        **SINK_PRODUCER,
     }
 
 
