@@ -6,7 +6,7 @@ into a fresh chDB database the way the live pipeline leaves it, without Kafka or
 - every line becomes a Kafka-record-like object (events topic, partition = kafka-python's murmur2 of
   the customer id over 4 partitions as ``metering produce`` keys it, increasing offsets, timestamp =
   receive time: the demo's pace through the file plus 2 s) and goes through the loader's own
-  ``jobs.loader.raw_row`` into ``raw_events``;
+  the job's raw rows (``schemas.validate.raw_event_row``) into ``raw_events``;
 - the records the job refuses as a whole (invalid, unknown meter, future timestamp) get a
   record-level dead letter (meter ''), as the job writes them, because the replay leaves those out;
 - one marker row in ``period_finals`` (revision 1, customer ``~bench-live-watermark``) with
@@ -46,9 +46,9 @@ from clickhouse.migrate import migrate
 from clickhouse.queries import sql_of
 from jobs.config import Config, load_config
 from jobs.demo import SPAN, START, demo_document, generate
-from jobs.loader import COLUMNS, raw_row
+from jobs.loader import COLUMNS
 from jobs.replay import Progress, ReplayReport, ReplayRequest, replay
-from schemas.validate import job_reason
+from schemas.validate import RAW_EVENT_COLUMNS, job_reason, raw_event_row
 from udfs.periods import billing_period, from_epoch_millis
 
 PARTITIONS = 4
@@ -62,13 +62,22 @@ DEFAULT_DAY = "2026-03-30"
 # --- loading ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Record:
-    """What jobs.loader.raw_row reads from a Kafka record."""
+    """What a raw_events row is made of (``schemas.validate.raw_event_row``, the rows the job writes)."""
 
     value: bytes
     topic: str
     partition: int
     offset: int
     timestamp: int  # ms
+
+
+def raw_values(record: Record) -> list[Any] | None:
+    """The ``raw_events`` row of ``record`` (column values in the table's order), or None for no valid event."""
+    row = raw_event_row(record.value, record.topic, record.partition, record.offset, record.timestamp)
+    if row is None:
+        return None
+    row |= {"event_time": from_epoch_millis(row["event_time"]), "received_at": from_epoch_millis(row["received_at"])}
+    return [row[column] for column in RAW_EVENT_COLUMNS]
 
 
 def _partition(customer: str | None) -> int:
@@ -146,13 +155,13 @@ def load(storage: Storage, config: Config, path: Path) -> Loaded:
     for record, line in records(path, config.kafka.topics.events):
         stats.lines += 1
         received = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-        converted = raw_row(record)
+        converted = raw_values(record)
         if converted is not None:
-            raw.append(converted[1])
+            raw.append(converted)
             stats.raw_rows += 1
         reason = record_refusal(line, received, config)
         if reason is not None:
-            row = converted[1] if converted is not None else None
+            row = converted
             dead.append(
                 [
                     reason,
