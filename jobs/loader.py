@@ -506,9 +506,8 @@ class Loader:
                     into, columns = JSON_LINE_TABLES[table]
                     lines = b"\n".join(row[1] for row in rows)
                     self.storage.client.raw_insert(into, columns, lines, fmt="JSONEachRow", settings=JSON_LINE_SETTINGS)
-                    self.stats.inserts += 1
-                    return None
-                self.storage.client.insert(data=rows, context=self._insert_context(table))
+                else:
+                    self.storage.client.insert(data=rows, context=self._insert_context(table))
                 self.stats.inserts += 1
                 return None
             except Exception as exc:
