@@ -227,17 +227,40 @@ def variant_and_broker(cpu_us: dict[str, float], parts: list[str]) -> dict[str, 
 CAUGHT_UP_S = 5.0
 
 
+def read_to_ends(committed: dict[int, int], ends: dict[int, int]) -> bool:
+    """Whether every partition's committed offset is at or past its end offset (never committed: -1; empty: read).
+
+    Per partition, not a total: the topic may hold more than the backlog (the project's loader
+    sends heartbeats to its events topic, the backlog's), and a total of committed offsets that
+    reached the backlog's line count while one partition still had its last records (its tick
+    among them) unread once stopped a peer before it had written a single minute.
+    """
+    return all(end == 0 or committed.get(partition, -1) >= end for partition, end in ends.items())
+
+
 class Committed:
-    """A group's committed offsets on a topic (a consumer that never joins the group, only asks)."""
+    """A group's committed offsets on a topic (a consumer that never joins the group, only asks).
+
+    ``ends``: the topic's end offsets when it is created (before the peer starts): what the peer
+    must have committed to be done (:meth:`finished`).
+    """
 
     def __init__(self, bootstrap: str, group: str, topic: str) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
         self.partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        self.ends = {tp.partition: self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self.partitions}
+        self._last: dict[int, int] = {}
 
     def lines(self) -> int:
-        return sum(max(tp.offset, 0) for tp in self.consumer.committed(self.partitions, timeout=10))
+        """Records committed (the sum over the partitions); also remembers the offsets for :meth:`finished`."""
+        self._last = {tp.partition: tp.offset for tp in self.consumer.committed(self.partitions, timeout=10)}
+        return sum(max(offset, 0) for offset in self._last.values())
+
+    def finished(self) -> bool:
+        """Whether the offsets last read by :meth:`lines` reach :attr:`ends` in every partition."""
+        return read_to_ends(self._last, self.ends)
 
     def lag(self, topics: Iterable[str]) -> int:
         """Records of ``topics`` not yet committed by the group (end offsets - committed offsets)."""
@@ -406,15 +429,18 @@ def run_peer(variant: str, backlog_: Backlog, round_: int, workdir: Path, broker
             if any(code not in (None, 0) for code in exited):
                 outcome.error = f"exit {exited}; see {logs[0]}"
                 break
-            if all(code == 0 for code in exited):
-                consumed = backlog_.lines  # finished: everything read, its output committed
+            # Done: exited, or committed (with its output) up to the end offsets of every partition.
+            done = all(code == 0 for code in exited) or committed.finished()
+            if done:
+                consumed = backlog_.lines
             # A process that has exited reads as 0: it keeps its last figure.
             previous = samples[-1].cpu_s
             cpu = {f"process_{n}": max(tree_cpu(p.pid), previous.get(f"process_{n}", 0.0)) for n, p in enumerate(processes)}
             broker_stat = proc_stat(broker)
             cpu["broker"] = broker_stat[1] if broker_stat else 0.0
-            samples.append(Sample(now, consumed, cpu))
-            if consumed >= backlog_.lines:
+            # Beyond the backlog's lines is only what was appended to the topic since it was seeded.
+            samples.append(Sample(now, min(consumed, backlog_.lines), cpu))
+            if done:
                 break
             if now > timeout_s:
                 outcome.error = f"timeout: {consumed:,} of {backlog_.lines:,} lines after {timeout_s:.0f} s; see {logs[0]}"

@@ -1,4 +1,4 @@
-"""Benchmark the dashboard queries on a realistic volume; prints p50/p95/p99 and appends them to docs/benchmarks.md.
+"""Benchmark the dashboard queries on a realistic volume; prints p50/p95/p99 and keeps them in .metering/bench.
 
 Data (synthetic, generated inside ClickHouse with INSERT ... SELECT FROM numbers(), so loading is
 fast): N customers x D days of minute segments, several meters per customer (a count, a sum grouped
@@ -269,7 +269,9 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="200 customers x 3 days x 30 runs (seconds)")
     parser.add_argument("--dir", type=Path, default=ROOT / ".metering" / "bench-dashboard")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
-    parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    parser.add_argument(
+        "--no-record", action="store_true", help="print the figures only (default: also keep them in .metering/bench)"
+    )
     args = parser.parse_args()
     if args.small:
         args.customers, args.days, args.runs = 200, 3, 30
@@ -284,8 +286,10 @@ def main() -> int:
     text = report(args, loaded, timings, du(args.dir))
     print(text)
     if not args.no_record:
-        with (ROOT / "docs" / "benchmarks.md").open("a") as handle:
-            handle.write(text)
+        kept = ROOT / ".metering" / "bench" / f"dashboard-queries-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.md"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(text)
+        print(f"figures kept in {kept}")
     if not args.keep:
         shutil.rmtree(args.dir, ignore_errors=True)
     return 0 if all(t.percentile(0.95) <= TARGET_P95_MS for t in timings) else 1

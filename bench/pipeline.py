@@ -1,4 +1,4 @@
-"""Benchmark the pipeline end to end on the local stack; prints figures and appends them to docs/benchmarks.md.
+"""Benchmark the pipeline end to end on the local stack; prints its figures and keeps them in .metering/bench.
 
 Three measurements, exactly-once on (EXACTLY_ONCE checkpoints, transactional sinks, read_committed):
 
@@ -828,7 +828,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="live: events/s sent (0 skips it)")
     parser.add_argument("--seconds", type=int, default=60, help="live: how long to send")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
-    parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    parser.add_argument("--no-record", action="store_true", help="print the figures only (default: also keep them in --workdir)")
     args = parser.parse_args()
     settings = StackSettings.from_env()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -852,12 +852,16 @@ def main() -> None:
     if args.rate:
         results["live"] = live(args.rate, args.seconds, settings, args.workdir)
         print("live:", json.dumps(results["live"]), flush=True)
+    table = record(args, results)
+    print(table)
     if not args.no_record:
-        record(args, results)
+        kept = args.workdir / f"pipeline-{datetime.now(UTC):%Y%m%d-%H%M%S}.md"
+        kept.write_text(table)
+        print(f"figures kept in {kept}")
 
 
-def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> None:
-    """Append this run's figures to docs/benchmarks.md."""
+def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> str:
+    """This run's figures as a Markdown table with its command (docs/benchmarks.md holds the current ones, not every run)."""
     command = (
         f".venv/bin/python bench/pipeline.py --events {args.events} --capacity-events {args.capacity_events} "
         f"--customers {args.customers} --nominal-rate {args.nominal_rate}{' --load-raw' if args.load_raw else ''} "
@@ -914,8 +918,7 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> No
             f"| **live: event sent → queryable, p50 / p99 / max** | **{live_result['p50_s']:.2f} s / "
             f"{live_result['p99_s']:.2f} s** / {live_result['max_s']:.2f} s |",
         ]
-    with (ROOT / "docs" / "benchmarks.md").open("a") as handle:
-        handle.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

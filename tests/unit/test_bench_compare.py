@@ -22,6 +22,7 @@ from bench.compare import (
     markdown,
     peer_commands,
     rate_and_cpu,
+    read_to_ends,
     steady,
     summarise,
 )
@@ -153,6 +154,18 @@ def test_read_back_ends_at_every_partitions_end_offset_not_at_a_quiet_spell() ->
     assert left and list(left.ends) == [0]
     left.reached(0, 2001)
     assert not left
+
+
+def test_a_peer_is_done_when_every_partition_is_committed_to_its_end_not_when_the_total_is() -> None:
+    ends = {0: 302_269, 1: 237_934, 2: 301_973, 3: 267_835}  # partition 0: 11 heartbeats past the backlog
+    backlog_lines = 1_109_987 - 11
+    # The total reaches the backlog's lines while partition 3's last records (its tick) are unread:
+    # stopping here once left a peer that had not yet closed a single minute (every key missing).
+    short = {0: 302_269, 1: 237_934, 2: 301_973, 3: 267_830}
+    assert sum(short.values()) >= backlog_lines and not read_to_ends(short, ends)
+    assert read_to_ends(dict(ends), ends) and read_to_ends({p: end + 5 for p, end in ends.items()}, ends)
+    assert not read_to_ends({0: 302_269, 1: 237_934, 2: 301_973}, ends)  # a partition never committed
+    assert not read_to_ends({0: -1001}, {0: 5}) and read_to_ends({}, {0: 0})  # an empty partition is read
 
 
 def test_live_events_are_distinct_valid_events_stamped_with_the_moment_given() -> None:
