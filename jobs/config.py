@@ -18,7 +18,7 @@ its max parallelism, no meters) is refused here, so ``metering config validate``
 Identifiers matched against events (customer ids, event types, property names) must be values
 the event schema allows: one that no event can carry would never match, silently.
 
-``config.example.yaml`` at the repository root documents every key; a test parses it.
+``config/metering.example.yaml`` documents every key; a test parses it.
 """
 
 from __future__ import annotations
