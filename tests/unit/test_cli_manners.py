@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
+import tomllib
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -242,3 +244,26 @@ def test_job_submit_without_config_uses_the_built_in_defaults(tmp_path: Path) ->
     submit = next(p for path, p in _parsers(build_parser()) if path == ("job", "submit"))
     config_help = next(a.help for a in submit._actions if "--config" in a.option_strings)
     assert config_help is not None and "built-in defaults" in config_help
+
+
+# --- packaging: no setuptools warnings ---------------------------------------------------------
+
+
+def test_every_folder_of_package_data_is_a_listed_package() -> None:
+    """setuptools warns "Package would be ignored" for each data folder absent from `packages` (nine did)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = set(project["tool"]["setuptools"]["packages"])
+    package_data = project["tool"]["setuptools"]["package-data"]
+    shipped: set[Path] = set()
+    for package, patterns in package_data.items():
+        assert package in packages, package
+        base = ROOT / package.replace(".", "/")
+        shipped |= {p.parent for pattern in patterns for p in base.glob(pattern) if p.is_file()}
+    unlisted = {str(p.relative_to(ROOT)).replace("/", ".") for p in shipped} - packages
+    assert not unlisted
+    assert isinstance(project["project"]["license"], str)  # a TOML table is deprecated (setuptools warns)
+
+
+def test_readme_demo_time_is_the_measured_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"about 6.7 minutes", readme) and "about\n4 minutes" not in readme and "about 4 minutes" not in readme
