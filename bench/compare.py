@@ -501,7 +501,7 @@ def run_project(backlog_: Backlog, round_: int, workdir: Path, timeout_s: float)
         max_out_of_orderness="30s",
     )
     config = load_config(path, env={})
-    from jobs.cli import ensure_topics
+    from jobs.topics import ensure_topics
 
     ensure_topics(config)
     events = backlog_.expected.accepted

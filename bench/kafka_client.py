@@ -53,10 +53,10 @@ def worker(part: str, variant: str, config_path: Path, lines: int) -> dict[str, 
     from bench.loader_raw import KafkaPythonConsumer
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
-    from jobs.cli import ensure_topics
     from jobs.config import load_config
     from jobs.loader import Loader
     from jobs.produce import make_producer, produce_lines
+    from jobs.topics import ensure_topics
 
     document = yaml.safe_load(config_path.read_text())
     topic = f"bench-kafka-client-{uuid.uuid4().hex[:8]}"

@@ -464,11 +464,11 @@ def loader_run(
     from clickhouse.migrate import migrate
     from infra.kafka import KafkaBroker
     from infra.settings import StackSettings
-    from jobs.cli import ensure_topics
     from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
     from jobs.kafka_consumer import ConfluentConsumer
     from jobs.loader import Loader
     from jobs.produce import make_producer
+    from jobs.topics import ensure_topics
 
     env = dict(os.environ)
     env["METERING_HOME"] = str(ROOT / ".metering" / "bench-loader-raw")

@@ -65,11 +65,11 @@ from clickhouse.client import open_storage  # noqa: E402
 from clickhouse.migrate import migrate  # noqa: E402
 from infra.flink import STATE_BACKENDS, connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
-from jobs.cli import ensure_topics  # noqa: E402
 from jobs.config import Config, load_config  # noqa: E402
 from jobs.demo import demo_document, generate, random_event  # noqa: E402
 from jobs.loader import Loader  # noqa: E402
 from jobs.produce import make_producer, produce_lines  # noqa: E402
+from jobs.topics import ensure_topics  # noqa: E402
 from udfs.periods import rfc3339_millis  # noqa: E402
 
 

@@ -60,8 +60,8 @@ from bench.pipeline import (  # noqa: E402
 from infra.flink import connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
 from jobs import sql  # noqa: E402
-from jobs.cli import ensure_topics  # noqa: E402
 from jobs.config import Config, load_config  # noqa: E402
+from jobs.topics import ensure_topics  # noqa: E402
 
 STAGES = ("read", "json", "parse", "dedup", "window", "job")
 PARTIAL_SINK = (

@@ -53,12 +53,45 @@ def with_group_by(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def render(rows: list[dict[str, Any]], fmt: str) -> str:
-    """Render rows as jsonl, json, csv or an aligned text table."""
+def columns_of(name: str) -> list[str]:
+    """The columns a named query returns, from its outermost SELECT list (an alias, else the expression's last name)."""
+    text = "\n".join(line.split("--")[0] for line in sql_of(name).splitlines())
+    start = text.upper().index("SELECT") + len("SELECT")
+    items: list[str] = []
+    depth, current = 0, ""
+    for i in range(start, len(text)):
+        char = text[i]
+        if depth == 0 and text[i : i + 6].upper() in (" FROM ", "\nFROM "):
+            break
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
+    names: list[str] = []
+    for item in (" ".join(item.split()) for item in items):
+        head, _, alias = item.rpartition(" AS ")
+        names.append((alias if head and ")" not in alias else item).split(".")[-1].strip('`"'))
+    return names
+
+
+def render(rows: list[dict[str, Any]], fmt: str, columns: list[str] | None = None) -> str:
+    """Render rows as jsonl, json, csv or an aligned text table.
+
+    With no rows: json ``[]``, jsonl nothing, csv the header line of ``columns`` (when given), table ``(no rows)``.
+    """
     if fmt == "jsonl":
         return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
+    if not rows and fmt == "csv":
+        if not columns:
+            return ""
+        out = io.StringIO()
+        csv.writer(out).writerow(columns)
+        return out.getvalue()
     if not rows:
         return "(no rows)\n"
     columns = list(rows[0])

@@ -55,7 +55,8 @@ class SubmitOptions:
     """What `metering job submit` was asked for."""
 
     cluster_url: str
-    config_path: Path
+    #: None: the built-in defaults (the job on the cluster applies its METERING__* variables)
+    config_path: Path | None
     job_name: str = "metering"
     parallelism: int | None = None
     state_backend: str | None = None
@@ -84,10 +85,20 @@ def web_url(cluster_url: str, job_id: str) -> str:
 UDF_JAR_NAME = "metering-udfs.jar"
 
 
-def package(project_root: Path, config_path: Path, target: Path, udf_jar: Path | None = None) -> Path:
-    """Zip the job's Python packages into ``target``, with copies of its configuration and UDF jar; returns the zip."""
+#: The configuration a job submitted without --config gets: an empty document, the built-in defaults.
+BUILT_IN_DEFAULTS = "# no --config: the built-in defaults (plus METERING__* variables)\n"
+
+
+def package(project_root: Path, config_path: Path | None, target: Path, udf_jar: Path | None = None) -> Path:
+    """Zip the job's Python packages into ``target``, with copies of its configuration and UDF jar; returns the zip.
+
+    ``config_path`` None: the built-in defaults.
+    """
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(config_path, target / "metering.yaml")
+    if config_path is None:
+        (target / "metering.yaml").write_text(BUILT_IN_DEFAULTS)
+    else:
+        shutil.copyfile(config_path, target / "metering.yaml")
     if udf_jar is not None:
         shutil.copyfile(udf_jar, target / UDF_JAR_NAME)
     archive = target / "metering-python.zip"

@@ -154,3 +154,56 @@ def produce_lines(
         future.add_errback(failed)
     producer.flush()
     return summary
+
+
+@dataclass
+class FileProduced:
+    """What :func:`produce_file` did: the summary, and whether it had to create the topic."""
+
+    summary: ProduceSummary
+    created_topic: bool
+
+
+def produce_file(
+    path: str,
+    *,
+    bootstrap: str,
+    topic: str,
+    partitions: int = 4,
+    validate: bool = True,
+    rejects: str | None = None,
+    connect_timeout_s: float = 10.0,
+    progress: bool | None = None,
+) -> FileProduced:
+    """Send a JSON-lines file (``-``: standard input) to ``topic``, creating the topic if it is missing.
+
+    ``rejects`` names a file for the refused lines with their reasons. ``progress``: a byte progress
+    bar on stderr (None: only when stderr is a terminal, False: never).
+    """
+    import os
+    import sys
+
+    from tqdm import tqdm
+
+    from jobs.topics import ensure_topic
+
+    source = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    total = None if path == "-" else os.path.getsize(path)
+    rejects_file = open(rejects, "w") if rejects else None  # noqa: SIM115
+    try:
+        created = ensure_topic(bootstrap, topic, partitions=partitions, connect_timeout_s=connect_timeout_s)
+        producer = make_producer(bootstrap)
+        try:
+            disable = None if progress is None else not progress
+            with tqdm(total=total, unit="B", unit_scale=True, desc="produce", disable=disable, file=sys.stderr) as bar:
+                summary = produce_lines(
+                    source, producer=producer, topic=topic, validate=validate, rejects=rejects_file, on_line=bar.update
+                )
+        finally:
+            producer.close()
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+        if rejects_file is not None:
+            rejects_file.close()
+    return FileProduced(summary, created)

@@ -11,10 +11,10 @@ import yaml
 
 from clickhouse.client import open_storage
 from clickhouse.migrate import migrate
-from jobs.cli import ensure_topics
 from jobs.config import Config, load_config
 from jobs.demo import demo_document, generate
 from jobs.produce import make_producer, produce_lines
+from jobs.topics import ensure_topics
 
 EVENTS = 4000
 

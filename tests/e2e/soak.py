@@ -47,10 +47,10 @@ from typing import Any
 import yaml
 
 from infra.settings import PROJECT_ROOT, StackSettings
-from jobs.cli import ensure_topics
 from jobs.config import Config, load_config
 from jobs.demo import Expected, compare, demo_document, generate, recompute
 from jobs.produce import _key_of, make_producer
+from jobs.topics import ensure_topics
 from tests.e2e.browser import artifacts_dir
 from tests.e2e.harness import metering, run, transaction_states
 

@@ -25,10 +25,10 @@ from typing import Any
 import yaml
 
 from infra.settings import StackSettings
-from jobs.cli import ensure_topics
 from jobs.config import Config, load_config
 from jobs.demo import MALFORMED, MODELS, Key, accepted, demo_document, random_event, recompute
 from jobs.produce import make_producer
+from jobs.topics import ensure_topics
 from tests.e2e.harness import committed_values, run_bounded_job
 from udfs.periods import billing_period, epoch_millis, rfc3339_millis
 

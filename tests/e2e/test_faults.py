@@ -30,10 +30,10 @@ from typing import Any
 import yaml
 
 from infra.settings import PROJECT_ROOT
-from jobs.cli import ensure_topics
 from jobs.config import Config, load_config
 from jobs.demo import Expected, Key, compare, demo_document, generate, recompute
 from jobs.produce import make_producer, produce_lines
+from jobs.topics import ensure_topics
 from tests.e2e.browser import artifacts_dir
 from tests.e2e.harness import committed_values, transaction_states
 

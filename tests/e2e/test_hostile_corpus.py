@@ -41,11 +41,11 @@ from clickhouse.client import open_storage
 from clickhouse.migrate import migrate
 from infra.flink_rest import FlinkRest
 from infra.settings import PROJECT_ROOT
-from jobs.cli import ensure_topics
 from jobs.config import Config, load_config
 from jobs.loader import Loader, LoaderStats
 from jobs.produce import JSON_WHITESPACE, make_producer, produce_lines
 from jobs.sql import NO_PARTITION
+from jobs.topics import ensure_topics
 from schemas.validate import job_reason, validate_line
 from tests.corpus.generate import CorpusLine, find_jsontestsuite, generate, write
 

@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from infra.settings import PROJECT_ROOT, StackSettings
-from jobs.cli import ensure_topics
 from jobs.config import load_config
 from jobs.demo import Expected, compare, demo_document, generate, recompute
+from jobs.topics import ensure_topics
 from schemas.validate import raw_event_row
 from tests.e2e.harness import produce, run, run_bounded_job
 

@@ -26,9 +26,9 @@ import yaml
 
 from clickhouse.client import open_storage
 from infra.settings import PROJECT_ROOT, StackSettings
-from jobs.cli import ensure_topics
 from jobs.config import load_config
 from jobs.demo import demo_document
+from jobs.topics import ensure_topics
 from tests.e2e.harness import committed_values, metering, produce, run, wait_until_consumed
 from tests.e2e.test_restore_lateness import token_event
 

@@ -41,8 +41,8 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from infra.settings import PROJECT_ROOT, StackSettings
-from jobs.cli import ensure_topics
 from jobs.config import load_config
+from jobs.topics import ensure_topics
 from tests.e2e.browser import artifacts_dir
 from tests.e2e.harness import run_bounded_job
 

@@ -27,9 +27,9 @@ from typing import Any
 import yaml
 
 from infra.settings import StackSettings
-from jobs.cli import ensure_topics
 from jobs.config import Config, load_config
 from jobs.demo import demo_document
+from jobs.topics import ensure_topics
 from tests.e2e.harness import committed_values, metering, produce, reported_status, run, wait_until_consumed
 
 BASE = datetime(2026, 3, 10, tzinfo=UTC)

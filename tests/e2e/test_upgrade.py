@@ -22,9 +22,9 @@ from typing import Any
 import yaml
 
 from infra.settings import StackSettings
-from jobs.cli import ensure_topics
 from jobs.config import load_config
 from jobs.demo import SPAN, START, demo_document, generate
+from jobs.topics import ensure_topics
 from tests.e2e.harness import load_and_compare, metering, produce, reported_status, run, wait_until_consumed
 
 EVENTS = 8000

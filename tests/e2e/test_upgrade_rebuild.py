@@ -22,9 +22,9 @@ from typing import Any
 import yaml
 
 from infra.settings import StackSettings
-from jobs.cli import ensure_topics
 from jobs.config import load_config
 from jobs.demo import demo_document, generate
+from jobs.topics import ensure_topics
 from tests.e2e.harness import (
     committed_values,
     load_and_compare,

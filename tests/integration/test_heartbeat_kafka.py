@@ -13,11 +13,12 @@ import pytest
 from clickhouse.client import StorageSettings, open_storage
 from clickhouse.migrate import migrate
 from infra.settings import PROJECT_ROOT
-from jobs.cli import EXIT_FAILURE, EXIT_OK, ensure_topics, main
+from jobs.cli import EXIT_FAILURE, EXIT_OK, main
 from jobs.config import Config, KafkaSettings, Topics
 from jobs.heartbeat import HeartbeatSender, is_heartbeat
 from jobs.loader import Loader
 from jobs.produce import make_producer
+from jobs.topics import ensure_topics
 from schemas.validate import raw_event_line
 from tests.integration.test_kafka_roundtrip import consume_all
 

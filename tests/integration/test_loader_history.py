@@ -32,11 +32,11 @@ import pytest
 import jobs.loader
 from clickhouse.client import Storage, StorageSettings, open_storage
 from clickhouse.migrate import migrate
-from jobs.cli import ensure_topics
 from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
 from jobs.inserts import REFUSED_CODES, RETRY_CODES
 from jobs.loader import COLUMNS, PARTITION_MONTH_COLUMNS, Loader, LoaderStats, segment_line_row
 from jobs.produce import make_producer
+from jobs.topics import ensure_topics
 from schemas.validate import raw_event_line
 
 CUSTOMERS = ("acme", "globex", "initech", "umbrella")

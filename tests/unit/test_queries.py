@@ -463,7 +463,26 @@ def test_render_csv_quotes_and_serializes_objects() -> None:
         {"customer_id": "a", "total": "1.5", "event_count": "3", "group_by": '{"model": "x"}'},
         {"customer_id": 'bb,"c"', "total": "-20", "event_count": "", "group_by": "{}"},
     ]
-    assert render([], "csv") == "(no rows)\n"
+    assert render([], "csv") == ""  # CSV, never a "(no rows)" line a CSV reader would take for a header
+
+
+def test_render_csv_without_rows_is_the_header_line() -> None:
+    assert render([], "csv", ["customer_id", "total"]) == "customer_id,total\r\n"
+    assert render([], "json", ["customer_id"]) == "[]\n"
+
+
+@pytest.mark.parametrize(
+    "name", ["usage", "customer_usage", "series_minute", "finals", "customer_periods", "customers", "corrections", "dead_letters"]
+)
+def test_columns_of_a_query_are_its_select_list(name: str) -> None:
+    from clickhouse.queries import columns_of, sql_of
+
+    columns = columns_of(name)
+    assert columns and len(set(columns)) == len(columns)
+    body = sql_of(name)
+    assert all(c in body for c in columns)
+    if name in ("usage", "finals"):
+        assert columns[:3] == ["customer_id", "meter", "group_key"] and "total" in columns
 
 
 def test_render_table_aligns_columns() -> None:

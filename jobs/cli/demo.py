@@ -1,0 +1,211 @@
+"""`metering demo`: the whole pipeline end to end on a generated workload, checked against a recomputation.
+
+Each step calls the library function the matching command is a thin layer over (stack, migrate,
+jobs.produce.produce_file, jobs.runs.run_local_job and load_outputs); jobs/demo.py generates the
+workload and recomputes the expected totals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jobs.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, ProgressLine, Subcommands, add_format, stack
+from jobs.cli.load import progress_text
+from jobs.cli.stack import STOP_COMMAND, render_status
+
+
+def utc_minute(moment: str) -> str:
+    """An RFC 3339 UTC time as ``2026-03-01 00:00 UTC``."""
+    return moment[:16].replace("T", " ") + " UTC"
+
+
+def render_usage(rows: list[dict[str, Any]]) -> str:
+    """Per customer: each meter/group/period total with final or provisional status; period bounds in UTC, labelled."""
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_customer.setdefault(row["customer_id"], []).append(row)
+    lines: list[str] = []
+    for customer, items in sorted(by_customer.items()):
+        lines.append(f"\n   {customer}")
+        for r in items:
+            group = ",".join(f"{k}={v}" for k, v in r["group_by"].items()) or "-"
+            lines.append(
+                f"     {r['meter']:<19} {group:<16} {utc_minute(r['period_start'])} .. {utc_minute(r['period_end'])}  "
+                f"{r['total']:>26}  {r['status']:<11} {r['event_count']:>8,} events"
+            )
+    return "\n".join(lines)
+
+
+def closing_text(config_path: Path, first_customer: str) -> str:
+    """The demo's last words: where to look next, and how to stop what it left running."""
+    return (
+        "\nSee it in the dashboard (usage so far, charts per minute/hour/day, finals, pipeline health):\n"
+        f"   bash infra/run.sh dashboard --config {config_path}\n"
+        f"   then open http://127.0.0.1:8050/?customer={first_customer}  (Ctrl-C stops it; docs/dashboards.md)\n"
+        "\nKafka and Flink are still running (the dashboard and queries do not need them). Stop them with:\n"
+        f"   {STOP_COMMAND}    (or: bash infra/run.sh stack down)"
+    )
+
+
+def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) -> tuple[int, dict[str, Any]]:
+    """Stack up, migrate, generate a workload, produce, run job + loader, compare with a recomputation.
+
+    ``say`` receives the human progress; returns the exit code and a summary (the JSON output).
+    """
+    import yaml
+
+    from clickhouse.client import open_storage
+    from clickhouse.migrate import migrate
+    from infra.settings import StackSettings
+    from jobs.config import load_config
+    from jobs.demo import collect_results, compare, demo_document, generate, recompute
+    from jobs.produce import produce_file
+    from jobs.runs import load_outputs, run_local_job
+
+    settings = StackSettings.from_env()
+    local = stack()
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    workdir = workdir / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    summary: dict[str, Any] = {"run_id": run_id, "passed": False, "stop": STOP_COMMAND, "timings": timings}
+
+    def step(label: str) -> float:
+        say(f"\n== {label}")
+        return time.monotonic()
+
+    t = step("1/7 local stack: Kafka (KRaft) broker + Flink JobManager/TaskManager on 127.0.0.1")
+    local.up()
+    say(render_status(local.status()))
+    timings["stack"] = time.monotonic() - t
+
+    config_path = workdir / "metering.yaml"
+    config_path.write_text(yaml.safe_dump(demo_document(run_id, settings.bootstrap_servers, settings.chdb_path), sort_keys=False))
+    config = load_config(config_path, env={})
+    summary["config"] = str(config_path)
+    t = step(f"2/7 ClickHouse (chDB at {settings.chdb_path}): migrate database {config.storage.database}")
+    with open_storage(config.storage) as storage:
+        for m in migrate(storage):
+            say(f"   applied {m.version:04d}_{m.name}")
+    timings["migrate"] = time.monotonic() - t
+
+    t = step(f"3/7 generating {events:,} events for {config_path.parent}")
+    events_file = workdir / "events.jsonl"
+    workload = generate(events_file, events, seed=seed)
+    summary["workload"] = {
+        "lines": workload.lines,
+        "duplicates": workload.duplicates,
+        "conflicts": workload.conflicts,
+        "late_within_grace": workload.late_within_grace,
+        "late_beyond_grace": workload.late_beyond_grace,
+        "malformed": dict(sorted(workload.malformed.items())),
+    }
+    say(
+        f"   {workload.lines:,} lines: {workload.duplicates:,} duplicates ({workload.conflicts} conflicting), "
+        f"{workload.late_within_grace:,} late within grace, {workload.late_beyond_grace} late beyond grace, "
+        f"{sum(workload.malformed.values())} malformed ({', '.join(f'{k} {v}' for k, v in sorted(workload.malformed.items()))})"
+    )
+    timings["generate"] = time.monotonic() - t
+
+    t = step(f"4/7 producing to {config.kafka.topics.events} (raw lines, invalid ones included)")
+    produced = produce_file(
+        str(events_file), bootstrap=config.kafka.bootstrap_servers, topic=config.kafka.topics.events, validate=False
+    ).summary
+    summary["produced"] = produced.as_dict()
+    say(f"   read {produced.read} events: sent {produced.sent}, delivery failures {produced.failed}")
+    if produced.failed:
+        return EXIT_FAILURE, summary
+    timings["produce"] = time.monotonic() - t
+
+    t = step("5/7 metering job on the Flink MiniCluster, bounded (--until-end): dedup, aggregate, finalize")
+    job = run_local_job(config, until_end=True, job_name=f"metering-demo-{run_id}")
+    say(f"   job finished in {job.seconds:.1f}s")
+    timings["job"] = time.monotonic() - t
+
+    t = step("6/7 loader: job outputs -> ClickHouse (read_committed, idempotent)")
+    progress = ProgressLine(sys.stderr)
+    try:
+        loaded = load_outputs(
+            config, group_id=f"demo-{run_id}-loader", until_idle=True, on_batch=lambda s: progress.show(progress_text(s))
+        )
+    finally:
+        progress.close()
+    summary["loaded"] = loaded.as_dict()
+    say(f"   {progress_text(loaded.stats)}")
+    if loaded.stats.quarantined:
+        return EXIT_REJECTED, summary
+    timings["load"] = time.monotonic() - t
+
+    t = step("7/7 results, and an independent recomputation from the generated file")
+    with open_storage(config.storage, create_database=False) as storage:
+        results = collect_results(storage)
+    finals, corrections, dead_letters, health = results.finals, results.corrections, results.dead_letters, results.health
+    say(render_usage(results.usage))
+    say(
+        f"\n   dead letters {len(dead_letters):,}  duplicates dropped {health['duplicates_dropped']:,} "
+        f"(conflicting ids {health['conflicting_ids']})  correction records {len(corrections)}  "
+        f"raw events {health['raw_events']:,}"
+    )
+    expected = recompute(events_file, config)
+    result = compare(expected, finals, corrections, dead_letters, health)
+    say("")
+    for name, ok, detail in result.checks:
+        say(f"   [{'ok' if ok else 'FAIL'}] {name}: {detail}")
+    timings["verify"] = time.monotonic() - t
+    say("\n   timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    first = min((r["customer_id"] for r in results.usage), default="")
+    say(f"   config {config_path}; query it with: metering query usage --config {config_path} --customer {first}")
+    say("\nPASS" if result.passed else "\nFAIL")
+    say(closing_text(config_path, first))
+    summary |= {
+        "passed": result.passed,
+        "checks": [{"name": name, "ok": ok, "detail": detail} for name, ok, detail in result.checks],
+        "counts": {
+            "finals": len(finals),
+            "corrections": len(corrections),
+            "dead_letters": len(dead_letters),
+            "duplicates_dropped": health["duplicates_dropped"],
+            "raw_events": health["raw_events"],
+        },
+        "dashboard": f"bash infra/run.sh dashboard --config {config_path}",
+    }
+    return (EXIT_OK if result.passed else EXIT_FAILURE), summary
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = sys.stderr if args.format == "json" else sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    code, summary = run_demo(Path(args.workdir), args.events, args.seed, say)
+    if args.format == "json":
+        summary["timings"] = {k: round(v, 1) for k, v in summary["timings"].items()}
+        print(json.dumps(summary, indent=2, default=str))
+    return code
+
+
+def register(sub: Subcommands) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="bring everything up and run the end-to-end demo",
+        description="Start the stack, migrate, generate a realistic workload (several customers, time zones, "
+        "anchors and meters; duplicates, late and malformed events), run the job and the loader, print "
+        f"the period totals and PASS/FAIL from an independent recomputation. Kafka and Flink keep running "
+        f"afterwards: `{STOP_COMMAND}` stops them.",
+    )
+    parser.add_argument("--workdir", default=".metering/demo", help="where generated demo files go")
+    parser.add_argument("--events", type=int, default=1_000_000, help="number of generated events (default 1,000,000)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the generator")
+    add_format(
+        parser,
+        help="output: text progress and results on stdout (default), or json (progress on stderr, then one "
+        "summary on stdout: checks, counts, timings, PASS as passed)",
+    )
+    parser.set_defaults(func=cmd_demo)

@@ -1,0 +1,117 @@
+"""`metering query QUESTION`: read usage, series, finals and pipeline health from ClickHouse (clickhouse/queries.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from jobs.cli.common import CONFIG_HELP, EXIT_OK, EXIT_USAGE, Subcommands, load_config_arg
+
+#: Every question `metering query` answers, with what it returns (its --help lists them all).
+QUESTIONS = {
+    "usage": "usage so far: per meter and group the newest period, final or provisional (all customers without --customer)",
+    "series": "one customer's usage over time, per --granularity bucket (requires --customer)",
+    "periods": "every billing period of one customer starting in the range, final or provisional (requires --customer)",
+    "finals": "invoice-ready final period totals (one customer's, or everyone's)",
+    "health": "pipeline counters, loader lag and dead letters per reason",
+    "customers": "customers with usage: their first and newest minute, and their meters",
+    "corrections": "changes that arrived after their period was final, for the next invoice (everyone's or --customer's)",
+    "dead-letters": "records the job refused, with the reason code and the original payload (everyone's or --customer's)",
+}
+
+
+def query_name(what: str, customer: str, granularity: str) -> str:
+    """The named query (clickhouse/queries/NAME.sql) a question reads."""
+    if what == "series":
+        return f"series_{granularity}"
+    if what in ("usage", "finals"):
+        return f"customer_{what}" if customer else what
+    if what == "periods":
+        return "customer_periods"
+    return what.replace("-", "_")
+
+
+def output_columns(name: str) -> list[str]:
+    """The columns of a named query as printed: ``group_key`` becomes ``group_by``, last (queries.with_group_by)."""
+    from clickhouse.queries import columns_of
+
+    columns = columns_of(name)
+    return [c for c in columns if c != "group_key"] + (["group_by"] if "group_key" in columns else [])
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from clickhouse import queries
+    from clickhouse.gateway import open_reader
+
+    config = load_config_arg(args.config)
+    try:
+        scope = queries.Scope(
+            customer=args.customer or "",
+            meter=args.meter or "",
+            start=queries.parse_time(args.start, "--from") if args.start else None,
+            end=queries.parse_time(args.end, "--to") if args.end else None,
+            granularity=args.granularity,
+        )
+        with open_reader(config.storage) as reader:
+            if args.what == "health":
+                row = queries.health(reader)
+                sys.stdout.write(render_health(row, args.format))
+                return EXIT_OK
+            questions = {
+                "usage": queries.usage,
+                "series": queries.series,
+                "finals": queries.finals,
+                "periods": queries.periods,
+            }
+            if args.what in questions:
+                rows = questions[args.what](reader, scope)
+            elif args.what == "customers":
+                rows = queries.customers(reader)
+            else:  # corrections, dead-letters: everyone's or one customer's
+                rows = reader.run(args.what.replace("-", "_"), {"customer": scope.customer})
+                rows = [r for r in rows if not scope.meter or r.get("meter") == scope.meter]
+    except queries.QueryError as exc:
+        print(f"metering query: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    columns = output_columns(query_name(args.what, scope.customer, scope.granularity))
+    sys.stdout.write(queries.render([queries.with_group_by(r) for r in rows], args.format, columns))
+    return EXIT_OK
+
+
+def render_health(row: dict[str, Any], fmt: str) -> str:
+    from clickhouse.queries import render
+
+    if fmt in ("json", "jsonl"):
+        return json.dumps(row, indent=2 if fmt == "json" else None) + "\n"
+    counters = {k: v for k, v in row.items() if k != "dead_letter_reasons"}
+    if fmt == "csv":
+        return render([counters], "csv")
+    width = max(len(k) for k in counters)
+    text = "".join(f"{k.ljust(width)}  {'-' if v is None else v}\n" for k, v in counters.items())
+    return text + "\ndead letters by reason:\n" + render(row["dead_letter_reasons"], "table")
+
+
+def register(sub: Subcommands) -> None:
+    parser = sub.add_parser(
+        "query",
+        help="read usage, series, finals and pipeline health from ClickHouse",
+        description="Customer-scoped questions (usage, series, periods, finals with --customer) read views that "
+        "cannot return another customer's rows. Times are RFC 3339 (2026-03-01T00:00:00Z) or dates.",
+    )
+    parser.add_argument("what", choices=tuple(QUESTIONS), help="; ".join(f"{n}: {t}" for n, t in QUESTIONS.items()))
+    parser.add_argument("--config", help=CONFIG_HELP)
+    parser.add_argument("--customer", help="only this customer (required for series and periods)")
+    parser.add_argument("--meter", help="only this meter")
+    parser.add_argument("--from", dest="start", help="start of the range (inclusive); for usage: only meters used since then")
+    parser.add_argument("--to", dest="end", help="end of the range (exclusive)")
+    parser.add_argument("--granularity", choices=("minute", "hour", "day"), default="hour", help="series buckets (default hour)")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "jsonl", "csv"),
+        default="table",
+        help="table for people (default); json (one array), jsonl (one object per line) or csv (a header line, "
+        "then rows) for scripts",
+    )
+    parser.set_defaults(func=cmd_query)
