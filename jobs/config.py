@@ -416,7 +416,11 @@ def _billing(r: _Reader, raw: Any) -> Billing:
 
 def _meters(r: _Reader, raw: Any) -> tuple[Meter, ...]:
     if raw is None or raw == []:
-        r.add("meters", "at least one meter is required")
+        r.add(
+            "meters",
+            "at least one meter is required (define `meters:` in the file given with --config; "
+            "config/metering.example.yaml shows the form)",
+        )
         return ()
     if not isinstance(raw, list):
         r.add("meters", f"must be a list, got {_kind(raw)}")
