@@ -91,6 +91,7 @@ from bench.peers.common import (
     timezone_of,
     totals_of,
 )
+from infra.flink import STATE_BACKENDS
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("project", "flink-sql", "quix-1p", "quix-2p", "plain")
@@ -481,7 +482,7 @@ def project_edit(shape: Shape, topic: str) -> Callable[[dict[str, Any]], None]:
     return edit
 
 
-def run_project(backlog_: Backlog, round_: int, workdir: Path, timeout_s: float) -> Outcome:
+def run_project(backlog_: Backlog, round_: int, workdir: Path, timeout_s: float, state_backend: str | None = None) -> Outcome:
     """bench/pipeline.py's capacity run (live job + loader with raw load, exactly-once) over the shape's backlog."""
     from bench.pipeline import capacity_run, config_for
     from clickhouse.client import open_storage
@@ -506,7 +507,17 @@ def run_project(backlog_: Backlog, round_: int, workdir: Path, timeout_s: float)
     ensure_topics(config)
     events = backlog_.expected.accepted
     try:
-        run = capacity_run(path, config, events, settings, workdir, load_raw=True, timeout_s=timeout_s, counted_meters=METERS)
+        run = capacity_run(
+            path,
+            config,
+            events,
+            settings,
+            workdir,
+            load_raw=True,
+            timeout_s=timeout_s,
+            counted_meters=METERS,
+            state_backend=state_backend,
+        )
     except SystemExit as exc:  # an overcount, a timeout, a job that failed
         outcome.error = str(exc)
         return outcome
@@ -705,7 +716,9 @@ def run_peer_latency(variant: str, shape: Shape, rate: int, workdir: Path, run_i
     return latency
 
 
-def run_project_latency(shape: Shape, rate: int, workdir: Path, run_id: str, timing: LiveTiming) -> Latency:
+def run_project_latency(
+    shape: Shape, rate: int, workdir: Path, run_id: str, timing: LiveTiming, state_backend: str | None = None
+) -> Latency:
     """bench/pipeline.py's live measurement (live job + loader, LIVE_SETTINGS, raw load on) under the shape's paced traffic."""
     from bench.pipeline import LIVE_SETTINGS, config_for, latency_figures, project_live
     from infra.settings import StackSettings
@@ -743,6 +756,7 @@ def run_project_latency(shape: Shape, rate: int, workdir: Path, run_id: str, tim
             seconds=timing.seconds,
             drain_s=timing.drain_s,
             caught_up=caught_up,
+            state_backend=state_backend,
         )
     finally:
         producer.flush(10)
@@ -873,6 +887,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench" / "compare")
+    parser.add_argument(
+        "--state-backend",
+        choices=STATE_BACKENDS,
+        help="the project's state backend, capacity and latency (default: the configuration's, hashmap)",
+    )
     parser.add_argument("--json", type=Path, help="results file (default: WORKDIR/compare-<time>.json)")
     live = parser.add_argument_group(
         "latency mode", "event sent -> queryable at a fixed rate, per variant, after the throughput rounds (if any)"
@@ -952,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
             for variant in variants:
                 try:
                     if variant == "project":
-                        outcome = run_project(backlog_, round_, args.workdir, timeout_s)
+                        outcome = run_project(backlog_, round_, args.workdir, timeout_s, args.state_backend)
                     else:
                         outcome = run_peer(variant, backlog_, round_, args.workdir, broker, timeout_s)
                 except Exception as exc:  # one broken run must not lose the others' figures
@@ -982,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 try:
                     if variant == "project":
-                        latency = run_project_latency(shape, rate, args.workdir, run_id, timing)
+                        latency = run_project_latency(shape, rate, args.workdir, run_id, timing, args.state_backend)
                     else:
                         latency = run_peer_latency(variant, shape, rate, args.workdir, run_id, timing)
                 except Exception as exc:  # one broken run must not lose the others' figures
@@ -998,6 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     print()
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    machine += f"; the project's state backend: {args.state_backend or 'hashmap (the default)'}"
     if rows:
         print(f"{events:,} distinct events per shape (+~10 % retries, ~1 % broken lines), {rounds} round(s), {machine}")
         print(markdown(rows, latencies))
@@ -1014,6 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "events": events,
                 "rounds": rounds,
+                "state_backend": args.state_backend or "hashmap",
                 "backlogs": [
                     {
                         "shape": b.shape.name,

@@ -679,6 +679,7 @@ def project_live(
     seconds: float,
     drain_s: float = 60.0,
     caught_up: Callable[[Loader], bool] | None = None,
+    state_backend: str | None = None,
 ) -> LiveRun:
     """The live job and the loader (as `metering load` runs them, in a thread here) under ``pacer``'s traffic.
 
@@ -699,7 +700,8 @@ def project_live(
     asked = threading.Event()  # the probes are sent: look for them
     over = threading.Event()
     loader_error: list[str] = []
-    with live_job(path, settings, workdir / "live-job.log") as job, open_storage(config.storage) as storage:
+    job_log = workdir / "live-job.log"
+    with live_job(path, settings, job_log, state_backend=state_backend) as job, open_storage(config.storage) as storage:
         loader = live_loader(config, storage, load_raw=load_raw)
         last_query = 0.0
 
