@@ -2,8 +2,9 @@
 -- to the combination of that period's minute segments (latest version of each segment), i.e. the last provisional
 -- total before finalization. The job writes a minute segment only while its period is open: a change that
 -- arrives after finalization goes to `corrections` instead, so the stored segments of a final period are exactly
--- what the final was computed from. Combination as in the views (0002): a minute merges its segments, a period
--- merges its minutes (sum/count add, max/min take the extreme, unique_count unites, latest takes the newest).
+-- what the final was computed from. Combination as in the views, by the one merge rule (metering_merge_v1,
+-- clickhouse/migrations/0009): a minute merges its segments, a period merges its minutes (sum/count add, max/min
+-- take the extreme, unique_count unites, latest takes the newest).
 -- Parameters: from, to, sample.
 SELECT
     f.customer_id AS customer_id, f.meter AS meter, f.group_key AS group_key, f.aggregation AS aggregation,
@@ -21,27 +22,14 @@ LEFT JOIN
 (
     SELECT
         customer_id, meter, group_key, p1 AS period_start,
-        multiIf(
-            aggregation IN ('sum', 'count'), sum(v1),
-            aggregation = 'max', max(v1),
-            aggregation = 'min', min(v1),
-            aggregation = 'unique_count', toDecimal128(length(groupUniqArrayArray(dv1)), 9),
-            argMax(lv1, lm1)
-        ) AS segments_value,
+        metering_merge_v1(aggregation, v1, n1, v1, v1, dv1, lv1, lm1) AS segments_value,
         sum(n1) AS segments_events,
         count() AS minutes
     FROM
     (
         SELECT
             customer_id, meter, group_key, aggregation, minute, any(p0) AS p1,
-            multiIf(
-                aggregation = 'sum', sum(s0),
-                aggregation = 'count', toDecimal128(sum(n0), 9),
-                aggregation = 'max', max(hi0),
-                aggregation = 'min', min(lo0),
-                aggregation = 'unique_count', toDecimal128(length(groupUniqArrayArray(dv0)), 9),
-                argMax(lv0, lm0)
-            ) AS v1,
+            metering_merge_v1(aggregation, s0, n0, hi0, lo0, dv0, lv0, lm0) AS v1,
             sum(n0) AS n1, groupUniqArrayArray(dv0) AS dv1, argMax(lv0, lm0) AS lv1, max(lm0) AS lm1
         FROM
         (

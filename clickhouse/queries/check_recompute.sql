@@ -5,7 +5,7 @@
 --   2. the first valid record per (customer_id, event_id) in Kafka order is kept (the job's keep-first dedup);
 --   3. each meter on the event's type takes its value (quantity or a property) and group (its group_by
 --      properties, missing = ''), unless that meter refused the record (a dead letter with that meter);
---   4. values combine per UTC minute of event time by the meter's aggregation.
+--   4. values combine per UTC minute of event time by the meter's aggregation (metering_merge_v1, as the views).
 -- Groups are compared as sorted (name, value) pairs: the job's group_key is JSON. unique_count and latest minutes
 -- with corrections cannot be recombined (corrections carry no distinct sets or event times): there only the event
 -- counts are compared (`value_comparable` = 0). Meters come as parallel arrays: meter_names, meter_types,
@@ -19,7 +19,7 @@ SELECT
     ifNull(s_corrections, 0) AS corrections
 FROM
 (
-    -- stored: the minute's segments combined (as in the views), then that minute's corrections applied
+    -- stored: the minute's segments combined (as in the views: metering_merge_v1), then that minute's corrections applied
     SELECT
         customer_id, meter, minute, group_key AS s_group,
         arraySort(JSONExtractKeysAndValues(ifNull(group_key, ''), 'String')) AS group_pairs,
@@ -36,14 +36,7 @@ FROM
     (
         SELECT
             customer_id, meter, group_key, aggregation, minute,
-            multiIf(
-                aggregation = 'sum', sum(s0),
-                aggregation = 'count', toDecimal128(sum(n0), 9),
-                aggregation = 'max', max(hi0),
-                aggregation = 'min', min(lo0),
-                aggregation = 'unique_count', toDecimal128(length(groupUniqArrayArray(dv0)), 9),
-                argMax(lv0, lm0)
-            ) AS seg_value,
+            metering_merge_v1(aggregation, s0, n0, hi0, lo0, dv0, lv0, lm0) AS seg_value,
             sum(n0) AS seg_events
         FROM
         (
@@ -73,14 +66,8 @@ FULL OUTER JOIN
     SELECT
         customer_id, meter, group_pairs, minute, any(aggregation) AS r_agg,
         toJSONString(CAST((arrayMap(p -> p.1, group_pairs), arrayMap(p -> p.2, group_pairs)), 'Map(String, String)')) AS r_group,
-        multiIf(
-            r_agg = 'sum', sum(val),
-            r_agg = 'count', toDecimal128(count(), 9),
-            r_agg = 'max', max(val),
-            r_agg = 'min', min(val),
-            r_agg = 'unique_count', toDecimal128(uniqExact(distinct_value), 9),
-            argMax(val, (event_time, event_id))
-        ) AS r_value,
+        -- each event is a state of its own: its value as sum, max, min and latest, one event, one distinct value
+        metering_merge_v1(r_agg, val, 1, val, val, [distinct_value], val, (event_time, event_id)) AS r_value,
         count() AS r_events
     FROM
     (
@@ -93,8 +80,7 @@ FULL OUTER JOIN
             multiIf(
                 m.3 != 'unique_count', '',
                 m.4 != '', e.properties[m.4],
-                JSONType(e.payload, 'quantity') = 'String', JSONExtractString(e.payload, 'quantity'),
-                JSONExtractRaw(e.payload, 'quantity')
+                metering_quantity_text_v1(e.payload)
             ) AS distinct_value,
             arraySort(arrayMap(d -> (d, e.properties[d]), m.5)) AS group_pairs,
             e.kafka_partition AS kafka_partition, e.kafka_offset AS kafka_offset

@@ -1,8 +1,8 @@
 -- Data quality (aggregates suite, rollups): for one customer, every hour, day and period bucket of the views the
 -- dashboards read (customer_series_hour, customer_series_day, customer_periods) next to the same bucket recombined
 -- here from the minute view (customer_minutes): minute sums = hour = day = period for the same key and range.
--- Combination by aggregation: sum/count add, max/min take the extreme, unique_count unites the distinct sets,
--- latest takes the value with the newest event time. Periods are those starting in [from, to) and only the
+-- Combination by aggregation, the views' own rule (metering_merge_v1, clickhouse/migrations/0009): sum/count add,
+-- max/min take the extreme, unique_count unites the distinct sets, latest takes the value with the newest event time. Periods are those starting in [from, to) and only the
 -- provisional ones (a final period shows its final; check_finals compares those). A bucket missing on one side
 -- has NULLs there. (Not join_use_nulls: the views' own LEFT JOINs rely on default values.) Parameters: customer,
 -- from, to.
@@ -17,13 +17,7 @@ FROM
     (
         SELECT
             customer_id, meter, group_key, aggregation, toDateTime64(toStartOfHour(m1), 3, 'UTC') AS bucket,
-            multiIf(
-                aggregation IN ('sum', 'count'), sum(v1),
-                aggregation = 'max', max(v1),
-                aggregation = 'min', min(v1),
-                aggregation = 'unique_count', toDecimal128(length(groupUniqArrayArray(dv1)), 9),
-                argMax(lv1, lm1)
-            ) AS minutes_value,
+            metering_merge_v1(aggregation, v1, n1, v1, v1, dv1, lv1, lm1) AS minutes_value,
             sum(n1) AS minutes_events, toUInt8(1) AS in_minutes
         FROM
         (
@@ -52,13 +46,7 @@ FROM
     (
         SELECT
             customer_id, meter, group_key, aggregation, toDateTime64(d1, 3, 'UTC') AS bucket,
-            multiIf(
-                aggregation IN ('sum', 'count'), sum(v1),
-                aggregation = 'max', max(v1),
-                aggregation = 'min', min(v1),
-                aggregation = 'unique_count', toDecimal128(length(groupUniqArrayArray(dv1)), 9),
-                argMax(lv1, lm1)
-            ) AS minutes_value,
+            metering_merge_v1(aggregation, v1, n1, v1, v1, dv1, lv1, lm1) AS minutes_value,
             sum(n1) AS minutes_events, toUInt8(1) AS in_minutes
         FROM
         (
@@ -87,13 +75,7 @@ FROM
     (
         SELECT
             customer_id, meter, group_key, aggregation, toDateTime64(p1, 3, 'UTC') AS bucket,
-            multiIf(
-                aggregation IN ('sum', 'count'), sum(v1),
-                aggregation = 'max', max(v1),
-                aggregation = 'min', min(v1),
-                aggregation = 'unique_count', toDecimal128(length(groupUniqArrayArray(dv1)), 9),
-                argMax(lv1, lm1)
-            ) AS minutes_value,
+            metering_merge_v1(aggregation, v1, n1, v1, v1, dv1, lv1, lm1) AS minutes_value,
             sum(n1) AS minutes_events, toUInt8(1) AS in_minutes
         FROM
         (

@@ -3,7 +3,8 @@
 --   1. raw events of the events topic up to the replay's cut (per partition, the newest offset loaded when the
 --      replay started), without the records the job refused as a whole (a dead letter of their Kafka
 --      coordinates without a meter, except `unknown_meter`, which depends on the configuration replayed; and
---      the job's record-level rules applied again, for records whose dead letter is not loaded yet);
+--      the job's record-level rules applied again, for records whose dead letter is not loaded yet: the SQL
+--      functions of clickhouse/migrations/0009, held to schemas/validate.py by tests/unit/test_sql_rules_agreement.py);
 --   2. the first record per (customer_id, event_id) in Kafka order (the job's keep-first dedup);
 --   3. per meter on the event's type: its value (quantity or a property, read from the payload as the job reads
 --      it), its group_by values (missing = ''), and the job's meter-level refusal rules (missing_value,
@@ -34,12 +35,11 @@ FROM
         multiIf(
             aggregation != 'unique_count', '',
             prop != '', ifNull(prop_text, ''),
-            JSONType(e.payload, 'quantity') = 'String', JSONExtractString(e.payload, 'quantity'),
-            JSONExtractRaw(e.payload, 'quantity')
+            metering_quantity_text_v1(e.payload)
         ) AS distinct_value,
         multiIf(
             numeric AND prop != '' AND prop_text IS NULL, 'missing_value',
-            numeric AND prop != '' AND NOT match(prop_text, '^-?(0|[1-9][0-9]{0,28})(\\.[0-9]{1,9})?$'), 'bad_value',
+            numeric AND prop != '' AND NOT metering_decimal_text_ok_v1(prop_text), 'bad_value',
             numeric AND allow_negative = 0 AND val < 0, 'negative_value',
             aggregation = 'unique_count' AND prop != '' AND prop_text IS NULL, 'missing_value',
             aggregation = 'count' AND allow_negative = 0 AND e.quantity < 0, 'negative_value',
@@ -55,15 +55,10 @@ FROM
           AND indexOf({cut_partitions:Array(UInt32)}, kafka_partition) > 0
           AND (kafka_partition, kafka_offset) NOT IN (
                 SELECT source_partition, source_offset FROM dead_letters FINAL WHERE meter = '' AND reason != 'unknown_meter')
-          -- the job's record-level rules again (jobs/sql.py parse_view), for records past the job's progress,
-          -- whose dead letters are not loaded yet
-          AND schema_version = 1
-          AND lengthUTF8(event_id) BETWEEN 1 AND 128 AND NOT match(event_id, '[\\x00-\\x1f]')
-          AND lengthUTF8(customer_id) <= 128 AND match(customer_id, '^[A-Za-z0-9][A-Za-z0-9._:@-]*$')
-          AND lengthUTF8(event_type) <= 64 AND match(event_type, '^[a-z0-9][a-z0-9_.-]*$')
-          AND match(if(JSONType(payload, 'quantity') = 'String', JSONExtractString(payload, 'quantity'),
-                       JSONExtractRaw(payload, 'quantity')), '^-?(0|[1-9][0-9]{0,28})(\\.[0-9]{1,9})?$')
-          AND event_time <= received_at + toIntervalMillisecond({skew_ms:UInt64})
+          -- the job's record-level rules again (clickhouse/migrations/0009, metering_valid_event_v1), for records
+          -- past the job's progress, whose dead letters are not loaded yet
+          AND metering_valid_event_v1(schema_version, event_id, customer_id, event_type, payload, event_time, received_at,
+                                      {skew_ms:UInt64})
           AND (customer_id, event_id) IN (
                 SELECT customer_id, event_id FROM raw_events
                 WHERE kafka_topic = {topic:String} AND customer_id IN {customers:Array(String)}
