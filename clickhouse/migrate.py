@@ -128,8 +128,32 @@ def status(storage: SqlRunner, directory: Path = MIGRATIONS_DIR) -> list[Migrati
     return result
 
 
+def function_statements(migration: Migration) -> list[str]:
+    """The migration's SQL function definitions (``CREATE OR REPLACE FUNCTION``, idempotent)."""
+    return [s for s in migration.statements() if s.upper().startswith("CREATE OR REPLACE FUNCTION ")]
+
+
+def restore_functions(storage: SqlRunner, migration: Migration) -> None:
+    """Define an applied migration's SQL functions again.
+
+    Functions belong to the ClickHouse server (or chDB path), not to a database: a database copied
+    or restored elsewhere arrives without them, while its schema_migrations says they were created.
+    Their definitions never change under a name (0009), so running them again is a no-op where they
+    exist and brings them back where they do not; `metering migrate` is the fix for a restored
+    database.
+    """
+    for statement in function_statements(migration):
+        try:
+            storage.command(statement)
+        except Exception as exc:
+            raise MigrationError(f"{migration.path.name}: restoring its SQL functions failed: {exc}") from exc
+
+
 def migrate(storage: SqlRunner, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Apply pending migrations in order; returns those applied (empty when up to date)."""
+    """Apply pending migrations in order; returns those applied (empty when up to date).
+
+    Applied migrations' SQL functions are defined again on the way (:func:`restore_functions`).
+    """
     states = status(storage, directory)
     problems = [s for s in states if s.state in ("changed", "missing-file")]
     if problems:
@@ -143,6 +167,7 @@ def migrate(storage: SqlRunner, directory: Path = MIGRATIONS_DIR) -> list[Migrat
     done: list[Migration] = []
     for migration in discover(directory):
         if migration.version not in pending:
+            restore_functions(storage, migration)
             continue
         for number, statement in enumerate(migration.statements(), start=1):
             try:

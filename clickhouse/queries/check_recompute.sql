@@ -80,7 +80,7 @@ FULL OUTER JOIN
             multiIf(
                 m.3 != 'unique_count', '',
                 m.4 != '', e.properties[m.4],
-                metering_quantity_text_v1(e.payload)
+                metering_quantity_text_v2(e.payload)
             ) AS distinct_value,
             arraySort(arrayMap(d -> (d, e.properties[d]), m.5)) AS group_pairs,
             e.kafka_partition AS kafka_partition, e.kafka_offset AS kafka_offset

@@ -27,15 +27,15 @@ FROM
         m.1 AS meter, m.3 AS aggregation, m.4 AS prop, m.6 AS allow_negative,
         arrayMap(d -> e.properties[d], m.5) AS group_values,
         if(prop = '', '', toString(JSONType(e.payload, 'properties', prop))) AS prop_type,
-        -- the property's text as the job's JSON_VALUE reads it; NULL when absent, null or not a scalar
-        if(prop = '' OR prop_type IN ('Null', 'Object', 'Array'), NULL,
-           if(prop_type = 'String', JSONExtractString(e.payload, 'properties', prop), JSONExtractRaw(e.payload, 'properties', prop))) AS prop_text,
+        -- the property's text as the job read it (raw_events.properties: a string's content, a number as
+        -- written: ClickHouse's JSON functions would re-write 0.000000001 as 1e-9); NULL when absent or null
+        if(prop = '' OR prop_type IN ('Null', 'Object', 'Array'), NULL, e.properties[prop]) AS prop_text,
         aggregation IN ('sum', 'max', 'min', 'latest') AS numeric,
         if(prop = '', toNullable(e.quantity), toDecimal128OrNull(prop_text, 9)) AS val,
         multiIf(
             aggregation != 'unique_count', '',
             prop != '', ifNull(prop_text, ''),
-            metering_quantity_text_v1(e.payload)
+            metering_quantity_text_v2(e.payload)
         ) AS distinct_value,
         multiIf(
             numeric AND prop != '' AND prop_text IS NULL, 'missing_value',
@@ -55,9 +55,9 @@ FROM
           AND indexOf({cut_partitions:Array(UInt32)}, kafka_partition) > 0
           AND (kafka_partition, kafka_offset) NOT IN (
                 SELECT source_partition, source_offset FROM dead_letters FINAL WHERE meter = '' AND reason != 'unknown_meter')
-          -- the job's record-level rules again (clickhouse/migrations/0009, metering_valid_event_v1), for records
+          -- the job's record-level rules again (clickhouse/migrations/0010, metering_valid_event_v2), for records
           -- past the job's progress, whose dead letters are not loaded yet
-          AND metering_valid_event_v1(schema_version, event_id, customer_id, event_type, payload, event_time, received_at,
+          AND metering_valid_event_v2(schema_version, event_id, customer_id, event_type, payload, event_time, received_at,
                                       {skew_ms:UInt64})
           AND (customer_id, event_id) IN (
                 SELECT customer_id, event_id FROM raw_events

@@ -1,7 +1,7 @@
-"""One set of SQL rules: ClickHouse's functions (clickhouse/migrations/0009) agree with the Python reference.
+"""One set of SQL rules: ClickHouse's functions (clickhouse/migrations/0009, 0010) agree with the Python reference.
 
 ``metering_merge_v1`` is the aggregation merge every view and check uses; ``udfs/aggregators.py``
-(``merge`` + ``Partial.result``) is its reference. ``metering_valid_event_v1`` is the job's
+(``merge`` + ``Partial.result``) is its reference. ``metering_valid_event_v2`` is the job's
 record-level rules as the replay applies them to ``raw_events`` rows; ``schemas/validate.py``
 (``job_reason``) is its reference. Both sides get the same cases: named edge cases (an empty
 segment, one value, ties for min / max / latest, decimals of 38 digits, unique_count over repeated
@@ -78,16 +78,22 @@ RULE_FRAGMENTS = (
 
 
 def test_the_rules_are_written_once() -> None:
-    """The queries call the functions; migrations from 0009 on define them once (0002–0004 are applied history)."""
-    from clickhouse.migrate import discover
+    """The queries call the functions; only the migrations that define them (0009 on) hold a rule's text.
+
+    A changed rule is a new function version in a new migration (0010's ``_v2``), beside the old
+    definition (applied history): a fragment may be in several of those, never in a query.
+    """
+    from clickhouse.migrate import discover, function_statements
     from clickhouse.queries import QUERIES_DIR
 
-    texts = {path.name: path.read_text() for path in QUERIES_DIR.glob("*.sql")}
-    texts |= {m.path.name: m.sql for m in discover() if m.version >= 9}
-    found = {fragment: [name for name, text in texts.items() if fragment in text] for fragment in RULE_FRAGMENTS}
-    assert found == {fragment: ["0009_sql_rules.sql"] for fragment in RULE_FRAGMENTS}
+    queries = {path.name: path.read_text() for path in QUERIES_DIR.glob("*.sql")}
+    definitions = {m.path.name: "\n".join(function_statements(m)) for m in discover() if m.version >= 9}
+    for fragment in RULE_FRAGMENTS:
+        assert not [name for name, text in queries.items() if fragment in text], fragment
+        assert [name for name, text in definitions.items() if fragment in text], fragment
     for name in ("check_finals", "check_rollups", "check_recompute", "replay_examine"):
-        assert "metering_" in sql_of(name) and "_v1(" in sql_of(name), name
+        assert "metering_" in sql_of(name) and ("_v1(" in sql_of(name) or "_v2(" in sql_of(name)), name
+    assert "metering_valid_event_v2(" in sql_of("replay_examine") and "metering_quantity_text_v2(" in sql_of("check_recompute")
 
 
 # --- the merge -----------------------------------------------------------------------------------
@@ -339,9 +345,9 @@ class Record:
 
 
 def clickhouse_valid(storage: Storage, records: list[Record]) -> list[bool]:
-    """``metering_valid_event_v1`` on each record's raw_events columns (the payload is the record's line)."""
+    """``metering_valid_event_v2`` on each record's raw_events columns (the payload is the record's line)."""
     [(verdicts,)] = storage.query_rows(
-        "SELECT arrayMap(r -> metering_valid_event_v1(r.1, r.2, r.3, r.4, r.5, r.6, {received:DateTime64(3, 'UTC')}, "
+        "SELECT arrayMap(r -> metering_valid_event_v2(r.1, r.2, r.3, r.4, r.5, r.6, {received:DateTime64(3, 'UTC')}, "
         "{skew:UInt64}), arrayZip({v:Array(UInt16)}, {id:Array(String)}, {c:Array(String)}, {t:Array(String)}, "
         "{p:Array(String)}, {time:Array(DateTime64(3, 'UTC'))}))",
         {
@@ -377,21 +383,18 @@ def test_named_records_agree(storage: Storage) -> None:
     assert_rules_agree(storage, NAMED_RECORDS)
 
 
-@pytest.mark.xfail(strict=True, reason="ClickHouse's event_id rule lets U+007F through; the schema refuses it (report)")
 def test_delete_character_in_event_id(storage: Storage) -> None:
-    """A known gap, kept as it was (behaviour unchanged): remove this marker when the function refuses U+007F."""
-    assert_rules_agree(storage, [Record(event_id="a\x7fb")])
+    """Version 1 let U+007F through; the schema, and version 2, refuse it."""
+    assert_rules_agree(storage, [Record(event_id="a\x7fb"), Record(event_id="\x7f")])
 
 
-#: Quantities written as JSON numbers that ClickHouse's JSONExtractRaw re-writes before the pattern sees them:
-#: exponents pass (1e9 → 1000000000), tiny and 38-digit values are refused (→ 1e-9, 1e29) although valid.
-REWRITTEN_NUMBERS = ["1e9", "1E+2", "0.000000001", "0.0000001", "99999999999999999999999999999.999999999"]
+#: Quantities written as JSON numbers that ClickHouse's JSONExtractRaw re-writes (1e9 → 1000000000, 0.000000001 →
+#: 1e-9, 38 digits → 1.2345678901234568e28): version 1 read those texts, and refused valid events the job bills.
+REWRITTEN_NUMBERS = ["1e9", "1E+2", "0.000000001", "0.0000001", "99999999999999999999999999999.999999999", "-0.5e-3"]
 
 
-@pytest.mark.xfail(strict=True, reason="JSONExtractRaw re-writes numbers; the replay's verdict differs from the job's (report)")
 @pytest.mark.parametrize("quantity", REWRITTEN_NUMBERS)
-def test_a_quantity_number_the_sql_rule_misreads(storage: Storage, quantity: str) -> None:
-    """A known gap, kept as it was (behaviour unchanged): remove the marker when the SQL rule reads a number as written."""
+def test_a_quantity_number_is_judged_as_written(storage: Storage, quantity: str) -> None:
     assert_rules_agree(storage, [Record(quantity=quantity, quantity_is_number=True)])
 
 
@@ -399,7 +402,7 @@ QUANTITY_TEXTS = ["1.5", "1.50", "-0", "0.000000001", "1234567890123456789012345
 
 
 def quantity_texts(storage: Storage, payloads: list[str]) -> list[str]:
-    [(texts,)] = storage.query_rows("SELECT arrayMap(p -> metering_quantity_text_v1(p), {p:Array(String)})", {"p": payloads})
+    [(texts,)] = storage.query_rows("SELECT arrayMap(p -> metering_quantity_text_v2(p), {p:Array(String)})", {"p": payloads})
     return list(texts)
 
 
@@ -409,11 +412,22 @@ def test_a_quantity_string_is_read_as_written(storage: Storage) -> None:
     assert quantity_texts(storage, payloads) == [json.loads(p)["quantity"] for p in payloads]
 
 
-@pytest.mark.xfail(strict=True, reason="JSONExtractRaw re-writes numbers: 1.50 → 1.5, 0.000000001 → 1e-9 (report)")
 def test_a_quantity_number_is_read_as_written(storage: Storage) -> None:
-    """A known gap, kept as it was: for a JSON number the job counts its text as written (1.50 and 1.5 differ)."""
-    written = ["1.50", "-0", "12345678901234567.5", "0.000000001"]
+    """For a JSON number the job counts its text as written (1.50 and 1.5 differ); so does unique_count's replay."""
+    written = ["1.50", "-0", "12345678901234567.5", "0.000000001", "1e9", "1E+2", "99999999999999999999999999999.999999999"]
     assert quantity_texts(storage, [f'{{"quantity":{v}}}' for v in written]) == written
+    around = [
+        '{"quantity" :\n 0.000000001 , "properties":{"quantity":2}}',  # JSON whitespace; a property of that name
+        '{"properties":{"quantity":2,"q":"\\"quantity\\":7"},"quantity":1.50}',  # the property first; the key inside a string
+        '{"properties":{"quantity":1.5},"quantity":1.50}',  # two texts of one value: the first is taken
+    ]
+    assert quantity_texts(storage, around) == ["0.000000001", "1.50", "1.5"]
+
+
+@SETTINGS
+@given(st.lists(st.from_regex(r"\A-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,12})?([eE][+-]?[0-9]{1,2})?\Z"), min_size=1, max_size=20))
+def test_generated_quantity_numbers_are_read_as_written(storage: Storage, written: list[str]) -> None:
+    assert quantity_texts(storage, [f'{{"properties":{{"quantity":0.25}},"quantity":{v}}}' for v in written]) == written
 
 
 texts = st.text(st.characters(codec="utf-8", exclude_characters="\x7f") | st.sampled_from("aZ09._:@- \n"), max_size=140)
@@ -437,3 +451,12 @@ quantities = st.from_regex(r"\A-?[0-9]{1,31}(\.[0-9]{0,10})?\Z") | st.text("0123
 )
 def test_generated_records_agree(storage: Storage, records: list[Record]) -> None:
     assert_rules_agree(storage, records)
+
+
+def test_migrate_defines_the_functions_again_where_they_are_missing(storage: Storage) -> None:
+    """A database restored elsewhere arrives without the path's functions: `metering migrate` brings them back."""
+    storage.command("DROP FUNCTION IF EXISTS metering_quantity_text_v2")
+    with pytest.raises(Exception, match="metering_quantity_text_v2"):
+        storage.query_rows("SELECT metering_quantity_text_v2('{\"quantity\":1}')")
+    assert migrate(storage) == []  # nothing pending: only the functions are defined again
+    assert storage.query_rows("SELECT metering_quantity_text_v2('{\"quantity\":1.50}')") == [("1.50",)]
