@@ -24,6 +24,7 @@ from jobs import sql
 from jobs.config import load_config
 from jobs.heartbeat import heartbeat_record, is_heartbeat
 from schemas.validate import MAX_EVENT_BYTES, SCHEMA_DIR, decode, event_time, job_reason, property_text, validate_line
+from tests.support.lines import spec_example_lines
 from tests.unit.test_event_agreement import BOUND_CASES, ISSUE_CASES, PROFILE_CASES, SCHEMA_CASES
 from udfs.meters import Aggregation, Meter
 from udfs.periods import epoch_millis
@@ -85,7 +86,7 @@ def spec_reason(doc: str | bytes, meters: tuple[Meter, ...] = CONFIG.meters) -> 
 
 
 def corpus_docs() -> list[bytes]:
-    docs = [p.read_bytes().strip() for p in sorted((SCHEMA_DIR / "examples" / "v1").glob("*/*.json"))]
+    docs = spec_example_lines()
     # Event types must be configured meters for most of them; keep a few unknown ones.
     return [d.replace(b'"credits"', b'"api_call"') for d in docs]
 
