@@ -14,6 +14,7 @@ import base64
 import json
 import random
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def as_bytes(doc: str | bytes) -> bytes:
     return doc if isinstance(doc, bytes) else doc.encode("utf-8", "surrogatepass")
 
 
-def query_parsed(t_env: Any, docs: list[str] | list[bytes], query: str, meters: tuple[Meter, ...] = CONFIG.meters) -> list[Any]:
+def query_parsed(t_env: Any, docs: Sequence[str | bytes], query: str, meters: tuple[Meter, ...] = CONFIG.meters) -> list[Any]:
     """Rows of ``query`` over the view ``parsed``: ``parse_view`` of ``docs``, received at :data:`RECEIVED`.
 
     A record's ``kafka_offset`` is its index in ``docs``.

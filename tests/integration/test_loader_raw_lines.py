@@ -73,7 +73,8 @@ def test_the_jobs_raw_lines_store_what_the_reference_rows_store(storage_settings
         storage.command("TRUNCATE TABLE raw_events")
         loader = Loader(Config(), storage)
         rows: list[list[Any]] = [converted[1] for r in records if (converted := raw_line_row(r)) is not None]
-        assert loader._store("raw_events", rows, records, quarantine := []) == len(rows) and not quarantine
+        quarantine: list[list[Any]] = []
+        assert loader._store("raw_events", rows, records, quarantine) == len(rows) and not quarantine
         by_lines = storage.query_rows(select)
     assert len(by_lines) == len(reference)
     assert by_lines == by_reference

@@ -435,7 +435,7 @@ def test_refusals_agree(java: JavaRules) -> None:
 def test_decimal_text_and_json_escapes(java: JavaRules) -> None:
     """str(Decimal) spellings (0E-9, 1E+1, -0.000001, 1E-7) and every JSON escape, as the Python operator writes them."""
     values = ["0E-9", "1E+1", "-0.000001", "1E-7", "0.000000", "12345678901234567890123456789.123456789", "-1.50"]
-    cases = [
+    cases: list[dict[str, Any]] = [
         {
             "op": "partials",
             "aggregation": aggregation,
