@@ -29,7 +29,6 @@ public final class PeriodLedger {
     private static final byte FORMAT_WITH_VERSION = 1;
 
     private final Aggregation aggregation;
-    private final String kind;
     private final int kindCode;
     private final String zoneId;
     private final int anchor;
@@ -43,7 +42,6 @@ public final class PeriodLedger {
 
     public PeriodLedger(Aggregation a, String kind, String zoneId, int anchor, long graceMs) {
         this.aggregation = a;
-        this.kind = kind;
         this.kindCode = Periods.kindCode(kind, anchor);
         Periods.rules(zoneId); // an unknown zone fails here, as Python's BillingCycle does
         this.zoneId = zoneId;
@@ -169,25 +167,5 @@ public final class PeriodLedger {
             ledger.open.put(start, new OpenPeriod(end, Partial.read(a, in)));
         }
         return ledger;
-    }
-
-    public Aggregation aggregation() {
-        return aggregation;
-    }
-
-    public String kind() {
-        return kind;
-    }
-
-    public String zoneId() {
-        return zoneId;
-    }
-
-    public int anchor() {
-        return anchor;
-    }
-
-    public long graceMs() {
-        return graceMs;
     }
 }
