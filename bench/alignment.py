@@ -26,8 +26,9 @@ from jobs.config import load_config
 
 def run_once(events: int, settings: StackSettings, workdir: Path, tag: str, max_drift: str | int) -> dict[str, float]:
     """One bounded run; ``max_drift`` is ``pipeline.alignment_max_drift`` (0: alignment off)."""
-    steps = {"checkpoint_interval": "10s", "provisional_interval": "10s"}
-    path = config_for(tag, settings, workdir, **steps, alignment_max_drift=max_drift)
+    path = config_for(
+        tag, settings, workdir, checkpoint_interval="10s", provisional_interval="10s", alignment_max_drift=max_drift
+    )
     config = load_config(path, env={})
     data = workdir / f"{tag}.jsonl"
     fill_events_topic(config, settings, data, events)

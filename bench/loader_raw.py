@@ -499,7 +499,7 @@ def loader_run(
                 f"{len(data):,} records in {topics.events} (3 partitions); the loader until idle, fresh group and database each"
             )
             if clients:
-                results = {name: [] for name in CLIENTS}
+                results: dict[str, list[float]] = {name: [] for name in CLIENTS}
                 for round_number in range(rounds):
                     for name in CLIENTS if round_number % 2 == 0 else CLIENTS[::-1]:
                         before, started = time.process_time(), time.monotonic()

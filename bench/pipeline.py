@@ -41,11 +41,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
@@ -67,6 +67,7 @@ from infra.flink import STATE_BACKENDS, connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
 from jobs.config import Config, load_config  # noqa: E402
 from jobs.demo import demo_document, generate, random_event  # noqa: E402
+from jobs.kafka_consumer import LoaderConsumer  # noqa: E402
 from jobs.loader import Loader  # noqa: E402
 from jobs.produce import make_producer, produce_lines  # noqa: E402
 from jobs.topics import ensure_topics  # noqa: E402
@@ -178,7 +179,17 @@ def backfill(
     }
 
 
-LIVE_SETTINGS: dict[str, object] = {
+class LiveSettings(TypedDict):
+    """The pipeline settings of the live measurement (a TypedDict: ``**LIVE_SETTINGS`` names only settings)."""
+
+    checkpoint_interval: str
+    provisional_interval: str
+    max_out_of_orderness: str
+    idle_timeout: str
+    heartbeat_interval: str
+
+
+LIVE_SETTINGS: LiveSettings = {
     "checkpoint_interval": "1s",
     "provisional_interval": "1s",
     "max_out_of_orderness": "1s",
@@ -264,7 +275,7 @@ def capacity(
     loader_max_batch_delay: str | None = None,
     state_backend: str | None = None,
     timeout_s: float = 1800,
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """The rate at which the live job plus the loader make a backlog of live-shaped events queryable.
 
     ``load_raw``: the loader also copies every record of the events topic into ``raw_events``, as
@@ -723,7 +734,7 @@ def project_live(
         # returned records; its poll (every 0.5 s at most) is where a finished run stops it.
         poll = loader._poll
 
-        def poll_until_over(consumer: Any, timeout_ms: int) -> dict[Any, list[Any]]:
+        def poll_until_over(consumer: LoaderConsumer, timeout_ms: int) -> Sequence[Any]:
             if over.is_set():
                 raise _Done
             return poll(consumer, timeout_ms)
@@ -834,7 +845,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = StackSettings.from_env()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, Mapping[str, float | str]] = {}
     if args.events:
         results["backfill"] = backfill(args.events, settings, args.workdir, args.parallelism, args.state_backend)
         print("backfill:", json.dumps(results["backfill"]), flush=True)
@@ -862,7 +873,7 @@ def main() -> None:
         print(f"figures kept in {kept}")
 
 
-def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> str:
+def record(args: argparse.Namespace, results: Mapping[str, Mapping[str, float | str]]) -> str:
     """This run's figures as a Markdown table with its command (docs/benchmarks.md holds the current ones, not every run)."""
     command = (
         f".venv/bin/python bench/pipeline.py --events {args.events} --capacity-events {args.capacity_events} "
@@ -891,7 +902,7 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> st
     if c := results.get("capacity"):
         jvm_split = " / ".join(f"{c['jvm_us_per_event_' + part]:.1f}" for part in JVM_PARTS)
         end = f"{c['end_fraction']:.0%}"
-        if math.isnan(c["split_at_fraction"]):
+        if math.isnan(float(c["split_at_fraction"])):
             split, halves = "?", f"one checkpoint covered 10% → {end}: no halves"
         else:
             split = f"{c['split_at_fraction']:.0%}"
@@ -911,7 +922,7 @@ def record(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> st
             f"| capacity: the job's JVM by thread, CPU µs per visible event, 10% → {end}: {' / '.join(JVM_PARTS)} | "
             f"{jvm_split} |",
             f"| capacity: the job's last checkpoint, its own files / shared (incremental) files | "
-            f"{c['checkpoint_own_bytes'] / 1e6:,.1f} MB / {c['checkpoint_shared_bytes'] / 1e6:,.1f} MB |",
+            f"{float(c['checkpoint_own_bytes']) / 1e6:,.1f} MB / {float(c['checkpoint_shared_bytes']) / 1e6:,.1f} MB |",
         ]
     if live_result := results.get("live"):
         lines += [

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -168,7 +168,12 @@ def main() -> None:
     other_names: dict[int, str] = {}
     cpu: dict[int, float] = {}
     done = threading.Event()
-    threading.Thread(target=lambda: (job.wait(), done.set()), daemon=True).start()
+
+    def wait_for_the_job() -> None:
+        job.wait()
+        done.set()
+
+    threading.Thread(target=wait_for_the_job, daemon=True).start()
     while not done.wait(args.interval):
         if (jvm := java_descendant(job.pid)) is None:
             continue
@@ -187,15 +192,15 @@ def main() -> None:
                 frames[(name, frame)] += 1
     elapsed = time.monotonic() - started
     print(f"job: {args.events} {args.workload} events (+ duplicates), {elapsed:.1f} s, exit {job.returncode}, {samples} dumps")
-    cpu_by_name: Counter[str] = Counter()
+    cpu_by_name: defaultdict[str, float] = defaultdict(float)
     for nid, name in names.items():
         cpu_by_name[name] += cpu.get(nid, 0.0)
-    others: Counter[str] = Counter()
+    others: defaultdict[str, float] = defaultdict(float)
     for nid, seconds in cpu.items():
         if nid not in names:
             others[other_names.get(nid, "(unnamed)")] += seconds
     print(f"CPU seconds of the job's JVM: {sum(cpu.values()):.1f}, in task threads {sum(cpu_by_name.values()):.1f}")
-    for name, seconds in others.most_common(8):
+    for name, seconds in sorted(others.items(), key=lambda item: item[1], reverse=True)[:8]:
         print(f"{seconds:6.1f} s CPU  (other) {name}")
     for name, count in seen.most_common():
         print(f"{cpu_by_name[name]:6.1f} s CPU {100 * busy[name] / count:5.1f}% runnable  {name}")

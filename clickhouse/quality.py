@@ -29,13 +29,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from clickhouse.client import StorageError
 from clickhouse.queries import EARLIEST, LATEST, QueryError, Reader, plain
-
-if TYPE_CHECKING:
-    from jobs.config import Config
+from udfs.meters import Meter
 
 log = logging.getLogger("metering.quality")
 
@@ -50,6 +48,21 @@ EXAMPLES = 3
 
 class QualityError(ValueError):
     """A check that cannot run as asked (unknown suite or parameter, bad range): a usage error."""
+
+
+class CheckedPipeline(Protocol):
+    @property
+    def allowed_future_skew(self) -> timedelta: ...
+
+
+class CheckedConfig(Protocol):
+    """What the checks read of the configuration (``jobs.config.Config`` is one: jobs sits above this folder)."""
+
+    @property
+    def meters(self) -> Sequence[Meter]: ...
+
+    @property
+    def pipeline(self) -> CheckedPipeline: ...
 
 
 # --- datasets ---------------------------------------------------------------------------------------
@@ -301,7 +314,7 @@ def _ch_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def query_parameters(config: Config, options: CheckOptions) -> dict[str, Any]:
+def query_parameters(config: CheckedConfig, options: CheckOptions) -> dict[str, Any]:
     """Every parameter the check queries take, from the configuration and the options."""
     meters = config.meters
     return {
@@ -326,7 +339,7 @@ def query_parameters(config: Config, options: CheckOptions) -> dict[str, Any]:
     }
 
 
-def suite_parameters(config: Config, groups: Iterable[SuiteGroup], overrides: Mapping[str, float]) -> dict[str, Any]:
+def suite_parameters(config: CheckedConfig, groups: Iterable[SuiteGroup], overrides: Mapping[str, float]) -> dict[str, Any]:
     """Values for ``$PARAMETER`` references: group defaults < configuration < ``--set``."""
     values: dict[str, Any] = {}
     for group in groups:
@@ -522,7 +535,7 @@ def _context(docs_dir: Path | None) -> Any:
 
 
 def run_checks(
-    reader: Reader, config: Config, options: CheckOptions, *, groups: Mapping[str, SuiteGroup] | None = None
+    reader: Reader, config: CheckedConfig, options: CheckOptions, *, groups: Mapping[str, SuiteGroup] | None = None
 ) -> CheckReport:
     """Run the selected suites against the storage behind ``reader``; Data Docs under ``options.docs_dir``."""
     groups = load_groups() if groups is None else groups

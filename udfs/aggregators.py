@@ -3,10 +3,7 @@
 A :class:`Partial` summarises the events of one bucket (a minute, an hour, a
 period) for one meter and key. Partials ``merge`` associatively and
 commutatively, so minute partials roll up into hours, days and periods in any
-order with the same result. ``sum`` and ``count`` partials can also be
-``subtract``-ed (a retraction of an earlier minute value); ``max``, ``min``,
-``unique_count`` and ``latest`` only grow, so a newer partial of the same
-minute supersedes the old one by merging.
+order with the same result.
 
 All values are :class:`decimal.Decimal` with a context wide enough for
 Decimal(38, 9) sums; no binary float is used anywhere.
@@ -100,13 +97,6 @@ def merge(a: Partial, b: Partial) -> Partial:
         distinct=a.distinct | b.distinct,
         latest=latest,
     )
-
-
-def subtract(a: Partial, b: Partial) -> Partial:
-    """``a`` without ``b`` — only for sum and count, where it is exact."""
-    if not a.aggregation.retractable:
-        raise ValueError(f"{a.aggregation.value} partials cannot be subtracted; merge the newer partial instead")
-    return Partial(a.aggregation, a.count - b.count, total=EXACT.subtract(a.total, b.total))
 
 
 def merge_all(aggregation: Aggregation, partials: list[Partial]) -> Partial:

@@ -1,33 +1,28 @@
 """Finalization rules for one (customer, meter, group-by) key, as a plain state machine.
 
-Input is the changelog of minute partials produced upstream (per UTC minute:
-an insert, or an update as a retraction of the old partial plus the new one)
-and the event-time watermark. Output:
+The reference the job's Java finalization (``udfs/jvm/.../rules/PeriodLedger.java``) is held to by
+tests/unit/test_rules_agreement.py. Input is minute partials (a step of a minute's on-time events,
+or one late event), each merged into its billing period, and the event-time watermark. Output:
 
-- :class:`Provisional` running totals of every open billing period that changed
-  since the last call to :meth:`PeriodLedger.provisional`;
 - :class:`Final` — once the watermark passes ``period_end + grace``, the period's
   total is emitted exactly once and its state is dropped (bounded state);
-- :class:`Correction` — a minute change for a period that is already final; it
-  carries the period it belongs to and the change (a signed delta for sum/count,
-  the new partial for max/min/unique_count/latest) for the next invoice.
+- :class:`Correction` — a minute partial for a period that is already final; it
+  carries the period it belongs to and the partial, for the next invoice.
 
 Rules (see docs/semantics.md): event time decides the period; a period is final
 exactly when ``period_end + grace <= watermark``; a final never changes; every
-minute change is counted in exactly one of (final, correction). The Flink job
-wraps this class in a keyed function with state and event-time timers; tests
-drive it directly.
+minute partial is counted in exactly one of (final, correction).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
 
-from udfs.aggregators import EncodedPartial, Partial, decode, empty, encode, merge, subtract
+from udfs.aggregators import Partial, empty, merge
 from udfs.meters import Aggregation
-from udfs.periods import BillingCycle, PeriodKind, billing_period, epoch_millis, from_epoch_millis, local_day
+from udfs.periods import BillingCycle, billing_period, epoch_millis, from_epoch_millis, local_day
 
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -46,23 +41,6 @@ def local_day_start_ms(minute_ms: int, timezone: str) -> int:
 
 
 @dataclass(frozen=True)
-class MinuteChange:
-    """One changelog row of a minute partial: ``retract=True`` removes an earlier partial."""
-
-    minute_ms: int
-    partial: Partial
-    retract: bool = False
-
-
-@dataclass(frozen=True)
-class Provisional:
-    period_start_ms: int
-    period_end_ms: int
-    partial: Partial
-    version: int
-
-
-@dataclass(frozen=True)
 class Final:
     period_start_ms: int
     period_end_ms: int
@@ -75,17 +53,14 @@ class Correction:
     period_start_ms: int
     period_end_ms: int
     minute_ms: int
-    #: sum/count: the signed change; other aggregations: the minute's newer partial.
+    #: The minute partial that came too late for its period's final.
     partial: Partial
-    retract: bool
 
 
 @dataclass
 class _OpenPeriod:
     end_ms: int
     partial: Partial
-    version: int = 0
-    dirty: bool = False
 
 
 @dataclass
@@ -107,25 +82,15 @@ class PeriodLedger:
     def is_final(self, period_end_ms: int, watermark_ms: int) -> bool:
         return period_end_ms + self.grace_ms <= watermark_ms
 
-    def apply(self, change: MinuteChange, watermark_ms: int) -> Correction | None:
-        """Fold one minute change into its period, or return it as a correction if that period is final."""
-        start, end = self.period_of(change.minute_ms)
+    def apply(self, minute_ms: int, partial: Partial, watermark_ms: int) -> Correction | None:
+        """Merge a minute partial into its period, or return it as a correction if that period is final."""
+        start, end = self.period_of(minute_ms)
         if self.is_final(end, watermark_ms):
-            return Correction(start, end, change.minute_ms, change.partial, change.retract)
+            return Correction(start, end, minute_ms, partial)
         period = self.open_periods.get(start)
         if period is None:
             period = self.open_periods[start] = _OpenPeriod(end, empty(self.aggregation))
-        if change.retract:
-            if self.aggregation.retractable:
-                period.partial = subtract(period.partial, change.partial)
-            else:
-                # Growing aggregations: the newer partial of the same minute (which follows) supersedes
-                # the value by merging; only the event count is taken back.
-                period.partial = replace(period.partial, count=period.partial.count - change.partial.count)
-        else:
-            period.partial = merge(period.partial, change.partial)
-        period.version += 1
-        period.dirty = True
+        period.partial = merge(period.partial, partial)
         return None
 
     def finalize(self, watermark_ms: int) -> list[Final]:
@@ -135,51 +100,3 @@ class PeriodLedger:
         for start in due:
             del self.open_periods[start]
         return finals
-
-    def provisional(self) -> list[Provisional]:
-        """Running totals of the periods that changed since the previous call."""
-        out = []
-        for start in sorted(self.open_periods):
-            period = self.open_periods[start]
-            if period.dirty:
-                out.append(Provisional(start, period.end_ms, period.partial, period.version))
-                period.dirty = False
-        return out
-
-    def next_finalization_ms(self) -> int | None:
-        """The watermark at which the next open period becomes final (for an event-time timer)."""
-        if not self.open_periods:
-            return None
-        return min(p.end_ms for p in self.open_periods.values()) + self.grace_ms
-
-
-#: A :class:`PeriodLedger` as plain values (see :meth:`encode_ledger`): aggregation, cycle kind,
-#: time zone, anchor, grace in ms, then ``(start_ms, end_ms, version, dirty, partial)`` per open period.
-EncodedLedger = tuple[str, str, str, int, int, tuple[tuple[int, int, int, bool, EncodedPartial], ...]]
-
-
-def encode_ledger(ledger: PeriodLedger) -> EncodedLedger:
-    """``ledger`` as plain ints, strings and tuples, for keyed state.
-
-    Pickling the objects themselves cost ~30 µs per row in the finalization operator (dataclass
-    and enum reconstruction; docs/benchmarks.md); these tuples pickle and load several times faster.
-    """
-    cycle = ledger.cycle
-    periods = tuple((start, p.end_ms, p.version, p.dirty, encode(p.partial)) for start, p in sorted(ledger.open_periods.items()))
-    return (ledger.aggregation.value, cycle.kind.value, cycle.timezone, cycle.anchor, ledger.grace_ms, periods)
-
-
-@lru_cache(maxsize=1024)
-def _cycle(kind: str, timezone: str, anchor: int) -> BillingCycle:
-    return BillingCycle(PeriodKind(kind), timezone, anchor)
-
-
-def decode_ledger(encoded: EncodedLedger) -> PeriodLedger:
-    """The inverse of :func:`encode_ledger`."""
-    aggregation_value, kind, timezone, anchor, grace_ms, periods = encoded
-    aggregation = Aggregation(aggregation_value)
-    open_periods = {
-        start: _OpenPeriod(end_ms, decode(aggregation, partial), version, dirty)
-        for start, end_ms, version, dirty, partial in periods
-    }
-    return PeriodLedger(aggregation, _cycle(kind, timezone, anchor), timedelta(milliseconds=grace_ms), open_periods)

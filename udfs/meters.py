@@ -29,11 +29,6 @@ class Aggregation(StrEnum):
         """Aggregations whose value must be an exact decimal (count and unique_count need not)."""
         return self in (Aggregation.SUM, Aggregation.MAX, Aggregation.MIN, Aggregation.LATEST)
 
-    @property
-    def retractable(self) -> bool:
-        """Whether an earlier partial can be subtracted (sum, count) rather than only superseded."""
-        return self in (Aggregation.SUM, Aggregation.COUNT)
-
 
 @dataclass(frozen=True)
 class Meter:

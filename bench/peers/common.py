@@ -113,7 +113,7 @@ class BacklogStats:
 
 def backlog(
     shape: Shape, events: int, end: datetime, seed: int = 17, stats: BacklogStats | None = None
-) -> Iterator[tuple[bytes, bytes | None]]:
+) -> Iterator[tuple[bytes | None, bytes]]:
     """(key, line) of ``events`` distinct valid events of ``shape`` whose event time ends at ``end``.
 
     Event time advances at ``shape.nominal_rate`` per second with ±20 s of jitter (out of order);

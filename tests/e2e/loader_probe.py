@@ -73,7 +73,7 @@ def install(progress: Path, fail_halfway: str | None) -> None:
 
     loader_module.Loader.run = run_reporting  # type: ignore[method-assign]
     loader_module.Loader._insert_retrying = insert  # type: ignore[method-assign]
-    loader_module.Loader._commit = staticmethod(commit)  # type: ignore[method-assign,assignment]
+    loader_module.Loader._commit = staticmethod(commit)  # type: ignore[method-assign]
 
 
 def run(argv: list[str]) -> int:

@@ -179,15 +179,16 @@ def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
         for granularity in ("day", "hour"):
             if granularity == "hour":
                 browser.find_element("id", "granularity-hour").click()
-            wait_for(
-                f"the {granularity} chart",
-                lambda g=granularity: browser.execute_script(
+
+            def chart_shows(g: str = granularity) -> Any:
+                return browser.execute_script(
                     "const c = Chart.getChart(`chart-${arguments[0]}`); "
                     "return c && c.canvas.dataset.granularity === arguments[1];",
                     SUM_METER,
                     g,
-                ),
-            )
+                )
+
+            wait_for(f"the {granularity} chart", chart_shows)
             payload = browser.execute_script("return window.dashboard.data.series")
             shown = chart_points(browser, SUM_METER)
             wanted = {
@@ -221,8 +222,8 @@ def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
         producer = make_producer(config.kafka.bootstrap_servers)
         try:
             for offset, line in enumerate(lines, start=10**9):
-                key, value = raw_event_line(line.encode(), topic=config.kafka.topics.events, offset=offset) or (b"", b"")
-                producer.send(config.kafka.topics.raw, key=key, value=value)
+                raw_key, raw_value = raw_event_line(line.encode(), topic=config.kafka.topics.events, offset=offset) or (b"", b"")
+                producer.send(config.kafka.topics.raw, key=raw_key, value=raw_value)
             producer.flush()
         finally:
             producer.close()

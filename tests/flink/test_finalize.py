@@ -25,7 +25,7 @@ from jobs import sql
 from jobs.config import load_config
 from schemas import records
 from udfs.aggregators import Partial, merge
-from udfs.ledger import MinuteChange, PeriodLedger
+from udfs.ledger import PeriodLedger
 from udfs.meters import Aggregation
 from udfs.periods import BillingCycle, PeriodKind, epoch_millis
 
@@ -125,7 +125,7 @@ def python_ledger(rows: list[dict[str, Any]], finalized_through_ms: int = -(2**6
     for row in rows:
         count, total = row["cnt"], Decimal(row["total"])
         watermark = max(finalized_through_ms, row.get("partition_wm_ms") or -(2**62))
-        ledger.apply(MinuteChange(row["minute_ms"], Partial(Aggregation.SUM, count, total=total)), watermark)
+        ledger.apply(row["minute_ms"], Partial(Aggregation.SUM, count, total=total), watermark)
     return ledger
 
 

@@ -113,7 +113,7 @@ def first_seen(stream: tuple[Any, Any], view: str) -> dict[int, tuple[int, int]]
 
 def test_agrees_with_an_independent_count_and_drops_no_late_row(stream: tuple[Any, Any]) -> None:
     rng = random.Random(5)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for offset in range(2000):
         reason = rng.choice([None] * 9 + ["bad_quantity"])
         rows.append(
@@ -170,7 +170,7 @@ def test_the_jobs_views_count_retries_and_payload_variants(stream: tuple[Any, An
     from jobs.metering_job import define_views
 
     _, t_env = stream
-    first = {"event_id": "e1", "customer_id": "acme", "event_type": "tokens", "timestamp": "2026-12-31T10:00:00Z"}
+    first: dict[str, Any] = {"event_id": "e1", "customer_id": "acme", "event_type": "tokens", "timestamp": "2026-12-31T10:00:00Z"}
     first |= {"quantity": "10", "properties": {"model": "m1"}}
     changed_quantity = json.dumps({**first, "quantity": "11"})
     docs = [
@@ -188,7 +188,7 @@ def test_the_jobs_views_count_retries_and_payload_variants(stream: tuple[Any, An
         json.dumps({**first, "event_id": "e5", "event_type": "api_call"}),  # counted; active_users lacks properties.user
         json.dumps({**first, "event_id": "e6", "event_type": "api_call", "quantity": "x"}),  # not a number: no meter reads it
     ]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"kafka_offset": n, "rowtime_ms": RECEIVED_MS - 3_600_000 * n, "doc": doc}  # ever later: all late but the first
         for n, doc in enumerate(docs)
     ]

@@ -14,6 +14,7 @@ import base64
 import json
 import random
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from jobs import sql
 from jobs.config import load_config
 from jobs.heartbeat import heartbeat_record, is_heartbeat
 from schemas.validate import MAX_EVENT_BYTES, SCHEMA_DIR, decode, event_time, job_reason, property_text, validate_line
+from tests.support.lines import spec_example_lines
 from tests.unit.test_event_agreement import BOUND_CASES, ISSUE_CASES, PROFILE_CASES, SCHEMA_CASES
 from udfs.meters import Aggregation, Meter
 from udfs.periods import epoch_millis
@@ -53,7 +55,7 @@ def as_bytes(doc: str | bytes) -> bytes:
     return doc if isinstance(doc, bytes) else doc.encode("utf-8", "surrogatepass")
 
 
-def query_parsed(t_env: Any, docs: list[str] | list[bytes], query: str, meters: tuple[Meter, ...] = CONFIG.meters) -> list[Any]:
+def query_parsed(t_env: Any, docs: Sequence[str | bytes], query: str, meters: tuple[Meter, ...] = CONFIG.meters) -> list[Any]:
     """Rows of ``query`` over the view ``parsed``: ``parse_view`` of ``docs``, received at :data:`RECEIVED`.
 
     A record's ``kafka_offset`` is its index in ``docs``.
@@ -85,7 +87,7 @@ def spec_reason(doc: str | bytes, meters: tuple[Meter, ...] = CONFIG.meters) -> 
 
 
 def corpus_docs() -> list[bytes]:
-    docs = [p.read_bytes().strip() for p in sorted((SCHEMA_DIR / "examples" / "v1").glob("*/*.json"))]
+    docs = spec_example_lines()
     # Event types must be configured meters for most of them; keep a few unknown ones.
     return [d.replace(b'"credits"', b'"api_call"') for d in docs]
 

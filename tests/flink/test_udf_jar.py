@@ -55,7 +55,7 @@ def test_a_compile_error_names_the_sources_and_the_error(sources: Path, settings
 def test_without_a_jdk_the_error_says_what_to_install(
     sources: Path, settings: StackSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(udf.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # the module infra.udf_jar looks javac up with
     with pytest.raises(StackError, match=r"javac not found(.|\n)*openjdk-17-jdk-headless"):
         udf.udf_jar(settings, sources)
 

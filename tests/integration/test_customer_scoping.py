@@ -16,9 +16,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -106,12 +107,11 @@ def lookalike_segments() -> list[list[Any]]:
 
 def dst_segments() -> list[list[Any]]:
     """dst-ny: days in New York; 2026-03-08 is 23 hours long (05:00Z to 04:00Z)."""
-    ny = {"zone": NEW_YORK}
     return [
-        segment(DST, "tokens", "sum", "2026-03-08 04:59", total="8", **ny),  # local 03-07 23:59 EST
-        segment(DST, "tokens", "sum", "2026-03-08 05:00", total="4", **ny),  # local 03-08 00:00 EST
-        segment(DST, "tokens", "sum", "2026-03-09 03:30", total="1", **ny),  # local 03-08 23:30 EDT
-        segment(DST, "tokens", "sum", "2026-03-09 04:30", total="2", **ny),  # local 03-09 00:30 EDT
+        segment(DST, "tokens", "sum", "2026-03-08 04:59", total="8", zone=NEW_YORK),  # local 03-07 23:59 EST
+        segment(DST, "tokens", "sum", "2026-03-08 05:00", total="4", zone=NEW_YORK),  # local 03-08 00:00 EST
+        segment(DST, "tokens", "sum", "2026-03-09 03:30", total="1", zone=NEW_YORK),  # local 03-08 23:30 EDT
+        segment(DST, "tokens", "sum", "2026-03-09 04:30", total="2", zone=NEW_YORK),  # local 03-09 00:30 EDT
     ]
 
 
@@ -161,9 +161,17 @@ def reader(chdb_path: Path) -> Iterator[StorageReader]:
 
 # --- the questions --------------------------------------------------------------------------------
 
-WIDE = {"start": utc("2026-01-01 00:00"), "end": utc("2026-05-01 00:00")}
-MINUTES = {"start": utc("2026-03-01 00:00"), "end": utc("2026-03-02 00:00")}  # acme's March minutes (max span 2 days)
-HOURS = {"start": utc("2026-02-25 00:00"), "end": utc("2026-04-05 00:00")}  # everything (39 days, max 62)
+
+class TimeRange(TypedDict):
+    """A Scope's start and end, for ``Scope(..., **RANGE)``."""
+
+    start: datetime
+    end: datetime
+
+
+WIDE: TimeRange = {"start": utc("2026-01-01 00:00"), "end": utc("2026-05-01 00:00")}
+MINUTES: TimeRange = {"start": utc("2026-03-01 00:00"), "end": utc("2026-03-02 00:00")}  # acme's March minutes (max span 2 days)
+HOURS: TimeRange = {"start": utc("2026-02-25 00:00"), "end": utc("2026-04-05 00:00")}  # everything (39 days, max 62)
 
 
 def everything(reader: StorageReader, customer: str) -> dict[str, list[dict[str, Any]]]:

@@ -121,7 +121,7 @@ def ok(client: Any, path: str, **query: str) -> Any:
     return response.json
 
 
-def refused(client: Any, path: str, status: int = 400, **query: str) -> str:
+def refused(client: Any, path: str, status: int = 400, /, **query: str) -> str:
     response = client.get(path, query_string=query)
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/json" and list(response.json) == ["error"]
@@ -398,9 +398,9 @@ def test_storage_failures_are_503(client: Any) -> None:
         ("/api/usage", {"customer": "acme"}),
         ("/api/series", {"customer": "acme"}),
     ]:
-        message = refused(broken, path, status=503, **query)
+        message = refused(broken, path, 503, **query)
         assert f"the chDB owner's gateway at http://127.0.0.1:{port} is unreachable" in message
-    assert refused(broken, "/api/series", status=400, granularity="week", customer="acme")  # refused before any read
+    assert refused(broken, "/api/series", 400, granularity="week", customer="acme")  # refused before any read
     assert ok(broken, "/api/config")["granularities"] == ["minute", "hour", "day"]
 
 

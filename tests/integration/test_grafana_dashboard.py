@@ -144,7 +144,8 @@ def test_expander_matches_the_plugin_and_grafana() -> None:
 
 
 def load_dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return dashboard
 
 
 def query_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:

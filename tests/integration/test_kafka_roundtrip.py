@@ -6,7 +6,9 @@ import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from jobs.cli import EXIT_REJECTED, main
@@ -14,7 +16,7 @@ from jobs.produce import make_producer, produce_lines
 from schemas.validate import SCHEMA_DIR
 
 
-def consume_all(bootstrap: str, topic: str, *, isolation: str = "read_uncommitted", timeout_ms: int = 4000) -> list:
+def consume_all(bootstrap: str, topic: str, *, isolation: str = "read_uncommitted", timeout_ms: int = 4000) -> list[Any]:
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -61,7 +63,9 @@ def test_produce_sends_valid_lines_keyed_by_customer_and_counts_rejects(bootstra
     assert all(len(partitions) == 1 for partitions in by_key.values()), "one customer, one partition"
 
 
-def test_produce_command_on_the_corpus(bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, capsys) -> None:
+def test_produce_command_on_the_corpus(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     topic = new_topic("corpus")
     examples = sorted((SCHEMA_DIR / "examples" / "v1").glob("*/*.json"))
     corpus = tmp_path / "corpus.jsonl"

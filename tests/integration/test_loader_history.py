@@ -99,7 +99,8 @@ def _raw(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
 def _history(count: int, days: int, start: datetime, seed: int) -> tuple[list[dict[str, Any]], dict[int, tuple[int, Decimal]]]:
     """``count`` events spread over ``days`` from ``start``, shuffled (a backfill is not in time order)."""
     rng = random.Random(seed)
-    events, expected = [], defaultdict(lambda: (0, Decimal(0)))
+    events: list[dict[str, Any]] = []
+    expected: defaultdict[int, tuple[int, Decimal]] = defaultdict(lambda: (0, Decimal(0)))
     for n in range(count):
         when = start + timedelta(seconds=rng.randrange(days * 86_400), milliseconds=rng.randrange(1000))
         quantity = Decimal(rng.randrange(1, 10**7)) / 1000

@@ -73,7 +73,8 @@ def test_aggregate_records_store_what_pythons_reading_stores(storage_settings: S
         migrate(storage)
         loader = Loader(Config(), storage)
         rows = [segment_line_row(r)[1] for r in records]
-        assert loader._store("aggregate_segments", rows, records, quarantine := []) == len(rows) and not quarantine
+        quarantine: list[list[Any]] = []
+        assert loader._store("aggregate_segments", rows, records, quarantine) == len(rows) and not quarantine
         stored = storage.query_rows(f"SELECT {columns} FROM aggregate_segments ORDER BY minute")
     expected = [_reference(r) for r in RECORDS]
     got = [tuple(v.replace(tzinfo=from_epoch_millis(0).tzinfo) if hasattr(v, "tzinfo") else v for v in row) for row in stored]

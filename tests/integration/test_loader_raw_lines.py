@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import struct
 from datetime import UTC, datetime
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,9 +24,9 @@ from jobs.config import Config
 from jobs.loader import COLUMNS, Loader, raw_line_row
 from schemas.validate import RAW_EVENT_COLUMNS, raw_event_row
 from tests.jvm import JavaProcess
+from tests.support.lines import spec_example_lines
 from udfs.periods import from_epoch_millis
 
-ROOT = Path(__file__).resolve().parents[2]
 #: EventVerdicts writes every raw line at these coordinates (its RAW_*); the offset is then made unique.
 TOPIC, PARTITION, OFFSET, RECEIVED_MS = "usage-events", 3, 42, 1_767_225_600_123
 
@@ -36,7 +35,7 @@ def _lines() -> list[bytes]:
     from bench.loader_raw import odd_valid_lines
     from bench.pipeline import live_shaped_lines
 
-    corpus = [p.read_bytes().strip() for p in sorted((ROOT / "schemas" / "examples" / "v1").glob("*/*.json"))]
+    corpus = spec_example_lines()
     live = list(live_shaped_lines(2_000, 20, 100, datetime(2026, 3, 1, tzinfo=UTC)))
     return corpus + odd_valid_lines() + [b'{"quantity": 1.0e3}'] + live
 
@@ -74,7 +73,8 @@ def test_the_jobs_raw_lines_store_what_the_reference_rows_store(storage_settings
         storage.command("TRUNCATE TABLE raw_events")
         loader = Loader(Config(), storage)
         rows: list[list[Any]] = [converted[1] for r in records if (converted := raw_line_row(r)) is not None]
-        assert loader._store("raw_events", rows, records, quarantine := []) == len(rows) and not quarantine
+        quarantine: list[list[Any]] = []
+        assert loader._store("raw_events", rows, records, quarantine) == len(rows) and not quarantine
         by_lines = storage.query_rows(select)
     assert len(by_lines) == len(reference)
     assert by_lines == by_reference

@@ -211,14 +211,14 @@ def seed(storage: Storage, config: Config) -> None:
         if seen[(event.customer_id, event.event_id)] > 1:
             continue  # dropped by dedup
         minute = t(event.time).replace(second=0, microsecond=0)
-        for meter in config.meters_for(event.event_type):
+        for definition in config.meters_for(event.event_type):
             quantity = Decimal(event.quantity)
-            if quantity < 0 and not meter.allow_negative:
-                rows["dead_letters"].append({"reason": "negative_value", **dead_letter, "meter": meter.name})
+            if quantity < 0 and not definition.allow_negative:
+                rows["dead_letters"].append({"reason": "negative_value", **dead_letter, "meter": definition.name})
                 continue
-            value: Any = event.properties[meter.value_property] if meter.value_property else quantity
-            group_key = json.dumps({d: event.properties.get(d, "") for d in meter.group_by}, separators=(",", ":"))
-            key = (event.customer_id, meter.name, group_key, minute)
+            value: Any = event.properties[definition.value_property] if definition.value_property else quantity
+            group_key = json.dumps({d: event.properties.get(d, "") for d in definition.group_by}, separators=(",", ":"))
+            key = (event.customer_id, definition.name, group_key, minute)
             if event.late_segment or event.after_final:
                 late.append((key, event, value))
             else:

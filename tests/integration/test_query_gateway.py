@@ -68,7 +68,7 @@ def every_question(reader: Reader) -> dict[str, Any]:
         answers[f"finals:{customer}"] = queries.finals(reader, Scope(customer=customer))
         for granularity in ("minute", "hour"):
             answers[f"{granularity}:{customer}"] = queries.series(
-                reader, Scope(customer=customer, granularity=granularity, **MARCH_1)
+                reader, Scope(customer=customer, granularity=granularity, start=MARCH_1["start"], end=MARCH_1["end"])
             )
         answers[f"day:{customer}"] = queries.series(reader, Scope(customer=customer, granularity="day"))  # default range
     return answers
@@ -305,6 +305,7 @@ def test_a_second_process_reads_through_the_owners_gateway(tmp_path: Path, owner
         # the dashboard over the gateway answers as over the storage
         client = create_app(reader, storage_label="via gateway").test_client()
         usage = client.get("/api/usage?customer=acme&meter=tokens").json
+        assert usage is not None
         assert [(r["total"], r["status"], r["group_by"]) for r in usage["rows"]] == [("4", "provisional", {"model": "l"})]
         assert client.get("/api/series?customer=acme&granularity=week").status_code == 400
     with (

@@ -48,7 +48,9 @@ def spare_settings(tmp_path: Path, stack_settings: StackSettings) -> StackSettin
     return replace(stack_settings.with_ports(base), home=tmp_path / "home")
 
 
-def test_up_status_idempotent_up_and_down_leaves_no_process(spare_settings: StackSettings, capsys) -> None:
+def test_up_status_idempotent_up_and_down_leaves_no_process(
+    spare_settings: StackSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
     stack = Stack(spare_settings)
     try:
         stack.up()

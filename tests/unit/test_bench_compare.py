@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,7 +91,7 @@ def test_recomputation_keeps_the_first_of_conflicting_retries() -> None:
 
 def test_checksum_is_exact_adds_rows_of_one_key_and_ignores_ticks() -> None:
     expected = {("c", "tokens", 0): Decimal("3.000"), ("tick-0", "api_call", MINUTE_MS): Decimal(1)}
-    rows = [
+    rows: list[Mapping[str, Any]] = [
         output_row("c", "tokens", 0, Decimal("1")),
         {"customer_id": "c", "meter": "tokens", "window_start": "1970-01-01 00:00:00", "total": "2.0"},
     ]

@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -39,7 +40,7 @@ def problems_of(path: Path, env: dict[str, str] | None = None) -> str:
     return "\n".join(err.value.problems)
 
 
-def document_setting(key: str, value: object) -> dict[str, object]:
+def document_setting(key: str, value: object) -> dict[str, Any]:
     """MINIMAL with the dotted ``key`` (``billing.*.grace`` means the default policy's) set to ``value``."""
     parts = key.replace("*", "default").split(".")
     document: dict[str, object] = dict(MINIMAL)
@@ -370,9 +371,11 @@ def test_bad_env_values_name_the_variable_and_the_key(tmp_path: Path, name: str,
 
 
 def test_bool_settings_accept_true_and_false_only(tmp_path: Path) -> None:
-    document = {"meters": [{"name": "m", "event_type": "api_call", "aggregation": "count", "allow_negative": "maybe"}]}
+    document: dict[str, Any] = {
+        "meters": [{"name": "m", "event_type": "api_call", "aggregation": "count", "allow_negative": "maybe"}]
+    }
     assert "meters[0].allow_negative: 'maybe' must be true or false" in problems_of(write(tmp_path, document))
-    document["meters"][0]["allow_negative"] = True  # type: ignore[index]
+    document["meters"][0]["allow_negative"] = True
     assert load_config(write(tmp_path, document), env={}).meters[0].allow_negative is True
 
 

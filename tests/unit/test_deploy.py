@@ -143,7 +143,7 @@ def test_dockerfile_pins_the_flink_image_and_the_checksummed_connector() -> None
 def test_clickhouse_image_follows_the_chdb_engine() -> None:
     import chdb
 
-    engine = str(chdb.query("SELECT version()")).strip().strip('"')
+    engine = str(chdb.query("SELECT version()")).strip().strip('"')  # type: ignore[no-untyped-call]  # chdb.query has no annotations
     assert engine.startswith(versions.CLICKHOUSE_SERVER_VERSION + "."), engine
 
 

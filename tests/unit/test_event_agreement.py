@@ -30,7 +30,6 @@ from schemas.validate import (
     MAX_NUMBER_CHARS,
     QUANTITY_INTEGER_DIGITS,
     REASONS,
-    SCHEMA_DIR,
     decode,
     property_text,
     raw_event_row,
@@ -38,6 +37,7 @@ from schemas.validate import (
     validate_line,
 )
 from tests.jvm import JavaProcess
+from tests.support.lines import spec_example_lines
 from udfs.periods import epoch_millis
 
 #: Properties whose values the comparison reads (as the job's meters would).
@@ -344,13 +344,9 @@ BOUND_CASES = [
 ]
 
 
-def corpus_lines() -> list[bytes]:
-    return [p.read_bytes().strip() for p in sorted((SCHEMA_DIR / "examples" / "v1").glob("*/*.json"))]
-
-
 @pytest.mark.parametrize(
     "cases",
-    [corpus_lines(), ISSUE_CASES, PROFILE_CASES, SCHEMA_CASES, BOUND_CASES],
+    [spec_example_lines(), ISSUE_CASES, PROFILE_CASES, SCHEMA_CASES, BOUND_CASES],
     ids=["corpus", "issue", "profile", "schema", "bounds"],
 )
 def test_the_job_reads_every_line_as_the_spec_does(java: JavaReader, cases: list[bytes]) -> None:
@@ -358,7 +354,7 @@ def test_the_job_reads_every_line_as_the_spec_does(java: JavaReader, cases: list
 
 
 def test_the_cases_reach_every_reason_and_both_sides_of_each_bound() -> None:
-    cases = corpus_lines() + ISSUE_CASES + PROFILE_CASES + SCHEMA_CASES + BOUND_CASES
+    cases = spec_example_lines() + ISSUE_CASES + PROFILE_CASES + SCHEMA_CASES + BOUND_CASES
     verdicts = [record_verdict(c) for c in cases]
     config_dependent = {"unknown_meter", "future_timestamp"}
     assert set(REASONS) - config_dependent <= set(verdicts)

@@ -201,7 +201,7 @@ def test_a_partition_the_commit_failed_for_is_a_consumer_error() -> None:
     class PartlyFailing(Client):
         def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
             refused = SimpleNamespace(topic="t", partition=1, offset=7, error=KafkaError(KafkaError.ILLEGAL_GENERATION))
-            return [SimpleNamespace(topic="t", partition=0, offset=5, error=None), refused]  # type: ignore[list-item]
+            return [SimpleNamespace(topic="t", partition=0, offset=5, error=None), refused]
 
     client = PartlyFailing()
     consumer = adapter(client)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,7 +82,7 @@ METRICS = {
 }
 
 
-def status(**changes: object) -> dict[str, object]:
+def status(**changes: object) -> dict[str, Any]:
     arguments: dict[str, object] = {
         "job": JOB,
         "checkpoints": CHECKPOINTS,

@@ -96,8 +96,8 @@ def test_epoch_millis_round_trip(millis: int) -> None:
 # --- worked examples that a reader can check by hand -------------------------------------------
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def test_calendar_month_in_berlin_is_not_the_utc_month() -> None:

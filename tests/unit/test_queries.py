@@ -441,7 +441,7 @@ def test_every_named_query_binds_its_parameters_server_side() -> None:
 
 # --- rendering ------------------------------------------------------------------------------------
 
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {"customer_id": "a", "total": "1.5", "event_count": 3, "group_by": {"model": "x"}},
     {"customer_id": 'bb,"c"', "total": "-20", "event_count": None, "group_by": {}},
 ]

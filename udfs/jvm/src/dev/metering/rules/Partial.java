@@ -164,21 +164,6 @@ public final class Partial {
                 latest.latestValue);
     }
 
-    /** This partial without {@code other}: only for sum and count, where it is exact. */
-    public Partial subtract(Partial other) {
-        if (!aggregation.retractable()) {
-            throw new IllegalArgumentException(
-                    aggregation.wire() + " partials cannot be subtracted; merge the newer partial instead");
-        }
-        requireSameAggregation(other);
-        return new Partial(aggregation, count - other.count, subtract(total, other.total), null, NO_VALUES, 0L, "", null);
-    }
-
-    /** The same partial with another event count: the ledger takes back a growing aggregation's events this way. */
-    public Partial withCount(long count) {
-        return new Partial(aggregation, count, total, extreme, distinct, latestMs, latestId, latestValue);
-    }
-
     /** The meter's value for this bucket. */
     public BigDecimal result() {
         return switch (aggregation) {
@@ -371,10 +356,6 @@ public final class Partial {
             return b;
         }
         return a.add(b);
-    }
-
-    private static BigDecimal subtract(BigDecimal a, BigDecimal b) {
-        return b.signum() == 0 && b.scale() <= a.scale() ? a : a.subtract(b);
     }
 
     private static SortedSet<String> union(SortedSet<String> a, SortedSet<String> b) {

@@ -13,19 +13,22 @@ import java.util.TreeMap;
  * Finalization rules for one (customer, meter, group-by) key: the JVM twin of
  * {@code udfs/ledger.py} {@code PeriodLedger}, a plain state machine with no Flink in it.
  *
- * <p>Input is the changelog of minute partials (an insert, or a retraction of the old partial
- * followed by the new one) and the event-time watermark. A period is final exactly when
+ * <p>Input is minute partials (each one merged into its period: a step of a minute's on-time
+ * events or one late event) and the event-time watermark. A period is final exactly when
  * {@code period_end + grace <= watermark}; a final is emitted once ({@link #finalize}) and its state
- * dropped; a minute change for a final period comes back as a {@link Correction}; every change
- * counts in exactly one of (final, correction). {@link #provisional} reports the open periods that
- * changed since its previous call. Mutable, one instance per key.
+ * dropped; a partial for a final period comes back as a {@link Correction}; every partial counts
+ * in exactly one of (final, correction). Mutable, one instance per key.
  */
 public final class PeriodLedger {
     /** Tag of the binary form ({@link #write}). */
-    private static final byte FORMAT = 1;
+    private static final byte FORMAT = 2;
+    /**
+     * The form before {@link #FORMAT}: each period also carried a version (var-long) and a dirty flag
+     * (boolean) for provisional output nothing read. Savepoints hold it: {@link #read} still accepts it.
+     */
+    private static final byte FORMAT_WITH_VERSION = 1;
 
     private final Aggregation aggregation;
-    private final String kind;
     private final int kindCode;
     private final String zoneId;
     private final int anchor;
@@ -39,7 +42,6 @@ public final class PeriodLedger {
 
     public PeriodLedger(Aggregation a, String kind, String zoneId, int anchor, long graceMs) {
         this.aggregation = a;
-        this.kind = kind;
         this.kindCode = Periods.kindCode(kind, anchor);
         Periods.rules(zoneId); // an unknown zone fails here, as Python's BillingCycle does
         this.zoneId = zoneId;
@@ -47,23 +49,17 @@ public final class PeriodLedger {
         this.graceMs = graceMs;
     }
 
-    public record Correction(long periodStartMs, long periodEndMs, long minuteMs, Partial partial, boolean retract) {}
+    public record Correction(long periodStartMs, long periodEndMs, long minuteMs, Partial partial) {}
 
     public record Final(long periodStartMs, long periodEndMs, Partial partial, long finalizedAtWatermarkMs) {}
-
-    public record Provisional(long periodStartMs, long periodEndMs, Partial partial, long version) {}
 
     private static final class OpenPeriod {
         final long endMs;
         Partial partial;
-        long version;
-        boolean dirty;
 
-        OpenPeriod(long endMs, Partial partial, long version, boolean dirty) {
+        OpenPeriod(long endMs, Partial partial) {
             this.endMs = endMs;
             this.partial = partial;
-            this.version = version;
-            this.dirty = dirty;
         }
     }
 
@@ -96,28 +92,18 @@ public final class PeriodLedger {
         return sum;
     }
 
-    /** Fold one minute change into its period; a correction (not folded) when that period is already final. */
-    public Correction apply(long minuteMs, Partial partial, boolean retract, long watermarkMs) {
+    /** Merge a minute partial into its period; a correction (not merged) when that period is already final. */
+    public Correction apply(long minuteMs, Partial partial, long watermarkMs) {
         Periods.Bounds bounds = boundsOf(minuteMs);
         if (isFinal(bounds.endMs, watermarkMs)) {
-            return new Correction(bounds.startMs, bounds.endMs, minuteMs, partial, retract);
+            return new Correction(bounds.startMs, bounds.endMs, minuteMs, partial);
         }
         OpenPeriod period = open.get(bounds.startMs);
         if (period == null) {
-            period = new OpenPeriod(bounds.endMs, Partial.empty(aggregation), 0, false);
-            open.put(bounds.startMs, period);
-        }
-        if (!retract) {
-            period.partial = period.partial.merge(partial);
-        } else if (aggregation.retractable()) {
-            period.partial = period.partial.subtract(partial);
+            open.put(bounds.startMs, new OpenPeriod(bounds.endMs, Partial.empty(aggregation).merge(partial)));
         } else {
-            // Growing aggregations: the newer partial of the same minute (which follows) supersedes the
-            // value by merging; only the event count is taken back.
-            period.partial = period.partial.withCount(period.partial.count - partial.count);
+            period.partial = period.partial.merge(partial);
         }
-        period.version += 1;
-        period.dirty = true;
         return null;
     }
 
@@ -139,34 +125,6 @@ public final class PeriodLedger {
         return finals == null ? List.of() : finals;
     }
 
-    /** Running totals of the open periods that changed since the previous call, in start order. */
-    public List<Provisional> provisional() {
-        List<Provisional> out = null;
-        for (Map.Entry<Long, OpenPeriod> entry : open.entrySet()) {
-            OpenPeriod period = entry.getValue();
-            if (period.dirty) {
-                if (out == null) {
-                    out = new ArrayList<>(2);
-                }
-                out.add(new Provisional(entry.getKey(), period.endMs, period.partial, period.version));
-                period.dirty = false;
-            }
-        }
-        return out == null ? List.of() : out;
-    }
-
-    /** The watermark at which the next open period becomes final (for an event-time timer); null when nothing is open. */
-    public Long nextFinalizationMs() {
-        if (open.isEmpty()) {
-            return null;
-        }
-        long earliestEnd = Long.MAX_VALUE;
-        for (OpenPeriod period : open.values()) {
-            earliestEnd = Math.min(earliestEnd, period.endMs);
-        }
-        return finalAt(earliestEnd);
-    }
-
     public boolean hasOpenPeriods() {
         return !open.isEmpty();
     }
@@ -186,8 +144,6 @@ public final class PeriodLedger {
             OpenPeriod period = entry.getValue();
             out.writeLong(entry.getKey());
             out.writeLong(period.endMs);
-            Partial.writeVarLong(out, period.version);
-            out.writeBoolean(period.dirty);
             period.partial.write(out);
         }
     }
@@ -196,7 +152,7 @@ public final class PeriodLedger {
     public static PeriodLedger read(Aggregation a, String kind, String zoneId, int anchor, long graceMs, DataInput in)
             throws IOException {
         byte format = in.readByte();
-        if (format != FORMAT) {
+        if (format != FORMAT && format != FORMAT_WITH_VERSION) {
             throw new IOException("unknown PeriodLedger format " + format);
         }
         PeriodLedger ledger = new PeriodLedger(a, kind, zoneId, anchor, graceMs);
@@ -204,30 +160,12 @@ public final class PeriodLedger {
         for (long i = 0; i < size; i++) {
             long start = in.readLong();
             long end = in.readLong();
-            long version = Partial.readVarLong(in);
-            boolean dirty = in.readBoolean();
-            ledger.open.put(start, new OpenPeriod(end, Partial.read(a, in), version, dirty));
+            if (format == FORMAT_WITH_VERSION) {
+                Partial.readVarLong(in); // version
+                in.readBoolean(); // dirty
+            }
+            ledger.open.put(start, new OpenPeriod(end, Partial.read(a, in)));
         }
         return ledger;
-    }
-
-    public Aggregation aggregation() {
-        return aggregation;
-    }
-
-    public String kind() {
-        return kind;
-    }
-
-    public String zoneId() {
-        return zoneId;
-    }
-
-    public int anchor() {
-        return anchor;
-    }
-
-    public long graceMs() {
-        return graceMs;
     }
 }

@@ -19,6 +19,7 @@ import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HexFormat;
 import java.util.List;
 
 /**
@@ -27,8 +28,9 @@ import java.util.List;
  * Python reference with one JVM for the whole module. Not used by the job.
  *
  * <p>Cases ({@code op}): {@code aggregation} (wire name), {@code period}, {@code local_day},
- * {@code partials} (inputs, then merge/subtract/with_count steps on a growing register list) and
- * {@code ledger} (a sequence of ledger calls). A partial travels as Python's {@code encode} tuple
+ * {@code partials} (inputs, then merge steps on a growing register list) and {@code ledger} (a
+ * sequence of ledger calls; {@code restore} reads a stored ledger given as hex, any format
+ * {@link PeriodLedger#read} accepts). A partial travels as Python's {@code encode} tuple
  * {@code [count, total, extreme, distinct, latest]}; a result partial comes back as that tuple plus
  * {@code result()}, the {@code appendJson} text and whether a binary state round trip kept it equal.
  * A case that throws answers {@code {"error": ...}}.
@@ -69,7 +71,7 @@ public final class RuleCases {
 
     private static JsonNode aggregation(String wire) {
         Aggregation a = Aggregation.of(wire);
-        return NODES.arrayNode().add(a.wire()).add(a.retractable());
+        return NODES.textNode(a.wire());
     }
 
     private static JsonNode partials(Aggregation a, JsonNode c) throws IOException {
@@ -86,8 +88,6 @@ public final class RuleCases {
             try {
                 Partial made = switch (step.get(0).asText()) {
                     case "merge" -> x.merge(registers.get(step.get(2).asInt() % registers.size()));
-                    case "subtract" -> x.subtract(registers.get(step.get(2).asInt() % registers.size()));
-                    case "with_count" -> x.withCount(step.get(2).asLong());
                     default -> throw new IllegalStateException("unknown step " + step);
                 };
                 registers.add(made);
@@ -113,15 +113,14 @@ public final class RuleCases {
             switch (name) {
                 case "apply" -> {
                     PeriodLedger.Correction correction =
-                            ledger.apply(arg.get(0).asLong(), partial(a, arg.get(1)), arg.get(2).asBoolean(), arg.get(3).asLong());
+                            ledger.apply(arg.get(0).asLong(), partial(a, arg.get(1)), arg.get(2).asLong());
                     answers.add(correction == null
                             ? NODES.nullNode()
                             : NODES.arrayNode()
                                     .add(correction.periodStartMs())
                                     .add(correction.periodEndMs())
                                     .add(correction.minuteMs())
-                                    .add(describe(correction.partial()))
-                                    .add(correction.retract()));
+                                    .add(describe(correction.partial())));
                 }
                 case "finalize" -> {
                     ArrayNode finals = NODES.arrayNode();
@@ -134,25 +133,15 @@ public final class RuleCases {
                     }
                     answers.add(finals);
                 }
-                case "provisional" -> {
-                    ArrayNode provisionals = NODES.arrayNode();
-                    for (PeriodLedger.Provisional p : ledger.provisional()) {
-                        provisionals.add(NODES.arrayNode()
-                                .add(p.periodStartMs())
-                                .add(p.periodEndMs())
-                                .add(describe(p.partial()))
-                                .add(p.version()));
-                    }
-                    answers.add(provisionals);
-                }
-                case "next" -> {
-                    Long next = ledger.nextFinalizationMs();
-                    answers.add(next == null ? NODES.nullNode() : NODES.numberNode(next));
-                }
                 case "roundtrip" -> {
                     byte[] stored = bytes(ledger);
                     ledger = PeriodLedger.read(a, kind, zone, anchor, graceMs, new DataInputStream(new ByteArrayInputStream(stored)));
                     answers.add(Arrays.equals(stored, bytes(ledger)));
+                }
+                case "restore" -> {
+                    byte[] stored = HexFormat.of().parseHex(arg.asText());
+                    ledger = PeriodLedger.read(a, kind, zone, anchor, graceMs, new DataInputStream(new ByteArrayInputStream(stored)));
+                    answers.add(true);
                 }
                 case "period" -> answers.add(pair(ledger.periodOf(arg.asLong())));
                 case "open" -> answers.add(ledger.isOpen(arg.asLong()));

@@ -154,7 +154,7 @@ public final class Finalize extends ProcessTableFunction<Row> {
             // A late event is judged by its own partition's watermark too (docs/semantics.md, "Backfills").
             finality = Math.max(finality, partitionWatermark);
         }
-        PeriodLedger.Correction correction = state.ledger.apply(minuteMs, partial, false, finality);
+        PeriodLedger.Correction correction = state.ledger.apply(minuteMs, partial, finality);
         boolean replayed = Boolean.TRUE.equals(input.getField("replayed"));
         if (correction != null && replayed) {
             // The job this one replaced already counted this change (jobs/upgrade.py).
@@ -396,7 +396,8 @@ public final class Finalize extends ProcessTableFunction<Row> {
         out.append(",\"period_start_ms\":").append(correction.periodStartMs());
         out.append(",\"period_end_ms\":").append(correction.periodEndMs());
         out.append(",\"minute_ms\":").append(correction.minuteMs());
-        out.append(",\"retract\":").append(correction.retract());
+        // Always false: the job only adds. The field stays in the record (the loader reads it, schemas/records.py).
+        out.append(",\"retract\":false");
         out.append(',');
         Json.member(out, "event_id", eventId);
         return close(out, correction.partial());

@@ -1,0 +1,1 @@
+"""Fixtures more than one test tier uses (product code and bench/ import nothing from here)."""
