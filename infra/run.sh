@@ -22,10 +22,18 @@ PY
 
 stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "run.sh: installing the project into $VENV (first run takes a few minutes) …" >&2
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  log="$ROOT/.metering/logs/install.log"
+  mkdir -p "$(dirname "$log")"
+  echo "run.sh: installing the project into $VENV (first run takes a few minutes; log: $log) …" >&2
+  # pip and the build backend talk a lot (an editable install's notices among it): the log keeps
+  # it, the terminal gets it only when the install fails.
+  if ! { [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"; } >"$log" 2>&1 \
+    || ! "$VENV/bin/python" -m pip install --upgrade pip >>"$log" 2>&1 \
+    || ! "$VENV/bin/python" -m pip install -e ".[dev]" >>"$log" 2>&1; then
+    echo "run.sh: installing failed; the end of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
