@@ -239,29 +239,30 @@ def read_to_ends(committed: dict[int, int], ends: dict[int, int]) -> bool:
     return all(end == 0 or committed.get(partition, -1) >= end for partition, end in ends.items())
 
 
-class Committed:
-    """A group's committed offsets on a topic (a consumer that never joins the group, only asks).
+def lines_of(offsets: dict[int, int]) -> int:
+    """Records committed: the sum of the partitions' committed offsets (never committed counts 0)."""
+    return sum(max(offset, 0) for offset in offsets.values())
 
-    ``ends``: the topic's end offsets when it is created (before the peer starts): what the peer
-    must have committed to be done (:meth:`finished`).
-    """
+
+class Committed:
+    """A group's committed offsets on a topic (a consumer that never joins the group, only asks)."""
 
     def __init__(self, bootstrap: str, group: str, topic: str) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
         self.partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        self.ends = {tp.partition: self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self.partitions}
-        self._last: dict[int, int] = {}
+
+    def offsets(self) -> dict[int, int]:
+        """The committed offset of every partition (negative: none yet)."""
+        return {tp.partition: tp.offset for tp in self.consumer.committed(self.partitions, timeout=10)}
+
+    def end_offsets(self) -> dict[int, int]:
+        """The topic's end offsets now (the high watermarks)."""
+        return {tp.partition: self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self.partitions}
 
     def lines(self) -> int:
-        """Records committed (the sum over the partitions); also remembers the offsets for :meth:`finished`."""
-        self._last = {tp.partition: tp.offset for tp in self.consumer.committed(self.partitions, timeout=10)}
-        return sum(max(offset, 0) for offset in self._last.values())
-
-    def finished(self) -> bool:
-        """Whether the offsets last read by :meth:`lines` reach :attr:`ends` in every partition."""
-        return read_to_ends(self._last, self.ends)
+        return lines_of(self.offsets())
 
     def lag(self, topics: Iterable[str]) -> int:
         """Records of ``topics`` not yet committed by the group (end offsets - committed offsets)."""
@@ -415,6 +416,7 @@ def run_peer(variant: str, backlog_: Backlog, round_: int, workdir: Path, broker
     outcome = Outcome(backlog_.shape.name, variant, round_)
     logs = [workdir / f"{tag}-{n}.log" for n in range(2)]
     committed = Committed(bootstrap, tag, backlog_.topic)
+    ends = committed.end_offsets()  # before the peer starts: what it must have committed to be done
     commands = peer_commands(variant, backlog_.topic, bootstrap, tag, output, workdir)
     broker_at_start = proc_stat(broker)
     started = time.monotonic()
@@ -425,13 +427,14 @@ def run_peer(variant: str, backlog_: Backlog, round_: int, workdir: Path, broker
         while True:
             time.sleep(0.5)
             now = time.monotonic() - started
-            consumed = committed.lines()
+            offsets = committed.offsets()
+            consumed = lines_of(offsets)
             exited = [p.poll() for p in processes]
             if any(code not in (None, 0) for code in exited):
                 outcome.error = f"exit {exited}; see {logs[0]}"
                 break
             # Done: exited, or committed (with its output) up to the end offsets of every partition.
-            done = all(code == 0 for code in exited) or committed.finished()
+            done = all(code == 0 for code in exited) or read_to_ends(offsets, ends)
             if done:
                 consumed = backlog_.lines
             # A process that has exited reads as 0: it keeps its last figure.
