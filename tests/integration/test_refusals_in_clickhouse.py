@@ -12,7 +12,10 @@ from typing import Any
 from clickhouse.client import open_storage
 from clickhouse.migrate import migrate
 from clickhouse.queries import run_query, sql_of
-from jobs.loader import COLUMNS, dead_letter_row
+from jobs.loader import COLUMNS, JSON_LINE_SETTINGS, RAW_COLUMNS, dead_letter_row
+from jobs.replay import _meter_parameters
+from schemas.validate import raw_event_line
+from udfs.meters import Aggregation, Meter
 
 
 def record(offset: int, **fields: Any) -> SimpleNamespace:
@@ -76,11 +79,6 @@ def test_the_replay_decides_numbers_as_the_job_wrote_them(storage_settings: Any)
     rows are what the job writes (the reference raw lines, inserted as the loader inserts them), and every
     event is valid: each must be counted, with its exact value, and none refused.
     """
-    from jobs.loader import JSON_LINE_SETTINGS, RAW_COLUMNS
-    from jobs.replay import _meter_parameters
-    from schemas.validate import raw_event_line
-    from udfs.meters import Aggregation, Meter
-
     numbers = ["0.000000001", "99999999999999999999999999999.999999999", "1.50", "-0", "12345678901234567.5"]
     lines = [
         f'{{"event_id":"q{n}","customer_id":"acme","event_type":"api_call","timestamp":"2026-02-10T12:00:00Z",'
