@@ -8,7 +8,7 @@ back to a pure-Python loop otherwise; this measures what the difference costs th
 * ``load``: replay the output topics of a finished benchmark run (default: the last capacity run,
   ``.metering/bench/capacity.yaml``) from the beginning, with a new consumer group, into a scratch
   chDB directory: the whole loader (consume, convert, insert, commit), CPU µs per row. The loader
-  consumes with librdkafka now (jobs/kafka_consumer.py); this part runs it on kafka-python's
+  consumes with librdkafka now (jobs/loader/kafka_consumer.py); this part runs it on kafka-python's
   consumer (``bench.loader_raw.KafkaPythonConsumer``), whose CRC-32C it is about.
 * ``produce``: send ``--lines`` live-shaped events to a scratch topic with the producer of
   ``metering produce``: CPU µs per event.
@@ -54,7 +54,7 @@ def worker(part: str, variant: str, config_path: Path, lines: int) -> dict[str, 
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
     from jobs.config import load_config
-    from jobs.loader import Loader
+    from jobs.loader.loader import Loader
     from jobs.produce import make_producer, produce_lines
     from jobs.topics import ensure_topics
 

@@ -26,7 +26,7 @@ stores something else is reported, not counted.
 ports from ``--port-base``), the records' raw lines (what the job writes for them) produced to a
 raw topic once, then ``Loader.run`` until idle with a fresh consumer group and database per
 measurement, the variants of ``--loader-variants`` alternating: ``kafka-python`` (the loader on
-kafka-python's consumer, :class:`KafkaPythonConsumer`, as it was before jobs/kafka_consumer.py)
+kafka-python's consumer, :class:`KafkaPythonConsumer`, as it was before jobs/loader/kafka_consumer.py)
 and ``confluent-kafka`` (the loader as it is).
 
 Usage::
@@ -55,7 +55,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from jobs.demo import MALFORMED  # noqa: E402
-from jobs.heartbeat import heartbeat_record  # noqa: E402
+from jobs.loader.heartbeat import heartbeat_record  # noqa: E402
 
 TOPIC = "usage-events"
 
@@ -161,7 +161,7 @@ def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 def store_lines(storage: Any, batch: list[Any]) -> int:
     """The loader as it is: the job's raw lines (here the reference's, ``raw_event_line``) inserted as they are."""
     from jobs.config import Config
-    from jobs.loader import Loader, raw_line_row
+    from jobs.loader.loader import Loader, raw_line_row
 
     lines = [_line_record(r) for r in batch]
     rows = [converted[1] for r in lines if r is not None and (converted := raw_line_row(r)) is not None]
@@ -325,7 +325,7 @@ def run(events: int, batch_size: int, rounds: int, variants: list[str]) -> None:
 LOADER_VARIANTS = ("kafka-python", "confluent-kafka")
 CLIENTS = ("kafka-python", "confluent-kafka")
 
-#: The loader's kafka-python consumer settings before jobs/kafka_consumer.py (the ``kafka-python`` variants).
+#: The loader's kafka-python consumer settings before jobs/loader/kafka_consumer.py (the ``kafka-python`` variants).
 KAFKA_PYTHON_SETTINGS: dict[str, Any] = {
     "enable_auto_commit": False,
     "auto_offset_reset": "earliest",
@@ -337,9 +337,9 @@ KAFKA_PYTHON_SETTINGS: dict[str, Any] = {
 
 
 class KafkaPythonConsumer:
-    """The loader's consumer before librdkafka, behind the loader's interface (jobs/kafka_consumer.py).
+    """The loader's consumer before librdkafka, behind the loader's interface (jobs/loader/kafka_consumer.py).
 
-    What jobs/loader.py did with kafka-python's ``KafkaConsumer``, call for call: ``poll`` (records
+    What jobs/loader/loader.py did with kafka-python's ``KafkaConsumer``, call for call: ``poll`` (records
     of every partition in one list), ``commit()`` of the positions, ``highwater`` minus
     ``position`` for the lag, ``end_offsets`` for caught up. Only ``bootstrap.servers`` and
     ``group.id`` of the librdkafka settings are read.
@@ -431,7 +431,7 @@ def consume_all(client: str, bootstrap: str, topic: str, expected: int) -> int:
         return seen
     from confluent_kafka import Consumer
 
-    from jobs.kafka_consumer import CONSUMER_SETTINGS
+    from jobs.loader.kafka_consumer import CONSUMER_SETTINGS
 
     consumer = Consumer({**CONSUMER_SETTINGS, "bootstrap.servers": bootstrap, "group.id": group})
     consumer.subscribe([topic])
@@ -465,8 +465,8 @@ def loader_run(
     from infra.kafka import KafkaBroker
     from infra.settings import StackSettings
     from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
-    from jobs.kafka_consumer import ConfluentConsumer
-    from jobs.loader import Loader
+    from jobs.loader.kafka_consumer import ConfluentConsumer
+    from jobs.loader.loader import Loader
     from jobs.produce import make_producer
     from jobs.topics import ensure_topics
 

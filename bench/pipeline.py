@@ -67,8 +67,8 @@ from infra.flink import STATE_BACKENDS, connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
 from jobs.config import Config, load_config  # noqa: E402
 from jobs.demo import demo_document, generate, random_event  # noqa: E402
-from jobs.kafka_consumer import LoaderConsumer  # noqa: E402
-from jobs.loader import Loader  # noqa: E402
+from jobs.loader.kafka_consumer import LoaderConsumer  # noqa: E402
+from jobs.loader.loader import Loader  # noqa: E402
 from jobs.produce import make_producer, produce_lines  # noqa: E402
 from jobs.topics import ensure_topics  # noqa: E402
 from udfs.periods import rfc3339_millis  # noqa: E402
@@ -111,7 +111,7 @@ def fill_events_topic(config: Config, settings: StackSettings, data: Path, event
 
 def job_command(config_path: Path, settings: StackSettings, *, state_backend: str | None = None) -> list[str]:
     """The metering job (unbounded) on the local MiniCluster, on ``state_backend`` when given."""
-    job = [sys.executable, "-m", "jobs.metering_job", "--config", str(config_path)]
+    job = [sys.executable, "-m", "jobs.flink.metering_job", "--config", str(config_path)]
     job += ["--connector-jar", str(connector_jar(settings)), "--job-name", BENCH_JOB_NAME]
     return job + (["--state-backend", state_backend] if state_backend else [])
 
@@ -424,7 +424,7 @@ def capacity_rates(samples: list[CapacitySample], events: int) -> dict[str, floa
 CPU_PARTS = tuple(f"cpu_us_per_event_{part}" for part in ("job", "broker", "loader", "count_queries", "other", "idle"))
 
 #: The job JVM's threads by what they do, told apart by the kernel's thread name (the first 15
-#: bytes of the Java name; the task names come from the plan jobs/metering_job.py builds). A thread
+#: bytes of the Java name; the task names come from the plan jobs/flink/metering_job.py builds). A thread
 #: that matches none is ``other`` (Kafka producers' network threads, Flink's own, the finalize-key
 #: chain, the dead-letter writers).
 JVM_THREAD_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (

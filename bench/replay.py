@@ -46,7 +46,7 @@ from clickhouse.migrate import migrate
 from clickhouse.queries import sql_of
 from jobs.config import Config, load_config
 from jobs.demo import SPAN, START, demo_document, generate
-from jobs.loader import COLUMNS
+from jobs.loader.loader import COLUMNS
 from jobs.replay import Progress, ReplayReport, ReplayRequest, replay
 from schemas.validate import RAW_EVENT_COLUMNS, job_reason, raw_event_row
 from udfs.periods import billing_period, from_epoch_millis

@@ -6,8 +6,8 @@ parallelism 1 on the local MiniCluster, and prints seconds per variant:
 
   one_json_value:  one ``JSON_VALUE`` per record (reading and a single parse: the floor)
   parse_view:      the job's parse stage as it is now (with the Java functions of ``udfs/jvm``)
-  parse_view_old:  the parse stage of an older ``jobs/sql.py`` given with ``--old-sql`` (for
-                   example ``git show be81cb0:jobs/sql.py > /tmp/old_sql.py``), for a ratio
+  parse_view_old:  the parse stage of an older ``jobs/flink/sql.py`` given with ``--old-sql`` (for
+                   example ``git show be81cb0:jobs/flink/sql.py > /tmp/old_sql.py``), for a ratio
 
 Each variant runs ``--repeat`` times, alternating, in one JVM; the first round includes JIT
 warm-up. Each figure includes the job's start-up (~2 s once warm). The Kafka metadata columns are
@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from infra.settings import StackSettings  # noqa: E402
 from infra.udf_jar import udf_jar  # noqa: E402
-from jobs import sql  # noqa: E402
 from jobs.config import load_config  # noqa: E402
 from jobs.demo import generate  # noqa: E402
+from jobs.flink import sql  # noqa: E402
 
 RECEIVED_MS = 1_800_000_000_000
 SKEW = timedelta(minutes=5)
@@ -82,7 +82,7 @@ def run(t_env: Any, path: Path, sql_module: ModuleType | None, name: str) -> flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--old-sql", type=Path, help="an older jobs/sql.py to compare against")
+    parser.add_argument("--old-sql", type=Path, help="an older jobs/flink/sql.py to compare against")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     path = StackSettings.from_env().home / "bench" / f"parse-probe-{args.events}.jsonl"

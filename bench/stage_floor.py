@@ -8,13 +8,13 @@ further along the job's path, into a blackhole sink:
   read      the Kafka source alone (payload bytes, no parsing): the floor of any Flink job here
   json      + one ``JSON_VALUE`` per record (one JSON parse)
   parse     the job's source (rowtime column and watermarks) + ``sql.parse_view``
-  dedup     + dedup and the duplicates count (``jobs.metering_job.define_first_seen``: one keyed
+  dedup     + dedup and the duplicates count (``jobs.flink.metering_job.define_first_seen``: one keyed
             state per event id, and the Table -> DataStream -> Table round trip of its output),
             ``sql.dedup_view`` and ``sql.duplicates_view``
-  window    the job's whole SQL part (``jobs.metering_job.define_views`` and the queries of its
+  window    the job's whole SQL part (``jobs.flink.metering_job.define_views`` and the queries of its
             sinks): + meters, the lateness flag (a second round trip), the dead letters and the
             minute partials (group window, 1-minute steps as a bounded job)
-  job       the whole metering job (``jobs.metering_job --until-end``, its own process), writing
+  job       the whole metering job (``jobs.flink.metering_job --until-end``, its own process), writing
             its outputs to Kafka transactionally; the loader is not included
 
 For each it prints the wall time over the backlog (the same stage over an empty topic, i.e. the
@@ -59,8 +59,8 @@ from bench.pipeline import (  # noqa: E402
 )
 from infra.flink import connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
-from jobs import sql  # noqa: E402
 from jobs.config import Config, load_config  # noqa: E402
+from jobs.flink import sql  # noqa: E402
 from jobs.topics import ensure_topics  # noqa: E402
 
 STAGES = ("read", "json", "parse", "dedup", "window", "job")
@@ -132,7 +132,7 @@ class InProcessStages:
     """The stages before ``job`` as bounded SQL jobs in this process's MiniCluster, with the job's environment."""
 
     def __init__(self, config: Config, settings: StackSettings, checkpoints: Path) -> None:
-        from jobs.metering_job import RunOptions, create_environment
+        from jobs.flink.metering_job import RunOptions, create_environment
 
         self.config = config
         # Checkpoints on disk, as the job's: keyed state outgrows the JobManager's 5 MiB in-memory limit.
@@ -143,7 +143,7 @@ class InProcessStages:
         self._tables = 0
 
     def _source(self, topic: str, *, job_columns: bool) -> str:
-        from jobs.metering_job import _with, events_columns
+        from jobs.flink.metering_job import _with, events_columns
 
         self._tables += 1
         name = f"src_{self._tables}"
@@ -163,7 +163,7 @@ class InProcessStages:
 
     def run(self, stage: str, topic: str) -> None:
         """Push everything in ``topic`` through ``stage`` into blackhole sinks; returns when done."""
-        from jobs.metering_job import DEAD_LETTER_COLUMNS, DUPLICATE_COLUMNS, define_first_seen, define_views
+        from jobs.flink.metering_job import DEAD_LETTER_COLUMNS, DUPLICATE_COLUMNS, define_first_seen, define_views
 
         t_env = self.t_env
         meters = self.config.meters

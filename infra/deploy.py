@@ -39,6 +39,7 @@ GRAFANA_PLUGIN = "grafana-clickhouse-datasource@4.20.0"
 GRAFANA_PORT = 3000
 CONNECTOR_JAR = f"flink-sql-connector-kafka-{versions.FLINK_KAFKA_CONNECTOR_VERSION}.jar"
 CONFIG_IN_CONTAINER = "/etc/metering/metering.yaml"
+JOB_IN_CONTAINER = "/opt/metering/jobs/flink/metering_job.py"
 #: A JDK for compiling udfs/jvm in the image build (the Flink image has a JRE only).
 JDK_IMAGE = "eclipse-temurin:17-jdk"
 UDF_JAR_IN_IMAGE = "/opt/metering-udfs/metering-udfs.jar"
@@ -264,7 +265,14 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
             "job": {
                 "jarURI": f"local:///opt/flink/opt/flink-python-{versions.PYFLINK_VERSION}.jar",
                 "entryClass": "org.apache.flink.client.python.PythonDriver",
-                "args": ["-py", "/opt/metering/jobs/metering_job.py", "--config", CONFIG_IN_CONTAINER, "--job-name", "metering"],
+                "args": [
+                    "-py",
+                    JOB_IN_CONTAINER,
+                    "--config",
+                    CONFIG_IN_CONTAINER,
+                    "--job-name",
+                    "metering",
+                ],
                 "parallelism": int(pipeline.get("parallelism", 1)),
                 "upgradeMode": "savepoint",
                 "state": "running",

@@ -1,1 +1,1 @@
-"""Flink jobs and the `metering` command line."""
+"""The Flink jobs and the services around them (loader, replay, dashboard, demo) behind the `metering` command line."""

@@ -95,7 +95,7 @@ class PipelineSettings:
     provisional_interval: timedelta = timedelta(seconds=10)
     parallelism: int = 1
     #: ``metering load`` (unbounded) sends a heartbeat to every events partition this often, so the
-    #: watermark moves while the whole topic is quiet (jobs/heartbeat.py); zero turns it off.
+    #: watermark moves while the whole topic is quiet (jobs/loader/heartbeat.py); zero turns it off.
     heartbeat_interval: timedelta = timedelta(seconds=10)
     #: The longest a row waits in ``metering load`` before it is inserted (it inserts sooner when
     #: caught up or holding 100k rows); zero inserts every poll. Fewer, larger inserts are what
@@ -186,7 +186,7 @@ MS = timedelta(milliseconds=1)
 #: Every duration setting's range (``billing.*.grace``: the default's, every plan's and customer's).
 #: Bounds a real deployment stays far inside; the job's own limits are the hard ones behind them:
 #: settings that become SQL intervals (``allowed_future_skew``, ``max_out_of_orderness``,
-#: ``provisional_interval``) must stay below jobs/sql.py's 99-day ``LONGEST_INTERVAL``, Flink
+#: ``provisional_interval``) must stay below jobs/flink/sql.py's 99-day ``LONGEST_INTERVAL``, Flink
 #: refuses checkpoints more often than every 10 ms, Kafka's ``transaction.timeout.ms`` is an int of ms.
 DURATIONS: dict[str, DurationRange] = {
     "kafka.transaction_timeout": DurationRange(

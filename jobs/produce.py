@@ -65,7 +65,7 @@ def kafka_crc32c_is_native() -> bool:
 
     Without the ``crc32c`` package it falls back to a pure-Python loop, and the producer needs
     about twice the CPU per record (bench/kafka_client.py, docs/benchmarks.md). The loader consumes
-    with librdkafka (jobs/kafka_consumer.py), which checks CRCs in C.
+    with librdkafka (jobs/loader/kafka_consumer.py), which checks CRCs in C.
     """
     from kafka.record import util
 

@@ -34,8 +34,8 @@ from typing import Any
 
 from clickhouse.client import Storage
 from clickhouse.queries import sql_of
-from jobs import loader
 from jobs.config import Config
+from jobs.loader import loader
 from udfs.aggregators import Partial
 from udfs.ledger import local_day_start_ms, period_bounds
 from udfs.meters import Aggregation, Meter

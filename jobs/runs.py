@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.config import Config
 
 if TYPE_CHECKING:
-    from jobs.loader import LoaderStats
+    from jobs.loader.loader import LoaderStats
 
 
 class NotMigratedError(RuntimeError):
@@ -67,7 +67,7 @@ def run_local_job(
     """
     from infra.flink import connector_jar
     from infra.settings import StackSettings
-    from jobs.metering_job import RunOptions, run, with_parallelism
+    from jobs.flink.metering_job import RunOptions, run, with_parallelism
     from jobs.topics import ensure_topics
 
     config = with_parallelism(config, parallelism)
@@ -108,7 +108,7 @@ class LoadRun:
 
 
 def _loader(config: Config, storage: Any, group_id: str, load_raw: bool) -> Any:
-    from jobs.loader import Loader
+    from jobs.loader.loader import Loader
 
     return Loader(config, storage, group_id=group_id, load_raw=load_raw, heartbeat_interval=config.pipeline.heartbeat_interval)
 

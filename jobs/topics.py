@@ -64,6 +64,6 @@ def committed_values(bootstrap: str, topic: str, timeout_s: float = 120) -> list
 
 def ensure_topics(config: Any, partitions: int = 4) -> list[str]:
     """Create every topic the pipeline uses (idempotent); returns those created."""
-    from jobs.metering_job import all_topics
+    from jobs.flink.metering_job import all_topics
 
     return [t for t in all_topics(config) if ensure_topic(config.kafka.bootstrap_servers, t, partitions=partitions)]

@@ -4,12 +4,12 @@ The job writes these to Kafka and the loader reads them; the declarations here a
 sides are built from and tested against:
 
 * the Flink SQL sinks' and the finalization's input columns are generated from them
-  (``jobs/metering_job.py``, ``jobs/sql.py``);
+  (``jobs/flink/metering_job.py``, ``jobs/flink/sql.py``);
 * the JSON records the job's Java writes (``udfs/jvm``: ``Finalize``, ``EventRules.rawRow``) carry
   exactly these fields in this order (tests/flink/test_finalize.py, tests/unit/test_event_agreement.py);
 * the records ClickHouse reads as they are have tables whose columns are these fields
   (``raw_events``, ``aggregate_segments_json``; tests/integration/test_records_contract.py);
-* the loader converts the others by these names (jobs/loader.py; tests/unit/test_records.py).
+* the loader converts the others by these names (jobs/loader/loader.py; tests/unit/test_records.py).
 
 JSON forms: the Flink JSON format's for the dead letters and duplicates (decimals as plain
 numbers, ``TIMESTAMP_LTZ`` as ``YYYY-MM-DD hh:mm:ss.mmmZ``); the Java writers' own for the others

@@ -524,7 +524,7 @@ def _epoch_millis(instant: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-#: The field that marks a heartbeat (jobs/heartbeat.py).
+#: The field that marks a heartbeat (jobs/loader/heartbeat.py).
 HEARTBEAT_FIELD = "heartbeat"
 
 

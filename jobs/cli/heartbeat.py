@@ -1,4 +1,4 @@
-"""`metering heartbeat`: move the watermark while the events topic is quiet (jobs/heartbeat.py)."""
+"""`metering heartbeat`: move the watermark while the events topic is quiet (jobs/loader/heartbeat.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _show(summary: dict[str, Any], fmt: str) -> None:
 
 
 def cmd_heartbeat(args: argparse.Namespace) -> int:
-    from jobs.heartbeat import HeartbeatSender
+    from jobs.loader.heartbeat import HeartbeatSender
     from udfs.durations import parse_duration
 
     config = load_config_arg(args.config)

@@ -60,8 +60,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     from infra.flink_rest import FlinkRest
     from infra.settings import PROJECT_ROOT, StackSettings
     from infra.udf_jar import udf_jar
-    from jobs.metering_job import with_parallelism
-    from jobs.operations import (
+    from jobs.cluster.operations import (
         SubmitOptions,
         await_running,
         deployment_checkpoint_dir,
@@ -69,6 +68,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         rocksdb_memory_report,
         submit,
     )
+    from jobs.flink.metering_job import with_parallelism
     from jobs.topics import ensure_topics
 
     config_path = Path(args.config) if args.config else None  # None: the built-in defaults, as every command
@@ -110,7 +110,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
     rebuild, plan_described = None, None
     if args.rebuild:
-        from jobs.upgrade import RebuildError, rebuild_plan
+        from jobs.cluster.upgrade import RebuildError, rebuild_plan
 
         try:
             plan = rebuild_plan(config)
@@ -177,7 +177,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
 def cmd_job_ops(args: argparse.Namespace) -> int:
     """list | status | savepoint | stop | cancel, through the cluster's REST API."""
     from infra.flink_rest import FlinkRest
-    from jobs.operations import collect_status, render_jobs, render_status
+    from jobs.cluster.operations import collect_status, render_jobs, render_status
 
     rest = FlinkRest(cluster_url(args))
     if args.action == "list":

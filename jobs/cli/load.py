@@ -1,4 +1,4 @@
-"""`metering load`: load the job's outputs from Kafka into ClickHouse (jobs/runs.py, jobs/loader.py)."""
+"""`metering load`: load the job's outputs from Kafka into ClickHouse (jobs/runs.py, jobs/loader/loader.py)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def run_bounded_job(config_path: Path, stack_settings: StackSettings, job_name: 
     """Run the metering job to the end of its input on the local MiniCluster (a subprocess); fail with its stderr."""
     arguments = ["--config", str(config_path), "--until-end", "--job-name", job_name]
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.metering_job", *arguments, "--connector-jar", str(connector_jar(stack_settings))],
+        [sys.executable, "-m", "jobs.flink.metering_job", *arguments, "--connector-jar", str(connector_jar(stack_settings))],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

@@ -27,8 +27,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from jobs import loader as loader_module
 from jobs.cli import main
+from jobs.loader import loader as loader_module
 
 
 def install(progress: Path, fail_halfway: str | None) -> None:

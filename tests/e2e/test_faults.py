@@ -103,7 +103,7 @@ def test_kill_taskmanager_and_loader_then_totals_still_match(tmp_path: Path, boo
     # 1. The job, detached on the standalone cluster; SIGKILL the TaskManager after a checkpoint.
     cluster = stack.flink
     submitted = cluster.run_python(
-        PROJECT_ROOT / "jobs" / "metering_job.py",
+        PROJECT_ROOT / "jobs" / "flink" / "metering_job.py",
         ["--config", str(config_path), "--until-end", "--job-name", f"fault-{run_id}"],
         detached=True,
         timeout_s=300,

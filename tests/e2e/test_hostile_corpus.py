@@ -42,9 +42,9 @@ from clickhouse.migrate import migrate
 from infra.flink_rest import FlinkRest
 from infra.settings import PROJECT_ROOT
 from jobs.config import Config, load_config
-from jobs.loader import Loader, LoaderStats
+from jobs.flink.sql import NO_PARTITION
+from jobs.loader.loader import Loader, LoaderStats
 from jobs.produce import JSON_WHITESPACE, make_producer, produce_lines
-from jobs.sql import NO_PARTITION
 from jobs.topics import ensure_topics
 from schemas.validate import job_reason, validate_line
 from tests.corpus.generate import CorpusLine, find_jsontestsuite, generate, write
@@ -174,7 +174,7 @@ def run_job(stack: Any, config_path: Path, run_id: str, report: Report) -> None:
     """The job, detached and bounded, on the standalone cluster; stopped at its first failover (reported)."""
     cluster = stack.flink
     submitted = cluster.run_python(
-        PROJECT_ROOT / "jobs" / "metering_job.py",
+        PROJECT_ROOT / "jobs" / "flink" / "metering_job.py",
         ["--config", str(config_path), "--until-end", "--job-name", f"corpus-{run_id}"],
         detached=True,
         timeout_s=300,

@@ -17,7 +17,7 @@ from clickhouse.client import open_storage
 from infra.settings import PROJECT_ROOT, StackSettings
 from jobs.config import Config
 from jobs.demo import collect_results, compare, recompute
-from jobs.loader import Loader
+from jobs.loader.loader import Loader
 from tests.e2e.harness import run_bounded_job
 
 
@@ -45,7 +45,7 @@ def test_minicluster_totals_match_recomputation(
 def test_standalone_cluster_totals_match_recomputation(pipeline: tuple[Config, Path, Path], stack: Any) -> None:
     config, config_path, events = pipeline
     result = stack.flink.run_python(
-        PROJECT_ROOT / "jobs" / "metering_job.py",
+        PROJECT_ROOT / "jobs" / "flink" / "metering_job.py",
         ["--config", str(config_path), "--until-end", "--job-name", "e2e-standalone"],
         timeout_s=600,
     )

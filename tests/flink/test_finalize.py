@@ -21,8 +21,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from jobs import sql
 from jobs.config import load_config
+from jobs.flink import sql
 from schemas import records
 from udfs.aggregators import Partial, merge
 from udfs.ledger import PeriodLedger
@@ -72,7 +72,7 @@ def finalize(rows: list[dict[str, Any]], finalized_through_ms: int | None = None
     from pyflink.table import Schema
 
     from infra.flink import python_path
-    from jobs.metering_job import Rebuild, RunOptions, create_environment
+    from jobs.flink.metering_job import Rebuild, RunOptions, create_environment
 
     os.environ["PYTHONPATH"] = python_path(os.environ.get("PYTHONPATH"))
     rebuild = Rebuild({}, {}, finalized_through_ms) if finalized_through_ms is not None else None

@@ -4,7 +4,7 @@ The process table function cannot run in batch mode, so these tests stream hand-
 through a DataStream source with a watermark. They check it against an independent count, that
 late rows are not dropped on the way (Flink drops them when a PTF is called with ``on_time``),
 that the state is forgotten after ``table.exec.state.ttl`` counted from a key's latest event, and
-the job's own wiring (``jobs.metering_job.define_views``) on retries and changed payloads.
+the job's own wiring (``jobs.flink.metering_job.define_views``) on retries and changed payloads.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from jobs import sql
 from jobs.config import load_config
+from jobs.flink import sql
 
 CONFIG = load_config(Path(__file__).resolve().parents[2] / "config" / "metering.example.yaml", env={})
 RECEIVED_MS = 1798761600000  # 2027-01-01T00:00:00Z, when "Kafka" received every row
@@ -31,9 +31,9 @@ UID = "test-first-seen"
 
 @pytest.fixture(scope="module")
 def stream() -> Iterator[tuple[Any, Any]]:
-    """The job's own environment (jobs.metering_job.create_environment) with its functions."""
+    """The job's own environment (jobs.flink.metering_job.create_environment) with its functions."""
     from infra.flink import python_path
-    from jobs.metering_job import RunOptions, create_environment
+    from jobs.flink.metering_job import RunOptions, create_environment
 
     # The embedded interpreter of thread mode (below) imports through the JVM's PYTHONPATH.
     os.environ["PYTHONPATH"] = python_path(os.environ.get("PYTHONPATH"))
@@ -167,7 +167,7 @@ def test_state_is_forgotten_after_the_ttl_counted_from_the_latest_event(stream: 
 
 def test_the_jobs_views_count_retries_and_payload_variants(stream: tuple[Any, Any]) -> None:
     """Through ``define_views``: the first copy is billed, ``seen``/``variants`` per id seen twice or more."""
-    from jobs.metering_job import define_views
+    from jobs.flink.metering_job import define_views
 
     _, t_env = stream
     first: dict[str, Any] = {"event_id": "e1", "customer_id": "acme", "event_type": "tokens", "timestamp": "2026-12-31T10:00:00Z"}

@@ -22,7 +22,7 @@ from pathlib import Path
 from jobs.config import load_config
 from infra.flink import connector_jar
 from infra.settings import StackSettings
-from jobs.metering_job import RunOptions, operator_uids
+from jobs.flink.metering_job import RunOptions, operator_uids
 options = RunOptions(bounded=sys.argv[2] == "bounded", connector_jar=connector_jar(StackSettings.from_env()))
 ops = operator_uids(load_config(Path(sys.argv[1]), env={}), options)
 print(json.dumps([[o.uid, o.name, o.keyed_state, o.keyed_input] for o in ops]))

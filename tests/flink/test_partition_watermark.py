@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from jobs import sql
 from jobs.config import load_config
+from jobs.flink import sql
 
 CONFIG = load_config(Path(__file__).resolve().parents[2] / "config" / "metering.example.yaml", env={})
 LAG_MS = 30_000
@@ -18,7 +18,7 @@ LAG_MS = 30_000
 
 @pytest.fixture(scope="module")
 def t_env() -> Iterator[Any]:
-    from jobs.metering_job import RunOptions, create_environment
+    from jobs.flink.metering_job import RunOptions, create_environment
 
     env, table_env = create_environment(CONFIG, RunOptions(bounded=True))
     env.set_parallelism(1)

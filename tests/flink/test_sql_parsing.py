@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from jobs import sql
 from jobs.config import load_config
-from jobs.heartbeat import heartbeat_record, is_heartbeat
+from jobs.flink import sql
+from jobs.loader.heartbeat import heartbeat_record, is_heartbeat
 from schemas.validate import MAX_EVENT_BYTES, SCHEMA_DIR, decode, event_time, job_reason, property_text, validate_line
 from tests.support.lines import spec_example_lines
 from tests.unit.test_event_agreement import BOUND_CASES, ISSUE_CASES, PROFILE_CASES, SCHEMA_CASES
@@ -259,7 +259,7 @@ def test_heartbeats_are_neither_events_nor_dead_letters(t_env: Any) -> None:
     rows = parse_rows(t_env, list(cases))
     assert {doc: reason for doc, reason, _ in rows} == cases
     assert all(spec_reason(doc) == reason for doc, reason in cases.items())
-    # The loader's rule (jobs/heartbeat.py) picks the same records; a bad heartbeat is a dead letter.
+    # The loader's rule (jobs/loader/heartbeat.py) picks the same records; a bad heartbeat is a dead letter.
     heartbeats = {doc for doc in cases if is_heartbeat(json.loads(doc))}
     assert {doc for doc, reason in cases.items() if reason == sql.HEARTBEAT} <= heartbeats
     assert {cases[doc] for doc in heartbeats} == {sql.HEARTBEAT, "future_timestamp", "bad_timestamp", "missing_field"}

@@ -12,7 +12,7 @@ import pytest
 from infra import udf_jar as udf
 from infra.errors import StackError
 from infra.settings import StackSettings
-from jobs import sql
+from jobs.flink import sql
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from clickhouse.client import Storage
-from jobs.loader import COLUMNS
+from jobs.loader.loader import COLUMNS
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 LOOKALIKES = ["acme2", "ACME", "acme'", "a%", "a_c", "x' OR '1'='1", "acme "]
@@ -49,7 +49,7 @@ def segment(
     latest: tuple[str, str] | None = None,  # (value, event time)
     zone: ZoneInfo = KOLKATA,
 ) -> list[Any]:
-    """One aggregate_segments row as the loader writes it (columns of jobs.loader.COLUMNS)."""
+    """One aggregate_segments row as the loader writes it (columns of jobs.loader.loader.COLUMNS)."""
     moment = utc(minute)
     day_start = _local_midnight(moment, zone)
     period_start = _local_midnight(moment, zone, month=True)

@@ -26,7 +26,7 @@ from clickhouse.migrate import migrate
 from clickhouse.queries import StorageReader
 from infra.settings import PROJECT_ROOT
 from jobs.dashboard.app import create_app
-from jobs.loader import COLUMNS
+from jobs.loader.loader import COLUMNS
 from tests.integration.dashboard_data import LOOKALIKES, seed, simple_segment
 
 STATIC = PROJECT_ROOT / "jobs" / "dashboard" / "static"

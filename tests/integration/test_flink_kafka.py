@@ -33,7 +33,7 @@ def test_passthrough_on_minicluster(bootstrap: str, new_topic: Callable[..., str
         [
             sys.executable,
             "-m",
-            "jobs.passthrough",
+            "jobs.flink.passthrough",
             "--bootstrap",
             bootstrap,
             "--source",
@@ -58,7 +58,7 @@ def test_passthrough_submitted_to_standalone_cluster(bootstrap: str, new_topic: 
     values = fill(bootstrap, source)
     cluster: FlinkCluster = stack.flink  # type: ignore[attr-defined]
     result = cluster.run_python(
-        PROJECT_ROOT / "jobs" / "passthrough.py",
+        PROJECT_ROOT / "jobs" / "flink" / "passthrough.py",
         ["--bootstrap", bootstrap, "--source", source, "--sink", sink],
         timeout_s=300,
     )

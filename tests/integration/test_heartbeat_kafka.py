@@ -15,8 +15,8 @@ from clickhouse.migrate import migrate
 from infra.settings import PROJECT_ROOT
 from jobs.cli import EXIT_FAILURE, EXIT_OK, main
 from jobs.config import Config, KafkaSettings, Topics
-from jobs.heartbeat import HeartbeatSender, is_heartbeat
-from jobs.loader import Loader
+from jobs.loader.heartbeat import HeartbeatSender, is_heartbeat
+from jobs.loader.loader import Loader
 from jobs.produce import make_producer
 from jobs.topics import ensure_topics
 from schemas.validate import raw_event_line

@@ -1,4 +1,4 @@
-"""The loader's consumer (jobs/kafka_consumer.py) on the real broker: what the loader relies on.
+"""The loader's consumer (jobs/loader/kafka_consumer.py) on the real broker: what the loader relies on.
 
 Committed records only (an aborted transaction in the topic, one left open), nothing committed
 but what is committed after the insert (re-delivery after a failure, a restart resuming after the
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka import KafkaProducer
 
-from jobs.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, Record
+from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, Record
 
 NewTopic = Callable[..., str]
 

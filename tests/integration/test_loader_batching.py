@@ -19,7 +19,7 @@ import pytest
 from clickhouse.client import StorageSettings, open_storage
 from clickhouse.migrate import migrate
 from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
-from jobs.loader import Loader
+from jobs.loader.loader import Loader
 from jobs.produce import make_producer
 from jobs.topics import ensure_topics
 from schemas.validate import raw_event_line

@@ -29,12 +29,12 @@ from typing import Any
 
 import pytest
 
-import jobs.loader
+import jobs.loader.loader
 from clickhouse.client import Storage, StorageSettings, open_storage
 from clickhouse.migrate import migrate
 from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
-from jobs.inserts import REFUSED_CODES, RETRY_CODES
-from jobs.loader import COLUMNS, PARTITION_MONTH_COLUMNS, Loader, LoaderStats, segment_line_row
+from jobs.loader.inserts import REFUSED_CODES, RETRY_CODES
+from jobs.loader.loader import COLUMNS, PARTITION_MONTH_COLUMNS, Loader, LoaderStats, segment_line_row
 from jobs.produce import make_producer
 from jobs.topics import ensure_topics
 from schemas.validate import raw_event_line
@@ -263,7 +263,7 @@ def test_too_many_parts_while_merges_are_behind_is_retried_not_quarantined(
             storage.command("ALTER TABLE raw_events MODIFY SETTING parts_to_throw_insert = 3000, parts_to_delay_insert = 1000")
             storage.command("SYSTEM START MERGES raw_events")
 
-        monkeypatch.setattr(jobs.loader, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=merges_catch_up))
+        monkeypatch.setattr(jobs.loader.loader, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=merges_catch_up))
         stats = _load(config, storage)
         loaded = _per_month(storage)
     expected[202602] = (expected[202602][0] + 1, expected[202602][1])  # the row inserted beforehand

@@ -21,7 +21,7 @@ import pytest
 from clickhouse.client import StorageSettings, open_storage
 from clickhouse.migrate import migrate
 from jobs.config import Config
-from jobs.loader import COLUMNS, Loader, raw_line_row
+from jobs.loader.loader import COLUMNS, Loader, raw_line_row
 from schemas.validate import RAW_EVENT_COLUMNS, raw_event_row
 from tests.jvm import JavaProcess
 from tests.support.lines import spec_example_lines

@@ -1,6 +1,6 @@
 """`metering check` on real chDB: a consistent dataset passes every suite; one corrupted aggregate row fails it.
 
-The dataset is seeded table by table the way the job and the loader write it (jobs/loader.py columns,
+The dataset is seeded table by table the way the job and the loader write it (jobs/loader/loader.py columns,
 udfs/periods.py periods and local days, one on-time segment per minute with growing versions, a
 late segment, a final per closed period, a correction for an event that arrived after its period was
 final, dead letters, a duplicate), so the suites see what a pipeline run leaves behind, in a
@@ -31,7 +31,7 @@ from clickhouse.quality import DATASETS, CheckOptions, CheckReport, query_parame
 from clickhouse.queries import StorageReader
 from infra.settings import PROJECT_ROOT
 from jobs.config import Config, load_config
-from jobs.loader import COLUMNS
+from jobs.loader.loader import COLUMNS
 from udfs.meters import Aggregation
 from udfs.periods import billing_period, epoch_millis, local_day
 

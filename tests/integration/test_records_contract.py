@@ -12,7 +12,7 @@ import pytest
 
 from clickhouse.client import StorageSettings, open_storage
 from clickhouse.migrate import migrate
-from jobs.loader import JSON_LINE_TABLES
+from jobs.loader.loader import JSON_LINE_TABLES
 from schemas import records
 
 TABLE_RECORDS = {"raw_events": records.RAW_EVENT, "aggregate_segments_json": records.AGGREGATE}

@@ -202,7 +202,7 @@ def test_load_json_and_text_summaries(monkeypatch: pytest.MonkeyPatch, capsys: p
     from collections import Counter
 
     import jobs.runs
-    from jobs.loader import LoaderStats
+    from jobs.loader.loader import LoaderStats
 
     stats = LoaderStats(rows=Counter({"usage_minute": 5}), batches=2)
     monkeypatch.setattr(jobs.runs, "load_outputs", lambda config, **kw: jobs.runs.LoadRun(stats))
@@ -228,8 +228,8 @@ def test_job_run_json_summary(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
 
 
 def test_job_submit_without_config_uses_the_built_in_defaults(tmp_path: Path) -> None:
+    from jobs.cluster.operations import package
     from jobs.config import ConfigError, load_config
-    from jobs.operations import package
 
     args = build_parser().parse_args(["job", "submit"])
     assert args.config is None

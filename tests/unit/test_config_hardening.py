@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infra.settings import PROJECT_ROOT
-from jobs import sql
 from jobs.cli import EXIT_USAGE, main
 from jobs.config import DURATIONS, MAX_PARALLELISM, Config, ConfigError, load_config
+from jobs.flink import sql
 from udfs.durations import format_duration, parse_duration
 
 EXAMPLE = PROJECT_ROOT / "config" / "metering.example.yaml"
@@ -164,8 +164,8 @@ def test_parallelism_is_bounded_by_the_jobs_max_parallelism(tmp_path: Path) -> N
 
 
 def job_sql(config: Config) -> list[str]:
-    """Every text the job builds from the configuration (jobs/metering_job.py), without Flink."""
-    from jobs.metering_job import JobViews, alignment_options, events_columns
+    """Every text the job builds from the configuration (jobs/flink/metering_job.py), without Flink."""
+    from jobs.flink.metering_job import JobViews, alignment_options, events_columns
 
     pipeline = config.pipeline
     views = JobViews("first_seen", "flagged")
@@ -242,7 +242,7 @@ def test_the_events_topic_leaves_room_for_its_duplicates_topic(tmp_path: Path) -
 
 
 def test_cli_parallelism_override_is_bounded() -> None:
-    from jobs.metering_job import with_parallelism
+    from jobs.flink.metering_job import with_parallelism
 
     config = load_config(EXAMPLE, env={})
     assert with_parallelism(config, MAX_PARALLELISM).pipeline.parallelism == MAX_PARALLELISM

@@ -22,7 +22,7 @@ from infra.flink_memory import (
 )
 from infra.settings import PROJECT_ROOT
 from jobs.config import load_config
-from jobs.metering_job import MAX_PARALLELISM
+from jobs.flink.metering_job import MAX_PARALLELISM
 
 EXAMPLE = PROJECT_ROOT / "config" / "metering.example.yaml"
 

@@ -17,7 +17,7 @@ from infra.flink_memory import (
     rocksdb_memory_warning,
     rocksdb_share_of_slot,
 )
-from jobs.operations import effective_state_backend
+from jobs.cluster.operations import effective_state_backend
 
 #: The local standalone cluster's TaskManager, as `GET /taskmanagers` answered (3072m process, 4 slots).
 LOCAL_MANAGED = 1_052_267_001

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.heartbeat import HeartbeatSender, heartbeat_record, is_heartbeat
+from jobs.loader.heartbeat import HeartbeatSender, heartbeat_record, is_heartbeat
 from schemas.validate import parse_timestamp, raw_event_row, validate_line
 
 

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobs.config import Config
-from jobs.inserts import InsertErrorKind, chunk_by_partition, classify_insert_error, month_key
-from jobs.loader import MAX_PARTITIONS_PER_INSERT, QUARANTINE_COLUMNS, Loader, _Batch, partition_keys
+from jobs.loader.inserts import InsertErrorKind, chunk_by_partition, classify_insert_error, month_key
+from jobs.loader.loader import MAX_PARTITIONS_PER_INSERT, QUARANTINE_COLUMNS, Loader, _Batch, partition_keys
 
 # --- partitions ---------------------------------------------------------------------------------
 
@@ -223,8 +223,8 @@ def test_a_raw_row_without_its_event_time_key_is_quarantined_and_a_tombstone_ski
 
 @pytest.mark.parametrize("timestamp", [-1, 2**62, None])
 def test_a_quarantine_row_is_storable_whatever_the_record_holds(timestamp: Any) -> None:
-    from jobs.inserts import InsertError
-    from jobs.loader import quarantine_row
+    from jobs.loader.inserts import InsertError
+    from jobs.loader.loader import quarantine_row
 
     record = Record("t", 0, 7, timestamp, None, None)
     error = InsertError(InsertErrorKind.REFUSED, 2**40, "X", "x")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from infra.settings import PROJECT_ROOT
-from jobs import sql
 from jobs.config import load_config
+from jobs.flink import sql
 
 CONFIG = load_config(PROJECT_ROOT / "config" / "metering.example.yaml", env={})
 
@@ -39,7 +39,7 @@ def test_no_control_characters_leak_into_sql(text: str) -> None:
 
 
 def test_listagg_separator_is_the_unicode_escape_finalize_splits_on() -> None:
-    from jobs.sql import SEP
+    from jobs.flink.sql import SEP
 
     assert "U&'\\0001'" in sql.ontime_partials_view("flagged", timedelta(seconds=10))
     assert SEP == "\u0001"
@@ -72,7 +72,7 @@ def test_every_meter_gets_a_row_under_its_event_type() -> None:
 def test_watermark_alignment_options_follow_the_configuration() -> None:
     from dataclasses import replace
 
-    from jobs.metering_job import ALIGNMENT_GROUP, alignment_options
+    from jobs.flink.metering_job import ALIGNMENT_GROUP, alignment_options
 
     assert CONFIG.pipeline.alignment_max_drift == timedelta(minutes=1)
     assert alignment_options(CONFIG) == {

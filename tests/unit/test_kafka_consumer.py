@@ -1,4 +1,4 @@
-"""The loader's consumer adapter (jobs/kafka_consumer.py) over a stand-in for confluent-kafka's Consumer.
+"""The loader's consumer adapter (jobs/loader/kafka_consumer.py) over a stand-in for confluent-kafka's Consumer.
 
 The broker's side is in tests/integration/test_kafka_consumer.py; this pins what the adapter
 itself decides: the first record waited for and the rest taken as they are, error events kept
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from jobs.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, Record
+from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, Record
 
 
 class Message:

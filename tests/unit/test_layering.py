@@ -28,6 +28,22 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 }
 #: Folders that hold no project modules.
 NOT_MODULES = frozenset({"docs", "config"})
+#: Within ``jobs``: part (a package or a module) -> the other parts it may import. What runs inside
+#: Flink (``flink``) needs only the configuration; the services around it (loader, replay, demo,
+#: dashboard) never reach into one another's modules except where listed; only ``cli`` takes all.
+JOBS_MAY_IMPORT: dict[str, frozenset[str]] = {
+    "config": frozenset(),
+    "flink": frozenset({"config"}),
+    "topics": frozenset({"config", "flink"}),
+    "produce": frozenset({"config", "topics"}),
+    "loader": frozenset({"config", "produce", "topics"}),
+    "cluster": frozenset({"config", "flink", "topics"}),
+    "replay": frozenset({"config", "loader"}),
+    "demo": frozenset({"config"}),
+    "runs": frozenset({"config", "flink", "loader", "topics"}),
+    "dashboard": frozenset({"config"}),
+    "cli": frozenset({"*"}),
+}
 
 
 def imported_names(source: str, filename: str = "<source>") -> Iterator[tuple[int, str]]:
@@ -50,6 +66,24 @@ def violations(folder: str, source: str, filename: str = "<source>") -> list[str
     ]
 
 
+def jobs_violations(part: str, source: str, filename: str = "<source>") -> list[str]:
+    """The imports of a module of ``jobs/<part>`` that reach a part of ``jobs`` it may not import."""
+    allowed = JOBS_MAY_IMPORT[part] | {part}
+    found = []
+    for line, name in imported_names(source, filename):
+        pieces = name.split(".")
+        if pieces[0] == "jobs" and len(pieces) > 1 and "*" not in allowed and pieces[1] not in allowed:
+            found.append(f"{filename}:{line}: jobs.{part} imports {name}")
+    return found
+
+
+def jobs_part(relative: Path) -> str | None:
+    """``flink`` for jobs/flink/sql.py, ``replay`` for jobs/replay.py, None for jobs/__init__.py."""
+    if len(relative.parts) < 2 or relative.parts[0] != "jobs" or (relative.name == "__init__.py" and len(relative.parts) == 2):
+        return None
+    return relative.parts[1].removesuffix(".py")
+
+
 def project_modules() -> list[Path]:
     return sorted(
         path
@@ -70,6 +104,30 @@ def test_no_module_imports_across_the_layering() -> None:
         relative = path.relative_to(PROJECT_ROOT)
         found += violations(relative.parts[0], path.read_text(encoding="utf-8"), str(relative))
     assert found == []
+
+
+def test_every_part_of_jobs_has_a_rule() -> None:
+    parts = {part for path in project_modules() if (part := jobs_part(path.relative_to(PROJECT_ROOT)))}
+    assert parts - set(JOBS_MAY_IMPORT) == set(), "give the new part of jobs its place in JOBS_MAY_IMPORT and docs/design.md"
+
+
+def test_the_flink_jobs_and_the_services_keep_apart() -> None:
+    found = []
+    for path in project_modules():
+        relative = path.relative_to(PROJECT_ROOT)
+        if (part := jobs_part(relative)) is not None:
+            found += jobs_violations(part, path.read_text(encoding="utf-8"), str(relative))
+    assert found == []
+
+
+def test_the_jobs_rule_sees_a_service_reaching_into_another() -> None:
+    source = "from jobs.config import Config\nfrom jobs.loader.loader import Loader\nimport jobs.dashboard.app\n"
+    assert jobs_violations("flink", source) == [
+        "<source>:2: jobs.flink imports jobs.loader.loader",
+        "<source>:3: jobs.flink imports jobs.dashboard.app",
+    ]
+    assert jobs_violations("cli", source) == []
+    assert jobs_part(Path("jobs/flink/sql.py")) == "flink" and jobs_part(Path("jobs/replay.py")) == "replay"
 
 
 @pytest.mark.parametrize(

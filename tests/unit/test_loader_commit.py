@@ -7,8 +7,8 @@ import logging
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from jobs.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError
-from jobs.loader import Loader
+from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError
+from jobs.loader.loader import Loader
 
 
 class FailingClient:

@@ -11,7 +11,7 @@ import pytest
 
 from infra.errors import StackError
 from infra.settings import PROJECT_ROOT
-from jobs.operations import (
+from jobs.cluster.operations import (
     UDF_JAR_NAME,
     SubmitOptions,
     _root_exception,
@@ -274,7 +274,7 @@ def test_package_ships_the_python_packages_and_the_config(tmp_path: Path) -> Non
     jar.write_bytes(b"PK jar")
     archive = package(PROJECT_ROOT, config, tmp_path / "out", jar)
     names = set(zipfile.ZipFile(archive).namelist())
-    assert {"jobs/metering_job.py", "jobs/sql.py", "udfs/ledger.py", "schemas/usage_event.v1.json"} <= names
+    assert {"jobs/flink/metering_job.py", "jobs/flink/sql.py", "udfs/ledger.py", "schemas/usage_event.v1.json"} <= names
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
     assert (tmp_path / "out" / "metering.yaml").read_text() == "meters: []\n"
     assert (tmp_path / "out" / UDF_JAR_NAME).read_bytes() == b"PK jar"  # the job gets this copy (--udf-jar)

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-import jobs.loader as loader
-from jobs import metering_job, sql
+import jobs.loader.loader as loader
+from jobs.flink import metering_job, sql
 from schemas import records
 
 #: A sample value per Flink type, in the JSON form the job writes it.

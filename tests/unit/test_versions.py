@@ -85,7 +85,7 @@ def test_a_pure_python_crc32c_is_reported(monkeypatch: pytest.MonkeyPatch, caplo
 
 
 def test_confluent_kafka_is_pinned_once_as_a_main_dependency_and_installed() -> None:
-    # The loader's consumer (jobs/kafka_consumer.py); quixstreams (the bench extra) bounds it below 2.13.
+    # The loader's consumer (jobs/loader/kafka_consumer.py); quixstreams (the bench extra) bounds it below 2.13.
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
     pinned = _pyproject_pins()["confluent-kafka"]
     extras = [d for deps in project["optional-dependencies"].values() for d in deps]

@@ -13,7 +13,7 @@ the old job's held (:func:`rebuild_plan`):
 
 Records below the old job's committed offsets are *replayed*: they rebuild state, and their
 outputs that count once (dead letters, duplicates, corrections) are dropped, because the old
-job wrote them (``metering_replayed``, jobs/sql.py). Aggregate segments are rewritten with the
+job wrote them (``metering_replayed``, jobs/flink/sql.py). Aggregate segments are rewritten with the
 same keys and versions (idempotent in ClickHouse). Periods at or behind the old finality stay
 final: anything for them is a correction, never a second final.
 """
@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import Any
 
 from jobs.config import Config
-from jobs.metering_job import Rebuild
+from jobs.flink.metering_job import Rebuild
 from jobs.topics import committed_values
 from udfs.periods import PeriodKind
 
@@ -44,7 +44,7 @@ class RebuildError(Exception):
 
 @dataclass(frozen=True)
 class RebuildPlan:
-    """A :class:`jobs.metering_job.Rebuild` and how it was derived (printed by ``metering job submit --rebuild``)."""
+    """A :class:`jobs.flink.metering_job.Rebuild` and how it was derived (printed by ``metering job submit --rebuild``)."""
 
     rebuild: Rebuild
     replay_from_ms: int | None  # Kafka timestamp the replay starts at (None: the topic's beginning)

@@ -27,8 +27,8 @@ from urllib.parse import urlparse
 from infra.errors import StackError
 from infra.flink_memory import describe_rocksdb_memory, rocksdb_memory, rocksdb_memory_warning, smallest_slot
 from infra.flink_rest import TERMINAL_STATES, FlinkRest
-from jobs.metering_job import Rebuild
-from jobs.metrics import METRICS
+from jobs.flink.metering_job import Rebuild
+from jobs.flink.metrics import METRICS
 
 #: Packages shipped with a submission (the job's Python code: graph, UDF-side functions, config types).
 PYTHON_PACKAGES = ("jobs", "udfs", "schemas", "clickhouse", "infra")
@@ -111,7 +111,7 @@ def package(project_root: Path, config_path: Path | None, target: Path, udf_jar:
 
 
 def job_arguments(options: SubmitOptions, config_copy: Path, udf_jar_copy: Path | None = None) -> list[str]:
-    """Arguments for ``jobs/metering_job.py`` (after ``--``)."""
+    """Arguments for ``jobs/flink/metering_job.py`` (after ``--``)."""
     args = ["--config", str(config_copy), "--job-name", options.job_name]
     if udf_jar_copy is not None:
         args += ["--udf-jar", str(udf_jar_copy)]
@@ -246,7 +246,7 @@ def submit(
     archive = package(project_root, options.config_path, package_dir, udf_jar)
     address = urlparse(options.cluster_url)
     command = ["bash", str(flink_bin), "run", "-d", "-m", f"{address.hostname}:{address.port or 8081}"]
-    command += ["-py", str(project_root / "jobs" / "metering_job.py"), "-pyfs", str(archive), "--jarfile", str(jar)]
+    command += ["-py", str(project_root / "jobs" / "flink" / "metering_job.py"), "-pyfs", str(archive), "--jarfile", str(jar)]
     if options.python_executable:
         command += ["-pyexec", options.python_executable]
     command += ["--", *job_arguments(options, package_dir / "metering.yaml", package_dir / UDF_JAR_NAME)]

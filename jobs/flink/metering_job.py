@@ -6,7 +6,7 @@ set, so the planner shares what several outputs read)::
     events (Kafka, raw bytes + partition/offset/timestamp)
       -> parsed: validation with reason codes (metering_read_event); rowtime = event time, or the
          epoch when the event is invalid or future-dated (it never advances the watermark);
-         heartbeats (jobs/heartbeat.py) move the watermark and go no further
+         heartbeats (jobs/loader/heartbeat.py) move the watermark and go no further
       -> first_seen: keyed by (customer_id, event_id), one state (TTL = dedup retention) counting
          each id's events and distinct payloads; every record passes with `seen` and
          `behind_watermark` (judged once, against the function's own watermark)
@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from infra.flink import STATE_BACKENDS, state_backend_settings
-from jobs import sql
 from jobs.config import MAX_PARALLELISM as MAX_PARALLELISM  # declared with the configuration, which bounds parallelism by it
 from jobs.config import Config, ConfigError
+from jobs.flink import sql
 from schemas import records
 
 UID_PREFIX = "metering-v1"
@@ -49,7 +49,7 @@ UID_PREFIX = "metering-v1"
 
 @dataclass(frozen=True)
 class Rebuild:
-    """How a job that replaces another one rebuilds its state from the events topic (jobs/upgrade.py).
+    """How a job that replaces another one rebuilds its state from the events topic (jobs/cluster/upgrade.py).
 
     It starts reading at ``start_offsets`` (per partition, from before the oldest open billing
     period and the dedup retention) instead of its consumer group's offsets. Records below
@@ -91,7 +91,7 @@ class RunOptions:
     state_backend: str | None = None  # "hashmap" | "rocksdb" (incremental); the cluster's when unset
     restore_from: str | None = None  # a savepoint or retained checkpoint to resume from
     allow_non_restored_state: bool = False  # resume even if some saved state has no operator (drops it)
-    rebuild: Rebuild | None = None  # replace a job: rebuild its state from the topic (jobs/upgrade.py)
+    rebuild: Rebuild | None = None  # replace a job: rebuild its state from the topic (jobs/cluster/upgrade.py)
 
 
 def _kafka_options(config: Config, topic: str) -> dict[str, str]:
@@ -498,7 +498,7 @@ def run(config: Config, options: RunOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point for ``flink run -py jobs/metering_job.py -- --config FILE [--until-end]``."""
+    """Entry point for ``flink run -py jobs/flink/metering_job.py -- --config FILE [--until-end]``."""
     import argparse
 
     from jobs.config import load_config
@@ -518,7 +518,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-backend", choices=STATE_BACKENDS)
     parser.add_argument("--from-savepoint", help="resume from this savepoint (or retained checkpoint)")
     parser.add_argument("--allow-non-restored-state", action="store_true")
-    parser.add_argument("--rebuild-start", metavar="P:O,…", help="replace a job: read from these offsets (jobs/upgrade.py)")
+    parser.add_argument(
+        "--rebuild-start", metavar="P:O,…", help="replace a job: read from these offsets (see jobs/cluster/upgrade.py)"
+    )
     parser.add_argument("--rebuild-until", metavar="P:O,…", help="with --rebuild-start: the replaced job's committed offsets")
     parser.add_argument("--finalized-through", type=int, metavar="MS", help="with --rebuild-start: the replaced job's finality")
     args = parser.parse_args(argv)

@@ -9,7 +9,9 @@ FINALIZE_METRICS = {
     "meteringLateEvents": "events behind the watermark (within grace: counted; beyond: corrections)",
     "meteringAggregateUpdates": "provisional aggregate rows written",
     "meteringProcessingErrors": "partials or timers finalization failed on (dead letters, reason processing_error)",
-    "meteringReplayedCorrections": "corrections of replayed events left out (the replaced job wrote them; jobs/upgrade.py)",
+    "meteringReplayedCorrections": (
+        "corrections of replayed events left out (the replaced job wrote them: jobs/cluster/upgrade.py)"
+    ),
 }
 
 #: Counters of dedup (``metering_first_seen``, udfs/jvm/.../FirstSeen.java): metric name -> meaning.

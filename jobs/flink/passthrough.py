@@ -6,9 +6,9 @@ the offsets that were latest when it started, so it ends by itself.
 
 Run on the local MiniCluster::
 
-    python -m jobs.passthrough --bootstrap 127.0.0.1:19092 --source a --sink b --connector-jar JAR
+    python -m jobs.flink.passthrough --bootstrap 127.0.0.1:19092 --source a --sink b --connector-jar JAR
 
-or submit it to the standalone cluster with ``flink run -py jobs/passthrough.py -- …``
+or submit it to the standalone cluster with ``flink run -py jobs/flink/passthrough.py -- …``
 (the cluster has the connector on its classpath, so ``--connector-jar`` is not needed).
 Stateless: no operator state, no savepoint concerns. Delivery: at-least-once.
 """

@@ -1,13 +1,13 @@
 """The loader: the job's Kafka topics -> ClickHouse, idempotently.
 
 It consumes with ``isolation.level=read_committed`` (only what the job's checkpoints committed;
-librdkafka's consumer, behind jobs/kafka_consumer.py's small interface), converts records to rows,
+librdkafka's consumer, behind jobs/loader/kafka_consumer.py's small interface), converts records to rows,
 inserts each table's rows of the batch, and commits Kafka offsets only after every row of the batch
 was stored: in its table, or in ``quarantine``. A crash between
 insert and commit re-delivers the batch: every table's key makes that harmless
 (clickhouse/migrations/0002_aggregates.sql, 0006_quarantine.sql).
 
-No record is retried forever and none is skipped silently (jobs/inserts.py decides which is which):
+No record is retried forever and none is skipped silently (jobs/loader/inserts.py decides which is which):
 
 * A table's rows are inserted in chunks of at most ``MAX_PARTITIONS_PER_INSERT`` partitions
   (months): ClickHouse refuses a block spanning more than ``max_partitions_per_insert_block``.
@@ -37,9 +37,9 @@ from typing import Any
 
 from clickhouse.client import Storage
 from jobs.config import Config
-from jobs.heartbeat import HeartbeatSender
-from jobs.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
-from jobs.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, LoaderConsumer
+from jobs.loader.heartbeat import HeartbeatSender
+from jobs.loader.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
+from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, LoaderConsumer
 from schemas.validate import RAW_EVENT_COLUMNS
 from udfs.periods import from_epoch_millis
 
@@ -304,7 +304,7 @@ def partition_keys(table: str, rows: list[list[Any]]) -> list[PartitionKey]:
 #: Records asked of the consumer per call (the loader inserts a batch at MAX_BATCH_ROWS rows).
 MAX_POLL_RECORDS = 50_000
 
-#: Builds the loader's consumer from its topics and librdkafka settings (jobs/kafka_consumer.py).
+#: Builds the loader's consumer from its topics and librdkafka settings (jobs/loader/kafka_consumer.py).
 ConsumerFactory = Callable[[Sequence[str], Mapping[str, Any]], LoaderConsumer]
 
 
@@ -419,7 +419,7 @@ class Loader:
         consumer_settings: Mapping[str, Any] | None = None,
         consumer_factory: ConsumerFactory = ConfluentConsumer,
     ) -> None:
-        """``heartbeat_interval``: while :meth:`run` loads unbounded, send heartbeats this often (jobs/heartbeat.py).
+        """``heartbeat_interval``: while :meth:`run` loads unbounded, send heartbeats this often (jobs/loader/heartbeat.py).
 
         ``consumer_settings``: librdkafka properties over ``CONSUMER_SETTINGS`` and the configured
         bootstrap servers (e.g. a deployment's SASL/TLS settings). ``consumer_factory``: what

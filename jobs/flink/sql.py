@@ -2,7 +2,7 @@
 
 Everything here runs in the JVM (the brief's measured facts: SQL passes ~860k rows/s where a
 Python function manages ~8k). Each function takes table names in and defines a view out, so the
-graph builder (jobs/metering_job.py) wires them and tests can run them on hand-made rows.
+graph builder (jobs/flink/metering_job.py) wires them and tests can run them on hand-made rows.
 
 Facts these expressions rely on, measured on PyFlink 2.2.1 (docs/design.md):
 - ``JSON_VALUE`` returns a JSON number's exact text (BigDecimal), but ``CAST(… AS DECIMAL(38, 9))``
@@ -50,7 +50,7 @@ SEP = "\u0001"
 #: no single Kafka record; its ``kafka_offset`` is a digest of its payload.
 NO_PARTITION = 2**32 - 1
 
-#: ``reason`` of a heartbeat (jobs/heartbeat.py): not an event and not a dead letter; only its
+#: ``reason`` of a heartbeat (jobs/loader/heartbeat.py): not an event and not a dead letter; only its
 #: timestamp matters, and the source has already read it into the watermark.
 HEARTBEAT = "heartbeat"
 
@@ -135,7 +135,7 @@ def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
     the two to the same verdicts): its verdict, the fields and the values of
     :func:`property_names` for the meters. Here only what depends on the configuration and on
     when Kafka received the record is added: ``unknown_meter`` and ``future_timestamp`` (for
-    heartbeats too). A heartbeat (jobs/heartbeat.py) gets the reason :data:`HEARTBEAT`.
+    heartbeats too). A heartbeat (jobs/loader/heartbeat.py) gets the reason :data:`HEARTBEAT`.
 
     The function runs behind a ``CROSS JOIN UNNEST`` (a correlate the planner does not merge into
     the expressions above it), so the checks below reference plain columns; ``reason`` is
@@ -190,7 +190,7 @@ def raw_rows_sql(source: str, topic: str) -> str:
     EventRules: the rowtime column parsed the record just before, in the same operator), so the
     loader inserts the lines as they are (``JSONEachRow``) and decodes no event. Valid means the one
     definition's verdict, before the configuration's checks: an event of a type no meter reads, or
-    one from too far in the future, is kept here as it was before (``jobs/loader.py``). The Kafka
+    one from too far in the future, is kept here as it was before (``jobs/loader/loader.py``). The Kafka
     key is the event time (epoch milliseconds), which the loader reads for its inserts'
     partitions. Records of a rebuild's replayed range were loaded already: skipped.
     """

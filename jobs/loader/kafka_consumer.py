@@ -1,6 +1,6 @@
 """The loader's Kafka consumer: the few operations the loader needs, on librdkafka (confluent-kafka).
 
-The loader (jobs/loader.py) reads committed records in batches, stores them, and only then commits
+The loader (jobs/loader/loader.py) reads committed records in batches, stores them, and only then commits
 the positions it has read up to. What it needs of a consumer, and nothing more, is
 :class:`LoaderConsumer`. :class:`ConfluentConsumer` implements it on confluent-kafka: consuming
 measured about 6x cheaper per record than kafka-python (docs/benchmarks.md, "The loader's raw
