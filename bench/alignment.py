@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.pipeline import ROOT, bounded_job_command, config_for, fill_events_topic
 from infra.settings import StackSettings
-from jobs.config import load_config
+from jobs.config import load_config, load_stack
 
 
 def run_once(events: int, settings: StackSettings, workdir: Path, tag: str, max_drift: str | int) -> dict[str, float]:
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--max-drift", default="1m", help="pipeline.alignment_max_drift of the aligned variant")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
     args = parser.parse_args()
-    settings = StackSettings.from_env()
+    settings = load_stack()
     args.workdir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, float]]] = {"unaligned": [], "aligned": []}
     for round_number in range(args.rounds):

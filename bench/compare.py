@@ -92,6 +92,7 @@ from bench.peers.common import (
     totals_of,
 )
 from infra.flink import STATE_BACKENDS
+from jobs.config import load_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("project", "flink-sql", "quix-1p", "quix-2p", "plain")
@@ -370,9 +371,8 @@ def peer_commands(
         return [[sys.executable, "-m", "bench.peers.plain", *base, *(["--follow"] if live else [])]]
     if variant == "flink-sql":
         from infra.flink import connector_jar
-        from infra.settings import StackSettings
 
-        jar = connector_jar(StackSettings.from_env())
+        jar = connector_jar(load_stack())
         # Live: checkpoints (its transactions' commits) as often as the project's live job's.
         options = ["--unbounded", "--checkpoint-interval", str(LIVE_CHECKPOINT_MS)] if live else []
         return [[sys.executable, "-m", "bench.peers.flink_sql", *base, "--connector-jar", str(jar), *options]]
@@ -406,10 +406,9 @@ def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
 def run_peer(variant: str, backlog_: Backlog, round_: int, workdir: Path, broker: int, timeout_s: float) -> Outcome:
     """Run one peer over the backlog until its group has committed every offset (or it exits), then check its totals."""
     from bench.cpu import proc_stat
-    from infra.settings import StackSettings
     from jobs.topics import ensure_topic
 
-    bootstrap = StackSettings.from_env().bootstrap_servers
+    bootstrap = load_stack().bootstrap_servers
     tag = f"{backlog_.topic}-{variant}-r{round_}-{uuid.uuid4().hex[:4]}"
     output = f"{tag}-out"
     ensure_topic(bootstrap, output, partitions=PARTITIONS)
@@ -489,10 +488,9 @@ def run_project(backlog_: Backlog, round_: int, workdir: Path, timeout_s: float,
     """bench/pipeline.py's capacity run (live job + loader with raw load, exactly-once) over the shape's backlog."""
     from bench.pipeline import capacity_run, config_for
     from clickhouse.client import open_storage
-    from infra.settings import StackSettings
     from jobs.config import load_config
 
-    settings = StackSettings.from_env()
+    settings = load_stack()
     outcome = Outcome(backlog_.shape.name, "project", round_)
     # The configuration defaults, as bench/pipeline.py's capacity measurement runs them.
     path = config_for(
@@ -676,10 +674,9 @@ def live_pacer(shape: Shape, rate: int, producer: Any, topic: str, seed: int = 2
 def run_peer_latency(variant: str, shape: Shape, rate: int, workdir: Path, run_id: str, timing: LiveTiming) -> Latency:
     """The peer reading a live topic of its own under paced traffic: event sent -> its minute row committed in the output."""
     from bench.pipeline import latency_figures, measure_live
-    from infra.settings import StackSettings
     from jobs.topics import ensure_topic
 
-    bootstrap = StackSettings.from_env().bootstrap_servers
+    bootstrap = load_stack().bootstrap_servers
     tag = f"compare-{run_id}-live-{shape.name}-{variant}-{uuid.uuid4().hex[:4]}"
     topic, output = f"{tag}-in", f"{tag}-out"
     ensure_topic(bootstrap, topic, partitions=PARTITIONS)
@@ -724,11 +721,10 @@ def run_project_latency(
 ) -> Latency:
     """bench/pipeline.py's live measurement (live job + loader, LIVE_SETTINGS, raw load on) under the shape's paced traffic."""
     from bench.pipeline import LIVE_SETTINGS, config_for, latency_figures, project_live
-    from infra.settings import StackSettings
     from jobs.config import load_config
     from jobs.topics import ensure_topic
 
-    settings = StackSettings.from_env()
+    settings = load_stack()
     topic = f"compare-{run_id}-live-{shape.name}-project-{uuid.uuid4().hex[:4]}"
     ensure_topic(settings.bootstrap_servers, topic, partitions=PARTITIONS)
     path = config_for(f"compare-live-{shape.name}", settings, workdir, edit=project_edit(shape, topic), **LIVE_SETTINGS)
@@ -950,9 +946,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from bench.pipeline import broker_pid
-    from infra.settings import StackSettings
 
-    settings = StackSettings.from_env()
+    settings = load_stack()
     broker = broker_pid(settings)
     args.workdir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(UTC).strftime("%m%d%H%M%S")

@@ -463,16 +463,15 @@ def loader_run(
     from clickhouse.client import StorageSettings, open_storage
     from clickhouse.migrate import migrate
     from infra.kafka import KafkaBroker
-    from infra.settings import StackSettings
-    from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
+    from jobs.config import Config, KafkaSettings, PipelineSettings, Topics, load_stack
     from jobs.loader.kafka_consumer import ConfluentConsumer
     from jobs.loader.loader import Loader
     from jobs.produce import make_producer
     from jobs.topics import ensure_topics
 
     env = dict(os.environ)
-    env["METERING_HOME"] = str(ROOT / ".metering" / "bench-loader-raw")
-    stack = StackSettings.from_env(env).with_ports(port_base)
+    env["METERING__STACK__HOME"] = str(ROOT / ".metering" / "bench-loader-raw")
+    stack = load_stack(env).with_ports(port_base)
     broker = KafkaBroker(stack)
     stack.home.mkdir(parents=True, exist_ok=True)
     broker.start()
@@ -566,12 +565,12 @@ def client_semantics(port_base: int) -> None:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from infra.kafka import KafkaBroker
-    from infra.settings import StackSettings
+    from jobs.config import load_stack
     from jobs.topics import ensure_topic
 
     env = dict(os.environ)
-    env["METERING_HOME"] = str(ROOT / ".metering" / "bench-loader-raw")
-    stack = StackSettings.from_env(env).with_ports(port_base)
+    env["METERING__STACK__HOME"] = str(ROOT / ".metering" / "bench-loader-raw")
+    stack = load_stack(env).with_ports(port_base)
     stack.home.mkdir(parents=True, exist_ok=True)
     broker = KafkaBroker(stack)
     broker.start()

@@ -65,7 +65,11 @@ from clickhouse.client import open_storage  # noqa: E402
 from clickhouse.migrate import migrate  # noqa: E402
 from infra.flink import STATE_BACKENDS, connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
-from jobs.config import Config, load_config  # noqa: E402
+from jobs.config import (  # noqa: E402
+    Config,
+    load_config,
+    load_stack,
+)
 from jobs.demo import demo_document, generate, random_event  # noqa: E402
 from jobs.loader.kafka_consumer import LoaderConsumer  # noqa: E402
 from jobs.loader.loader import Loader  # noqa: E402
@@ -843,7 +847,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
     parser.add_argument("--no-record", action="store_true", help="print the figures only (default: also keep them in --workdir)")
     args = parser.parse_args()
-    settings = StackSettings.from_env()
+    settings = load_stack()
     args.workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Mapping[str, float | str]] = {}
     if args.events:

@@ -45,8 +45,7 @@ from bench.pipeline import (  # noqa: E402
     live_shaped_lines,
     send_to_events_topic,
 )
-from infra.settings import StackSettings  # noqa: E402
-from jobs.config import load_config  # noqa: E402
+from jobs.config import load_config, load_stack  # noqa: E402
 
 TASK_THREAD = re.compile(r'^"(?P<name>.+?\(\d+/\d+\)#\d+)".*nid=(?P<nid>0x[0-9a-f]+)')
 ANY_THREAD = re.compile(r'^"(?P<name>[^"]+)".*nid=(?P<nid>0x[0-9a-f]+)', re.MULTILINE)
@@ -136,7 +135,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".metering" / "bench")
     parser.add_argument("--jfr", type=Path, help="also record the job's JVM with Java Flight Recorder into this file")
     args = parser.parse_args()
-    settings = StackSettings.from_env()
+    settings = load_stack()
     args.workdir.mkdir(parents=True, exist_ok=True)
     path = config_for(
         "profile", settings, args.workdir, checkpoint_interval="10s", provisional_interval="10s", parallelism=args.parallelism

@@ -30,9 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.settings import StackSettings  # noqa: E402
 from infra.udf_jar import udf_jar  # noqa: E402
-from jobs.config import load_config  # noqa: E402
+from jobs.config import load_config, load_stack  # noqa: E402
 from jobs.demo import generate  # noqa: E402
 from jobs.flink import sql  # noqa: E402
 
@@ -47,7 +46,7 @@ def table_env() -> Any:
     conf = t_env.get_config()
     conf.set("parallelism.default", "1")
     conf.set("table.local-time-zone", "UTC")
-    conf.set("pipeline.jars", udf_jar().as_uri())
+    conf.set("pipeline.jars", udf_jar(load_stack()).as_uri())
     for statement in sql.function_ddl():
         t_env.execute_sql(statement)
     return t_env
@@ -85,7 +84,7 @@ def main() -> None:
     parser.add_argument("--old-sql", type=Path, help="an older jobs/flink/sql.py to compare against")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    path = StackSettings.from_env().home / "bench" / f"parse-probe-{args.events}.jsonl"
+    path = load_stack().home / "bench" / f"parse-probe-{args.events}.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         generate(path, args.events, seed=3)

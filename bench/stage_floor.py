@@ -59,7 +59,11 @@ from bench.pipeline import (  # noqa: E402
 )
 from infra.flink import connector_jar  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
-from jobs.config import Config, load_config  # noqa: E402
+from jobs.config import (  # noqa: E402
+    Config,
+    load_config,
+    load_stack,
+)
 from jobs.flink import sql  # noqa: E402
 from jobs.topics import ensure_topics  # noqa: E402
 
@@ -237,7 +241,7 @@ def main() -> None:
     if unknown := set(stages) - set(STAGES):
         raise SystemExit(f"--stages: unknown {sorted(unknown)}; choose from {', '.join(STAGES)}")
 
-    settings = StackSettings.from_env()
+    settings = load_stack()
     workdir = Path(tempfile.mkdtemp(prefix="stage-floor-", dir=settings.home))
     # The job's batch settings (10 s checkpoints and steps, as the backfill benchmark uses).
     base = config_for("floor", settings, workdir, checkpoint_interval="10s", provisional_interval="10s", parallelism=1)

@@ -57,20 +57,6 @@ class StorageSettings:
             f"username={self.username!r}, password={secret}, database={self.database!r})"
         )
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, default_path: Path | None = None) -> StorageSettings:
-        """Settings from ``METERING_CLICKHOUSE_*``: a URL selects the server backend, else chDB."""
-        env = os.environ if env is None else env
-        url = env.get("METERING_CLICKHOUSE_URL", "")
-        return cls(
-            backend="server" if url else "chdb",
-            path=Path(env.get("METERING_CHDB_PATH") or default_path or ".metering/chdb"),
-            url=url,
-            username=env.get("METERING_CLICKHOUSE_USER", "default"),
-            password=env.get("METERING_CLICKHOUSE_PASSWORD", ""),
-            database=env.get("METERING_CLICKHOUSE_DATABASE", "metering"),
-        )
-
 
 def _lock_owner(lock_path: Path) -> str:
     try:
@@ -93,7 +79,7 @@ def _chdb_lock(path: Path) -> Iterator[IO[str]]:
         raise StorageLockedError(
             f"the chDB directory {path} is in use by {_lock_owner(lock_path)}; embedded ClickHouse allows one "
             "process per directory. Run this through the process that owns it (the loader / dashboard), "
-            "stop that process, or use a ClickHouse server (METERING_CLICKHOUSE_URL)."
+            "stop that process, or use a ClickHouse server (storage.url, METERING__STORAGE__URL)."
         ) from None
     handle.seek(0)
     handle.truncate()

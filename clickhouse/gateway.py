@@ -8,7 +8,7 @@ in ``<chdb dir>/.gateway.json``. Any other process that wants to read (``meterin
 is free, and goes through the owner's gateway when it is not. Only reads cross the gateway; no SQL
 text does, only a query name and its parameters, which ClickHouse binds server-side.
 
-With a ClickHouse server (``METERING_CLICKHOUSE_URL``) every process connects directly.
+With a ClickHouse server (``storage.url``, ``METERING__STORAGE__URL``) every process connects directly.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 - ``Dockerfile``: the Flink image (official ``flink`` image of the pinned version, Java 17) plus
   Python, the pinned PyFlink, the project, the pinned Kafka connector jar in ``lib/`` and the
-  job's Java functions compiled in a JDK build stage (``METERING_UDF_JAR``);
+  job's Java functions compiled in a JDK build stage (``METERING__STACK__UDF_JAR``);
 - ``compose.yaml``: Kafka (KRaft, the pinned release), Flink JobManager + TaskManager, ClickHouse
   server, the loader, and a one-shot service that submits the job;
 - ``flinkdeployment.yaml``: a ConfigMap with the configuration, a Flink Kubernetes Operator
@@ -76,8 +76,12 @@ def flink_configuration(config: dict[str, Any], checkpoints: str, savepoints: st
 
 
 def deployed_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The configuration as the containers see it: Kafka and ClickHouse by service name."""
+    """The configuration as the containers see it: Kafka and ClickHouse by service name, no local stack.
+
+    The image's prebuilt jar of udfs/jvm is ``stack.udf_jar``, set by the image's environment.
+    """
     deployed: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config))
+    deployed.pop("stack", None)
     deployed.setdefault("kafka", {})["bootstrap_servers"] = f"kafka:{KAFKA_PORT}"
     deployed["storage"] = {
         "backend": "server",
@@ -118,7 +122,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 ADD --checksum=sha256:{connector_sha256()} --chown=flink:flink {url} /opt/flink/lib/{CONNECTOR_JAR}
 COPY . /opt/metering
 COPY --from=udfs --chown=flink:flink /metering-udfs.jar {UDF_JAR_IN_IMAGE}
-ENV METERING_UDF_JAR={UDF_JAR_IN_IMAGE}
+ENV METERING__STACK__UDF_JAR={UDF_JAR_IN_IMAGE}
 RUN pip3 install --break-system-packages --no-cache-dir /opt/metering
 WORKDIR /opt/metering
 USER flink
@@ -180,11 +184,11 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
                 "ports": [f"{GRAFANA_PORT}:{GRAFANA_PORT}"],
                 "environment": {
                     "GF_PLUGINS_PREINSTALL_SYNC": GRAFANA_PLUGIN,
-                    "METERING_CLICKHOUSE_HOST": "clickhouse",
-                    "METERING_CLICKHOUSE_PORT": str(CLICKHOUSE_HTTP_PORT),
-                    "METERING_CLICKHOUSE_USER": "default",
-                    "METERING_CLICKHOUSE_PASSWORD": "",
-                    "METERING_CLICKHOUSE_DATABASE": "metering",
+                    "CLICKHOUSE_HOST": "clickhouse",
+                    "CLICKHOUSE_PORT": str(CLICKHOUSE_HTTP_PORT),
+                    "CLICKHOUSE_USER": "default",
+                    "CLICKHOUSE_PASSWORD": "",
+                    "CLICKHOUSE_DATABASE": "metering",
                 },
                 "volumes": [
                     "../grafana/provisioning:/etc/grafana/provisioning:ro",

@@ -240,7 +240,8 @@ class FlinkCluster:
                     raise StackError(
                         f"port {LOOPBACK}:{port} is already in use by another process; the Flink JobManager cannot bind it "
                         f"(holders: {port_users(port)})",
-                        hint="stop that process, or choose other ports with METERING_FLINK_REST_PORT / METERING_FLINK_RPC_PORT",
+                        hint="stop that process, or choose other ports "
+                        "with METERING__STACK__FLINK_REST_PORT / METERING__STACK__FLINK_RPC_PORT",
                         log=self.jobmanager.log_file,
                     )
             self._prepare()

@@ -140,7 +140,8 @@ class KafkaBroker:
                 raise StackError(
                     f"port {LOOPBACK}:{port} is already in use by another process; the Kafka broker cannot bind it "
                     f"(holders: {port_users(port)})",
-                    hint="stop that process, or choose other ports with METERING_KAFKA_PORT / METERING_KAFKA_CONTROLLER_PORT",
+                    hint="stop that process, or choose other ports "
+                    "with METERING__STACK__KAFKA_PORT / METERING__STACK__KAFKA_CONTROLLER_PORT",
                     log=self.process.log_file,
                 )
         self._write_config()

@@ -1,11 +1,11 @@
 """The job's Java UDFs (``udfs/jvm``), compiled into a jar on first use.
 
 Per-event parsing runs in the JVM; small functions there (registered by name in
-``jobs/sql.FUNCTIONS``) replace SQL expressions that Flink evaluates slowly (docs/benchmarks.md,
+``jobs/flink/sql.FUNCTIONS``) replace SQL expressions that Flink evaluates slowly (docs/benchmarks.md,
 "Parse stage"). They are compiled with ``javac`` against the jars of the installed PyFlink, the
 same ones the job runs on, so no extra download or version pin is involved. The jar is cached
 under the jar cache, named by a hash of the sources and the PyFlink version: editing a source or
-upgrading PyFlink builds a new one. ``METERING_UDF_JAR`` names a prebuilt jar instead (the
+upgrading PyFlink builds a new one. ``stack.udf_jar`` (``METERING__STACK__UDF_JAR``) names a prebuilt jar instead (the
 deployment image has one and no JDK).
 """
 
@@ -45,16 +45,15 @@ def source_hash(source_dir: Path = SOURCE_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
-def udf_jar(settings: StackSettings | None = None, source_dir: Path = SOURCE_DIR) -> Path:
+def udf_jar(settings: StackSettings, source_dir: Path = SOURCE_DIR) -> Path:
     """The compiled UDF jar (built when the sources changed); raises :class:`StackError` without a JDK."""
     from infra.flink import pyflink_home
 
-    prebuilt = os.environ.get("METERING_UDF_JAR")
-    if prebuilt:  # an image built with the jar (infra/deploy.py) and no JDK
-        if not Path(prebuilt).is_file():
-            raise StackError(f"METERING_UDF_JAR={prebuilt} is not a file", hint="unset it to compile udfs/jvm here")
-        return Path(prebuilt)
-    settings = settings or StackSettings.from_env()
+    prebuilt = settings.udf_jar
+    if prebuilt is not None:  # an image built with the jar (infra/deploy.py) and no JDK
+        if not prebuilt.is_file():
+            raise StackError(f"stack.udf_jar={prebuilt} is not a file", hint="unset it to compile udfs/jvm here")
+        return prebuilt
     target = settings.jar_cache / "metering-udfs" / f"metering-udfs-{source_hash(source_dir)}.jar"
     if target.exists():
         return target

@@ -1,8 +1,13 @@
 """The pipeline's configuration: one YAML file, typed, validated at start.
 
-Precedence: built-in defaults → the YAML file → environment variables
-``METERING__SECTION__KEY`` (double underscores separate path parts, e.g.
-``METERING__PIPELINE__DEDUP_RETENTION=3d`` or ``METERING__STORAGE__PASSWORD``).
+One settings object, :class:`Config`, for every command and process: the pipeline (``kafka``,
+``pipeline``, ``billing``, ``meters``), where its data lives (``storage``) and the local stack's
+folders and ports (``stack``). Precedence: built-in defaults → the YAML file → environment
+variables ``METERING__SECTION__KEY`` (double underscores separate path parts, e.g.
+``METERING__PIPELINE__DEDUP_RETENTION=3d``, ``METERING__STORAGE__PASSWORD`` or
+``METERING__STACK__KAFKA_PORT``). The older single-underscore names (``METERING_HOME``,
+``METERING_CLICKHOUSE_URL`` …, :data:`DEPRECATED_ENV`) still work until release
+:data:`DEPRECATED_UNTIL`, with a :class:`DeprecatedSetting` warning naming the new one.
 Every value is read by the type of the key it sets, from the file and from the environment
 alike: text stays text as written (``password: 0123`` is ``"0123"``, not YAML 1.1's octal 83),
 integers, booleans and durations are parsed strictly, and every duration has the range in
@@ -26,6 +31,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,6 +42,7 @@ from typing import Any, TypeVar
 import yaml
 
 from clickhouse.client import Backend, StorageError, StorageSettings
+from infra.settings import StackSettings
 from schemas.validate import string_rule
 from udfs.durations import DurationTooLong, format_duration, parse_duration
 from udfs.meters import Aggregation, Meter
@@ -45,6 +53,37 @@ ENV_PREFIX = "METERING__"
 #: Upper bound for rescaling (the job's key groups, ``pipeline.max-parallelism``); changing it
 #: makes every savepoint unusable. ``pipeline.parallelism`` may not exceed it.
 MAX_PARALLELISM = 128
+
+
+class DeprecatedSetting(FutureWarning):
+    """A setting read from a variable of the older style; the message names its replacement."""
+
+
+#: The release that stops reading :data:`DEPRECATED_ENV`.
+DEPRECATED_UNTIL = "0.2.0"
+#: Variables of the older style -> the key each sets (its variable is ``METERING__`` + the key's
+#: parts in capitals, joined by ``__``).
+DEPRECATED_ENV: Mapping[str, str] = {
+    "METERING_HOME": "stack.home",
+    "METERING_JAR_CACHE": "stack.jar_cache",
+    "METERING_UDF_JAR": "stack.udf_jar",
+    "METERING_PYTHON": "stack.python",
+    "METERING_KAFKA_PORT": "stack.kafka_port",
+    "METERING_KAFKA_CONTROLLER_PORT": "stack.kafka_controller_port",
+    "METERING_FLINK_REST_PORT": "stack.flink_rest_port",
+    "METERING_FLINK_RPC_PORT": "stack.flink_rpc_port",
+    "METERING_FLINK_SLOTS": "stack.taskmanager_slots",
+    "METERING_CLICKHOUSE_URL": "storage.url",
+    "METERING_CLICKHOUSE_USER": "storage.username",
+    "METERING_CLICKHOUSE_PASSWORD": "storage.password",
+    "METERING_CLICKHOUSE_DATABASE": "storage.database",
+    "METERING_CHDB_PATH": "storage.path",
+}
+
+
+def variable_of(key: str) -> str:
+    """The environment variable that sets ``key``: ``stack.kafka_port`` -> ``METERING__STACK__KAFKA_PORT``."""
+    return ENV_PREFIX + "__".join(part.upper() for part in key.split("."))
 
 
 class ConfigError(ValueError):
@@ -77,7 +116,8 @@ TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    bootstrap_servers: str = "127.0.0.1:19092"
+    #: Default: the local stack's broker (``stack.kafka_port`` on 127.0.0.1).
+    bootstrap_servers: str = StackSettings().bootstrap_servers
     topics: Topics = field(default_factory=Topics)
     #: Kafka transaction timeout of the job's exactly-once sinks; must not exceed the broker's
     #: transaction.max.timeout.ms (15 min by default on a stock broker).
@@ -133,6 +173,7 @@ class Billing:
 class Config:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     billing: Billing = field(default_factory=Billing)
     meters: tuple[Meter, ...] = ()
@@ -414,8 +455,10 @@ def _billing(r: _Reader, raw: Any) -> Billing:
     return Billing(default, plans, customers)
 
 
-def _meters(r: _Reader, raw: Any) -> tuple[Meter, ...]:
+def _meters(r: _Reader, raw: Any, *, required: bool) -> tuple[Meter, ...]:
     if raw is None or raw == []:
+        if not required:
+            return ()
         r.add(
             "meters",
             "at least one meter is required (define `meters:` in the file given with --config; "
@@ -429,9 +472,9 @@ def _meters(r: _Reader, raw: Any) -> tuple[Meter, ...]:
     for index, item in enumerate(raw):
         path = f"meters[{index}]"
         data = r.section(item, path, {"name", "event_type", "aggregation", "value", "group_by", "allow_negative"})
-        for required in ("name", "event_type", "aggregation"):
-            if required not in data:
-                r.add(f"{path}.{required}", "required")
+        for key in ("name", "event_type", "aggregation"):
+            if key not in data:
+                r.add(f"{path}.{key}", "required")
         group_by = data.get("group_by") or []
         if not isinstance(group_by, list) or not all(isinstance(g, str) for g in group_by):
             r.add(f"{path}.group_by", "must be a list of property names")
@@ -454,14 +497,17 @@ def _meters(r: _Reader, raw: Any) -> tuple[Meter, ...]:
     return tuple(meters)
 
 
-def _storage(r: _Reader, raw: Any, base_dir: Path) -> StorageSettings:
+def _storage(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> StorageSettings:
+    """``storage``: a ``url`` selects the server backend unless ``backend`` says otherwise; chDB's
+    ``path`` defaults to the stack's (``<stack.home>/chdb``)."""
     data = r.section(raw, "storage", {"backend", "path", "url", "username", "password", "database"})
     defaults = StorageSettings()
-    backend_text: str = r.get(data, "backend", "storage", _text, str(defaults.backend))
+    url = r.get(data, "url", "storage", _text, "")
+    backend_text: str = r.get(data, "backend", "storage", _text, "server" if url else "chdb")
     backend: Backend = "server" if backend_text == "server" else "chdb"
     if backend_text not in ("chdb", "server"):
         r.add("storage.backend", f"{backend_text!r} must be 'chdb' or 'server'")
-    path = Path(r.get(data, "path", "storage", _text, str(defaults.path)))
+    path = Path(r.get(data, "path", "storage", _text, str(stack.chdb_path)))
     password = data.get("password")
     if password is not None and not isinstance(password, str):
         r.add("storage.password", "must be text (quote it)")
@@ -470,7 +516,7 @@ def _storage(r: _Reader, raw: Any, base_dir: Path) -> StorageSettings:
         return StorageSettings(
             backend=backend,
             path=(path if path.is_absolute() else base_dir / path).resolve(),
-            url=r.get(data, "url", "storage", _text, ""),
+            url=url,
             username=r.get(data, "username", "storage", _text, defaults.username),
             password=password or "",
             database=r.get(data, "database", "storage", _text, defaults.database),
@@ -480,7 +526,59 @@ def _storage(r: _Reader, raw: Any, base_dir: Path) -> StorageSettings:
         return defaults
 
 
-def _kafka(r: _Reader, raw: Any) -> KafkaSettings:
+def _port(value: Any) -> int:
+    """A loopback port the stack may bind without privileges."""
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 1024 <= int(text) <= 65535:
+        raise ValueError(f"{_shortened(value)} must be a port number (1024-65535)")
+    return int(text)
+
+
+def _path_in(base_dir: Path) -> Callable[[Any], Path]:
+    def parse(value: Any) -> Path:
+        path = Path(_text(value)).expanduser()
+        return (path if path.is_absolute() else base_dir / path).resolve()
+
+    return parse
+
+
+def _stack(r: _Reader, raw: Any, base_dir: Path) -> StackSettings:
+    """``stack``: the local stack's folders and loopback ports (infra/settings.py)."""
+    keys = {
+        "home",
+        "jar_cache",
+        "udf_jar",
+        "python",
+        "kafka_port",
+        "kafka_controller_port",
+        "flink_rest_port",
+        "flink_rpc_port",
+        "taskmanager_slots",
+    }
+    data = r.section(raw, "stack", keys)
+    defaults = StackSettings()
+    home = r.get(data, "home", "stack", _path_in(base_dir), defaults.home)
+    settings = StackSettings(
+        home=home,
+        # The cache follows a moved home unless it is set itself: it holds downloads, kept per home.
+        jar_cache=r.get(data, "jar_cache", "stack", _path_in(base_dir), home / "cache"),
+        udf_jar=r.get(data, "udf_jar", "stack", _path_in(base_dir), None),
+        python_executable=r.get(data, "python", "stack", _text, sys.executable),
+        kafka_port=r.get(data, "kafka_port", "stack", _port, defaults.kafka_port),
+        kafka_controller_port=r.get(data, "kafka_controller_port", "stack", _port, defaults.kafka_controller_port),
+        flink_rest_port=r.get(data, "flink_rest_port", "stack", _port, defaults.flink_rest_port),
+        flink_rpc_port=r.get(data, "flink_rpc_port", "stack", _port, defaults.flink_rpc_port),
+        taskmanager_slots=r.get(data, "taskmanager_slots", "stack", _int_in(1, 256, "task slots"), defaults.taskmanager_slots),
+    )
+    ports = settings.ports
+    if len(set(ports)) != len(ports):
+        names = ("kafka_port", "kafka_controller_port", "flink_rest_port", "flink_rpc_port")
+        taken = ", ".join(f"{name}={port}" for name, port in zip(names, ports, strict=True))
+        r.add("stack", f"the stack's four ports must differ, got {taken}")
+    return settings
+
+
+def _kafka(r: _Reader, raw: Any, stack: StackSettings) -> KafkaSettings:
     data = r.section(raw, "kafka", {"bootstrap_servers", "topics", "transaction_timeout", "consumer_group"})
     defaults = KafkaSettings()
     topic_fields = set(Topics.__dataclass_fields__)
@@ -495,7 +593,7 @@ def _kafka(r: _Reader, raw: Any) -> KafkaSettings:
         data, "transaction_timeout", "kafka", DURATIONS["kafka.transaction_timeout"].parse, defaults.transaction_timeout
     )
     return KafkaSettings(
-        bootstrap_servers=r.get(data, "bootstrap_servers", "kafka", _text, defaults.bootstrap_servers),
+        bootstrap_servers=r.get(data, "bootstrap_servers", "kafka", _text, stack.bootstrap_servers),
         topics=topics,
         transaction_timeout=timeout,
         consumer_group=r.get(data, "consumer_group", "kafka", _text, defaults.consumer_group),
@@ -568,12 +666,24 @@ class _TextLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _set(document: dict[str, Any], parts: list[str], value: str) -> None:
+    target = document
+    for part in parts[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            target[part] = child
+        target = child
+    target[parts[-1]] = value
+
+
 def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     """Set ``METERING__A__B=v`` as ``document['a']['b'] = 'v'``; returns ``{'a.b': 'METERING__A__B'}``.
 
     Values stay the text they are: the key they set parses them (:func:`load_config`), exactly as
     that key's value in the file, so a password ``0123`` stays ``0123`` and a bad integer or
-    duration is a problem naming the variable.
+    duration is a problem naming the variable. A variable of :data:`DEPRECATED_ENV` sets its key
+    unless the new variable does too, with a :class:`DeprecatedSetting` warning either way.
     """
     origins: dict[str, str] = {}
     for name, value in sorted(env.items()):
@@ -582,20 +692,29 @@ def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> dict[str, st
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
             continue
-        target = document
-        for part in parts[:-1]:
-            child = target.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                target[part] = child
-            target = child
-        target[parts[-1]] = value
+        _set(document, parts, value)
         origins[".".join(parts)] = name
+    for name, key in DEPRECATED_ENV.items():
+        old_value = env.get(name)
+        if old_value is None or old_value == "":
+            continue
+        new = variable_of(key)
+        if key in origins:
+            message = f"{name} is ignored: {origins[key]} is set too (the old name goes in release {DEPRECATED_UNTIL})"
+        else:
+            _set(document, key.split("."), old_value)
+            origins[key] = name
+            message = f"{name} is deprecated and goes in release {DEPRECATED_UNTIL}: set {new} instead"
+        warnings.warn(message, DeprecatedSetting, stacklevel=3)
     return origins
 
 
-def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Load, override from the environment, validate; raises :class:`ConfigError` listing every problem."""
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, *, require_meters: bool = True) -> Config:
+    """Load, override from the environment, validate; raises :class:`ConfigError` listing every problem.
+
+    ``path`` None: the built-in defaults and the environment. ``require_meters`` False is for the
+    commands that use no meter (the stack, migrations, queries, the dashboard, ``produce``).
+    """
     env = os.environ if env is None else env
     source = str(path) if path else "configuration"
     document: dict[str, Any] = {}
@@ -612,13 +731,15 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         document = loaded or {}
         base_dir = path.resolve().parent
     r = _Reader(_apply_env(document, env))
-    r.section(document, "", {"kafka", "storage", "pipeline", "billing", "meters"})
+    r.section(document, "", {"kafka", "storage", "stack", "pipeline", "billing", "meters"})
+    stack = _stack(r, document.get("stack"), base_dir)
     config = Config(
-        kafka=_kafka(r, document.get("kafka")),
-        storage=_storage(r, document.get("storage"), base_dir),
+        kafka=_kafka(r, document.get("kafka"), stack),
+        storage=_storage(r, document.get("storage"), base_dir, stack),
+        stack=stack,
         pipeline=_pipeline(r, document.get("pipeline")),
         billing=_billing(r, document.get("billing")),
-        meters=_meters(r, document.get("meters")),
+        meters=_meters(r, document.get("meters"), required=require_meters),
     )
     if config.kafka.transaction_timeout <= config.pipeline.checkpoint_interval:
         r.add(
@@ -629,3 +750,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if r.problems:
         raise ConfigError(r.problems, source)
     return config
+
+
+def load_stack(env: Mapping[str, str] | None = None) -> StackSettings:
+    """The local stack's settings, for the commands without a configuration file (``metering stack``)."""
+    return load_config(None, env, require_meters=False).stack

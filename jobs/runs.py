@@ -66,7 +66,6 @@ def run_local_job(
     run until interrupted.
     """
     from infra.flink import connector_jar
-    from infra.settings import StackSettings
     from jobs.flink.metering_job import RunOptions, run, with_parallelism
     from jobs.topics import ensure_topics
 
@@ -74,7 +73,7 @@ def run_local_job(
     created = ensure_topics(config)
     if created and on_topics_created is not None:
         on_topics_created(created)
-    settings = StackSettings.from_env()
+    settings = config.stack
     started = time.monotonic()
     run(
         config,

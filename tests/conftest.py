@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from infra.settings import PROJECT_ROOT, StackSettings
+from jobs.config import load_stack
 
 TIERS = ("unit", "flink", "integration", "e2e")
 
@@ -33,8 +34,8 @@ def stack_settings() -> StackSettings:
     """Settings of the test stack: own home under .metering/test-stack, ports from 29092 (METERING_TEST_PORT_BASE)."""
     base = int(os.environ.get("METERING_TEST_PORT_BASE", "29092"))
     env = dict(os.environ)
-    env["METERING_HOME"] = str(PROJECT_ROOT / ".metering" / "test-stack")
-    return StackSettings.from_env(env).with_ports(base)
+    env["METERING__STACK__HOME"] = str(PROJECT_ROOT / ".metering" / "test-stack")
+    return load_stack(env).with_ports(base)
 
 
 @pytest.fixture(scope="session")

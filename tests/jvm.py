@@ -16,8 +16,9 @@ class JavaProcess:
         from infra.flink import pyflink_home
         from infra.java import find_java
         from infra.udf_jar import udf_jar
+        from jobs.config import load_stack
 
-        classpath = os.pathsep.join([str(udf_jar()), *sorted(str(j) for j in (pyflink_home() / "lib").glob("*.jar"))])
+        classpath = os.pathsep.join([str(udf_jar(load_stack())), *sorted(str(j) for j in (pyflink_home() / "lib").glob("*.jar"))])
         self.process = subprocess.Popen(
             [str(find_java()), *jvm_options, "-cp", classpath, main_class, *args],
             stdin=subprocess.PIPE,

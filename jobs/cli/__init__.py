@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobs.cli import check, config, dashboard, demo, heartbeat, job, load, migrate, produce, query, replay, stack
-from jobs.cli.common import ENV_HELP, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
+from jobs.cli.common import ENV_HELP, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, show_warnings_as_messages
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_REJECTED", "EXIT_USAGE", "build_parser", "main", "version"]
 
@@ -74,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from clickhouse.client import StorageError
     from clickhouse.migrate import MigrationError
     from infra.errors import StackError
-    from infra.settings import SettingsError
     from jobs.config import ConfigError
 
+    show_warnings_as_messages()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -84,9 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         print(f"metering: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SettingsError as exc:
-        print(f"metering: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (StackError, StorageError, MigrationError) as exc:
         print(f"metering: {exc}", file=sys.stderr)

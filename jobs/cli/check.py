@@ -14,7 +14,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     from clickhouse import quality
     from clickhouse.gateway import open_reader
     from clickhouse.queries import QueryError, parse_time
-    from infra.settings import StackSettings
 
     config = load_config_arg(args.config)
     try:
@@ -24,7 +23,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             end=parse_time(args.end, "--to") if args.end else None,
             sample=args.sample,
             overrides=dict(quality.parse_override(text) for text in args.set or ()),
-            docs_dir=None if args.no_docs else Path(args.docs_dir or StackSettings.from_env().home / "quality").resolve(),
+            docs_dir=None if args.no_docs else Path(args.docs_dir or config.stack.home / "quality").resolve(),
         )
         with open_reader(config.storage) as reader:
             report = quality.run_checks(reader, config, options)
@@ -70,6 +69,6 @@ def register(sub: Subcommands) -> None:
         metavar="NAME=VALUE",
         help="override a suite parameter, e.g. --set max_dead_letter_rate=0.05 (repeatable)",
     )
-    parser.add_argument("--docs-dir", help="where GX keeps results and Data Docs (default: $METERING_HOME/quality)")
+    parser.add_argument("--docs-dir", help="where GX keeps results and Data Docs (default: .metering/quality, under stack.home)")
     parser.add_argument("--no-docs", action="store_true", help="do not write results or Data Docs")
     parser.set_defaults(func=cmd_check)

@@ -20,9 +20,9 @@ EXIT_USAGE = 2
 EXIT_REJECTED = 3
 
 ENV_HELP = (
-    "environment: METERING_HOME (state folder, default ./.metering), METERING_KAFKA_PORT (19092), "
-    "METERING_KAFKA_CONTROLLER_PORT (19093), METERING_FLINK_REST_PORT (18081), METERING_FLINK_RPC_PORT (16123), "
-    "METERING_CLICKHOUSE_URL (a ClickHouse server; unset = embedded chDB), METERING_CLICKHOUSE_DATABASE (metering)"
+    "environment: METERING__SECTION__KEY sets any configuration key, e.g. METERING__STACK__HOME (state folder, "
+    "default ./.metering), METERING__STACK__KAFKA_PORT (19092), METERING__STACK__FLINK_REST_PORT (18081), "
+    "METERING__STORAGE__URL (a ClickHouse server; unset = embedded chDB), METERING__STORAGE__PASSWORD"
 )
 CONFIG_HELP = "configuration file (default: built-in defaults + METERING__* variables)"
 CLUSTER_HELP = "Flink REST URL (default: the local stack's, http://127.0.0.1:18081)"
@@ -44,27 +44,39 @@ def print_result(obj: Any, fmt: str) -> None:
         print(obj)
 
 
-def load_config_arg(path: str | None) -> Config:
-    """The configuration of a ``--config`` option (None: built-in defaults), METERING__* overrides applied."""
+def load_config_arg(path: str | None, *, require_meters: bool = True) -> Config:
+    """The configuration of a ``--config`` option (None: built-in defaults), METERING__* overrides applied.
+
+    ``require_meters`` False for a command that uses no meter, so it runs without a file.
+    """
     from jobs.config import load_config
 
-    return load_config(Path(path) if path else None)
+    return load_config(Path(path) if path else None, require_meters=require_meters)
 
 
 def stack() -> Any:
     """The local stack (infra/stack.py) of the environment's settings."""
-    from infra.settings import StackSettings
     from infra.stack import Stack
+    from jobs.config import load_stack
 
-    return Stack(StackSettings.from_env())
+    return Stack(load_stack())
 
 
-def storage_settings() -> Any:
-    """ClickHouse settings from METERING_CLICKHOUSE_* (default: the stack's chDB directory)."""
-    from clickhouse.client import StorageSettings
-    from infra.settings import StackSettings
+def show_warnings_as_messages() -> None:
+    """Warnings (a deprecated variable) as one ``metering: warning: …`` line each on stderr, not Python's form."""
+    import warnings
 
-    return StorageSettings.from_env(default_path=StackSettings.from_env().chdb_path)
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        print(f"metering: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
 
 
 def interrupt_on_sigterm() -> None:

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,12 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
 
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
-    from infra.settings import StackSettings
-    from jobs.config import load_config
+    from jobs.config import load_config, load_stack
     from jobs.demo import collect_results, compare, demo_document, generate, recompute
     from jobs.produce import produce_file
     from jobs.runs import load_outputs, run_local_job
 
-    settings = StackSettings.from_env()
+    settings = load_stack()
     local = stack()
     run_id = time.strftime("%Y%m%d%H%M%S")
     workdir = workdir / run_id
@@ -87,7 +87,7 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
 
     config_path = workdir / "metering.yaml"
     config_path.write_text(yaml.safe_dump(demo_document(run_id, settings.bootstrap_servers, settings.chdb_path), sort_keys=False))
-    config = load_config(config_path, env={})
+    config = replace(load_config(config_path, env={}), stack=settings)  # its own file; the stack the user chose
     summary["config"] = str(config_path)
     t = step(f"2/7 ClickHouse (chDB at {settings.chdb_path}): migrate database {config.storage.database}")
     with open_storage(config.storage) as storage:

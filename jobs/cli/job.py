@@ -48,9 +48,9 @@ def cmd_job_run(args: argparse.Namespace) -> int:
 
 
 def cluster_url(args: argparse.Namespace) -> str:
-    from infra.settings import StackSettings
+    from jobs.config import load_stack
 
-    return str(args.cluster or StackSettings.from_env().flink_rest_url)
+    return str(args.cluster or load_stack().flink_rest_url)
 
 
 def cmd_job_submit(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     from infra.errors import StackError
     from infra.flink import FlinkCluster, connector_jar, pyflink_home
     from infra.flink_rest import FlinkRest
-    from infra.settings import PROJECT_ROOT, StackSettings
+    from infra.settings import PROJECT_ROOT
     from infra.udf_jar import udf_jar
     from jobs.cluster.operations import (
         SubmitOptions,
@@ -119,7 +119,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         rebuild, plan_described = plan.rebuild, plan.describe()
         print(f"rebuilding the replaced job's state: {json.dumps(plan_described)}", file=sys.stderr)
-    settings = StackSettings.from_env()
+    settings = config.stack
     cluster = FlinkCluster(settings)
     cluster.prepare_client()
     options = SubmitOptions(

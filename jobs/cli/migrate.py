@@ -12,7 +12,6 @@ from jobs.cli.common import (
     add_format,
     load_config_arg,
     print_result,
-    storage_settings,
 )
 
 
@@ -20,7 +19,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate, status
 
-    settings = load_config_arg(args.config).storage if args.config else storage_settings()
+    settings = load_config_arg(args.config, require_meters=False).storage
     with open_storage(settings) as storage:
         if args.status:
             states = status(storage)
@@ -44,6 +43,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def register(sub: Subcommands) -> None:
     parser = sub.add_parser("migrate", help="apply pending ClickHouse migrations (clickhouse/migrations)", epilog=ENV_HELP)
     parser.add_argument("--status", action="store_true", help="list applied/pending migrations instead of applying")
-    parser.add_argument("--config", help="migrate the storage of this configuration file (default: METERING_CLICKHOUSE_* / chDB)")
+    parser.add_argument(
+        "--config",
+        help="migrate the storage of this configuration file (default: built-in defaults + METERING__* variables)",
+    )
     add_format(parser, help="output: text (default), or json (the migrations' states, with --status)")
     parser.set_defaults(func=cmd_migrate)

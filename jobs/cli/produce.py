@@ -6,18 +6,15 @@ import argparse
 import sys
 
 from jobs.cli.common import ENV_HELP, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, Subcommands, add_format, load_config_arg, print_result
+from jobs.config import Topics
 
-DEFAULT_TOPIC = "usage-events"
+DEFAULT_TOPIC = Topics().events
 
 
 def produce_target(config_path: str | None, topic: str | None, bootstrap: str | None) -> tuple[str, str]:
-    """(bootstrap servers, topic): the flags first, then the configuration's, then the local stack's broker and usage-events."""
-    if config_path:
-        config = load_config_arg(config_path)
-        return bootstrap or config.kafka.bootstrap_servers, topic or config.kafka.topics.events
-    from infra.settings import StackSettings
-
-    return bootstrap or StackSettings.from_env().bootstrap_servers, topic or DEFAULT_TOPIC
+    """(bootstrap servers, topic): the flags first, then the configuration's (default: the local stack's broker, usage-events)."""
+    config = load_config_arg(config_path, require_meters=False)
+    return bootstrap or config.kafka.bootstrap_servers, topic or config.kafka.topics.events
 
 
 def cmd_produce(args: argparse.Namespace) -> int:

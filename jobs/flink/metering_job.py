@@ -184,7 +184,7 @@ def create_environment(config: Config, options: RunOptions) -> tuple[Any, Any]:
     conf = Configuration()
     # The job's Java functions ship with the job (on a cluster too); the Kafka connector only to the
     # MiniCluster (a cluster has it in lib/).
-    functions_jar = options.udf_jar or udf_jar()
+    functions_jar = options.udf_jar or udf_jar(config.stack)
     jars = [functions_jar, *([options.connector_jar] if options.connector_jar is not None else [])]
     conf.set_string("pipeline.jars", ";".join(jar.resolve().as_uri() for jar in jars))
     if options.checkpoint_dir:
@@ -529,13 +529,12 @@ def main(argv: list[str] | None = None) -> None:
         rebuild = Rebuild(
             Rebuild.parse_offsets(args.rebuild_start), Rebuild.parse_offsets(args.rebuild_until or ""), args.finalized_through
         )
+    config = with_parallelism(load_config(args.config), args.parallelism)
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and args.connector_jar is not None:
         # The MiniCluster has no cluster config: without a directory Flink keeps checkpoints in
         # JobManager memory, capped at 5 MB, and every checkpoint of a real workload fails.
-        from infra.settings import StackSettings
-
-        checkpoint_dir = (StackSettings.from_env().checkpoint_dir / args.job_name).resolve().as_uri()
+        checkpoint_dir = (config.stack.checkpoint_dir / args.job_name).resolve().as_uri()
     options = RunOptions(
         bounded=args.until_end,
         connector_jar=args.connector_jar,
@@ -548,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
         allow_non_restored_state=args.allow_non_restored_state,
         rebuild=rebuild,
     )
-    run(with_parallelism(load_config(args.config), args.parallelism), options)
+    run(config, options)
 
 
 if __name__ == "__main__":

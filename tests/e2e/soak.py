@@ -216,7 +216,7 @@ class Soak:
         self.seed, self.name = seed, name
         self.run_id = uuid.uuid4().hex[:8]
         self.started = time.monotonic()
-        self.env = {**os.environ, "METERING_HOME": str(stack_settings.home)}
+        self.env = {**os.environ, "METERING__STACK__HOME": str(stack_settings.home)}
         self.cluster_args = ["--cluster", stack_settings.flink_rest_url]
         document = demo_document(self.run_id, stack_settings.bootstrap_servers, tmp_path / "chdb")
         # Heartbeats off while events stream: they carry the wall clock, months past these events

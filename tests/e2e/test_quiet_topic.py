@@ -54,7 +54,7 @@ def test_a_quiet_topic_finalizes_with_the_loaders_heartbeats(tmp_path: Path, sta
     config = load_config(config_path, env={})
     topics = config.kafka.topics
     ensure_topics(config, partitions=2)
-    env = {**os.environ, "METERING_HOME": str(stack_settings.home)}
+    env = {**os.environ, "METERING__STACK__HOME": str(stack_settings.home)}
     cluster = ["--cluster", stack_settings.flink_rest_url]
     run(env, "migrate", "--config", str(config_path), timeout=120)
 

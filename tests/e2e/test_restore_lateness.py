@@ -66,7 +66,7 @@ def one_partition_setup(
     config_path.write_text(yaml.safe_dump(document))
     config = load_config(config_path, env={})
     ensure_topics(config, partitions=1)
-    env = {**os.environ, "METERING_HOME": str(stack_settings.home)}
+    env = {**os.environ, "METERING__STACK__HOME": str(stack_settings.home)}
     run(env, "migrate", "--config", str(config_path), timeout=120)
     return run_id, config_path, config, env, ["--cluster", stack_settings.flink_rest_url]
 

@@ -79,7 +79,7 @@ def test_stop_with_savepoint_then_resume_rescaled_with_a_new_meter(
     first, second = lines[: len(lines) // 2], lines[len(lines) // 2 :] + widget_lines(120)
     events.write_text("".join(line + "\n" for line in first + second))  # what the recomputation reads
     ensure_topics(before)
-    env = {**os.environ, "METERING_HOME": str(stack_settings.home)}
+    env = {**os.environ, "METERING__STACK__HOME": str(stack_settings.home)}
     cluster = ["--cluster", stack_settings.flink_rest_url]
     run(env, "migrate", "--config", str(after_path), timeout=120)
 

@@ -58,7 +58,7 @@ def test_a_job_replaced_without_its_state_rebuilds_it_and_bills_exactly(
     lines = events.read_text().splitlines()
     first, second = lines[: len(lines) * 6 // 10], lines[len(lines) * 6 // 10 :]
     ensure_topics(config)
-    env = {**os.environ, "METERING_HOME": str(stack_settings.home)}
+    env = {**os.environ, "METERING__STACK__HOME": str(stack_settings.home)}
     cluster = ["--cluster", stack_settings.flink_rest_url]
     run(env, "migrate", "--config", str(config_path), timeout=120)
 

@@ -23,7 +23,7 @@ from jobs.config import load_config
 from infra.flink import connector_jar
 from infra.settings import StackSettings
 from jobs.flink.metering_job import RunOptions, operator_uids
-options = RunOptions(bounded=sys.argv[2] == "bounded", connector_jar=connector_jar(StackSettings.from_env()))
+options = RunOptions(bounded=sys.argv[2] == "bounded", connector_jar=connector_jar(load_stack()))
 ops = operator_uids(load_config(Path(sys.argv[1]), env={}), options)
 print(json.dumps([[o.uid, o.name, o.keyed_state, o.keyed_input] for o in ops]))
 """

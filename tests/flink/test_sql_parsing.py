@@ -41,11 +41,12 @@ def t_env() -> Any:
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
     from infra.udf_jar import udf_jar
+    from jobs.config import load_stack
 
     env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     env.get_config().set("parallelism.default", "1")
     env.get_config().set("table.local-time-zone", "UTC")
-    env.get_config().set("pipeline.jars", udf_jar().as_uri())
+    env.get_config().set("pipeline.jars", udf_jar(load_stack()).as_uri())
     for statement in sql.function_ddl():
         env.execute_sql(statement)
     return env

@@ -12,6 +12,7 @@ import pytest
 from infra import udf_jar as udf
 from infra.errors import StackError
 from infra.settings import StackSettings
+from jobs.config import load_stack
 from jobs.flink import sql
 
 
@@ -24,7 +25,7 @@ def sources(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> StackSettings:
-    return replace(StackSettings.from_env(env={}), jar_cache=tmp_path / "cache")
+    return replace(load_stack({}), jar_cache=tmp_path / "cache")
 
 
 def test_every_registered_function_is_compiled_into_the_jar(sources: Path, settings: StackSettings) -> None:
@@ -61,13 +62,12 @@ def test_without_a_jdk_the_error_says_what_to_install(
 
 
 def test_a_prebuilt_jar_is_used_as_is_and_a_missing_one_is_an_error(
-    tmp_path: Path, sources: Path, settings: StackSettings, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sources: Path, settings: StackSettings
 ) -> None:
     prebuilt = tmp_path / "image" / "metering-udfs.jar"
     prebuilt.parent.mkdir()
     prebuilt.write_bytes(b"PK")
-    monkeypatch.setenv("METERING_UDF_JAR", str(prebuilt))
-    assert udf.udf_jar(settings, sources) == prebuilt
-    monkeypatch.setenv("METERING_UDF_JAR", str(tmp_path / "absent.jar"))
-    with pytest.raises(StackError, match=r"METERING_UDF_JAR=.*absent\.jar is not a file"):
-        udf.udf_jar(settings, sources)
+    image = load_stack({"METERING__STACK__UDF_JAR": str(prebuilt)})  # as infra/deploy.py's image sets it
+    assert udf.udf_jar(image, sources) == prebuilt
+    with pytest.raises(StackError, match=r"stack\.udf_jar=.*absent\.jar is not a file"):
+        udf.udf_jar(replace(settings, udf_jar=tmp_path / "absent.jar"), sources)

@@ -179,11 +179,11 @@ def test_datasource_provisioning_uses_the_plugins_keys() -> None:
         assert name in readme, f"{name} is not documented in {README.relative_to(PROJECT_ROOT)}"
 
     env = {
-        "METERING_CLICKHOUSE_HOST": "clickhouse",
-        "METERING_CLICKHOUSE_PORT": "8123",
-        "METERING_CLICKHOUSE_USER": "default",
-        "METERING_CLICKHOUSE_PASSWORD": "",
-        "METERING_CLICKHOUSE_DATABASE": "metering",
+        "CLICKHOUSE_HOST": "clickhouse",
+        "CLICKHOUSE_PORT": "8123",
+        "CLICKHOUSE_USER": "default",
+        "CLICKHOUSE_PASSWORD": "",
+        "CLICKHOUSE_DATABASE": "metering",
     }
     expanded = go_expand_env(source, env)
     assert expanded["jsonData"]["host"] == "clickhouse"

@@ -329,7 +329,7 @@ def test_a_locked_directory_without_a_gateway_says_so(tmp_path: Path, owners: Ca
     message = str(error.value)
     assert f"in use by process {owner.pid}" in message
     assert f"(that process serves no read gateway: no {path.resolve() / GATEWAY_FILE})" in message
-    assert "METERING_CLICKHOUSE_URL" in message  # the ways out
+    assert "METERING__STORAGE__URL" in message  # the ways out
 
 
 def test_a_gateway_file_left_by_a_crashed_owner_is_not_trusted(tmp_path: Path, owners: Callable[..., Owner]) -> None:

@@ -63,11 +63,11 @@ def test_up_status_idempotent_up_and_down_leaves_no_process(
         again = stack.status()
         assert (again["kafka"]["pid"], again["flink"]["jobmanager_pid"], again["flink"]["taskmanager_pid"]) == pids
         env = {
-            "METERING_HOME": str(spare_settings.home),
-            "METERING_KAFKA_PORT": str(spare_settings.kafka_port),
-            "METERING_KAFKA_CONTROLLER_PORT": str(spare_settings.kafka_controller_port),
-            "METERING_FLINK_REST_PORT": str(spare_settings.flink_rest_port),
-            "METERING_FLINK_RPC_PORT": str(spare_settings.flink_rpc_port),
+            "METERING__STACK__HOME": str(spare_settings.home),
+            "METERING__STACK__KAFKA_PORT": str(spare_settings.kafka_port),
+            "METERING__STACK__KAFKA_CONTROLLER_PORT": str(spare_settings.kafka_controller_port),
+            "METERING__STACK__FLINK_REST_PORT": str(spare_settings.flink_rest_port),
+            "METERING__STACK__FLINK_RPC_PORT": str(spare_settings.flink_rpc_port),
         }
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
@@ -95,7 +95,7 @@ def test_port_in_use_is_named(spare_settings: StackSettings) -> None:
             KafkaBroker(spare_settings).start()
     message = str(err.value)
     assert f"127.0.0.1:{spare_settings.kafka_port} is already in use" in message
-    assert "METERING_KAFKA_PORT" in message and "log:" in message
+    assert "METERING__STACK__KAFKA_PORT" in message and "log:" in message
 
 
 def test_missing_java_is_named(spare_settings: StackSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

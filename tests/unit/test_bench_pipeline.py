@@ -27,7 +27,7 @@ from bench.pipeline import (
     measure_live,
     newest_checkpoint_bytes,
 )
-from infra.settings import StackSettings
+from jobs.config import load_stack
 from schemas.validate import validate_line
 
 END = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -135,7 +135,7 @@ def test_capacity_rates_without_a_step_between_ten_percent_and_the_end_run_to_ni
 
 
 def test_newest_checkpoint_bytes_reads_the_last_checkpoint_and_the_shared_files(tmp_path: Path) -> None:
-    settings = StackSettings.from_env({"METERING_HOME": str(tmp_path)})
+    settings = load_stack({"METERING__STACK__HOME": str(tmp_path)})
     jobs = settings.checkpoint_dir / BENCH_JOB_NAME
     old, new = jobs / "a", jobs / "b"
     for folder, sizes in (
@@ -150,7 +150,7 @@ def test_newest_checkpoint_bytes_reads_the_last_checkpoint_and_the_shared_files(
 
 
 def test_newest_checkpoint_bytes_without_a_run_is_nan(tmp_path: Path) -> None:
-    sizes = newest_checkpoint_bytes(StackSettings.from_env({"METERING_HOME": str(tmp_path)}))
+    sizes = newest_checkpoint_bytes(load_stack({"METERING__STACK__HOME": str(tmp_path)}))
     assert all(math.isnan(value) for value in sizes.values())
 
 

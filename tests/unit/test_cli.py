@@ -27,9 +27,10 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 def test_bad_environment_setting_exits_2_naming_the_key(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("METERING_KAFKA_PORT", "not-a-port")
+    monkeypatch.setenv("METERING__STACK__KAFKA_PORT", "not-a-port")
     assert main(["stack", "status"]) == EXIT_USAGE
-    assert "METERING_KAFKA_PORT='not-a-port'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stack.kafka_port: 'not-a-port' must be a port number (1024-65535) (set by METERING__STACK__KAFKA_PORT)" in err
 
 
 def test_missing_input_file_exits_2(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:

@@ -156,6 +156,6 @@ def test_grafana_mounts_the_provisioning_where_its_dashboard_provider_looks() ->
     dashboards = (deploy.DEPLOY_DIR / mounts[provider["options"]["path"]]).resolve()
     assert (dashboards / "metering.json").exists()
     env = grafana["environment"]
-    assert env["METERING_CLICKHOUSE_HOST"] == "clickhouse" and env["METERING_CLICKHOUSE_PORT"] == "8123"
+    assert env["CLICKHOUSE_HOST"] == "clickhouse" and env["CLICKHOUSE_PORT"] == "8123"
     assert env["GF_PLUGINS_PREINSTALL_SYNC"].startswith("grafana-clickhouse-datasource@4.")
-    assert env["METERING_CLICKHOUSE_DATABASE"] == load_config(deploy.DEPLOY_DIR / "metering.yaml", env={}).storage.database
+    assert env["CLICKHOUSE_DATABASE"] == load_config(deploy.DEPLOY_DIR / "metering.yaml", env={}).storage.database
