@@ -44,9 +44,9 @@ import yaml
 from clickhouse.client import Storage, open_storage
 from clickhouse.migrate import migrate
 from clickhouse.queries import sql_of
+from clickhouse.tables import COLUMNS
 from jobs.config import Config, load_config
 from jobs.demo import SPAN, START, demo_document, generate
-from jobs.loader.loader import COLUMNS
 from jobs.replay import Progress, ReplayReport, ReplayRequest, replay
 from schemas.validate import RAW_EVENT_COLUMNS, job_reason, raw_event_row
 from udfs.periods import billing_period, from_epoch_millis

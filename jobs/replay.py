@@ -34,8 +34,14 @@ from typing import Any
 
 from clickhouse.client import Storage
 from clickhouse.queries import sql_of
+from clickhouse.tables import (
+    ADJUSTMENT_COLUMNS,
+    REPLAY_FINAL_COLUMNS,
+    REPLAY_SEGMENT_COLUMNS,
+    RUN_COLUMNS,
+    SCOPE_COLUMNS,
+)
 from jobs.config import Config
-from jobs.loader import loader
 from udfs.aggregators import Partial
 from udfs.ledger import local_day_start_ms, period_bounds
 from udfs.meters import Aggregation, Meter
@@ -58,47 +64,6 @@ from udfs.revisions import (
 SOURCE = "raw_events"
 #: Customers examined per ClickHouse statement (the unit of progress).
 CUSTOMER_BATCH = 50
-
-#: The loader's columns plus the revision (the loader's rows take the default, 1).
-SEGMENT_COLUMNS = [*loader.SEGMENT_COLUMNS, "revision"]
-FINAL_COLUMNS = [*loader.FINAL_COLUMNS, "revision"]
-ADJUSTMENT_COLUMNS = [
-    "customer_id",
-    "meter",
-    "group_key",
-    "aggregation",
-    "period_start",
-    "period_end",
-    "old_revision",
-    "revision",
-    "old_total",
-    "new_total",
-    "old_event_count",
-    "new_event_count",
-    "superseded_corrections",
-    "superseded_correction_value",
-    "reason",
-]
-SCOPE_COLUMNS = ["revision", "customer_id", "meter", "period_start", "period_end"]
-RUN_COLUMNS = [
-    "revision",
-    "state",
-    "state_rank",
-    "started_at",
-    "updated_at",
-    "range_from",
-    "range_to",
-    "customers",
-    "meters",
-    "reason",
-    "source",
-    "config_sha256",
-    "cut",
-    "events_examined",
-    "periods",
-    "adjustments",
-    "seconds",
-]
 
 
 def _aware(value: datetime) -> datetime:
@@ -313,9 +278,9 @@ class Replay:
             report.segments, report.finals = len(segments), len(totals)
             if request.dry_run:
                 return report
-            self._insert("aggregate_segments", segments, SEGMENT_COLUMNS)
+            self._insert("aggregate_segments", segments, REPLAY_SEGMENT_COLUMNS)
             finalized_at = watermark or datetime.now(UTC)
-            self._insert("period_finals", self._final_rows(totals, revision, finalized_at), FINAL_COLUMNS)
+            self._insert("period_finals", self._final_rows(totals, revision, finalized_at), REPLAY_FINAL_COLUMNS)
             self._insert("adjustments", self._adjustment_rows(report.adjustments, revision), ADJUSTMENT_COLUMNS)
             scope_rows = [
                 [revision, c, m, from_epoch_millis(start), from_epoch_millis(end)] for (c, m, start), end in scope.items()

@@ -36,74 +36,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from clickhouse.client import Storage
+from clickhouse.tables import (
+    COLUMNS,
+    RAW_COLUMNS,
+)
 from jobs.config import Config
 from jobs.loader.heartbeat import HeartbeatSender
 from jobs.loader.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
 from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, LoaderConsumer
-from schemas.validate import RAW_EVENT_COLUMNS
 from udfs.periods import from_epoch_millis
 
 log = logging.getLogger("metering.loader")
-
-SEGMENT_COLUMNS = [
-    "customer_id",
-    "meter",
-    "group_key",
-    "aggregation",
-    "minute",
-    "day_start",
-    "period_start",
-    "period_end",
-    "segment",
-    "version",
-    "value",
-    "event_count",
-    "sum_value",
-    "max_value",
-    "min_value",
-    "distinct_values",
-    "latest_ms",
-    "latest_value",
-]
-FINAL_COLUMNS = [
-    "customer_id",
-    "meter",
-    "group_key",
-    "aggregation",
-    "period_start",
-    "period_end",
-    "value",
-    "event_count",
-    "finalized_at_watermark",
-]
-CORRECTION_COLUMNS = [
-    "customer_id",
-    "meter",
-    "group_key",
-    "aggregation",
-    "period_start",
-    "period_end",
-    "minute",
-    "sign",
-    "value",
-    "event_count",
-    "event_id",
-    "kafka_partition",
-    "kafka_offset",
-]
-DEAD_LETTER_COLUMNS = [
-    "reason",
-    "meter",
-    "customer_id",
-    "event_id",
-    "payload",
-    "payload_size",
-    "source_partition",
-    "source_offset",
-    "source_time",
-]
-DUPLICATE_COLUMNS = ["customer_id", "event_id", "seen", "variants", "last_seen"]
-RAW_COLUMNS = list(RAW_EVENT_COLUMNS)  # the job writes these as JSON lines (schemas/validate.py)
 
 
 def _dec(text: Any) -> Decimal | None:
@@ -139,15 +82,15 @@ def segment_line_row(record: Any) -> tuple[str, list[Any]]:
 _MINUTE_FIELD = b'"minute_ms":'
 
 
+def _period_key(d: Mapping[str, Any]) -> list[Any]:
+    """The values of :data:`clickhouse.tables.PERIOD_KEY` from a final's or a correction's record."""
+    return [d["customer_id"], d["meter"], d["group_key"], d["aggregation"], _ms(d["period_start_ms"]), _ms(d["period_end_ms"])]
+
+
 def final_row(record: Any) -> tuple[str, list[Any]]:
     d = json.loads(record.value)
     return "period_finals", [
-        d["customer_id"],
-        d["meter"],
-        d["group_key"],
-        d["aggregation"],
-        _ms(d["period_start_ms"]),
-        _ms(d["period_end_ms"]),
+        *_period_key(d),
         _dec(d["value"]),
         int(d["event_count"]),
         _ms(d["finalized_at_watermark_ms"]),
@@ -157,12 +100,7 @@ def final_row(record: Any) -> tuple[str, list[Any]]:
 def correction_row(record: Any) -> tuple[str, list[Any]]:
     d = json.loads(record.value)
     return "corrections", [
-        d["customer_id"],
-        d["meter"],
-        d["group_key"],
-        d["aggregation"],
-        _ms(d["period_start_ms"]),
-        _ms(d["period_end_ms"]),
+        *_period_key(d),
         _ms(d["minute_ms"]),
         -1 if d["retract"] else 1,
         _dec(d["value"]),
@@ -241,32 +179,6 @@ HANDLER_TABLES: dict[Callable[[Any], tuple[str, list[Any]] | None], str] = {
     raw_line_row: "raw_events",
 }
 
-BATCH_COLUMNS = ["loader_id", "batch_at", "rows", "rows_by_table", "newest_source_time", "consumer_lag"]
-QUARANTINE_COLUMNS = [
-    "target_table",
-    "stage",
-    "error_code",
-    "error_name",
-    "error",
-    "row",
-    "record",
-    "record_key",
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "source_time",
-]
-
-COLUMNS = {
-    "loader_batches": BATCH_COLUMNS,
-    "aggregate_segments": SEGMENT_COLUMNS,
-    "period_finals": FINAL_COLUMNS,
-    "corrections": CORRECTION_COLUMNS,
-    "dead_letters": DEAD_LETTER_COLUMNS,
-    "duplicates": DUPLICATE_COLUMNS,
-    "raw_events": RAW_COLUMNS,
-    "quarantine": QUARANTINE_COLUMNS,
-}
 
 #: The column each table is partitioned on by month (``PARTITION BY toYYYYMM(column)`` in
 #: clickhouse/migrations; tests/integration/test_loader_history.py compares). Tables not named

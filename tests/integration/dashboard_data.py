@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from clickhouse.client import Storage
-from jobs.loader.loader import COLUMNS
+from clickhouse.tables import COLUMNS
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 LOOKALIKES = ["acme2", "ACME", "acme'", "a%", "a_c", "x' OR '1'='1", "acme "]

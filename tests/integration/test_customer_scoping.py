@@ -29,7 +29,7 @@ from clickhouse import queries
 from clickhouse.client import StorageSettings, open_storage
 from clickhouse.migrate import migrate
 from clickhouse.queries import QueryError, Scope, StorageReader
-from jobs.loader.loader import COLUMNS
+from clickhouse.tables import COLUMNS
 from tests.integration.dashboard_data import commit_revision, segment, utc
 
 ACME = "acme"

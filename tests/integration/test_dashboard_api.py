@@ -24,9 +24,9 @@ from clickhouse.client import Storage, StorageSettings, open_storage
 from clickhouse.gateway import GatewayReader
 from clickhouse.migrate import migrate
 from clickhouse.queries import StorageReader
+from clickhouse.tables import COLUMNS
 from infra.settings import PROJECT_ROOT
 from jobs.dashboard.app import create_app
-from jobs.loader.loader import COLUMNS
 from tests.integration.dashboard_data import LOOKALIKES, seed, simple_segment
 
 STATIC = PROJECT_ROOT / "jobs" / "dashboard" / "static"

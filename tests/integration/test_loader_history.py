@@ -32,9 +32,10 @@ import pytest
 import jobs.loader.loader
 from clickhouse.client import Storage, StorageSettings, open_storage
 from clickhouse.migrate import migrate
+from clickhouse.tables import COLUMNS
 from jobs.config import Config, KafkaSettings, PipelineSettings, Topics
 from jobs.loader.inserts import REFUSED_CODES, RETRY_CODES
-from jobs.loader.loader import COLUMNS, PARTITION_MONTH_COLUMNS, Loader, LoaderStats, segment_line_row
+from jobs.loader.loader import PARTITION_MONTH_COLUMNS, Loader, LoaderStats, segment_line_row
 from jobs.produce import make_producer
 from jobs.topics import ensure_topics
 from schemas.validate import raw_event_line

@@ -18,8 +18,9 @@ import pytest
 
 from clickhouse.client import StorageSettings, open_storage
 from clickhouse.migrate import migrate
+from clickhouse.tables import COLUMNS
 from jobs.config import Config
-from jobs.loader.loader import COLUMNS, Loader, segment_line_row
+from jobs.loader.loader import Loader, segment_line_row
 from udfs.periods import from_epoch_millis
 
 MINUTE = 1_767_225_600_000

@@ -20,8 +20,9 @@ import pytest
 
 from clickhouse.client import StorageSettings, open_storage
 from clickhouse.migrate import migrate
+from clickhouse.tables import COLUMNS
 from jobs.config import Config
-from jobs.loader.loader import COLUMNS, Loader, raw_line_row
+from jobs.loader.loader import Loader, raw_line_row
 from schemas.validate import RAW_EVENT_COLUMNS, raw_event_row
 from tests.jvm import JavaProcess
 from tests.support.lines import spec_example_lines

@@ -29,9 +29,9 @@ from clickhouse.gateway import QueryGateway
 from clickhouse.migrate import migrate
 from clickhouse.quality import DATASETS, CheckOptions, CheckReport, query_parameters, read_dataset, run_checks
 from clickhouse.queries import StorageReader
+from clickhouse.tables import COLUMNS
 from infra.settings import PROJECT_ROOT
 from jobs.config import Config, load_config
-from jobs.loader.loader import COLUMNS
 from udfs.meters import Aggregation
 from udfs.periods import billing_period, epoch_millis, local_day
 

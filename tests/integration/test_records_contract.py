@@ -32,3 +32,30 @@ def test_each_json_line_table_has_its_records_fields_and_fills_the_rest(storage_
             names = [name for name, _ in columns]
             assert [n for n in names if n in record.names] == list(record.names), table
             assert all(kind for name, kind in columns if name not in record.names), (table, columns)
+
+
+@pytest.mark.integration
+def test_every_writers_column_list_fits_its_table(storage_settings: StorageSettings) -> None:
+    """clickhouse/tables.py: each list names columns its table has, and the table fills every other one."""
+    from clickhouse import tables
+
+    written = {
+        **tables.COLUMNS,
+        "adjustments": tables.ADJUSTMENT_COLUMNS,
+        "replay_scope": tables.SCOPE_COLUMNS,
+        "replay_runs": tables.RUN_COLUMNS,
+    }
+    replay = {"aggregate_segments": tables.REPLAY_SEGMENT_COLUMNS, "period_finals": tables.REPLAY_FINAL_COLUMNS}
+    with open_storage(storage_settings) as storage:
+        migrate(storage)
+        for table, columns in [*written.items(), *replay.items()]:
+            kinds = dict(
+                storage.query_rows(
+                    "SELECT name, default_kind FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
+                    {"t": table},
+                )
+            )
+            assert set(columns) <= set(kinds), (table, set(columns) - set(kinds))
+            assert len(set(columns)) == len(columns), table
+            unfilled = [name for name, kind in kinds.items() if name not in columns and not kind]
+            assert unfilled == [], (table, unfilled)

@@ -12,7 +12,8 @@ from typing import Any
 from clickhouse.client import open_storage
 from clickhouse.migrate import migrate
 from clickhouse.queries import run_query, sql_of
-from jobs.loader.loader import COLUMNS, JSON_LINE_SETTINGS, RAW_COLUMNS, dead_letter_row
+from clickhouse.tables import COLUMNS, RAW_COLUMNS
+from jobs.loader.loader import JSON_LINE_SETTINGS, dead_letter_row
 from jobs.replay import _meter_parameters
 from schemas.validate import raw_event_line
 from udfs.meters import Aggregation, Meter

@@ -14,9 +14,10 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clickhouse.tables import QUARANTINE_COLUMNS
 from jobs.config import Config
 from jobs.loader.inserts import InsertErrorKind, chunk_by_partition, classify_insert_error, month_key
-from jobs.loader.loader import MAX_PARTITIONS_PER_INSERT, QUARANTINE_COLUMNS, Loader, _Batch, partition_keys
+from jobs.loader.loader import MAX_PARTITIONS_PER_INSERT, Loader, _Batch, partition_keys
 
 # --- partitions ---------------------------------------------------------------------------------
 

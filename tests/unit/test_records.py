@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import jobs.loader.loader as loader
+from clickhouse import tables
 from jobs.flink import metering_job, sql
 from schemas import records
 
@@ -69,7 +70,7 @@ def test_a_declared_record_converts_and_the_loader_reads_only_declared_fields(
     decoded.read = set()
     monkeypatch.setattr(loader, "json", SimpleNamespace(loads=lambda _: decoded))
     converted = convert(SimpleNamespace(value=json.dumps(fields).encode(), topic="t", partition=1, offset=2, timestamp=0))
-    assert converted is not None and converted[0] == table and len(converted[1]) == len(loader.COLUMNS[table])
+    assert converted is not None and converted[0] == table and len(converted[1]) == len(tables.COLUMNS[table])
     assert decoded.read <= set(record.names), decoded.read - set(record.names)
     assert decoded.read, "the row reads the record"
 
@@ -77,7 +78,7 @@ def test_a_declared_record_converts_and_the_loader_reads_only_declared_fields(
 def test_a_final_round_trips_its_values() -> None:
     fields = sample(records.FINAL) | {"value": "12.000000001", "event_count": 4, "finalized_at_watermark_ms": 1_767_225_600_123}
     _, row = loader.final_row(SimpleNamespace(value=json.dumps(fields).encode()))
-    stored = dict(zip(loader.COLUMNS["period_finals"], row, strict=True))
+    stored = dict(zip(tables.COLUMNS["period_finals"], row, strict=True))
     assert stored["value"] == Decimal("12.000000001") and stored["event_count"] == 4
     assert stored["finalized_at_watermark"] == datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)
 
@@ -88,7 +89,7 @@ def test_the_flink_columns_come_from_the_declarations() -> None:
     assert sql.PARTIAL_COLUMNS.split(", ") == list(records.PARTIAL.names)
     assert records.DEAD_LETTER.names == ("reason", "meter", "customer_id", "event_id", "payload_base64", "payload_size",
                                          "kafka_partition", "kafka_offset", "kafka_ts")  # fmt: skip
-    assert list(records.RAW_EVENT.names) == loader.RAW_COLUMNS
+    assert list(records.RAW_EVENT.names) == tables.RAW_COLUMNS
 
 
 def test_a_type_with_a_comma_stays_one_field() -> None:
