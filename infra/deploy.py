@@ -76,12 +76,13 @@ def flink_configuration(config: dict[str, Any], checkpoints: str, savepoints: st
 
 
 def deployed_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The configuration as the containers see it: Kafka and ClickHouse by service name, no local stack.
+    """The configuration as the containers see it: Kafka and ClickHouse by service name, no local paths.
 
     The image's prebuilt jar of udfs/jvm is ``stack.udf_jar``, set by the image's environment.
     """
     deployed: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config))
     deployed.pop("stack", None)
+    deployed.pop("access", None)  # the local store's path; the signing key comes from the environment
     deployed.setdefault("kafka", {})["bootstrap_servers"] = f"kafka:{KAFKA_PORT}"
     deployed["storage"] = {
         "backend": "server",

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from clickhouse.access import MIN_KEY_CHARS, AccessSettings
 from clickhouse.client import Backend, StorageError, StorageSettings
 from infra.settings import StackSettings
 from schemas.validate import string_rule
@@ -174,6 +175,7 @@ class Config:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     stack: StackSettings = field(default_factory=StackSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     billing: Billing = field(default_factory=Billing)
     meters: tuple[Meter, ...] = ()
@@ -526,6 +528,20 @@ def _storage(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> Stor
         return defaults
 
 
+def _access(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> AccessSettings:
+    """``access``: the tokens' signing key (a secret, from the environment) and their store (default <stack.home>/access)."""
+    data = r.section(raw, "access", {"signing_key", "store"})
+    key = data.get("signing_key")
+    if key is not None and not isinstance(key, str):
+        r.add("access.signing_key", "must be text (quote it)")
+        key = None
+    if key and len(key) < MIN_KEY_CHARS:
+        r.add("access.signing_key", f"at least {MIN_KEY_CHARS} characters (a random secret, the same for every process)")
+        key = None
+    store = r.get(data, "store", "access", _path_in(base_dir), stack.home / "access")
+    return AccessSettings(signing_key=key or "", store=store)
+
+
 def _port(value: Any) -> int:
     """A loopback port the stack may bind without privileges."""
     text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
@@ -731,12 +747,13 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         document = loaded or {}
         base_dir = path.resolve().parent
     r = _Reader(_apply_env(document, env))
-    r.section(document, "", {"kafka", "storage", "stack", "pipeline", "billing", "meters"})
+    r.section(document, "", {"kafka", "storage", "stack", "access", "pipeline", "billing", "meters"})
     stack = _stack(r, document.get("stack"), base_dir)
     config = Config(
         kafka=_kafka(r, document.get("kafka"), stack),
         storage=_storage(r, document.get("storage"), base_dir, stack),
         stack=stack,
+        access=_access(r, document.get("access"), base_dir, stack),
         pipeline=_pipeline(r, document.get("pipeline")),
         billing=_billing(r, document.get("billing")),
         meters=_meters(r, document.get("meters"), required=require_meters),

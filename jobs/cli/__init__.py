@@ -19,13 +19,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobs.cli import check, config, dashboard, demo, heartbeat, job, load, migrate, produce, query, replay, stack
+from jobs.cli import check, config, dashboard, demo, heartbeat, job, load, migrate, produce, query, replay, stack, token
 from jobs.cli.common import ENV_HELP, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, show_warnings_as_messages
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_REJECTED", "EXIT_USAGE", "build_parser", "main", "version"]
 
 #: The commands in the order `metering --help` lists them.
-COMMANDS = (stack, migrate, produce, job, load, heartbeat, query, config, dashboard, check, replay, demo)
+COMMANDS = (stack, migrate, produce, job, load, heartbeat, query, config, dashboard, check, replay, token, demo)
 
 #: The distribution `metering --version` reports (pyproject.toml's project name).
 DISTRIBUTION = "usage-metering"
