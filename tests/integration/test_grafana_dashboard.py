@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from clickhouse import tables
 from clickhouse.client import Storage, StorageSettings, open_storage
 from clickhouse.migrate import migrate
 from infra.settings import PROJECT_ROOT
@@ -244,25 +245,8 @@ CURRENT_MONTH = month_start(datetime.now(UTC))
 PREVIOUS_MONTH = month_start(CURRENT_MONTH - timedelta(days=1))
 NEXT_MONTH = month_start(CURRENT_MONTH + timedelta(days=32))
 
-SEGMENT_COLUMNS = [
-    "customer_id", "meter", "group_key", "aggregation", "minute", "day_start", "period_start", "period_end", "segment",
-    "version", "value", "event_count", "sum_value", "max_value", "min_value", "distinct_values", "latest_ms",
-    "latest_value",
-]  # fmt: skip
-FINAL_COLUMNS = [
-    "customer_id", "meter", "group_key", "aggregation", "period_start", "period_end", "value", "event_count",
-    "finalized_at_watermark", "revision",
-]  # fmt: skip
-DEAD_LETTER_COLUMNS = [
-    "reason",
-    "meter",
-    "customer_id",
-    "event_id",
-    "payload",
-    "source_partition",
-    "source_offset",
-    "source_time",
-]
+SEGMENT_COLUMNS = tables.SEGMENT_COLUMNS
+FINAL_COLUMNS = tables.REPLAY_FINAL_COLUMNS
 
 
 def segment(
@@ -321,11 +305,11 @@ def seed(storage: Storage) -> None:
     storage.client.insert(
         "dead_letters",
         [
-            ["schema_invalid", "", B, "e1", "{}", 0, 1, now],
-            ["schema_invalid", "", A, "e2", "{}", 0, 2, now],
-            ["unknown_meter", "gpu", A, "e3", "{}", 0, 3, now - timedelta(days=3)],
+            ["schema_invalid", "", B, "e1", "{}", 2, 0, 1, now],
+            ["schema_invalid", "", A, "e2", "{}", 2, 0, 2, now],
+            ["unknown_meter", "gpu", A, "e3", "{}", 2, 0, 3, now - timedelta(days=3)],
         ],
-        column_names=DEAD_LETTER_COLUMNS,
+        column_names=tables.DEAD_LETTER_COLUMNS,
     )
     storage.client.insert(
         "loader_batches",
