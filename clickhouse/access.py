@@ -29,10 +29,10 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from schemas.validate import string_rule
 from udfs.meters import NAME as METER_NAME
@@ -329,3 +329,67 @@ class AccessSettings:
 
     def tokens(self) -> TokenStore:
         return TokenStore(self.store)
+
+
+#: Who may run each named query (clickhouse/queries/<name>.sql). ``customer``: a query whose
+#: ``customer`` parameter selects one customer's rows: a customer token may run it for its own
+#: customer, never with ``''`` (which means everyone). ``operator``: everything else (all
+#: customers, health, checks, replays). A query missing here is refused to every token
+#: (tests/unit/test_access.py holds this table to the folder).
+QUERY_ACCESS: dict[str, Scope] = {
+    "customer_usage": "customer",
+    "customer_periods": "customer",
+    "customer_finals": "customer",
+    "customer_extent": "customer",
+    "series_minute": "customer",
+    "series_hour": "customer",
+    "series_day": "customer",
+    "usage": "customer",
+    "finals": "customer",
+    "corrections": "customer",
+    "dead_letters": "customer",
+    "customers": "operator",
+    "health": "operator",
+    "dead_letter_reasons": "operator",
+    "check_customers": "operator",
+    "check_finals": "operator",
+    "check_operations": "operator",
+    "check_raw_duplicates": "operator",
+    "check_raw_events": "operator",
+    "check_recompute": "operator",
+    "check_rollups": "operator",
+    "replay_examine": "operator",
+    "replay_minutes": "operator",
+    "replay_scope_live": "operator",
+    "replay_superseded": "operator",
+}
+
+
+def authorize_query(claims: Claims, name: str, parameters: Mapping[str, Any]) -> None:
+    """Refuse (403) a named query this token may not run with these parameters."""
+    needed = QUERY_ACCESS.get(name)
+    if needed is None:
+        raise AccessDenied("operator_only", f"query {name!r} is not open to tokens", 403)
+    if claims.scope == "operator":
+        return
+    if needed == "operator":
+        raise AccessDenied("operator_only", f"query {name!r} needs an operator token", 403)
+    customer = parameters.get("customer")
+    if not isinstance(customer, str) or not customer:
+        raise AccessDenied("wrong_customer", "a customer token reads its own customer only: give customer", 403)
+    claims.require_customer(customer)
+    meter = parameters.get("meter")
+    if claims.meters is not None and isinstance(meter, str) and meter and meter not in claims.meters:
+        raise AccessDenied("meter_not_allowed", f"this token does not read meter {meter!r}", 403)
+
+
+def visible_rows(claims: Claims, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of a query's rows, those the token may see: its customer's, and only its meters when it names some."""
+    if claims.scope == "operator":
+        return rows
+    return [
+        row
+        for row in rows
+        if row.get("customer_id", claims.customer) == claims.customer
+        and (claims.meters is None or "meter" not in row or row["meter"] in claims.meters)
+    ]

@@ -199,3 +199,45 @@ def test_the_command_line_creates_lists_and_revokes(
     with pytest.raises(AccessDenied, match="revoked"):
         verify(token, SigningKey("z" * 32), TokenStore(tmp_path / "access").revocations)
     assert main(["token", "create", "--customer", "acme", "--ttl", "soon"]) == EXIT_USAGE
+
+
+def test_every_named_query_has_an_access_rule() -> None:
+    from clickhouse.access import QUERY_ACCESS
+    from infra.settings import PROJECT_ROOT
+
+    names = {path.stem for path in (PROJECT_ROOT / "clickhouse" / "queries").glob("*.sql")}
+    assert set(QUERY_ACCESS) == names, "give the new query its rule in clickhouse/access.py, QUERY_ACCESS"
+
+
+def test_a_customer_token_runs_its_own_customer_queries_only() -> None:
+    from clickhouse.access import authorize_query, visible_rows
+
+    token, _ = issue(KEY, scope="customer", customer="acme", meters=["tokens"], ttl_s=3600, now=NOW)
+    claims = verify(token, KEY, now=NOW)
+    authorize_query(claims, "customer_usage", {"customer": "acme", "meter": "tokens"})
+    authorize_query(claims, "customer_usage", {"customer": "acme", "meter": ""})
+    refused: list[tuple[str, dict[str, object], str]] = [
+        ("customer_usage", {"customer": "globex", "meter": ""}, "wrong_customer"),
+        ("usage", {"customer": ""}, "wrong_customer"),  # '' means everyone
+        ("dead_letters", {"customer": ""}, "wrong_customer"),
+        ("dead_letters", {"customer": "globex"}, "wrong_customer"),
+        ("customer_usage", {"customer": "acme", "meter": "api_calls"}, "meter_not_allowed"),
+        ("customers", {}, "operator_only"),
+        ("health", {}, "operator_only"),
+        ("replay_examine", {"customers": ["acme"]}, "operator_only"),
+        ("no_such_query", {"customer": "acme"}, "operator_only"),
+        ("customer_usage", {"customer": ["acme"]}, "wrong_customer"),
+    ]
+    for name, parameters, reason in refused:
+        with pytest.raises(AccessDenied) as denied:
+            authorize_query(claims, name, parameters)
+        assert (denied.value.reason, denied.value.status) == (reason, 403), name
+    rows = [
+        {"customer_id": "acme", "meter": "tokens"},
+        {"customer_id": "acme", "meter": "api_calls"},
+        {"customer_id": "globex", "meter": "tokens"},
+    ]
+    assert visible_rows(claims, rows) == [rows[0]]
+    operator = verify(issue(KEY, scope="operator", ttl_s=3600, now=NOW)[0], KEY, now=NOW)
+    authorize_query(operator, "customers", {})
+    assert visible_rows(operator, rows) == rows
