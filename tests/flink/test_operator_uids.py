@@ -19,9 +19,8 @@ EXAMPLE = PROJECT_ROOT / "config" / "metering.example.yaml"
 LIST_UIDS = """
 import json, sys
 from pathlib import Path
-from jobs.config import load_config
+from jobs.config import load_config, load_stack
 from infra.flink import connector_jar
-from infra.settings import StackSettings
 from jobs.flink.metering_job import RunOptions, operator_uids
 options = RunOptions(bounded=sys.argv[2] == "bounded", connector_jar=connector_jar(load_stack()))
 ops = operator_uids(load_config(Path(sys.argv[1]), env={}), options)
