@@ -59,6 +59,8 @@ _DRAIN_BYTES = 1024 * 1024
 _PARAMETER_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 _MAX_PARAMETERS = 64
 _MAX_NAME_CHARS = 128
+#: ClickHouse's refusals of a parameter (UNKNOWN_QUERY_PARAMETER, BAD_QUERY_PARAMETER): the request's fault, a 400.
+_BAD_PARAMETER = re.compile(r"\((?:UNKNOWN|BAD)_QUERY_PARAMETER\)")
 
 
 def gateway_file(settings: StorageSettings) -> Path:
@@ -219,6 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, {"error": str(exc)})
             return
         except Exception as exc:  # the storage refused: report, keep serving
+            if _BAD_PARAMETER.search(str(exc)):  # a value ClickHouse cannot bind as its type: the request's fault
+                self._reply(400, {"error": str(exc) if claims is None else "a parameter is not a value of its type"})
+                return
             log.warning("gateway query failed: %s", exc)
             # the storage's own words to the owner's user; a token holder learns only that it failed
             self._reply(500, {"error": f"{type(exc).__name__}: {exc}" if claims is None else "the query failed"})
