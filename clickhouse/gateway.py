@@ -358,12 +358,14 @@ class GatewayReader:
             detail = str(error.get("error", exc.reason)) if isinstance(error, dict) else str(exc.reason)
             if exc.code in (401, 403):
                 reason = str(error.get("reason", "refused")) if isinstance(error, dict) else "refused"
-                raise GatewayRefused(reason, f"the gateway at {self.url} refused: {detail}", exc.code) from None
+                raise GatewayRefused(reason, f"the chDB owner's gateway at {self.url} refused: {detail}", exc.code) from None
             if exc.code in (400, 413, 415):
                 raise QueryError(detail) from None
-            raise StorageError(f"the query gateway at {self.url} failed ({exc.code}): {detail}") from None
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"the query gateway at {self.url} is unreachable or not a metering gateway: {exc}") from None
+            raise StorageError(f"the chDB owner's gateway at {self.url} failed ({exc.code}): {detail}") from None
+        except OSError as exc:
+            raise StorageError(f"the chDB owner's gateway at {self.url} is unreachable: {exc}") from None
+        except ValueError as exc:
+            raise StorageError(f"{self.url} answered, but not as a metering query gateway: {exc}") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("rows"), list):
             raise StorageError(f"{self.url} answered, but not as a metering query gateway")
         rows: list[dict[str, Any]] = answer["rows"]
