@@ -166,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refusal(411, "send the body with a Content-Length (no chunked encoding)")
         if text is None:
             return b""
-        if not text.strip().isdigit():
+        if not (text.strip().isascii() and text.strip().isdigit()):
             raise _Refusal(400, "Content-Length: not a length")
         length = int(text)
         if length > MAX_BODY_BYTES:
@@ -185,6 +185,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body()
         except _Refusal as refusal:
             self._reply(refusal.status, {"error": str(refusal)})
+            return
+        except OSError:  # the client stalled (the handler's timeout) or went away before its body arrived
+            self.close_connection = True
             return
         self._serve("POST", body)
 
@@ -251,9 +254,9 @@ class _GatewayServer(ThreadingHTTPServer):
 
 
 def _private_folder(folder: Path) -> None:
-    """Refuse a folder another user could write to (and so replace the gateway file in)."""
+    """Refuse a folder another user could write to (and so replace the gateway file in): ours or root's, not g+w or o+w."""
     info = folder.stat()
-    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if info.st_uid not in (os.geteuid(), 0) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise StorageError(
             f"{folder} is writable by other users (mode {stat.filemode(info.st_mode)}, owner uid {info.st_uid}): the "
             f"query gateway keeps its credentials there and will not start. Fix: `chmod go-w {folder}` as its owner, "
