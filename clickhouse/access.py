@@ -312,10 +312,12 @@ class TokenStore:
 
 @dataclass(frozen=True)
 class AccessSettings:
-    """``access``: the signing key (a secret: set ``METERING__ACCESS__SIGNING_KEY``) and the token store's folder."""
+    """``access``: the signing key (a secret: set ``METERING__ACCESS__SIGNING_KEY``), the token store's folder, and
+    ``token``, the access token this process presents to a remote query gateway (``METERING__ACCESS__TOKEN``; a secret)."""
 
     signing_key: str = field(default="", repr=False)
     store: Path = Path(".metering/access")
+    token: str = field(default="", repr=False)
 
     def key(self) -> SigningKey:
         """The signing key; :class:`AccessError` naming the setting when there is none."""

@@ -69,7 +69,7 @@ def _lock_owner(lock_path: Path) -> str:
 
 @contextmanager
 def _chdb_lock(path: Path) -> Iterator[IO[str]]:
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)  # every customer's data: the owner's user only
     lock_path = path / ".owner.lock"
     handle = lock_path.open("a+")
     try:

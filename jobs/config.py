@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from clickhouse.access import MIN_KEY_CHARS, AccessSettings
+from clickhouse.access import MAX_TOKEN_CHARS, MIN_KEY_CHARS, AccessSettings
 from clickhouse.client import Backend, StorageError, StorageSettings
 from infra.settings import StackSettings
 from schemas.validate import string_rule
@@ -529,8 +529,9 @@ def _storage(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> Stor
 
 
 def _access(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> AccessSettings:
-    """``access``: the tokens' signing key (a secret, from the environment) and their store (default <stack.home>/access)."""
-    data = r.section(raw, "access", {"signing_key", "store"})
+    """``access``: the tokens' signing key (a secret, from the environment), their store (default <stack.home>/access)
+    and the token this process presents to a remote query gateway (a secret too)."""
+    data = r.section(raw, "access", {"signing_key", "store", "token"})
     key = data.get("signing_key")
     if key is not None and not isinstance(key, str):
         r.add("access.signing_key", "must be text (quote it)")
@@ -538,8 +539,12 @@ def _access(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> Acces
     if key and len(key) < MIN_KEY_CHARS:
         r.add("access.signing_key", f"at least {MIN_KEY_CHARS} characters (a random secret, the same for every process)")
         key = None
+    token = data.get("token")
+    if token is not None and (not isinstance(token, str) or not token.strip() or len(token) > MAX_TOKEN_CHARS):
+        r.add("access.token", f"must be the text of a token from `metering token create` (at most {MAX_TOKEN_CHARS} characters)")
+        token = None
     store = r.get(data, "store", "access", _path_in(base_dir), stack.home / "access")
-    return AccessSettings(signing_key=key or "", store=store)
+    return AccessSettings(signing_key=key or "", store=store, token=(token or "").strip())
 
 
 def _port(value: Any) -> int:

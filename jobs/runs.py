@@ -134,7 +134,7 @@ def load_outputs(
     with open_storage(config.storage) as storage:
         check_migrated(storage)
         loader = _loader(config, storage, group_id, load_raw)
-        with QueryGateway(storage) if config.storage.backend == "chdb" else nullcontext():
+        with QueryGateway(storage, access=config.access) if config.storage.backend == "chdb" else nullcontext():
             try:
                 stats = loader.run(until_idle=until_idle, on_batch=on_batch)
             except KeyboardInterrupt:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
-from jobs.cli.common import CONFIG_HELP, EXIT_OK, EXIT_USAGE, Subcommands, load_config_arg
+from jobs.cli.common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Subcommands, load_config_arg
+
+if TYPE_CHECKING:
+    from clickhouse.queries import Reader
+    from jobs.config import Config
 
 #: Every question `metering query` answers, with what it returns (its --help lists them all).
 QUESTIONS = {
@@ -41,11 +46,56 @@ def output_columns(name: str) -> list[str]:
     return [c for c in columns if c != "group_key"] + (["group_by"] if "group_key" in columns else [])
 
 
+def gateway_url(url: str) -> str:
+    """A ``--gateway`` URL a token may be sent to: https anywhere, http to this machine only (a token is a secret)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from clickhouse.queries import QueryError
+
+    try:
+        parts = urlsplit(url.strip())
+        host, _ = parts.hostname, parts.port  # (a bad port raises here)
+    except ValueError as exc:
+        raise QueryError(f"--gateway {url!r}: not a URL ({exc})") from None
+    if parts.username or parts.password:  # (not echoed: it may hold a password)
+        raise QueryError("--gateway: give http(s)://HOST[:PORT][/PATH] without a user or password; the token is sent as a header")
+    if parts.scheme not in ("http", "https") or not host or parts.query or parts.fragment:
+        raise QueryError(f"--gateway {url!r}: give http(s)://HOST[:PORT][/PATH], e.g. http://127.0.0.1:8750")
+    if parts.scheme == "http":
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise QueryError(
+                f"--gateway {url!r}: plain http would send the token in clear text over the network; use https (a TLS "
+                "proxy in front of the gateway) or an SSH tunnel to the gateway's loopback port (http://127.0.0.1:PORT)"
+            )
+    return url.strip()
+
+
+def _reader(args: argparse.Namespace, config: Config) -> AbstractContextManager[Reader]:
+    """The reader of the question: a remote gateway with the configured token (--gateway), else the configured storage."""
+    from clickhouse.gateway import GatewayReader, open_reader
+    from clickhouse.queries import QueryError
+
+    if not args.gateway:
+        return open_reader(config.storage)
+    url = gateway_url(args.gateway)
+    if not config.access.token:
+        raise QueryError(
+            "--gateway: no access token to present: set METERING__ACCESS__TOKEN (access.token) to a token from "
+            "`metering token create`"
+        )
+    return nullcontext(GatewayReader(url, credential=config.access.token))
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from clickhouse import queries
-    from clickhouse.gateway import open_reader
+    from clickhouse.gateway import GatewayRefused
 
-    config = load_config_arg(args.config)
+    config = load_config_arg(args.config, require_meters=not args.gateway)
     try:
         scope = queries.Scope(
             customer=args.customer or "",
@@ -54,7 +104,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             end=queries.parse_time(args.end, "--to") if args.end else None,
             granularity=args.granularity,
         )
-        with open_reader(config.storage) as reader:
+        with _reader(args, config) as reader:
             if args.what == "health":
                 row = queries.health(reader)
                 sys.stdout.write(render_health(row, args.format))
@@ -75,6 +125,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     except queries.QueryError as exc:
         print(f"metering query: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except GatewayRefused as refused:
+        hint = {
+            "wrong_customer": "a customer token reads its own customer only: pass --customer with its id",
+            "operator_only": "this question needs an operator token (`metering token create --operator`)",
+            "meter_not_allowed": "this token reads only some meters: pass --meter with one of them",
+        }.get(refused.reason, "check METERING__ACCESS__TOKEN: `metering token list` shows whether it expired or was revoked")
+        print(f"metering query: refused ({refused.status} {refused.reason}): {refused}\n  fix: {hint}", file=sys.stderr)
+        return EXIT_FAILURE
     columns = output_columns(query_name(args.what, scope.customer, scope.granularity))
     sys.stdout.write(queries.render([queries.with_group_by(r) for r in rows], args.format, columns))
     return EXIT_OK
@@ -102,6 +160,13 @@ def register(sub: Subcommands) -> None:
     )
     parser.add_argument("what", choices=tuple(QUESTIONS), help="; ".join(f"{n}: {t}" for n, t in QUESTIONS.items()))
     parser.add_argument("--config", help=CONFIG_HELP)
+    parser.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="ask the query gateway at URL instead of the configured storage, presenting the access token of "
+        "METERING__ACCESS__TOKEN (access.token): https, or http to this machine (e.g. an SSH tunnel to the owner's "
+        "loopback gateway); a customer token reads its own --customer only",
+    )
     parser.add_argument("--customer", help="only this customer (required for series and periods)")
     parser.add_argument("--meter", help="only this meter")
     parser.add_argument("--from", dest="start", help="start of the range (inclusive); for usage: only meters used since then")

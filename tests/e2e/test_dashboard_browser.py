@@ -135,8 +135,8 @@ def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
 
     # The loader follows the topics, owns the chDB directory and serves reads to the dashboard.
     background(tmp_path / "load.log", "load", "--config", str(config_path))
-    gateway = wait_for("the loader's gateway", lambda: json.loads(gateway_file(config.storage).read_text())["url"])
-    reader = GatewayReader(gateway)
+    gateway = wait_for("the loader's gateway", lambda: json.loads(gateway_file(config.storage).read_text()))
+    reader = GatewayReader(gateway["url"], credential=gateway["secret"])
     wait_for(
         "the loader to catch up (no records behind, idle for 3 s)",
         lambda: (h := health(reader))["loader_consumer_lag"] == 0 and h["loader_idle_seconds"] >= 3,

@@ -74,8 +74,14 @@ def every_question(reader: Reader) -> dict[str, Any]:
     return answers
 
 
-def post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"{url}/query", data=body, headers={"Content-Type": "application/json"})
+def owner_reader(gateway: QueryGateway) -> GatewayReader:
+    """A reader with the gateway's secret, as open_reader makes it from the gateway file."""
+    return GatewayReader(gateway.url, credential=gateway.secret)
+
+
+def post(url: str, body: bytes, credential: str) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
+    request = urllib.request.Request(f"{url}/query", data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -83,9 +89,10 @@ def post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
-def get(url: str) -> tuple[int, dict[str, Any]]:
+def get(url: str, credential: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {credential}"})
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -98,7 +105,7 @@ class TestInProcess:
     """A gateway over a storage opened by this process."""
 
     def test_the_gateway_answers_every_question_like_the_storage(self, storage: Storage, gateway: QueryGateway) -> None:
-        direct, remote = every_question(StorageReader(storage)), every_question(GatewayReader(gateway.url))
+        direct, remote = every_question(StorageReader(storage)), every_question(owner_reader(gateway))
         assert remote == direct
         assert [r["total"] for r in direct["finals:acme"]] == ["15"] and direct["minute:acme'"][0]["customer_id"] == "acme'"
         assert direct["usage:nobody"] == [] and direct["hour:x' OR '1'='1' --"] == []
@@ -108,7 +115,7 @@ class TestInProcess:
     )
     def test_only_named_queries_cross_the_gateway(self, gateway: QueryGateway, name: str) -> None:
         with pytest.raises(QueryError, match="no query named"):
-            GatewayReader(gateway.url).run(name, {})
+            owner_reader(gateway).run(name, {})
 
     @pytest.mark.parametrize(
         ("parameters", "reason"),
@@ -120,15 +127,17 @@ class TestInProcess:
     def test_a_bad_parameter_is_refused_with_clickhouses_reason_and_the_gateway_keeps_serving(
         self, gateway: QueryGateway, parameters: dict[str, Any], reason: str
     ) -> None:
-        reader = GatewayReader(gateway.url)
+        reader = owner_reader(gateway)
         with pytest.raises((QueryError, StorageError), match=reason):
             reader.run("series_hour", parameters)
         assert reader.run("series_hour", SERIES_PARAMETERS)[0]["customer_id"] == "acme"
 
     def test_parameters_are_bound_as_values_not_sql(self, gateway: QueryGateway) -> None:
-        reader = GatewayReader(gateway.url)
-        for customer in ["acme' OR '1'='1", "acme'--", "{customer:String}", ["acme", "acme2"], {"customer_id": "acme"}]:
+        reader = owner_reader(gateway)
+        for customer in ["acme' OR '1'='1", "acme'--", "{customer:String}", ["acme", "acme2"]]:
             assert reader.run("series_hour", {**SERIES_PARAMETERS, "customer": customer}) == [], customer
+        with pytest.raises(QueryError, match=r"parameters\.customer: must be text, a number"):
+            reader.run("series_hour", {**SERIES_PARAMETERS, "customer": {"customer_id": "acme"}})
 
     @pytest.mark.parametrize(
         ("body", "status", "message"),
@@ -141,7 +150,7 @@ class TestInProcess:
         ],
     )
     def test_malformed_requests_are_400(self, gateway: QueryGateway, body: bytes, status: int, message: str) -> None:
-        code, answer = post(gateway.url, body)
+        code, answer = post(gateway.url, body, gateway.secret)
         assert code == status, answer
         if status == 400:
             assert message in answer["error"]
@@ -149,9 +158,11 @@ class TestInProcess:
             assert answer["rows"][0]["dead_letters"] == 3
 
     def test_only_post_query_and_get_health_are_served(self, storage: Storage, gateway: QueryGateway) -> None:
-        assert get(f"{gateway.url}/health") == (200, {"owner_pid": os.getpid(), "database": storage.settings.database})
-        assert get(f"{gateway.url}/query")[0] == 404
-        request = urllib.request.Request(f"{gateway.url}/sql", data=b"SELECT 1", headers={"Content-Type": "text/plain"})
+        health = (200, {"owner_pid": os.getpid(), "database": storage.settings.database})
+        assert get(f"{gateway.url}/health", gateway.secret) == health
+        assert get(f"{gateway.url}/query", gateway.secret)[0] == 404
+        headers = {"Content-Type": "text/plain", "Authorization": f"Bearer {gateway.secret}"}
+        request = urllib.request.Request(f"{gateway.url}/sql", data=b"SELECT 1", headers=headers)
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(request, timeout=10)
         assert error.value.code == 404
@@ -165,7 +176,7 @@ class TestInProcess:
             ("dead_letter_reasons", {}),
         ]
         expected = {name: direct.run(name, parameters) for name, parameters in asked}
-        remote = GatewayReader(gateway.url)
+        remote = owner_reader(gateway)
         with ThreadPoolExecutor(max_workers=8) as pool:
             answers = list(pool.map(lambda i: (asked[i % 4][0], remote.run(*asked[i % 4])), range(48)))
         assert all(rows == expected[name] for name, rows in answers)
@@ -175,13 +186,18 @@ class TestInProcess:
         path = gateway_file(storage_settings)
         assert path == storage_settings.path.resolve() / GATEWAY_FILE
         with QueryGateway(storage) as serving:  # (replaces the class's gateway's file: same process)
-            assert json.loads(path.read_text()) == {"pid": os.getpid(), "url": serving.url, "database": storage_settings.database}
+            assert json.loads(path.read_text()) == {
+                "pid": os.getpid(),
+                "url": serving.url,
+                "database": storage_settings.database,
+                "secret": serving.secret,
+            }
             assert serving.url.startswith("http://127.0.0.1:")
-            assert not path.with_suffix(".tmp").exists()
-            url = serving.url
+            assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+            url, secret = serving.url, serving.secret
         assert not path.exists()
         with pytest.raises(StorageError, match="is unreachable"):
-            GatewayReader(url, timeout_s=2).run("health", {})
+            GatewayReader(url, timeout_s=2, credential=secret).run("health", {})
 
     def test_a_gateway_leaves_another_processs_gateway_file_alone(self, storage: Storage) -> None:
         storage_settings = storage.settings
@@ -207,7 +223,8 @@ def test_open_reader_reads_directly_when_the_directory_is_free(storage_settings:
         info = json.loads(gateway_file(storage_settings).read_text())
         assert info["database"] == storage_settings.database
         remote: list[Any] = []
-        reading = threading.Thread(target=lambda: remote.append(GatewayReader(info["url"]).run("customers", {})))
+        gateway = GatewayReader(info["url"], credential=info["secret"])
+        reading = threading.Thread(target=lambda: remote.append(gateway.run("customers", {})))
         reading.start()
         reading.join(10)
         assert remote == [reader.run("customers", {})]
@@ -295,7 +312,8 @@ def test_a_second_process_reads_through_the_owners_gateway(tmp_path: Path, owner
     with open_reader(settings) as reader:
         assert isinstance(reader, GatewayReader)
         assert reader.url == json.loads(gateway_file(settings).read_text())["url"]
-        assert get(f"{reader.url}/health")[1] == {"owner_pid": owner.pid, "database": "owned"}
+        secret = json.loads(gateway_file(settings).read_text())["secret"]
+        assert get(f"{reader.url}/health", secret)[1] == {"owner_pid": owner.pid, "database": "owned"}
         assert [(r["meter"], r["total"], r["revision"]) for r in queries.finals(reader, Scope(customer="acme"))] == [
             ("tokens", "15", 2)
         ]
