@@ -87,28 +87,33 @@ def closing_text(config_path: Path, first_customer: str, access: DemoAccess | No
     """The demo's last words: where to look next (with a customer token, when there is one), and how to stop what runs."""
     command = f"bash infra/run.sh dashboard --config {config_path}"
     if access is None:
-        open_it = (
+        return (
+            "\nSee it in the dashboard (usage so far, charts per minute/hour/day, finals, pipeline health):\n"
+            f"   {command}\n"
             f"   then open http://127.0.0.1:{DASHBOARD_PORT}/#token=<token>, a token from "
-            f"`metering token create --customer {first_customer}` (docs/dashboards.md)\n"
+            f"`metering token create --customer {first_customer}` or `--operator` (docs/dashboards.md; Ctrl-C stops it)\n"
+            f"{_stop_text()}"
         )
-    else:
-        if access.key_file is not None:
-            command = f'METERING__ACCESS__SIGNING_KEY="$(cat {access.key_file})" {command}'
-        open_it = (
-            f"   then open http://127.0.0.1:{DASHBOARD_PORT}/#token={access.token}\n"
-            f"   (a customer token: {first_customer}'s usage only, valid 7 days; an operator token shows every customer "
-            "and the pipeline's health: `metering token create --operator`; docs/dashboards.md)\n"
+    what = "usage so far, charts per minute/hour/day, finals"
+    lines = [f"\nSee it in the dashboard as customer {first_customer} sees it ({what}):"]
+    if access.key_file is not None:
+        lines.append(
+            f"   (METERING__ACCESS__SIGNING_KEY is not set, so this demo made a signing key for its run, in {access.key_file},\n"
+            "   readable by you only; the dashboard and `metering token` need that same key)"
         )
-        if access.key_file is not None:
-            open_it += (
-                f"   METERING__ACCESS__SIGNING_KEY was not set, so this demo made a signing key for its run, in "
-                f"{access.key_file} (readable by you only);\n   the dashboard and `metering token` need the same key.\n"
-            )
+        command = f'METERING__ACCESS__SIGNING_KEY="$(cat {access.key_file})" {command}'
+    lines += [
+        f"   {command}",
+        f"   then open http://127.0.0.1:{DASHBOARD_PORT}/#token={access.token}",
+        f"   (a customer token: {first_customer}'s usage only, valid 7 days. Every customer and the pipeline's health: "
+        "an operator token,\n   `metering token create --operator`, with the same key; docs/dashboards.md. "
+        "Ctrl-C stops the dashboard)",
+    ]
+    return "\n".join(lines) + "\n" + _stop_text()
+
+
+def _stop_text() -> str:
     return (
-        "\nSee it in the dashboard (usage so far, charts per minute/hour/day, finals, pipeline health):\n"
-        f"   {command}\n"
-        f"{open_it}"
-        "   (Ctrl-C stops the dashboard)\n"
         "\nKafka and Flink are still running (the dashboard and queries do not need them). Stop them with:\n"
         f"   {STOP_COMMAND}    (or: bash infra/run.sh stack down)"
     )
