@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,76 @@ def render_usage(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def closing_text(config_path: Path, first_customer: str) -> str:
-    """The demo's last words: where to look next, and how to stop what it left running."""
+DASHBOARD_PORT = 8050
+#: How long the demo's customer token lives.
+DEMO_TOKEN_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class DemoAccess:
+    """A customer token for the dashboard link, and the signing-key file when the demo had to make a key."""
+
+    token: str
+    key_file: Path | None = None
+
+
+def demo_access(config_path: Path, workdir: Path, customer: str) -> DemoAccess:
+    """A customer token for ``customer``, signed with the key `metering dashboard --config` will check it with.
+
+    That is METERING__ACCESS__SIGNING_KEY when set. Otherwise the demo makes a key for this run and
+    keeps it in ``workdir/signing-key`` (owner-readable only), never on the screen: the dashboard is
+    then started with that file's content in the variable. The token is recorded in the access
+    store, so `metering token list|revoke` know it.
+    """
+    import secrets
+
+    from clickhouse.access import issue
+    from jobs.config import load_config
+
+    access = load_config(config_path, require_meters=False).access  # as `metering dashboard --config` sees it
+    key_file = None
+    if not access.signing_key:
+        key_file = workdir / "signing-key"
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+        access = replace(access, signing_key=key_file.read_text())
+    token, claims = issue(access.key(), scope="customer", customer=customer, ttl_s=DEMO_TOKEN_TTL_S)
+    access.tokens().record(claims)
+    return DemoAccess(token, key_file)
+
+
+def closing_text(config_path: Path, first_customer: str, access: DemoAccess | None = None) -> str:
+    """The demo's last words: where to look next (with a customer token, when there is one), and how to stop what runs."""
+    command = f"bash infra/run.sh dashboard --config {config_path}"
+    if access is None:
+        return (
+            "\nSee it in the dashboard (usage so far, charts per minute/hour/day, finals, pipeline health):\n"
+            f"   {command}\n"
+            f"   then open http://127.0.0.1:{DASHBOARD_PORT}/#token=<token>, a token from "
+            f"`metering token create --customer {first_customer}` or `--operator` (docs/dashboards.md; Ctrl-C stops it)\n"
+            f"{_stop_text()}"
+        )
+    what = "usage so far, charts per minute/hour/day, finals"
+    lines = [f"\nSee it in the dashboard as customer {first_customer} sees it ({what}):"]
+    if access.key_file is not None:
+        lines.append(
+            f"   (METERING__ACCESS__SIGNING_KEY is not set, so this demo made a signing key for its run, in {access.key_file},\n"
+            "   readable by you only; the dashboard and `metering token` need that same key)"
+        )
+        command = f'METERING__ACCESS__SIGNING_KEY="$(cat {access.key_file})" {command}'
+    lines += [
+        f"   {command}",
+        f"   then open http://127.0.0.1:{DASHBOARD_PORT}/#token={access.token}",
+        f"   (a customer token: {first_customer}'s usage only, valid 7 days. Every customer and the pipeline's health: "
+        "an operator token,\n   `metering token create --operator`, with the same key; docs/dashboards.md. "
+        "Ctrl-C stops the dashboard)",
+    ]
+    return "\n".join(lines) + "\n" + _stop_text()
+
+
+def _stop_text() -> str:
     return (
-        "\nSee it in the dashboard (usage so far, charts per minute/hour/day, finals, pipeline health):\n"
-        f"   bash infra/run.sh dashboard --config {config_path}\n"
-        f"   then open http://127.0.0.1:8050/?customer={first_customer}  (Ctrl-C stops it; docs/dashboards.md)\n"
         "\nKafka and Flink are still running (the dashboard and queries do not need them). Stop them with:\n"
         f"   {STOP_COMMAND}    (or: bash infra/run.sh stack down)"
     )
@@ -162,7 +227,8 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     first = min((r["customer_id"] for r in results.usage), default="")
     say(f"   config {config_path}; query it with: metering query usage --config {config_path} --customer {first}")
     say("\nPASS" if result.passed else "\nFAIL")
-    say(closing_text(config_path, first))
+    access = demo_access(config_path, workdir, first) if first else None
+    say(closing_text(config_path, first, access))
     summary |= {
         "passed": result.passed,
         "checks": [{"name": name, "ok": ok, "detail": detail} for name, ok, detail in result.checks],
@@ -175,6 +241,10 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
         },
         "dashboard": f"bash infra/run.sh dashboard --config {config_path}",
     }
+    if access is not None:
+        summary["dashboard_link"] = f"http://127.0.0.1:{DASHBOARD_PORT}/#token={access.token}"
+        if access.key_file is not None:
+            summary["signing_key_file"] = str(access.key_file)
     return (EXIT_OK if result.passed else EXIT_FAILURE), summary
 
 

@@ -64,6 +64,7 @@ def chromium() -> Iterator[Any]:
     options.binary_location = browser
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console messages: CSP violations, errors
     with tempfile.TemporaryDirectory(prefix="metering-chromium-") as profile:
         options.add_argument(f"--user-data-dir={profile}")
         web = webdriver.Chrome(service=Service(driver), options=options)

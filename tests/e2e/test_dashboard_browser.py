@@ -5,8 +5,11 @@ chDB directory and serves its read gateway) -> `metering dashboard` (reads throu
 headless Chromium. The page's numbers are compared with an independent recomputation from the
 generated events: the usage table's finals, and the chart's points at day and hour granularity
 after clicking the granularity switch. Then more events are produced while the page stays open,
-and its health panel must show them without a reload (auto-refresh). Screenshots are saved to
-the test artifacts folder (tests/e2e/browser.py).
+and its health panel must show them without a reload (auto-refresh). That is the operator's view
+(an operator token in the URL fragment). Then the customer's: with a customer token only, the page
+shows that customer and nothing of anyone else (no picker, no health panel), the token leaves the
+address bar, and a bad token gets a clear message. No page logs a Content-Security-Policy
+violation. Screenshots are saved to the test artifacts folder (tests/e2e/browser.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from clickhouse.access import SigningKey, TokenStore, issue
 from clickhouse.gateway import GatewayReader, gateway_file
 from clickhouse.queries import health
 from infra.settings import PROJECT_ROOT, StackSettings
@@ -39,6 +43,7 @@ from tests.e2e.harness import run_bounded_job
 from udfs.periods import epoch_millis, local_midnight, zone
 
 SUM_METER = "credits"  # a sum meter without group-by: one line per chart
+SIGNING_KEY = "e2e-dashboard-browser-signing-key-000"
 
 
 def free_port() -> int:
@@ -123,13 +128,38 @@ def chart_points(browser: Any, meter: str) -> dict[str, Decimal]:
     return points
 
 
+def usage_rows(browser: Any) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = browser.execute_script(
+        """return [...document.querySelectorAll('#usage tbody tr')].map((tr) => ({meter: tr.dataset.meter,
+             group: tr.dataset.group, start: tr.dataset.periodStart, total: tr.querySelector('.total').textContent,
+             status: tr.querySelector('.status').textContent}));"""
+    )
+    return rows
+
+
+def csp_violations(browser: Any) -> list[str]:
+    return [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+
+
 def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
     pipeline: tuple[Config, Path, Path],
     stack_settings: StackSettings,
     background: Callable[..., subprocess.Popen[str]],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config, config_path, events = pipeline
+    # The dashboard (a subprocess) checks tokens with this key and this store's revocation list.
+    monkeypatch.setenv("METERING__ACCESS__SIGNING_KEY", SIGNING_KEY)
+    monkeypatch.setenv("METERING__ACCESS__STORE", str(tmp_path / "access"))
+    store = TokenStore(tmp_path / "access")
+
+    def token(customer: str | None = None) -> str:
+        text, claims = issue(SigningKey(SIGNING_KEY), scope="customer" if customer else "operator", customer=customer, ttl_s=3600)
+        store.record(claims)
+        return text
+
+    operator = token()
     run_bounded_job(config_path, stack_settings, "e2e-dashboard")
     expected = recompute(events, config)
 
@@ -147,23 +177,21 @@ def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
     dashboard_args = ["--config", str(config_path), "--port", str(port), "--refresh", "2"]
     dashboard = background(tmp_path / "dashboard.log", "dashboard", *dashboard_args)
     base = f"http://127.0.0.1:{port}"
-    wait_for("the dashboard", lambda: urllib.request.urlopen(f"{base}/api/config", timeout=2).status == 200, timeout_s=60)
+    config_request = urllib.request.Request(f"{base}/api/config", headers={"Authorization": f"Bearer {operator}"})
+    wait_for("the dashboard", lambda: urllib.request.urlopen(config_request, timeout=2).status == 200, timeout_s=60)
     assert dashboard.poll() is None
 
     customer = max({k[0] for k in expected.finals}, key=lambda c: sum(1 for k in expected.finals if k[0] == c))
     shots = artifacts_dir()
     with chromium() as browser:
-        browser.get(f"{base}/?customer={customer}&granularity=day")
+        browser.get(f"{base}/?customer={customer}&granularity=day#token={operator}")
         wait_for("the first render", lambda: int(browser.execute_script("return document.body.dataset.refreshes || 0")) >= 1)
         assert browser.find_element("id", "error").get_attribute("hidden") is not None, browser.find_element("id", "error").text
         assert "via its owner's gateway" in browser.page_source
+        assert browser.find_element("id", "health-panel").is_displayed()
 
         # Usage so far: the newest period per meter/group; where final it is the recomputed final, exactly.
-        rows = browser.execute_script(
-            """return [...document.querySelectorAll('#usage tbody tr')].map((tr) => ({meter: tr.dataset.meter,
-                 group: tr.dataset.group, start: tr.dataset.periodStart, total: tr.querySelector('.total').textContent,
-                 status: tr.querySelector('.status').textContent}));"""
-        )
+        rows = usage_rows(browser)
         assert rows, "the usage table is empty"
         finals_shown = 0
         for row in rows:
@@ -233,4 +261,50 @@ def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
             timeout_s=60,
         )
         browser.save_screenshot(str(shots / "dashboard-refreshed.png"))
+        assert csp_violations(browser) == []
+
+        # The customer's view, as a SaaS would embed it: a customer token in the fragment, nothing else.
+        browser.get(f"{base}/#token={token(customer)}")
+        wait_for(
+            "the customer view",
+            lambda: browser.execute_script(
+                "return document.body.dataset.scope === 'customer' && Number(document.body.dataset.refreshes || 0) >= 1"
+            ),
+        )
+        assert "token=" not in browser.current_url  # out of the address bar (and of any link copied from it)
+        assert browser.find_element("id", "error").get_attribute("hidden") is not None, browser.find_element("id", "error").text
+        assert not browser.find_element("id", "customer-picker").is_displayed()
+        assert not browser.find_element("id", "health-panel").is_displayed()
+        assert browser.find_element("id", "customer-name").text == customer
+        data = browser.execute_script("return window.dashboard.data")
+        assert data["health"] is None and data["usage"]["customer"] == customer
+        assert {r["customer_id"] for r in data["usage"]["rows"]} == {customer}
+        assert {r["customer_id"] for r in data["finals"]["rows"]} <= {customer}
+        others = {k[0] for k in expected.finals} - {customer}
+        page = browser.page_source
+        assert others and not [other for other in others if other in page], others
+        shown_finals = 0
+        for row in usage_rows(browser):
+            if row["status"] == "final":
+                shown_finals += 1
+                start_ms = epoch_millis(datetime.fromisoformat(row["start"].replace("Z", "+00:00")))
+                key = (customer, row["meter"], json.dumps(json.loads(row["group"]), sort_keys=True), start_ms)
+                assert Decimal(row["total"]) == expected.finals[key][0], (row, expected.finals[key])
+        assert shown_finals == finals_shown  # the operator's view of this customer, the same numbers
+        wait_for(
+            "the customer's chart", lambda: browser.execute_script("return !!Chart.getChart(`chart-${arguments[0]}`)", SUM_METER)
+        )
+        payload = browser.execute_script("return window.dashboard.data.series")
+        wanted = {
+            b: v for b, v in expected_buckets(events, config, customer, "hour").items() if payload["from"] <= b < payload["to"]
+        }
+        assert chart_points(browser, SUM_METER) == wanted
+        browser.save_screenshot(str(shots / "dashboard-customer.png"))
+        assert csp_violations(browser) == []
+
+        # A token that is not one: a clear message, no data.
+        browser.get(f"{base}/#token=not-a-token")
+        wait_for("the refusal", lambda: browser.find_element("id", "error").get_attribute("hidden") is None)
+        assert browser.find_element("id", "error").text.startswith("Not signed in:")
+        assert browser.execute_script("return window.dashboard.data.usage") is None
     assert dashboard.poll() is None, (tmp_path / "dashboard.log").read_text()[-3000:]

@@ -1,4 +1,6 @@
-"""The dashboard's JSON API and page (jobs/dashboard/app.py) over real chDB.
+"""The dashboard's JSON API and page (jobs/dashboard/app.py) over real chDB, asked with an operator token.
+
+Who may ask what (tokens, customers, hosts, headers) is tests/integration/test_dashboard_access.py.
 
 Data: tests/integration/dashboard_data.py (customer ``acme`` in +05:30 and its look-alikes; the
 expected values below are computed by hand from it), plus pipeline-health rows added here.
@@ -26,8 +28,9 @@ from clickhouse.migrate import migrate
 from clickhouse.queries import StorageReader
 from clickhouse.tables import COLUMNS
 from infra.settings import PROJECT_ROOT
-from jobs.dashboard.app import create_app
+from schemas.validate import string_rule
 from tests.integration.dashboard_data import LOOKALIKES, seed, simple_segment
+from tests.integration.dashboard_tokens import make_client, make_token
 
 STATIC = PROJECT_ROOT / "jobs" / "dashboard" / "static"
 VENDOR = STATIC / "vendor"
@@ -110,8 +113,13 @@ def storage(chdb_path: Path) -> Iterator[Storage]:
 
 
 @pytest.fixture(scope="module")
-def client(storage: Storage) -> Any:
-    return create_app(StorageReader(storage), refresh_s=3, storage_label="test storage").test_client()
+def client(storage: Storage, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A test client sending an operator token on every request."""
+    folder = tmp_path_factory.mktemp("access")
+    client, store = make_client(StorageReader(storage), folder, refresh_s=3, storage_label="test storage")
+    token, _ = make_token(store)
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
 
 
 def ok(client: Any, path: str, **query: str) -> Any:
@@ -124,7 +132,7 @@ def ok(client: Any, path: str, **query: str) -> Any:
 def refused(client: Any, path: str, status: int = 400, /, **query: str) -> str:
     response = client.get(path, query_string=query)
     assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json" and list(response.json) == ["error"]
+    assert response.mimetype == "application/json" and list(response.json) == ["error", "reason"]
     message: str = response.json["error"]
     return message
 
@@ -133,7 +141,13 @@ def refused(client: Any, path: str, status: int = 400, /, **query: str) -> str:
 
 
 def test_config(client: Any) -> None:
-    assert ok(client, "/api/config") == {"refresh_s": 3, "granularities": ["minute", "hour", "day"], "storage": "test storage"}
+    config = ok(client, "/api/config")
+    assert config == {
+        "refresh_s": 3,
+        "granularities": ["minute", "hour", "day"],
+        "storage": "test storage",
+        "access": {"scope": "operator", "customer": None, "meters": None, "expires_at": config["access"]["expires_at"]},
+    }
 
 
 def test_customers_lists_everyone_with_usage_in_order(client: Any) -> None:
@@ -177,7 +191,11 @@ def test_usage_is_the_newest_period_per_meter_and_group(client: Any) -> None:
     assert ok(client, "/api/usage", customer="acme", **{"from": "2026-04-03T00:00:00Z"})["rows"] == []
 
 
-@pytest.mark.parametrize("index", range(len(LOOKALIKES)), ids=[repr(c) for c in LOOKALIKES])
+VALID_LOOKALIKES = [i for i, c in enumerate(LOOKALIKES) if string_rule("customer_id").problem(c) is None]
+INVALID_LOOKALIKES = [i for i in range(len(LOOKALIKES)) if i not in VALID_LOOKALIKES]
+
+
+@pytest.mark.parametrize("index", VALID_LOOKALIKES, ids=[repr(LOOKALIKES[i]) for i in VALID_LOOKALIKES])
 def test_a_lookalike_customer_in_the_query_string_gets_its_own_rows(client: Any, index: int) -> None:
     customer = LOOKALIKES[index]
     payload = ok(client, "/api/usage", customer=customer)
@@ -189,6 +207,14 @@ def test_a_lookalike_customer_in_the_query_string_gets_its_own_rows(client: Any,
     ]
     series = ok(client, "/api/series", customer=customer, granularity="minute", **{"from": "2026-03-01", "to": "2026-03-02"})
     assert [line["points"] for line in series["series"]] == [[["2026-03-01T10:01:00.000Z", str(100 + index), 1]]]
+
+
+@pytest.mark.parametrize("index", INVALID_LOOKALIKES, ids=[repr(LOOKALIKES[i]) for i in INVALID_LOOKALIKES])
+@pytest.mark.parametrize("endpoint", CUSTOMER_ENDPOINTS)
+def test_a_customer_id_the_schema_refuses_is_400_even_for_the_operator(client: Any, index: int, endpoint: str) -> None:
+    """No event can carry such an id (quotes, %, spaces: SQL or LIKE bait), so no question about it is asked."""
+    message = refused(client, f"/api/{endpoint}", customer=LOOKALIKES[index])
+    assert "not a customer id" in message
 
 
 def test_periods_in_a_range(client: Any) -> None:
@@ -335,7 +361,7 @@ def test_health_counts_and_dead_letters_per_reason(client: Any) -> None:
 def test_customer_endpoints_require_a_customer(client: Any, endpoint: str, customer: str | None) -> None:
     query = {} if customer is None else {"customer": customer}
     message = refused(client, f"/api/{endpoint}", **query)
-    assert message.startswith(f"{endpoint}: a customer is required") and "?customer=" in message
+    assert message.startswith(f"{endpoint}: a customer is required") and "?customer=" in message  # an operator names one
 
 
 @pytest.mark.parametrize("endpoint", CUSTOMER_ENDPOINTS)
@@ -351,6 +377,9 @@ def test_customer_endpoints_require_a_customer(client: Any, endpoint: str, custo
     ],
 )
 def test_bad_parameters_are_400_with_the_reason(client: Any, endpoint: str, query: dict[str, str], message: str) -> None:
+    taken = {"series": {"granularity", "from", "to"}, "usage": {"from"}}.get(endpoint, {"from", "to"})
+    if not set(query) <= taken:  # a parameter the endpoint does not take is refused as such
+        message = f"{sorted(set(query) - taken)[0]!r}: not a parameter of this endpoint"
     assert message in refused(client, f"/api/{endpoint}", customer="acme", **query)
 
 
@@ -382,16 +411,18 @@ def test_an_unrepresentable_time_is_400_not_500(client: Any, query: dict[str, st
     assert response.status_code in (200, 400) and response.mimetype == "application/json"
 
 
-def test_unknown_paths_are_404(client: Any) -> None:
+def test_unknown_paths_are_404_with_a_token(client: Any) -> None:
     assert client.get("/api/nothing").status_code == 404
     assert client.post("/api/usage?customer=acme").status_code == 405
 
 
-def test_storage_failures_are_503(client: Any) -> None:
+def test_storage_failures_are_503(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    broken = create_app(GatewayReader(f"http://127.0.0.1:{port}", timeout_s=2)).test_client()
+    broken, store = make_client(GatewayReader(f"http://127.0.0.1:{port}", timeout_s=2), tmp_path / "access")
+    token, _ = make_token(store)
+    broken.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     for path, query in [
         ("/api/health", {}),
         ("/api/customers", {}),
@@ -442,19 +473,17 @@ def test_the_page_loads_only_local_scripts_and_styles(client: Any) -> None:
     assert assets.links == ["/static/style.css"]
     assert assets.other == []
     assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page)  # no CDN, no protocol-relative URL either
-    assert 'data-refresh-s="3"' in page and "test storage" in page
+    assert 'data-refresh-s="3"' in page and "test storage" not in page  # the shell is served without a token: no data in it
     for url in assets.scripts + assets.links:
         assert client.get(url).status_code == 200, url
 
 
-def test_the_storage_label_is_escaped(storage: Storage) -> None:
-    page = (
-        create_app(StorageReader(storage), storage_label="<script>alert(1)</script>")
-        .test_client()
-        .get("/")
-        .get_data(as_text=True)
-    )
-    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+def test_the_storage_label_is_not_in_the_page_but_json_for_the_operator(storage: Storage, tmp_path: Path) -> None:
+    label = "<script>alert(1)</script>"
+    client, store = make_client(StorageReader(storage), tmp_path / "access", storage_label=label)
+    assert "alert(1)" not in client.get("/").get_data(as_text=True)
+    token, _ = make_token(store)
+    assert client.get("/api/config", headers={"Authorization": f"Bearer {token}"}).json["storage"] == label  # page: textContent
 
 
 def test_the_vendored_chart_is_the_locked_one(client: Any) -> None:
@@ -479,6 +508,7 @@ def test_the_pages_own_script_fetches_only_the_api(client: Any) -> None:
         assert not re.search(r"(?i)https?://|url\(\s*['\"]?//", text), asset
     app_js = client.get("/static/app.js").get_data(as_text=True)
     assert set(re.findall(r"""["'`](/api/[a-z]+)""", app_js)) == {
+        "/api/config",
         "/api/customers",
         "/api/usage",
         "/api/series",

@@ -31,8 +31,8 @@ from clickhouse.gateway import GATEWAY_FILE, GatewayReader, QueryGateway, gatewa
 from clickhouse.migrate import migrate
 from clickhouse.queries import QueryError, Reader, Scope, StorageReader
 from infra.settings import PROJECT_ROOT
-from jobs.dashboard.app import create_app
 from tests.integration.dashboard_data import LOOKALIKES, seed
+from tests.integration.dashboard_tokens import bearer, make_client, make_token
 
 MARCH_1 = {"start": datetime(2026, 3, 1, tzinfo=UTC), "end": datetime(2026, 3, 2, tzinfo=UTC)}
 SERIES_PARAMETERS = {"customer": "acme", "meter": "", "from": "2026-03-01 00:00:00.000", "to": "2026-03-02 00:00:00.000"}
@@ -321,11 +321,13 @@ def test_a_second_process_reads_through_the_owners_gateway(tmp_path: Path, owner
         with pytest.raises(QueryError, match="a customer is required"):
             queries.series(reader, Scope())
         # the dashboard over the gateway answers as over the storage
-        client = create_app(reader, storage_label="via gateway").test_client()
-        usage = client.get("/api/usage?customer=acme&meter=tokens").json
+        client, store = make_client(reader, tmp_path / "access", storage_label="via gateway")
+        token, _ = make_token(store, "customer", "acme")
+        usage = client.get("/api/usage?meter=tokens", headers=bearer(token)).json
         assert usage is not None
         assert [(r["total"], r["status"], r["group_by"]) for r in usage["rows"]] == [("4", "provisional", {"model": "l"})]
-        assert client.get("/api/series?customer=acme&granularity=week").status_code == 400
+        assert client.get("/api/series?customer=acme&granularity=week", headers=bearer(token)).status_code == 400
+        assert client.get("/api/usage?customer=acme2", headers=bearer(token)).status_code == 403
     with (
         pytest.raises(StorageLockedError, match="its gateway serves database 'owned', not 'other'"),
         open_reader(StorageSettings(backend="chdb", path=path, database="other")),

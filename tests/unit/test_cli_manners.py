@@ -62,6 +62,37 @@ def test_demo_says_how_to_stop_the_stack_with_a_real_command() -> None:
     assert (args.command, args.action) == ("stack", "down")
 
 
+@pytest.mark.parametrize("key_in_env", [True, False])
+def test_demo_ends_with_a_customer_token_and_the_link_that_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_in_env: bool
+) -> None:
+    from clickhouse.access import SigningKey, TokenStore, verify
+    from jobs.cli.demo import closing_text, demo_access
+
+    key = "demo-test-signing-key-0123456789abcdef"
+    monkeypatch.setenv("METERING__ACCESS__STORE", str(tmp_path / "access"))
+    if key_in_env:
+        monkeypatch.setenv("METERING__ACCESS__SIGNING_KEY", key)
+    else:
+        monkeypatch.delenv("METERING__ACCESS__SIGNING_KEY", raising=False)
+    config = tmp_path / "metering.yaml"
+    config.write_text("{}\n")
+    access = demo_access(config, tmp_path, "acme")
+    if key_in_env:
+        assert access.key_file is None
+    else:  # a key made for the run: in a file only its owner reads, never printed
+        assert access.key_file is not None and access.key_file.stat().st_mode & 0o777 == 0o600
+        key = access.key_file.read_text()
+    claims = verify(access.token, SigningKey(key))
+    assert (claims.scope, claims.customer) == ("customer", "acme")
+    assert [entry.claims.jti for entry in TokenStore(tmp_path / "access").issued()] == [claims.jti]  # revocable
+    text = closing_text(config, "acme", access)
+    assert f"http://127.0.0.1:8050/#token={access.token}" in text
+    assert key not in text
+    if not key_in_env:
+        assert f'METERING__ACCESS__SIGNING_KEY="$(cat {access.key_file})" bash infra/run.sh dashboard' in text
+
+
 def test_demo_json_prints_one_document_on_stdout_and_progress_on_stderr(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,9 +8,35 @@ const params = new URLSearchParams(window.location.search);
 const state = { customer: params.get("customer") || "", meter: params.get("meter") || "", granularity: params.get("granularity") || "hour" };
 const charts = new Map();
 const COLORS = ["#2680c2", "#e12d39", "#3ebd93", "#f0b429", "#8719e0", "#0e7c86", "#cb6e17", "#616e7c"];
-window.dashboard = { state, data: {}, refreshes: 0 };
+window.dashboard = { state, data: {}, refreshes: 0, access: null };
 
 const $ = (selector) => document.querySelector(selector);
+
+// The access token: from the URL fragment (#token=…), which browsers never send to the server, so it
+// is in no request line, log or Referer. It is then kept in this tab only (sessionStorage, where the
+// browser allows it; memory otherwise) and removed from the address bar, so a link copied from the
+// page never carries it. Every API call sends it as `Authorization: Bearer`.
+const TOKEN_KEY = "metering.token";
+const token = (() => {
+  const fragment = new URLSearchParams(window.location.hash.slice(1));
+  let found = fragment.get("token") || "";
+  try {
+    if (found) window.sessionStorage.setItem(TOKEN_KEY, found);
+    else found = window.sessionStorage.getItem(TOKEN_KEY) || "";
+  } catch (_) { /* storage refused (a sandboxed iframe): memory only */ }
+  if (fragment.has("token")) window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  return found;
+})();
+
+class ApiError extends Error {
+  constructor(status, body, path) {
+    super(`${path}: ${body.error || status}`);
+    this.status = status;
+    this.reason = body.reason || "";
+  }
+}
+
+let denied = false; // a 401: the token will not become valid by asking again
 
 function groupText(groupBy) {
   const entries = Object.entries(groupBy || {});
@@ -23,9 +49,12 @@ function period(row) {
 
 async function api(path, query) {
   const url = `${path}?${new URLSearchParams(query)}`;
-  const response = await fetch(url, { headers: { Accept: "application/json" } });
-  const body = await response.json();
-  if (!response.ok) throw new Error(`${path}: ${body.error || response.status}`);
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(url, { headers, cache: "no-store", credentials: "omit" });
+  let body = {};
+  try { body = await response.json(); } catch (_) { /* not JSON: the status says it */ }
+  if (!response.ok) throw new ApiError(response.status, body, path);
   return body;
 }
 
@@ -206,10 +235,60 @@ function renderSeries(payload) {
   }
 }
 
+const REASONS = {
+  missing_token: "This page needs an access token: open it as …/#token=<token> (a token from `metering token create`).",
+  malformed_token: "The access token in this link is not one this dashboard issues (cut short when copied?).",
+  bad_signature: "The access token in this link was not signed by this dashboard's key.",
+  expired_token: "The access token in this link has expired: ask for a new link.",
+  revoked_token: "The access token in this link has been revoked: ask for a new link.",
+};
+
 function showError(error) {
   const box = $("#error");
   box.hidden = !error;
-  box.textContent = error ? String(error.message || error) : "";
+  if (!error) {
+    box.textContent = "";
+    delete box.dataset.status;
+    return;
+  }
+  let text = String(error.message || error);
+  if (error.status === 401) text = `Not signed in: ${REASONS[error.reason] || text}`;
+  else if (error.status === 403) text = `Not allowed: this access token may not read that (${error.reason}). ${error.message}`;
+  box.textContent = text;
+  box.dataset.status = String(error.status || "");
+}
+
+// The token says which view this is: an operator picks any customer and sees the pipeline's health;
+// a customer token shows its own customer only (no picker, no operator panels): the embeddable view.
+async function loadAccess() {
+  if (window.dashboard.access) return window.dashboard.access;
+  const config = await api("/api/config", {});
+  const access = config.access;
+  window.dashboard.access = access;
+  document.body.dataset.scope = access.scope;
+  $("#storage").textContent = config.storage || "";
+  if (access.scope === "customer") {
+    state.customer = access.customer;
+    $("#customer-name").textContent = access.customer;
+    $("#customer-name").hidden = false;
+  } else {
+    $("#customer-picker").hidden = false;
+    $("#health-panel").hidden = false;
+  }
+  return access;
+}
+
+// A customer's meters, from its usage (the customer list is the operator's).
+const seenMeters = new Set();
+function customerMeters(rows) {
+  for (const r of rows) seenMeters.add(r.meter);
+  if (state.meter) seenMeters.add(state.meter);
+  const meters = [...seenMeters].sort();
+  const select = $("#meter");
+  if (select.options.length !== meters.length + 1) {
+    select.replaceChildren(new Option("all meters", ""), ...meters.map((m) => new Option(m, m)));
+  }
+  select.value = state.meter;
 }
 
 async function loadCustomers() {
@@ -224,7 +303,8 @@ async function loadCustomers() {
 }
 
 function remember() {
-  const query = new URLSearchParams({ customer: state.customer, granularity: state.granularity });
+  const query = new URLSearchParams({ granularity: state.granularity });
+  if (window.dashboard.access?.scope !== "customer") query.set("customer", state.customer);
   if (state.meter) query.set("meter", state.meter);
   window.history.replaceState(null, "", `?${query}`);
   for (const button of document.querySelectorAll(".granularity button")) {
@@ -239,28 +319,33 @@ async function refresh() {
     again = true; // a change arrived while loading: load once more when this one ends
     return inFlight;
   }
+  if (denied) return null;
   inFlight = (async () => {
     try {
-      await loadCustomers();
+      const access = await loadAccess();
+      const operator = access.scope === "operator";
+      if (operator) await loadCustomers();
       remember();
       const scope = { customer: state.customer, meter: state.meter };
       const [usage, series, finals, health] = await Promise.all([
         state.customer ? api("/api/usage", scope) : { rows: [] },
         state.customer ? api("/api/series", { ...scope, granularity: state.granularity }) : { series: [], granularity: state.granularity, from: "", to: "" },
         state.customer ? api("/api/finals", scope) : { rows: [] },
-        api("/api/health", {}),
+        operator ? api("/api/health", {}) : null,
       ]);
       Object.assign(window.dashboard.data, { usage, series, finals, health });
+      if (!operator) customerMeters(state.meter ? [] : usage.rows);
       renderUsage(usage.rows);
       renderSeries(series);
       renderFinals(finals.rows);
-      renderHealth(health);
+      if (health) renderHealth(health);
       showError(null);
       window.dashboard.refreshes += 1;
       document.body.dataset.refreshes = String(window.dashboard.refreshes);
       document.body.dataset.granularity = series.granularity;
       $("#refreshed").textContent = `refreshed ${new Date().toLocaleTimeString()} · every ${REFRESH_S} s`;
     } catch (error) {
+      if (error.status === 401) denied = true;
       showError(error);
     } finally {
       inFlight = null;
