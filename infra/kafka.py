@@ -20,6 +20,7 @@ from typing import Any
 from infra.errors import StackError
 from infra.jars import ensure_jars
 from infra.java import find_java
+from infra.kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_options
 from infra.process import ManagedProcess, port_users, tail, wait_until_port_is_free
 from infra.settings import LOOPBACK, StackSettings
 
@@ -206,7 +207,7 @@ class KafkaBroker:
         return self.process.stop(timeout_s=30)
 
 
-def describe_cluster(bootstrap: str, timeout_ms: int = 5000) -> dict[str, Any]:
+def describe_cluster(bootstrap: str, timeout_ms: int = 5000, security: KafkaSecurity = PLAINTEXT) -> dict[str, Any]:
     """Cluster id and brokers, from a real metadata round trip."""
     from kafka import KafkaAdminClient
 
@@ -214,6 +215,7 @@ def describe_cluster(bootstrap: str, timeout_ms: int = 5000) -> dict[str, Any]:
         bootstrap_servers=bootstrap,
         request_timeout_ms=timeout_ms,
         client_id="metering-probe",
+        **kafka_python_options(security),
     )
     try:
         result: dict[str, Any] = admin.describe_cluster()
