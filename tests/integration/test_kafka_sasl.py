@@ -23,6 +23,7 @@ from unittest.mock import MagicMock
 import pytest
 import yaml
 
+from infra import deploy
 from infra.kafka import KafkaBroker, scram_credential, scram_listener
 from infra.settings import LOOPBACK, StackSettings
 from jobs.cli import EXIT_FAILURE, EXIT_OK, main
@@ -31,7 +32,7 @@ from jobs.loader.heartbeat import HeartbeatSender
 from jobs.loader.loader import Loader
 from jobs.topics import committed_values, ensure_topic, ensure_topics
 
-MECHANISM = "SCRAM-SHA-256"
+MECHANISM = deploy.KAFKA_MECHANISM  # what the generated compose broker and configuration use
 USER = "metering"
 PASSWORD = f"pw-{uuid.uuid4().hex}"
 
