@@ -160,17 +160,29 @@ def redacted(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class KafkaAuthenticationError(Exception):
-    """The brokers refused ``kafka.security``'s credentials: not transient, so never retried; the message names the settings."""
+    """The brokers refused ``kafka.security``'s credentials: not transient, so never retried; the message names the settings.
 
-    def __init__(self, security: KafkaSecurity, cause: str) -> None:
+    ``certain`` False: no broker accepted a connection with them, and the client did not say why
+    (refused credentials, or no broker at the address).
+    """
+
+    def __init__(self, security: KafkaSecurity, cause: str, *, certain: bool = True) -> None:
         self.security = security
-        super().__init__(
-            f"Kafka refused the credentials of kafka.security (user {security.username!r}, {security.protocol} "
-            f"{security.sasl_mechanism}): {cause}; fix: check kafka.security.username and "
-            "METERING__KAFKA__SECURITY__PASSWORD, and that the user exists on the brokers with this mechanism"
-        )
+        self.certain = certain
+        who = f"kafka.security (user {security.username!r}, {security.protocol} {security.sasl_mechanism})"
+        fix = "kafka.security.username and METERING__KAFKA__SECURITY__PASSWORD (the user must exist with this mechanism)"
+        if certain:
+            message = f"Kafka refused the credentials of {who}: {cause}; fix: check {fix}"
+        else:
+            message = (
+                f"no Kafka broker accepted the login of {who}: {cause}; either the credentials were refused or the "
+                f"brokers are unreachable; fix: check kafka.bootstrap_servers (a SASL listener) and {fix}"
+            )
+        super().__init__(message)
 
 
+#: kafka-python's errors when no broker could be bootstrapped from (a refused login ends in one of them too).
+BOOTSTRAP_FAILURES = ("KafkaTimeoutError", "NoBrokersAvailable")
 #: Names of the errors by which kafka-python and librdkafka report refused credentials.
 AUTHENTICATION_FAILURES = ("SaslAuthenticationFailedError", "AuthenticationFailedError", "_AUTHENTICATION")
 
@@ -201,6 +213,8 @@ def refused_credentials_raise(security: KafkaSecurity) -> Iterator[None]:
     except Exception as exc:
         if security.sasl and handler.failures:
             raise KafkaAuthenticationError(security, "authentication failed (invalid credentials)") from exc
+        if security.sasl and type(exc).__name__ in BOOTSTRAP_FAILURES:
+            raise KafkaAuthenticationError(security, f"{type(exc).__name__}: {exc}", certain=False) from exc
         raise
     finally:
         logger.removeHandler(handler)

@@ -226,3 +226,25 @@ def test_the_flink_tables_take_their_options_from_flink_connector_options() -> N
     source = (PROJECT_ROOT / "jobs/flink/metering_job.py").read_text()
     assert source.count('"properties.bootstrap.servers"') == 1  # only in _kafka_options, beside the security options
     assert "**flink_connector_options(config.kafka.security)" in source
+
+
+def test_a_refused_login_becomes_an_error_naming_the_settings() -> None:
+    import logging
+
+    from kafka.errors import KafkaTimeoutError
+
+    from infra.kafka_security import KafkaAuthenticationError, refused_credentials_raise
+
+    sasl = KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "metering", "hunter2")
+    with pytest.raises(KafkaAuthenticationError) as caught, refused_credentials_raise(sasl):
+        logging.getLogger("kafka.net.manager").warning("Bootstrap failed: [Error 58] SaslAuthenticationFailedError: bad")
+        raise KafkaTimeoutError("Unable to bootstrap from x:9092")
+    assert caught.value.certain and "refused the credentials of kafka.security" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    # The client said nothing about why: both causes are named.
+    with pytest.raises(KafkaAuthenticationError) as caught, refused_credentials_raise(sasl):
+        raise KafkaTimeoutError("Unable to bootstrap from x:9092")
+    assert not caught.value.certain and "unreachable" in str(caught.value)
+    # Without SASL there is no login to blame.
+    with pytest.raises(KafkaTimeoutError), refused_credentials_raise(KafkaSecurity()):
+        raise KafkaTimeoutError("Unable to bootstrap from x:9092")
