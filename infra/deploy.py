@@ -12,13 +12,24 @@
   loader's ``Deployment`` (migrations in an init container; it also sends the heartbeats that let
   a quiet topic finalize).
 
+- ``kafka/server.properties``: the compose broker's configuration (SASL SCRAM for clients).
+
+Closed by default (docs/operations.md, "Production files"): no admin port is published (Flink
+REST, which accepts job uploads, ClickHouse, Kafka's controller); Kafka clients authenticate with
+SCRAM through ``kafka.security``; ClickHouse has a named user; every secret comes from the
+environment (compose refuses to start without it: ``${VAR:?…}``) or a Kubernetes Secret
+(:data:`SECRET`), never from these files. The published ports (Grafana, the dashboard) are bound
+to 127.0.0.1 and ask for a login or a token.
+
 They cannot run on the development machines (no Docker, no cluster); tests/unit/test_deploy.py
-regenerates them and checks the committed files are current and consistent with versions.py.
+regenerates them and checks the committed files are current, consistent with versions.py, and closed.
 """
 
 from __future__ import annotations
 
+import base64
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +37,7 @@ import yaml
 
 from infra import versions
 from infra.flink import RESTART_STRATEGY, state_backend_settings
+from infra.kafka import scram_listener
 from infra.settings import PROJECT_ROOT
 
 DEPLOY_DIR = PROJECT_ROOT / "infra" / "deploy"
@@ -47,6 +59,32 @@ UDF_JAR_IN_IMAGE = "/opt/metering-udfs/metering-udfs.jar"
 CONFIG_MAP = "metering-config"
 #: Ports inside the deployment (the local stack uses 19092 / 18081 to stay out of their way).
 KAFKA_PORT, FLINK_REST_PORT, CLICKHOUSE_HTTP_PORT = 9092, 8081, 8123
+KAFKA_CONTROLLER_PORT, DASHBOARD_PORT = 9093, 8050
+
+#: How the pipeline's clients log in to Kafka (``kafka.security`` of the deployed configuration):
+#: SCRAM over the deployment's private network. Across hosts, use SASL_SSL with ``ssl_ca_file``.
+KAFKA_PROTOCOL, KAFKA_MECHANISM, KAFKA_USER = "SASL_PLAINTEXT", "SCRAM-SHA-512", "metering"
+#: The compose broker's configuration file, generated next to compose.yaml and mounted read-only.
+KAFKA_PROPERTIES = "kafka/server.properties"
+KAFKA_CONFIG_DIR = "/etc/metering-kafka"
+#: The KRaft cluster id of the compose broker (any base64 UUID; fixed so the file is reproducible).
+KAFKA_CLUSTER_ID = base64.urlsafe_b64encode(uuid.uuid5(uuid.NAMESPACE_URL, "metering-kafka").bytes).decode().rstrip("=")
+
+#: The secrets, by the variable a compose user sets and the key of the Kubernetes Secret :data:`SECRET`.
+SECRET = "metering-secrets"
+SECRETS = {
+    "KAFKA_PASSWORD": "kafka-password",  # the SCRAM password of KAFKA_USER (broker and clients)
+    "CLICKHOUSE_PASSWORD": "clickhouse-password",  # ClickHouse's user for the loader, migrations and Grafana
+    "GRAFANA_ADMIN_PASSWORD": "grafana-admin-password",
+    "METERING_SIGNING_KEY": "signing-key",  # access tokens (METERING__ACCESS__SIGNING_KEY)
+}
+#: ClickHouse's user (not a secret; CLICKHOUSE_USER overrides it in compose).
+CLICKHOUSE_USER = "metering"
+
+
+def required(variable: str) -> str:
+    """A compose reference to a secret from the environment: ``docker compose up`` refuses to start without it."""
+    return f"${{{variable}:?set {variable}, see docs/operations.md}}"
 
 
 #: The TaskManagers' memory in compose and on Kubernetes, each with ``taskmanager.numberOfTaskSlots`` 2:
@@ -83,10 +121,14 @@ def deployed_config(config: dict[str, Any]) -> dict[str, Any]:
     deployed: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config))
     deployed.pop("stack", None)
     deployed.pop("access", None)  # the local store's path; the signing key comes from the environment
-    deployed.setdefault("kafka", {})["bootstrap_servers"] = f"kafka:{KAFKA_PORT}"
+    kafka = deployed.setdefault("kafka", {})
+    kafka["bootstrap_servers"] = f"kafka:{KAFKA_PORT}"
+    # The password comes from METERING__KAFKA__SECURITY__PASSWORD (a secret), never from this file.
+    kafka["security"] = {"protocol": KAFKA_PROTOCOL, "sasl_mechanism": KAFKA_MECHANISM, "username": KAFKA_USER}
     deployed["storage"] = {
         "backend": "server",
         "url": f"http://clickhouse:{CLICKHOUSE_HTTP_PORT}",
+        "username": CLICKHOUSE_USER,
         "database": config.get("storage", {}).get("database", "metering"),
     }
     return deployed
@@ -130,8 +172,49 @@ USER flink
 """
 
 
+def kafka_server_properties() -> dict[str, str]:
+    """The compose broker (KRaft, one node): clients log in with SCRAM; the controller and the broker's
+    own replication listen on the container's loopback only, so nothing unauthenticated is reachable."""
+    internal = "127.0.0.1:9094"
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{KAFKA_CONTROLLER_PORT}",
+        "listeners": f"SASL_PLAINTEXT://:{KAFKA_PORT},CONTROLLER://127.0.0.1:{KAFKA_CONTROLLER_PORT},INTERNAL://{internal}",
+        "advertised.listeners": f"SASL_PLAINTEXT://kafka:{KAFKA_PORT},INTERNAL://{internal}",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "INTERNAL",
+        **scram_listener(KAFKA_PROTOCOL, KAFKA_MECHANISM),
+        "log.dirs": "/var/lib/kafka/data",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # The exactly-once sinks' transaction timeout must fit under this (1 h).
+        "transaction.max.timeout.ms": "3600000",
+        "log.retention.hours": str(24 * 30),
+    }
+
+
+def kafka_command() -> str:
+    """Format the storage once with the clients' SCRAM user (``--add-scram``: KRaft has no other way to
+    create the first user without an unauthenticated listener), then run the broker."""
+    config = f"{KAFKA_CONFIG_DIR}/server.properties"
+    return (
+        f"/opt/kafka/bin/kafka-storage.sh format --ignore-formatted --cluster-id {KAFKA_CLUSTER_ID} --config {config} "
+        f'--add-scram "{KAFKA_MECHANISM}=[name={KAFKA_USER},password=$${{SCRAM_PASSWORD}}]" '
+        f"&& exec /opt/kafka/bin/kafka-server-start.sh {config}"
+    )
+
+
 def compose(config: dict[str, Any]) -> dict[str, Any]:
-    """docker compose: Kafka + Flink + ClickHouse + loader + job submission."""
+    """docker compose: Kafka + Flink + ClickHouse + loader + job submission + Grafana + the dashboard.
+
+    Secrets from the environment (:data:`SECRETS`); no admin port published; Grafana and the
+    dashboard on 127.0.0.1 only.
+    """
     flink_properties = "\n".join(
         f"{k}: {v}"
         for k, v in {
@@ -147,48 +230,51 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
         "environment": {"FLINK_PROPERTIES": flink_properties},
         "volumes": ["flink-data:/flink-data"],
     }
-    metering_common = {
-        "image": IMAGE,
-        "volumes": [f"./metering.yaml:{CONFIG_IN_CONTAINER}:ro"],
-        "depends_on": ["kafka", "clickhouse"],
-    }
+    kafka_secret = {"METERING__KAFKA__SECURITY__PASSWORD": required("KAFKA_PASSWORD")}
+    storage_secret = {"METERING__STORAGE__PASSWORD": required("CLICKHOUSE_PASSWORD")}
+
+    def metering(environment: dict[str, str]) -> dict[str, Any]:
+        return {
+            "image": IMAGE,
+            "volumes": [f"./metering.yaml:{CONFIG_IN_CONTAINER}:ro"],
+            "environment": environment,
+            "depends_on": ["kafka", "clickhouse"],
+        }
+
     return {
         "name": "metering",
         "services": {
             "kafka": {
                 "image": KAFKA_IMAGE,
-                "ports": [f"{KAFKA_PORT}:{KAFKA_PORT}"],
-                "environment": {
-                    "KAFKA_NODE_ID": "1",
-                    "KAFKA_PROCESS_ROLES": "broker,controller",
-                    "KAFKA_LISTENERS": f"PLAINTEXT://:{KAFKA_PORT},CONTROLLER://:9093",
-                    "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://kafka:{KAFKA_PORT}",
-                    "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
-                    "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka:9093",
-                    "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
-                    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-                    "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
-                    # The exactly-once sinks' transaction timeout must fit under this (1 h).
-                    "KAFKA_TRANSACTION_MAX_TIMEOUT_MS": "3600000",
-                    "KAFKA_LOG_RETENTION_HOURS": str(24 * 30),
-                },
-                "volumes": ["kafka-data:/var/lib/kafka/data"],
+                # No ports: clients are on this network. Outside clients need a SASL_SSL listener (docs).
+                "entrypoint": ["/bin/bash", "-c"],
+                "command": [kafka_command()],
+                "environment": {"SCRAM_PASSWORD": required("KAFKA_PASSWORD")},
+                "volumes": ["kafka-data:/var/lib/kafka/data", f"./kafka:{KAFKA_CONFIG_DIR}:ro"],
             },
             "clickhouse": {
                 "image": CLICKHOUSE_IMAGE,
-                "ports": [f"{CLICKHOUSE_HTTP_PORT}:{CLICKHOUSE_HTTP_PORT}"],
-                "environment": {"CLICKHOUSE_SKIP_USER_SETUP": "1"},
+                # No ports: only this network reaches it (`docker compose exec clickhouse clickhouse-client`).
+                # The image replaces its password-less `default` user with this one.
+                "environment": {
+                    "CLICKHOUSE_USER": CLICKHOUSE_USER,
+                    "CLICKHOUSE_PASSWORD": required("CLICKHOUSE_PASSWORD"),
+                },
                 "volumes": ["clickhouse-data:/var/lib/clickhouse"],
             },
             "grafana": {
                 "image": GRAFANA_IMAGE,
-                "ports": [f"{GRAFANA_PORT}:{GRAFANA_PORT}"],
+                "ports": [f"127.0.0.1:{GRAFANA_PORT}:{GRAFANA_PORT}"],
                 "environment": {
                     "GF_PLUGINS_PREINSTALL_SYNC": GRAFANA_PLUGIN,
+                    "GF_SECURITY_ADMIN_USER": "admin",
+                    "GF_SECURITY_ADMIN_PASSWORD": required("GRAFANA_ADMIN_PASSWORD"),
+                    "GF_AUTH_ANONYMOUS_ENABLED": "false",
+                    "GF_USERS_ALLOW_SIGN_UP": "false",
                     "CLICKHOUSE_HOST": "clickhouse",
                     "CLICKHOUSE_PORT": str(CLICKHOUSE_HTTP_PORT),
-                    "CLICKHOUSE_USER": "default",
-                    "CLICKHOUSE_PASSWORD": "",
+                    "CLICKHOUSE_USER": CLICKHOUSE_USER,
+                    "CLICKHOUSE_PASSWORD": required("CLICKHOUSE_PASSWORD"),
                     "CLICKHOUSE_DATABASE": "metering",
                 },
                 "volumes": [
@@ -197,17 +283,38 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
                 ],
                 "depends_on": {"migrate": {"condition": "service_completed_successfully"}},
             },
-            "jobmanager": {**flink_common, "command": "jobmanager", "ports": [f"{FLINK_REST_PORT}:{FLINK_REST_PORT}"]},
+            # No ports: the REST API accepts job uploads. `docker compose exec jobmanager` or an
+            # authenticating proxy reach it (docs/operations.md, "Production files").
+            "jobmanager": {**flink_common, "command": "jobmanager"},
             "taskmanager": {**flink_common, "command": "taskmanager", "depends_on": ["jobmanager"]},
-            "migrate": {**metering_common, "command": ["metering", "migrate", "--config", CONFIG_IN_CONTAINER], "restart": "no"},
+            "migrate": {
+                **metering(storage_secret),
+                "command": ["metering", "migrate", "--config", CONFIG_IN_CONTAINER],
+                "restart": "no",
+            },
             "loader": {
-                **metering_common,
+                **metering({**kafka_secret, **storage_secret}),
                 "command": ["metering", "load", "--config", CONFIG_IN_CONTAINER],
                 "depends_on": {"migrate": {"condition": "service_completed_successfully"}},
                 "restart": "on-failure",
             },
+            "dashboard": {
+                **metering(
+                    {
+                        **storage_secret,
+                        "METERING__ACCESS__SIGNING_KEY": required("METERING_SIGNING_KEY"),
+                        "METERING__ACCESS__STORE": "/var/lib/metering/access",
+                    }
+                ),
+                "volumes": [f"./metering.yaml:{CONFIG_IN_CONTAINER}:ro", "access-data:/var/lib/metering/access"],
+                # 0.0.0.0 inside the container; published on the host's loopback only.
+                "command": ["metering", "dashboard", "--config", CONFIG_IN_CONTAINER, "--host", "0.0.0.0"],
+                "ports": [f"127.0.0.1:{DASHBOARD_PORT}:{DASHBOARD_PORT}"],
+                "depends_on": {"migrate": {"condition": "service_completed_successfully"}},
+                "restart": "on-failure",
+            },
             "submit": {
-                **metering_common,
+                **metering(kafka_secret),
                 "command": [
                     "metering",
                     "job",
@@ -223,7 +330,7 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
                 "restart": "no",
             },
         },
-        "volumes": {"kafka-data": {}, "clickhouse-data": {}, "flink-data": {}},
+        "volumes": {"kafka-data": {}, "clickhouse-data": {}, "flink-data": {}, "access-data": {}},
     }
 
 
@@ -237,6 +344,8 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
             "high-availability.type": "kubernetes",
             "high-availability.storageDir": "s3://metering-flink/ha",
             "kubernetes.operator.savepoint.history.max.count": "10",
+            # The REST API accepts job uploads: inside the cluster only (kubectl port-forward to reach it).
+            "kubernetes.rest-service.exposed.type": "ClusterIP",
         }
     )
     config_map = {
@@ -261,6 +370,9 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
                     "containers": [
                         {
                             "name": "flink-main-container",
+                            # The job's Python builds its Kafka tables with the SCRAM password
+                            # (application mode: it runs in the JobManager).
+                            "env": secret_env({"METERING__KAFKA__SECURITY__PASSWORD": "KAFKA_PASSWORD"}),
                             "volumeMounts": [{"name": "metering-config", "mountPath": str(Path(CONFIG_IN_CONTAINER).parent)}],
                         }
                     ],
@@ -287,6 +399,14 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
     return [config_map, deployment, loader_deployment(CONFIG_MAP)]
 
 
+def secret_env(variables: dict[str, str]) -> list[dict[str, Any]]:
+    """Container environment from the Secret :data:`SECRET`: variable -> the :data:`SECRETS` entry it takes."""
+    return [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": SECRETS[source]}}}
+        for name, source in variables.items()
+    ]
+
+
 def loader_deployment(config_map: str) -> dict[str, Any]:
     """``metering load`` as a Kubernetes Deployment: one replica, migrations first (idempotent)."""
     mount = {"name": "metering-config", "mountPath": str(Path(CONFIG_IN_CONTAINER).parent), "readOnly": True}
@@ -308,6 +428,7 @@ def loader_deployment(config_map: str) -> dict[str, Any]:
                             "name": "migrate",
                             "image": IMAGE,
                             "command": ["metering", "migrate", "--config", CONFIG_IN_CONTAINER],
+                            "env": secret_env({"METERING__STORAGE__PASSWORD": "CLICKHOUSE_PASSWORD"}),
                             "volumeMounts": [mount],
                         }
                     ],
@@ -316,6 +437,12 @@ def loader_deployment(config_map: str) -> dict[str, Any]:
                             "name": "loader",
                             "image": IMAGE,
                             "command": ["metering", "load", "--config", CONFIG_IN_CONTAINER],
+                            "env": secret_env(
+                                {
+                                    "METERING__KAFKA__SECURITY__PASSWORD": "KAFKA_PASSWORD",
+                                    "METERING__STORAGE__PASSWORD": "CLICKHOUSE_PASSWORD",
+                                }
+                            ),
                             "volumeMounts": [mount],
                             "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
                         }
@@ -337,6 +464,7 @@ def render(config_path: Path) -> dict[str, str]:
         "compose.yaml": header + yaml.safe_dump(compose(config), sort_keys=False),
         "metering.yaml": header + yaml.safe_dump(deployed_config(config), sort_keys=False),
         "flinkdeployment.yaml": header + yaml.safe_dump_all(flink_deployment(config), sort_keys=False),
+        KAFKA_PROPERTIES: header + "".join(f"{k}={v}\n" for k, v in kafka_server_properties().items()),
     }
 
 
@@ -345,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     config_path = Path(args[0]).resolve() if args else PROJECT_ROOT / "config" / "metering.example.yaml"
     DEPLOY_DIR.mkdir(parents=True, exist_ok=True)
     for name, text in render(config_path).items():
+        (DEPLOY_DIR / name).parent.mkdir(parents=True, exist_ok=True)
         (DEPLOY_DIR / name).write_text(text)
         print(f"wrote {DEPLOY_DIR / name}")
     return 0

@@ -5,6 +5,12 @@ factor 1 (``transaction.state.log.*`` included), so transactional producers
 and ``read_committed`` consumers work on one node. The broker allows
 transactions of up to one hour (``transaction.max.timeout.ms``), the Flink
 KafkaSink's default ``transaction.timeout.ms``.
+
+Production brokers authenticate clients with SASL SCRAM (docs/operations.md, "Production files"):
+:func:`scram_listener` gives the server properties of such a listener, used by both the generated
+compose broker (infra/deploy.py) and the test broker that proves the clients work against it
+(``extra_properties`` and ``scram_credentials`` of :class:`KafkaBroker`,
+tests/integration/test_kafka_sasl.py).
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ import base64
 import os
 import subprocess
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from infra.errors import StackError
 from infra.jars import ensure_jars
 from infra.java import find_java
+from infra.kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_options
 from infra.process import ManagedProcess, port_users, tail, wait_until_port_is_free
 from infra.settings import LOOPBACK, StackSettings
 
@@ -44,6 +52,11 @@ class KafkaBroker:
     """The local broker: files under ``<home>/kafka``, log in ``<home>/logs/kafka.log``."""
 
     settings: StackSettings
+    #: Server properties over :meth:`server_properties`' own (e.g. a SASL listener from :func:`scram_listener`).
+    extra_properties: Mapping[str, str] = field(default_factory=dict)
+    #: SCRAM users written into the metadata when the storage is formatted (``kafka-storage format
+    #: --add-scram``), each as :func:`scram_credential` makes it. Only on first start (formatting).
+    scram_credentials: Sequence[str] = ()
 
     @property
     def process(self) -> ManagedProcess:
@@ -85,6 +98,7 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
+            **self.extra_properties,
         }
 
     def _write_config(self) -> None:
@@ -116,6 +130,7 @@ class KafkaBroker:
                     cluster_id,
                     "-c",
                     str(self.properties_file),
+                    *(arg for credential in self.scram_credentials for arg in ("--add-scram", credential)),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -206,7 +221,7 @@ class KafkaBroker:
         return self.process.stop(timeout_s=30)
 
 
-def describe_cluster(bootstrap: str, timeout_ms: int = 5000) -> dict[str, Any]:
+def describe_cluster(bootstrap: str, timeout_ms: int = 5000, security: KafkaSecurity = PLAINTEXT) -> dict[str, Any]:
     """Cluster id and brokers, from a real metadata round trip."""
     from kafka import KafkaAdminClient
 
@@ -214,12 +229,34 @@ def describe_cluster(bootstrap: str, timeout_ms: int = 5000) -> dict[str, Any]:
         bootstrap_servers=bootstrap,
         request_timeout_ms=timeout_ms,
         client_id="metering-probe",
+        **kafka_python_options(security),
     )
     try:
         result: dict[str, Any] = admin.describe_cluster()
         return result
     finally:
         admin.close()
+
+
+#: The broker's side of SCRAM: the login module with no credentials (users live in the cluster metadata).
+SCRAM_SERVER_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+
+
+def scram_listener(listener: str, mechanism: str) -> dict[str, str]:
+    """Server properties that make listener ``listener`` (e.g. ``SASL_PLAINTEXT``) accept SCRAM ``mechanism`` logins.
+
+    The listener itself is declared in ``listeners``/``listener.security.protocol.map`` by the caller;
+    its users come from :func:`scram_credential` at format time.
+    """
+    return {
+        "sasl.enabled.mechanisms": mechanism,
+        f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config": SCRAM_SERVER_JAAS,
+    }
+
+
+def scram_credential(mechanism: str, username: str, password: str) -> str:
+    """A ``kafka-storage format --add-scram`` argument creating ``username`` (the password is a secret: tests only)."""
+    return f"{mechanism}=[name={username},password={password}]"
 
 
 def new_cluster_id() -> str:

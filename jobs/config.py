@@ -43,6 +43,7 @@ import yaml
 
 from clickhouse.access import MAX_TOKEN_CHARS, MIN_KEY_CHARS, AccessSettings
 from clickhouse.client import Backend, StorageError, StorageSettings
+from infra.kafka_security import MECHANISMS, PROTOCOLS, KafkaSecurity
 from infra.settings import StackSettings
 from schemas.validate import string_rule
 from udfs.durations import DurationTooLong, format_duration, parse_duration
@@ -124,6 +125,9 @@ class KafkaSettings:
     #: transaction.max.timeout.ms (15 min by default on a stock broker).
     transaction_timeout: timedelta = timedelta(minutes=15)
     consumer_group: str = "metering-job"
+    #: How every client authenticates (infra/kafka_security.py); the password from
+    #: ``METERING__KAFKA__SECURITY__PASSWORD``.
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
 @dataclass(frozen=True)
@@ -599,8 +603,8 @@ def _stack(r: _Reader, raw: Any, base_dir: Path) -> StackSettings:
     return settings
 
 
-def _kafka(r: _Reader, raw: Any, stack: StackSettings) -> KafkaSettings:
-    data = r.section(raw, "kafka", {"bootstrap_servers", "topics", "transaction_timeout", "consumer_group"})
+def _kafka(r: _Reader, raw: Any, stack: StackSettings, base_dir: Path) -> KafkaSettings:
+    data = r.section(raw, "kafka", {"bootstrap_servers", "topics", "transaction_timeout", "consumer_group", "security"})
     defaults = KafkaSettings()
     topic_fields = set(Topics.__dataclass_fields__)
     topics_raw = r.section(data.get("topics"), "kafka.topics", topic_fields)
@@ -618,7 +622,48 @@ def _kafka(r: _Reader, raw: Any, stack: StackSettings) -> KafkaSettings:
         topics=topics,
         transaction_timeout=timeout,
         consumer_group=r.get(data, "consumer_group", "kafka", _text, defaults.consumer_group),
+        security=_kafka_security(r, data.get("security"), base_dir),
     )
+
+
+def _kafka_security(r: _Reader, raw: Any, base_dir: Path) -> KafkaSecurity:
+    """``kafka.security``: protocol, SASL mechanism and credentials, the CA file (infra/kafka_security.py).
+
+    The password is a secret: text as written, never shown in a problem.
+    """
+    path = "kafka.security"
+    data = r.section(raw, path, {"protocol", "sasl_mechanism", "username", "password", "ssl_ca_file"})
+    defaults = KafkaSecurity()
+    password = data.get("password")
+    if password is not None and not isinstance(password, str):
+        r.add(f"{path}.password", "must be text (quote it)")
+        password = None
+    ca_file = r.get(data, "ssl_ca_file", path, _path_in(base_dir), None)
+    if ca_file is not None and not ca_file.is_file():
+        r.add(f"{path}.ssl_ca_file", f"{str(ca_file)!r} is not a file")
+    security = KafkaSecurity(
+        protocol=r.get(data, "protocol", path, _one_of(PROTOCOLS), defaults.protocol),
+        sasl_mechanism=r.get(data, "sasl_mechanism", path, _one_of(MECHANISMS), defaults.sasl_mechanism),
+        username=r.get(data, "username", path, _text, ""),
+        password=password or "",
+        ssl_ca_file=ca_file,
+    )
+    if not any(f"{path}.{key}" in problem for problem in r.problems for key in ("protocol", "sasl_mechanism")):
+        for key, message in security.problems():
+            r.add(f"{path}.{key}", message)
+    return security
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    """One of ``choices``, as written (case matters: Kafka's own names)."""
+
+    def parse(value: Any) -> str:
+        text = _text(value)
+        if text not in choices:
+            raise ValueError(f"{_shortened(value)} must be one of {', '.join(choices)}")
+        return text
+
+    return parse
 
 
 def _pipeline(r: _Reader, raw: Any) -> PipelineSettings:
@@ -755,7 +800,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
     r.section(document, "", {"kafka", "storage", "stack", "access", "pipeline", "billing", "meters"})
     stack = _stack(r, document.get("stack"), base_dir)
     config = Config(
-        kafka=_kafka(r, document.get("kafka"), stack),
+        kafka=_kafka(r, document.get("kafka"), stack, base_dir),
         storage=_storage(r, document.get("storage"), base_dir, stack),
         stack=stack,
         access=_access(r, document.get("access"), base_dir, stack),

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from infra.kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_options, refused_credentials_raise
 from schemas.validate import Validation, validate_line
 
 log = logging.getLogger("metering.kafka")
@@ -78,8 +79,8 @@ def kafka_crc32c_is_native() -> bool:
     return native
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> Any:
-    """An idempotent, acks=all producer tuned for batched throughput."""
+def make_producer(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, **overrides: Any) -> Any:
+    """An idempotent, acks=all producer tuned for batched throughput, authenticating as ``security`` says."""
     from kafka import KafkaProducer
 
     kafka_crc32c_is_native()
@@ -96,7 +97,8 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
         "client_id": "metering-produce",
     }
     options.update(overrides)
-    return KafkaProducer(**options)
+    with refused_credentials_raise(security):
+        return KafkaProducer(**options, **kafka_python_options(security))
 
 
 def produce_lines(
@@ -174,6 +176,7 @@ def produce_file(
     rejects: str | None = None,
     connect_timeout_s: float = 10.0,
     progress: bool | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> FileProduced:
     """Send a JSON-lines file (``-``: standard input) to ``topic``, creating the topic if it is missing.
 
@@ -191,8 +194,8 @@ def produce_file(
     total = None if path == "-" else os.path.getsize(path)
     rejects_file = open(rejects, "w") if rejects else None  # noqa: SIM115
     try:
-        created = ensure_topic(bootstrap, topic, partitions=partitions, connect_timeout_s=connect_timeout_s)
-        producer = make_producer(bootstrap)
+        created = ensure_topic(bootstrap, topic, partitions=partitions, connect_timeout_s=connect_timeout_s, security=security)
+        producer = make_producer(bootstrap, security=security)
         try:
             disable = None if progress is None else not progress
             with tqdm(total=total, unit="B", unit_scale=True, desc="produce", disable=disable, file=sys.stderr) as bar:

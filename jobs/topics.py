@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from infra.kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_options, refused_credentials_raise
+
 
 def ensure_topic(
     bootstrap: str,
@@ -12,14 +14,26 @@ def ensure_topic(
     partitions: int = 4,
     config: dict[str, str] | None = None,
     connect_timeout_s: float = 10.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> bool:
-    """Create ``topic`` unless it exists. True if it was created. Fails after ``connect_timeout_s`` if unreachable."""
+    """Create ``topic`` unless it exists. True if it was created. Fails after ``connect_timeout_s`` if unreachable,
+    with :class:`~infra.kafka_security.KafkaAuthenticationError` if the brokers refused the credentials."""
+    with refused_credentials_raise(security):
+        return _ensure_topic(bootstrap, topic, partitions, config, connect_timeout_s, security)
+
+
+def _ensure_topic(
+    bootstrap: str, topic: str, partitions: int, config: dict[str, str] | None, connect_timeout_s: float, security: KafkaSecurity
+) -> bool:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="metering-admin", bootstrap_timeout_ms=int(connect_timeout_s * 1000)
+        bootstrap_servers=bootstrap,
+        client_id="metering-admin",
+        bootstrap_timeout_ms=int(connect_timeout_s * 1000),
+        **kafka_python_options(security),
     )
     try:
         if topic in admin.list_topics():
@@ -33,7 +47,7 @@ def ensure_topic(
         admin.close()
 
 
-def committed_values(bootstrap: str, topic: str, timeout_s: float = 120) -> list[bytes]:
+def committed_values(bootstrap: str, topic: str, timeout_s: float = 120, *, security: KafkaSecurity = PLAINTEXT) -> list[bytes]:
     """Every record value a ``read_committed`` reader sees in ``topic``, from the start to the end offsets.
 
     Raises ``TimeoutError`` when the end is not reached within ``timeout_s``.
@@ -42,7 +56,12 @@ def committed_values(bootstrap: str, topic: str, timeout_s: float = 120) -> list
 
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        **kafka_python_options(security),
+    )
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not partitions:
@@ -66,4 +85,9 @@ def ensure_topics(config: Any, partitions: int = 4) -> list[str]:
     """Create every topic the pipeline uses (idempotent); returns those created."""
     from jobs.flink.metering_job import all_topics
 
-    return [t for t in all_topics(config) if ensure_topic(config.kafka.bootstrap_servers, t, partitions=partitions)]
+    kafka = config.kafka
+    return [
+        topic
+        for topic in all_topics(config)
+        if ensure_topic(kafka.bootstrap_servers, topic, partitions=partitions, security=kafka.security)
+    ]

@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from clickhouse.client import StorageError
     from clickhouse.migrate import MigrationError
     from infra.errors import StackError
+    from infra.kafka_security import KafkaAuthenticationError
     from jobs.config import ConfigError
 
     show_warnings_as_messages()
@@ -86,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metering: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (StackError, StorageError, MigrationError) as exc:
+        print(f"metering: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KafkaAuthenticationError as exc:
         print(f"metering: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KafkaError as exc:

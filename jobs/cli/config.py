@@ -39,6 +39,7 @@ def summarize(file: str) -> dict[str, Any]:
         "default_billing": f"{default.cycle.kind.value} anchored on {default.cycle.anchor}, "
         f"{default.cycle.timezone}, grace {format_duration(default.grace)}",
         "storage": repr(config.storage),
+        "kafka_security": repr(config.kafka.security),
     }
 
 
@@ -61,6 +62,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             print(f"  meter {meter}")
         print(f"  billing default: {summary['default_billing']}; {len(summary['customers'])} customer override(s)")
         print(f"  storage: {summary['storage']}")
+        print(f"  kafka security: {summary['kafka_security']}")
     return EXIT_OK
 
 

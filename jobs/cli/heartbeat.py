@@ -38,7 +38,7 @@ def cmd_heartbeat(args: argparse.Namespace) -> int:
 
     config = load_config_arg(args.config)
     topic = config.kafka.topics.events
-    sender = HeartbeatSender(config.kafka.bootstrap_servers, topic)
+    sender = HeartbeatSender(config.kafka.bootstrap_servers, topic, security=config.kafka.security)
     if args.once:
         try:
             sent = sender.send_once()

@@ -5,22 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from infra.kafka_security import KafkaSecurity
 from jobs.cli.common import ENV_HELP, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, Subcommands, add_format, load_config_arg, print_result
 from jobs.config import Topics
 
 DEFAULT_TOPIC = Topics().events
 
 
-def produce_target(config_path: str | None, topic: str | None, bootstrap: str | None) -> tuple[str, str]:
-    """(bootstrap servers, topic): the flags first, then the configuration's (default: the local stack's broker, usage-events)."""
+def produce_target(config_path: str | None, topic: str | None, bootstrap: str | None) -> tuple[str, str, KafkaSecurity]:
+    """(bootstrap servers, topic, security): the flags first, then the configuration's (default: the local
+    stack's broker, usage-events, PLAINTEXT). ``kafka.security`` always comes from the configuration."""
     config = load_config_arg(config_path, require_meters=False)
-    return bootstrap or config.kafka.bootstrap_servers, topic or config.kafka.topics.events
+    return bootstrap or config.kafka.bootstrap_servers, topic or config.kafka.topics.events, config.kafka.security
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from jobs.produce import produce_file
 
-    bootstrap, topic = produce_target(args.config, args.topic, args.bootstrap)
+    bootstrap, topic, security = produce_target(args.config, args.topic, args.bootstrap)
     produced = produce_file(
         args.file,
         bootstrap=bootstrap,
@@ -29,6 +31,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         validate=not args.no_validate,
         rejects=args.rejects,
         connect_timeout_s=args.connect_timeout,
+        security=security,
     )
     if produced.created_topic:
         print(f"created topic {topic} ({args.partitions} partitions)", file=sys.stderr)

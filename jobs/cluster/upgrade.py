@@ -68,7 +68,9 @@ def open_period_reach(config: Config) -> timedelta:
 def finalized_through(config: Config, timeout_s: float = 60) -> int | None:
     """The newest ``finalized_at_watermark_ms`` in the finals topic (read_committed), or None without finals."""
     try:
-        values = committed_values(config.kafka.bootstrap_servers, config.kafka.topics.finals, timeout_s)
+        values = committed_values(
+            config.kafka.bootstrap_servers, config.kafka.topics.finals, timeout_s, security=config.kafka.security
+        )
     except TimeoutError as exc:
         raise RebuildError(str(exc)) from exc
     newest: int | None = None
@@ -87,6 +89,8 @@ def rebuild_plan(config: Config, timeout_s: float = 60) -> RebuildPlan:
 
     from kafka import KafkaConsumer, TopicPartition
 
+    from infra.kafka_security import kafka_python_options
+
     topic = config.kafka.topics.events
     through = finalized_through(config, timeout_s)
     consumer = KafkaConsumer(
@@ -94,6 +98,7 @@ def rebuild_plan(config: Config, timeout_s: float = 60) -> RebuildPlan:
         group_id=config.kafka.consumer_group,
         enable_auto_commit=False,
         isolation_level="read_committed",
+        **kafka_python_options(config.kafka.security),
     )
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.flink import STATE_BACKENDS, state_backend_settings
+from infra.kafka_security import flink_connector_options
 from jobs.config import MAX_PARALLELISM as MAX_PARALLELISM  # declared with the configuration, which bounds parallelism by it
 from jobs.config import Config, ConfigError
 from jobs.flink import sql
@@ -94,8 +95,15 @@ class RunOptions:
     rebuild: Rebuild | None = None  # replace a job: rebuild its state from the topic (jobs/cluster/upgrade.py)
 
 
-def _kafka_options(config: Config, topic: str) -> dict[str, str]:
-    return {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": config.kafka.bootstrap_servers}
+def _kafka_options(config: Config, topic: str, connector: str = "kafka") -> dict[str, str]:
+    """A Kafka table's connection: topic, brokers and ``kafka.security`` (whose JAAS option holds the password:
+    print options only through ``infra.kafka_security.redacted``)."""
+    return {
+        "connector": connector,
+        "topic": topic,
+        "properties.bootstrap.servers": config.kafka.bootstrap_servers,
+        **flink_connector_options(config.kafka.security),
+    }
 
 
 #: Value formats of the job's sinks: JSON rows (dead letters), or the finalization's JSON records as written.
@@ -406,9 +414,7 @@ CREATE TEMPORARY TABLE events (
         f"WITH ({_with(_exactly_once_sink(config, options, topics.dead_letters, 'dead-letters'))})"
     )
     duplicates_options = {
-        "connector": "upsert-kafka",
-        "topic": topics.duplicates,
-        "properties.bootstrap.servers": config.kafka.bootstrap_servers,
+        **_kafka_options(config, topics.duplicates, "upsert-kafka"),
         "key.format": "json",
         "value.format": "json",
     }

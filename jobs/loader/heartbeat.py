@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from infra.kafka_security import PLAINTEXT, KafkaSecurity
 from schemas.validate import HEARTBEAT_FIELD, is_heartbeat
 from udfs.periods import rfc3339_millis
 
@@ -68,12 +69,14 @@ class HeartbeatSender:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         send_timeout_s: float = 30.0,
         metadata_timeout_s: float = 10.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.clock = clock
         self.send_timeout_s = send_timeout_s
         self.metadata_timeout_s = metadata_timeout_s
+        self.security = security
         self.stats = HeartbeatStats()
         self._producer: Any = None
         self._stop = threading.Event()
@@ -85,6 +88,7 @@ class HeartbeatSender:
 
             self._producer = make_producer(
                 self.bootstrap_servers,
+                security=self.security,
                 linger_ms=0,
                 client_id="metering-heartbeat",
                 max_block_ms=int(self.metadata_timeout_s * 1000),  # metadata of a missing topic: fail soon

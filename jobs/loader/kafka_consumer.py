@@ -30,12 +30,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from infra.kafka_security import KafkaAuthenticationError, KafkaSecurity
+
 log = logging.getLogger("metering.loader.kafka")
 
 #: How the loader reads (librdkafka properties): committed records only, from the start, in big
 #: fetches, nothing committed but what the loader commits after storing a batch.
 #: ``bench/loader_raw.py`` measures the client with the same settings. Connection and security
-#: settings (``bootstrap.servers``, later SASL/TLS) are added by the caller.
+#: settings (``bootstrap.servers``, and SASL/TLS from ``infra.kafka_security.librdkafka_options``)
+#: are added by the caller (the loader).
 CONSUMER_SETTINGS: dict[str, Any] = {
     "isolation.level": "read_committed",
     "enable.auto.commit": False,
@@ -132,8 +135,15 @@ class ConfluentConsumer:
         #: Committed offsets known for assigned partitions (ours, or read from the broker), by (topic, partition).
         self._committed: dict[_Key, int] = {}
         self._closed = False
+        #: Why the brokers refused our credentials (librdkafka reports it through ``error_cb``, then retries forever).
+        self._refused: str | None = None
         if client is None:
-            client = Consumer({"logger": log, "error_cb": _log_error, **settings})
+            client = Consumer({"logger": log, "error_cb": self._on_error, **settings})
+        self._security = KafkaSecurity(
+            protocol=str(settings.get("security.protocol", "plaintext")).upper(),
+            sasl_mechanism=str(settings.get("sasl.mechanism", "SCRAM-SHA-256")),
+            username=str(settings.get("sasl.username", "")),
+        )
         self._client = client
         self._read_committed = settings.get("isolation.level", "read_committed") == "read_committed"
         #: Asks for end offsets: over its own connection, not queued behind the consumer's fetch
@@ -141,6 +151,16 @@ class ConfluentConsumer:
         self._admin_settings = {"logger": log, **{k: v for k, v in settings.items() if k not in _CONSUMER_ONLY}}
         self._admin: Any | None = None
         client.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _on_error(self, error: Any) -> None:
+        _log_error(error)
+        if _is_authentication(error):
+            self._refused = f"{error.name()}: {error.str()}"
+
+    def _raise_if_refused(self) -> None:
+        """Refused credentials are not transient: stop with :class:`KafkaAuthenticationError` instead of retrying forever."""
+        if self._refused is not None:
+            raise KafkaAuthenticationError(self._security, self._refused)
 
     # -- rebalances (called by librdkafka from inside consume/poll)
 
@@ -168,10 +188,14 @@ class ConfluentConsumer:
             if not records and timeout_s > 0:  # nothing fetched yet (or only error events): wait for the first record
                 first = client.poll(timeout_s)
                 if first is None:
+                    self._raise_if_refused()
                     return []
                 records = _records([first, *client.consume(max_records - 1, 0)] if max_records > 1 else [first])
         except KafkaException as exc:
+            if _is_authentication(exc.args[0] if exc.args else None):
+                raise KafkaAuthenticationError(self._security, _describe(exc)) from exc
             raise ConsumerError(_describe(exc)) from exc
+        self._raise_if_refused()
         return records
 
     def commit(self) -> None:
@@ -299,6 +323,14 @@ def _describe(exc: BaseException) -> str:
     if hasattr(error, "name") and hasattr(error, "str"):
         return f"{error.name()}: {error.str()}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _is_authentication(error: Any) -> bool:
+    """Whether a librdkafka error is refused credentials (``_AUTHENTICATION``, or the broker's SASL_AUTHENTICATION_FAILED)."""
+    from confluent_kafka import KafkaError
+
+    code = getattr(error, "code", lambda: None)()
+    return code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
 
 
 def _log_error(error: Any) -> None:

@@ -40,6 +40,7 @@ from clickhouse.tables import (
     COLUMNS,
     RAW_COLUMNS,
 )
+from infra.kafka_security import librdkafka_options
 from jobs.config import Config
 from jobs.loader.heartbeat import HeartbeatSender
 from jobs.loader.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
@@ -333,8 +334,8 @@ class Loader:
     ) -> None:
         """``heartbeat_interval``: while :meth:`run` loads unbounded, send heartbeats this often (jobs/loader/heartbeat.py).
 
-        ``consumer_settings``: librdkafka properties over ``CONSUMER_SETTINGS`` and the configured
-        bootstrap servers (e.g. a deployment's SASL/TLS settings). ``consumer_factory``: what
+        ``consumer_settings``: librdkafka properties over ``CONSUMER_SETTINGS``, the configured
+        bootstrap servers and ``kafka.security`` (infra/kafka_security.py). ``consumer_factory``: what
         builds the consumer (another client behind the same interface: bench/loader_raw.py).
         """
         topics = config.kafka.topics
@@ -358,6 +359,7 @@ class Loader:
             "bootstrap.servers": config.kafka.bootstrap_servers,
             "group.id": group_id,
             "client.id": "metering-loader",
+            **librdkafka_options(config.kafka.security),
             **(consumer_settings or {}),
         }
         self.consumer_factory = consumer_factory
@@ -458,7 +460,9 @@ class Loader:
         idle_since: float | None = None
         if not until_idle and self.heartbeat_interval:
             kafka = self.config.kafka
-            self.heartbeat = HeartbeatSender(kafka.bootstrap_servers, kafka.topics.events).start(self.heartbeat_interval)
+            self.heartbeat = HeartbeatSender(kafka.bootstrap_servers, kafka.topics.events, security=kafka.security).start(
+                self.heartbeat_interval
+            )
         max_delay_s = self.config.pipeline.loader_max_batch_delay.total_seconds()
         batch = _Batch()
         try:

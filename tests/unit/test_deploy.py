@@ -6,6 +6,7 @@ the same configuration and versions, parsed, and cross-checked field by field.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,18 @@ from jobs.config import load_config
 from jobs.flink.metering_job import MAX_PARALLELISM
 
 EXAMPLE = PROJECT_ROOT / "config" / "metering.example.yaml"
+#: The secrets a deployment gets from its environment (the files hold none).
+SECRET_ENV = {"METERING__KAFKA__SECURITY__PASSWORD": "kafka-secret", "METERING__STORAGE__PASSWORD": "clickhouse-secret"}
 
 
 def committed(name: str) -> str:
     return (deploy.DEPLOY_DIR / name).read_text()
+
+
+def broker_properties() -> dict[str, str]:
+    """The compose broker's server.properties (generated, mounted into the kafka service)."""
+    lines = committed(deploy.KAFKA_PROPERTIES).splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def flink_properties(service: dict[str, Any]) -> dict[str, str]:
@@ -48,8 +57,7 @@ def test_compose_images_ports_volumes_and_dependencies() -> None:
     assert services["clickhouse"]["image"] == f"clickhouse/clickhouse-server:{versions.CLICKHOUSE_SERVER_VERSION}"
     for name in ("jobmanager", "taskmanager", "loader", "submit", "migrate"):
         assert services[name]["image"] == f"metering-flink:{versions.PYFLINK_VERSION}"
-    assert "9092:9092" in services["kafka"]["ports"] and "8081:8081" in services["jobmanager"]["ports"]
-    assert services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
+    assert broker_properties()["advertised.listeners"].startswith("SASL_PLAINTEXT://kafka:9092,")
     declared = set(compose["volumes"])
     for service in services.values():
         for volume in service.get("volumes", []):
@@ -79,13 +87,14 @@ def test_the_taskmanagers_give_rocksdb_enough_memory_per_slot() -> None:
 
 def test_transaction_timeout_fits_the_broker_limit() -> None:
     compose = yaml.safe_load(committed("compose.yaml"))
-    limit_ms = int(compose["services"]["kafka"]["environment"]["KAFKA_TRANSACTION_MAX_TIMEOUT_MS"])
-    config = load_config(deploy.DEPLOY_DIR / "metering.yaml", env={})
+    assert compose["services"]["kafka"]["volumes"][1].startswith("./kafka:")
+    limit_ms = int(broker_properties()["transaction.max.timeout.ms"])
+    config = load_config(deploy.DEPLOY_DIR / "metering.yaml", env=SECRET_ENV)
     assert config.kafka.transaction_timeout.total_seconds() * 1000 <= limit_ms
 
 
 def test_deployed_configuration_is_valid_and_points_at_the_services() -> None:
-    config = load_config(deploy.DEPLOY_DIR / "metering.yaml", env={})
+    config = load_config(deploy.DEPLOY_DIR / "metering.yaml", env=SECRET_ENV)
     example = load_config(EXAMPLE, env={})
     assert config.kafka.bootstrap_servers == "kafka:9092"
     assert config.storage.backend == "server" and config.storage.url == "http://clickhouse:8123"
@@ -109,7 +118,7 @@ def test_flink_deployment_matches_versions_and_mounts_the_configuration(tmp_path
     assert spec["podTemplate"]["spec"]["volumes"][0]["configMap"]["name"] == config_map["metadata"]["name"]
     shipped = tmp_path / config_path.name
     shipped.write_text(config_map["data"][config_path.name])
-    assert load_config(shipped, env={}).kafka.bootstrap_servers == "kafka:9092"
+    assert load_config(shipped, env=SECRET_ENV).kafka.bootstrap_servers == "kafka:9092"
 
 
 def test_the_loader_runs_beside_the_job_on_kubernetes() -> None:
@@ -158,4 +167,129 @@ def test_grafana_mounts_the_provisioning_where_its_dashboard_provider_looks() ->
     env = grafana["environment"]
     assert env["CLICKHOUSE_HOST"] == "clickhouse" and env["CLICKHOUSE_PORT"] == "8123"
     assert env["GF_PLUGINS_PREINSTALL_SYNC"].startswith("grafana-clickhouse-datasource@4.")
-    assert env["CLICKHOUSE_DATABASE"] == load_config(deploy.DEPLOY_DIR / "metering.yaml", env={}).storage.database
+    assert env["CLICKHOUSE_DATABASE"] == load_config(deploy.DEPLOY_DIR / "metering.yaml", env=SECRET_ENV).storage.database
+
+
+# --- closed by default ------------------------------------------------------------------------------
+
+#: Ports that administer or bypass the pipeline: Flink REST (job uploads), ClickHouse HTTP and
+#: native, Kafka's controller and its clients' listener (reachable on the compose network only).
+ADMIN_PORTS = {8081, 8123, 9000, 9092, 9093, 9094}
+#: Environment variables that hold secrets (by name).
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|SIGNING_KEY|TOKEN", re.IGNORECASE)
+#: A compose reference to a required variable: ``${VAR:?message}``.
+REQUIRED = re.compile(r"\$\{([A-Z_][A-Z0-9_]*):\?[^}]+\}")
+
+
+def compose_file() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(committed("compose.yaml"))
+    return document
+
+
+def kubernetes_containers() -> list[dict[str, Any]]:
+    containers = []
+    for document in yaml.safe_load_all(committed("flinkdeployment.yaml")):
+        spec = document.get("spec", {})
+        pod = spec.get("podTemplate", spec.get("template", {})).get("spec", {})
+        containers += pod.get("initContainers", []) + pod.get("containers", [])
+    return containers
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """(host address, container port) of each published port; an address-less one binds every interface."""
+    found = []
+    for port in service.get("ports", []):
+        parts = str(port).split(":")
+        host = parts[0] if len(parts) == 3 else "0.0.0.0"
+        found.append((host, int(parts[-1].split("/")[0])))
+    return found
+
+
+def test_no_admin_port_is_published_and_the_rest_only_on_loopback() -> None:
+    for name, service in compose_file()["services"].items():
+        for host, port in published(service):
+            assert port not in ADMIN_PORTS, f"{name} publishes {port}"
+            assert host == "127.0.0.1", f"{name} publishes {port} on every interface"
+    assert "ports" not in compose_file()["services"]["jobmanager"]
+    (deployment,) = [d for d in yaml.safe_load_all(committed("flinkdeployment.yaml")) if d["kind"] == "FlinkDeployment"]
+    assert deployment["spec"]["flinkConfiguration"]["kubernetes.rest-service.exposed.type"] == "ClusterIP"
+    # Kafka's controller and the broker's own listener are bound to the container's loopback.
+    listeners = broker_properties()["listeners"].split(",")
+    assert [entry for entry in listeners if not entry.split("://")[1].startswith("127.0.0.1:")] == ["SASL_PLAINTEXT://:9092"]
+
+
+def test_secrets_only_from_the_environment_or_kubernetes_secrets() -> None:
+    text = committed("compose.yaml")
+    for name, service in compose_file()["services"].items():
+        for variable, value in service.get("environment", {}).items():
+            if SECRET_NAME.search(variable):
+                assert REQUIRED.fullmatch(str(value)), f"{name}.{variable} = {value!r}: not a required ${{VAR:?…}}"
+    assert "CLICKHOUSE_SKIP_USER_SETUP" not in text
+    for container in kubernetes_containers():
+        for entry in container.get("env", []):
+            if SECRET_NAME.search(entry["name"]):
+                assert entry["valueFrom"]["secretKeyRef"]["name"] == deploy.SECRET, entry
+                assert "value" not in entry
+    deployed = yaml.safe_load(committed("metering.yaml"))
+    assert "password" not in deployed["kafka"]["security"] and "password" not in deployed["storage"]
+    assert "access" not in deployed  # the signing key comes from the environment
+    # No secret value anywhere in the generated files: the only passwords are references.
+    for generated in deploy.render(EXAMPLE).values():
+        for match in re.finditer(r"(?i)password[\"']?\s*[:=]\s*([^\s,}\]]*)", generated):
+            assert match.group(1).startswith(("${", "$${", "true", "false")) or match.group(1) in ("", "|"), match.group(0)
+
+
+def test_no_empty_or_default_passwords_and_no_anonymous_access() -> None:
+    services = compose_file()["services"]
+    clickhouse = services["clickhouse"]["environment"]
+    assert clickhouse["CLICKHOUSE_USER"] == deploy.CLICKHOUSE_USER != "default"
+    assert REQUIRED.fullmatch(clickhouse["CLICKHOUSE_PASSWORD"])
+    grafana = services["grafana"]["environment"]
+    assert REQUIRED.fullmatch(grafana["GF_SECURITY_ADMIN_PASSWORD"]).group(1) == "GRAFANA_ADMIN_PASSWORD"  # type: ignore[union-attr]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and grafana["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    # Grafana's data source logs in as ClickHouse's user, with the same secret.
+    assert grafana["CLICKHOUSE_USER"] == clickhouse["CLICKHOUSE_USER"]
+    assert grafana["CLICKHOUSE_PASSWORD"] == clickhouse["CLICKHOUSE_PASSWORD"]
+    config = load_config(deploy.DEPLOY_DIR / "metering.yaml", env=SECRET_ENV)
+    assert config.storage.username == clickhouse["CLICKHOUSE_USER"]
+    for name in ("migrate", "loader", "dashboard"):
+        assert services[name]["environment"]["METERING__STORAGE__PASSWORD"] == clickhouse["CLICKHOUSE_PASSWORD"], name
+    dashboard = services["dashboard"]["environment"]
+    assert REQUIRED.fullmatch(dashboard["METERING__ACCESS__SIGNING_KEY"]).group(1) == "METERING_SIGNING_KEY"  # type: ignore[union-attr]
+
+
+def test_kafka_sasl_agrees_between_the_broker_and_every_client() -> None:
+    from infra.kafka import SCRAM_SERVER_JAAS
+
+    security = load_config(deploy.DEPLOY_DIR / "metering.yaml", env=SECRET_ENV).kafka.security
+    assert (security.protocol, security.sasl_mechanism, security.username) == (
+        deploy.KAFKA_PROTOCOL,
+        deploy.KAFKA_MECHANISM,
+        deploy.KAFKA_USER,
+    )
+    assert security.sasl and security.sasl_mechanism.startswith("SCRAM-")
+    broker = broker_properties()
+    # The listener the clients' bootstrap address reaches speaks the clients' protocol ...
+    protocols = dict(entry.split(":") for entry in broker["listener.security.protocol.map"].split(","))
+    advertised = {url.split("://")[1]: url.split("://")[0] for url in broker["advertised.listeners"].split(",")}
+    listener = advertised[load_config(deploy.DEPLOY_DIR / "metering.yaml", env=SECRET_ENV).kafka.bootstrap_servers]
+    assert protocols[listener] == security.protocol
+    # ... with the clients' mechanism, and the user created at format time with it.
+    assert security.sasl_mechanism in broker["sasl.enabled.mechanisms"].split(",")
+    assert broker[f"listener.name.{listener.lower()}.{security.sasl_mechanism.lower()}.sasl.jaas.config"] == SCRAM_SERVER_JAAS
+    services = compose_file()["services"]
+    kafka = services["kafka"]
+    assert (
+        f'--add-scram "{security.sasl_mechanism}=[name={security.username},password=$${{SCRAM_PASSWORD}}]"' in kafka["command"][0]
+    )
+    password = kafka["environment"]["SCRAM_PASSWORD"]
+    assert REQUIRED.fullmatch(password).group(1) == "KAFKA_PASSWORD"  # type: ignore[union-attr]
+    for name in ("loader", "submit"):  # every service with a Kafka client, with the broker's secret
+        assert services[name]["environment"]["METERING__KAFKA__SECURITY__PASSWORD"] == password, name
+    # Kubernetes: the job (its Python builds the Kafka tables) and the loader take it from the Secret.
+    with_kafka = [c for c in kubernetes_containers() if c["name"] in ("flink-main-container", "loader")]
+    assert len(with_kafka) == 2
+    for container in with_kafka:
+        env = {e["name"]: e for e in container["env"]}
+        key = env["METERING__KAFKA__SECURITY__PASSWORD"]["valueFrom"]["secretKeyRef"]["key"]
+        assert key == deploy.SECRETS["KAFKA_PASSWORD"]
