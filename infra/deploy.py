@@ -308,7 +308,7 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
                 ),
                 "volumes": [f"./metering.yaml:{CONFIG_IN_CONTAINER}:ro", "access-data:/var/lib/metering/access"],
                 # 0.0.0.0 inside the container; published on the host's loopback only.
-                "command": ["metering", "dashboard", "--config", CONFIG_IN_CONTAINER, "--host", "0.0.0.0"],
+                "command": ["metering", "dashboard", "--config", CONFIG_IN_CONTAINER, "--host", "0.0.0.0", "--public"],
                 "ports": [f"127.0.0.1:{DASHBOARD_PORT}:{DASHBOARD_PORT}"],
                 "depends_on": {"migrate": {"condition": "service_completed_successfully"}},
                 "restart": "on-failure",

@@ -293,3 +293,20 @@ def test_kafka_sasl_agrees_between_the_broker_and_every_client() -> None:
         env = {e["name"]: e for e in container["env"]}
         key = env["METERING__KAFKA__SECURITY__PASSWORD"]["valueFrom"]["secretKeyRef"]["key"]
         assert key == deploy.SECRETS["KAFKA_PASSWORD"]
+
+
+def test_every_metering_command_in_compose_is_one_the_cli_accepts() -> None:
+    """The services' ``metering …`` commands parse, and the dashboard bound beyond loopback says --public."""
+    from jobs.cli import build_parser
+    from jobs.dashboard.guard import is_loopback
+
+    commands = [
+        service["command"]
+        for service in compose_file()["services"].values()
+        if isinstance(service.get("command"), list) and service["command"][:1] == ["metering"]
+    ]
+    assert commands, "compose runs metering commands"
+    for command in commands:
+        args = build_parser().parse_args(command[1:])
+        if command[1] == "dashboard":
+            assert is_loopback(args.host) or args.public, command
