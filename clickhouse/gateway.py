@@ -25,6 +25,9 @@ the storage. The gateway listens on 127.0.0.1 only; a reader on another machine 
 through an SSH tunnel or a TLS proxy, with a token (``metering query --gateway``).
 
 With a ClickHouse server (``storage.url``, ``METERING__STORAGE__URL``) every process connects directly.
+
+Why one module: the gateway's server, its credentials file and its client must agree on one
+protocol; the access rule itself is in clickhouse/access.py.
 """
 
 from __future__ import annotations

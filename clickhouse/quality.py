@@ -17,6 +17,10 @@ GX Core 1.x has no ClickHouse/chDB data source, so every check goes through GX's
 Suite parameters (``{"$PARAMETER": name}`` in a suite file) come from the group file's
 ``parameters`` (defaults), then from the configuration (``allowed_future_skew_ms``), then from
 ``--set NAME=VALUE``. docs/quality.md describes every expectation and what its failure means.
+
+Why one module: the suites, their datasets and the report are one vocabulary over the named check
+queries; the SQL lives in clickhouse/queries/check_*.sql and the expectations in
+clickhouse/expectations.
 """
 
 from __future__ import annotations

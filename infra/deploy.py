@@ -23,6 +23,9 @@ to 127.0.0.1 and ask for a login or a token.
 
 They cannot run on the development machines (no Docker, no cluster); tests/unit/test_deploy.py
 regenerates them and checks the committed files are current, consistent with versions.py, and closed.
+
+Why one module: the generated files refer to each other (service names, ports, secrets, the SASL
+listener), and tests/unit/test_deploy.py holds them to one generator.
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ Identifiers matched against events (customer ids, event types, property names) m
 the event schema allows: one that no event can carry would never match, silently.
 
 ``config/metering.example.yaml`` documents every key; a test parses it.
+
+Why one module: every key's reading, range and checks stand together, so a key cannot be added
+without its validation; split by section, the checks across sections (the transaction timeout
+against the checkpoint interval, the stack's defaults for the broker and the chDB folder) would have
+no home.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The recomputation shares nothing with the job but the period arithmetic (udfs/pe
 on its own): it validates with the Python schema validator, deduplicates in file order, and sums
 with plain ``Decimal`` arithmetic. ``compare`` then checks what the pipeline loaded into ClickHouse
 against it, exactly.
+
+Why one module: the workload and its independent recomputation stay together and apart from the
+pipeline's code, so the check shares no code with what it checks.
 """
 
 from __future__ import annotations

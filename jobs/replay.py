@@ -18,6 +18,9 @@ The steps (docs/replay.md has the rules and a worked example):
 
 The revision's rows are invisible until the commit, so a replay that dies half-way changes nothing a
 reader sees; its rows stay orphaned under a revision number that is never reused.
+
+Why one module: a replay is one ordered sequence (examine, recompute, write the revision, commit its
+scope) whose order is its safety; the pure rules are in udfs/revisions.py.
 """
 
 from __future__ import annotations

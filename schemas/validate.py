@@ -19,6 +19,9 @@ JSON is decoded with numbers kept exact (:class:`JsonNumber`, never a binary flo
 :func:`validate_line` returns every problem at once, each with its field, a message and a
 machine-readable reason code; :attr:`Validation.reason` is the one reason the job reports (the
 first in :data:`REASONS`).
+
+Why one module: it is the reference definition of a valid event, rule by rule in the order they
+apply, that the JVM's copy is held to.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ submission (list, status, savepoints, stop, cancel) uses the REST API, which any
 
 The summary functions (:func:`summarize_status`, :func:`render_status`, :func:`render_jobs`) are
 pure: they turn REST answers into what `metering job status` prints.
+
+Why one module: submit, status, savepoints, stop and their REST calls share one vocabulary of the
+cluster; the rebuild plan is in upgrade.py.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ stream keyed by (customer_id, event_id): at-least-once writes are idempotent the
 State compatibility (savepoints): DataStream operators carry fixed uids, SQL operators generated
 ones that depend only on the plan's shape (see :func:`operator_uids`); docs/operations.md lists
 which changes keep a savepoint usable.
+
+Why one module: the job's graph (sources, sinks, their DDL, the statement set) reads top to bottom
+as one pipeline; the per-record SQL is in sql.py.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ No record is retried forever and none is skipped silently (jobs/loader/inserts.p
 * A record whose row function raises goes to ``quarantine`` too (stage ``convert``).
 
 In embedded mode the loader owns the chDB directory for as long as it runs.
+
+Why one module: one loop owns the consumer, the batch, the inserts and the offset commit, and their
+order is the loader's correctness (stored before committed); the pure parts are in inserts.py and
+kafka_consumer.py.
 """
 
 from __future__ import annotations

@@ -155,3 +155,19 @@ def test_the_jobs_rule_sees_a_service_reaching_into_another() -> None:
 )
 def test_the_rule_sees_imports_wherever_they_stand(folder: str, source: str, bad: list[str]) -> None:
     assert violations(folder, source) == bad
+
+
+#: A product module longer than this says at its top why it is one module.
+LONG_MODULE_LINES = 400
+
+
+def test_a_long_module_says_why_it_is_one() -> None:
+    unexplained = []
+    for path in project_modules():
+        relative = path.relative_to(PROJECT_ROOT)
+        if relative.parts[0] not in PRODUCT:
+            continue
+        source = path.read_text(encoding="utf-8")
+        if source.count("\n") > LONG_MODULE_LINES and "Why one module:" not in (ast.get_docstring(ast.parse(source)) or ""):
+            unexplained.append(str(relative))
+    assert unexplained == [], "split them, or say at the top why each is one module ('Why one module: …')"
