@@ -1,9 +1,10 @@
 """The pipeline's configuration: one YAML file, typed, validated at start.
 
 One settings object, :class:`Config`, for every command and process: the pipeline (``kafka``,
-``pipeline``, ``billing``, ``meters``), where its data lives (``storage``) and the local stack's
-folders and ports (``stack``). Precedence: built-in defaults → the YAML file → environment
-variables ``METERING__SECTION__KEY`` (double underscores separate path parts, e.g.
+``pipeline``, ``billing``, ``meters``), where its data lives (``storage``), the local stack's
+folders and ports (``stack``), read access (``access``) and the HTTP ingestion service
+(``ingest``). Precedence: built-in defaults → the YAML file → environment variables
+``METERING__SECTION__KEY`` (double underscores separate path parts, e.g.
 ``METERING__PIPELINE__DEDUP_RETENTION=3d``, ``METERING__STORAGE__PASSWORD`` or
 ``METERING__STACK__KAFKA_PORT``). The older single-underscore names (``METERING_HOME``,
 ``METERING_CLICKHOUSE_URL`` …, :data:`DEPRECATED_ENV`) still work until release
@@ -161,6 +162,29 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True)
+class IngestSettings:
+    """``ingest``: the HTTP ingestion service (``metering serve``, jobs/ingest/, docs/ingest.md)."""
+
+    #: Loopback by default; another interface needs ``metering serve --public``.
+    host: str = "127.0.0.1"
+    port: int = 8090
+    #: Most events one request may carry (413 beyond).
+    max_events: int = 1000
+    #: Most bytes of a request body as sent (413 beyond) and, for a gzip body, once decompressed.
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_decompressed_bytes: int = 16 * 1024 * 1024
+    #: The token bucket of each API key: requests per second, and how many may come at once.
+    rate: int = 50
+    burst: int = 100
+    #: How long a request waits for Kafka to acknowledge its events before answering 503.
+    delivery_timeout: timedelta = timedelta(seconds=10)
+    #: Request threads (each waits for its events' acknowledgements).
+    threads: int = 16
+    #: The API keys' register (hashes only) and revocation list; default <stack.home>/ingest-keys.
+    keys: Path = Path(".metering/ingest-keys")
+
+
+@dataclass(frozen=True)
 class BillingPolicy:
     """How one customer (or plan) is billed: period cycle plus the late-event grace window."""
 
@@ -185,6 +209,7 @@ class Config:
     storage: StorageSettings = field(default_factory=StorageSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     billing: Billing = field(default_factory=Billing)
     meters: tuple[Meter, ...] = ()
@@ -277,6 +302,9 @@ DURATIONS: dict[str, DurationRange] = {
     ),
     "pipeline.alignment_update_interval": DurationRange(
         timedelta(milliseconds=100), timedelta(minutes=1), why="how often source readers exchange watermarks"
+    ),
+    "ingest.delivery_timeout": DurationRange(
+        timedelta(seconds=1), timedelta(minutes=5), why="a request waits this long for Kafka before answering 503"
     ),
     "billing.*.grace": DurationRange(timedelta(0), timedelta(days=366), why="a period's final waits for its end plus grace"),
 }
@@ -671,6 +699,31 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
     return parse
 
 
+def _ingest(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> IngestSettings:
+    """``ingest``: where ``metering serve`` listens, its limits, the keys' token buckets and store."""
+    data = r.section(raw, "ingest", set(IngestSettings.__dataclass_fields__))
+    d = IngestSettings()
+    settings = IngestSettings(
+        host=r.get(data, "host", "ingest", _text, d.host),
+        port=r.get(data, "port", "ingest", _port, d.port),
+        max_events=r.get(data, "max_events", "ingest", _int_in(1, 1000, "the API's limit per request"), d.max_events),
+        max_body_bytes=r.get(data, "max_body_bytes", "ingest", _int_in(1024, 2**30, "1 GiB"), d.max_body_bytes),
+        max_decompressed_bytes=r.get(
+            data, "max_decompressed_bytes", "ingest", _int_in(1024, 2**30, "1 GiB"), d.max_decompressed_bytes
+        ),
+        rate=r.get(data, "rate", "ingest", _int_in(1, 1_000_000, "requests per second"), d.rate),
+        burst=r.get(data, "burst", "ingest", _int_in(1, 1_000_000, "requests at once"), d.burst),
+        delivery_timeout=r.get(
+            data, "delivery_timeout", "ingest", DURATIONS["ingest.delivery_timeout"].parse, d.delivery_timeout
+        ),
+        threads=r.get(data, "threads", "ingest", _int_in(1, 256, "request threads"), d.threads),
+        keys=r.get(data, "keys", "ingest", _path_in(base_dir), stack.home / "ingest-keys"),
+    )
+    if settings.max_decompressed_bytes < settings.max_body_bytes:
+        r.add("ingest.max_decompressed_bytes", f"must be >= ingest.max_body_bytes ({settings.max_body_bytes})")
+    return settings
+
+
 def _pipeline(r: _Reader, raw: Any) -> PipelineSettings:
     names = set(PipelineSettings.__dataclass_fields__)
     data = r.section(raw, "pipeline", names)
@@ -802,13 +855,14 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         document = loaded or {}
         base_dir = path.resolve().parent
     r = _Reader(_apply_env(document, env))
-    r.section(document, "", {"kafka", "storage", "stack", "access", "pipeline", "billing", "meters"})
+    r.section(document, "", {"kafka", "storage", "stack", "access", "ingest", "pipeline", "billing", "meters"})
     stack = _stack(r, document.get("stack"), base_dir)
     config = Config(
         kafka=_kafka(r, document.get("kafka"), stack, base_dir),
         storage=_storage(r, document.get("storage"), base_dir, stack),
         stack=stack,
         access=_access(r, document.get("access"), base_dir, stack),
+        ingest=_ingest(r, document.get("ingest"), base_dir, stack),
         pipeline=_pipeline(r, document.get("pipeline")),
         billing=_billing(r, document.get("billing")),
         meters=_meters(r, document.get("meters"), required=require_meters),
