@@ -250,6 +250,16 @@ class Revocations:
         return self._ids
 
 
+def append_private(path: Path, line: str) -> None:
+    """Append a line to a file only its owner reads, synced: credential registers (tokens, jobs/ingest/keys.py's API keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 @dataclass(frozen=True)
 class Issued:
     """A line of the register: a token's claims (never the token itself), and whether it is revoked."""
@@ -268,14 +278,6 @@ class TokenStore:
         self.folder = folder
         self.revocations = Revocations(folder / REVOKED)
 
-    def _append(self, name: str, line: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor = os.open(self.folder / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(descriptor, "a") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
     def record(self, claims: Claims) -> None:
         entry = {
             "jti": claims.jti,
@@ -285,7 +287,7 @@ class TokenStore:
             "issued_at": claims.issued_at,
             "expires_at": claims.expires_at,
         }
-        self._append(REGISTER, json.dumps(entry, sort_keys=True))
+        append_private(self.folder / REGISTER, json.dumps(entry, sort_keys=True))
 
     def issued(self) -> list[Issued]:
         path = self.folder / REGISTER
@@ -306,7 +308,7 @@ class TokenStore:
         if not any(entry.claims.jti == jti for entry in self.issued()):
             return False
         if not self.revocations.contains(jti):
-            self._append(REVOKED, jti)
+            append_private(self.folder / REVOKED, jti)
         return True
 
 

@@ -49,7 +49,7 @@ import yaml
 from infra.settings import PROJECT_ROOT, StackSettings
 from jobs.config import Config, load_config
 from jobs.demo import Expected, compare, demo_document, generate, recompute
-from jobs.produce import _key_of, make_producer
+from jobs.produce import make_producer, record_key
 from jobs.topics import ensure_topics
 from tests.e2e.browser import artifacts_dir
 from tests.e2e.harness import metering, run, transaction_states
@@ -175,7 +175,7 @@ class Streamer(threading.Thread):
                 while self.position < chunk_end and not self.stopping.is_set():
                     line = self.lines[self.position].encode()
                     try:  # keyed by customer, as `metering produce` does
-                        futures.append(producer.send(self.topic, key=_key_of(line, None), value=line))
+                        futures.append(producer.send(self.topic, key=record_key(line, None), value=line))
                     except KafkaTimeoutError:  # no metadata while the broker is down: this line was not sent
                         self.stalls += 1
                         continue
