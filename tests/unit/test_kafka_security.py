@@ -157,10 +157,11 @@ def test_every_kafka_table_of_the_job_authenticates() -> None:
 KAFKA_PYTHON_CLIENTS = {"KafkaProducer", "KafkaConsumer", "KafkaAdminClient"}
 CONFLUENT_CLIENTS = {"Consumer", "Producer", "AdminClient"}
 #: Functions that build a client from a bootstrap address: callers in the product pass ``security=``.
-CLIENT_HELPERS = {"make_producer", "ensure_topic", "committed_values", "HeartbeatSender", "describe_cluster"}
+CLIENT_HELPERS = {"make_producer", "ensure_topic", "committed_values", "HeartbeatSender", "describe_cluster", "KafkaSink"}
 #: Where confluent-kafka clients may be built: from the complete settings the loader made with
-#: ``librdkafka_options`` (checked below).
-CONFLUENT_MODULES = {"jobs/loader/kafka_consumer.py"}
+#: ``librdkafka_options``, and the ingestion service's producer, which spreads them into its own
+#: (both checked below).
+CONFLUENT_MODULES = {"jobs/loader/kafka_consumer.py", "jobs/ingest/kafka.py"}
 #: Calls that deliberately connect without configuration: the local stack's own PLAINTEXT broker.
 LOCAL_STACK = {("infra/kafka.py", "describe_cluster")}
 
@@ -209,6 +210,10 @@ def test_confluent_clients_only_where_the_loader_passes_librdkafka_options() -> 
 
     config = load_config(EXAMPLE, env=SASL_ENV)
     assert librdkafka_options(config.kafka.security).items() <= Loader(config, MagicMock()).consumer_settings.items()
+    ingest = [call for name, call in calls(PROJECT_ROOT / "jobs/ingest/kafka.py") if name == "Producer"]
+    assert len(ingest) == 1
+    source = (PROJECT_ROOT / "jobs/ingest/kafka.py").read_text()
+    assert source.count("**librdkafka_options(security)") == 1 and "Producer(self.settings)" in source
 
 
 def test_the_products_callers_of_client_helpers_pass_security() -> None:

@@ -42,6 +42,7 @@ JOBS_MAY_IMPORT: dict[str, frozenset[str]] = {
     "demo": frozenset({"config"}),
     "runs": frozenset({"config", "flink", "loader", "topics"}),
     "dashboard": frozenset({"config"}),
+    "ingest": frozenset({"config", "produce"}),
     "cli": frozenset({"*"}),
 }
 

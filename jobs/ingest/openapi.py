@@ -1,0 +1,187 @@
+"""The OpenAPI 3 document of the ingestion API, served at ``/openapi.json``.
+
+tests/unit/test_ingest_app.py holds it to the application: the same paths and methods as its
+routes, and every status a route answers with documented for it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from jobs.ingest.bodies import API_REASONS, CLOUDEVENT_FIELDS, FORMATS
+from schemas.validate import REASONS, schema_v1
+
+
+def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if retry_after:
+        response["headers"] = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+    return response
+
+
+@cache
+def document() -> dict[str, Any]:
+    event = {k: v for k, v in schema_v1().items() if k not in ("$schema", "$id")}
+    cloudevent = {
+        "type": "object",
+        "description": "A CloudEvent 1.0 (structured mode). Mapping: "
+        + ", ".join(f"{a} -> {f}" for a, f in CLOUDEVENT_FIELDS.items())
+        + "; data (an object) holds quantity and the event's other fields.",
+        "required": ["specversion", "id", "source", "type"],
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string"},
+            "source": {"type": "string"},
+            "type": {"type": "string"},
+            "subject": {"type": "string"},
+            "time": {"type": "string"},
+            "datacontenttype": {"const": "application/json"},
+            "data": {"type": "object"},
+        },
+    }
+    json_body = {
+        "oneOf": [
+            {"$ref": "#/components/schemas/UsageEvent"},
+            {"type": "array", "maxItems": 1000, "items": {"$ref": "#/components/schemas/UsageEvent"}},
+        ]
+    }
+    content = {
+        "application/json": {"schema": json_body},
+        "application/x-ndjson": {"schema": {"type": "string", "description": "one usage event per line"}},
+        "application/jsonl": {"schema": {"type": "string", "description": "one usage event per line"}},
+        "application/cloudevents+json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}},
+        "application/cloudevents-batch+json": {
+            "schema": {"type": "array", "maxItems": 1000, "items": {"$ref": "#/components/schemas/CloudEvent"}}
+        },
+    }
+    assert set(content) == set(FORMATS)
+    result = {
+        "type": "object",
+        "required": ["index", "status"],
+        "properties": {
+            "index": {"type": "integer", "description": "the event's position in the request, from 0"},
+            "status": {"enum": ["accepted", "rejected", "failed"]},
+            "reason": {"enum": [*REASONS, *API_REASONS], "description": "with rejected: the dead letters' reason code"},
+            "message": {"type": "string"},
+        },
+    }
+    verdicts = {
+        "type": "object",
+        "required": ["accepted", "rejected", "failed", "results"],
+        "properties": {
+            "accepted": {"type": "integer"},
+            "rejected": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    }
+    status = {"type": "object", "properties": {"status": {"type": "string"}, "reason": {"type": "string"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "metering ingestion API",
+            "version": "1",
+            "description": "Send usage events over HTTP (docs/ingest.md). Every request may be retried: the job drops "
+            "duplicates (same customer_id and event_id) within its dedup retention.",
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "`metering keys create`"}},
+            "schemas": {
+                "UsageEvent": event,
+                "CloudEvent": cloudevent,
+                "Result": result,
+                "Verdicts": verdicts,
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                },
+                "Status": status,
+            },
+        },
+        "paths": {
+            "/v1/events": {
+                "post": {
+                    "summary": "Send one event or a batch; each event's verdict in request order",
+                    "security": [{"apiKey": []}],
+                    "parameters": [
+                        {"name": "Content-Encoding", "in": "header", "schema": {"enum": ["gzip", "identity"]}},
+                    ],
+                    "requestBody": {"required": True, "content": content},
+                    "responses": {
+                        "200": {
+                            "description": "every event judged; the accepted ones are acknowledged by Kafka",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Verdicts"}}},
+                        },
+                        "400": _error("the body is not what its Content-Type says, bad gzip, or no event"),
+                        "401": _error("no valid API key (missing, unknown or revoked)"),
+                        "413": _error("more events or bytes than the limits"),
+                        "415": _error("a Content-Type or Content-Encoding the API does not take"),
+                        "429": _error("this key's rate limit is exceeded", retry_after=True),
+                        "503": {
+                            "description": "Kafka did not acknowledge every accepted event (or the service is shutting "
+                            "down): send the whole request again after Retry-After",
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "oneOf": [
+                                            {"$ref": "#/components/schemas/Verdicts"},
+                                            {"$ref": "#/components/schemas/Error"},
+                                        ]
+                                    }
+                                }
+                            },
+                        },
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "the process is up",
+                    "responses": {
+                        "200": {
+                            "description": "up",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
+                        }
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Kafka is reachable and the service takes events",
+                    "responses": {
+                        "200": {
+                            "description": "ready",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
+                        },
+                        "503": {
+                            "description": "Kafka unreachable, or shutting down",
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (text exposition format)",
+                    "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "this document",
+                    "responses": {
+                        "200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}
+                    },
+                }
+            },
+        },
+    }
