@@ -7,7 +7,8 @@ other commands call directly. jobs/cli/common.py holds what they share.
 
 Exit codes (stable, for schedulers and scripts):
   0  success
-  1  runtime failure (a service did not start, a delivery failed, a migration failed)
+  1  runtime failure (a service did not start, a delivery failed, a migration failed; `serve`
+     stopped with events it could not deliver)
   2  usage or configuration error (bad flag, bad setting; the message names it)
   3  completed, but some input was rejected (e.g. `produce` rejected invalid lines)
 """
@@ -19,13 +20,29 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobs.cli import check, config, dashboard, demo, heartbeat, job, load, migrate, produce, query, replay, stack, token
+from jobs.cli import (
+    check,
+    config,
+    dashboard,
+    demo,
+    heartbeat,
+    job,
+    keys,
+    load,
+    migrate,
+    produce,
+    query,
+    replay,
+    serve,
+    stack,
+    token,
+)
 from jobs.cli.common import ENV_HELP, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, show_warnings_as_messages
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_REJECTED", "EXIT_USAGE", "build_parser", "main", "version"]
 
 #: The commands in the order `metering --help` lists them.
-COMMANDS = (stack, migrate, produce, job, load, heartbeat, query, config, dashboard, check, replay, token, demo)
+COMMANDS = (stack, migrate, produce, serve, keys, job, load, heartbeat, query, config, dashboard, check, replay, token, demo)
 
 #: The distribution `metering --version` reports (pyproject.toml's project name).
 DISTRIBUTION = "usage-metering"
