@@ -13,6 +13,7 @@ is safe only because the job drops duplicates (docs/ingest.md, "Retries").
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -79,6 +80,8 @@ class KafkaSink:
             "message.timeout.ms": int(delivery_timeout_s * 1000),
             "queue.buffering.max.messages": queue_max_messages,
             "error_cb": self._error,
+            # librdkafka's own log lines go through logging (JSON, like the service's), not raw to stderr.
+            "logger": logging.getLogger("metering.ingest.kafka"),
             **librdkafka_options(security),
         }
         self.producer = Producer(self.settings)

@@ -1,0 +1,338 @@
+"""The ingestion API (``metering serve``) over real HTTP into a real broker.
+
+A spare KRaft broker (own home, ports from METERING_TEST_SPARE_PORT_BASE) that the tests may stop
+and start again; the service runs in this process (jobs/ingest/server.py, as ``metering serve``
+builds it) on a free port, or as the ``metering serve`` command itself for the graceful stop.
+What reaches the topic is read back with the loader's consumer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.kafka import KafkaBroker
+from infra.settings import LOOPBACK, PROJECT_ROOT, StackSettings
+from jobs.config import Config, load_config
+from jobs.ingest.kafka import KafkaSink
+from jobs.ingest.keys import KeyStore
+from jobs.ingest.server import Service, create_app
+from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, Record
+from jobs.topics import ensure_topic
+from tests.support.lines import one_line_per_reason
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory, stack_settings: StackSettings) -> Iterator[KafkaBroker]:
+    base = int(os.environ.get("METERING_TEST_SPARE_PORT_BASE", "39092"))
+    settings = replace(stack_settings.with_ports(base), home=tmp_path_factory.mktemp("ingest") / "home")
+    spare = KafkaBroker(settings)
+    spare.start()
+    try:
+        yield spare
+    finally:
+        spare.stop()
+
+
+@pytest.fixture
+def config(broker: KafkaBroker, tmp_path: Path) -> Config:
+    path = tmp_path / "metering.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {
+                    "bootstrap_servers": broker.settings.bootstrap_servers,
+                    "topics": {"events": f"ingest-{uuid.uuid4().hex[:10]}"},
+                },
+                "ingest": {"keys": str(tmp_path / "keys"), "delivery_timeout": "3s", "rate": 1000, "burst": 1000},
+                "meters": [{"name": "api_calls", "event_type": "api_call", "aggregation": "count"}],
+            }
+        )
+    )
+    return load_config(path, env={})
+
+
+@dataclass
+class Running:
+    config: Config
+    service: Service
+    sink: KafkaSink
+    keys: KeyStore
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+    def post(
+        self, key: str | None, body: bytes, content_type: str = "application/json", **headers: str
+    ) -> tuple[int, dict[str, str], Any]:
+        return request(self.port, "POST", "/v1/events", body, {"Content-Type": content_type, **_auth(key), **headers})
+
+
+def _auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        content_type = response.getheader("Content-Type", "")
+        parsed = json.loads(data) if content_type.startswith("application/json") else data.decode()
+        return response.status, dict(response.getheaders()), parsed
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def running(config: Config) -> Iterator[Running]:
+    kafka = config.kafka
+    ensure_topic(kafka.bootstrap_servers, kafka.topics.events, partitions=2, security=kafka.security)
+    sink = KafkaSink(kafka.bootstrap_servers, kafka.topics.events, security=kafka.security, delivery_timeout_s=3)
+    keys = KeyStore(config.ingest.keys)
+    service = Service(create_app(config, sink, keys), LOOPBACK, 0)
+    thread = threading.Thread(target=service.serve, daemon=True)
+    thread.start()
+    try:
+        yield Running(config, service, sink, keys)
+    finally:
+        service.stop()
+        thread.join(30)
+        sink.close(10)
+
+
+def read_topic(config: Config, expected: int, timeout_s: float = 30) -> list[Record]:
+    """Every record of the events topic: at least ``expected`` of them, and then until caught up."""
+    settings = {
+        **CONSUMER_SETTINGS,
+        "bootstrap.servers": config.kafka.bootstrap_servers,
+        "group.id": f"ingest-{uuid.uuid4().hex[:8]}",
+    }
+    consumer = ConfluentConsumer([config.kafka.topics.events], settings)
+    records: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            polled = consumer.consume(1000, 0.3)
+            records += polled
+            if not polled and len(records) >= expected and consumer.caught_up():
+                return records
+        raise AssertionError(f"{len(records)} records after {timeout_s} s, expected {expected}")
+    finally:
+        consumer.close()
+
+
+def event(event_id: str, customer: str = "acme", quantity: str = "1.50") -> bytes:
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "customer_id": customer,
+            "event_type": "api_call",
+            "timestamp": "2026-03-01T12:00:00Z",
+            "quantity": quantity,
+        }
+    ).encode()
+
+
+def test_every_reason_code_and_the_accepted_events_in_the_topic_exactly_once(running: Running) -> None:
+    key, _ = running.keys.create("everything")
+    reasons = one_line_per_reason("api_call", datetime.now(UTC))
+    valid = [event(f"ok-{n}", customer) for n, customer in enumerate(("acme", "globex", "initech"))]
+    lines = [valid[0], *reasons.values(), valid[1], valid[2]]
+    status, _, body = running.post(key, b"\n".join(lines), "application/x-ndjson")
+    assert status == 200, body
+    verdicts = [(r["status"], r.get("reason")) for r in body["results"]]
+    assert verdicts == [("accepted", None), *(("rejected", reason) for reason in reasons), ("accepted", None), ("accepted", None)]
+    assert (body["accepted"], body["rejected"], body["failed"]) == (3, len(reasons), 0)
+    # Accepted means acknowledged: the records are there already, each once, keyed by customer, as sent.
+    records = read_topic(running.config, 3)
+    assert sorted((r.key, r.value) for r in records) == sorted((json.loads(v)["customer_id"].encode(), v) for v in valid)
+    # A JSON array and CloudEvents take the same path.
+    cloudevents = [
+        {
+            "specversion": "1.0",
+            "id": "ce-1",
+            "source": "/svc",
+            "type": "api_call",
+            "subject": "acme",
+            "time": "2026-03-01T12:00:00Z",
+            "data": {"quantity": "2"},
+        },
+        {"specversion": "1.0", "id": "ce-2", "source": "/svc", "type": "api_call", "subject": "acme", "data": {"quantity": "2"}},
+    ]
+    status, _, body = running.post(key, json.dumps(cloudevents).encode(), "application/cloudevents-batch+json")
+    assert [(r["status"], r.get("reason")) for r in body["results"]] == [("accepted", None), ("rejected", "missing_field")]
+    status, _, body = running.post(key, b"[" + event("arr-1") + b"," + event("arr-2") + b"]")
+    assert body["accepted"] == 2
+    ids = [json.loads(r.value)["event_id"] for r in read_topic(running.config, 6)]
+    assert sorted(ids) == ["arr-1", "arr-2", "ce-1", "ok-0", "ok-1", "ok-2"]
+
+
+def test_a_scoped_key_cannot_send_for_another_customer(running: Running) -> None:
+    key, _ = running.keys.create("acme app", ["acme"])
+    status, _, body = running.post(key, b"[" + event("s-1") + b"," + event("s-2", "globex") + b"]")
+    assert status == 200
+    assert [(r["status"], r.get("reason")) for r in body["results"]] == [("accepted", None), ("rejected", "customer_not_allowed")]
+    assert [json.loads(r.value)["event_id"] for r in read_topic(running.config, 1)] == ["s-1"]
+
+
+def test_keys_the_rate_limit_and_refused_requests(config: Config) -> None:
+    limited = replace(
+        config, ingest=replace(config.ingest, rate=1, burst=2, max_events=3, max_body_bytes=4096, max_decompressed_bytes=8192)
+    )
+    kafka = config.kafka
+    ensure_topic(kafka.bootstrap_servers, kafka.topics.events, security=kafka.security)
+    sink = KafkaSink(kafka.bootstrap_servers, kafka.topics.events, security=kafka.security, delivery_timeout_s=3)
+    keys = KeyStore(config.ingest.keys)
+    service = Service(create_app(limited, sink, keys), LOOPBACK, 0)
+    thread = threading.Thread(target=service.serve, daemon=True)
+    thread.start()
+    try:
+        run = Running(limited, service, sink, keys)
+        key, entry = keys.create("limited")
+        assert run.post(None, event("x"))[0] == 401
+        assert run.post("mik_nope", event("x"))[0] == 401
+        statuses = [run.post(key, event(f"r-{n}"))[0] for n in range(3)]
+        assert statuses[:2] == [200, 200] and statuses[2] == 429
+        status, headers, body = run.post(key, event("r-3"))
+        assert status == 429 and int(headers["Retry-After"]) >= 1 and body["error"] == "rate_limited"
+
+        # Refused requests (each of a key of its own: its own bucket): wrong type, too many, too large, malformed, bad gzip.
+        def fresh() -> str:
+            return keys.create("another")[0]
+
+        assert run.post(fresh(), event("x"), "text/plain")[0] == 415
+        assert run.post(fresh(), b"[" + b",".join([event("x")] * 4) + b"]")[0] == 413
+        assert run.post(fresh(), b" " * 5000)[0] == 413
+        assert run.post(fresh(), b"[" + event("x"))[0] == 400
+        assert run.post(fresh(), b"\x1f\x8b\x08 not gzip", **{"Content-Encoding": "gzip"})[2]["error"] == "bad_gzip"
+        assert run.post(fresh(), gzip.compress(b" " * 10_000), **{"Content-Encoding": "gzip"})[0] == 413
+        status, _, body = run.post(fresh(), gzip.compress(event("gz-1")), **{"Content-Encoding": "gzip"})
+        assert (status, body["accepted"]) == (200, 1)
+        # Revoked without a restart.
+        assert keys.revoke(entry.id)
+        assert run.post(key, event("r-4"))[0] == 401  # before its bucket: a revoked key is no key
+        metrics = request(run.port, "GET", "/metrics")[2]
+        assert 'metering_ingest_requests_total{route="events",status="429"}' in metrics
+        assert "metering_ingest_producer_queue 0" in metrics
+        ids = sorted(json.loads(r.value)["event_id"] for r in read_topic(config, 3))
+        assert ids == ["gz-1", "r-0", "r-1"]
+    finally:
+        service.stop()
+        thread.join(30)
+        sink.close(10)
+
+
+def test_a_request_while_the_broker_is_away_is_503_and_its_retry_counts_once(running: Running, broker: KafkaBroker) -> None:
+    key, _ = running.keys.create("retrying client")
+    batch = b"\n".join(event(f"b-{n}", ("acme", "globex")[n % 2]) for n in range(20))
+    status, _, body = running.post(key, batch, "application/x-ndjson")
+    assert status == 200 and body["accepted"] == 20
+    assert request(running.port, "GET", "/readyz")[0] == 200
+    broker.stop()
+    try:
+        second = b"\n".join(event(f"c-{n}") for n in range(20))
+        status, headers, body = running.post(key, second, "application/x-ndjson")
+        assert status == 503, body
+        assert int(headers["Retry-After"]) >= 1 and body["accepted"] == 0 and body["failed"] == 20
+        assert request(running.port, "GET", "/readyz")[0] == 503
+        assert request(running.port, "GET", "/healthz")[0] == 200
+    finally:
+        broker.start()
+    # The client retries both requests (it cannot tell which one failed): every event at least once.
+    deadline = time.monotonic() + 60
+    while True:
+        status, _, body = running.post(key, second, "application/x-ndjson")
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert status == 200 and body["accepted"] == 20
+    assert running.post(key, batch, "application/x-ndjson")[0] == 200
+    records = read_topic(running.config, 60)
+    seen = [(r.key, json.loads(r.value)["event_id"]) for r in records]
+    expected = {(c.encode(), f"b-{n}") for n, c in ((n, ("acme", "globex")[n % 2]) for n in range(20))}
+    expected |= {(b"acme", f"c-{n}") for n in range(20)}
+    assert set(seen) == expected  # every event, nothing else
+    # Duplicates are the job's to drop: keyed by (customer, event_id), each counts once.
+    assert len({(customer, event_id) for customer, event_id in seen}) == 40 and len(seen) >= 60
+
+
+def test_metering_serve_drains_a_request_in_flight_on_sigterm(config: Config, tmp_path: Path) -> None:
+    """The command itself: a client still sending its body when SIGTERM comes gets its verdicts, then it exits 0."""
+    path = tmp_path / "serve.yaml"
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port = probe.getsockname()[1]
+    document = {
+        "kafka": {"bootstrap_servers": config.kafka.bootstrap_servers, "topics": {"events": config.kafka.topics.events}},
+        "ingest": {"keys": str(config.ingest.keys), "port": port},
+        "meters": [{"name": "api_calls", "event_type": "api_call", "aggregation": "count"}],
+    }
+    path.write_text(yaml.safe_dump(document))
+    key, _ = KeyStore(config.ingest.keys).create("drain")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "serve", "--config", str(path)],
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # ready: the process answers /readyz
+            try:
+                if request(port, "GET", "/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "metering serve did not become ready"
+            time.sleep(0.2)
+        body = b"\n".join(event(f"d-{n}") for n in range(10))
+        with socket.create_connection((LOOPBACK, port), timeout=30) as client:
+            head = (
+                f"POST /v1/events HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: application/x-ndjson\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            client.sendall(head.encode() + body[:20])
+            time.sleep(0.5)  # the request is in flight
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            client.sendall(body[20:])
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert b" 200 " in status_line, answer
+        assert json.loads(rest.partition(b"\r\n\r\n")[2])["accepted"] == 10
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    logs = [json.loads(line) for line in process.stderr.read().splitlines() if line.startswith("{")] if process.stderr else []
+    messages = [entry["message"] for entry in logs]
+    assert "listening" in messages and "stopping" in messages and messages[-1] == "stopped"
+    assert any(entry.get("path") == "/v1/events" and entry.get("status") == 200 and entry.get("accepted") == 10 for entry in logs)
+    assert sorted(json.loads(r.value)["event_id"] for r in read_topic(config, 10)) == sorted(f"d-{n}" for n in range(10))
