@@ -143,6 +143,12 @@ def read_topic(config: Config, expected: int, timeout_s: float = 30) -> list[Rec
         consumer.close()
 
 
+def event_id_of(record: Record) -> str:
+    assert record.value is not None
+    event_id: str = json.loads(record.value)["event_id"]
+    return event_id
+
+
 def event(event_id: str, customer: str = "acme", quantity: str = "1.50") -> bytes:
     return json.dumps(
         {
@@ -185,7 +191,7 @@ def test_every_reason_code_and_the_accepted_events_in_the_topic_exactly_once(run
     assert [(r["status"], r.get("reason")) for r in body["results"]] == [("accepted", None), ("rejected", "missing_field")]
     status, _, body = running.post(key, b"[" + event("arr-1") + b"," + event("arr-2") + b"]")
     assert body["accepted"] == 2
-    ids = [json.loads(r.value)["event_id"] for r in read_topic(running.config, 6)]
+    ids = [event_id_of(r) for r in read_topic(running.config, 6)]
     assert sorted(ids) == ["arr-1", "arr-2", "ce-1", "ok-0", "ok-1", "ok-2"]
 
 
@@ -194,7 +200,7 @@ def test_a_scoped_key_cannot_send_for_another_customer(running: Running) -> None
     status, _, body = running.post(key, b"[" + event("s-1") + b"," + event("s-2", "globex") + b"]")
     assert status == 200
     assert [(r["status"], r.get("reason")) for r in body["results"]] == [("accepted", None), ("rejected", "customer_not_allowed")]
-    assert [json.loads(r.value)["event_id"] for r in read_topic(running.config, 1)] == ["s-1"]
+    assert [event_id_of(r) for r in read_topic(running.config, 1)] == ["s-1"]
 
 
 def test_keys_the_rate_limit_and_refused_requests(config: Config) -> None:
@@ -236,7 +242,7 @@ def test_keys_the_rate_limit_and_refused_requests(config: Config) -> None:
         metrics = request(run.port, "GET", "/metrics")[2]
         assert 'metering_ingest_requests_total{route="events",status="429"}' in metrics
         assert "metering_ingest_producer_queue 0" in metrics
-        ids = sorted(json.loads(r.value)["event_id"] for r in read_topic(config, 3))
+        ids = sorted(event_id_of(r) for r in read_topic(config, 3))
         assert ids == ["gz-1", "r-0", "r-1"]
     finally:
         service.stop()
@@ -270,7 +276,7 @@ def test_a_request_while_the_broker_is_away_is_503_and_its_retry_counts_once(run
     assert status == 200 and body["accepted"] == 20
     assert running.post(key, batch, "application/x-ndjson")[0] == 200
     records = read_topic(running.config, 60)
-    seen = [(r.key, json.loads(r.value)["event_id"]) for r in records]
+    seen = [(r.key, event_id_of(r)) for r in records]
     expected = {(c.encode(), f"b-{n}") for n, c in ((n, ("acme", "globex")[n % 2]) for n in range(20))}
     expected |= {(b"acme", f"c-{n}") for n in range(20)}
     assert set(seen) == expected  # every event, nothing else
@@ -335,4 +341,4 @@ def test_metering_serve_drains_a_request_in_flight_on_sigterm(config: Config, tm
     messages = [entry["message"] for entry in logs]
     assert "listening" in messages and "stopping" in messages and messages[-1] == "stopped"
     assert any(entry.get("path") == "/v1/events" and entry.get("status") == 200 and entry.get("accepted") == 10 for entry in logs)
-    assert sorted(json.loads(r.value)["event_id"] for r in read_topic(config, 10)) == sorted(f"d-{n}" for n in range(10))
+    assert sorted(event_id_of(r) for r in read_topic(config, 10)) == sorted(f"d-{n}" for n in range(10))
