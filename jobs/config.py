@@ -178,8 +178,6 @@ class IngestSettings:
     burst: int = 100
     #: How long a request waits for Kafka to acknowledge its events before answering 503.
     delivery_timeout: timedelta = timedelta(seconds=10)
-    #: Request threads (each waits for its events' acknowledgements).
-    threads: int = 16
     #: The API keys' register (hashes only) and revocation list; default <stack.home>/ingest-keys.
     keys: Path = Path(".metering/ingest-keys")
 
@@ -716,7 +714,6 @@ def _ingest(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> Inges
         delivery_timeout=r.get(
             data, "delivery_timeout", "ingest", DURATIONS["ingest.delivery_timeout"].parse, d.delivery_timeout
         ),
-        threads=r.get(data, "threads", "ingest", _int_in(1, 256, "request threads"), d.threads),
         keys=r.get(data, "keys", "ingest", _path_in(base_dir), stack.home / "ingest-keys"),
     )
     if settings.max_decompressed_bytes < settings.max_body_bytes:

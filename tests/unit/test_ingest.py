@@ -425,3 +425,33 @@ def test_the_openapi_document_matches_the_routes_and_their_statuses(store: KeySt
         assert {str(s) for s in statuses} <= set(served["paths"][path][method]["responses"]), (path, method)
     reasons = served["components"]["schemas"]["Result"]["properties"]["reason"]["enum"]
     assert set(reasons) == set(REASONS) | set(API_REASONS)
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+def test_the_ingest_section_is_read_checked_and_documented() -> None:
+    from infra.settings import PROJECT_ROOT
+    from jobs.config import ConfigError, IngestSettings, load_config
+
+    example = PROJECT_ROOT / "config" / "metering.example.yaml"
+    ingest = load_config(example, env={}).ingest
+    defaults = IngestSettings()
+    assert (ingest.host, ingest.port, ingest.max_events, ingest.rate, ingest.burst) == ("127.0.0.1", 8090, 1000, 50, 100)
+    assert ingest.max_body_bytes == defaults.max_body_bytes and ingest.delivery_timeout == defaults.delivery_timeout
+    assert ingest.keys == (PROJECT_ROOT / ".metering" / "ingest-keys").resolve()
+    env = {
+        "METERING__INGEST__PORT": "80",
+        "METERING__INGEST__MAX_EVENTS": "5000",
+        "METERING__INGEST__MAX_DECOMPRESSED_BYTES": "2048",
+        "METERING__INGEST__DELIVERY_TIMEOUT": "1h",
+        "METERING__INGEST__RATE": "fast",
+        "METERING__INGEST__BRUST": "3",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_config(example, env=env)
+    found = "\n".join(caught.value.problems)
+    paths = ("ingest.port:", "ingest.max_events:", "ingest.max_decompressed_bytes:", "ingest.delivery_timeout:", "ingest.rate:")
+    for path in paths:
+        assert path in found, found
+    assert "ingest.brust: unknown key; did you mean ingest.burst?" in found
