@@ -124,6 +124,7 @@ def deployed_config(config: dict[str, Any]) -> dict[str, Any]:
     deployed: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config))
     deployed.pop("stack", None)
     deployed.pop("access", None)  # the local store's path; the signing key comes from the environment
+    deployed.pop("ingest", None)  # a local key store's path; `metering serve` has no place in these files yet (#30)
     kafka = deployed.setdefault("kafka", {})
     kafka["bootstrap_servers"] = f"kafka:{KAFKA_PORT}"
     # The password comes from METERING__KAFKA__SECURITY__PASSWORD (a secret), never from this file.
