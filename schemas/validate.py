@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -565,7 +566,21 @@ def record_verdict(line: bytes | str) -> str | None:
     return "heartbeat"
 
 
-def job_reason(line: bytes | str, *, event_types: set[str], received: datetime, future_skew: timedelta) -> str | None:
+def job_verdict(
+    line: bytes | str, *, event_types: Set[str], received: datetime, future_skew: timedelta
+) -> tuple[str | None, Validation]:
+    """:func:`job_reason` with the line's :class:`Validation`, reading a valid event's line once (the ingestion API's path)."""
+    validation = validate_line(line)
+    if validation.event is None:
+        return job_reason(line, event_types=event_types, received=received, future_skew=future_skew), validation
+    if validation.event.event_type not in event_types:
+        return "unknown_meter", validation
+    if validation.event.timestamp > received + future_skew:
+        return "future_timestamp", validation
+    return None, validation
+
+
+def job_reason(line: bytes | str, *, event_types: Set[str], received: datetime, future_skew: timedelta) -> str | None:
     """The dead-letter reason the job gives a record (None: accepted; ``"heartbeat"``: read for the watermark only).
 
     :func:`record_verdict`, then what depends on the job's configuration and on when Kafka received

@@ -30,7 +30,7 @@ from jobs.ingest.limits import Buckets, retry_after
 from jobs.ingest.metrics import Metrics
 from jobs.ingest.openapi import document
 from jobs.produce import record_key
-from schemas.validate import decode, job_reason, validate_line
+from schemas.validate import job_verdict
 
 log = logging.getLogger("metering.ingest")
 #: Retry-After of a 503 (Kafka unavailable, queue full, shutting down).
@@ -70,17 +70,16 @@ def verdict(item: Item, key: ApiKey, rules: Rules, received: datetime) -> tuple[
     """(reason, message) of one event: reason None when it may be written."""
     if item.line is None:
         return item.reason or "malformed_json", item.message
-    reason = job_reason(item.line, event_types=set(rules.event_types), received=received, future_skew=rules.future_skew)
+    reason, validation = job_verdict(item.line, event_types=rules.event_types, received=received, future_skew=rules.future_skew)
     if reason == "heartbeat":
         return "heartbeat", "heartbeats are the loader's, not the API's: send usage events"
     if reason == "unknown_meter":
         return reason, "no meter of the configuration reads this event_type"
     if reason == "future_timestamp":
         return reason, f"the timestamp is more than {rules.future_skew} after the request was received"
-    if reason is not None:
-        validation = validate_line(item.line)
+    if reason is not None or validation.event is None:
         return reason, "; ".join(str(p) for p in validation.problems if p.reason == reason)
-    customer = decode(item.line)["customer_id"]
+    customer = validation.event.customer_id
     if not key.may_send_for(customer):
         return "customer_not_allowed", f"this API key does not send events for customer {customer!r}"
     return None, ""

@@ -455,3 +455,25 @@ def test_the_ingest_section_is_read_checked_and_documented() -> None:
     for path in paths:
         assert path in found, found
     assert "ingest.brust: unknown key; did you mean ingest.burst?" in found
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            *spec_example_lines(),
+            *one_line_per_reason("api_call", NOW).values(),
+            b'{"heartbeat": true, "timestamp": "2026-03-01T12:00:00Z"}',
+            b'{"heartbeat": true, "timestamp": "2026-03-09T12:00:00Z"}',
+        ]
+    ),
+    st.sampled_from([frozenset({"api_call"}), frozenset({"tokens"}), frozenset()]),
+    st.integers(-3 * 86_400, 3 * 86_400),
+)
+def test_job_verdict_is_job_reason(line: bytes, event_types: frozenset[str], shift_s: int) -> None:
+    """The ingestion API's one-pass verdict (schemas.validate.job_verdict) is the reference's, whatever the meters and time."""
+    from schemas.validate import job_verdict
+
+    received = NOW + timedelta(seconds=shift_s)
+    reason, _ = job_verdict(line, event_types=event_types, received=received, future_skew=RULES.future_skew)
+    assert reason == job_reason(line, event_types=set(event_types), received=received, future_skew=RULES.future_skew)
