@@ -178,6 +178,9 @@ class IngestSettings:
     burst: int = 100
     #: How long a request waits for Kafka to acknowledge its events before answering 503.
     delivery_timeout: timedelta = timedelta(seconds=10)
+    #: Event requests handled at once; one more is answered 503 at once (while Kafka is away,
+    #: each request holds a thread for up to ``delivery_timeout``).
+    max_in_flight: int = 64
     #: The API keys' register (hashes only) and revocation list; default <stack.home>/ingest-keys.
     keys: Path = Path(".metering/ingest-keys")
 
@@ -714,6 +717,7 @@ def _ingest(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> Inges
         delivery_timeout=r.get(
             data, "delivery_timeout", "ingest", DURATIONS["ingest.delivery_timeout"].parse, d.delivery_timeout
         ),
+        max_in_flight=r.get(data, "max_in_flight", "ingest", _int_in(1, 4096, "requests at once"), d.max_in_flight),
         keys=r.get(data, "keys", "ingest", _path_in(base_dir), stack.home / "ingest-keys"),
     )
     if settings.max_decompressed_bytes < settings.max_body_bytes:

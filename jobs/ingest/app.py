@@ -56,6 +56,7 @@ class Limits:
     max_events: int = 1000
     max_body_bytes: int = 8 * 1024 * 1024
     max_decompressed_bytes: int = 16 * 1024 * 1024
+    max_in_flight: int = 64
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class IngestApp:
             ]
         )
         self._in_flight_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(limits.max_in_flight)
 
     # --- WSGI -----------------------------------------------------------------------------------
 
@@ -194,6 +196,14 @@ class IngestApp:
         wait = self.buckets.take(key.id)
         if wait > 0:
             return _problem(429, "rate_limited", f"this key's rate limit is exceeded: retry in {wait:.2f} s", retry_after(wait))
+        if not self._slots.acquire(blocking=False):
+            return _problem(503, "overloaded", f"{self.limits.max_in_flight} requests are being handled: retry", 1)
+        try:
+            return self._events(request, key, fields)
+        finally:
+            self._slots.release()
+
+    def _events(self, request: Request, key: ApiKey, fields: dict[str, Any]) -> Response:
         try:
             fmt = media_format(request.headers.get("Content-Type"))
             length = request.content_length

@@ -125,8 +125,8 @@ def document() -> dict[str, Any]:
                         "415": _error("a Content-Type or Content-Encoding the API does not take"),
                         "429": _error("this key's rate limit is exceeded", retry_after=True),
                         "503": {
-                            "description": "Kafka did not acknowledge every accepted event (or the service is shutting "
-                            "down): send the whole request again after Retry-After",
+                            "description": "Kafka did not acknowledge every accepted event, or the service is overloaded "
+                            "(ingest.max_in_flight) or shutting down: send the whole request again after Retry-After",
                             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                             "content": {
                                 "application/json": {

@@ -108,6 +108,6 @@ def create_app(config: Any, sink: Any, keys: Any | None = None) -> IngestApp:
         sink=sink,
         keys=keys if keys is not None else KeyStore(ingest.keys),
         rules=Rules(frozenset(m.event_type for m in config.meters), config.pipeline.allowed_future_skew),
-        limits=Limits(ingest.max_events, ingest.max_body_bytes, ingest.max_decompressed_bytes),
+        limits=Limits(ingest.max_events, ingest.max_body_bytes, ingest.max_decompressed_bytes, ingest.max_in_flight),
         buckets=Buckets(ingest.rate, ingest.burst),
     )

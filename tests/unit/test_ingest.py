@@ -477,3 +477,28 @@ def test_job_verdict_is_job_reason(line: bytes, event_types: frozenset[str], shi
     received = NOW + timedelta(seconds=shift_s)
     reason, _ = job_verdict(line, event_types=event_types, received=received, future_skew=RULES.future_skew)
     assert reason == job_reason(line, event_types=set(event_types), received=received, future_skew=RULES.future_skew)
+
+
+def test_requests_beyond_max_in_flight_are_503_at_once(store: KeyStore) -> None:
+    """While Kafka is slow every request holds a thread; beyond the cap the answer is an immediate 503."""
+    release = threading.Event()
+
+    class SlowSink(FakeSink):
+        def send(self, records: Sequence[tuple[bytes | None, bytes]]) -> list[str | None]:
+            release.wait(10)
+            return super().send(records)
+
+    key, _ = store.create("k")
+    client, app = make(store, sink=SlowSink(), max_in_flight=1)
+    statuses: list[int] = []
+    first = threading.Thread(target=lambda: statuses.append(post(client, key, json.dumps(EVENT)).status_code))
+    first.start()
+    while app.metrics.in_flight == 0:
+        threading.Event().wait(0.01)
+    threading.Event().wait(0.05)
+    second = post(Client(app), key, json.dumps(EVENT))
+    assert second.status_code == 503 and second.get_json()["error"] == "overloaded" and second.headers["Retry-After"] == "1"
+    release.set()
+    first.join(10)
+    assert statuses == [200]
+    assert post(client, key, json.dumps(EVENT)).status_code == 200  # the slot is back
