@@ -122,10 +122,7 @@ class KeyStore:
 
     def listed(self) -> list[ApiKey]:
         revoked = self.revocations.ids()
-        return [
-            ApiKey(e.id, e.name, e.customers, e.created_at, e.id in revoked)
-            for e in sorted(self._entries().values(), key=lambda e: (e.created_at, e.id))
-        ]
+        return [ApiKey(e.id, e.name, e.customers, e.created_at, e.id in revoked) for e in self._entries().values()]  # as created
 
     def revoke(self, key_id: str) -> bool:
         """Revoke by id; False when no key of that id is in the register (nothing is written)."""

@@ -502,3 +502,59 @@ def test_requests_beyond_max_in_flight_are_503_at_once(store: KeyStore) -> None:
     first.join(10)
     assert statuses == [200]
     assert post(client, key, json.dumps(EVENT)).status_code == 200  # the slot is back
+
+
+# --- the commands -----------------------------------------------------------------------------------
+
+
+def test_serve_binds_beyond_loopback_only_with_public(capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.cli import EXIT_USAGE, main
+    from jobs.cli.serve import binding_problem
+
+    assert main(["serve", "--config", "config/metering.example.yaml", "--host", "0.0.0.0"]) == EXIT_USAGE
+    assert "--public" in capsys.readouterr().err
+    assert binding_problem("0.0.0.0", True) is None and binding_problem("127.0.0.1", False) is None
+    assert binding_problem("::1", False) is None and binding_problem("10.0.0.5", False) is not None
+
+
+def test_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+
+    monkeypatch.setenv("METERING__INGEST__KEYS", str(tmp_path / "keys"))
+    assert main(["keys", "create", "--name", "svc", "--customers", "acme,globex", "--customers", "initech"]) == EXIT_OK
+    out, err = capsys.readouterr()
+    key = out.strip()
+    assert key.startswith("mik_") and "shown once" in err and key not in err
+    assert main(["keys", "create", "--name", "all", "--format", "json"]) == EXIT_OK
+    created = json.loads(capsys.readouterr().out)
+    assert created["customers"] is None and created["key"].startswith("mik_")
+    assert main(["keys", "list", "--format", "json"]) == EXIT_OK
+    listed = json.loads(capsys.readouterr().out)
+    assert [(k["name"], k["customers"], k["revoked"]) for k in listed] == [
+        ("svc", ["acme", "globex", "initech"], False),
+        ("all", None, False),
+    ]
+    assert key not in json.dumps(listed)
+    assert main(["keys", "revoke", listed[0]["id"]]) == EXIT_OK
+    assert main(["keys", "revoke", "no-such-id"]) == EXIT_FAILURE
+    assert main(["keys", "create", "--name", "bad", "--customers", "a b"]) == EXIT_USAGE
+    assert KeyStore(tmp_path / "keys").check(key) is None
+    assert KeyStore(tmp_path / "keys").check(created["key"]) is not None
+
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.text(max_size=10), st.decimals(allow_nan=False, places=3)
+)
+_JSON = st.recursive(
+    _SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=10
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_JSON, min_size=1, max_size=10), st.sampled_from([None, 0, 2]))
+def test_an_array_splits_into_its_elements_bytes(values: list[Any], indent: int | None) -> None:
+    text = json.dumps(values, indent=indent, default=str, ensure_ascii=False)
+    items = split(text.encode(), "json", 1000)
+    assert [json.loads(i.line or b"") for i in items] == json.loads(text)
+    lines = "\n".join(json.dumps(v, default=str) for v in values).encode()
+    assert [json.loads(i.line or b"") for i in split(lines, "ndjson", 1000)] == json.loads(text)
