@@ -61,10 +61,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.cpu import cpu_seconds, machine_cpu_seconds, process_cpu_seconds  # noqa: E402
+from bench.cpu import cpu_seconds, machine_cpu_seconds, process_cpu_seconds, thread_cpu  # noqa: E402
 
 DEFAULT_PORT_BASE = 61292
-DEFAULT_EVENTS = 40_000
+DEFAULT_EVENTS = 80_000
 DEFAULT_BATCH_SIZES = (100, 1000)
 DEFAULT_CLIENTS = (1, 4, 8)
 MAX_BATCH = 1000  # ingest.max_events at most
@@ -211,6 +211,15 @@ def table(measurements: Sequence[Measurement]) -> str:
             f"| {_figure(m.idle_share * 100)} % | {check} |"
         )
     return "\n".join(rows)
+
+
+def service_threads(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds of the service's librdkafka threads (``rdk:*``: C, outside the GIL) between two
+    ``thread_cpu`` samples: ``service_librdkafka``. The rest of the process's CPU is Python (request
+    threads, one per connection; the delivery poller; the accepting main thread), whose threads
+    Python 3.11 leaves unnamed in the kernel."""
+    seconds = sum(s - before.get(tid, (name, 0.0))[1] for tid, (name, s) in after.items() if name.startswith("rdk:"))
+    return {"service_librdkafka": seconds}
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -404,12 +413,14 @@ def measure_serve(
 ) -> Measurement:
     requests = bodies(lines, batch)
     before_topic = topic_records(bootstrap, topic)
+    threads_before = thread_cpu(pids["service"])
     cpu_before = {part: cpu_seconds([pid]) for part, pid in pids.items()} | {"clients": process_cpu_seconds()}
     busy_before, idle_before = machine_cpu_seconds()
     wall, latencies, accepted, statuses = send_all(port, key, requests, clients)
     busy_after, idle_after = machine_cpu_seconds()
     cpu = {part: cpu_seconds([pid]) - cpu_before[part] for part, pid in pids.items()}
     cpu["clients"] = process_cpu_seconds() - cpu_before["clients"]
+    cpu |= service_threads(threads_before, thread_cpu(pids["service"]))
     in_topic = topic_records(bootstrap, topic) - before_topic
     idle = idle_after - idle_before
     return Measurement(
@@ -492,7 +503,9 @@ def run(args: argparse.Namespace, command: str) -> int:
                 print(
                     f"  serve batch {batch:,} × {clients} clients: {m.accepted:,}/{m.events:,} accepted, "
                     f"{m.seconds:.2f} s, {m.events_per_s:,.0f} events/s, p50 {percentile(m.latencies_ms, 0.5):.1f} ms, "
-                    f"p99 {percentile(m.latencies_ms, 0.99):.1f} ms{'' if m.ok else ' MISS'}",
+                    f"p99 {percentile(m.latencies_ms, 0.99):.1f} ms; service CPU µs/event {m.cpu_us_per_event('service'):.1f} "
+                    f"(librdkafka's threads {m.cpu_us_per_event('service_librdkafka'):.1f}, the rest Python)"
+                    f"{'' if m.ok else ' MISS'}",
                     flush=True,
                 )
         exit_code = process.returncode
