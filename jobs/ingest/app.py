@@ -67,23 +67,24 @@ class Rules:
     future_skew: timedelta
 
 
-def verdict(item: Item, key: ApiKey, rules: Rules, received: datetime) -> tuple[str | None, str]:
-    """(reason, message) of one event: reason None when it may be written."""
+def verdict(item: Item, key: ApiKey, rules: Rules, received: datetime) -> tuple[str | None, str, bytes | None]:
+    """(reason, message, Kafka key) of one event: reason None when it may be written, with its record's
+    key (``record_key`` of the validated event: no second parse of the line)."""
     if item.line is None:
-        return item.reason or "malformed_json", item.message
+        return item.reason or "malformed_json", item.message, None
     reason, validation = job_verdict(item.line, event_types=rules.event_types, received=received, future_skew=rules.future_skew)
     if reason == "heartbeat":
-        return "heartbeat", "heartbeats are the loader's, not the API's: send usage events"
+        return "heartbeat", "heartbeats are the loader's, not the API's: send usage events", None
     if reason == "unknown_meter":
-        return reason, "no meter of the configuration reads this event_type"
+        return reason, "no meter of the configuration reads this event_type", None
     if reason == "future_timestamp":
-        return reason, f"the timestamp is more than {rules.future_skew} after the request was received"
+        return reason, f"the timestamp is more than {rules.future_skew} after the request was received", None
     if reason is not None or validation.event is None:
-        return reason, "; ".join(str(p) for p in validation.problems if p.reason == reason)
+        return reason, "; ".join(str(p) for p in validation.problems if p.reason == reason), None
     customer = validation.event.customer_id
     if not key.may_send_for(customer):
-        return "customer_not_allowed", f"this API key does not send events for customer {customer!r}"
-    return None, ""
+        return "customer_not_allowed", f"this API key does not send events for customer {customer!r}", None
+    return None, "", record_key(item.line, validation)
 
 
 class IngestApp:
@@ -218,12 +219,12 @@ class IngestApp:
             return _problem(exc.status, exc.code, str(exc))
         received = self.clock()
         verdicts = [verdict(item, key, self.rules, received) for item in items]
-        to_send = [(i, items[i].line) for i, (reason, _) in enumerate(verdicts) if reason is None]
-        records = [(record_key(line, None), line) for _, line in to_send if line is not None]
+        to_send = [(i, items[i].line, kafka_key) for i, (reason, _, kafka_key) in enumerate(verdicts) if reason is None]
+        records = [(kafka_key, line) for _, line, kafka_key in to_send if line is not None]
         failures = self.sink.send(records) if records else []
-        failed = {index: error for (index, _), error in zip(to_send, failures, strict=True) if error is not None}
+        failed = {index: error for (index, _, _), error in zip(to_send, failures, strict=True) if error is not None}
         results: list[dict[str, Any]] = []
-        for index, (reason, message) in enumerate(verdicts):
+        for index, (reason, message, _) in enumerate(verdicts):
             if reason is not None:
                 results.append({"index": index, "status": "rejected", "reason": reason, "message": message})
                 self.metrics.event("rejected", reason)
