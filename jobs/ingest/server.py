@@ -160,16 +160,21 @@ def serving(config: Any, host: str = "127.0.0.1", port: int = 0, ready_timeout_s
     except OSError:
         sink.close(5)
         raise
+    log = logging.getLogger("metering.ingest")
     thread = threading.Thread(target=service.serve, name="metering-serve", daemon=True)
     thread.start()
+    url = f"http://{host}:{service.port}"
+    log.info("listening", extra={"fields": {"url": url, "topic": kafka.topics.events, "keys": str(config.ingest.keys)}})
     left = 0
     try:
-        _wait_ready(f"http://{host}:{service.port}/readyz", ready_timeout_s)
+        _wait_ready(f"{url}/readyz", ready_timeout_s)
         yield service
     finally:
+        log.info("stopping", extra={"fields": {"signal": None}})
         service.stop()
         thread.join()
         left = sink.close()
+        log.info("stopped", extra={"fields": {"undelivered": left}})
     if left:
         raise RuntimeError(f"metering serve stopped with {left} records undelivered")
 
