@@ -14,7 +14,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobs.ingest.client import Verdict
 
 #: The share of the generated lines (the first ones) the demo sends through the HTTP API.
 API_SHARE = 0.03
@@ -33,7 +36,7 @@ class ApiShare:
 
     lines: list[str]
     file_lines: list[int | None]
-    verdicts: list[Any]  # jobs.ingest.client.Verdict, one per line
+    verdicts: list[Verdict]  # one per line
     requests: int
     seconds: float
     url: str
@@ -87,23 +90,22 @@ def send_through_api(config: Any, run_id: str, head: list[str], log_file: Path) 
     The service's JSON logs (a line per request, librdkafka's messages) go to ``log_file``.
     """
     from jobs.demo import CUSTOMERS, client_mistakes
+    from jobs.ingest.client import post_lines
+    from jobs.ingest.keys import KeyStore
+    from jobs.ingest.server import logging_to, serving
+    from jobs.topics import ensure_topic
     from schemas.validate import validate_line
 
     first_valid = next((line for line in head if validate_line(line).ok), None)
     mistakes = list(client_mistakes(first_valid).values()) if first_valid is not None else []
     lines = head + mistakes
     file_lines: list[int | None] = [*range(len(head)), *([None] * len(mistakes))]
-    from jobs.ingest.client import post_lines
-    from jobs.ingest.keys import KeyStore
-    from jobs.ingest.server import logging_to, serving
-    from jobs.topics import ensure_topic
-
     kafka = config.kafka
     ensure_topic(kafka.bootstrap_servers, kafka.topics.events, security=kafka.security)  # as `metering serve` does
     store = KeyStore(config.ingest.keys)
     key, entry = store.create(f"demo {run_id}", sorted(CUSTOMERS))
     started = time.monotonic()
-    verdicts: list[Any] = []
+    verdicts: list[Verdict] = []
     requests = 0
     try:
         with logging_to(log_file), serving(config) as service:
