@@ -66,6 +66,8 @@ CONFIG_MAP = "metering-config"
 #: Ports inside the deployment (the local stack uses 19092 / 18081 to stay out of their way).
 KAFKA_PORT, FLINK_REST_PORT, CLICKHOUSE_HTTP_PORT = 9092, 8081, 8123
 KAFKA_CONTROLLER_PORT, DASHBOARD_PORT, INGEST_PORT = 9093, 8050, 8090
+#: The dashboard's access-token register in its container (the ``access-data`` volume).
+ACCESS_IN_CONTAINER = "/var/lib/metering/access"
 #: Where `metering serve` finds the API keys' register and revocation list in its containers
 #: (``ingest.keys`` of the deployed configuration): a volume in compose, a Secret on Kubernetes.
 INGEST_KEYS_IN_CONTAINER = "/var/lib/metering/ingest-keys"
@@ -189,6 +191,9 @@ COPY . /opt/metering
 COPY --from=udfs --chown=flink:flink /metering-udfs.jar {UDF_JAR_IN_IMAGE}
 ENV METERING__STACK__UDF_JAR={UDF_JAR_IN_IMAGE}
 RUN pip3 install --break-system-packages --no-cache-dir /opt/metering
+# The registers' folders (access tokens, API keys), owned by the user the services run as: a fresh
+# named volume mounted there starts with this owner and mode.
+RUN install -d -o flink -g flink -m 700 {ACCESS_IN_CONTAINER} {INGEST_KEYS_IN_CONTAINER}
 WORKDIR /opt/metering
 USER flink
 """
@@ -327,10 +332,10 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
                     {
                         **storage_secret,
                         "METERING__ACCESS__SIGNING_KEY": required("METERING_SIGNING_KEY"),
-                        "METERING__ACCESS__STORE": "/var/lib/metering/access",
+                        "METERING__ACCESS__STORE": ACCESS_IN_CONTAINER,
                     }
                 ),
-                "volumes": [f"./metering.yaml:{CONFIG_IN_CONTAINER}:ro", "access-data:/var/lib/metering/access"],
+                "volumes": [f"./metering.yaml:{CONFIG_IN_CONTAINER}:ro", f"access-data:{ACCESS_IN_CONTAINER}"],
                 # 0.0.0.0 inside the container; published on the host's loopback only.
                 "command": ["metering", "dashboard", "--config", CONFIG_IN_CONTAINER, "--host", "0.0.0.0", "--public"],
                 "ports": [f"127.0.0.1:{DASHBOARD_PORT}:{DASHBOARD_PORT}"],

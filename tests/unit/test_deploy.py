@@ -332,6 +332,9 @@ def test_the_ingestion_api_in_compose_reads_its_keys_from_a_volume_and_publishes
     mounts = {target: source for source, target, *_ in (v.split(":") for v in ingest["volumes"])}
     assert mounts[deploy.INGEST_KEYS_IN_CONTAINER] in compose["volumes"]
     assert mounts[deploy.CONFIG_IN_CONTAINER] == "./metering.yaml"
+    # A fresh named volume takes the image folder's owner: the services' user may write the registers.
+    (folders,) = [line for line in committed("Dockerfile").splitlines() if line.startswith("RUN install -d -o flink")]
+    assert deploy.INGEST_KEYS_IN_CONTAINER in folders.split() and deploy.ACCESS_IN_CONTAINER in folders.split()
     # Published on the host's loopback, at the port it listens on; its health check asks /readyz there.
     assert published(ingest) == [("127.0.0.1", config.ingest.port)]
     assert f"http://127.0.0.1:{config.ingest.port}/readyz" in ingest["healthcheck"]["test"][-1]
