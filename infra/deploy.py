@@ -6,11 +6,14 @@
   Python, the pinned PyFlink, the project, the pinned Kafka connector jar in ``lib/`` and the
   job's Java functions compiled in a JDK build stage (``METERING__STACK__UDF_JAR``);
 - ``compose.yaml``: Kafka (KRaft, the pinned release), Flink JobManager + TaskManager, ClickHouse
-  server, the loader, and a one-shot service that submits the job;
+  server, the loader, a one-shot service that submits the job, Grafana, the dashboard and the
+  HTTP ingestion API (``metering serve``, its key store on a volume);
 - ``flinkdeployment.yaml``: a ConfigMap with the configuration, a Flink Kubernetes Operator
-  ``FlinkDeployment`` running the job in application mode with savepoint upgrades, and the
+  ``FlinkDeployment`` running the job in application mode with savepoint upgrades, the
   loader's ``Deployment`` (migrations in an init container; it also sends the heartbeats that let
-  a quiet topic finalize).
+  a quiet topic finalize), and the ingestion API: a ``Deployment`` of several ``metering serve``
+  workers behind a ``Service`` (docs/ingest.md, "Several workers"), the key store mounted
+  read-only from the Secret :data:`INGEST_KEYS_SECRET`.
 
 - ``kafka/server.properties``: the compose broker's configuration (SASL SCRAM for clients).
 
@@ -62,7 +65,19 @@ UDF_JAR_IN_IMAGE = "/opt/metering-udfs/metering-udfs.jar"
 CONFIG_MAP = "metering-config"
 #: Ports inside the deployment (the local stack uses 19092 / 18081 to stay out of their way).
 KAFKA_PORT, FLINK_REST_PORT, CLICKHOUSE_HTTP_PORT = 9092, 8081, 8123
-KAFKA_CONTROLLER_PORT, DASHBOARD_PORT = 9093, 8050
+KAFKA_CONTROLLER_PORT, DASHBOARD_PORT, INGEST_PORT = 9093, 8050, 8090
+#: The dashboard's access-token register in its container (the ``access-data`` volume).
+ACCESS_IN_CONTAINER = "/var/lib/metering/access"
+#: Where `metering serve` finds the API keys' register and revocation list in its containers
+#: (``ingest.keys`` of the deployed configuration): a volume in compose, a Secret on Kubernetes.
+INGEST_KEYS_IN_CONTAINER = "/var/lib/metering/ingest-keys"
+#: The Kubernetes Secret holding keys.jsonl and revoked.txt (hashes and ids only; docs/ingest.md).
+INGEST_KEYS_SECRET = "metering-ingest-keys"
+#: `metering serve` workers on Kubernetes (each its own producer and token buckets).
+INGEST_REPLICAS = 2
+#: How long a stopping `metering serve` may drain (requests in flight wait up to ingest.delivery_timeout,
+#: 10 s by default, then the producer flushes) before it is killed.
+INGEST_STOP_GRACE_S = 30
 
 #: How the pipeline's clients log in to Kafka (``kafka.security`` of the deployed configuration):
 #: SCRAM over the deployment's private network. Across hosts, use SASL_SSL with ``ssl_ca_file``.
@@ -124,7 +139,12 @@ def deployed_config(config: dict[str, Any]) -> dict[str, Any]:
     deployed: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config))
     deployed.pop("stack", None)
     deployed.pop("access", None)  # the local store's path; the signing key comes from the environment
-    deployed.pop("ingest", None)  # a local key store's path; `metering serve` has no place in these files yet (#30)
+    # The key store is the container's (a volume in compose, a Secret on Kubernetes), not a local path;
+    # `metering serve` listens on every interface of its container (--host 0.0.0.0 --public).
+    ingest = deployed.setdefault("ingest", {})
+    ingest.pop("host", None)
+    ingest["port"] = INGEST_PORT
+    ingest["keys"] = INGEST_KEYS_IN_CONTAINER
     kafka = deployed.setdefault("kafka", {})
     kafka["bootstrap_servers"] = f"kafka:{KAFKA_PORT}"
     # The password comes from METERING__KAFKA__SECURITY__PASSWORD (a secret), never from this file.
@@ -171,6 +191,9 @@ COPY . /opt/metering
 COPY --from=udfs --chown=flink:flink /metering-udfs.jar {UDF_JAR_IN_IMAGE}
 ENV METERING__STACK__UDF_JAR={UDF_JAR_IN_IMAGE}
 RUN pip3 install --break-system-packages --no-cache-dir /opt/metering
+# The registers' folders (access tokens, API keys), owned by the user the services run as: a fresh
+# named volume mounted there starts with this owner and mode.
+RUN install -d -o flink -g flink -m 700 {ACCESS_IN_CONTAINER} {INGEST_KEYS_IN_CONTAINER}
 WORKDIR /opt/metering
 USER flink
 """
@@ -214,10 +237,12 @@ def kafka_command() -> str:
 
 
 def compose(config: dict[str, Any]) -> dict[str, Any]:
-    """docker compose: Kafka + Flink + ClickHouse + loader + job submission + Grafana + the dashboard.
+    """docker compose: Kafka + Flink + ClickHouse + loader + job submission + Grafana + the dashboard + the API.
 
-    Secrets from the environment (:data:`SECRETS`); no admin port published; Grafana and the
-    dashboard on 127.0.0.1 only.
+    Secrets from the environment (:data:`SECRETS`); no admin port published; Grafana, the
+    dashboard and the ingestion API on 127.0.0.1 only. The API's key store is the volume
+    ``ingest-keys``: `docker compose run --rm ingest metering keys create …` writes it, the running
+    service re-reads it (a new or revoked key counts at the next request).
     """
     flink_properties = "\n".join(
         f"{k}: {v}"
@@ -307,14 +332,31 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
                     {
                         **storage_secret,
                         "METERING__ACCESS__SIGNING_KEY": required("METERING_SIGNING_KEY"),
-                        "METERING__ACCESS__STORE": "/var/lib/metering/access",
+                        "METERING__ACCESS__STORE": ACCESS_IN_CONTAINER,
                     }
                 ),
-                "volumes": [f"./metering.yaml:{CONFIG_IN_CONTAINER}:ro", "access-data:/var/lib/metering/access"],
+                "volumes": [f"./metering.yaml:{CONFIG_IN_CONTAINER}:ro", f"access-data:{ACCESS_IN_CONTAINER}"],
                 # 0.0.0.0 inside the container; published on the host's loopback only.
                 "command": ["metering", "dashboard", "--config", CONFIG_IN_CONTAINER, "--host", "0.0.0.0", "--public"],
                 "ports": [f"127.0.0.1:{DASHBOARD_PORT}:{DASHBOARD_PORT}"],
                 "depends_on": {"migrate": {"condition": "service_completed_successfully"}},
+                "restart": "on-failure",
+            },
+            "ingest": {
+                **metering(kafka_secret),
+                "volumes": [f"./metering.yaml:{CONFIG_IN_CONTAINER}:ro", f"ingest-keys:{INGEST_KEYS_IN_CONTAINER}"],
+                # 0.0.0.0 inside the container; published on the host's loopback only (TLS proxy in front).
+                "command": ["metering", "serve", "--config", CONFIG_IN_CONTAINER, "--host", "0.0.0.0", "--public"],
+                "ports": [f"127.0.0.1:{INGEST_PORT}:{INGEST_PORT}"],
+                "healthcheck": {
+                    "test": ["CMD", "python3", "-c", READY_PROBE],
+                    "interval": "10s",
+                    "timeout": "5s",
+                    "retries": 3,
+                },
+                # SIGTERM drains the requests in flight (each waits for Kafka), then flushes the producer.
+                "stop_grace_period": f"{INGEST_STOP_GRACE_S}s",
+                "depends_on": ["kafka"],
                 "restart": "on-failure",
             },
             "submit": {
@@ -334,12 +376,16 @@ def compose(config: dict[str, Any]) -> dict[str, Any]:
                 "restart": "no",
             },
         },
-        "volumes": {"kafka-data": {}, "clickhouse-data": {}, "flink-data": {}, "access-data": {}},
+        "volumes": {"kafka-data": {}, "clickhouse-data": {}, "flink-data": {}, "access-data": {}, "ingest-keys": {}},
     }
 
 
+#: compose's health check of `metering serve`: its /readyz (200 when a broker answers for the events topic).
+READY_PROBE = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{INGEST_PORT}/readyz', timeout=4)"
+
+
 def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """A ConfigMap with the configuration, the FlinkDeployment (application mode) and the loader."""
+    """A ConfigMap with the configuration, the FlinkDeployment (application mode), the loader and the ingestion API."""
     pipeline = config.get("pipeline", {})
     minor = ".".join(versions.PYFLINK_VERSION.split(".")[:2])
     conf = flink_configuration(config, "s3://metering-flink/checkpoints", "s3://metering-flink/savepoints")
@@ -400,7 +446,7 @@ def flink_deployment(config: dict[str, Any]) -> list[dict[str, Any]]:
             },
         },
     }
-    return [config_map, deployment, loader_deployment(CONFIG_MAP)]
+    return [config_map, deployment, loader_deployment(CONFIG_MAP), *ingest_deployment(CONFIG_MAP)]
 
 
 def secret_env(variables: dict[str, str]) -> list[dict[str, Any]]:
@@ -457,6 +503,70 @@ def loader_deployment(config_map: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def ingest_deployment(config_map: str) -> list[dict[str, Any]]:
+    """``metering serve`` on Kubernetes: :data:`INGEST_REPLICAS` workers behind a ClusterIP ``Service``.
+
+    Each worker has its own Kafka producer and its own token bucket per key (docs/ingest.md,
+    "Several workers"). They share the key store: the Secret :data:`INGEST_KEYS_SECRET` mounted
+    read-only at ``ingest.keys``; updating the Secret (a key added, an id appended to revoked.txt)
+    reaches every worker when the kubelet refreshes the mount, without a restart. Ready when a
+    broker answers (``/readyz``), alive while the process answers (``/healthz``).
+    """
+    labels = {"app.kubernetes.io/name": "metering-ingest"}
+    config_mount = {"name": "metering-config", "mountPath": str(Path(CONFIG_IN_CONTAINER).parent), "readOnly": True}
+    keys_mount = {"name": "ingest-keys", "mountPath": INGEST_KEYS_IN_CONTAINER, "readOnly": True}
+
+    def probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period_s, "failureThreshold": failures}
+
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "metering-ingest", "labels": labels},
+        "spec": {
+            "replicas": INGEST_REPLICAS,
+            "selector": {"matchLabels": labels},
+            # Workers are independent (no state but their buckets): roll them one at a time.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "ingest",
+                            "image": IMAGE,
+                            "command": ["metering", "serve", "--config", CONFIG_IN_CONTAINER, "--host", "0.0.0.0", "--public"],
+                            "ports": [{"name": "http", "containerPort": INGEST_PORT}],
+                            "env": secret_env({"METERING__KAFKA__SECURITY__PASSWORD": "KAFKA_PASSWORD"}),
+                            "volumeMounts": [config_mount, keys_mount],
+                            "readinessProbe": probe("/readyz", 5, 2),
+                            "livenessProbe": probe("/healthz", 10, 3),
+                            "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+                        }
+                    ],
+                    "terminationGracePeriodSeconds": INGEST_STOP_GRACE_S,
+                    "volumes": [
+                        {"name": "metering-config", "configMap": {"name": config_map}},
+                        {"name": "ingest-keys", "secret": {"secretName": INGEST_KEYS_SECRET}},
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "metering-ingest", "labels": labels},
+        "spec": {
+            # Inside the cluster; an Ingress or gateway with TLS in front reaches it from outside.
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [{"name": "http", "port": INGEST_PORT, "targetPort": "http"}],
+        },
+    }
+    return [deployment, service]
 
 
 def render(config_path: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -121,6 +121,25 @@ MALFORMED = {
     "future_timestamp": lambda e: json.dumps({**e, "timestamp": "2030-01-01T00:00:00Z"}),
     "bad_quantity": lambda e: json.dumps({**e, "quantity": "1e9"}),
 }
+
+
+#: A customer the demo's API key does not send for (its events are ``customer_not_allowed``).
+OUTSIDER = "umbrella-corp"
+
+
+def client_mistakes(valid_line: str) -> dict[str, str]:
+    """Lines a buggy client sends the ingestion API, made from one valid event: reason -> line.
+
+    One per :data:`MALFORMED` reason, and one for a customer outside the demo key's scope. The API
+    must reject every one (never write it); the demo checks that against its own judgement.
+    """
+    event = json.loads(valid_line)
+    mistakes: dict[str, str] = {}
+    for reason in sorted(MALFORMED):
+        make: Callable[[dict[str, Any]], str] = MALFORMED[reason]
+        mistakes[reason] = make({**event, "event_id": f"{event['event_id']}-{reason}"})
+    mistakes["customer_not_allowed"] = json.dumps({**event, "customer_id": OUTSIDER}, separators=(",", ":"))
+    return mistakes
 
 
 def generate(path: Path, events: int, seed: int = 7) -> Workload:
@@ -240,12 +259,16 @@ def _rowtime_ms(line: str, latest_ms: int) -> int | None:
     return millis if millis <= latest_ms else None
 
 
-def accepted(path: Path, config: Config, expected: Expected | None = None) -> Iterator[Counted]:
+def accepted(
+    path: Path, config: Config, expected: Expected | None = None, unwritten: Collection[int] = frozenset()
+) -> Iterator[Counted]:
     """The generated file's events as the meters must count them (refusals and duplicates tallied in ``expected``).
 
     Each carries the watermark a one-partition topic of the file would have when it is read: the
     newest valid, not future-dated event time of the lines before it (duplicates and refused
-    events included, as in the job) minus ``pipeline.max_out_of_orderness``.
+    events included, as in the job) minus ``pipeline.max_out_of_orderness``. ``unwritten``: the
+    lines (numbered from 0) that never reached Kafka (the ingestion API rejected them): no dead
+    letter, no part of the watermark.
     """
     expected = expected if expected is not None else Expected()
     seen: set[tuple[str, str]] = set()
@@ -253,7 +276,9 @@ def accepted(path: Path, config: Config, expected: Expected | None = None) -> It
     latest_ms = epoch_millis(datetime.now(UTC) + config.pipeline.allowed_future_skew)
     lag_ms = int(config.pipeline.max_out_of_orderness / timedelta(milliseconds=1))
     newest_ms: int | None = None
-    for line in _iter_lines(path):
+    for number, line in enumerate(_iter_lines(path)):
+        if number in unwritten:
+            continue
         watermark_ms = None if newest_ms is None else newest_ms - lag_ms
         rowtime_ms = _rowtime_ms(line, latest_ms)
         if rowtime_ms is not None:
@@ -280,18 +305,19 @@ def accepted(path: Path, config: Config, expected: Expected | None = None) -> It
             yield Counted(event, meter, group, _value(meter, event), watermark_ms)
 
 
-def recompute(path: Path, config: Config) -> Expected:
+def recompute(path: Path, config: Config, unwritten: Collection[int] = frozenset()) -> Expected:
     """Expected finals/corrections/dead letters from the generated file, by plain arithmetic.
 
     An event is a correction when its period's end + grace is at or behind the watermark when it is
     read (docs/semantics.md), the file's order being the order of a one-partition topic: what live
-    processing sees. Events too close to call are listed in ``undecided``.
+    processing sees. Events too close to call are listed in ``undecided``. ``unwritten``: the
+    lines (numbered from 0) the ingestion API rejected, so never written (see :func:`accepted`).
     """
     expected = Expected()
     values: dict[Key, list[Any]] = defaultdict(list)
     late_values: dict[Key, list[Any]] = defaultdict(list)
     margin_ms = int(LATENESS_MARGIN / timedelta(milliseconds=1))
-    for counted in accepted(path, config, expected):
+    for counted in accepted(path, config, expected, unwritten):
         event = counted.event
         policy = config.billing.policy_for(event.customer_id)
         period = billing_period(event.timestamp, policy.cycle)
@@ -323,6 +349,36 @@ def _aggregate(aggregation: Aggregation, items: list[tuple[datetime, str, Any]])
     if aggregation is Aggregation.UNIQUE_COUNT:
         return Decimal(len({v for _, _, v in items if v is not None}))
     return Decimal(max(items, key=lambda t: (t[0], t[1]))[2])
+
+
+def api_disagreements(lines: Sequence[str], statuses: Sequence[tuple[str, str | None]], config: Config) -> list[str]:
+    """Where the ingestion API's verdicts differ from this module's own judgement of the same lines.
+
+    ``statuses``: per line, ``(status, reason)`` as the API answered (``accepted`` or ``rejected``).
+    A line is acceptable when the Python validator finds no problem, a meter reads its type, it is
+    not dated beyond ``pipeline.allowed_future_skew`` (what :func:`accepted` refuses) and its
+    customer is one of :data:`CUSTOMERS` (the demo key's scope); a rejected line's reason must be
+    one of the problems the validator names (or ``unknown_meter``, ``future_timestamp``,
+    ``customer_not_allowed``). Returns one description per disagreement (empty: they agree).
+    """
+    types = {m.event_type for m in config.meters}
+    latest_ms = epoch_millis(datetime.now(UTC) + config.pipeline.allowed_future_skew)
+    wrong: list[str] = []
+    for number, (line, (status, reason)) in enumerate(zip(lines, statuses, strict=True)):
+        result = validate_line(line)
+        if not result.ok or result.event is None:
+            reasons = {p.reason for p in result.problems} or {"malformed_json"}
+        elif result.event.event_type not in types:
+            reasons = {"unknown_meter"}
+        elif _rowtime_ms(line, latest_ms) is None:
+            reasons = {"future_timestamp"}
+        elif result.event.customer_id not in CUSTOMERS:
+            reasons = {"customer_not_allowed"}
+        else:
+            reasons = set()
+        if (status == "accepted") != (not reasons) or (status == "rejected" and reason not in reasons):
+            wrong.append(f"line {number}: the API said {status} {reason or ''}, the recomputation {sorted(reasons) or 'valid'}")
+    return wrong
 
 
 # --- comparison -----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """`metering demo`: the whole pipeline end to end on a generated workload, checked against a recomputation.
 
 Each step calls the library function the matching command is a thin layer over (stack, migrate,
-jobs.produce.produce_file, jobs.runs.run_local_job and load_outputs); jobs/demo.py generates the
-workload and recomputes the expected totals.
+jobs.ingest (`metering keys`, `metering serve`), jobs.produce.produce_file, jobs.runs.run_local_job
+and load_outputs); jobs/demo.py generates the workload and recomputes the expected totals.
+
+The first few percent of the lines go through the HTTP ingestion API: jobs/cli/demo_api.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, ProgressLine, Subcommands, add_format, stack
+from jobs.cli.demo_api import API_BATCH, API_SHARE, send_through_api, split_workload
 from jobs.cli.load import progress_text
 from jobs.cli.stack import STOP_COMMAND, render_status
 
@@ -129,7 +132,7 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
     from jobs.config import load_config, load_stack
-    from jobs.demo import collect_results, compare, demo_document, generate, recompute
+    from jobs.demo import api_disagreements, collect_results, compare, demo_document, generate, recompute
     from jobs.produce import produce_file
     from jobs.runs import load_outputs, run_local_job
 
@@ -151,7 +154,9 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     timings["stack"] = time.monotonic() - t
 
     config_path = workdir / "metering.yaml"
-    config_path.write_text(yaml.safe_dump(demo_document(run_id, settings.bootstrap_servers, settings.chdb_path), sort_keys=False))
+    document = demo_document(run_id, settings.bootstrap_servers, settings.chdb_path)
+    document["ingest"] = {"keys": str(workdir / "ingest-keys")}  # the run's API key, not the user's register
+    config_path.write_text(yaml.safe_dump(document, sort_keys=False))
     config = replace(load_config(config_path, env={}), stack=settings)  # its own file; the stack the user chose
     summary["config"] = str(config_path)
     t = step(f"2/7 ClickHouse (chDB at {settings.chdb_path}): migrate database {config.storage.database}")
@@ -178,14 +183,33 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     )
     timings["generate"] = time.monotonic() - t
 
-    t = step(f"4/7 producing to {config.kafka.topics.events} (raw lines, invalid ones included)")
+    api_lines = max(1, round(workload.lines * API_SHARE))
+    t = step(
+        f"4/7 sending to {config.kafka.topics.events}: the first {api_lines:,} lines through the HTTP API "
+        f"(metering serve, POST /v1/events, {API_BATCH} a request, and a few client mistakes), "
+        f"the other {workload.lines - api_lines:,} with metering produce (raw lines, invalid ones included)"
+    )
+    direct_file = workdir / "events-direct.jsonl"
+    try:
+        api = send_through_api(config, run_id, split_workload(events_file, api_lines, direct_file), workdir / "serve.log")
+    except (OSError, RuntimeError) as exc:  # ApiError, TimeoutError (not ready), undelivered records, no port
+        say(f"   the HTTP API failed: {type(exc).__name__}: {exc}")
+        return EXIT_FAILURE, summary
+    summary["api"] = api.as_dict()
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["api"]["rejected_by_reason"].items())
+    say(
+        f"   API {api.url}: {api.requests} requests in {api.seconds:.1f}s: accepted {summary['api']['accepted']:,}, "
+        f"rejected {len(api.rejected)}{f' ({reasons})' if reasons else ''}: never written, so no dead letters "
+        f"(its log: {workdir / 'serve.log'})"
+    )
     produced = produce_file(
-        str(events_file), bootstrap=config.kafka.bootstrap_servers, topic=config.kafka.topics.events, validate=False
+        str(direct_file), bootstrap=config.kafka.bootstrap_servers, topic=config.kafka.topics.events, validate=False
     ).summary
     summary["produced"] = produced.as_dict()
-    say(f"   read {produced.read} events: sent {produced.sent}, delivery failures {produced.failed}")
+    say(f"   produce: read {produced.read} events: sent {produced.sent}, delivery failures {produced.failed}")
     if produced.failed:
         return EXIT_FAILURE, summary
+    direct_file.unlink()  # a copy of the file's tail; events.jsonl keeps the whole workload
     timings["produce"] = time.monotonic() - t
 
     t = step("5/7 metering job on the Flink MiniCluster, bounded (--until-end): dedup, aggregate, finalize")
@@ -217,8 +241,17 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
         f"(conflicting ids {health['conflicting_ids']})  correction records {len(corrections)}  "
         f"raw events {health['raw_events']:,}"
     )
-    expected = recompute(events_file, config)
+    expected = recompute(events_file, config, unwritten=api.unwritten)
     result = compare(expected, finals, corrections, dead_letters, health)
+    disagreements = api_disagreements(api.lines, [(v.status, v.reason) for v in api.verdicts], config)
+    result.check(
+        "ingestion API verdicts",
+        not disagreements,
+        f"{len(api.lines):,} lines sent ({len(api.lines) - len(api.from_file)} "
+        f"of them the demo's client mistakes): {len(api.lines) - len(api.rejected):,} accepted, {len(api.rejected)} rejected "
+        f"(not written, not expected as dead letters); {len(disagreements)} differ from the recomputation's judgement"
+        + (f" (e.g. {disagreements[0]})" if disagreements else ""),
+    )
     say("")
     for name, ok, detail in result.checks:
         say(f"   [{'ok' if ok else 'FAIL'}] {name}: {detail}")

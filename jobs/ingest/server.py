@@ -14,7 +14,13 @@ import logging
 import signal
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
@@ -46,6 +52,23 @@ def json_logging(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+@contextmanager
+def logging_to(path: Path, level: int = logging.INFO) -> Iterator[None]:
+    """The service's logs as JSON lines in ``path`` for the block (the demo's in-process service), then as before."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("metering")
+    saved = (root.handlers[:], root.level, root.propagate)
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    try:
+        yield
+    finally:
+        root.handlers[:], root.level, root.propagate = saved
+        handler.close()
 
 
 class _Quiet(WSGIRequestHandler):
@@ -111,3 +134,64 @@ def create_app(config: Any, sink: Any, keys: Any | None = None) -> IngestApp:
         limits=Limits(ingest.max_events, ingest.max_body_bytes, ingest.max_decompressed_bytes, ingest.max_in_flight),
         buckets=Buckets(ingest.rate, ingest.burst),
     )
+
+
+@contextmanager
+def serving(config: Any, host: str = "127.0.0.1", port: int = 0, ready_timeout_s: float = 30.0) -> Iterator[Service]:
+    """``metering serve`` in a thread of this process (the demo's), until the block ends.
+
+    The same application, Kafka sink and server as the command, on ``port`` (0: a free one, see
+    ``service.port``); ready once ``/readyz`` answers 200 over HTTP (a broker answered for the
+    events topic, which the caller has created, as the command does with jobs.topics.ensure_topic).
+    At the end the service stops as on SIGTERM: in-flight requests finish, then the producer is
+    flushed; records left undelivered raise :class:`RuntimeError`.
+    """
+    from jobs.ingest.kafka import KafkaSink
+
+    kafka = config.kafka
+    sink = KafkaSink(
+        kafka.bootstrap_servers,
+        kafka.topics.events,
+        security=kafka.security,
+        delivery_timeout_s=config.ingest.delivery_timeout.total_seconds(),
+    )
+    try:
+        service = Service(create_app(config, sink), host, port)
+    except OSError:
+        sink.close(5)
+        raise
+    log = logging.getLogger("metering.ingest")
+    thread = threading.Thread(target=service.serve, name="metering-serve", daemon=True)
+    thread.start()
+    url = f"http://{host}:{service.port}"
+    log.info("listening", extra={"fields": {"url": url, "topic": kafka.topics.events, "keys": str(config.ingest.keys)}})
+    left = 0
+    try:
+        _wait_ready(f"{url}/readyz", ready_timeout_s)
+        yield service
+    finally:
+        log.info("stopping", extra={"fields": {"signal": None}})
+        service.stop()
+        thread.join()
+        left = sink.close()
+        log.info("stopped", extra={"fields": {"undelivered": left}})
+    if left:
+        raise RuntimeError(f"metering serve stopped with {left} records undelivered")
+
+
+def _wait_ready(url: str, timeout_s: float) -> None:
+    """Probe ``url`` until it answers 200 (at most ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"{exc.code} {exc.read().decode(errors='replace')[:200]}"
+        except OSError as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not ready after {timeout_s:.0f}s: {last}")
+        time.sleep(0.1)

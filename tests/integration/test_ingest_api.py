@@ -342,3 +342,42 @@ def test_metering_serve_drains_a_request_in_flight_on_sigterm(config: Config, tm
     assert "listening" in messages and "stopping" in messages and messages[-1] == "stopped"
     assert any(entry.get("path") == "/v1/events" and entry.get("status") == 200 and entry.get("accepted") == 10 for entry in logs)
     assert sorted(event_id_of(r) for r in read_topic(config, 10)) == sorted(f"d-{n}" for n in range(10))
+
+
+def test_serving_in_process_as_the_demo_does_writes_the_accepted_lines_in_request_order(config: Config) -> None:
+    """jobs.ingest.server.serving + jobs.ingest.client.post_lines (the demo's share): ready, verdicts, a clean stop."""
+    from jobs.ingest.client import post_lines
+    from jobs.ingest.server import serving
+
+    kafka = config.kafka
+    ensure_topic(kafka.bootstrap_servers, kafka.topics.events, partitions=1, security=kafka.security)
+    key, _ = KeyStore(config.ingest.keys).create("demo", ["acme"])
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"d{i}",
+                "customer_id": "acme",
+                "event_type": "api_call",
+                "timestamp": "2026-03-01T12:00:00Z",
+                "quantity": "1",
+            }
+        )
+        for i in range(5)
+    ]
+    sent = [*lines[:2], "{not json", lines[2], lines[2], json.dumps({**json.loads(lines[3]), "customer_id": "globex"}), lines[4]]
+    with serving(config) as service:
+        url = f"http://{LOOPBACK}:{service.port}/v1/events"
+        verdicts = post_lines(url, key, sent[:4]) + post_lines(url, key, sent[4:])
+    assert [(v.status, v.reason) for v in verdicts] == [
+        ("accepted", None),
+        ("accepted", None),
+        ("rejected", "malformed_json"),
+        ("accepted", None),
+        ("accepted", None),  # a duplicate is the job's to drop
+        ("rejected", "customer_not_allowed"),
+        ("accepted", None),
+    ]
+    with pytest.raises(OSError):  # stopped: the port is closed
+        request(service.port, "GET", "/healthz")
+    records = read_topic(config, 5)
+    assert [(r.value or b"").decode() for r in records] == [lines[0], lines[1], lines[2], lines[2], lines[4]]

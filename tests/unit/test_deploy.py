@@ -24,6 +24,7 @@ from infra.flink_memory import (
 from infra.settings import PROJECT_ROOT
 from jobs.config import load_config
 from jobs.flink.metering_job import MAX_PARALLELISM
+from jobs.ingest.openapi import document as openapi_document
 
 EXAMPLE = PROJECT_ROOT / "config" / "metering.example.yaml"
 #: The secrets a deployment gets from its environment (the files hold none).
@@ -55,7 +56,7 @@ def test_compose_images_ports_volumes_and_dependencies() -> None:
     services = compose["services"]
     assert services["kafka"]["image"] == f"apache/kafka:{versions.KAFKA_VERSION}"
     assert services["clickhouse"]["image"] == f"clickhouse/clickhouse-server:{versions.CLICKHOUSE_SERVER_VERSION}"
-    for name in ("jobmanager", "taskmanager", "loader", "submit", "migrate"):
+    for name in ("jobmanager", "taskmanager", "loader", "submit", "migrate", "ingest"):
         assert services[name]["image"] == f"metering-flink:{versions.PYFLINK_VERSION}"
     assert broker_properties()["advertised.listeners"].startswith("SASL_PLAINTEXT://kafka:9092,")
     declared = set(compose["volumes"])
@@ -102,7 +103,7 @@ def test_deployed_configuration_is_valid_and_points_at_the_services() -> None:
 
 
 def test_flink_deployment_matches_versions_and_mounts_the_configuration(tmp_path: Path) -> None:
-    config_map, deployment, _ = list(yaml.safe_load_all(committed("flinkdeployment.yaml")))
+    config_map, deployment, *_ = list(yaml.safe_load_all(committed("flinkdeployment.yaml")))
     assert config_map["kind"] == "ConfigMap" and deployment["kind"] == "FlinkDeployment"
     spec = deployment["spec"]
     major, minor, _ = versions.PYFLINK_VERSION.split(".")
@@ -123,7 +124,7 @@ def test_flink_deployment_matches_versions_and_mounts_the_configuration(tmp_path
 
 def test_the_loader_runs_beside_the_job_on_kubernetes() -> None:
     """Unbounded `metering load` from the same image and ConfigMap, after `metering migrate`."""
-    config_map, deployment, loader = list(yaml.safe_load_all(committed("flinkdeployment.yaml")))
+    config_map, deployment, loader, *_ = list(yaml.safe_load_all(committed("flinkdeployment.yaml")))
     assert loader["kind"] == "Deployment" and loader["spec"]["replicas"] == 1
     assert loader["spec"]["strategy"]["type"] == "Recreate"
     pod = loader["spec"]["template"]["spec"]
@@ -284,11 +285,11 @@ def test_kafka_sasl_agrees_between_the_broker_and_every_client() -> None:
     )
     password = kafka["environment"]["SCRAM_PASSWORD"]
     assert REQUIRED.fullmatch(password).group(1) == "KAFKA_PASSWORD"  # type: ignore[union-attr]
-    for name in ("loader", "submit"):  # every service with a Kafka client, with the broker's secret
+    for name in ("loader", "submit", "ingest"):  # every service with a Kafka client, with the broker's secret
         assert services[name]["environment"]["METERING__KAFKA__SECURITY__PASSWORD"] == password, name
-    # Kubernetes: the job (its Python builds the Kafka tables) and the loader take it from the Secret.
-    with_kafka = [c for c in kubernetes_containers() if c["name"] in ("flink-main-container", "loader")]
-    assert len(with_kafka) == 2
+    # Kubernetes: the job (its Python builds the Kafka tables), the loader and the API take it from the Secret.
+    with_kafka = [c for c in kubernetes_containers() if c["name"] in ("flink-main-container", "loader", "ingest")]
+    assert len(with_kafka) == 3
     for container in with_kafka:
         env = {e["name"]: e for e in container["env"]}
         key = env["METERING__KAFKA__SECURITY__PASSWORD"]["valueFrom"]["secretKeyRef"]["key"]
@@ -296,7 +297,7 @@ def test_kafka_sasl_agrees_between_the_broker_and_every_client() -> None:
 
 
 def test_every_metering_command_in_compose_is_one_the_cli_accepts() -> None:
-    """The services' ``metering …`` commands parse, and the dashboard bound beyond loopback says --public."""
+    """The services' ``metering …`` commands parse, and the dashboard and the API bound beyond loopback say --public."""
     from jobs.cli import build_parser
     from jobs.dashboard.guard import is_loopback
 
@@ -308,5 +309,61 @@ def test_every_metering_command_in_compose_is_one_the_cli_accepts() -> None:
     assert commands, "compose runs metering commands"
     for command in commands:
         args = build_parser().parse_args(command[1:])
-        if command[1] == "dashboard":
+        if command[1] in ("dashboard", "serve"):
             assert is_loopback(args.host) or args.public, command
+    assert ["metering", "serve"] in [command[:2] for command in commands]
+    for container in kubernetes_containers():
+        if container.get("command", [])[:1] == ["metering"]:
+            args = build_parser().parse_args(container["command"][1:])
+            if container["command"][1] == "serve":
+                assert is_loopback(args.host) or args.public, container["command"]
+
+
+# --- the ingestion API (`metering serve`) -------------------------------------------------------------
+
+
+def test_the_ingestion_api_in_compose_reads_its_keys_from_a_volume_and_publishes_on_loopback() -> None:
+    config = load_config(deploy.DEPLOY_DIR / "metering.yaml", env=SECRET_ENV)
+    compose = compose_file()
+    ingest = compose["services"]["ingest"]
+    assert ingest["command"][:4] == ["metering", "serve", "--config", deploy.CONFIG_IN_CONTAINER]
+    # The key store: the deployed configuration's ingest.keys is the volume's mount point.
+    assert str(config.ingest.keys) == deploy.INGEST_KEYS_IN_CONTAINER
+    mounts = {target: source for source, target, *_ in (v.split(":") for v in ingest["volumes"])}
+    assert mounts[deploy.INGEST_KEYS_IN_CONTAINER] in compose["volumes"]
+    assert mounts[deploy.CONFIG_IN_CONTAINER] == "./metering.yaml"
+    # A fresh named volume takes the image folder's owner: the services' user may write the registers.
+    (folders,) = [line for line in committed("Dockerfile").splitlines() if line.startswith("RUN install -d -o flink")]
+    assert deploy.INGEST_KEYS_IN_CONTAINER in folders.split() and deploy.ACCESS_IN_CONTAINER in folders.split()
+    # Published on the host's loopback, at the port it listens on; its health check asks /readyz there.
+    assert published(ingest) == [("127.0.0.1", config.ingest.port)]
+    assert f"http://127.0.0.1:{config.ingest.port}/readyz" in ingest["healthcheck"]["test"][-1]
+    compile(ingest["healthcheck"]["test"][-1], "healthcheck", "exec")
+    # A stop drains: requests in flight wait up to the delivery timeout before the producer flushes.
+    assert int(ingest["stop_grace_period"].rstrip("s")) > config.ingest.delivery_timeout.total_seconds()
+    assert ingest["depends_on"] == ["kafka"]
+
+
+def test_the_ingestion_api_on_kubernetes_runs_several_workers_behind_a_service() -> None:
+    documents = list(yaml.safe_load_all(committed("flinkdeployment.yaml")))
+    config = load_config(deploy.DEPLOY_DIR / "metering.yaml", env=SECRET_ENV)
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "metering-ingest"]
+    (service,) = [d for d in documents if d["kind"] == "Service"]
+    assert deployment["spec"]["replicas"] >= 2
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"] == pod["metadata"]["labels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["type"] == "ClusterIP"
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports[service["spec"]["ports"][0]["targetPort"]] == config.ingest.port
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"/readyz", "/healthz"} <= set(openapi_document()["paths"])  # routes the API serves
+    assert pod["spec"]["terminationGracePeriodSeconds"] > config.ingest.delivery_timeout.total_seconds()
+    # Every worker reads the same key store: the Secret, mounted read-only where ingest.keys points.
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    keys = [m for m in mounts.values() if m["mountPath"] == str(config.ingest.keys)]
+    assert len(keys) == 1 and keys[0]["readOnly"] is True
+    assert volumes[keys[0]["name"]] == {"name": keys[0]["name"], "secret": {"secretName": deploy.INGEST_KEYS_SECRET}}
+    assert volumes["metering-config"]["configMap"]["name"] == deploy.CONFIG_MAP
