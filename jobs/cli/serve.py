@@ -22,8 +22,7 @@ def binding_problem(host: str, public: bool) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from jobs.ingest.kafka import KafkaSink
-    from jobs.ingest.server import Service, create_app, json_logging, stop_on_signals
+    from jobs.ingest.server import json_logging, open_service, stop_on_signals
     from jobs.topics import ensure_topic
 
     config = load_config_arg(args.config)
@@ -37,16 +36,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ensure_topic(kafka.bootstrap_servers, kafka.topics.events, security=kafka.security)
     json_logging()
     log = logging.getLogger("metering.ingest")
-    sink = KafkaSink(
-        kafka.bootstrap_servers,
-        kafka.topics.events,
-        security=kafka.security,
-        delivery_timeout_s=config.ingest.delivery_timeout.total_seconds(),
-    )
     try:
-        service = Service(create_app(config, sink), host, port)
+        service, sink = open_service(config, host, port)
     except OSError as exc:
-        sink.close(5)
         print(f"metering serve: cannot listen on {host}:{port}: {exc}; fix: pass --port", file=sys.stderr)
         return EXIT_FAILURE
     stop_on_signals(service)

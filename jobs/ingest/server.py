@@ -136,15 +136,10 @@ def create_app(config: Any, sink: Any, keys: Any | None = None) -> IngestApp:
     )
 
 
-@contextmanager
-def serving(config: Any, host: str = "127.0.0.1", port: int = 0, ready_timeout_s: float = 30.0) -> Iterator[Service]:
-    """``metering serve`` in a thread of this process (the demo's), until the block ends.
+def open_service(config: Any, host: str, port: int) -> tuple[Service, Any]:
+    """The service of a configuration bound to ``host:port``, and the Kafka sink the caller closes after it.
 
-    The same application, Kafka sink and server as the command, on ``port`` (0: a free one, see
-    ``service.port``); ready once ``/readyz`` answers 200 over HTTP (a broker answered for the
-    events topic, which the caller has created, as the command does with jobs.topics.ensure_topic).
-    At the end the service stops as on SIGTERM: in-flight requests finish, then the producer is
-    flushed; records left undelivered raise :class:`RuntimeError`.
+    ``OSError`` when it cannot listen there (the sink is closed first).
     """
     from jobs.ingest.kafka import KafkaSink
 
@@ -156,10 +151,24 @@ def serving(config: Any, host: str = "127.0.0.1", port: int = 0, ready_timeout_s
         delivery_timeout_s=config.ingest.delivery_timeout.total_seconds(),
     )
     try:
-        service = Service(create_app(config, sink), host, port)
+        return Service(create_app(config, sink), host, port), sink
     except OSError:
         sink.close(5)
         raise
+
+
+@contextmanager
+def serving(config: Any, host: str = "127.0.0.1", port: int = 0, ready_timeout_s: float = 30.0) -> Iterator[Service]:
+    """``metering serve`` in a thread of this process (the demo's), until the block ends.
+
+    The same application, Kafka sink and server as the command, on ``port`` (0: a free one, see
+    ``service.port``); ready once ``/readyz`` answers 200 over HTTP (a broker answered for the
+    events topic, which the caller has created, as the command does with jobs.topics.ensure_topic).
+    At the end the service stops as on SIGTERM: in-flight requests finish, then the producer is
+    flushed; records left undelivered raise :class:`RuntimeError`.
+    """
+    kafka = config.kafka
+    service, sink = open_service(config, host, port)
     log = logging.getLogger("metering.ingest")
     thread = threading.Thread(target=service.serve, name="metering-serve", daemon=True)
     thread.start()
