@@ -36,6 +36,9 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
+from schemas.amendments import VERDICT as AMENDMENT_VERDICT
+from schemas.amendments import is_amendment
+from schemas.amendments import judge as judge_amendment
 from schemas.records import RAW_EVENT
 
 SCHEMA_DIR = Path(__file__).resolve().parent
@@ -75,6 +78,7 @@ REASONS = (
     "bad_user_id",
     "bad_region",
     "bad_source",
+    "bad_amendment",
     "unknown_meter",
     "future_timestamp",
 )
@@ -547,13 +551,17 @@ def is_heartbeat(document: Any) -> bool:
 def record_verdict(line: bytes | str) -> str | None:
     """The verdict on one record of the events topic, as the job reads it before its configuration.
 
-    None for a valid event, ``"heartbeat"`` for a heartbeat with a valid timestamp, otherwise the
-    reason (:attr:`Validation.reason`; a heartbeat's ``missing_field`` or ``bad_timestamp``).
+    None for a valid event, ``"heartbeat"`` for a heartbeat with a valid timestamp, ``"amendment"``
+    for a valid amendment (schemas/amendments.py), otherwise the reason (:attr:`Validation.reason`;
+    a heartbeat's ``missing_field`` or ``bad_timestamp``; an amendment's own order of reasons).
     """
     validation = validate_line(line)
     if validation.ok or validation.reason in ("too_large", "malformed_json", "not_an_object"):
         return validation.reason
     document = decode(line)
+    if is_amendment(document):
+        reason, _, _ = judge_amendment(document)
+        return reason or AMENDMENT_VERDICT
     if not is_heartbeat(document):
         return validation.reason
     timestamp = document.get("timestamp")
@@ -589,7 +597,7 @@ def job_reason(line: bytes | str, *, event_types: Set[str], received: datetime, 
     """
     verdict = record_verdict(line)
     if verdict is not None and verdict != "heartbeat":
-        return verdict
+        return verdict  # an amendment's verdict depends on no configuration
     document = decode(line)
     if verdict is None and document["event_type"] not in event_types:
         return "unknown_meter"

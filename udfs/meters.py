@@ -29,6 +29,11 @@ class Aggregation(StrEnum):
         """Aggregations whose value must be an exact decimal (count and unique_count need not)."""
         return self in (Aggregation.SUM, Aggregation.MAX, Aggregation.MIN, Aggregation.LATEST)
 
+    @property
+    def amendable(self) -> bool:
+        """Whether a contribution can be taken back by a negative one (a void or an amend): sum and count."""
+        return self in (Aggregation.SUM, Aggregation.COUNT)
+
 
 @dataclass(frozen=True)
 class Meter:

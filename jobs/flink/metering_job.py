@@ -305,7 +305,7 @@ def define_first_seen(t_env: Any, config: Config, source: str, suffix: str = "")
         parsed, t_env.sql_query(sql.parse_view(source, config.meters, config.pipeline.allowed_future_skew))
     )
     lag = config.pipeline.max_out_of_orderness
-    t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed, lag)))
+    t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed, lag, config.meters)))
     t_env.create_temporary_view(first_seen, t_env.sql_query(sql.first_seen_view(first_seen_input, f"{UID_PREFIX}-first-seen")))
     return first_seen
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from schemas import records
+from schemas.amendments import VERDICT as AMENDMENT_VERDICT
 from schemas.validate import MAX_EVENT_BYTES
 from udfs.meters import Aggregation, Meter
 
@@ -56,6 +57,9 @@ NO_PARTITION = 2**32 - 1
 #: ``reason`` of a heartbeat (jobs/loader/heartbeat.py): not an event and not a dead letter; only its
 #: timestamp matters, and the source has already read it into the watermark.
 HEARTBEAT = "heartbeat"
+
+#: ``reason`` of a valid amendment (schemas/amendments.py): ``metering_first_seen`` applies it.
+AMENDMENT = AMENDMENT_VERDICT
 
 
 def lit(value: str) -> str:
@@ -161,14 +165,17 @@ def parse_view(source: str, meters: tuple[Meter, ...], skew: timedelta) -> str:
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime,
        CASE WHEN {keep} THEN metering_dead_letter_payload(payload, {DEAD_LETTER_PAYLOAD_BYTES}) END AS kept_doc,
        CASE WHEN {keep} THEN metering_byte_length(payload) END AS payload_size,
-       event_id, customer_id, event_type, ts_text, q_text, event_ms, properties_json, props, r.reason AS reason
+       event_id, customer_id, event_type, ts_text, q_text, event_ms, properties_json, props, amendment, amendment_id,
+       r.reason AS reason
 FROM (
   SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, payload, verdict, event_id, customer_id,
-         event_type, ts_text, q_text, metering_event_millis(ts_text) AS event_ms, properties_json, props
+         event_type, ts_text, q_text, metering_event_millis(ts_text) AS event_ms, properties_json, props,
+         amendment, amendment_id
   FROM (
     SELECT e.kafka_partition, e.kafka_offset, e.kafka_ts, e.rowtime, f.payload,
            f.j[1] AS verdict, f.j[2] AS event_id, f.j[3] AS customer_id, f.j[4] AS event_type, f.j[5] AS ts_text,
-           f.j[6] AS q_text, f.j[7] AS properties_json, {_props_sql(meters, 8)} AS props
+           f.j[6] AS q_text, f.j[7] AS properties_json, f.j[8] AS amendment, f.j[9] AS amendment_id,
+           {_props_sql(meters, 10)} AS props
     FROM {source} AS e
     CROSS JOIN UNNEST(ARRAY[ROW(
       e.payload,
@@ -179,6 +186,7 @@ FROM (
 CROSS JOIN UNNEST(ARRAY[ROW(CAST(
        CASE
          WHEN verdict = {lit(HEARTBEAT)} THEN CASE WHEN {future} THEN 'future_timestamp' ELSE {lit(HEARTBEAT)} END
+         WHEN verdict = {lit(AMENDMENT)} THEN {lit(AMENDMENT)}
          WHEN verdict IS NOT NULL THEN verdict
          WHEN event_type NOT IN ({known}) THEN 'unknown_meter'
          WHEN {future} THEN 'future_timestamp'
@@ -207,12 +215,19 @@ FROM (
 WHERE line IS NOT NULL"""
 
 
-def dead_letters_view(parsed: str) -> str:
-    """Event-level dead letters: the original payload, the reason and where it came from (not heartbeats)."""
+def dead_letters_view(first_seen: str) -> str:
+    """Event-level dead letters: the original payload, the reason and where it came from (not heartbeats).
+
+    An amendment ``metering_first_seen`` refused is one too, its outcome the reason (``unknown_event``,
+    ``not_amendable``, ``already_voided``); a ``repeated`` one (an id its key has processed: a
+    retry) is not, nor an applied one.
+    """
     return f"""
-SELECT reason, CAST(NULL AS STRING) AS meter, customer_id, event_id, doc AS payload_base64, payload_size,
-       kafka_partition, kafka_offset, kafka_ts
-FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)} AND NOT replayed"""
+SELECT CASE WHEN reason = {lit(AMENDMENT)} THEN a_outcome ELSE reason END AS reason, CAST(NULL AS STRING) AS meter,
+       customer_id, event_id, doc AS payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts
+FROM {first_seen}
+WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)} AND NOT replayed
+  AND (reason <> {lit(AMENDMENT)} OR (sign = 0 AND a_outcome <> 'repeated'))"""
 
 
 #: What a bill depends on (type, time, quantity, properties): a re-serialised but identical retry
@@ -220,7 +235,16 @@ FROM {parsed} WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)} AND NOT re
 FINGERPRINT = "MD5(CONCAT_WS('|', event_type, ts_text, q_text, COALESCE(properties_json, '')))"
 
 
-def first_seen_input_view(parsed: str, lag: timedelta) -> str:
+def amendable_types(meters: tuple[Meter, ...]) -> list[str]:
+    """The event types an amendment may void or amend: every meter of the type is a sum or a count.
+
+    Only their contributions can be taken back exactly by a negative one (docs/semantics.md,
+    "Voids and amendments"); a maximum, a minimum, a distinct count or a latest value cannot.
+    """
+    return [t for t, typed in _by_event_type(meters) if all(m.aggregation.amendable for m in typed)]
+
+
+def first_seen_input_view(parsed: str, lag: timedelta, meters: tuple[Meter, ...]) -> str:
     """What ``metering_first_seen`` reads: ``parsed``'s columns that later stages need, and each record's :data:`FINGERPRINT`.
 
     ``partition_wm_ms`` is the watermark of the record's own Kafka partition before it (its newest
@@ -231,12 +255,16 @@ def first_seen_input_view(parsed: str, lag: timedelta) -> str:
 
     ``doc`` is ``parsed.kept_doc``: NULL unless a dead letter may carry it, so the payload is
     neither shuffled to the function nor converted and copied behind it (docs/benchmarks.md).
-    The function reads the fingerprint of valid events only.
+    The function reads the fingerprint of valid events only, and ``amendable``
+    (:func:`amendable_types`) to keep what a first occurrence counted for amendments.
     """
     lag_ms = int(lag / timedelta(milliseconds=1))
+    types = amendable_types(meters)
+    amendable = f"event_type IN ({', '.join(lit(t) for t in types)})" if types else "FALSE"
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, kept_doc AS doc, payload_size, event_id, customer_id,
-       event_type, q_text, event_ms, props, reason, {FINGERPRINT} AS fingerprint,
+       event_type, q_text, event_ms, props, reason, {FINGERPRINT} AS fingerprint, amendment, amendment_id,
+       COALESCE({amendable}, FALSE) AS amendable,
        metering_partition_watermark(kafka_partition, kafka_offset, rowtime, CAST({lag_ms} AS BIGINT)) AS partition_wm_ms,
        metering_replayed(kafka_partition, kafka_offset) AS replayed
 FROM {parsed}"""
@@ -259,19 +287,32 @@ def first_seen_view(first_seen_input: str, uid: str) -> str:
     """
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size, event_id, customer_id, event_type, q_text,
-       event_ms, props, reason, partition_wm_ms, replayed, seen, variants, behind_watermark
+       event_ms, props, reason, partition_wm_ms, replayed, seen, variants, behind_watermark, amendment_id, sign,
+       a_event_type, a_event_ms, a_q_text, a_props, a_outcome
 FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
 
 
 def dedup_view(first_seen: str) -> str:
-    """First occurrence per (customer_id, event_id) within the dedup retention (see :func:`first_seen_view`).
+    """First occurrence per (customer_id, event_id) within the dedup retention (:func:`first_seen_view`), and amendments.
 
-    ``rowtime`` is still the time attribute: the function passes it through with the watermarks.
+    An applied amendment's rows (``seen = 0``, ``sign`` -1 for a retraction, +1 for a replacement)
+    carry the content the function kept of the event; their ``event_id`` is the event's with the
+    amendment id and the sign (``evt~amd-``), so each is its own late segment and correction.
+    ``sign`` is 1 for an event. ``rowtime`` is still the time attribute: the function passes it
+    through with the watermarks.
     """
+    amended = "seen = 0"
     return f"""
-SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size, event_id, customer_id, event_type,
-       event_ms, q_text, props, partition_wm_ms, replayed, behind_watermark
-FROM {first_seen} WHERE seen = 1"""
+SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size,
+       CASE WHEN {amended} THEN CONCAT(event_id, '~', amendment_id, CASE WHEN sign < 0 THEN '-' ELSE '+' END)
+            ELSE event_id END AS event_id,
+       customer_id,
+       CASE WHEN {amended} THEN a_event_type ELSE event_type END AS event_type,
+       CASE WHEN {amended} THEN a_event_ms ELSE event_ms END AS event_ms,
+       CASE WHEN {amended} THEN a_q_text ELSE q_text END AS q_text,
+       CASE WHEN {amended} THEN a_props ELSE props END AS props,
+       partition_wm_ms, replayed, behind_watermark, sign
+FROM {first_seen} WHERE seen = 1 OR (seen = 0 AND sign <> 0)"""
 
 
 def duplicates_view(first_seen: str) -> str:
@@ -373,7 +414,7 @@ def metered_view(deduped: str, meters: tuple[Meter, ...]) -> str:
     return f"""
 SELECT customer_id, m.meter, m.group_key, event_id, event_ms, rowtime, m.val, m.distinct_value, m.latest_enc,
        m.reason, doc AS payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts, partition_wm_ms,
-       replayed, behind_watermark
+       replayed, behind_watermark, sign
 FROM {deduped}
 CROSS JOIN UNNEST(
     CASE event_type
@@ -434,10 +475,16 @@ GROUP BY customer_id, meter, group_key, replayed, TUMBLE(rowtime, {interval})"""
 
 
 def late_partials_view(flagged: str) -> str:
-    """Late rows as single-event partials (``window_end_ms = -1``); low volume by construction."""
+    """Late rows as single-event partials (``window_end_ms = -1``); low volume by construction.
+
+    An amendment's retraction (``sign = -1``, only for sum and count meters) counts -1 event and
+    the negated value.
+    """
     return f"""
 SELECT customer_id, meter, group_key, event_ms - MOD(event_ms, 60000) AS minute_ms, CAST(-1 AS BIGINT) AS window_end_ms,
-       CAST(1 AS BIGINT) AS cnt, val AS total, val AS mx, val AS mn,
+       CAST(sign AS BIGINT) AS cnt,
+       CASE WHEN sign < 0 THEN CASE WHEN val LIKE '-%' THEN SUBSTR(val, 2) ELSE CONCAT('-', val) END ELSE val END AS total,
+       val AS mx, val AS mn,
        distinct_value AS distinct_values,
        latest_enc, event_id, partition_wm_ms, replayed
 FROM {flagged}
@@ -447,7 +494,7 @@ WHERE reason IS NULL AND late"""
 def meter_dead_letters_view(flagged: str) -> str:
     return f"""
 SELECT reason, meter, customer_id, event_id, payload_base64, payload_size, kafka_partition, kafka_offset, kafka_ts
-FROM {flagged} WHERE reason IS NOT NULL AND NOT replayed"""
+FROM {flagged} WHERE reason IS NOT NULL AND NOT replayed AND sign > 0"""
 
 
 #: What ``metering_finalize`` emits besides its partition keys: ``kind`` and the JSON ``record``.

@@ -30,7 +30,10 @@ from jobs.ingest.limits import Buckets, retry_after
 from jobs.ingest.metrics import Metrics
 from jobs.ingest.openapi import document
 from jobs.produce import record_key
-from schemas.validate import job_verdict
+from schemas.amendments import VERDICT as AMENDMENT_VERDICT
+from schemas.amendments import is_amendment
+from schemas.amendments import judge as judge_amendment
+from schemas.validate import Validation, decode, job_verdict
 
 log = logging.getLogger("metering.ingest")
 #: Retry-After of a 503 (Kafka unavailable, queue full, shutting down).
@@ -79,8 +82,10 @@ def verdict(item: Item, key: ApiKey, rules: Rules, received: datetime) -> tuple[
         return reason, "no meter of the configuration reads this event_type", None
     if reason == "future_timestamp":
         return reason, f"the timestamp is more than {rules.future_skew} after the request was received", None
+    if reason == AMENDMENT_VERDICT:
+        return reason, "an amendment is not an event: send it to POST /v1/events/{event_id}/void or /amend", None
     if reason is not None or validation.event is None:
-        return reason, "; ".join(str(p) for p in validation.problems if p.reason == reason), None
+        return reason, _message(item.line, reason, validation), None
     customer = validation.event.customer_id
     if not key.may_send_for(customer):
         return "customer_not_allowed", f"this API key does not send events for customer {customer!r}", None
@@ -247,6 +252,15 @@ class IngestApp:
             }
             return _json(503, body_out, {"Retry-After": str(UNAVAILABLE_RETRY_S)})
         return _json(200, {**summary, "results": results})
+
+
+def _message(line: bytes, reason: str | None, validation: Validation) -> str:
+    """Why the line was refused: its problems of that reason, or an amendment's own message."""
+    message = "; ".join(str(p) for p in validation.problems if p.reason == reason)
+    if message or reason in (None, "too_large", "malformed_json", "not_an_object"):
+        return message
+    document = decode(line)
+    return judge_amendment(document)[1] if is_amendment(document) else message
 
 
 def _bearer(header: str | None) -> str | None:

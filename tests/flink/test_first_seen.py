@@ -16,6 +16,8 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +96,7 @@ SELECT 0 AS kafka_partition, kafka_offset, TO_TIMESTAMP_LTZ({RECEIVED_MS}, 3) AS
        CAST(NULL AS INT) AS payload_size, event_id,
        customer_id, CAST('tokens' AS STRING) AS event_type, CAST(NULL AS STRING) AS q_text, rowtime_ms AS event_ms,
        CAST(NULL AS ARRAY<STRING>) AS props, reason, fingerprint, CAST(NULL AS BIGINT) AS partition_wm_ms,
-       FALSE AS replayed
+       FALSE AS replayed, CAST(NULL AS STRING) AS amendment, CAST(NULL AS STRING) AS amendment_id, FALSE AS amendable
 FROM {raw}"""),
     )
     return name
@@ -228,3 +230,74 @@ def test_the_jobs_views_count_retries_and_payload_variants(stream: tuple[Any, An
         ("acme", "e5", "active_users", "{}", None),
         ("acme", "e5", "api_calls", "{}", None),
     ]
+
+
+def test_voids_and_amends_take_back_exactly_what_was_counted(stream: tuple[Any, Any]) -> None:
+    """Through ``define_views``: retractions and replacements on the late path, refusals as dead letters, retries ignored."""
+    from jobs.flink.metering_job import define_views
+
+    _, t_env = stream
+    base: dict[str, Any] = {"customer_id": "acme", "event_type": "tokens", "timestamp": "2026-12-31T10:00:00Z"}
+    base |= {"properties": {"model": "m1"}}
+
+    def event(event_id: str, quantity: str, **more: Any) -> str:
+        return json.dumps({**base, "event_id": event_id, "quantity": quantity, **more})
+
+    def amendment(amendment_id: str, event_id: str, quantity: str | None = None) -> str:
+        doc = {"amendment": "void" if quantity is None else "amend", "amendment_id": amendment_id}
+        doc |= {"customer_id": "acme", "event_id": event_id, "requested_at": "2026-12-31T12:00:00Z"}
+        return json.dumps(doc | ({} if quantity is None else {"quantity": quantity}))
+
+    docs = [
+        event("e1", "10"),
+        event("e2", "4", properties={"model": "m2"}),
+        amendment("amd-1", "e1"),  # void: -10
+        amendment("amd-1", "e1"),  # the same amendment again: a retry, no effect, no dead letter
+        amendment("amd-2", "e1"),  # already voided
+        amendment("amd-3", "e2", "6"),  # -4 +6
+        amendment("amd-4", "e2", "7"),  # -6 +7
+        amendment("amd-5", "e9"),  # no such event
+        event("e5", "1", event_type="api_call"),
+        amendment("amd-6", "e5"),  # api_call feeds a unique_count meter: not amendable
+        event("e1", "10"),  # a retry of the voided event: a duplicate, not counted again
+        amendment("amd-7", "e1", "3"),  # already voided
+        event("e3", "-5"),  # refused by the tokens meter (negative_value)
+        amendment("amd-8", "e3", "5"),  # the retraction of what was never counted is refused too; +5 counts
+    ]
+    rows = [{"kafka_offset": n, "rowtime_ms": RECEIVED_MS - 60_000 + n, "doc": doc} for n, doc in enumerate(docs)]
+    view = rows_view(stream, rows)
+    source = f"{view}_events"
+    t_env.create_temporary_view(
+        source,
+        t_env.sql_query(f"SELECT CAST(doc AS BYTES) AS payload, kafka_partition, kafka_offset, kafka_ts, rowtime FROM {view}"),
+    )
+    views = define_views(t_env, CONFIG, source, suffix=f"_{view}")
+    partials = t_env.sql_query(
+        f"SELECT meter, group_key, event_id, cnt, total FROM ({views.partials_sql(timedelta(seconds=10))})"
+    )
+    got = sorted((r[2] or "", r[3], r[4]) for r in partials.execute().collect() if r[0] == "tokens")
+    # no watermark before the first rows: the events are late events too, under their own ids
+    assert got == [
+        ("e1", 1, "10"),
+        ("e1~amd-1-", -1, "-10"),
+        ("e2", 1, "4"),
+        ("e2~amd-3+", 1, "6"),
+        ("e2~amd-3-", -1, "-4"),
+        ("e2~amd-4+", 1, "7"),
+        ("e2~amd-4-", -1, "-6"),
+        ("e3~amd-8+", 1, "5"),
+    ]
+    total = sum(Decimal(t) for _, _, t in got)
+    assert (sum(c for _, c, _ in got), total) == (2, Decimal(12))  # e2 at 7 and e3 at 5
+    query = f"SELECT reason, meter, event_id, FROM_BASE64(payload_base64) FROM ({views.dead_letters_sql()})"
+    dead = sorted(tuple(r) for r in t_env.sql_query(query).execute().collect())
+    assert dead == sorted(
+        [
+            ("already_voided", None, "e1", docs[4]),
+            ("already_voided", None, "e1", docs[11]),
+            ("missing_value", "active_users", "e5", docs[8]),  # no properties.user
+            ("negative_value", "tokens", "e3", docs[12]),  # once: not again for the retraction of amd-8
+            ("not_amendable", None, "e5", docs[9]),
+            ("unknown_event", None, "e9", docs[7]),
+        ]
+    )

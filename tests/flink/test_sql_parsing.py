@@ -276,7 +276,10 @@ def test_dead_letters_keep_the_records_bytes_up_to_the_cap(t_env: Any) -> None:
         b'{"a":"\xff\xfe"}',
         too_large,
     ]
-    view = sql.dead_letters_view(f"({sql.first_seen_input_view('parsed', timedelta(0))}) AS i")
+    # what metering_first_seen adds for records with a reason (not an amendment): sign 0, no outcome
+    first_seen_input = sql.first_seen_input_view("parsed", timedelta(0), ())
+    first_seen = f"(SELECT *, 0 AS sign, CAST(NULL AS STRING) AS a_outcome FROM ({first_seen_input}))"
+    view = sql.dead_letters_view(f"{first_seen} AS i")
     rows = query_parsed(t_env, docs, f"SELECT reason, payload_base64, payload_size FROM ({view})")
     got = sorted((reason, base64.b64decode(payload), size) for reason, payload, size in rows)
     assert got == [

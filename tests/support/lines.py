@@ -46,6 +46,15 @@ def one_line_per_reason(event_type: str, now: datetime) -> dict[str, bytes]:
         "bad_user_id": line(user_id="u" * 200),
         "bad_region": line(region="g" * 100),
         "bad_source": line(source="s" * 200),
+        "bad_amendment": json.dumps(
+            {
+                "amendment": "cancel",
+                "amendment_id": "a-1",
+                "customer_id": "acme",
+                "event_id": "r-1",
+                "requested_at": "2026-03-01T12:00:00Z",
+            }
+        ).encode(),
         "unknown_meter": line(event_type="no_meter_reads_this"),
         "future_timestamp": line(timestamp=(now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")),
     }

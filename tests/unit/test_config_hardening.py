@@ -173,7 +173,7 @@ def job_sql(config: Config) -> list[str]:
         events_columns(config),
         *alignment_options(config).values(),
         sql.parse_view("events", config.meters, pipeline.allowed_future_skew),
-        sql.first_seen_input_view("parsed", pipeline.max_out_of_orderness),
+        sql.first_seen_input_view("parsed", pipeline.max_out_of_orderness, config.meters),
         sql.metered_view("deduped", config.meters),
         views.partials_sql(pipeline.provisional_interval),
         views.partials_sql(timedelta(minutes=1)),

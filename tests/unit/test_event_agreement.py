@@ -23,6 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.amendments import FIELDS as AMENDMENT_MEMBERS
+from schemas.amendments import VERDICT as AMENDMENT_VERDICT
 from schemas.validate import (
     MAX_DEPTH,
     MAX_EVENT_BYTES,
@@ -66,8 +68,22 @@ RAW_AT = ("usage-events", 3, 42, 1_767_225_600_123)
 
 
 def python_reading(line: bytes) -> list[Any]:
-    """What the Java side returns, from the spec: verdict, fields, properties, event time, raw_events row."""
+    """What the Java side returns, from the spec: verdict, fields, properties, event time, raw_events row.
+
+    For a valid amendment: its target (event id, customer), quantity, action and id.
+    """
     verdict = record_verdict(line)
+    if verdict == AMENDMENT_VERDICT:
+        document = decode(line)
+        return [
+            verdict,
+            document["event_id"],
+            document["customer_id"],
+            property_text(document.get("quantity")),
+            document["amendment"],
+            document["amendment_id"],
+            None,
+        ]
     if verdict is not None and verdict != "heartbeat":
         return [verdict, None]
     document = decode(line)
@@ -84,6 +100,8 @@ def python_reading(line: bytes) -> list[Any]:
         document["timestamp"],
         property_text(document["quantity"]),
         properties,
+        None,  # an amendment's action
+        None,  # and id
         *(property_text(properties.get(n)) if properties else None for n in PROPERTY_NAMES),
         epoch_millis(event.timestamp),
         raw_event_row(line, *RAW_AT),
@@ -104,6 +122,8 @@ def raw_line_values(text: str) -> dict[str, Any]:
 def java_comparable(row: list[Any]) -> list[Any]:
     verdict = row[0]
     raw = None if row[-1] is None else raw_line_values(row[-1])
+    if verdict == AMENDMENT_VERDICT:
+        return [verdict, row[1], row[2], row[5], row[7], row[8], raw]
     if verdict is not None and verdict != "heartbeat":
         return [verdict, raw]
     if verdict == "heartbeat":
@@ -303,6 +323,65 @@ SCHEMA_CASES = [
 ]
 
 
+def amendment(**fields: Any) -> bytes:
+    base: dict[str, Any] = {
+        "amendment": "void",
+        "amendment_id": "amd-1",
+        "customer_id": "acme",
+        "event_id": "e-1",
+        "requested_at": "2026-03-02T08:00:00Z",
+    }
+    base.update(fields)
+    return json.dumps({k: v for k, v in base.items() if v is not ...}, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+AMENDMENT_CASES = [
+    amendment(),
+    amendment(requested_by="key:ops", reason="test traffic", schema_version=1),
+    amendment(amendment="amend", quantity="7.5"),
+    amendment(amendment="amend", quantity=7),
+    amendment(amendment="amend", quantity=-0),
+    amendment(amendment="amend", quantity="1e3"),
+    amendment(amendment="amend", quantity=True),
+    amendment(amendment="amend"),  # no quantity
+    amendment(quantity="1"),  # a void with a quantity
+    amendment(amendment="cancel"),
+    amendment(amendment=None),
+    amendment(amendment=True),
+    amendment(amendment_id=...),
+    amendment(amendment_id=""),
+    amendment(amendment_id="a\n"),
+    amendment(amendment_id=7),
+    amendment(event_id=...),
+    amendment(event_id=""),
+    amendment(customer_id="acme corp"),
+    amendment(customer_id=None),
+    amendment(requested_at=...),
+    amendment(requested_at="2026-03-02"),
+    amendment(requested_at="2026-02-30T00:00:00Z"),
+    amendment(requested_by=5),
+    amendment(requested_by="x" * 128),
+    amendment(requested_by="x" * 129),
+    amendment(reason="\u00e9" * 1024),
+    amendment(reason="\u00e9" * 1025),
+    amendment(reason=None),
+    amendment(event_type="api_call"),
+    amendment(timestamp="2026-03-02T08:00:00Z"),
+    amendment(properties={}),
+    amendment(heartbeat=True),
+    amendment(extra=1),
+    amendment(schema_version=2),
+    amendment(schema_version="1"),
+    # an event carrying an amendment's member is an event with an unknown field
+    line(amendment_id="amd-1"),
+    line(requested_at="2026-03-02T08:00:00Z"),
+    line(reason="x"),
+    line(requested_by="x"),
+    # a heartbeat with an amendment member is an amendment
+    json.dumps({"heartbeat": True, "timestamp": "2026-03-02T08:00:00Z", "amendment": "void"}).encode(),
+]
+
+
 def nested(depth: int) -> str:
     """A property value whose nesting, counted from the event, is ``depth``."""
     return '{"a":' + "[" * (depth - 2) + "1" + "]" * (depth - 2) + "}"
@@ -346,16 +425,17 @@ BOUND_CASES = [
 
 @pytest.mark.parametrize(
     "cases",
-    [spec_example_lines(), ISSUE_CASES, PROFILE_CASES, SCHEMA_CASES, BOUND_CASES],
-    ids=["corpus", "issue", "profile", "schema", "bounds"],
+    [spec_example_lines(), ISSUE_CASES, PROFILE_CASES, SCHEMA_CASES, BOUND_CASES, AMENDMENT_CASES],
+    ids=["corpus", "issue", "profile", "schema", "bounds", "amendments"],
 )
 def test_the_job_reads_every_line_as_the_spec_does(java: JavaReader, cases: list[bytes]) -> None:
     assert disagreements(java, cases) == []
 
 
 def test_the_cases_reach_every_reason_and_both_sides_of_each_bound() -> None:
-    cases = spec_example_lines() + ISSUE_CASES + PROFILE_CASES + SCHEMA_CASES + BOUND_CASES
+    cases = spec_example_lines() + ISSUE_CASES + PROFILE_CASES + SCHEMA_CASES + BOUND_CASES + AMENDMENT_CASES
     verdicts = [record_verdict(c) for c in cases]
+    assert AMENDMENT_VERDICT in verdicts
     config_dependent = {"unknown_meter", "future_timestamp"}
     assert set(REASONS) - config_dependent <= set(verdicts)
     assert None in verdicts and "heartbeat" in verdicts
@@ -365,7 +445,7 @@ def test_the_cases_reach_every_reason_and_both_sides_of_each_bound() -> None:
 
 def test_no_line_makes_either_side_throw(java: JavaReader) -> None:
     """Whatever the bytes, a verdict: the spec never raises, the Java side never says processing_error."""
-    lines = ISSUE_CASES + PROFILE_CASES + SCHEMA_CASES + BOUND_CASES
+    lines = ISSUE_CASES + PROFILE_CASES + SCHEMA_CASES + BOUND_CASES + AMENDMENT_CASES
     assert all(row[0] != "processing_error" for row in java.read(lines))
 
 
@@ -394,6 +474,7 @@ FIELDS = [
     "resource",
     "heartbeat",
     "extra",
+    "amendment_id",
 ]
 INTERESTING = [
     b"\\",
@@ -441,6 +522,18 @@ def encode_value(value: Any) -> str:
 def test_generated_field_values_agree(java: JavaReader, field: str, value: Any) -> None:
     others = {"properties": {"model": "m"}} if field != "properties" else {}
     generated = with_raw(field, encode_value(value), **others)
+    assert disagreements(java, [generated]) == []
+
+
+AMENDMENT_FIELDS = [*AMENDMENT_MEMBERS, "event_type", "timestamp", "properties", "heartbeat", "extra"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(AMENDMENT_FIELDS), value=json_values, action=st.sampled_from(["void", "amend"]))
+def test_generated_amendment_values_agree(java: JavaReader, field: str, value: Any, action: str) -> None:
+    others = {"quantity": "2"} if action == "amend" and field != "quantity" else {}
+    document = json.dumps(json.loads(amendment(amendment=action, **others)) | {field: "\u0000PLACEHOLDER"})
+    generated = document.replace('"\\u0000PLACEHOLDER"', encode_value(value)).encode("utf-8", "surrogatepass")
     assert disagreements(java, [generated]) == []
 
 

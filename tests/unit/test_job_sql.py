@@ -18,7 +18,7 @@ def all_generated_sql() -> list[str]:
     skew = CONFIG.pipeline.allowed_future_skew
     return [
         sql.parse_view("events", CONFIG.meters, skew),
-        sql.first_seen_input_view("parsed", CONFIG.pipeline.max_out_of_orderness),
+        sql.first_seen_input_view("parsed", CONFIG.pipeline.max_out_of_orderness, CONFIG.meters),
         sql.first_seen_view("first_seen_input", "metering-v1-first-seen"),
         sql.dead_letters_view("first_seen"),
         sql.dedup_view("first_seen"),

@@ -57,6 +57,11 @@ final class EventRules {
     static final String MALFORMED_JSON = "malformed_json";
     static final String NOT_AN_OBJECT = "not_an_object";
     static final String HEARTBEAT = "heartbeat";
+    /** The verdict on a valid amendment (schemas/amendments.py): not an event, read by the dedup. */
+    static final String AMENDMENT = "amendment";
+    static final String BAD_AMENDMENT = "bad_amendment";
+    static final int MAX_REQUESTED_BY = 128;
+    static final int MAX_REASON = 1024;
     static final String PROCESSING_ERROR = "processing_error";
 
     /** Elements of the result array; the requested properties' values follow from {@link #FIRST_PROPERTY}. */
@@ -67,7 +72,10 @@ final class EventRules {
     static final int TIMESTAMP = 4;
     static final int QUANTITY = 5;
     static final int PROPERTIES_JSON = 6;
-    static final int FIRST_PROPERTY = 7;
+    /** An amendment's action ({@code void} or {@code amend}) and id; null for an event. */
+    static final int AMENDMENT_ACTION = 7;
+    static final int AMENDMENT_ID = 8;
+    static final int FIRST_PROPERTY = 9;
 
     static final JsonFactory FACTORY =
             JsonFactory.builder()
@@ -87,7 +95,8 @@ final class EventRules {
     /** The schema's fields: index in {@link Fields} by name. */
     private static final String[] FIELD_NAMES = {
         "schema_version", "event_id", "customer_id", "event_type", "timestamp", "quantity", "properties",
-        "resource", "user_id", "region", "source", "heartbeat"
+        "resource", "user_id", "region", "source", "heartbeat",
+        "amendment", "amendment_id", "requested_at", "requested_by", "reason"
     };
 
     private static final int F_SCHEMA_VERSION = 0;
@@ -98,6 +107,16 @@ final class EventRules {
     private static final int F_QUANTITY = 5;
     private static final int F_PROPERTIES = 6;
     private static final int F_HEARTBEAT = 11;
+    private static final int F_AMENDMENT = 12;
+    private static final int F_AMENDMENT_ID = 13;
+    private static final int F_REQUESTED_AT = 14;
+    private static final int F_REQUESTED_BY = 15;
+    private static final int F_REASON = 16;
+    /** The members an amendment must have (its quantity too when it amends). */
+    private static final int[] AMENDMENT_REQUIRED = {F_AMENDMENT_ID, F_CUSTOMER_ID, F_EVENT_ID, F_REQUESTED_AT};
+    /** The event's members an amendment may not have, and the amendment's an event may not have. */
+    private static final int[] EVENT_ONLY = {F_EVENT_TYPE, F_TIMESTAMP, F_PROPERTIES, 7, 8, 9, 10, F_HEARTBEAT};
+    private static final int[] AMENDMENT_ONLY = {F_AMENDMENT_ID, F_REQUESTED_AT, F_REQUESTED_BY, F_REASON};
     /** The fields an event must have. */
     private static final int[] REQUIRED = {F_EVENT_ID, F_CUSTOMER_ID, F_EVENT_TYPE, F_TIMESTAMP, F_QUANTITY};
     /** The optional string fields, their reasons and their longest lengths (code points). */
@@ -472,11 +491,11 @@ final class EventRules {
 
     private static int fieldIndex(String name) {
         for (int i = 0; i < FIELD_NAMES.length; i++) {
-            if (i != F_HEARTBEAT && FIELD_NAMES[i].equals(name)) {
+            if (FIELD_NAMES[i].equals(name)) {
                 return i;
             }
         }
-        return name.equals("heartbeat") ? F_HEARTBEAT : -1;
+        return -1;
     }
 
     private static void fill(Fields fields, String[] names, String[] out) throws IOException {
@@ -485,6 +504,11 @@ final class EventRules {
         out[EVENT_TYPE] = fields.texts[F_EVENT_TYPE];
         out[TIMESTAMP] = fields.texts[F_TIMESTAMP];
         out[QUANTITY] = fields.texts[F_QUANTITY];
+        if (fields.tokens[F_AMENDMENT] != null) {
+            out[AMENDMENT_ACTION] = fields.texts[F_AMENDMENT];
+            out[AMENDMENT_ID] = fields.texts[F_AMENDMENT_ID];
+            return; // an amendment has no properties (a valid one)
+        }
         if (fields.properties != null) {
             out[PROPERTIES_JSON] = propertiesJson(fields.properties);
             for (int i = 0; i < names.length; i++) {
@@ -517,6 +541,9 @@ final class EventRules {
     }
 
     private static String verdict(Fields f) {
+        if (f.tokens[F_AMENDMENT] != null) {
+            return amendmentVerdict(f);
+        }
         JsonToken heartbeat = f.tokens[F_HEARTBEAT];
         boolean marked =
                 heartbeat == JsonToken.VALUE_TRUE
@@ -536,7 +563,7 @@ final class EventRules {
                 return "missing_field";
             }
         }
-        if (f.unknownField || f.tokens[F_HEARTBEAT] != null) {
+        if (f.unknownField || f.tokens[F_HEARTBEAT] != null || anyPresent(f, AMENDMENT_ONLY)) {
             return "unknown_field";
         }
         if (f.tokens[F_SCHEMA_VERSION] != null
@@ -555,12 +582,7 @@ final class EventRules {
         if (!isString(f, F_TIMESTAMP) || EventMillis.millis(f.texts[F_TIMESTAMP]) == null) {
             return "bad_timestamp";
         }
-        JsonToken quantity = f.tokens[F_QUANTITY];
-        boolean quantityText =
-                quantity == JsonToken.VALUE_STRING
-                        || quantity == JsonToken.VALUE_NUMBER_INT
-                        || quantity == JsonToken.VALUE_NUMBER_FLOAT;
-        if (!quantityText || !decimal38(f.texts[F_QUANTITY])) {
+        if (!quantity(f)) {
             return "bad_quantity";
         }
         if (f.badProperties) {
@@ -574,6 +596,75 @@ final class EventRules {
             }
         }
         return null;
+    }
+
+    /** A quantity as written: a string or a number whose text is {@link #decimal38}. */
+    private static boolean quantity(Fields f) {
+        JsonToken quantity = f.tokens[F_QUANTITY];
+        boolean quantityText =
+                quantity == JsonToken.VALUE_STRING
+                        || quantity == JsonToken.VALUE_NUMBER_INT
+                        || quantity == JsonToken.VALUE_NUMBER_FLOAT;
+        return quantityText && decimal38(f.texts[F_QUANTITY]);
+    }
+
+    /**
+     * The verdict on a record with an {@code amendment} member: {@link #AMENDMENT} or the reason, in
+     * the order of schemas/amendments.py.
+     */
+    private static String amendmentVerdict(Fields f) {
+        String action = isString(f, F_AMENDMENT) ? f.texts[F_AMENDMENT] : null;
+        boolean amend = "amend".equals(action);
+        if (!amend && !"void".equals(action)) {
+            return BAD_AMENDMENT;
+        }
+        for (int required : AMENDMENT_REQUIRED) {
+            if (f.tokens[required] == null) {
+                return "missing_field";
+            }
+        }
+        if (amend && f.tokens[F_QUANTITY] == null) {
+            return "missing_field";
+        }
+        if (f.unknownField || anyPresent(f, EVENT_ONLY) || !amend && f.tokens[F_QUANTITY] != null) {
+            return "unknown_field";
+        }
+        if (f.tokens[F_SCHEMA_VERSION] != null
+                && !(f.tokens[F_SCHEMA_VERSION] == JsonToken.VALUE_NUMBER_INT && "1".equals(f.texts[F_SCHEMA_VERSION]))) {
+            return "bad_schema_version";
+        }
+        if (!isString(f, F_AMENDMENT_ID) || !eventId(f.texts[F_AMENDMENT_ID])) {
+            return BAD_AMENDMENT;
+        }
+        if (f.tokens[F_REQUESTED_BY] != null
+                && (!isString(f, F_REQUESTED_BY) || codePoints(f.texts[F_REQUESTED_BY]) > MAX_REQUESTED_BY)) {
+            return BAD_AMENDMENT;
+        }
+        if (f.tokens[F_REASON] != null && (!isString(f, F_REASON) || codePoints(f.texts[F_REASON]) > MAX_REASON)) {
+            return BAD_AMENDMENT;
+        }
+        if (!isString(f, F_EVENT_ID) || !eventId(f.texts[F_EVENT_ID])) {
+            return "bad_event_id";
+        }
+        if (!isString(f, F_CUSTOMER_ID) || !customerId(f.texts[F_CUSTOMER_ID])) {
+            return "bad_customer_id";
+        }
+        if (!isString(f, F_REQUESTED_AT) || EventMillis.millis(f.texts[F_REQUESTED_AT]) == null) {
+            return "bad_timestamp";
+        }
+        if (amend && !quantity(f)) {
+            return "bad_quantity";
+        }
+        return AMENDMENT;
+    }
+
+    private static boolean anyPresent(Fields f, int[] fields) {
+        for (int field : fields) {
+            if (f.tokens[field] != null) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private static boolean isString(Fields f, int field) {

@@ -42,8 +42,26 @@ import org.apache.flink.types.Row;
  *
  * <p>Call it without {@code on_time}: with it, Flink drops the rows behind the watermark before
  * they reach the function, and late events must not be lost (jobs/sql.py, first_seen_view).
+ *
+ * <p><b>Amendments</b> (schemas/amendments.py, docs/semantics.md "Voids and amendments"): a record
+ * whose {@code reason} is {@code amendment} reaches the key of the event it names. The key keeps,
+ * when the event's {@code amendable} column was true (every meter of its type is a sum or a count),
+ * what its first occurrence counted: event type, event time, quantity and the meters' properties.
+ * A void then emits that content again with {@code sign = -1} (a retraction); an amend emits the
+ * retraction and the content with the new quantity ({@code sign = +1}), which becomes what the
+ * key counts. Both take the late path (behind the watermark), so they reach the period still open
+ * or become corrections of a final one. The outcome is {@code a_outcome}: {@code applied};
+ * {@code unknown_event} (the key holds nothing: never seen within the dedup retention, or only
+ * after the amendment); {@code not_amendable}; {@code already_voided}; or {@code repeated} (an
+ * amendment id the key has already processed: a retry, with no effect).
+ *
+ * <p>All of it lives in the one state text, as lines that a fingerprint (hex) never starts with:
+ * {@code =}content, {@code #}amendment id, {@code !} (voided). The state's type is unchanged, so a
+ * savepoint of the job before amendments restores.
  */
-@DataTypeHint("ROW<seen BIGINT NOT NULL, variants BIGINT NOT NULL, behind_watermark BOOLEAN NOT NULL>")
+@DataTypeHint(
+        "ROW<seen BIGINT NOT NULL, variants BIGINT NOT NULL, behind_watermark BOOLEAN NOT NULL, sign INT NOT NULL, "
+                + "a_event_type STRING, a_event_ms BIGINT, a_q_text STRING, a_props ARRAY<STRING>, a_outcome STRING>")
 public final class FirstSeen extends ProcessTableFunction<Row> {
 
     /** What one (customer_id, event_id) has shown so far. */
@@ -55,6 +73,17 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
     }
 
     static final char SEPARATOR = '\n';
+    static final char COUNTED = '=';
+    static final char PROCESSED = '#';
+    static final char VOIDED = '!';
+    /** Between the fields of a {@link #COUNTED} line; escaped inside them, with the separator. */
+    static final char FIELD = '\t';
+
+    static final String APPLIED = "applied";
+    static final String UNKNOWN_EVENT = "unknown_event";
+    static final String NOT_AMENDABLE = "not_amendable";
+    static final String ALREADY_VOIDED = "already_voided";
+    static final String REPEATED = "repeated";
 
     private transient Counter firstSeen;
     private transient Counter duplicates;
@@ -72,8 +101,13 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
             Context ctx,
             @StateHint Memory memory,
             @ArgumentHint({ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.PASS_COLUMNS_THROUGH}) Row input) {
-        if (input.getField("reason") != null) {
-            collect(Row.of(0L, 0L, false));
+        Object reason = input.getField("reason");
+        if (EventRules.AMENDMENT.equals(reason)) {
+            amend(ctx, memory, input);
+            return;
+        }
+        if (reason != null) {
+            collect(Row.of(0L, 0L, false, 0, null, null, null, null, null));
             return;
         }
         // Judged here, once per row, against this operator's watermark: the group window behind it
@@ -88,8 +122,12 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
         if (fresh) {
             known = known + fingerprint + SEPARATOR;
         }
-        memory.fingerprints = known;
         memory.seen += 1;
+        if (memory.seen == 1L && Boolean.TRUE.equals(input.getField("amendable"))) {
+            known = known + COUNTED + content(input.getFieldAs("event_type"), input.getFieldAs("event_ms"),
+                    input.getFieldAs("q_text"), input.getFieldAs("props")) + SEPARATOR;
+        }
+        memory.fingerprints = known;
         if (memory.seen == 1L) {
             firstSeen.inc();
         } else {
@@ -98,7 +136,136 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
                 conflicts.inc();
             }
         }
-        collect(Row.of(memory.seen, count(known), behind));
+        collect(Row.of(memory.seen, count(known), behind, 1, null, null, null, null, null));
+    }
+
+    /** An amendment of this key's event: its retraction (and replacement), or the reason it has none. */
+    private void amend(Context ctx, Memory memory, Row input) {
+        String known = memory.fingerprints;
+        if (memory.seen == 0L || known == null) {
+            ctx.clearAllState(); // nothing to keep for a key that never had an event
+            collect(outcome(UNKNOWN_EVENT));
+            return;
+        }
+        String id = PROCESSED + input.<String>getFieldAs("amendment_id");
+        if (contains(known, id)) {
+            collect(outcome(REPEATED));
+            return;
+        }
+        known = known + id + SEPARATOR;
+        String counted = line(known, COUNTED);
+        String result;
+        if (contains(known, String.valueOf(VOIDED))) {
+            result = ALREADY_VOIDED;
+        } else if (counted == null) {
+            result = NOT_AMENDABLE;
+        } else {
+            String[] fields = fields(counted);
+            collect(contribution(-1, fields));
+            if ("amend".equals(input.getFieldAs("amendment"))) {
+                String[] amended = fields.clone();
+                amended[2] = input.getFieldAs("q_text");
+                collect(contribution(1, amended));
+                known = known.replace(COUNTED + counted + SEPARATOR, COUNTED + join(amended) + SEPARATOR);
+            } else {
+                known = known + VOIDED + SEPARATOR;
+            }
+            result = APPLIED;
+        }
+        memory.fingerprints = known;
+        if (!APPLIED.equals(result)) {
+            collect(outcome(result));
+        }
+    }
+
+    private static Row outcome(String outcome) {
+        return Row.of(0L, 0L, true, 0, null, null, null, null, outcome);
+    }
+
+    /** A row counting {@code fields} (type, event time, quantity, properties…) {@code sign} times, late. */
+    private static Row contribution(int sign, String[] fields) {
+        String[] props = new String[fields.length - 3];
+        System.arraycopy(fields, 3, props, 0, props.length);
+        return Row.of(0L, 0L, true, sign, fields[0], Long.parseLong(fields[1]), fields[2], props, APPLIED);
+    }
+
+    /** What an event counted, as one line: type, event time, quantity and the meters' properties. */
+    static String content(String eventType, Long eventMs, String quantity, String[] props) {
+        String[] fields = new String[3 + (props == null ? 0 : props.length)];
+        fields[0] = eventType;
+        fields[1] = String.valueOf(eventMs);
+        fields[2] = quantity;
+        if (props != null) {
+            System.arraycopy(props, 0, fields, 3, props.length);
+        }
+        return join(fields);
+    }
+
+    /** Fields joined by {@link #FIELD}; backslash, tab and line feed escaped, null as {@code \0}. */
+    static String join(String[] fields) {
+        StringBuilder out = new StringBuilder(64);
+        for (int i = 0; i < fields.length; i++) {
+            if (i > 0) {
+                out.append(FIELD);
+            }
+            String field = fields[i];
+            if (field == null) {
+                out.append("\\0");
+                continue;
+            }
+            for (int c = 0; c < field.length(); c++) {
+                char ch = field.charAt(c);
+                switch (ch) {
+                    case '\\' -> out.append("\\\\");
+                    case FIELD -> out.append("\\t");
+                    case SEPARATOR -> out.append("\\n");
+                    default -> out.append(ch);
+                }
+            }
+        }
+        return out.toString();
+    }
+
+    /** The inverse of {@link #join}. */
+    static String[] fields(String joined) {
+        java.util.List<String> fields = new java.util.ArrayList<>();
+        StringBuilder field = new StringBuilder();
+        boolean isNull = false;
+        for (int i = 0; i < joined.length(); i++) {
+            char ch = joined.charAt(i);
+            if (ch == FIELD) {
+                fields.add(isNull ? null : field.toString());
+                field.setLength(0);
+                isNull = false;
+            } else if (ch == '\\' && i + 1 < joined.length()) {
+                char next = joined.charAt(++i);
+                switch (next) {
+                    case '0' -> isNull = true;
+                    case 't' -> field.append(FIELD);
+                    case 'n' -> field.append(SEPARATOR);
+                    default -> field.append(next);
+                }
+            } else {
+                field.append(ch);
+            }
+        }
+        fields.add(isNull ? null : field.toString());
+        return fields.toArray(new String[0]);
+    }
+
+    /** The rest of the first line that starts with {@code prefix}, or null. */
+    static String line(String entries, char prefix) {
+        for (int start = 0; start < entries.length(); ) {
+            int end = entries.indexOf(SEPARATOR, start);
+            if (end < 0) {
+                return null;
+            }
+            if (end > start && entries.charAt(start) == prefix) {
+                return entries.substring(start + 1, end);
+            }
+            start = end + 1;
+        }
+        return null;
     }
 
     /** Whether {@code entries} (each followed by the separator) holds {@code entry}. */
@@ -116,12 +283,16 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
         return false;
     }
 
-    private static long count(String entries) {
+    /** The fingerprint lines of {@code entries} (not the amendments' lines). */
+    static long count(String entries) {
         long count = 0;
+        boolean lineStart = true;
         for (int i = 0; i < entries.length(); i++) {
-            if (entries.charAt(i) == SEPARATOR) {
+            char c = entries.charAt(i);
+            if (lineStart && c != COUNTED && c != PROCESSED && c != VOIDED) {
                 count++;
             }
+            lineStart = c == SEPARATOR;
         }
         return count;
     }
