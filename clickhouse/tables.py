@@ -78,6 +78,24 @@ QUARANTINE_COLUMNS = [
     "source_time",
 ]
 
+AMENDMENT_COLUMNS = [
+    "amendment_id",
+    "action",
+    "customer_id",
+    "event_id",
+    "event_type",
+    "quantity",
+    "previous_quantity",
+    "outcome",
+    "requested_at",
+    "requested_by",
+    "reason",
+    "payload",
+    "kafka_partition",
+    "kafka_offset",
+    "received_at",
+]
+
 #: What the loader inserts, by table.
 COLUMNS = {
     "loader_batches": BATCH_COLUMNS,
@@ -88,6 +106,7 @@ COLUMNS = {
     "duplicates": DUPLICATE_COLUMNS,
     "raw_events": RAW_COLUMNS,
     "quarantine": QUARANTINE_COLUMNS,
+    "amendments": AMENDMENT_COLUMNS,
 }
 
 #: A replay's rows: the loader's columns plus the revision (the loader's rows take the default, 1).

@@ -116,8 +116,14 @@ class Topics:
         """The duplicates topic (upserts), named after the events topic."""
         return f"{self.events}{DUPLICATES_SUFFIX}"
 
+    @property
+    def amendments(self) -> str:
+        """The amendments' outcomes (the audit trail), named after the events topic."""
+        return f"{self.events}{AMENDMENTS_SUFFIX}"
+
 
 DUPLICATES_SUFFIX = "-duplicates"
+AMENDMENTS_SUFFIX = "-amendments"
 #: Kafka's rule for topic names (its ``Topic.validate``): legal characters, at most 249 of them.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -643,9 +649,10 @@ def _kafka(r: _Reader, raw: Any, stack: StackSettings, base_dir: Path) -> KafkaS
     topic_fields = set(Topics.__dataclass_fields__)
     topics_raw = r.section(data.get("topics"), "kafka.topics", topic_fields)
     topics = Topics(**{k: r.get(topics_raw, k, "kafka.topics", _topic, getattr(defaults.topics, k)) for k in topic_fields})
-    if len(topics.duplicates) > 249:
-        r.add("kafka.topics.events", f"at most {249 - len(DUPLICATES_SUFFIX)} characters: {topics.duplicates!r} is a topic too")
-    names = [getattr(topics, k) for k in sorted(topic_fields)] + [topics.duplicates]
+    longest = max(DUPLICATES_SUFFIX, AMENDMENTS_SUFFIX, key=len)
+    if len(topics.events) + len(longest) > 249:
+        r.add("kafka.topics.events", f"at most {249 - len(longest)} characters: {topics.events + longest!r} is a topic too")
+    names = [getattr(topics, k) for k in sorted(topic_fields)] + [topics.duplicates, topics.amendments]
     if len(set(names)) != len(names):
         r.add("kafka.topics", "every topic must have its own name")
     timeout = r.get(

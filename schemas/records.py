@@ -127,4 +127,16 @@ RAW_EVENT = Record(
     ),
 )
 
-ALL = (PARTIAL, AGGREGATE, FINAL, CORRECTION, DEAD_LETTER, DUPLICATE, RAW_EVENT)
+#: What became of an amendment (the amendments topic, Flink's JSON): one per amendment record read.
+#: ``outcome`` is ``applied``, ``repeated`` or a refusal (schemas/amendments.py); ``previous_quantity``
+#: what the event counted before an applied one; ``payload_base64`` the amendment record (who, when, why).
+AMENDMENT = Record(
+    "amendment",
+    _fields(
+        "amendment_id STRING, action STRING, customer_id STRING, event_id STRING, event_type STRING, quantity STRING, "
+        "previous_quantity STRING, outcome STRING, payload_base64 STRING, kafka_partition INT, kafka_offset BIGINT, "
+        "kafka_ts TIMESTAMP_LTZ(3)"
+    ),
+)
+
+ALL = (PARTIAL, AGGREGATE, FINAL, CORRECTION, DEAD_LETTER, DUPLICATE, RAW_EVENT, AMENDMENT)

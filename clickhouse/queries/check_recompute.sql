@@ -2,7 +2,9 @@
 -- (the minute's segments, plus the corrections of that minute: changes that arrived after its period was final)
 -- next to a recomputation from raw_events with the configured meters:
 --   1. records refused as a whole (a dead letter of their Kafka coordinates without a meter) are left out;
---   2. the first valid record per (customer_id, event_id) in Kafka order is kept (the job's keep-first dedup);
+--   2. the first valid record per (customer_id, event_id) in Kafka order is kept (the job's keep-first dedup), with
+--      the amendments the job applied: a voided event is left out, an amended one takes its last amend's quantity
+--      and Kafka coordinates (the meter-level dead letters of its replacement carry those);
 --   3. each meter on the event's type takes its value (quantity or a property) and group (its group_by
 --      properties, missing = ''), unless that meter refused the record (a dead letter with that meter);
 --   4. values combine per UTC minute of event time by the meter's aggregation (metering_merge_v1, as the views).
@@ -86,6 +88,13 @@ FULL OUTER JOIN
             e.kafka_partition AS kafka_partition, e.kafka_offset AS kafka_offset
         FROM
         (
+            SELECT f.customer_id AS customer_id, f.event_id AS event_id, f.event_type AS event_type,
+                   f.event_time AS event_time, if(ifNull(a.amends, 0) > 0, a.amended_quantity, f.quantity) AS quantity,
+                   f.properties AS properties, f.payload AS payload,
+                   if(ifNull(a.amends, 0) > 0, a.amended_at.1, f.kafka_partition) AS kafka_partition,
+                   if(ifNull(a.amends, 0) > 0, a.amended_at.2, f.kafka_offset) AS kafka_offset
+            FROM
+            (
             SELECT * FROM raw_events FINAL
             WHERE (customer_id, event_id) IN (
                     SELECT customer_id, event_id FROM raw_events
@@ -95,6 +104,19 @@ FULL OUTER JOIN
               AND (kafka_partition, kafka_offset) NOT IN (SELECT source_partition, source_offset FROM visible_dead_letters WHERE meter = '')
             ORDER BY customer_id, event_id, kafka_partition, kafka_offset
             LIMIT 1 BY customer_id, event_id
+            ) AS f
+            LEFT JOIN
+            (
+            -- AMENDMENTS (the same in replay_examine.sql; tests/unit/test_amendment_queries.py)
+            SELECT customer_id, event_id, max(action = 'void') AS voided, countIf(action = 'amend') AS amends,
+                   argMaxIf(quantity, (kafka_partition, kafka_offset), action = 'amend') AS amended_quantity,
+                   argMaxIf((kafka_partition, kafka_offset), (kafka_partition, kafka_offset), action = 'amend') AS amended_at
+            FROM amendments FINAL
+            WHERE outcome = 'applied'
+            -- END AMENDMENTS
+            GROUP BY customer_id, event_id
+            ) AS a ON f.customer_id = a.customer_id AND f.event_id = a.event_id
+            WHERE ifNull(a.voided, 0) = 0
         ) AS e
         ARRAY JOIN arrayFilter(
             x -> x.2 = toString(e.event_type),

@@ -5,7 +5,9 @@
 --      coordinates without a meter, except `unknown_meter`, which depends on the configuration replayed; and
 --      the job's record-level rules applied again, for records whose dead letter is not loaded yet: the SQL
 --      functions of clickhouse/migrations/0009, held to schemas/validate.py by tests/unit/test_sql_rules_agreement.py);
---   2. the first record per (customer_id, event_id) in Kafka order (the job's keep-first dedup);
+--   2. the first record per (customer_id, event_id) in Kafka order (the job's keep-first dedup), with the
+--      amendments the job applied up to the cut (the amendments table): a voided event is left out, an amended one
+--      takes its last amend's quantity and that amend's Kafka coordinates (whose meter-level dead letters are its);
 --   3. per meter on the event's type: its value (quantity or a property, read from the payload as the job reads
 --      it), its group_by values (missing = ''), and the job's meter-level refusal rules (missing_value,
 --      bad_value, negative_value);
@@ -47,6 +49,13 @@ FROM
         ) AS refusal
     FROM
     (
+        SELECT f.customer_id AS customer_id, f.event_id AS event_id, f.event_type AS event_type,
+               f.event_time AS event_time, if(ifNull(a.amends, 0) > 0, a.amended_quantity, f.quantity) AS quantity,
+               f.properties AS properties, f.payload AS payload,
+               if(ifNull(a.amends, 0) > 0, a.amended_at.1, f.kafka_partition) AS kafka_partition,
+               if(ifNull(a.amends, 0) > 0, a.amended_at.2, f.kafka_offset) AS kafka_offset
+        FROM
+        (
         SELECT customer_id, event_id, event_type, event_time, quantity, properties, payload, kafka_partition, kafka_offset
         FROM raw_events FINAL
         WHERE kafka_topic = {topic:String}
@@ -66,6 +75,22 @@ FROM
                   AND event_time < arrayMax({scope_to:Array(DateTime64(3, 'UTC'))}))
         ORDER BY customer_id, event_id, kafka_partition, kafka_offset
         LIMIT 1 BY customer_id, event_id
+        ) AS f
+        LEFT JOIN
+        (
+            -- AMENDMENTS (the same in check_recompute.sql; tests/unit/test_amendment_queries.py)
+            SELECT customer_id, event_id, max(action = 'void') AS voided, countIf(action = 'amend') AS amends,
+                   argMaxIf(quantity, (kafka_partition, kafka_offset), action = 'amend') AS amended_quantity,
+                   argMaxIf((kafka_partition, kafka_offset), (kafka_partition, kafka_offset), action = 'amend') AS amended_at
+            FROM amendments FINAL
+            WHERE outcome = 'applied'
+            -- END AMENDMENTS
+              AND customer_id IN {customers:Array(String)}
+              AND indexOf({cut_partitions:Array(UInt32)}, kafka_partition) > 0
+              AND kafka_offset <= {cut_offsets:Array(UInt64)}[indexOf({cut_partitions:Array(UInt32)}, kafka_partition)]
+            GROUP BY customer_id, event_id
+        ) AS a ON f.customer_id = a.customer_id AND f.event_id = a.event_id
+        WHERE ifNull(a.voided, 0) = 0
     ) AS e
     ARRAY JOIN arrayFilter(
         x -> x.2 = toString(e.event_type),

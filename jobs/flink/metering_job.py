@@ -262,6 +262,9 @@ DEAD_LETTER_COLUMNS = records.DEAD_LETTER.flink_columns()
 #: Columns of the duplicates sink (``sql.duplicates_view``), upserts keyed by (customer_id, event_id).
 DUPLICATE_COLUMNS = records.DUPLICATE.flink_columns()
 
+#: Columns of the amendments sink (``sql.amendments_view``): the amendments' outcomes.
+AMENDMENT_COLUMNS = records.AMENDMENT.flink_columns()
+
 
 def events_columns(config: Config) -> str:
     """The events source's columns: the raw payload, Kafka metadata, ``rowtime`` and its watermark."""
@@ -453,6 +456,12 @@ CREATE TEMPORARY TABLE events (
     raw_options["value.format"] = raw_options.pop("format")
     t_env.execute_sql(f"CREATE TEMPORARY TABLE raw_sink (event_ms STRING, line STRING) WITH ({_with(raw_options)})")
     statements.add_insert_sql(f"INSERT INTO raw_sink {sql.raw_rows_sql('events', topics.events)}")
+    # After the raw sink, for the same reason.
+    t_env.execute_sql(
+        f"CREATE TEMPORARY TABLE amendments_sink ({AMENDMENT_COLUMNS}) "
+        f"WITH ({_with(_exactly_once_sink(config, options, topics.amendments, 'amendments'))})"
+    )
+    statements.add_insert_sql(f"INSERT INTO amendments_sink {sql.amendments_view(views.first_seen)}")
     return statements
 
 
@@ -495,7 +504,7 @@ def operator_uids(config: Config, options: RunOptions) -> list[OperatorUid]:
 
 def all_topics(config: Config) -> list[str]:
     t = config.kafka.topics
-    return [t.events, t.raw, t.aggregates, t.finals, t.corrections, t.dead_letters, t.duplicates]
+    return [t.events, t.raw, t.aggregates, t.finals, t.corrections, t.dead_letters, t.duplicates, t.amendments]
 
 
 def run(config: Config, options: RunOptions) -> None:

@@ -287,7 +287,7 @@ def first_seen_view(first_seen_input: str, uid: str) -> str:
     """
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size, event_id, customer_id, event_type, q_text,
-       event_ms, props, reason, partition_wm_ms, replayed, seen, variants, behind_watermark, amendment_id, sign,
+       event_ms, props, reason, partition_wm_ms, replayed, seen, variants, behind_watermark, amendment, amendment_id, sign,
        a_event_type, a_event_ms, a_q_text, a_props, a_outcome
 FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
 
@@ -326,6 +326,20 @@ def duplicates_view(first_seen: str) -> str:
     return f"""
 SELECT customer_id, event_id, seen, variants, kafka_ts AS last_seen
 FROM {first_seen} WHERE seen > 1 AND NOT replayed"""
+
+
+def amendments_view(first_seen: str) -> str:
+    """One row per amendment read: its outcome, the event's type and what it counted before (the audit trail).
+
+    An applied amendment is its retraction row (``sign = -1``: one per applied amendment, carrying
+    the quantity counted before); any other outcome its one row with ``sign = 0``.
+    """
+    return f"""
+SELECT amendment_id, amendment AS action, customer_id, event_id, a_event_type AS event_type, q_text AS quantity,
+       CASE WHEN sign < 0 THEN a_q_text END AS previous_quantity, a_outcome AS outcome, doc AS payload_base64,
+       kafka_partition, kafka_offset, kafka_ts
+FROM {first_seen}
+WHERE reason = {lit(AMENDMENT)} AND sign <= 0 AND NOT replayed"""
 
 
 def _group_key_sql(meter: Meter, meters: tuple[Meter, ...]) -> str:

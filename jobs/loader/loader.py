@@ -49,7 +49,8 @@ from jobs.config import Config
 from jobs.loader.heartbeat import HeartbeatSender
 from jobs.loader.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
 from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, LoaderConsumer
-from udfs.periods import from_epoch_millis
+from schemas.validate import event_time
+from udfs.periods import epoch_millis, from_epoch_millis
 
 log = logging.getLogger("metering.loader")
 
@@ -153,6 +154,33 @@ def duplicate_row(record: Any) -> tuple[str, list[Any]] | None:
     ]
 
 
+def amendment_row(record: Any) -> tuple[str, list[Any]]:
+    """An amendment's outcome; who asked, when and why are read from the amendment record it carries.
+
+    The record is one the job judged a valid amendment (schemas/amendments.py), so it decodes.
+    """
+    d = json.loads(record.value)
+    payload = base64.b64decode(d["payload_base64"], validate=True)
+    amendment = json.loads(payload)
+    return "amendments", [
+        d["amendment_id"],
+        d["action"],
+        d["customer_id"],
+        d["event_id"],
+        d.get("event_type") or "",
+        None if d.get("quantity") is None else _dec(d["quantity"]),
+        None if d.get("previous_quantity") is None else _dec(d["previous_quantity"]),
+        d["outcome"],
+        _ms(epoch_millis(event_time(amendment["requested_at"]))),
+        amendment.get("requested_by", ""),
+        amendment.get("reason", ""),
+        payload,
+        int(d["kafka_partition"]),
+        int(d["kafka_offset"]),
+        _flink_timestamp(d.get("kafka_ts")),
+    ]
+
+
 def raw_line_row(record: Any) -> tuple[str, list[Any]] | None:
     """A ``raw_events`` row as the job wrote it to the raw topic: ``[event time, the JSON line]``.
 
@@ -182,6 +210,7 @@ HANDLER_TABLES: dict[Callable[[Any], tuple[str, list[Any]] | None], str] = {
     dead_letter_row: "dead_letters",
     duplicate_row: "duplicates",
     raw_line_row: "raw_events",
+    amendment_row: "amendments",
 }
 
 
@@ -349,6 +378,7 @@ class Loader:
             topics.corrections: correction_row,
             topics.dead_letters: dead_letter_row,
             topics.duplicates: duplicate_row,
+            topics.amendments: amendment_row,
         }
         if load_raw:
             self.handlers[topics.raw] = raw_line_row

@@ -55,8 +55,9 @@ def test_every_stateful_operator_has_a_uid_and_adding_meters_keeps_them(tmp_path
     ptfs = [op[0] for op in before if "ProcessTableFunction" in op[1]]
     assert ptfs == ["metering-v1-first-seen", "metering-v1-finalize-jvm"], before
     sources_and_sinks = [op for op in before if op[1].startswith("Source:") or "Writer" in op[1]]
-    # the events source; dead letters (events, meters), duplicates, aggregates, finals, corrections, raw rows
-    assert len(sources_and_sinks) == 8 and all(op[0] for op in sources_and_sinks), sources_and_sinks
+    # the events source; dead letters (events, meters), duplicates, aggregates, finals, corrections, raw rows,
+    # amendments
+    assert len(sources_and_sinks) == 9 and all(op[0] for op in sources_and_sinks), sources_and_sinks
 
     after = uids(with_extra_meter(tmp_path))
     assert [op[0] for op in after if op[0]] == [op[0] for op in before if op[0]]

@@ -145,7 +145,7 @@ def test_every_kafka_table_of_the_job_authenticates() -> None:
     t_env = MagicMock()
     build(config, RunOptions(), MagicMock(), t_env)
     tables = [c.args[0] for c in t_env.execute_sql.call_args_list if "'connector' = " in c.args[0]]
-    assert len(tables) == 8  # the events source, dead letters, duplicates, the finalization's sinks, raw
+    assert len(tables) == 9  # the events source, dead letters, duplicates, the finalization's sinks, raw, amendments
     for ddl in tables:
         assert "'properties.security.protocol' = 'SASL_PLAINTEXT'" in ddl
         assert "'properties.sasl.mechanism' = 'SCRAM-SHA-512'" in ddl
