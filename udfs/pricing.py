@@ -122,16 +122,16 @@ def number_problem(value: Decimal, *, money_places: int | None = None, negative:
     """Why ``value`` cannot stand in a rate card, or None: finite, >= 0 unless ``negative``, at most
     :data:`MAX_PLACES` places (``money_places`` for an amount the invoice shows as is)."""
     if not value.is_finite():
-        return f"{value} is not a finite number"
+        return f"{value:f} is not a finite number"
     if value < 0 and not negative:
-        return f"{value} must not be negative (a credit is a negative quantity, priced by the same card)"
+        return f"{value:f} must not be negative (a credit is a negative quantity, priced by the same card)"
     limit = MAX_PLACES if money_places is None else money_places
     if places(value) > limit:
         if money_places is None:
-            return f"{value} has more than {MAX_PLACES} decimal places: round it to at most {MAX_PLACES}"
-        return f"{value} is an amount of money: at most the currency's {money_places} minor-unit digit(s)"
+            return f"{value:f} has more than {MAX_PLACES} decimal places: round it to at most {MAX_PLACES}"
+        return f"{value:f} is an amount of money: at most the currency's {money_places} minor-unit digit(s)"
     if value != 0 and value.adjusted() >= MAX_INTEGER_DIGITS:
-        return f"{value} has more than {MAX_INTEGER_DIGITS} digits before the point"
+        return f"{value:f} has more than {MAX_INTEGER_DIGITS} digits before the point"
     return None
 
 
@@ -215,8 +215,8 @@ class TierBounds:
     up_to: Decimal | None
 
     def __str__(self) -> str:
-        low = "0" if self.after is None else f"over {self.after}"
-        high = ("and above" if self.after is None else "") if self.up_to is None else f"to {self.up_to}"
+        low = "0" if self.after is None else f"over {self.after:f}"
+        high = ("and above" if self.after is None else "") if self.up_to is None else f"to {self.up_to:f}"
         return f"tier {self.index} ({f'{low} {high}'.strip()})"
 
 
@@ -266,7 +266,7 @@ class PerUnit:
     kind: ClassVar[ModelKind] = ModelKind.PER_UNIT
 
     def lines(self, quantity: Decimal, money: Money, *, adjustment: bool) -> list[Line]:
-        return [_line(LineKind.UNITS, f"{quantity} × {self.unit_price}", quantity, self.unit_price, money)]
+        return [_line(LineKind.UNITS, f"{quantity:f} × {self.unit_price:f}", quantity, self.unit_price, money)]
 
     def problems(self, money: Money | None = None) -> list[tuple[str, str]]:
         return _number_problems({"unit_price": self.unit_price})
@@ -308,7 +308,7 @@ def _tiers_problems(tiers: tuple[Tier, ...]) -> list[tuple[str, str]]:
             found.append(
                 (
                     f"{path}.up_to",
-                    f"{tier.up_to} must be greater than the tier before's up_to {previous} (tiers in increasing order)",
+                    f"{tier.up_to:f} must be greater than the tier before's up_to {previous:f} (tiers in increasing order)",
                 )
             )
         previous = tier.up_to if tier.up_to is not None else previous
@@ -345,7 +345,7 @@ class Graduated:
             units = EXACT.subtract(top, bounds.after or ZERO)
             if tier.unit_price is not None:
                 lines.append(
-                    _line(LineKind.UNITS, f"{bounds}: {units} × {tier.unit_price}", units, tier.unit_price, money, bounds)
+                    _line(LineKind.UNITS, f"{bounds}: {units:f} × {tier.unit_price:f}", units, tier.unit_price, money, bounds)
                 )
             if tier.flat_price is not None and not adjustment:
                 lines.append(_line(LineKind.FLAT, f"{bounds}: flat price", ONE, tier.flat_price, money, bounds))
@@ -368,7 +368,7 @@ class Volume:
             if bounds.up_to is None or quantity <= bounds.up_to:
                 lines = []
                 if tier.unit_price is not None:
-                    description = f"{bounds}: all {quantity} × {tier.unit_price}"
+                    description = f"{bounds}: all {quantity:f} × {tier.unit_price:f}"
                     lines.append(_line(LineKind.UNITS, description, quantity, tier.unit_price, money, bounds))
                 if tier.flat_price is not None and not adjustment:
                     lines.append(_line(LineKind.FLAT, f"{bounds}: flat price", ONE, tier.flat_price, money, bounds))
@@ -397,13 +397,13 @@ class Package:
     def lines(self, quantity: Decimal, money: Money, *, adjustment: bool) -> list[Line]:
         whole, remainder = EXACT.divide_int(quantity, self.size), EXACT.remainder(quantity, self.size)
         packages = whole + (1 if remainder and self.rounding is PackageRounding.UP else 0)
-        description = f"{packages} package(s) of {self.size} ({quantity} rounded {self.rounding.value}) × {self.price}"
+        description = f"{packages:f} package(s) of {self.size:f} ({quantity:f} rounded {self.rounding.value}) × {self.price:f}"
         return [_line(LineKind.PACKAGES, description, packages, self.price, money)]
 
     def problems(self, money: Money | None = None) -> list[tuple[str, str]]:
         found = _number_problems({"package_size": self.size, "package_price": self.price})
         if self.size.is_finite() and self.size <= 0:
-            found.append(("package_size", f"{self.size} must be greater than 0"))
+            found.append(("package_size", f"{self.size:f} must be greater than 0"))
         return found
 
 
@@ -419,7 +419,7 @@ class Percentage:
 
     def lines(self, quantity: Decimal, money: Money, *, adjustment: bool) -> list[Line]:
         rate = self.percent.scaleb(-2, context=EXACT)
-        fee = _line(LineKind.PERCENTAGE, f"{self.percent}% of {quantity}", quantity, rate, money)
+        fee = _line(LineKind.PERCENTAGE, f"{self.percent:f}% of {quantity:f}", quantity, rate, money)
         lines = [fee]
         if adjustment:
             return lines
@@ -433,7 +433,7 @@ class Percentage:
             )
             if exact or rounded:
                 what = "minimum" if below else "maximum"
-                lines.append(_bound_line(kind, f"fee {what} {bound}", exact, rounded))
+                lines.append(_bound_line(kind, f"fee {what} {bound:f}", exact, rounded))
         return lines
 
     def problems(self, money: Money | None = None) -> list[tuple[str, str]]:
@@ -483,7 +483,7 @@ class RateVersion:
         if self.starts_at.tzinfo is None or (self.ends_before is not None and self.ends_before.tzinfo is None):
             found.append(("starts_at", "instants need an offset, e.g. 2026-01-01T00:00:00Z"))
         elif self.ends_before is not None and self.ends_before <= self.starts_at:
-            found.append(("ends_before", f"must be after starts_at ({self.starts_at.isoformat()})"))
+            found.append(("ends_before", f"must be after starts_at ({_iso(self.starts_at)})"))
         found += _number_problems({"included": self.included})
         money_places = None if money is None else money.minor_units
         found += _number_problems({"minimum": self.minimum}, money_places)
@@ -500,26 +500,26 @@ class RateCard:
 
     def problems(self, money: Money | None = None) -> list[tuple[str, str]]:
         """(field, message) per problem; fields are ``[index].key`` into ``versions``."""
-        found = [
-            (f"[{index}].{key}" if key else f"[{index}]", message)
-            for index, v in enumerate(self.versions)
-            for key, message in v.problems(money)
-        ]
+        found = [(_at(index, key), message) for index, v in enumerate(self.versions) for key, message in v.problems(money)]
+        return found + self.order_problems()
+
+    def order_problems(self) -> list[tuple[str, str]]:
+        """The versions' order and overlaps: oldest first, each ending before the next starts."""
         if not self.versions:
-            found.append(("", "at least one version is required"))
+            return [("", "at least one version is required")]
         if any(v.starts_at.tzinfo is None or (v.ends_before is not None and v.ends_before.tzinfo is None) for v in self.versions):
-            return found  # reported per version; naive instants do not compare
+            return []  # reported per version; naive instants do not compare
+        found: list[tuple[str, str]] = []
         for index in range(1, len(self.versions)):
             before, this = self.versions[index - 1], self.versions[index]
             if this.starts_at <= before.starts_at:
-                found.append((f"[{index}].starts_at", "versions go oldest first: must be after the version before's starts_at"))
+                found.append((f"[{index}].starts_at", f"versions go oldest first: must be after [{index - 1}].starts_at"))
             elif before.ends_before is None or before.ends_before > this.starts_at:
-                end = "no ends_before" if before.ends_before is None else f"ends_before {before.ends_before.isoformat()}"
+                end = "has no ends_before" if before.ends_before is None else f"ends {_iso(before.ends_before)}"
                 found.append(
                     (
                         f"[{index}].starts_at",
-                        f"overlaps version [{index - 1}] ({end}): set [{index - 1}].ends_before to {this.starts_at.isoformat()} "
-                        "or later versions' starts_at after it",
+                        f"overlaps version [{index - 1}], which {end}: give [{index - 1}] ends_before: {_iso(this.starts_at)}",
                     )
                 )
         return found
@@ -529,7 +529,7 @@ class RateCard:
         for version in self.versions:
             if version.in_effect(as_utc(instant)):
                 return version
-        raise NoRateInEffect(f"no version of {self.meter!r}'s rate card is in effect at {as_utc(instant).isoformat()}")
+        raise NoRateInEffect(f"no version of {self.meter!r}'s rate card is in effect at {_iso(as_utc(instant))}")
 
     def change_within(self, period: Period) -> datetime | None:
         """The first instant inside ``period`` (after its start) at which another version starts, if any."""
@@ -579,14 +579,14 @@ def _price_lines(version: RateVersion, quantity: Decimal, money: Money) -> tuple
     billable = quantity
     if version.included > 0:
         free = min(quantity, version.included)
-        lines.append(Line(LineKind.INCLUDED, f"{free} of {version.included} included", free, ZERO, ZERO, ZERO))
+        lines.append(_line(LineKind.INCLUDED, f"{free:f} of {version.included:f} included", free, ZERO, money))
         billable = EXACT.subtract(quantity, free)
     lines += version.model.lines(billable, money, adjustment=False)
     if version.minimum is not None:
         amount, rounded = _total(lines)
         exact, shown = max(EXACT.subtract(version.minimum, amount), ZERO), max(EXACT.subtract(version.minimum, rounded), ZERO)
         if exact or shown:
-            lines.append(_bound_line(LineKind.MINIMUM, f"period minimum {version.minimum}", exact, shown))
+            lines.append(_bound_line(LineKind.MINIMUM, f"period minimum {version.minimum:f}", exact, shown))
     return quantity, lines
 
 
@@ -698,7 +698,34 @@ class Rating:
         return found
 
 
+def _at(index: int, key: str) -> str:
+    return f"[{index}].{key}" if key else f"[{index}]"
+
+
+def _iso(instant: datetime) -> str:
+    """An instant as RFC 3339, UTC written ``Z``."""
+    return instant.isoformat().replace("+00:00", "Z")
+
+
 def _unknown(what: str, name: str, known: set[str]) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown {what} {name!r} (defined: {', '.join(sorted(known)) or 'none'}){hint}"
+
+
+def explain(charge: Charge) -> str:
+    """The charge as text: a header, one row per line (exact and rounded amount) and the totals (docs/pricing.md shows these)."""
+    rated = f" (rated {charge.rated_quantity:f})" if charge.rated_quantity != charge.quantity else ""
+    rows = [
+        f"{charge.meter}: quantity {charge.quantity:f}{rated}, {charge.currency}, version from {_iso(charge.version.starts_at)}",
+        _row("line", "exact", "rounded"),
+        *(_row(line.description, f"{line.amount:f}", f"{line.rounded:f}") for line in charge.lines),
+        _row("total", f"{charge.amount:f}", f"{charge.rounded:f}"),
+    ]
+    if charge.pending_change is not None:
+        rows.append(f"  a new version starts at {_iso(charge.pending_change)}: it prices periods from the next one on")
+    return "\n".join(rows)
+
+
+def _row(description: str, exact: str, rounded: str) -> str:
+    return f"  {description:<52} {exact:>16} {rounded:>10}"
