@@ -58,6 +58,7 @@ from udfs.durations import DurationTooLong, format_duration, parse_duration
 from udfs.meters import Aggregation, Meter
 from udfs.periods import BillingCycle, PeriodKind
 from udfs.pricing import (
+    CURRENCY_CODE,
     MAX_PLACES,
     MINOR_UNITS,
     ROUNDING_MODES,
@@ -636,6 +637,9 @@ def _money(r: _Reader, data: Mapping[str, Any], path: str, base: Money) -> Money
     currency = r.get(data, "currency", path, _text, base.currency)
     mode = r.get(data, "rounding", path, _rounding_mode, base.mode)
     minor_units = r.get(data, "minor_units", path, _places, None)
+    if not CURRENCY_CODE.fullmatch(currency):
+        r.add(f"{path}.currency", f"{currency!r} is not an ISO 4217 code: three capital letters, e.g. USD")
+        return base
     if minor_units is None:
         if "currency" not in data or data["currency"] is None or currency == base.currency:
             minor_units = base.minor_units
@@ -710,6 +714,8 @@ def _rate_card(r: _Reader, raw: Any, path: str, meter: str, money: Money) -> Rat
         for key in ("starts_at", "model"):
             if data.get(key) is None:
                 r.add(f"{at}.{key}", "required")
+        starts_at = r.get(data, "starts_at", at, _instant, datetime(1970, 1, 1, tzinfo=UTC))
+        ends_before = r.get(data, "ends_before", at, _instant, None)
         kind = r.get(data, "model", at, _choice(ModelKind), None)
         if kind is None:
             complete = False
@@ -727,9 +733,9 @@ def _rate_card(r: _Reader, raw: Any, path: str, meter: str, money: Money) -> Rat
         model = _price_model(r, data, at, kind)
         model_parsed = len(r.problems) == before_model
         version = RateVersion(
-            starts_at=r.get(data, "starts_at", at, _instant, datetime(1970, 1, 1, tzinfo=UTC)),
+            starts_at=starts_at,
             model=model,
-            ends_before=r.get(data, "ends_before", at, _instant, None),
+            ends_before=ends_before,
             included=r.get(data, "included", at, _decimal, Decimal(0)),
             minimum=r.get(data, "minimum", at, _decimal, None),
             quantity_rounding=_quantity_rounding(r, data.get("quantity_rounding"), f"{at}.quantity_rounding"),
