@@ -728,4 +728,4 @@ def explain(charge: Charge) -> str:
 
 
 def _row(description: str, exact: str, rounded: str) -> str:
-    return f"  {description:<52} {exact:>16} {rounded:>10}"
+    return f"  {description:<60} {exact:>16} {rounded:>10}"
