@@ -311,3 +311,31 @@ def test_config_validate_summarizes_the_rate_plans(tmp_path: Path, capsys: pytes
     }
     assert main(["config", "validate", str(path)]) == 0
     assert "rate plan standard (default): api_calls, payments" in capsys.readouterr().out
+
+
+def test_the_examples_rate_cards_load_price_and_survive_the_deployment_files() -> None:
+    from infra.settings import PROJECT_ROOT
+
+    rating = load_config(PROJECT_ROOT / "config" / "metering.example.yaml", env={}).rating
+    assert rating.default_plan == "standard" and rating.plan_of("acme") == "enterprise-eu"
+    july = Period(datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 8, 1, tzinfo=UTC))
+    # 160,000 calls: 10,000 included, 100,000 x 0.0002 + 50,000 x 0.0001 before July, the later prices from July
+    assert [rating.price("someone", "api_calls", p, Decimal(160_000)).rounded for p in (MARCH, july)] == [  # type: ignore[union-attr]
+        Decimal("25.00"),
+        Decimal("22.50"),
+    ]
+    acme = rating.price("acme", "api_calls", MARCH, Decimal(1_000_000))
+    assert acme is not None and (acme.currency, acme.rounded) == ("EUR", Decimal("500.00"))  # 150.00, trued up
+    gpu = rating.price("someone", "gpu_seconds", MARCH, Decimal("36000.4"))
+    assert gpu is not None and (gpu.rated_quantity, gpu.rounded) == (Decimal(36001), Decimal("25.00"))
+    storage = rating.price("someone", "storage_peak_bytes", MARCH, Decimal(50_000_000_000))
+    assert storage is not None and storage.rounded == Decimal("20.00")
+    credit = rating.price("someone", "credits_adjustment", MARCH, Decimal("-12.5"))
+    assert credit is not None and credit.rounded == Decimal("-12.50")
+    assert rating.card_for("bharat-ai", "tokens") != rating.card_for("someone", "tokens")
+    assert rating.price("someone", "active_users", MARCH, Decimal(5)) is None  # not priced
+    deployed = load_config(
+        PROJECT_ROOT / "infra" / "deploy" / "metering.yaml",
+        env={"METERING__KAFKA__SECURITY__PASSWORD": "k", "METERING__STORAGE__PASSWORD": "c"},
+    )
+    assert deployed.rating == rating
