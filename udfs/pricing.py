@@ -101,7 +101,6 @@ CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
-HUNDRED = Decimal(100)
 #: Exact arithmetic: any result that would round raises instead (prices x quantities stay far inside).
 EXACT = Context(prec=120, traps=[Inexact, Rounded, InvalidOperation, DivisionByZero, Overflow])
 #: For the deliberate roundings (quantities, money): ``quantize`` with an explicit mode.
@@ -118,12 +117,12 @@ def places(value: Decimal) -> int:
     return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
-def number_problem(value: Decimal, *, money_places: int | None = None, negative: bool = False) -> str | None:
-    """Why ``value`` cannot stand in a rate card, or None: finite, >= 0 unless ``negative``, at most
-    :data:`MAX_PLACES` places (``money_places`` for an amount the invoice shows as is)."""
+def number_problem(value: Decimal, *, money_places: int | None = None) -> str | None:
+    """Why ``value`` cannot stand in a rate card, or None: finite, >= 0, at most :data:`MAX_PLACES`
+    places (``money_places`` for an amount the invoice shows as it is)."""
     if not value.is_finite():
-        return f"{value:f} is not a finite number"
-    if value < 0 and not negative:
+        return f"{value} is not a finite number"
+    if value < 0:
         return f"{value:f} must not be negative (a credit is a negative quantity, priced by the same card)"
     limit = MAX_PLACES if money_places is None else money_places
     if places(value) > limit:
@@ -531,6 +530,10 @@ class RateCard:
                 return version
         raise NoRateInEffect(f"no version of {self.meter!r}'s rate card is in effect at {_iso(as_utc(instant))}")
 
+    def version_for(self, period: Period) -> RateVersion:
+        """The version that prices ``period``: the one in effect at its start, for the whole period."""
+        return self.version_at(period.start)
+
     def change_within(self, period: Period) -> datetime | None:
         """The first instant inside ``period`` (after its start) at which another version starts, if any."""
         for version in self.versions:
@@ -609,7 +612,7 @@ def price(card: RateCard, period: Period, quantity: Decimal, money: Money) -> Ch
     That version prices the whole period even when another starts inside it (named in
     ``pending_change``); :class:`NoRateInEffect` when none is in effect at the start.
     """
-    version = card.version_at(period.start)
+    version = card.version_for(period)
     rated, lines = price_lines(version, quantity, money)
     amount, rounded = _total(lines)
     return Charge(card.meter, money.currency, quantity, rated, version, tuple(lines), amount, rounded, card.change_within(period))

@@ -230,6 +230,14 @@ def test_the_version_at_the_period_start_prices_the_whole_period() -> None:
     assert (april.rounded, april.pending_change) == (D("20.00"), None)
 
 
+def test_versions_are_half_open_at_the_period_start() -> None:
+    starting_on_the_change = Period(MID_MARCH, MID_MARCH + timedelta(days=30))
+    assert CHANGING.version_for(starting_on_the_change).starts_at == MID_MARCH  # starts_at is in effect
+    just_before = Period(MID_MARCH - timedelta(microseconds=1), MID_MARCH + timedelta(days=30))
+    assert CHANGING.version_for(just_before).starts_at == JAN  # ends_before is not
+    assert price(CHANGING, just_before, D(1), USD).pending_change == MID_MARCH
+
+
 def test_a_change_at_utc_midnight_misses_a_berlin_period_that_started_before_it() -> None:
     change = datetime(2026, 3, 1, tzinfo=UTC)
     cards = RateCard("m", (RateVersion(JAN, PerUnit(D(1)), ends_before=change), RateVersion(change, PerUnit(D(2)))))
