@@ -700,9 +700,8 @@ def _price_model(r: _Reader, data: Mapping[str, Any], path: str, kind: ModelKind
 def _rate_card(r: _Reader, raw: Any, path: str, meter: str, money: Money) -> RateCard | None:
     """A meter's card: a list of versions; None when any problem was found (each is reported)."""
     if not isinstance(raw, list) or not raw:
-        r.add(
-            path, f"must be a list of versions (starts_at, model, prices …), got {_kind(raw) if raw != [] else 'an empty list'}"
-        )
+        got = "nothing" if raw is None else "an empty list" if raw == [] else _kind(raw)
+        r.add(path, f"must be a list of versions (starts_at, model, prices …), got {got}")
         return None
     all_model_keys = {key for keys in _MODEL_KEYS.values() for key in keys}
     versions = []

@@ -251,10 +251,11 @@ def test_every_problem_is_reported_with_its_path_and_fix(tmp_path: Path) -> None
             ],
             "tokens[0].max_amount: 1.00 must not be below min_amount 5.00",
         ),
-        ([], "rating.plans.p.meters.tokens: must be a list of versions"),
+        ([], "rating.plans.p.meters.tokens: must be a list of versions (starts_at, model, prices …), got an empty list"),
+        (None, "rating.plans.p.meters.tokens: must be a list of versions (starts_at, model, prices …), got nothing"),
     ],
 )
-def test_card_problems(tmp_path: Path, versions: list[dict[str, Any]], expected: str) -> None:
+def test_card_problems(tmp_path: Path, versions: list[dict[str, Any]] | None, expected: str) -> None:
     rating = {"default_plan": "p", "plans": {"p": {"meters": {"tokens": versions}}}}
     assert expected in problems_of(write(tmp_path, rating))
 
