@@ -2,8 +2,9 @@
 
 One settings object, :class:`Config`, for every command and process: the pipeline (``kafka``,
 ``pipeline``, ``billing``, ``meters``), where its data lives (``storage``), the local stack's
-folders and ports (``stack``), read access (``access``) and the HTTP ingestion service
-(``ingest``). Precedence: built-in defaults → the YAML file → environment variables
+folders and ports (``stack``), read access (``access``), the HTTP ingestion service
+(``ingest``) and, optionally, the prices of the meters (``rating``: udfs/pricing.py,
+docs/pricing.md). Precedence: built-in defaults → the YAML file → environment variables
 ``METERING__SECTION__KEY`` (double underscores separate path parts, e.g.
 ``METERING__PIPELINE__DEDUP_RETENTION=3d``, ``METERING__STORAGE__PASSWORD`` or
 ``METERING__STACK__KAFKA_PORT``). The older single-underscore names (``METERING_HOME``,
@@ -40,8 +41,9 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +57,28 @@ from schemas.validate import string_rule
 from udfs.durations import DurationTooLong, format_duration, parse_duration
 from udfs.meters import Aggregation, Meter
 from udfs.periods import BillingCycle, PeriodKind
+from udfs.pricing import (
+    CURRENCY_CODE,
+    MAX_PLACES,
+    MINOR_UNITS,
+    ROUNDING_MODES,
+    CustomerRating,
+    Graduated,
+    ModelKind,
+    Money,
+    Package,
+    PackageRounding,
+    Percentage,
+    PerUnit,
+    PriceModel,
+    RateCard,
+    RatePlan,
+    RateVersion,
+    Rating,
+    Rounding,
+    Tier,
+    Volume,
+)
 
 T = TypeVar("T")
 ENV_PREFIX = "METERING__"
@@ -220,6 +244,8 @@ class Config:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     billing: Billing = field(default_factory=Billing)
     meters: tuple[Meter, ...] = ()
+    #: ``rating``: price plans per meter (udfs/pricing.py, docs/pricing.md); empty rates nothing.
+    rating: Rating = field(default_factory=Rating)
 
     def meters_for(self, event_type: str) -> list[Meter]:
         return [m for m in self.meters if m.event_type == event_type]
@@ -543,6 +569,247 @@ def _meters(r: _Reader, raw: Any, *, required: bool) -> tuple[Meter, ...]:
     return tuple(meters)
 
 
+#: Keys of a rate card version: every model's, then each model's own.
+_VERSION_KEYS = {"starts_at", "ends_before", "model", "included", "minimum", "quantity_rounding"}
+_MODEL_KEYS: dict[ModelKind, tuple[str, ...]] = {
+    ModelKind.PER_UNIT: ("unit_price",),
+    ModelKind.GRADUATED: ("tiers",),
+    ModelKind.VOLUME: ("tiers",),
+    ModelKind.PACKAGE: ("package_size", "package_price", "package_rounding"),
+    ModelKind.PERCENTAGE: ("percent", "min_amount", "max_amount"),
+}
+#: Each model's keys without a default.
+_MODEL_REQUIRED: dict[ModelKind, tuple[str, ...]] = {
+    ModelKind.PER_UNIT: ("unit_price",),
+    ModelKind.GRADUATED: ("tiers",),
+    ModelKind.VOLUME: ("tiers",),
+    ModelKind.PACKAGE: ("package_size", "package_price"),
+    ModelKind.PERCENTAGE: ("percent",),
+}
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def _decimal(value: Any) -> Decimal:
+    """An exact decimal written in plain notation (``0.002``, ``1500``); never a float.
+
+    Its range (sign, places) is the rate card's to check (:func:`udfs.pricing.number_problem`).
+    """
+    text = (
+        value.strip()
+        if isinstance(value, str)
+        else str(value)
+        if isinstance(value, int) and not isinstance(value, bool)
+        else None
+    )
+    if text is None or not _DECIMAL.fullmatch(text):
+        raise ValueError(f"{_shortened(value)} must be a decimal number written out, e.g. 0.002 or 1500 (no exponent)")
+    if len(text) > 80:
+        raise ValueError(f"{_shortened(value)} has too many digits")
+    return Decimal(text)
+
+
+def _instant(value: Any) -> datetime:
+    """An RFC 3339 instant with its offset (``2026-03-01T00:00:00Z``), as UTC."""
+    example = "e.g. 2026-03-01T00:00:00Z or 2026-03-01T00:00:00+01:00"
+    if not isinstance(value, str):
+        raise ValueError(f"{_shortened(value)} must be an instant with an offset, {example}")
+    try:
+        instant = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{_shortened(value)} is not an instant: write one with its offset, {example}") from None
+    if instant.tzinfo is None:
+        raise ValueError(f"{_shortened(value)} has no offset: instants in other zones would differ; {example}")
+    return instant.astimezone(UTC)
+
+
+def _rounding_mode(value: Any) -> str:
+    text = _text(value)
+    if text not in ROUNDING_MODES:
+        close = difflib.get_close_matches(text.upper(), ROUNDING_MODES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"{_shortened(value)} must be one of {', '.join(ROUNDING_MODES)} (the decimal module's modes){hint}")
+    return text
+
+
+def _places(value: Any) -> int:
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not re.fullmatch(r"[0-9]{1,2}", text) or int(text) > MAX_PLACES:
+        raise ValueError(f"{_shortened(value)} must be a whole number of decimal places, 0 to {MAX_PLACES}")
+    return int(text)
+
+
+def _money(r: _Reader, data: Mapping[str, Any], path: str, base: Money) -> Money:
+    """``currency``, ``minor_units`` and ``rounding`` of ``rating`` or a plan (a plan inherits ``base``)."""
+    currency = r.get(data, "currency", path, _text, base.currency)
+    mode = r.get(data, "rounding", path, _rounding_mode, base.mode)
+    minor_units = r.get(data, "minor_units", path, _places, None)
+    if not CURRENCY_CODE.fullmatch(currency):
+        r.add(f"{path}.currency", f"{currency!r} is not an ISO 4217 code: three capital letters, e.g. USD")
+        return base
+    if minor_units is None:
+        if "currency" not in data or data["currency"] is None or currency == base.currency:
+            minor_units = base.minor_units
+        elif currency in MINOR_UNITS:
+            minor_units = MINOR_UNITS[currency]
+        else:
+            r.add(f"{path}.currency", f"unknown currency {currency!r}: set {path}.minor_units to its digits after the point")
+            return base
+    try:
+        return Money(currency, minor_units, mode)
+    except ValueError as exc:
+        r.add(f"{path}.currency", str(exc))
+        return base
+
+
+def _quantity_rounding(r: _Reader, raw: Any, path: str) -> Rounding | None:
+    if raw is None:
+        return None
+    data = r.section(raw, path, {"places", "mode"})
+    if "places" not in data:
+        r.add(f"{path}.places", "required: the decimal places quantities are rounded to (0: whole units)")
+    return Rounding(r.get(data, "places", path, _places, 0), r.get(data, "mode", path, _rounding_mode, "ROUND_HALF_UP"))
+
+
+def _tiers(r: _Reader, raw: Any, path: str) -> tuple[Tier, ...]:
+    if not isinstance(raw, list):
+        r.add(path, f"must be a list of tiers ({{up_to, unit_price, flat_price}}), got {_kind(raw)}")
+        return ()
+    tiers = []
+    for index, item in enumerate(raw):
+        data = r.section(item, f"{path}[{index}]", {"up_to", "unit_price", "flat_price"})
+        tiers.append(
+            Tier(*(r.get(data, key, f"{path}[{index}]", _decimal, None) for key in ("up_to", "unit_price", "flat_price")))
+        )
+    return tuple(tiers)
+
+
+def _price_model(r: _Reader, data: Mapping[str, Any], path: str, kind: ModelKind) -> PriceModel:
+    def number(key: str) -> Decimal:
+        return r.get(data, key, path, _decimal, Decimal(0))
+
+    match kind:
+        case ModelKind.PER_UNIT:
+            return PerUnit(number("unit_price"))
+        case ModelKind.GRADUATED:
+            return Graduated(_tiers(r, data.get("tiers"), f"{path}.tiers"))
+        case ModelKind.VOLUME:
+            return Volume(_tiers(r, data.get("tiers"), f"{path}.tiers"))
+        case ModelKind.PACKAGE:
+            rounding = r.get(data, "package_rounding", path, _choice(PackageRounding), PackageRounding.UP)
+            return Package(r.get(data, "package_size", path, _decimal, Decimal(1)), number("package_price"), rounding)
+        case ModelKind.PERCENTAGE:
+            bounds = (r.get(data, key, path, _decimal, None) for key in ("min_amount", "max_amount"))
+            return Percentage(number("percent"), *bounds)
+    raise AssertionError(kind)
+
+
+def _rate_card(r: _Reader, raw: Any, path: str, meter: str, money: Money) -> RateCard | None:
+    """A meter's card: a list of versions; None when any problem was found (each is reported)."""
+    if not isinstance(raw, list) or not raw:
+        got = "nothing" if raw is None else "an empty list" if raw == [] else _kind(raw)
+        r.add(path, f"must be a list of versions (starts_at, model, prices …), got {got}")
+        return None
+    all_model_keys = {key for keys in _MODEL_KEYS.values() for key in keys}
+    versions = []
+    complete = True
+    for index, item in enumerate(raw):
+        at = f"{path}[{index}]"
+        before = len(r.problems)
+        data = r.section(item, at, _VERSION_KEYS | all_model_keys)
+        for key in ("starts_at", "model"):
+            if data.get(key) is None:
+                r.add(f"{at}.{key}", "required")
+        starts_at = r.get(data, "starts_at", at, _instant, datetime(1970, 1, 1, tzinfo=UTC))
+        ends_before = r.get(data, "ends_before", at, _instant, None)
+        kind = r.get(data, "model", at, _choice(ModelKind), None)
+        if kind is None:
+            complete = False
+            continue
+        for key in sorted(all_model_keys & set(data) - set(_MODEL_KEYS[kind])):
+            users = ", ".join(k.value for k, keys in _MODEL_KEYS.items() if key in keys)
+            r.add(
+                f"{at}.{key}",
+                f"not a key of model {kind.value} (it belongs to {users}; {kind.value} takes {', '.join(_MODEL_KEYS[kind])})",
+            )
+        for key in _MODEL_REQUIRED[kind]:
+            if data.get(key) is None:
+                r.add(f"{at}.{key}", f"required by model {kind.value}")
+        before_model = len(r.problems)
+        model = _price_model(r, data, at, kind)
+        model_parsed = len(r.problems) == before_model
+        version = RateVersion(
+            starts_at=starts_at,
+            model=model,
+            ends_before=ends_before,
+            included=r.get(data, "included", at, _decimal, Decimal(0)),
+            minimum=r.get(data, "minimum", at, _decimal, None),
+            quantity_rounding=_quantity_rounding(r, data.get("quantity_rounding"), f"{at}.quantity_rounding"),
+        )
+        if len(r.problems) > before:  # its own checks would repeat what is said (a default stands in for a bad value)
+            complete = False
+            if model_parsed:  # the prices themselves are still worth checking now
+                for key, message in model.problems(money):
+                    r.add(f"{at}.{key}", message)
+            continue
+        for key, message in version.problems(money):
+            r.add(f"{at}.{key}", message)
+        versions.append(version)
+    card = RateCard(meter, tuple(versions))
+    if not complete:
+        return None
+    for key, message in card.order_problems():
+        r.add(f"{path}{key}", message)
+    return card
+
+
+def _rate_cards(r: _Reader, raw: Any, path: str, money: Money) -> dict[str, RateCard]:
+    cards: dict[str, RateCard] = {}
+    for meter, card in r.section(raw, path, set(raw) if isinstance(raw, Mapping) else set()).items():
+        parsed = _rate_card(r, card, f"{path}.{meter}", str(meter), money)
+        if parsed is not None:
+            cards[str(meter)] = parsed
+    return cards
+
+
+def _rating(r: _Reader, raw: Any, meters: set[str]) -> Rating:
+    """``rating``: plans of rate cards per meter, the default plan, customers' plans and own cards (udfs/pricing.py).
+
+    Optional: absent, nothing is rated. Every card is checked against the meters and its plan's currency.
+    """
+    if raw is None:
+        return Rating()
+    data = r.section(raw, "rating", {"currency", "minor_units", "rounding", "default_plan", "plans", "customers"})
+    money = _money(r, data, "rating", Money())
+    plans_raw = data.get("plans")
+    plans: dict[str, RatePlan] = {}
+    for name, plan in r.section(plans_raw, "rating.plans", set(plans_raw) if isinstance(plans_raw, Mapping) else set()).items():
+        path = f"rating.plans.{name}"
+        plan_data = r.section(plan, path, {"currency", "minor_units", "rounding", "meters"})
+        plan_money = _money(r, plan_data, path, money)
+        plans[str(name)] = RatePlan(plan_money, _rate_cards(r, plan_data.get("meters"), f"{path}.meters", plan_money))
+    default_plan = r.get(data, "default_plan", "rating", _text, None)
+    customers: dict[str, CustomerRating] = {}
+    customers_raw = data.get("customers")
+    rule = string_rule("customer_id")
+    for name, customer in r.section(
+        customers_raw, "rating.customers", set(customers_raw) if isinstance(customers_raw, Mapping) else set()
+    ).items():
+        problem = rule.problem(name) if isinstance(name, str) else f"{name!r} is not a customer id: write it as text"
+        if problem is not None:
+            r.add(f"rating.customers[{name!r}]", f"{problem}; no event's customer_id can match it")
+            continue
+        path = f"rating.customers.{name}"
+        own = r.section(customer, path, {"plan", "meters"})
+        plan_name = r.get(own, "plan", path, _text, None)
+        plan = plans.get(plan_name or default_plan or "")
+        cards = _rate_cards(r, own.get("meters"), f"{path}.meters", plan.money if plan is not None else money)
+        customers[name] = CustomerRating(plan_name, cards)
+    rating = Rating(plans, default_plan, customers)
+    for key, message in rating.problems(meters):
+        r.add(f"rating.{key}", message)
+    return rating
+
+
 def _storage(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> StorageSettings:
     """``storage``: a ``url`` selects the server backend unless ``backend`` says otherwise; chDB's
     ``path`` defaults to the stack's (``<stack.home>/chdb``)."""
@@ -863,7 +1130,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         document = loaded or {}
         base_dir = path.resolve().parent
     r = _Reader(_apply_env(document, env))
-    r.section(document, "", {"kafka", "storage", "stack", "access", "ingest", "pipeline", "billing", "meters"})
+    r.section(document, "", {"kafka", "storage", "stack", "access", "ingest", "pipeline", "billing", "meters", "rating"})
     stack = _stack(r, document.get("stack"), base_dir)
     config = Config(
         kafka=_kafka(r, document.get("kafka"), stack, base_dir),
@@ -875,6 +1142,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         billing=_billing(r, document.get("billing")),
         meters=_meters(r, document.get("meters"), required=require_meters),
     )
+    config = replace(config, rating=_rating(r, document.get("rating"), {m.name for m in config.meters if m.name}))
     if config.kafka.transaction_timeout <= config.pipeline.checkpoint_interval:
         r.add(
             "kafka.transaction_timeout",

@@ -38,6 +38,11 @@ def summarize(file: str) -> dict[str, Any]:
         "plans": sorted(config.billing.plans),
         "default_billing": f"{default.cycle.kind.value} anchored on {default.cycle.anchor}, "
         f"{default.cycle.timezone}, grace {format_duration(default.grace)}",
+        "rating": {
+            "default_plan": config.rating.default_plan,
+            "plans": {name: sorted(plan.cards) for name, plan in sorted(config.rating.plans.items())},
+            "customers": sorted(config.rating.customers),
+        },
         "storage": repr(config.storage),
         "kafka_security": repr(config.kafka.security),
     }
@@ -61,6 +66,10 @@ def cmd_config(args: argparse.Namespace) -> int:
         for meter in summary["meters"]:
             print(f"  meter {meter}")
         print(f"  billing default: {summary['default_billing']}; {len(summary['customers'])} customer override(s)")
+        rating = summary["rating"]
+        for name, meters in rating["plans"].items():
+            default = " (default)" if name == rating["default_plan"] else ""
+            print(f"  rate plan {name}{default}: {', '.join(meters) or 'no meter priced'}")
         print(f"  storage: {summary['storage']}")
         print(f"  kafka security: {summary['kafka_security']}")
     return EXIT_OK
