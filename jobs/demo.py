@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config
-from schemas.validate import UsageEvent, parse_timestamp, validate_line
+from schemas.amendments import Amendment, is_amendment
+from schemas.amendments import judge as judge_amendment
+from schemas.validate import UsageEvent, decode, parse_timestamp, validate_line
+from udfs.amendments import REFUSALS, AmendmentLedger, amendable_types
 from udfs.meters import Aggregation, Meter
 from udfs.periods import billing_period, epoch_millis, rfc3339_millis
 
@@ -89,6 +92,40 @@ class Workload:
     malformed: Counter[str] = field(default_factory=Counter)
     late_within_grace: int = 0
     late_beyond_grace: int = 0
+    #: amendment lines by what the job makes of them: void, amend, repeated, unknown_event, not_amendable
+    amendments: Counter[str] = field(default_factory=Counter)
+
+
+#: The share of the workload's first lines that carries no amendment: the demo sends them through
+#: the events endpoint of the ingestion API, which takes events only (API_SHARE is below it).
+AMENDMENT_FREE_SHARE = 0.05
+#: Per event after those: the chance of a void or an amend of a recent event of an amendable type,
+#: and of each amendment the job refuses or ignores (of an api_call event, of an unknown event, a retry).
+AMENDMENT_RATE = 0.004
+AMENDMENT_MISTAKE_RATE = 0.0005
+AMENDABLE_DEMO_TYPES = ("tokens", "gpu_seconds", "credits")
+
+
+def amendment_line(action: str, amendment_id: str, target: dict[str, Any], quantity: str | None = None) -> str:
+    """An amendment of ``target`` (an event as a dict) as the ingestion API writes it (schemas/amendments.py)."""
+    record: dict[str, Any] = {
+        "amendment": action,
+        "amendment_id": amendment_id,
+        "customer_id": target["customer_id"],
+        "event_id": target["event_id"],
+        "requested_at": target["timestamp"],
+        "requested_by": "demo",
+        "reason": "the demo's workload",
+    }
+    if quantity is not None:
+        record["quantity"] = quantity
+    return json.dumps(record, separators=(",", ":"))
+
+
+def _new_quantity(rng: random.Random, event: dict[str, Any]) -> str:
+    if event["event_type"] == "tokens":
+        return str(rng.randrange(1, 5000))
+    return f"{rng.randrange(0, 100)}.{rng.randrange(100):02d}"
 
 
 def random_event(rng: random.Random, n: int, customer: str, moment: datetime) -> dict[str, Any]:
@@ -150,11 +187,50 @@ def generate(path: Path, events: int, seed: int = 7) -> Workload:
     step = SPAN / events
     pending_late: list[tuple[int, str]] = []  # (emit at index, line)
     recent: list[str] = []
+    # Amendments draw from their own generator: the events are the same with or without them.
+    amend_rng = random.Random(seed * 7919 + 1)
+    amendable: list[dict[str, Any]] = []  # recent events sent as they are, of an amendable type, not voided
+    api_calls: list[dict[str, Any]] = []
+    amendments_sent: list[str] = []
     with path.open("w") as out:
 
         def emit(line: str) -> None:
             out.write(line + "\n")
             stats.lines += 1
+
+        def amend(n: int) -> None:
+            """Maybe an amendment after event ``n`` (none in the first lines, which go to the events endpoint)."""
+            if n < events * AMENDMENT_FREE_SHARE:
+                return
+            roll = amend_rng.random()
+            mistake = AMENDMENT_MISTAKE_RATE
+            if roll < AMENDMENT_RATE and amendable:
+                target = amendable[amend_rng.randrange(len(amendable))]
+                if amend_rng.random() < 0.5:
+                    line = amendment_line("void", f"amd-{n:08d}", target)
+                    amendable.remove(target)
+                    stats.amendments["void"] += 1
+                else:
+                    line = amendment_line("amend", f"amd-{n:08d}", target, _new_quantity(amend_rng, target))
+                    stats.amendments["amend"] += 1
+                amendments_sent.append(line)
+            elif roll < AMENDMENT_RATE + mistake and api_calls:
+                line = amendment_line("void", f"amd-{n:08d}", api_calls[amend_rng.randrange(len(api_calls))])
+                stats.amendments["not_amendable"] += 1
+            elif roll < AMENDMENT_RATE + 2 * mistake:
+                missing = {
+                    "customer_id": amend_rng.choice(customers),
+                    "event_id": f"missing-{n:08d}",
+                    "timestamp": rfc3339_millis(START),
+                }
+                line = amendment_line("void", f"amd-{n:08d}", missing)
+                stats.amendments["unknown_event"] += 1
+            elif roll < AMENDMENT_RATE + 3 * mistake and amendments_sent:
+                line = amendments_sent[amend_rng.randrange(len(amendments_sent))]  # a client's retry
+                stats.amendments["repeated"] += 1
+            else:
+                return
+            emit(line)
 
         for n in range(events):
             moment = START + step * n + timedelta(milliseconds=rng.randrange(-20_000, 20_000))
@@ -179,6 +255,11 @@ def generate(path: Path, events: int, seed: int = 7) -> Workload:
                 recent.append(line)
                 if len(recent) > 500:
                     recent.pop(0)
+                kept = amendable if event["event_type"] in AMENDABLE_DEMO_TYPES else api_calls
+                if event["event_type"] in (*AMENDABLE_DEMO_TYPES, "api_call"):
+                    kept.append(event)
+                    if len(kept) > 500:
+                        kept.pop(0)
             if rng.random() < 0.10 and recent:  # a retry of a recent event
                 original = rng.choice(recent)
                 if rng.random() < 0.01:  # a conflicting retry (producer bug): first one wins
@@ -192,8 +273,17 @@ def generate(path: Path, events: int, seed: int = 7) -> Workload:
             while pending_late and pending_late[0][0] <= n:
                 emit(pending_late.pop(0)[1])
             pending_late.sort()
+            amend(n)
+        beyond_grace = []
         for _, line in sorted(pending_late):
             emit(line)
+            if "-late-" in line:
+                beyond_grace.append(json.loads(line))
+        # Amendments of events whose period is final: corrections that take back what they added.
+        for number, target in enumerate(beyond_grace[:2]):
+            quantity = None if number == 0 else _new_quantity(amend_rng, target)
+            emit(amendment_line("void" if quantity is None else "amend", f"amd-final-{number}", target, quantity))
+            stats.amendments["void" if quantity is None else "amend"] += 1
     return stats
 
 
@@ -229,6 +319,15 @@ def _value(meter: Meter, event: UsageEvent) -> Decimal | str | None:
     return None if raw is None else str(raw)
 
 
+def _amendment(line: str) -> Amendment | None:
+    """The line as a valid amendment (schemas/amendments.py), or None."""
+    try:
+        document = decode(line)
+    except ValueError:
+        return None
+    return judge_amendment(document)[2] if is_amendment(document) else None
+
+
 def _iter_lines(path: Path) -> Iterator[str]:
     with path.open() as handle:
         yield from (line.rstrip("\n") for line in handle)
@@ -244,6 +343,8 @@ class Counted:
     value: Decimal | str | None
     #: the watermark (epoch ms) when the event is read in file order, None before the first one
     watermark_ms: int | None = None
+    #: -1 for an amendment's retraction of what the event counted (udfs/amendments.py), else +1
+    sign: int = 1
 
 
 def _rowtime_ms(line: str, latest_ms: int) -> int | None:
@@ -272,6 +373,7 @@ def accepted(
     """
     expected = expected if expected is not None else Expected()
     seen: set[tuple[str, str]] = set()
+    ledger = AmendmentLedger(amendable_types(config.meters))
     types = {m.event_type for m in config.meters}
     latest_ms = epoch_millis(datetime.now(UTC) + config.pipeline.allowed_future_skew)
     lag_ms = int(config.pipeline.max_out_of_orderness / timedelta(milliseconds=1))
@@ -284,6 +386,16 @@ def accepted(
         if rowtime_ms is not None:
             newest_ms = rowtime_ms if newest_ms is None else max(newest_ms, rowtime_ms)
         result = validate_line(line)
+        if not result.ok and (amendment := _amendment(line)) is not None:
+            outcome, contributions = ledger.apply(amendment)
+            if outcome in REFUSALS:
+                expected.dead_letters["other"] += 1
+            for contribution in contributions:
+                for meter in config.meters_for(contribution.event.event_type):
+                    group = json.dumps({d: str(contribution.event.properties.get(d, "")) for d in meter.group_by}, sort_keys=True)
+                    value = _value(meter, contribution.event)
+                    yield Counted(contribution.event, meter, group, value, watermark_ms, contribution.sign)
+            continue
         if not result.ok or result.event is None:
             reasons = {p.reason for p in result.problems}
             expected.dead_letters["malformed_json" if "malformed_json" in reasons else "other"] += 1
@@ -299,6 +411,7 @@ def accepted(
             expected.duplicates_dropped += 1
             continue
         seen.add((event.customer_id, event.event_id))
+        ledger.first_seen(event)
         expected.events_counted += 1
         for meter in config.meters_for(event.event_type):
             group = json.dumps({d: str(event.properties.get(d, "")) for d in meter.group_by}, sort_keys=True)
@@ -329,25 +442,26 @@ def recompute(path: Path, config: Config, unwritten: Collection[int] = frozenset
         if watermark is not None and abs(final_at - watermark) < margin_ms:
             expected.undecided.append(f"{event.customer_id}/{event.event_id}")
         bucket = late_values if late else values
-        bucket[key].append((event.timestamp, event.event_id, counted.value))
+        bucket[key].append((event.timestamp, event.event_id, counted.value, counted.sign))
     aggregation_of = {m.name: m.aggregation for m in config.meters}
     for source, target in ((values, expected.finals), (late_values, expected.corrections)):
         for key, items in source.items():
-            target[key] = (_aggregate(aggregation_of[key[1]], items), len(items))
+            target[key] = (_aggregate(aggregation_of[key[1]], items), sum(sign for *_, sign in items))
     return expected
 
 
-def _aggregate(aggregation: Aggregation, items: list[tuple[datetime, str, Any]]) -> Decimal:
+def _aggregate(aggregation: Aggregation, items: list[tuple[datetime, str, Any, int]]) -> Decimal:
+    """The value of ``items`` (time, event id, value, sign); signs other than +1 occur only for sum and count."""
     if aggregation is Aggregation.SUM:
-        return sum((Decimal(v) for _, _, v in items), Decimal(0))
+        return sum((sign * Decimal(v) for _, _, v, sign in items), Decimal(0))
     if aggregation is Aggregation.COUNT:
-        return Decimal(len(items))
+        return Decimal(sum(sign for *_, sign in items))
     if aggregation is Aggregation.MAX:
-        return max(Decimal(v) for _, _, v in items)
+        return max(Decimal(v) for _, _, v, _ in items)
     if aggregation is Aggregation.MIN:
-        return min(Decimal(v) for _, _, v in items)
+        return min(Decimal(v) for _, _, v, _ in items)
     if aggregation is Aggregation.UNIQUE_COUNT:
-        return Decimal(len({v for _, _, v in items if v is not None}))
+        return Decimal(len({v for _, _, v, _ in items if v is not None}))
     return Decimal(max(items, key=lambda t: (t[0], t[1]))[2])
 
 

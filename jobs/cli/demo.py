@@ -175,11 +175,14 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
         "late_within_grace": workload.late_within_grace,
         "late_beyond_grace": workload.late_beyond_grace,
         "malformed": dict(sorted(workload.malformed.items())),
+        "amendments": dict(sorted(workload.amendments.items())),
     }
+    amendments = workload.amendments
     say(
         f"   {workload.lines:,} lines: {workload.duplicates:,} duplicates ({workload.conflicts} conflicting), "
         f"{workload.late_within_grace:,} late within grace, {workload.late_beyond_grace} late beyond grace, "
-        f"{sum(workload.malformed.values())} malformed ({', '.join(f'{k} {v}' for k, v in sorted(workload.malformed.items()))})"
+        f"{sum(workload.malformed.values())} malformed ({', '.join(f'{k} {v}' for k, v in sorted(workload.malformed.items()))}), "
+        f"{sum(workload.amendments.values())} amendments ({', '.join(f'{k} {v}' for k, v in sorted(amendments.items()))})"
     )
     timings["generate"] = time.monotonic() - t
 

@@ -29,6 +29,7 @@ from datetime import timedelta
 from schemas import records
 from schemas.amendments import VERDICT as AMENDMENT_VERDICT
 from schemas.validate import MAX_EVENT_BYTES
+from udfs.amendments import amendable_types
 from udfs.meters import Aggregation, Meter
 
 #: The job's Java functions (``udfs/jvm``, built by ``infra/udf_jar.py``): SQL name -> class.
@@ -235,15 +236,6 @@ WHERE reason IS NOT NULL AND reason <> {lit(HEARTBEAT)} AND NOT replayed
 FINGERPRINT = "MD5(CONCAT_WS('|', event_type, ts_text, q_text, COALESCE(properties_json, '')))"
 
 
-def amendable_types(meters: tuple[Meter, ...]) -> list[str]:
-    """The event types an amendment may void or amend: every meter of the type is a sum or a count.
-
-    Only their contributions can be taken back exactly by a negative one (docs/semantics.md,
-    "Voids and amendments"); a maximum, a minimum, a distinct count or a latest value cannot.
-    """
-    return [t for t, typed in _by_event_type(meters) if all(m.aggregation.amendable for m in typed)]
-
-
 def first_seen_input_view(parsed: str, lag: timedelta, meters: tuple[Meter, ...]) -> str:
     """What ``metering_first_seen`` reads: ``parsed``'s columns that later stages need, and each record's :data:`FINGERPRINT`.
 
@@ -256,10 +248,10 @@ def first_seen_input_view(parsed: str, lag: timedelta, meters: tuple[Meter, ...]
     ``doc`` is ``parsed.kept_doc``: NULL unless a dead letter may carry it, so the payload is
     neither shuffled to the function nor converted and copied behind it (docs/benchmarks.md).
     The function reads the fingerprint of valid events only, and ``amendable``
-    (:func:`amendable_types`) to keep what a first occurrence counted for amendments.
+    (udfs/amendments.py, ``amendable_types``) to keep what a first occurrence counted for amendments.
     """
     lag_ms = int(lag / timedelta(milliseconds=1))
-    types = amendable_types(meters)
+    types = sorted(amendable_types(meters))
     amendable = f"event_type IN ({', '.join(lit(t) for t in types)})" if types else "FALSE"
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, kept_doc AS doc, payload_size, event_id, customer_id,
