@@ -54,8 +54,9 @@ ID_PREFIX = "amd_"
 REQUESTED_BY_PREFIX = "key:"
 #: What a 202 means (also in the OpenAPI document).
 NOTE = (
-    "accepted: the amendment is in the events topic, after its event in the same partition; the metering job "
-    "decides its outcome: applied (to the open period, or as a correction of a final one), or a dead letter with "
+    "accepted: the amendment is in the events topic, keyed by its customer like the events (behind its event, when "
+    "that was accepted first); the metering job decides its outcome: applied (to the open period, or as a "
+    "correction of a final one), or a dead letter with "
     "reason unknown_event, not_amendable or already_voided. An amendment_id already processed for this event "
     "has no effect: retry with the same Idempotency-Key."
 )
