@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from jobs.ingest import amend
 from jobs.ingest.bodies import BodyError, Item, decoded_body, media_format, split
 from jobs.ingest.keys import ApiKey
 from jobs.ingest.limits import Buckets, retry_after
@@ -123,6 +124,10 @@ class IngestApp:
                 Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
             ]
         )
+        # POST /v1/events/{event_id}/void and /amend (jobs/ingest/amend.py).
+        self.routes.converters["event_id"] = amend.EventIdConverter
+        for rule in amend.rules():
+            self.routes.add(rule)
         self._in_flight_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(limits.max_in_flight)
 
@@ -208,6 +213,12 @@ class IngestApp:
             return self._events(request, key, fields)
         finally:
             self._slots.release()
+
+    def on_void(self, request: Request, fields: dict[str, Any]) -> Response:
+        return amend.handle(self, request, fields, amend.VOID)
+
+    def on_amend(self, request: Request, fields: dict[str, Any]) -> Response:
+        return amend.handle(self, request, fields, amend.AMEND)
 
     def _events(self, request: Request, key: ApiKey, fields: dict[str, Any]) -> Response:
         try:

@@ -3,6 +3,8 @@
 - ``metering_ingest_requests_total{route,status}``: requests answered;
 - ``metering_ingest_events_total{verdict,reason}``: events accepted, rejected (by reason code) or
   failed (not acknowledged by Kafka: the request was answered 503);
+- ``metering_ingest_amendments_total{action,status,reason}``: voids and amends (``action``)
+  accepted (in Kafka), rejected (by reason code: 403, 422) or failed (503);
 - ``metering_ingest_request_seconds{route}``: request latency (a histogram);
 - ``metering_ingest_producer_queue``: records waiting for Kafka's acknowledgement;
 - ``metering_ingest_in_flight``: requests being handled.
@@ -28,6 +30,7 @@ class Metrics:
         self.lock = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.events: Counter[tuple[str, str]] = Counter()
+        self.amendments: Counter[tuple[str, str, str]] = Counter()
         self.latency: dict[str, list[int]] = {}
         self.latency_sum: dict[str, float] = {}
         self.latency_count: Counter[str] = Counter()
@@ -47,6 +50,10 @@ class Metrics:
         with self.lock:
             self.events[(verdict, reason)] += count
 
+    def amendment(self, action: str, status: str, reason: str = "") -> None:
+        with self.lock:
+            self.amendments[(action, status, reason)] += 1
+
     def render(self) -> str:
         with self.lock:
             out = [
@@ -63,6 +70,15 @@ class Metrics:
             ]
             out += [
                 f"metering_ingest_events_total{_labels(verdict=v, reason=r)} {n}" for (v, r), n in sorted(self.events.items())
+            ]
+            out += [
+                "# HELP metering_ingest_amendments_total Voids and amends by action, status (accepted, rejected, failed) "
+                "and reason code.",
+                "# TYPE metering_ingest_amendments_total counter",
+            ]
+            out += [
+                f"metering_ingest_amendments_total{_labels(action=a, status=s, reason=r)} {n}"
+                for (a, s, r), n in sorted(self.amendments.items())
             ]
             out += [
                 "# HELP metering_ingest_request_seconds Request latency, by route.",

@@ -9,7 +9,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from jobs.ingest.amend import ACTIONS, ID_PREFIX, MAX_BODY_BYTES, NOTE, REQUESTED_BY_PREFIX
 from jobs.ingest.bodies import API_REASONS, CLOUDEVENT_FIELDS, FORMATS
+from schemas.amendments import MAX_REASON
 from schemas.validate import REASONS, schema_v1
 
 
@@ -103,9 +105,11 @@ def document() -> dict[str, Any]:
                     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
                 },
                 "Status": status,
+                **_amendment_schemas(),
             },
         },
         "paths": {
+            **{f"/v1/events/{{event_id}}/{action}": _amendment_path(action) for action in ACTIONS},
             "/v1/events": {
                 "post": {
                     "summary": "Send one event or a batch; each event's verdict in request order",
@@ -184,4 +188,116 @@ def document() -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _amendment_schemas() -> dict[str, Any]:
+    """The request and answer bodies of ``POST /v1/events/{event_id}/void`` and ``/amend`` (jobs/ingest/amend.py)."""
+    customer = {"type": "string", "description": "the event's customer_id (the key must send for it)"}
+    reason = {"type": "string", "maxLength": MAX_REASON, "description": "why (kept in the record's audit trail)"}
+    quantity = {
+        "oneOf": [{"type": "string"}, {"type": "number"}],
+        "description": "the event's new quantity, an exact decimal as events carry it (a string, or a JSON number "
+        "written without an exponent); it replaces what the event counted",
+    }
+    return {
+        "VoidRequest": {
+            "type": "object",
+            "required": ["customer_id"],
+            "additionalProperties": False,
+            "properties": {"customer_id": customer, "reason": reason},
+        },
+        "AmendRequest": {
+            "type": "object",
+            "required": ["customer_id", "quantity"],
+            "additionalProperties": False,
+            "properties": {"customer_id": customer, "quantity": quantity, "reason": reason},
+        },
+        "AmendmentAccepted": {
+            "type": "object",
+            "required": ["status", "action", "amendment_id", "event_id", "customer_id", "requested_at", "requested_by"],
+            "properties": {
+                "status": {"const": "accepted"},
+                "action": {"enum": list(ACTIONS)},
+                "amendment_id": {"type": "string", "description": f"the Idempotency-Key, or a new {ID_PREFIX}… id"},
+                "event_id": {"type": "string"},
+                "customer_id": {"type": "string"},
+                "requested_at": {"type": "string", "format": "date-time", "description": "the service's clock"},
+                "requested_by": {"type": "string", "description": f"{REQUESTED_BY_PREFIX} and the API key's id"},
+                "note": {"type": "string"},
+            },
+        },
+        "AmendmentRejected": {
+            "type": "object",
+            "required": ["error", "status", "reason", "message"],
+            "properties": {
+                "error": {"type": "string", "description": "the reason code, as reason"},
+                "status": {"const": "rejected"},
+                "reason": {
+                    "type": "string",
+                    "description": "the dead letters' reason code of an amendment (schemas/amendments.py), or "
+                    "customer_not_allowed",
+                },
+                "message": {"type": "string"},
+            },
+        },
+    }
+
+
+def _amendment_path(action: str) -> dict[str, Any]:
+    """The operation of one action: every status it answers with."""
+    rejected = {"application/json": {"schema": {"$ref": "#/components/schemas/AmendmentRejected"}}}
+    body = "VoidRequest" if action == "void" else "AmendRequest"
+    what = "Void an event: take back what it counted" if action == "void" else "Amend an event's quantity"
+    return {
+        "post": {
+            "summary": f"{what} (an amendment record, judged by the job)",
+            "description": NOTE,
+            "security": [{"apiKey": []}],
+            "parameters": [
+                {
+                    "name": "event_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "description": "the event's event_id, percent-encoded as one path segment (every reserved "
+                    "character, / included; . and .. as %2E and %2E%2E)",
+                },
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "description": "the amendment_id (an event id's rule); send the same one in every retry",
+                },
+                {"name": "Content-Encoding", "in": "header", "schema": {"enum": ["gzip", "identity"]}},
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+            },
+            "responses": {
+                "202": {
+                    "description": "written to the events topic and acknowledged by Kafka; the job decides the outcome",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AmendmentAccepted"}}},
+                },
+                "400": _error("the body is not one JSON object, or bad gzip"),
+                "401": _error("no valid API key (missing, unknown or revoked)"),
+                "403": {"description": "customer_not_allowed: the key sends for other customers", "content": rejected},
+                "413": _error(f"a body of more than {MAX_BODY_BYTES} bytes"),
+                "415": _error("a Content-Type other than application/json, or a Content-Encoding the API does not take"),
+                "422": {
+                    "description": "the amendment is not valid (the job would refuse it): the reason code, as its dead "
+                    "letter would carry it (missing_field, unknown_field, bad_amendment, bad_event_id, "
+                    "bad_customer_id, bad_quantity …)",
+                    "content": rejected,
+                },
+                "429": _error("this key's rate limit is exceeded", retry_after=True),
+                "503": _error(
+                    "Kafka did not acknowledge the amendment (the body also carries amendment_id), or the service is "
+                    "overloaded or shutting down: send it again after Retry-After with the same Idempotency-Key",
+                    retry_after=True,
+                ),
+            },
+        }
     }

@@ -381,3 +381,92 @@ def test_serving_in_process_as_the_demo_does_writes_the_accepted_lines_in_reques
         request(service.port, "GET", "/healthz")
     records = read_topic(config, 5)
     assert [(r.value or b"").decode() for r in records] == [lines[0], lines[1], lines[2], lines[2], lines[4]]
+
+
+def test_voids_and_amends_reach_the_topic_after_their_events_in_the_same_partition(running: Running) -> None:
+    """POST an event, void it and amend another through the HTTP API: the exact records, each after its event."""
+    from urllib.parse import quote
+
+    from schemas.amendments import judge
+    from schemas.validate import decode
+
+    key, entry = running.keys.create("billing ops", ["acme", "globex"])
+    voided, amended, other = "order/42 ü", "..", "g-1"  # ids a path cannot carry as they are
+    lines = [event(voided), event(amended, quantity="3"), event(other, "globex", quantity="2")]
+    status, _, body = running.post(key, b"\n".join(lines), "application/x-ndjson")
+    assert (status, body["accepted"]) == (200, 3), body
+
+    def send(event_id: str, action: str, payload: dict[str, Any], **headers: str) -> tuple[int, dict[str, str], Any]:
+        segment = quote(event_id, safe="").replace(".", "%2E")
+        return request(
+            running.port,
+            "POST",
+            f"/v1/events/{segment}/{action}",
+            json.dumps(payload).encode(),
+            {"Content-Type": "application/json", **_auth(key), **headers},
+        )
+
+    status, _, void_answer = send(voided, "void", {"customer_id": "acme", "reason": "duplicate order"})
+    assert status == 202, void_answer
+    status, _, amend_answer = send(
+        amended, "amend", {"customer_id": "acme", "quantity": "7.50", "reason": "meter misread"}, **{"Idempotency-Key": "fix-1"}
+    )
+    assert status == 202, amend_answer
+    status, _, repeat = send(amended, "amend", {"customer_id": "acme", "quantity": "7.50"}, **{"Idempotency-Key": "fix-1"})
+    assert (status, repeat["amendment_id"]) == (202, "fix-1")  # the job's `repeated`: no second effect
+    status, _, refused = send(other, "void", {"customer_id": "initech"})
+    assert (status, refused["reason"]) == (403, "customer_not_allowed")
+
+    records = read_topic(running.config, 6)
+    assert len(records) == 6
+    documents = [decode(r.value or b"") for r in records]
+    amendments = [(r, d) for r, d in zip(records, documents, strict=True) if "amendment" in d]
+    assert [r.key for r, _ in amendments] == [b"acme"] * 3
+    void_record, amend_record, repeat_record = (d for _, d in amendments)
+    assert void_record == {
+        "amendment": "void",
+        "amendment_id": void_answer["amendment_id"],
+        "customer_id": "acme",
+        "event_id": voided,
+        "requested_at": void_answer["requested_at"],
+        "requested_by": f"key:{entry.id}",
+        "reason": "duplicate order",
+    }
+    assert amend_record == {
+        "amendment": "amend",
+        "amendment_id": "fix-1",
+        "customer_id": "acme",
+        "event_id": amended,
+        "quantity": "7.50",
+        "requested_at": amend_answer["requested_at"],
+        "requested_by": f"key:{entry.id}",
+        "reason": "meter misread",
+    }
+    assert {k: v for k, v in repeat_record.items() if k not in ("requested_at", "reason")} == {
+        k: v for k, v in amend_record.items() if k not in ("requested_at", "reason")
+    }
+    for document in (void_record, amend_record, repeat_record):
+        assert judge(document)[0] is None
+    # Each amendment is in its event's partition, after it (the same customer key; the event was accepted first).
+    position = {
+        (r.key, d.get("event_id")): (r.partition, r.offset)
+        for r, d in zip(records, documents, strict=True)
+        if "amendment" not in d
+    }
+    for record, document in amendments:
+        partition, offset = position[(record.key, document["event_id"])]
+        assert record.partition == partition and record.offset > offset, document
+    # The request order within the partition: event, event, void, amend, amend again.
+    acme = sorted(
+        (r.offset, d.get("amendment"), d["event_id"]) for r, d in zip(records, documents, strict=True) if r.key == b"acme"
+    )
+    assert [(a, e) for _, a, e in acme] == [
+        (None, voided),
+        (None, amended),
+        ("void", voided),
+        ("amend", amended),
+        ("amend", amended),
+    ]
+    metrics = request(running.port, "GET", "/metrics")[2]
+    assert 'metering_ingest_amendments_total{action="amend",status="accepted",reason=""} 2' in metrics
+    assert 'metering_ingest_amendments_total{action="void",status="rejected",reason="customer_not_allowed"} 1' in metrics

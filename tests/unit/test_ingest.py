@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client
 
+from jobs.ingest.amend import openapi_path
 from jobs.ingest.app import IngestApp, Limits, Rules
 from jobs.ingest.bodies import API_REASONS, BodyError, decoded_body, from_cloudevent, media_format, split
 from jobs.ingest.keys import KeyProblem, KeyStore, hash_key
@@ -391,7 +392,7 @@ def test_the_openapi_document_matches_the_routes_and_their_statuses(store: KeySt
     assert served == json.loads(json.dumps(document()))
     assert served["openapi"].startswith("3.")
     routes = {
-        (rule.rule, method.lower())
+        (openapi_path(rule.rule), method.lower())
         for rule in app.routes.iter_rules()
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
@@ -421,6 +422,32 @@ def test_the_openapi_document_matches_the_routes_and_their_statuses(store: KeySt
     note("/v1/events", "post", post(limited_client, key, event))  # 429
     note("/readyz", "get", limited_client.get("/readyz"))
     assert seen[("/v1/events", "post")] == {200, 400, 401, 413, 415, 429, 503}
+    # Voids and amends (jobs/ingest/amend.py): every status of theirs.
+    scoped, _ = store.create("acme only", ["acme"])
+    for action, body in (("void", {"customer_id": "acme"}), ("amend", {"customer_id": "acme", "quantity": "1"})):
+        path = f"/v1/events/{{event_id}}/{action}"
+        url = f"/v1/events/a%2Fb/{action}"
+
+        def amendment(client: Client, key: str | None, data: Any, content_type: str = "application/json", url: str = url) -> Any:
+            headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {key}"} if key else {})}
+            return client.post(url, data=data if isinstance(data, str) else json.dumps(data), headers=headers)
+
+        away = Client(
+            IngestApp(sink=FakeSink(fail="down"), keys=store, rules=RULES, buckets=Buckets(0.001, 1), clock=lambda: NOW)
+        )
+        for response in (
+            amendment(client, key, body),  # 202
+            amendment(client, None, body),  # 401
+            amendment(client, key, body, "text/plain"),  # 415
+            amendment(client, key, " " * 70_000),  # 413
+            amendment(client, key, "{"),  # 400
+            amendment(client, key, {**body, "customer_id": "not a customer"}),  # 422
+            amendment(client, scoped, {**body, "customer_id": "globex"}),  # 403
+            amendment(away, key, body),  # 503 (Kafka away)
+            amendment(away, key, body),  # 429
+        ):
+            note(path, "post", response)
+        assert seen[(path, "post")] == {202, 400, 401, 403, 413, 415, 422, 429, 503}, action
     for (path, method), statuses in seen.items():
         assert {str(s) for s in statuses} <= set(served["paths"][path][method]["responses"]), (path, method)
     reasons = served["components"]["schemas"]["Result"]["properties"]["reason"]["enum"]
