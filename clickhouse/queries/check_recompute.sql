@@ -15,7 +15,11 @@
 -- Parameters: from, to, sample and the meter arrays.
 SELECT
     customer_id, meter, ifNull(s_group, r_group) AS group_key, ifNull(s_agg, r_agg) AS aggregation,
-    minute, s_value AS stored_value, r_value AS recomputed_value, ifNull(s_events, 0) AS stored_events,
+    minute, s_value AS stored_value,
+    -- a sum or count of no event is 0: the stored minute of events that were all voided adds up to 0 for 0 events
+    if(r_value IS NULL AND ifNull(s_events, 0) = 0 AND ifNull(s_agg, r_agg) IN ('sum', 'count'), s_value, r_value)
+        AS recomputed_value,
+    ifNull(s_events, 0) AS stored_events,
     ifNull(r_events, 0) AS recomputed_events,
     toUInt8(NOT (ifNull(s_agg, r_agg) IN ('unique_count', 'latest') AND ifNull(s_corrections, 0) > 0)) AS value_comparable,
     ifNull(s_corrections, 0) AS corrections

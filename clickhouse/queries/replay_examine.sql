@@ -6,8 +6,10 @@
 --      the job's record-level rules applied again, for records whose dead letter is not loaded yet: the SQL
 --      functions of clickhouse/migrations/0009, held to schemas/validate.py by tests/unit/test_sql_rules_agreement.py);
 --   2. the first record per (customer_id, event_id) in Kafka order (the job's keep-first dedup), with the
---      amendments the job applied up to the cut (the amendments table): a voided event is left out, an amended one
---      takes its last amend's quantity and that amend's Kafka coordinates (whose meter-level dead letters are its);
+--      amendments the job applied up to the cut (the amendments table): a voided event is examined and refused
+--      (`voided`: not counted, not a dead letter, and its live corrections are absorbed like any examined event's),
+--      an amended one takes its last amend's quantity and that amend's Kafka coordinates (whose meter-level dead
+--      letters are its);
 --   3. per meter on the event's type: its value (quantity or a property, read from the payload as the job reads
 --      it), its group_by values (missing = ''), and the job's meter-level refusal rules (missing_value,
 --      bad_value, negative_value);
@@ -40,6 +42,7 @@ FROM
             metering_quantity_text_v2(e.payload)
         ) AS distinct_value,
         multiIf(
+            e.voided = 1, 'voided',
             numeric AND prop != '' AND prop_text IS NULL, 'missing_value',
             numeric AND prop != '' AND NOT metering_decimal_text_ok_v1(prop_text), 'bad_value',
             numeric AND allow_negative = 0 AND val < 0, 'negative_value',
@@ -53,7 +56,8 @@ FROM
                f.event_time AS event_time, if(ifNull(a.amends, 0) > 0, a.amended_quantity, f.quantity) AS quantity,
                f.properties AS properties, f.payload AS payload,
                if(ifNull(a.amends, 0) > 0, a.amended_at.1, f.kafka_partition) AS kafka_partition,
-               if(ifNull(a.amends, 0) > 0, a.amended_at.2, f.kafka_offset) AS kafka_offset
+               if(ifNull(a.amends, 0) > 0, a.amended_at.2, f.kafka_offset) AS kafka_offset,
+               ifNull(a.voided, 0) AS voided
         FROM
         (
         SELECT customer_id, event_id, event_type, event_time, quantity, properties, payload, kafka_partition, kafka_offset
@@ -90,7 +94,6 @@ FROM
               AND kafka_offset <= {cut_offsets:Array(UInt64)}[indexOf({cut_partitions:Array(UInt32)}, kafka_partition)]
             GROUP BY customer_id, event_id
         ) AS a ON f.customer_id = a.customer_id AND f.event_id = a.event_id
-        WHERE ifNull(a.voided, 0) = 0
     ) AS e
     ARRAY JOIN arrayFilter(
         x -> x.2 = toString(e.event_type),
