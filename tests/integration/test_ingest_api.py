@@ -1,6 +1,6 @@
 """The ingestion API (``metering serve``) over real HTTP into a real broker.
 
-A spare KRaft broker (own home, ports from METERING_TEST_SPARE_PORT_BASE) that the tests may stop
+The spare KRaft broker (tests/integration/conftest.py's ``spare_broker``) that the tests may stop
 and start again; the service runs in this process (jobs/ingest/server.py, as ``metering serve``
 builds it) on a free port, or as the ``metering serve`` command itself for the graceful stop.
 What reaches the topic is read back with the loader's consumer.
@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from infra.kafka import KafkaBroker
-from infra.settings import LOOPBACK, PROJECT_ROOT, StackSettings
+from infra.settings import LOOPBACK, PROJECT_ROOT
 from jobs.config import Config, load_config
 from jobs.ingest.kafka import KafkaSink
 from jobs.ingest.keys import KeyStore
@@ -39,26 +39,14 @@ from jobs.topics import ensure_topic
 from tests.support.lines import one_line_per_reason
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory, stack_settings: StackSettings) -> Iterator[KafkaBroker]:
-    base = int(os.environ.get("METERING_TEST_SPARE_PORT_BASE", "39092"))
-    settings = replace(stack_settings.with_ports(base), home=tmp_path_factory.mktemp("ingest") / "home")
-    spare = KafkaBroker(settings)
-    spare.start()
-    try:
-        yield spare
-    finally:
-        spare.stop()
-
-
 @pytest.fixture
-def config(broker: KafkaBroker, tmp_path: Path) -> Config:
+def config(spare_broker: KafkaBroker, tmp_path: Path) -> Config:
     path = tmp_path / "metering.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "kafka": {
-                    "bootstrap_servers": broker.settings.bootstrap_servers,
+                    "bootstrap_servers": spare_broker.settings.bootstrap_servers,
                     "topics": {"events": f"ingest-{uuid.uuid4().hex[:10]}"},
                 },
                 "ingest": {"keys": str(tmp_path / "keys"), "delivery_timeout": "3s", "rate": 1000, "burst": 1000},
@@ -250,13 +238,13 @@ def test_keys_the_rate_limit_and_refused_requests(config: Config) -> None:
         sink.close(10)
 
 
-def test_a_request_while_the_broker_is_away_is_503_and_its_retry_counts_once(running: Running, broker: KafkaBroker) -> None:
+def test_a_request_while_the_broker_is_away_is_503_and_its_retry_counts_once(running: Running, spare_broker: KafkaBroker) -> None:
     key, _ = running.keys.create("retrying client")
     batch = b"\n".join(event(f"b-{n}", ("acme", "globex")[n % 2]) for n in range(20))
     status, _, body = running.post(key, batch, "application/x-ndjson")
     assert status == 200 and body["accepted"] == 20
     assert request(running.port, "GET", "/readyz")[0] == 200
-    broker.stop()
+    spare_broker.stop()
     try:
         second = b"\n".join(event(f"c-{n}") for n in range(20))
         status, headers, body = running.post(key, second, "application/x-ndjson")
@@ -265,7 +253,7 @@ def test_a_request_while_the_broker_is_away_is_503_and_its_retry_counts_once(run
         assert request(running.port, "GET", "/readyz")[0] == 503
         assert request(running.port, "GET", "/healthz")[0] == 200
     finally:
-        broker.start()
+        spare_broker.start()
     # The client retries both requests (it cannot tell which one failed): every event at least once.
     deadline = time.monotonic() + 60
     while True:
