@@ -25,6 +25,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from jobs.ingest.bodies import BodyError, Item, decoded_body, media_format, split
+from jobs.ingest.kafka import SinkHealth
 from jobs.ingest.keys import ApiKey
 from jobs.ingest.limits import Buckets, retry_after
 from jobs.ingest.metrics import Metrics
@@ -45,6 +46,8 @@ class Sink(Protocol):
     def reachable(self, timeout_s: float = 2.0) -> str | None: ...
 
     def queue_length(self) -> int: ...
+
+    def health(self) -> SinkHealth: ...
 
 
 class Keys(Protocol):
@@ -169,7 +172,15 @@ class IngestApp:
     # --- routes ---------------------------------------------------------------------------------
 
     def on_healthz(self, request: Request, fields: dict[str, Any]) -> Response:
-        return _json(200, {"status": "ok"})
+        """Liveness: 503 once the sink can never write again (a restart is the cure); 200 otherwise, with
+        Kafka as last seen (an outage of Kafka is readiness's, ``/readyz``: a restart would not help)."""
+        health = self.sink.health()
+        if health.failure is not None:
+            return _json(503, {"status": "failed", "reason": health.failure})
+        body: dict[str, Any] = {"status": "ok", "kafka": health.kafka}
+        if health.problem is not None:
+            body |= {"kafka_problem": health.problem, "kafka_since": health.since}
+        return _json(200, body)
 
     def on_readyz(self, request: Request, fields: dict[str, Any]) -> Response:
         if self.draining.is_set():
@@ -188,6 +199,8 @@ class IngestApp:
     def on_events(self, request: Request, fields: dict[str, Any]) -> Response:
         if self.draining.is_set():
             return _problem(503, "shutting_down", "the service is shutting down: retry", UNAVAILABLE_RETRY_S)
+        if (failure := self.sink.health().failure) is not None:
+            return _problem(503, "producer_failed", f"{failure}: the service must be restarted", UNAVAILABLE_RETRY_S)
         key = self.keys.check(_bearer(request.headers.get("Authorization")))
         if key is None:
             response = _problem(401, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")

@@ -369,3 +369,118 @@ def test_serving_in_process_as_the_demo_does_writes_the_accepted_lines_in_reques
         request(service.port, "GET", "/healthz")
     records = read_topic(config, 5)
     assert [(r.value or b"").decode() for r in records] == [lines[0], lines[1], lines[2], lines[2], lines[4]]
+
+
+def test_concurrent_clients_lose_nothing_when_the_broker_is_killed_mid_request(
+    running: Running, spare_broker: KafkaBroker
+) -> None:
+    """The broker process is SIGKILLed while several clients' requests are in flight, then restarted.
+
+    Each client sends its batches in turn and retries every request that did not get a full
+    accepted verdict (a 503, or a dropped connection) with the same event ids, as docs/ingest.md
+    tells clients to. Afterwards: every event ever answered ``accepted`` is in the topic, and by
+    (customer_id, event_id) the topic holds exactly the events sent (duplicates of one id are the
+    job's to drop). While the broker is away ``/readyz`` is 503 and ``/healthz`` names the outage
+    (still 200: a restart of the service would not bring the broker back); both recover after.
+    """
+    key, _ = running.keys.create("killed broker")
+    clients, batches, size = 4, 12, 50
+    customers = ("acme", "globex", "initech")
+
+    def batch_lines(client: int, batch: int) -> list[tuple[str, str, bytes]]:
+        out = []
+        for n in range(size):
+            customer = customers[(client + n) % len(customers)]
+            event_id = f"k{client}-{batch}-{n}"
+            out.append((customer, event_id, event(event_id, customer)))
+        return out
+
+    lock = threading.Lock()
+    accepted: set[tuple[str, str]] = set()
+    outcomes: list[str] = []  # per attempt: "200", "503", or the connection error
+    sent_batches = [0]
+    errors: list[str] = []
+    stop_at = time.monotonic() + 180
+
+    def client(number: int) -> None:
+        for batch in range(batches):
+            lines = batch_lines(number, batch)
+            body = b"\n".join(line for _, _, line in lines)
+            while True:
+                assert time.monotonic() < stop_at, f"client {number} gave up on batch {batch}"
+                try:
+                    status, _, answer = running.post(key, body, "application/x-ndjson")
+                except OSError as exc:
+                    with lock:
+                        outcomes.append(type(exc).__name__)
+                    time.sleep(0.2)
+                    continue
+                if status in (200, 503) and isinstance(answer, dict) and "results" in answer:
+                    got = {(lines[r["index"]][0], lines[r["index"]][1]) for r in answer["results"] if r["status"] == "accepted"}
+                    rejected = [r for r in answer["results"] if r["status"] == "rejected"]
+                    with lock:
+                        accepted.update(got)
+                        outcomes.append(str(status))
+                        if rejected:
+                            errors.append(f"rejected: {rejected[:2]}")
+                else:
+                    with lock:
+                        outcomes.append(str(status))
+                if status == 200 and answer["accepted"] == size:
+                    break
+                time.sleep(0.5)  # Retry-After says 5 s; a shorter wait keeps the test short and is as correct
+            with lock:
+                sent_batches[0] += 1
+
+    def run(number: int) -> None:
+        try:
+            client(number)
+        except BaseException as exc:  # reported by the main thread
+            with lock:
+                errors.append(f"client {number}: {exc!r}")
+
+    threads = [threading.Thread(target=run, args=(n,), name=f"client-{n}") for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        # Kill once some batches are through and requests are in flight (waiting for Kafka).
+        deadline = time.monotonic() + 60
+        while not (sent_batches[0] >= clients and running.service.app.metrics.in_flight > 0):
+            assert time.monotonic() < deadline, "the clients did not get going"
+            time.sleep(0.005)
+        in_flight = running.service.app.metrics.in_flight
+        spare_broker.process.kill()
+        killed_after = sent_batches[0]
+        # The outage, as the probes show it: readiness refused, health names it.
+        deadline = time.monotonic() + 20
+        while True:
+            ready = request(running.port, "GET", "/readyz")
+            health = request(running.port, "GET", "/healthz")
+            if ready[0] == 503 and health[2].get("kafka") != "reachable":
+                break
+            assert time.monotonic() < deadline, (ready, health)
+            time.sleep(0.2)
+        assert ready[2]["status"] == "unavailable" and ready[2]["reason"]
+        assert health[0] == 200 and health[2]["status"] == "ok", health
+        time.sleep(4)  # longer than the delivery timeout (3 s): the requests in flight get their 503
+    finally:
+        spare_broker.start()
+    for thread in threads:
+        thread.join(200)
+    assert not errors, errors
+    assert all(not thread.is_alive() for thread in threads)
+    assert in_flight > 0 and killed_after < clients * batches
+    assert "503" in outcomes, outcomes  # some requests did meet the outage
+    deadline = time.monotonic() + 30
+    while (ready := request(running.port, "GET", "/readyz"))[0] != 200:
+        assert time.monotonic() < deadline, ready
+        time.sleep(0.5)
+    health = request(running.port, "GET", "/healthz")
+    assert health[0] == 200 and health[2] == {"status": "ok", "kafka": "reachable"}, health
+
+    sent = {(customer, event_id) for c in range(clients) for b in range(batches) for customer, event_id, _ in batch_lines(c, b)}
+    records = read_topic(running.config, len(sent), timeout_s=60)
+    in_topic = [((r.key or b"").decode(), event_id_of(r)) for r in records]
+    assert accepted <= set(in_topic), f"{len(accepted - set(in_topic))} accepted events missing"
+    assert set(in_topic) == sent, (len(set(in_topic) - sent), len(sent - set(in_topic)))
+    assert len(in_topic) >= len(sent)

@@ -17,6 +17,7 @@ from werkzeug.test import Client
 
 from jobs.ingest.app import IngestApp, Limits, Rules
 from jobs.ingest.bodies import API_REASONS, BodyError, decoded_body, from_cloudevent, media_format, split
+from jobs.ingest.kafka import SinkHealth
 from jobs.ingest.keys import KeyProblem, KeyStore, hash_key
 from jobs.ingest.limits import Buckets, TokenBucket, retry_after
 from jobs.ingest.openapi import document
@@ -54,6 +55,9 @@ class FakeSink:
 
     def queue_length(self) -> int:
         return 0
+
+    def health(self) -> SinkHealth:
+        return SinkHealth(kafka="reachable")
 
 
 @pytest.fixture
