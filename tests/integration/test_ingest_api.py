@@ -484,3 +484,46 @@ def test_concurrent_clients_lose_nothing_when_the_broker_is_killed_mid_request(
     assert accepted <= set(in_topic), f"{len(accepted - set(in_topic))} accepted events missing"
     assert set(in_topic) == sent, (len(set(in_topic) - sent), len(sent - set(in_topic)))
     assert len(in_topic) >= len(sent)
+
+
+def test_a_fatal_producer_error_turns_health_red_and_every_request_503(running: Running) -> None:
+    """A fatal (non-retriable) producer error: ``/healthz`` 503 with the reason, events 503 ``producer_failed``.
+
+    librdkafka's fatal errors (an idempotent producer's broken sequence after a broker lost
+    acknowledged records, a fenced producer) cannot be caused on demand with one loopback broker,
+    and confluent-kafka exposes no way to raise one: the error is injected at the narrowest seam,
+    the error callback librdkafka calls (``KafkaSink._error``), with the ``KafkaError`` it would
+    pass (``fatal=True``). The sink, its producer, the broker, the service and HTTP are real.
+    """
+    from confluent_kafka import KafkaError
+
+    key, _ = running.keys.create("fatal")
+    assert running.post(key, event("f-1"))[0] == 200
+    assert request(running.port, "GET", "/healthz")[:1] == (200,)
+    fatal = KafkaError(
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "Fatal idempotent producer error: lost acknowledged records", fatal=True
+    )
+    running.sink._error(fatal)
+    status, _, health = request(running.port, "GET", "/healthz")
+    assert status == 503 and health["status"] == "failed", health
+    assert "the producer failed" in health["reason"] and "OUT_OF_ORDER_SEQUENCE_NUMBER" in health["reason"]
+    status, _, ready = request(running.port, "GET", "/readyz")
+    assert status == 503 and "the producer failed" in ready["reason"]
+    status, headers, body = running.post(key, event("f-2"))
+    assert status == 503 and body["error"] == "producer_failed" and int(headers["Retry-After"]) >= 1, body
+    assert "OUT_OF_ORDER_SEQUENCE_NUMBER" in body["message"]
+    assert [event_id_of(r) for r in read_topic(running.config, 1)] == ["f-1"]
+
+
+def test_a_closed_producer_turns_health_red_and_every_request_503(running: Running) -> None:
+    """The real sink closed under a running service (its producer flushed, its delivery poller stopped)."""
+    key, _ = running.keys.create("closed")
+    assert running.post(key, event("z-1"))[0] == 200
+    running.sink.close(5)
+    status, _, health = request(running.port, "GET", "/healthz")
+    assert (status, health) == (503, {"status": "failed", "reason": "the producer is closed"})
+    started = time.monotonic()
+    status, _, body = running.post(key, event("z-2"))
+    assert status == 503 and body["error"] == "producer_failed", body
+    assert time.monotonic() - started < 2  # at once, not after the delivery timeout
+    assert [event_id_of(r) for r in read_topic(running.config, 1)] == ["z-1"]

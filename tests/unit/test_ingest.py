@@ -562,3 +562,31 @@ def test_an_array_splits_into_its_elements_bytes(values: list[Any], indent: int 
     assert [json.loads(i.line or b"") for i in items] == json.loads(text)
     lines = "\n".join(json.dumps(v, default=str) for v in values).encode()
     assert [json.loads(i.line or b"") for i in split(lines, "ndjson", 1000)] == json.loads(text)
+
+
+def test_a_failed_producer_makes_healthz_503_with_its_reason_and_every_event_request_503(store: KeyStore) -> None:
+    key, _ = store.create("k")
+
+    class FailedSink(FakeSink):
+        def health(self) -> SinkHealth:
+            return SinkHealth(failure="the producer failed: KafkaError{FATAL,...}", kafka="reachable")
+
+    client, _ = make(store, sink=FailedSink())
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.get_json() == {"status": "failed", "reason": "the producer failed: KafkaError{FATAL,...}"}
+    response = post(client, key, json.dumps(EVENT))
+    assert response.status_code == 503 and response.get_json()["error"] == "producer_failed"
+    assert int(response.headers["Retry-After"]) >= 1
+    ok, _ = make(store)
+    assert ok.get("/healthz").get_json() == {"status": "ok", "kafka": "reachable"}
+    down = make(
+        store,
+        sink=type("Down", (FakeSink,), {"health": lambda self: SinkHealth(None, "unreachable", "1/1 brokers are down", 1.0)})(),
+    )[0]
+    assert down.get("/healthz").get_json() == {
+        "status": "ok",
+        "kafka": "unreachable",
+        "kafka_problem": "1/1 brokers are down",
+        "kafka_since": 1.0,
+    }
