@@ -328,6 +328,19 @@ def parse_timestamp(text: str) -> datetime:
     match = _TIMESTAMP.fullmatch(text)
     if match is None:
         raise ValueError("not of the form YYYY-MM-DDThh:mm:ss[.fraction](Z|+hh:mm|-hh:mm)")
+    if match[8] == "Z" and text[10] == "T":
+        # The common shape (…T…Z): datetime's C parser reads it as the code below does (the same
+        # truncated microseconds, the same UTC), ~30x faster; what it refuses is refused below with
+        # this function's own message (tests/unit/test_schema.py compares both on generated texts).
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    return _from_match(match)
+
+
+def _from_match(match: re.Match[str]) -> datetime:
+    """:func:`parse_timestamp` of a text that matched :data:`_TIMESTAMP`, field by field."""
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction, zulu, sign, offset_hours, offset_minutes = match.groups()[6:]
     micros = int((fraction or "").ljust(6, "0")[:6])
@@ -401,7 +414,7 @@ def validate_object(obj: Any) -> Validation:
     if problems:
         return Validation(None, tuple(problems))
     assert parsed_time is not None
-    event = UsageEvent(
+    event = _usage_event(
         event_id=obj["event_id"],
         customer_id=obj["customer_id"],
         event_type=obj["event_type"],
@@ -415,6 +428,15 @@ def validate_object(obj: Any) -> Validation:
         schema_version=1,
     )
     return Validation(event, ())
+
+
+def _usage_event(**fields: Any) -> UsageEvent:
+    """``UsageEvent(**fields)`` given every field, without the frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field: ~2 µs of the ingestion API's ~20 per event). Its instances are
+    the same: equal, frozen, hashable as before (tests/unit/test_schema.py)."""
+    event = object.__new__(UsageEvent)
+    event.__dict__.update(fields)
+    return event
 
 
 class ProfileError(ValueError):

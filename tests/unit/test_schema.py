@@ -288,3 +288,53 @@ def test_the_common_case_check_takes_the_demo_events_and_the_spec_examples() -> 
     for path in VALID:
         obj = validate.decode(path.read_bytes())
         assert validate._plainly_valid(obj) or "schema_version" in obj, path
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.tuples(
+        st.integers(0, 9999),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.sampled_from("Tt "),
+        st.integers(0, 24),
+        st.integers(0, 60),
+        st.integers(0, 61),
+        st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=9).map(lambda digits: "." + digits)),
+        st.one_of(st.sampled_from(["Z", "z", "+00:00", "-00:00", "+24:00", "+23:60"]), st.just("+05:30")),
+    )
+)
+def test_the_fast_timestamp_path_reads_every_text_as_the_field_by_field_parser(parts: tuple[Any, ...]) -> None:
+    """parse_timestamp's ``fromisoformat`` shortcut (…T…Z) gives the same instant and zone as the
+    field-by-field parser, and refuses what it refuses with the same message."""
+    from schemas.validate import _TIMESTAMP, _from_match
+
+    year, month, day, separator, hour, minute, second, fraction, zone = parts
+    text = f"{year:04d}-{month:02d}-{day:02d}{separator}{hour:02d}:{minute:02d}:{second:02d}{fraction}{zone}"
+    match = _TIMESTAMP.fullmatch(text)
+    assert match is not None
+    try:
+        expected: Any = _from_match(match)
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        got: Any = parse_timestamp(text)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
+    if isinstance(got, datetime):
+        assert got.tzinfo is expected.tzinfo or got.tzinfo == expected.tzinfo
+
+
+def test_a_validated_event_is_the_dataclass_its_constructor_makes() -> None:
+    """validate_object builds UsageEvent without its __init__ (schemas.validate._usage_event): same fields, equal, frozen."""
+    import dataclasses
+
+    from schemas.validate import UsageEvent
+
+    event = validate_object(base_event(properties={"model": "m"}, region="eu")).event
+    assert event is not None and type(event) is UsageEvent
+    assert event == UsageEvent(**{f.name: getattr(event, f.name) for f in dataclasses.fields(UsageEvent)})
+    assert dataclasses.asdict(event)["region"] == "eu" and set(vars(event)) == {f.name for f in dataclasses.fields(UsageEvent)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.region = "us"  # type: ignore[misc]
