@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -237,17 +238,20 @@ class IngestApp:
         failures = self.sink.send(records) if records else []
         failed = {index: error for (index, _, _), error in zip(to_send, failures, strict=True) if error is not None}
         results: list[dict[str, Any]] = []
+        counts: Counter[tuple[str, str]] = Counter()  # the metric's, added once per request
         for index, (reason, message, _) in enumerate(verdicts):
             if reason is not None:
                 results.append({"index": index, "status": "rejected", "reason": reason, "message": message})
-                self.metrics.event("rejected", reason)
+                counts["rejected", reason] += 1
             elif index in failed:
                 results.append({"index": index, "status": "failed", "message": failed[index]})
-                self.metrics.event("failed")
+                counts["failed", ""] += 1
             else:
                 results.append({"index": index, "status": "accepted"})
-                self.metrics.event("accepted")
-        accepted = sum(1 for r in results if r["status"] == "accepted")
+                counts["accepted", ""] += 1
+        for (outcome, reason), count in counts.items():
+            self.metrics.event(outcome, reason, count)
+        accepted = counts["accepted", ""]
         summary = {"accepted": accepted, "rejected": len(results) - accepted - len(failed), "failed": len(failed)}
         fields |= {"events": len(items), **summary}
         if failed:
