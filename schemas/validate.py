@@ -519,6 +519,25 @@ def decode(line: str | bytes) -> Any:
         value = _DECODER.decode(text)
     except RecursionError:
         raise ProfileError(f"nested more than {MAX_DEPTH} deep") from None
+    return _within_profile(text, value)
+
+
+def decode_at(text: str, position: int) -> tuple[Any, int]:
+    """(value, end) of the JSON value starting at ``text[position]`` (no white space before it): the
+    value :func:`decode` gives for ``text[position:end]``, or the ValueError it raises.
+
+    For a text already decoded from bytes (the ingestion API's JSON array): its elements are then
+    read once, not once to find where each ends and again to judge it.
+    """
+    try:
+        value, end = _DECODER.raw_decode(text, position)
+    except RecursionError:
+        raise ProfileError(f"nested more than {MAX_DEPTH} deep") from None
+    return _within_profile(text[position:end], value), end
+
+
+def _within_profile(text: str, value: Any) -> Any:
+    """``value``, decoded from ``text``, if it keeps the profile's nesting and surrogate rules; else ProfileError."""
     if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
         raise ProfileError(f"nested more than {MAX_DEPTH} deep")
     if _SURROGATE_ESCAPE.search(text):
@@ -529,11 +548,21 @@ def decode(line: str | bytes) -> Any:
     return value
 
 
-def validate_line(line: str | bytes) -> Validation:
-    """Decode and validate one line (one Kafka record); any line gives a verdict, never an exception."""
+#: ``decoded`` of :func:`validate_line` when the caller has not decoded the line.
+NOT_DECODED: Any = object()
+
+
+def validate_line(line: str | bytes, decoded: Any = NOT_DECODED) -> Validation:
+    """Decode and validate one line (one Kafka record); any line gives a verdict, never an exception.
+
+    ``decoded``: what :func:`decode` (or :func:`decode_at`) gave for exactly this line, when the
+    caller has it already; the line is then not decoded again (its size is still checked first).
+    """
     size = len(line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass"))
     if size > MAX_EVENT_BYTES:
         return Validation(None, (Problem("too_large", "", f"{size} bytes; an event is at most {MAX_EVENT_BYTES}"),))
+    if decoded is not NOT_DECODED:
+        return validate_object(decoded)
     try:
         obj = decode(line)
     except (ValueError, UnicodeError) as exc:  # JSONDecodeError and ProfileError are ValueErrors
@@ -650,10 +679,11 @@ def record_verdict(line: bytes | str) -> str | None:
 
 
 def job_verdict(
-    line: bytes | str, *, event_types: Set[str], received: datetime, future_skew: timedelta
+    line: bytes | str, *, event_types: Set[str], received: datetime, future_skew: timedelta, decoded: Any = NOT_DECODED
 ) -> tuple[str | None, Validation]:
-    """:func:`job_reason` with the line's :class:`Validation`, reading a valid event's line once (the ingestion API's path)."""
-    validation = validate_line(line)
+    """:func:`job_reason` with the line's :class:`Validation`, reading a valid event's line once (the ingestion API's path;
+    ``decoded`` as :func:`validate_line` takes it)."""
+    validation = validate_line(line, decoded)
     if validation.event is None:
         return job_reason(line, event_types=event_types, received=received, future_skew=future_skew), validation
     if validation.event.event_type not in event_types:

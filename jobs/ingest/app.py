@@ -76,7 +76,9 @@ def verdict(item: Item, key: ApiKey, rules: Rules, received: datetime) -> tuple[
     key (``record_key`` of the validated event: no second parse of the line)."""
     if item.line is None:
         return item.reason or "malformed_json", item.message, None
-    reason, validation = job_verdict(item.line, event_types=rules.event_types, received=received, future_skew=rules.future_skew)
+    reason, validation = job_verdict(
+        item.line, event_types=rules.event_types, received=received, future_skew=rules.future_skew, decoded=item.decoded
+    )
     if reason == "heartbeat":
         return "heartbeat", "heartbeats are the loader's, not the API's: send usage events", None
     if reason == "unknown_meter":

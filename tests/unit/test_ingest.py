@@ -590,3 +590,32 @@ def test_a_failed_producer_makes_healthz_503_with_its_reason_and_every_event_req
         "kafka_problem": "1/1 brokers are down",
         "kafka_since": 1.0,
     }
+
+
+def test_an_array_element_read_once_gets_the_verdict_of_its_line_read_alone() -> None:
+    """Splitting a JSON array reads each element under the events' profile once (``decode_at``) and
+    hands the value to the verdict; on the whole hostile corpus (tests/corpus) and the spec's
+    examples, each element's verdict, reason and messages are those of ``validate_line`` on its bytes,
+    as when the element came as a line of JSON lines."""
+    from schemas.validate import NOT_DECODED, job_verdict
+    from tests.corpus.generate import find_jsontestsuite, generate
+
+    lines = [c.data for c in generate(jsontestsuite=find_jsontestsuite())] + spec_example_lines()
+    judged = decoded = 0
+    for line in lines:
+        try:
+            items = split(b"[" + line + b"]", "json", 1000)
+        except BodyError:
+            continue  # a body refused whole (not UTF-8, not JSON): no element to judge
+        if len(items) != 1 or items[0].line != line.strip(b" \t\r\n"):
+            continue  # a line that is itself several elements, or white space around it
+        item = items[0]
+        assert item.line is not None
+        judged += 1
+        decoded += item.decoded is not NOT_DECODED
+        alone = job_verdict(item.line, event_types=RULES.event_types, received=NOW, future_skew=RULES.future_skew)
+        once = job_verdict(
+            item.line, event_types=RULES.event_types, received=NOW, future_skew=RULES.future_skew, decoded=item.decoded
+        )
+        assert once == alone, line[:200]
+    assert judged > 5000 and 0 < decoded < judged
