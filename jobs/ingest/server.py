@@ -80,9 +80,24 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
+class _BindFailed(Exception):
+    """The bind's ``OSError``, carried past werkzeug, which turns it into ``sys.exit(1)``."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Server(ThreadedWSGIServer):
     daemon_threads = False  # joined at server_close: in-flight requests finish
     block_on_close = True
+
+    def server_bind(self) -> None:
+        try:
+            super().server_bind()
+        except OSError as exc:
+            self.socket.close()
+            raise _BindFailed(exc) from exc
 
 
 class _SharedPortServer(_Server):
@@ -97,7 +112,10 @@ class Service:
 
     def __init__(self, app: IngestApp, host: str, port: int, *, reuse_port: bool = False) -> None:
         self.app = app
-        self.server = (_SharedPortServer if reuse_port else _Server)(host, port, app, handler=_Quiet)
+        try:
+            self.server = (_SharedPortServer if reuse_port else _Server)(host, port, app, handler=_Quiet)
+        except _BindFailed as failed:  # the port is taken (or the address is not ours): the caller says so
+            raise failed.error from None
         self.port = self.server.server_port
         self._stopping = threading.Event()
 

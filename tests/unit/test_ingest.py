@@ -619,3 +619,26 @@ def test_an_array_element_read_once_gets_the_verdict_of_its_line_read_alone() ->
         )
         assert once == alone, line[:200]
     assert judged > 5000 and 0 < decoded < judged
+
+
+def test_reuse_port_lets_several_services_share_a_port_and_only_them(store: KeyStore) -> None:
+    """``metering serve --reuse-port`` (SO_REUSEPORT): a second worker binds the first one's port; a
+    service started without it cannot take the port, nor share it; a failed bind is the ``OSError`` that
+    ``open_service`` and ``metering serve`` report (werkzeug alone would ``sys.exit(1)``)."""
+    from jobs.ingest.server import Service
+
+    _, app = make(store)
+    first = Service(app, "127.0.0.1", 0, reuse_port=True)
+    try:
+        second = Service(app, "127.0.0.1", first.port, reuse_port=True)
+        second.server.server_close()
+        with pytest.raises(OSError, match="in use"):
+            Service(app, "127.0.0.1", first.port)
+    finally:
+        first.server.server_close()
+    alone = Service(app, "127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match="in use"):
+            Service(app, "127.0.0.1", alone.port, reuse_port=True)
+    finally:
+        alone.server.server_close()
