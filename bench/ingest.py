@@ -14,6 +14,9 @@ One run, on one loopback broker (started here, ports from ``--port-base``, home
   request sent → last answer read: every accepted event is acknowledged by Kafka by then), p50 /
   p99 request latency, CPU µs per event of the service's process, of the clients (this process)
   and of the broker, and the machine's idle share.
+* ``--workers N …``: the measurements again with N ``metering serve --reuse-port`` processes on one
+  port (SO_REUSEPORT: the kernel spreads the connections over them; docs/ingest.md, "Several
+  workers"); the service's CPU is then all of them together.
 * The peer, in the same run, before the HTTP measurements and again after them:
   ``jobs.produce.produce_lines`` (what ``metering produce`` runs: validation, kafka-python,
   idempotent, ``acks=all``) writing the same events (the first and the last measurement's) to a
@@ -29,6 +32,7 @@ Usage::
 
     python -m bench.ingest                                  # default: ~1-2 min
     python -m bench.ingest --events 200000 --clients 1 2 4 8 16
+    python -m bench.ingest --batch-sizes 1000 --clients 8 --workers 1 2   # one process against two on one port
     python -m bench.ingest --bootstrap 127.0.0.1:9092       # reuse a running broker
     python -m bench.ingest --profile .metering/bench/ingest/serve.pstats --batch-sizes 1000 --clients 4
 """
@@ -104,6 +108,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--clients", type=int, nargs="+", default=list(DEFAULT_CLIENTS), help="concurrent clients (default %(default)s)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="metering serve processes sharing the port (--reuse-port), each value a round (default %(default)s)",
+    )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the topics (default %(default)s)")
     parser.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="the broker's ports (default %(default)s)")
     parser.add_argument("--bootstrap", help="reuse this running broker instead of starting one")
@@ -119,12 +130,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         problems.append(f"--batch-sizes must be between 1 and {MAX_BATCH} (the service's ingest.max_events at most)")
     if any(c < 1 for c in args.clients):
         problems.append("--clients must be at least 1")
+    if any(w < 1 for w in args.workers):
+        problems.append("--workers must be at least 1")
     if args.partitions < 1:
         problems.append("--partitions must be at least 1")
     if problems:
         parser.error("; ".join(problems))
     args.batch_sizes = list(dict.fromkeys(args.batch_sizes))
     args.clients = list(dict.fromkeys(args.clients))
+    args.workers = list(dict.fromkeys(args.workers))
     return args
 
 
@@ -163,6 +177,7 @@ class Measurement:
     idle_share: float = math.nan
     latencies_ms: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
+    workers: int = 1  # metering serve processes sharing the port
 
     @property
     def ok(self) -> bool:
@@ -205,12 +220,18 @@ def table(measurements: Sequence[Measurement]) -> str:
         latency = f"{percentile(m.latencies_ms, 0.5):,.1f} / {percentile(m.latencies_ms, 0.99):,.1f}" if m.latencies_ms else "–"
         check = "OK" if m.ok else f"MISS (accepted {m.accepted:,}, in topic {m.in_topic:,}, statuses {m.statuses})"
         rows.append(
-            f"| {'metering serve' if m.variant == 'serve' else 'metering produce'} | {m.batch or '–'} | {m.clients or '–'} "
+            f"| {_variant(m)} | {m.batch or '–'} | {m.clients or '–'} "
             f"| {m.events:,} | {_figure(m.events_per_s)} | {_figure(m.events_per_s / peer, 2)} | {latency} "
             f"| {_figure(own, 1)} / {_figure(m.cpu_us_per_event('clients'), 1)} / {_figure(m.cpu_us_per_event('broker'), 1)} "
             f"| {_figure(m.idle_share * 100)} % | {check} |"
         )
     return "\n".join(rows)
+
+
+def _variant(m: Measurement) -> str:
+    if m.variant != "serve":
+        return "metering produce"
+    return "metering serve" if m.workers == 1 else f"metering serve × {m.workers} workers"
 
 
 def service_threads(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
@@ -378,49 +399,74 @@ def service_config(workdir: Path, bootstrap: str, topic: str, port: int) -> Path
 
 
 @contextmanager
-def service(config: Path, port: int, log: Path, profile: Path | None) -> Iterator[subprocess.Popen[bytes]]:
-    """``metering serve`` as a subprocess, ready (``/readyz`` 200); stopped with SIGTERM (a graceful drain)."""
-    command = [sys.executable, "-m", "jobs.cli", "serve", "--config", str(config)]
+def service(
+    config: Path, port: int, log: Path, profile: Path | None, workers: int = 1
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``metering serve`` as ``workers`` subprocesses on one port (``--reuse-port`` when more than one),
+    each ready (its ``listening`` log line, then ``/readyz`` 200); stopped with SIGTERM (a graceful drain)."""
+    serve = ["serve", "--config", str(config), *(["--reuse-port"] if workers > 1 else [])]
+    command = [sys.executable, "-m", "jobs.cli", *serve]
     if profile is not None:
-        command = [sys.executable, "-m", "bench.ingest", "--profiled-serve", str(profile), "--", "serve", "--config", str(config)]
+        command = [sys.executable, "-m", "bench.ingest", "--profiled-serve", str(profile), "--", *serve]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(command, stderr=log_file, stdout=log_file, env=env, cwd=ROOT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if get(port, "/readyz") == 200:
-                        break
-                except OSError:
-                    pass
+    logs = [log if workers == 1 else log.with_name(f"{log.stem}-{n}{log.suffix}") for n in range(workers)]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for path in logs:
+            with path.open("wb") as log_file:
+                processes.append(subprocess.Popen(command, stderr=log_file, stdout=log_file, env=env, cwd=ROOT))
+        deadline = time.monotonic() + 60
+        for process, path in zip(processes, logs, strict=True):
+            while b'"listening"' not in path.read_bytes():
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"metering serve did not become ready (exit {process.poll()}); its log: {log}")
+                    raise SystemExit(f"metering serve did not start (exit {process.poll()}); its log: {path}")
                 time.sleep(0.2)
-            yield process
-        finally:
+        while True:
+            try:
+                if get(port, "/readyz") == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"metering serve did not become ready; its logs: {logs}")
+            time.sleep(0.2)
+        yield processes
+    finally:
+        for process in processes:
             if process.poll() is None:
                 process.terminate()
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        for process in processes:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def measure_serve(
-    port: int, key: str, lines: Sequence[bytes], batch: int, clients: int, *, bootstrap: str, topic: str, pids: dict[str, int]
+    port: int,
+    key: str,
+    lines: Sequence[bytes],
+    batch: int,
+    clients: int,
+    *,
+    bootstrap: str,
+    topic: str,
+    pids: dict[str, list[int]],
 ) -> Measurement:
     requests = bodies(lines, batch)
     before_topic = topic_records(bootstrap, topic)
-    threads_before = thread_cpu(pids["service"])
-    cpu_before = {part: cpu_seconds([pid]) for part, pid in pids.items()} | {"clients": process_cpu_seconds()}
+    threads_before = [thread_cpu(pid) for pid in pids["service"]]
+    cpu_before = {part: cpu_seconds(group) for part, group in pids.items()} | {"clients": process_cpu_seconds()}
     busy_before, idle_before = machine_cpu_seconds()
     wall, latencies, accepted, statuses = send_all(port, key, requests, clients)
     busy_after, idle_after = machine_cpu_seconds()
-    cpu = {part: cpu_seconds([pid]) - cpu_before[part] for part, pid in pids.items()}
+    cpu = {part: cpu_seconds(group) - cpu_before[part] for part, group in pids.items()}
     cpu["clients"] = process_cpu_seconds() - cpu_before["clients"]
-    cpu |= service_threads(threads_before, thread_cpu(pids["service"]))
+    cpu["service_librdkafka"] = sum(
+        service_threads(before, thread_cpu(pid))["service_librdkafka"]
+        for pid, before in zip(pids["service"], threads_before, strict=True)
+    )
     in_topic = topic_records(bootstrap, topic) - before_topic
     idle = idle_after - idle_before
     return Measurement(
@@ -435,6 +481,7 @@ def measure_serve(
         idle / ((busy_after - busy_before) + idle) if idle else 0.0,
         latencies,
         dict(statuses),
+        len(pids["service"]),
     )
 
 
@@ -475,7 +522,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"command: {command}")
     print(f"workdir: {workdir}", flush=True)
-    cells = [(batch, clients) for batch in args.batch_sizes for clients in args.clients]
+    cells = [(workers, batch, clients) for workers in args.workers for batch in args.batch_sizes for clients in args.clients]
     now = started_at
     lines = [event_lines(args.events, first=n * args.events, seed=args.seed + n, now=now) for n in range(len(cells))]
     measurements: list[Measurement] = []
@@ -495,20 +542,23 @@ def run(args: argparse.Namespace, command: str) -> int:
             print(f"  produce ({when}): {m.accepted:,} events, {m.seconds:.2f} s, {m.events_per_s:,.0f} events/s", flush=True)
 
         peer(lines[0], "before")
-        with service(config, port, workdir / "serve.log", args.profile) as process:
-            pids = {"service": process.pid} | ({"broker": broker_pid} if broker_pid is not None else {})
-            for (batch, clients), cell_lines in zip(cells, lines, strict=True):
-                m = measure_serve(port, key, cell_lines, batch, clients, bootstrap=bootstrap, topic=serve_topic, pids=pids)
-                measurements.append(m)
-                print(
-                    f"  serve batch {batch:,} × {clients} clients: {m.accepted:,}/{m.events:,} accepted, "
-                    f"{m.seconds:.2f} s, {m.events_per_s:,.0f} events/s, p50 {percentile(m.latencies_ms, 0.5):.1f} ms, "
-                    f"p99 {percentile(m.latencies_ms, 0.99):.1f} ms; service CPU µs/event {m.cpu_us_per_event('service'):.1f} "
-                    f"(librdkafka's threads {m.cpu_us_per_event('service_librdkafka'):.1f}, the rest Python)"
-                    f"{'' if m.ok else ' MISS'}",
-                    flush=True,
-                )
-        exit_code = process.returncode
+        exit_codes: list[int] = []
+        for workers in args.workers:
+            with service(config, port, workdir / f"serve-{workers}w.log", args.profile, workers) as processes:
+                pids = {"service": [p.pid for p in processes]} | ({"broker": [broker_pid]} if broker_pid is not None else {})
+                for (_, batch, clients), cell_lines in [(c, ls) for c, ls in zip(cells, lines, strict=True) if c[0] == workers]:
+                    m = measure_serve(port, key, cell_lines, batch, clients, bootstrap=bootstrap, topic=serve_topic, pids=pids)
+                    measurements.append(m)
+                    print(
+                        f"  serve × {workers} batch {batch:,} × {clients} clients: {m.accepted:,}/{m.events:,} accepted, "
+                        f"{m.seconds:.2f} s, {m.events_per_s:,.0f} events/s, p50 {percentile(m.latencies_ms, 0.5):.1f} ms, "
+                        f"p99 {percentile(m.latencies_ms, 0.99):.1f} ms; service µs/event {m.cpu_us_per_event('service'):.1f} "
+                        f"(librdkafka's threads {m.cpu_us_per_event('service_librdkafka'):.1f}, the rest Python)"
+                        f"{'' if m.ok else ' MISS'}",
+                        flush=True,
+                    )
+            exit_codes += [p.returncode for p in processes]
+        exit_code = max(exit_codes, key=abs)
         peer(lines[-1], "after")
         accepted = sum(m.accepted for m in measurements if m.variant == "serve")
         records, distinct = read_back(bootstrap, serve_topic, accepted)

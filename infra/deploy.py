@@ -512,7 +512,8 @@ def ingest_deployment(config_map: str) -> list[dict[str, Any]]:
     "Several workers"). They share the key store: the Secret :data:`INGEST_KEYS_SECRET` mounted
     read-only at ``ingest.keys``; updating the Secret (a key added, an id appended to revoked.txt)
     reaches every worker when the kubelet refreshes the mount, without a restart. Ready when a
-    broker answers (``/readyz``), alive while the process answers (``/healthz``).
+    broker answers (``/readyz``), alive while the process answers and its producer can write
+    (``/healthz``: 503 after a fatal producer error).
     """
     labels = {"app.kubernetes.io/name": "metering-ingest"}
     config_mount = {"name": "metering-config", "mountPath": str(Path(CONFIG_IN_CONTAINER).parent), "readOnly": True}

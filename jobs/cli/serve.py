@@ -37,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     json_logging()
     log = logging.getLogger("metering.ingest")
     try:
-        service, sink = open_service(config, host, port)
+        service, sink = open_service(config, host, port, reuse_port=args.reuse_port)
     except OSError as exc:
         print(f"metering serve: cannot listen on {host}:{port}: {exc}; fix: pass --port", file=sys.stderr)
         return EXIT_FAILURE
@@ -65,4 +65,10 @@ def register(sub: Subcommands) -> None:
     parser.add_argument("--host", help="interface to listen on (default: ingest.host, 127.0.0.1; others need --public)")
     parser.add_argument("--port", type=int, help="port (default: ingest.port, 8090; 0 picks a free one)")
     parser.add_argument("--public", action="store_true", help="allow a --host beyond loopback (others can then reach the API)")
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other `metering serve --reuse-port` processes of this user (SO_REUSEPORT: the kernel "
+        "spreads connections over them); one process is bound by one core's worth of Python (docs/ingest.md, 'Several workers')",
+    )
     parser.set_defaults(func=cmd_serve)

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from werkzeug.wrappers import Request, Response
 
 from jobs.ingest import amend
 from jobs.ingest.bodies import BodyError, Item, decoded_body, media_format, split
+from jobs.ingest.kafka import SinkHealth
 from jobs.ingest.keys import ApiKey
 from jobs.ingest.limits import Buckets, retry_after
 from jobs.ingest.metrics import Metrics
@@ -49,6 +51,8 @@ class Sink(Protocol):
     def reachable(self, timeout_s: float = 2.0) -> str | None: ...
 
     def queue_length(self) -> int: ...
+
+    def health(self) -> SinkHealth: ...
 
 
 class Keys(Protocol):
@@ -76,7 +80,9 @@ def verdict(item: Item, key: ApiKey, rules: Rules, received: datetime) -> tuple[
     key (``record_key`` of the validated event: no second parse of the line)."""
     if item.line is None:
         return item.reason or "malformed_json", item.message, None
-    reason, validation = job_verdict(item.line, event_types=rules.event_types, received=received, future_skew=rules.future_skew)
+    reason, validation = job_verdict(
+        item.line, event_types=rules.event_types, received=received, future_skew=rules.future_skew, decoded=item.decoded
+    )
     if reason == "heartbeat":
         return "heartbeat", "heartbeats are the loader's, not the API's: send usage events", None
     if reason == "unknown_meter":
@@ -179,7 +185,15 @@ class IngestApp:
     # --- routes ---------------------------------------------------------------------------------
 
     def on_healthz(self, request: Request, fields: dict[str, Any]) -> Response:
-        return _json(200, {"status": "ok"})
+        """Liveness: 503 once the sink can never write again (a restart is the cure); 200 otherwise, with
+        Kafka as last seen (an outage of Kafka is readiness's, ``/readyz``: a restart would not help)."""
+        health = self.sink.health()
+        if health.failure is not None:
+            return _json(503, {"status": "failed", "reason": health.failure})
+        body: dict[str, Any] = {"status": "ok", "kafka": health.kafka}
+        if health.problem is not None:
+            body |= {"kafka_problem": health.problem, "kafka_since": health.since}
+        return _json(200, body)
 
     def on_readyz(self, request: Request, fields: dict[str, Any]) -> Response:
         if self.draining.is_set():
@@ -198,6 +212,8 @@ class IngestApp:
     def on_events(self, request: Request, fields: dict[str, Any]) -> Response:
         if self.draining.is_set():
             return _problem(503, "shutting_down", "the service is shutting down: retry", UNAVAILABLE_RETRY_S)
+        if (failure := self.sink.health().failure) is not None:
+            return _problem(503, "producer_failed", f"{failure}: the service must be restarted", UNAVAILABLE_RETRY_S)
         key = self.keys.check(_bearer(request.headers.get("Authorization")))
         if key is None:
             response = _problem(401, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
@@ -240,17 +256,20 @@ class IngestApp:
         failures = self.sink.send(records) if records else []
         failed = {index: error for (index, _, _), error in zip(to_send, failures, strict=True) if error is not None}
         results: list[dict[str, Any]] = []
+        counts: Counter[tuple[str, str]] = Counter()  # the metric's, added once per request
         for index, (reason, message, _) in enumerate(verdicts):
             if reason is not None:
                 results.append({"index": index, "status": "rejected", "reason": reason, "message": message})
-                self.metrics.event("rejected", reason)
+                counts["rejected", reason] += 1
             elif index in failed:
                 results.append({"index": index, "status": "failed", "message": failed[index]})
-                self.metrics.event("failed")
+                counts["failed", ""] += 1
             else:
                 results.append({"index": index, "status": "accepted"})
-                self.metrics.event("accepted")
-        accepted = sum(1 for r in results if r["status"] == "accepted")
+                counts["accepted", ""] += 1
+        for (outcome, reason), count in counts.items():
+            self.metrics.event(outcome, reason, count)
+        accepted = counts["accepted", ""]
         summary = {"accepted": accepted, "rejected": len(results) - accepted - len(failed), "failed": len(failed)}
         fields |= {"events": len(items), **summary}
         if failed:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.validate import JsonNumber, decode
+from schemas.validate import NOT_DECODED, JsonNumber, decode, decode_at
 
 #: Media type -> format. Parameters (``; charset=utf-8``) are ignored: JSON is UTF-8.
 FORMATS = {
@@ -62,6 +62,8 @@ class Item:
     line: bytes | None
     reason: str | None = None
     message: str = ""
+    #: What ``schemas.validate.decode`` gives for ``line``, when splitting the body read it already.
+    decoded: Any = field(default=NOT_DECODED, compare=False, repr=False)
 
 
 def media_format(content_type: str | None) -> str:
@@ -111,8 +113,11 @@ def split(body: bytes, fmt: str, max_events: int) -> list[Item]:
         elif fmt == "cloudevents":
             raise BodyError(400, "malformed_body", "a CloudEvents batch is a JSON array")
         else:
-            elements = [_one(text, position)]
-        items = [from_cloudevent(e) for e in elements] if fmt.startswith("cloudevent") else [Item(e) for e in elements]
+            elements = [(_one(text, position), NOT_DECODED)]
+        if fmt.startswith("cloudevent"):
+            items = [from_cloudevent(e) for e, _ in elements]
+        else:
+            items = [Item(e, decoded=value) for e, value in elements]
     if not items:
         raise BodyError(400, "no_events", "the body holds no event")
     return items
@@ -147,16 +152,21 @@ def _one(text: str, position: int) -> bytes:
     return text[position:end].encode("utf-8")
 
 
-def _elements(text: str, position: int, max_events: int) -> list[bytes]:
-    """The exact text of each element of the array at ``position`` (which holds ``[``)."""
-    elements: list[bytes] = []
+def _elements(text: str, position: int, max_events: int) -> list[tuple[bytes, Any]]:
+    """The exact text of each element of the array at ``position`` (which holds ``[``), with its value
+    when it is within the events' JSON profile (``schemas.validate.decode_at``: read once, for
+    finding its end and for its verdict), else ``NOT_DECODED`` (its verdict reads it again)."""
+    elements: list[tuple[bytes, Any]] = []
     position = _skip(text, position + 1)
     if text.startswith("]", position):
         position += 1
     else:
         while True:
-            end = _value_end(text, position)
-            elements.append(text[position:end].encode("utf-8"))
+            try:
+                value, end = decode_at(text, position)
+            except ValueError:  # outside the profile, or no JSON: the lenient reader finds its end (or the 400)
+                value, end = NOT_DECODED, _value_end(text, position)
+            elements.append((text[position:end].encode("utf-8"), value))
             _count(len(elements), max_events)
             position = _skip(text, end)
             if text.startswith(",", position):

@@ -9,19 +9,46 @@ background thread polls them): a record is ``None`` (acknowledged by all in-sync
 error that kept it out. Nothing is reported acknowledged before Kafka said so; a record that timed
 out may still have been written (librdkafka's "possibly persisted"), which is why a client's retry
 is safe only because the job drops duplicates (docs/ingest.md, "Retries").
+
+:meth:`KafkaSink.health` says, without a network call, whether the sink can still write at all
+(``failure``: librdkafka declared a fatal error, or the sink was closed; only a restart helps)
+and what was last seen of the brokers (``kafka``): what ``/healthz`` shows.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from infra.kafka_security import PLAINTEXT, KafkaSecurity, librdkafka_options
 
 #: librdkafka's queue bound (messages); a request finding it full is answered 503.
 QUEUE_MAX_MESSAGES = 200_000
+
+
+#: librdkafka's error codes (``KafkaError``) that say no broker can be reached: they mark Kafka
+#: unreachable in :meth:`KafkaSink.health` until a request is acknowledged or ``/readyz`` reaches one.
+_UNREACHABLE_CODES = frozenset({-187, -195, -193})  # _ALL_BROKERS_DOWN, _TRANSPORT, _RESOLVE
+
+
+@dataclass(frozen=True)
+class SinkHealth:
+    """What ``/healthz`` shows of the sink, known without a network call.
+
+    ``failure``: why the sink can never write again (a fatal producer error, the sink closed), or
+    None; the process must be restarted. ``kafka``: ``reachable``, ``unreachable`` (with
+    ``problem``) or ``unknown`` (not tried yet), as last seen by a request, ``/readyz`` or
+    librdkafka's error callback, ``since`` when (Unix seconds).
+    """
+
+    failure: str | None = None
+    kafka: str = "unknown"
+    problem: str | None = None
+    since: float | None = None
 
 
 class _Waiter:
@@ -69,6 +96,8 @@ class KafkaSink:
         self.topic = topic
         self.delivery_timeout_s = delivery_timeout_s
         self.fatal: str | None = None
+        self.closed = False
+        self._kafka = SinkHealth()
         self.settings: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "client.id": "metering-serve",
@@ -90,8 +119,29 @@ class KafkaSink:
         self._poller.start()
 
     def _error(self, error: Any) -> None:
+        """librdkafka's error callback (its background threads): a fatal error fails the sink for good."""
         if error.fatal():
             self.fatal = str(error)
+            logging.getLogger("metering.ingest").error("the producer failed", extra={"fields": {"error": str(error)}})
+        elif error.code() in _UNREACHABLE_CODES:
+            self._seen_kafka(str(error))
+
+    def _seen_kafka(self, problem: str | None) -> None:
+        state = "reachable" if problem is None else "unreachable"
+        if self._kafka.kafka != state or self._kafka.problem != problem:
+            self._kafka = SinkHealth(kafka=state, problem=problem, since=time.time())
+
+    def failure(self) -> str | None:
+        """Why this sink can never write again, or None."""
+        if self.fatal is not None:
+            return f"the producer failed: {self.fatal}"
+        if self.closed:
+            return "the producer is closed"
+        return None
+
+    def health(self) -> SinkHealth:
+        kafka = self._kafka
+        return SinkHealth(self.failure(), kafka.kafka, kafka.problem, kafka.since)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -104,8 +154,9 @@ class KafkaSink:
     def send(self, records: Sequence[tuple[bytes | None, bytes]]) -> list[str | None]:
         """Enqueue ``(key, value)`` records and wait for each one's report: None (acknowledged) or why not."""
         waiter = _Waiter(len(records))
-        if self.fatal is not None:
-            waiter.give_up(0, f"the producer failed: {self.fatal}")
+        failure = self.failure()
+        if failure is not None:
+            waiter.give_up(0, failure)
             return waiter.results
         for index, (key, value) in enumerate(records):
             try:
@@ -114,30 +165,41 @@ class KafkaSink:
                 waiter.give_up(index, "the producer's queue is full")
                 break
             except Exception as exc:  # KafkaException: refused before sending
+                error = exc.args[0] if exc.args else None
+                if getattr(error, "fatal", lambda: False)():
+                    self.fatal = str(error)
                 waiter.give_up(index, f"{type(exc).__name__}: {exc}")
                 break
         # Every enqueued record gets a report within message.timeout.ms; the margin covers polling.
         waiter.done.wait(self.delivery_timeout_s + 5)
         with waiter.lock:
-            return list(waiter.results)
+            results = list(waiter.results)
+        if results and results[0] is None:
+            self._seen_kafka(None)  # acknowledged: a broker is there
+        return results
 
     def reachable(self, timeout_s: float = 2.0) -> str | None:
         """None when a broker answered for the topic within ``timeout_s``, else why not."""
-        if self.fatal is not None:
-            return f"the producer failed: {self.fatal}"
+        failure = self.failure()
+        if failure is not None:
+            return failure
         try:
             metadata = self.producer.list_topics(self.topic, timeout=timeout_s)
         except Exception as exc:  # KafkaException
+            self._seen_kafka(f"Kafka unreachable: {exc}")
             return f"Kafka unreachable: {exc}"
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
             return f"topic {self.topic!r}: {topic.error if topic is not None else 'unknown'}"
         if not metadata.brokers:
+            self._seen_kafka("no broker")
             return "no broker"
+        self._seen_kafka(None)
         return None
 
     def close(self, timeout_s: float = 30.0) -> int:
         """Flush what is queued (at most ``timeout_s``), stop polling; returns the records left undelivered."""
+        self.closed = True  # a request arriving now is answered 503 at once, not left waiting
         left = int(self.producer.flush(timeout_s))
         self._stop.set()
         self._poller.join()

@@ -83,7 +83,16 @@ def document() -> dict[str, Any]:
             "message": {"type": "string"},
         },
     }
-    status = {"type": "object", "properties": {"status": {"type": "string"}, "reason": {"type": "string"}}}
+    status = {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string"},
+            "reason": {"type": "string"},
+            "kafka": {"enum": ["reachable", "unreachable", "unknown"], "description": "/healthz: Kafka as last seen"},
+            "kafka_problem": {"type": "string"},
+            "kafka_since": {"type": "number", "description": "Unix seconds"},
+        },
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -130,7 +139,8 @@ def document() -> dict[str, Any]:
                         "429": _error("this key's rate limit is exceeded", retry_after=True),
                         "503": {
                             "description": "Kafka did not acknowledge every accepted event, or the service is overloaded "
-                            "(ingest.max_in_flight) or shutting down: send the whole request again after Retry-After",
+                            "(ingest.max_in_flight) or shutting down, or its producer failed (`producer_failed`: the process "
+                            "must be restarted): send the whole request again after Retry-After",
                             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                             "content": {
                                 "application/json": {
@@ -148,12 +158,16 @@ def document() -> dict[str, Any]:
             },
             "/healthz": {
                 "get": {
-                    "summary": "the process is up",
+                    "summary": "the process is up and its Kafka producer can write (Kafka itself: /readyz)",
                     "responses": {
                         "200": {
-                            "description": "up",
+                            "description": "up; `kafka` says how Kafka was last seen",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
-                        }
+                        },
+                        "503": {
+                            "description": "the producer failed for good (a fatal error, or closed): restart the process",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
+                        },
                     },
                 }
             },

@@ -80,17 +80,42 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
+class _BindFailed(Exception):
+    """The bind's ``OSError``, carried past werkzeug, which turns it into ``sys.exit(1)``."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Server(ThreadedWSGIServer):
     daemon_threads = False  # joined at server_close: in-flight requests finish
     block_on_close = True
+
+    def server_bind(self) -> None:
+        try:
+            super().server_bind()
+        except OSError as exc:
+            self.socket.close()
+            raise _BindFailed(exc) from exc
+
+
+class _SharedPortServer(_Server):
+    """Listens with SO_REUSEPORT: several processes (of one user) bind the same port and the kernel
+    spreads new connections over them (docs/ingest.md, "Several workers")."""
+
+    allow_reuse_port = True
 
 
 class Service:
     """The listening server around an :class:`IngestApp`; :meth:`stop` may be called from any thread."""
 
-    def __init__(self, app: IngestApp, host: str, port: int) -> None:
+    def __init__(self, app: IngestApp, host: str, port: int, *, reuse_port: bool = False) -> None:
         self.app = app
-        self.server = _Server(host, port, app, handler=_Quiet)
+        try:
+            self.server = (_SharedPortServer if reuse_port else _Server)(host, port, app, handler=_Quiet)
+        except _BindFailed as failed:  # the port is taken (or the address is not ours): the caller says so
+            raise failed.error from None
         self.port = self.server.server_port
         self._stopping = threading.Event()
 
@@ -136,8 +161,10 @@ def create_app(config: Any, sink: Any, keys: Any | None = None) -> IngestApp:
     )
 
 
-def open_service(config: Any, host: str, port: int) -> tuple[Service, Any]:
+def open_service(config: Any, host: str, port: int, *, reuse_port: bool = False) -> tuple[Service, Any]:
     """The service of a configuration bound to ``host:port``, and the Kafka sink the caller closes after it.
+
+    ``reuse_port``: bind with SO_REUSEPORT, so that other ``metering serve`` processes may share the port.
 
     ``OSError`` when it cannot listen there (the sink is closed first).
     """
@@ -151,7 +178,7 @@ def open_service(config: Any, host: str, port: int) -> tuple[Service, Any]:
         delivery_timeout_s=config.ingest.delivery_timeout.total_seconds(),
     )
     try:
-        return Service(create_app(config, sink), host, port), sink
+        return Service(create_app(config, sink), host, port, reuse_port=reuse_port), sink
     except OSError:
         sink.close(5)
         raise

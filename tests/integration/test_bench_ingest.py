@@ -1,7 +1,7 @@
 """The ingestion benchmark (bench/ingest.py) runs tiny end to end: ``metering serve`` as a subprocess,
 ``metering produce`` as the peer, every event accepted, in the topic once, and the results file.
 
-A spare KRaft broker (own home, ports from METERING_TEST_SPARE_PORT_BASE) passed with
+The spare KRaft broker (tests/integration/conftest.py's ``spare_broker``) passed with
 ``--bootstrap``, so the benchmark starts no broker of its own here.
 """
 
@@ -11,34 +11,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from infra.kafka import KafkaBroker
-from infra.settings import PROJECT_ROOT, StackSettings
+from infra.settings import PROJECT_ROOT
 
 EVENTS = 300
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory, stack_settings: StackSettings) -> Iterator[KafkaBroker]:
-    base = int(os.environ.get("METERING_TEST_SPARE_PORT_BASE", "39092"))
-    settings = replace(stack_settings.with_ports(base), home=tmp_path_factory.mktemp("bench-ingest") / "home")
-    spare = KafkaBroker(settings)
-    spare.start()
-    try:
-        yield spare
-    finally:
-        spare.stop()
-
-
-def test_a_tiny_run_accepts_every_event_once_and_compares_with_produce(broker: KafkaBroker, tmp_path: Path) -> None:
+def test_a_tiny_run_accepts_every_event_once_and_compares_with_produce(spare_broker: KafkaBroker, tmp_path: Path) -> None:
     results = tmp_path / "results.json"
     argv = ["--events", str(EVENTS), "--batch-sizes", "50", "100", "--clients", "1", "3", "--partitions", "2"]
-    argv += ["--bootstrap", broker.settings.bootstrap_servers, "--workdir", str(tmp_path), "--json", str(results)]
+    argv += ["--bootstrap", spare_broker.settings.bootstrap_servers, "--workdir", str(tmp_path), "--json", str(results)]
     run = subprocess.run(
         [sys.executable, "-m", "bench.ingest", *argv],
         cwd=PROJECT_ROOT,

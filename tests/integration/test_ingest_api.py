@@ -1,6 +1,6 @@
 """The ingestion API (``metering serve``) over real HTTP into a real broker.
 
-A spare KRaft broker (own home, ports from METERING_TEST_SPARE_PORT_BASE) that the tests may stop
+The spare KRaft broker (tests/integration/conftest.py's ``spare_broker``) that the tests may stop
 and start again; the service runs in this process (jobs/ingest/server.py, as ``metering serve``
 builds it) on a free port, or as the ``metering serve`` command itself for the graceful stop.
 What reaches the topic is read back with the loader's consumer.
@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from infra.kafka import KafkaBroker
-from infra.settings import LOOPBACK, PROJECT_ROOT, StackSettings
+from infra.settings import LOOPBACK, PROJECT_ROOT
 from jobs.config import Config, load_config
 from jobs.ingest.kafka import KafkaSink
 from jobs.ingest.keys import KeyStore
@@ -39,26 +39,14 @@ from jobs.topics import ensure_topic
 from tests.support.lines import one_line_per_reason
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory, stack_settings: StackSettings) -> Iterator[KafkaBroker]:
-    base = int(os.environ.get("METERING_TEST_SPARE_PORT_BASE", "39092"))
-    settings = replace(stack_settings.with_ports(base), home=tmp_path_factory.mktemp("ingest") / "home")
-    spare = KafkaBroker(settings)
-    spare.start()
-    try:
-        yield spare
-    finally:
-        spare.stop()
-
-
 @pytest.fixture
-def config(broker: KafkaBroker, tmp_path: Path) -> Config:
+def config(spare_broker: KafkaBroker, tmp_path: Path) -> Config:
     path = tmp_path / "metering.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "kafka": {
-                    "bootstrap_servers": broker.settings.bootstrap_servers,
+                    "bootstrap_servers": spare_broker.settings.bootstrap_servers,
                     "topics": {"events": f"ingest-{uuid.uuid4().hex[:10]}"},
                 },
                 "ingest": {"keys": str(tmp_path / "keys"), "delivery_timeout": "3s", "rate": 1000, "burst": 1000},
@@ -250,13 +238,13 @@ def test_keys_the_rate_limit_and_refused_requests(config: Config) -> None:
         sink.close(10)
 
 
-def test_a_request_while_the_broker_is_away_is_503_and_its_retry_counts_once(running: Running, broker: KafkaBroker) -> None:
+def test_a_request_while_the_broker_is_away_is_503_and_its_retry_counts_once(running: Running, spare_broker: KafkaBroker) -> None:
     key, _ = running.keys.create("retrying client")
     batch = b"\n".join(event(f"b-{n}", ("acme", "globex")[n % 2]) for n in range(20))
     status, _, body = running.post(key, batch, "application/x-ndjson")
     assert status == 200 and body["accepted"] == 20
     assert request(running.port, "GET", "/readyz")[0] == 200
-    broker.stop()
+    spare_broker.stop()
     try:
         second = b"\n".join(event(f"c-{n}") for n in range(20))
         status, headers, body = running.post(key, second, "application/x-ndjson")
@@ -265,7 +253,7 @@ def test_a_request_while_the_broker_is_away_is_503_and_its_retry_counts_once(run
         assert request(running.port, "GET", "/readyz")[0] == 503
         assert request(running.port, "GET", "/healthz")[0] == 200
     finally:
-        broker.start()
+        spare_broker.start()
     # The client retries both requests (it cannot tell which one failed): every event at least once.
     deadline = time.monotonic() + 60
     while True:
@@ -470,3 +458,161 @@ def test_voids_and_amends_reach_the_topic_after_their_events_in_the_same_partiti
     metrics = request(running.port, "GET", "/metrics")[2]
     assert 'metering_ingest_amendments_total{action="amend",status="accepted",reason=""} 2' in metrics
     assert 'metering_ingest_amendments_total{action="void",status="rejected",reason="customer_not_allowed"} 1' in metrics
+
+
+def test_concurrent_clients_lose_nothing_when_the_broker_is_killed_mid_request(
+    running: Running, spare_broker: KafkaBroker
+) -> None:
+    """The broker process is SIGKILLed while several clients' requests are in flight, then restarted.
+
+    Each client sends its batches in turn and retries every request that did not get a full
+    accepted verdict (a 503, or a dropped connection) with the same event ids, as docs/ingest.md
+    tells clients to. Afterwards: every event ever answered ``accepted`` is in the topic, and by
+    (customer_id, event_id) the topic holds exactly the events sent (duplicates of one id are the
+    job's to drop). While the broker is away ``/readyz`` is 503 and ``/healthz`` names the outage
+    (still 200: a restart of the service would not bring the broker back); both recover after.
+    """
+    key, _ = running.keys.create("killed broker")
+    clients, batches, size = 4, 12, 50
+    customers = ("acme", "globex", "initech")
+
+    def batch_lines(client: int, batch: int) -> list[tuple[str, str, bytes]]:
+        out = []
+        for n in range(size):
+            customer = customers[(client + n) % len(customers)]
+            event_id = f"k{client}-{batch}-{n}"
+            out.append((customer, event_id, event(event_id, customer)))
+        return out
+
+    lock = threading.Lock()
+    accepted: set[tuple[str, str]] = set()
+    outcomes: list[str] = []  # per attempt: "200", "503", or the connection error
+    sent_batches = [0]
+    errors: list[str] = []
+    stop_at = time.monotonic() + 180
+
+    def client(number: int) -> None:
+        for batch in range(batches):
+            lines = batch_lines(number, batch)
+            body = b"\n".join(line for _, _, line in lines)
+            while True:
+                assert time.monotonic() < stop_at, f"client {number} gave up on batch {batch}"
+                try:
+                    status, _, answer = running.post(key, body, "application/x-ndjson")
+                except OSError as exc:
+                    with lock:
+                        outcomes.append(type(exc).__name__)
+                    time.sleep(0.2)
+                    continue
+                if status in (200, 503) and isinstance(answer, dict) and "results" in answer:
+                    got = {(lines[r["index"]][0], lines[r["index"]][1]) for r in answer["results"] if r["status"] == "accepted"}
+                    rejected = [r for r in answer["results"] if r["status"] == "rejected"]
+                    with lock:
+                        accepted.update(got)
+                        outcomes.append(str(status))
+                        if rejected:
+                            errors.append(f"rejected: {rejected[:2]}")
+                else:
+                    with lock:
+                        outcomes.append(str(status))
+                if status == 200 and answer["accepted"] == size:
+                    break
+                time.sleep(0.5)  # Retry-After says 5 s; a shorter wait keeps the test short and is as correct
+            with lock:
+                sent_batches[0] += 1
+
+    def run(number: int) -> None:
+        try:
+            client(number)
+        except BaseException as exc:  # reported by the main thread
+            with lock:
+                errors.append(f"client {number}: {exc!r}")
+
+    threads = [threading.Thread(target=run, args=(n,), name=f"client-{n}") for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        # Kill once some batches are through and requests are in flight (waiting for Kafka).
+        deadline = time.monotonic() + 60
+        while not (sent_batches[0] >= clients and running.service.app.metrics.in_flight > 0):
+            assert time.monotonic() < deadline, "the clients did not get going"
+            time.sleep(0.005)
+        in_flight = running.service.app.metrics.in_flight
+        spare_broker.process.kill()
+        killed_after = sent_batches[0]
+        # The outage, as the probes show it: readiness refused, health names it.
+        deadline = time.monotonic() + 20
+        while True:
+            ready = request(running.port, "GET", "/readyz")
+            health = request(running.port, "GET", "/healthz")
+            if ready[0] == 503 and health[2].get("kafka") != "reachable":
+                break
+            assert time.monotonic() < deadline, (ready, health)
+            time.sleep(0.2)
+        assert ready[2]["status"] == "unavailable" and ready[2]["reason"]
+        assert health[0] == 200 and health[2]["status"] == "ok", health
+        time.sleep(4)  # longer than the delivery timeout (3 s): the requests in flight get their 503
+    finally:
+        spare_broker.start()
+    for thread in threads:
+        thread.join(200)
+    assert not errors, errors
+    assert all(not thread.is_alive() for thread in threads)
+    assert in_flight > 0 and killed_after < clients * batches
+    assert "503" in outcomes, outcomes  # some requests did meet the outage
+    deadline = time.monotonic() + 30
+    while (ready := request(running.port, "GET", "/readyz"))[0] != 200:
+        assert time.monotonic() < deadline, ready
+        time.sleep(0.5)
+    health = request(running.port, "GET", "/healthz")
+    assert health[0] == 200 and health[2] == {"status": "ok", "kafka": "reachable"}, health
+
+    sent = {(customer, event_id) for c in range(clients) for b in range(batches) for customer, event_id, _ in batch_lines(c, b)}
+    records = read_topic(running.config, len(sent), timeout_s=60)
+    in_topic = [((r.key or b"").decode(), event_id_of(r)) for r in records]
+    assert accepted <= set(in_topic), f"{len(accepted - set(in_topic))} accepted events missing"
+    assert set(in_topic) == sent, (len(set(in_topic) - sent), len(sent - set(in_topic)))
+    assert len(in_topic) >= len(sent)
+
+
+def test_a_fatal_producer_error_turns_health_red_and_every_request_503(running: Running) -> None:
+    """A fatal (non-retriable) producer error: ``/healthz`` 503 with the reason, events 503 ``producer_failed``.
+
+    librdkafka's fatal errors (an idempotent producer's broken sequence after a broker lost
+    acknowledged records, a fenced producer) cannot be caused on demand with one loopback broker,
+    and confluent-kafka exposes no way to raise one: the error is injected at the narrowest seam,
+    the error callback librdkafka calls (``KafkaSink._error``), with the ``KafkaError`` it would
+    pass (``fatal=True``). The sink, its producer, the broker, the service and HTTP are real.
+    """
+    from confluent_kafka import KafkaError
+
+    key, _ = running.keys.create("fatal")
+    assert running.post(key, event("f-1"))[0] == 200
+    assert request(running.port, "GET", "/healthz")[:1] == (200,)
+    fatal = KafkaError(
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "Fatal idempotent producer error: lost acknowledged records", fatal=True
+    )
+    running.sink._error(fatal)
+    status, _, health = request(running.port, "GET", "/healthz")
+    assert status == 503 and health["status"] == "failed", health
+    assert "the producer failed" in health["reason"] and "OUT_OF_ORDER_SEQUENCE_NUMBER" in health["reason"]
+    status, _, ready = request(running.port, "GET", "/readyz")
+    assert status == 503 and "the producer failed" in ready["reason"]
+    status, headers, body = running.post(key, event("f-2"))
+    assert status == 503 and body["error"] == "producer_failed" and int(headers["Retry-After"]) >= 1, body
+    assert "OUT_OF_ORDER_SEQUENCE_NUMBER" in body["message"]
+    assert [event_id_of(r) for r in read_topic(running.config, 1)] == ["f-1"]
+
+
+def test_a_closed_producer_turns_health_red_and_every_request_503(running: Running) -> None:
+    """The real sink closed under a running service (its producer flushed, its delivery poller stopped)."""
+    key, _ = running.keys.create("closed")
+    assert running.post(key, event("z-1"))[0] == 200
+    running.sink.close(5)
+    status, _, health = request(running.port, "GET", "/healthz")
+    assert (status, health) == (503, {"status": "failed", "reason": "the producer is closed"})
+    started = time.monotonic()
+    status, _, body = running.post(key, event("z-2"))
+    assert status == 503 and body["error"] == "producer_failed", body
+    assert time.monotonic() - started < 2  # at once, not after the delivery timeout
+    assert [event_id_of(r) for r in read_topic(running.config, 1)] == ["z-1"]

@@ -11,11 +11,9 @@ for the readiness probe only; every client below goes through the SASL listener,
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from unittest.mock import MagicMock
@@ -31,6 +29,7 @@ from jobs.config import Config, load_config
 from jobs.loader.heartbeat import HeartbeatSender
 from jobs.loader.loader import Loader
 from jobs.topics import committed_values, ensure_topic, ensure_topics
+from tests.support.spare_broker import running, spare_stack_settings
 
 MECHANISM = deploy.KAFKA_MECHANISM  # what the generated compose broker and configuration use
 USER = "metering"
@@ -40,8 +39,7 @@ PASSWORD = f"pw-{uuid.uuid4().hex}"
 @pytest.fixture(scope="module")
 def sasl_bootstrap(tmp_path_factory: pytest.TempPathFactory, stack_settings: StackSettings) -> Iterator[str]:
     """The SASL listener's bootstrap address of a broker started for this module."""
-    base = int(os.environ.get("METERING_TEST_SPARE_PORT_BASE", "39092"))
-    settings = replace(stack_settings.with_ports(base), home=tmp_path_factory.mktemp("sasl") / "home")
+    settings = spare_stack_settings(stack_settings, tmp_path_factory.mktemp("sasl") / "home")
     sasl_port = settings.flink_rest_port  # no Flink on this stack: its port is free for the SASL listener
     plain = f"PLAINTEXT://{LOOPBACK}:{settings.kafka_port}"
     sasl = f"SASL_PLAINTEXT://{LOOPBACK}:{sasl_port}"
@@ -55,11 +53,8 @@ def sasl_bootstrap(tmp_path_factory: pytest.TempPathFactory, stack_settings: Sta
         },
         scram_credentials=[scram_credential(MECHANISM, USER, PASSWORD)],
     )
-    broker.start()
-    try:
+    with running(broker):
         yield f"{LOOPBACK}:{sasl_port}"
-    finally:
-        broker.stop()
 
 
 def config_file(tmp_path: Path, bootstrap: str, **topics: str) -> Path:

@@ -18,6 +18,7 @@ from infra.process import MARKER_VARIABLE
 from infra.settings import PROJECT_ROOT, StackSettings
 from infra.stack import Stack
 from jobs.cli import main
+from tests.support.spare_broker import spare_stack_settings
 
 
 def our_processes(home: Path, settings: StackSettings) -> list[str]:
@@ -44,8 +45,7 @@ def our_processes(home: Path, settings: StackSettings) -> list[str]:
 @pytest.fixture
 def spare_settings(tmp_path: Path, stack_settings: StackSettings) -> StackSettings:
     """A second, independent stack (own home and ports) sharing the verified jar cache."""
-    base = int(os.environ.get("METERING_TEST_SPARE_PORT_BASE", "39092"))
-    return replace(stack_settings.with_ports(base), home=tmp_path / "home")
+    return spare_stack_settings(stack_settings, tmp_path / "home")
 
 
 def test_up_status_idempotent_up_and_down_leaves_no_process(

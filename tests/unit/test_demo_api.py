@@ -15,6 +15,7 @@ from jobs.cli.demo_api import ApiShare, split_workload
 from jobs.config import Config, load_config
 from jobs.demo import CUSTOMERS, MALFORMED, api_disagreements, client_mistakes, demo_document, generate, recompute
 from jobs.ingest.client import ApiError, Verdict, post_lines
+from jobs.ingest.kafka import SinkHealth
 from jobs.ingest.keys import KeyStore
 from jobs.ingest.limits import Buckets
 from jobs.ingest.server import Service, create_app
@@ -33,6 +34,9 @@ class FakeSink:
 
     def queue_length(self) -> int:
         return 0
+
+    def health(self) -> SinkHealth:
+        return SinkHealth(kafka="reachable")
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from werkzeug.test import Client
 from jobs.ingest.amend import openapi_path
 from jobs.ingest.app import IngestApp, Limits, Rules
 from jobs.ingest.bodies import API_REASONS, BodyError, decoded_body, from_cloudevent, media_format, split
+from jobs.ingest.kafka import SinkHealth
 from jobs.ingest.keys import KeyProblem, KeyStore, hash_key
 from jobs.ingest.limits import Buckets, TokenBucket, retry_after
 from jobs.ingest.openapi import document
@@ -55,6 +56,9 @@ class FakeSink:
 
     def queue_length(self) -> int:
         return 0
+
+    def health(self) -> SinkHealth:
+        return SinkHealth(kafka="reachable")
 
 
 @pytest.fixture
@@ -585,3 +589,83 @@ def test_an_array_splits_into_its_elements_bytes(values: list[Any], indent: int 
     assert [json.loads(i.line or b"") for i in items] == json.loads(text)
     lines = "\n".join(json.dumps(v, default=str) for v in values).encode()
     assert [json.loads(i.line or b"") for i in split(lines, "ndjson", 1000)] == json.loads(text)
+
+
+def test_a_failed_producer_makes_healthz_503_with_its_reason_and_every_event_request_503(store: KeyStore) -> None:
+    key, _ = store.create("k")
+
+    class FailedSink(FakeSink):
+        def health(self) -> SinkHealth:
+            return SinkHealth(failure="the producer failed: KafkaError{FATAL,...}", kafka="reachable")
+
+    client, _ = make(store, sink=FailedSink())
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.get_json() == {"status": "failed", "reason": "the producer failed: KafkaError{FATAL,...}"}
+    response = post(client, key, json.dumps(EVENT))
+    assert response.status_code == 503 and response.get_json()["error"] == "producer_failed"
+    assert int(response.headers["Retry-After"]) >= 1
+    ok, _ = make(store)
+    assert ok.get("/healthz").get_json() == {"status": "ok", "kafka": "reachable"}
+    down = make(
+        store,
+        sink=type("Down", (FakeSink,), {"health": lambda self: SinkHealth(None, "unreachable", "1/1 brokers are down", 1.0)})(),
+    )[0]
+    assert down.get("/healthz").get_json() == {
+        "status": "ok",
+        "kafka": "unreachable",
+        "kafka_problem": "1/1 brokers are down",
+        "kafka_since": 1.0,
+    }
+
+
+def test_an_array_element_read_once_gets_the_verdict_of_its_line_read_alone() -> None:
+    """Splitting a JSON array reads each element under the events' profile once (``decode_at``) and
+    hands the value to the verdict; on the whole hostile corpus (tests/corpus) and the spec's
+    examples, each element's verdict, reason and messages are those of ``validate_line`` on its bytes,
+    as when the element came as a line of JSON lines."""
+    from schemas.validate import NOT_DECODED, job_verdict
+    from tests.corpus.generate import find_jsontestsuite, generate
+
+    lines = [c.data for c in generate(jsontestsuite=find_jsontestsuite())] + spec_example_lines()
+    judged = decoded = 0
+    for line in lines:
+        try:
+            items = split(b"[" + line + b"]", "json", 1000)
+        except BodyError:
+            continue  # a body refused whole (not UTF-8, not JSON): no element to judge
+        if len(items) != 1 or items[0].line != line.strip(b" \t\r\n"):
+            continue  # a line that is itself several elements, or white space around it
+        item = items[0]
+        assert item.line is not None
+        judged += 1
+        decoded += item.decoded is not NOT_DECODED
+        alone = job_verdict(item.line, event_types=RULES.event_types, received=NOW, future_skew=RULES.future_skew)
+        once = job_verdict(
+            item.line, event_types=RULES.event_types, received=NOW, future_skew=RULES.future_skew, decoded=item.decoded
+        )
+        assert once == alone, line[:200]
+    assert judged > 5000 and 0 < decoded < judged
+
+
+def test_reuse_port_lets_several_services_share_a_port_and_only_them(store: KeyStore) -> None:
+    """``metering serve --reuse-port`` (SO_REUSEPORT): a second worker binds the first one's port; a
+    service started without it cannot take the port, nor share it; a failed bind is the ``OSError`` that
+    ``open_service`` and ``metering serve`` report (werkzeug alone would ``sys.exit(1)``)."""
+    from jobs.ingest.server import Service
+
+    _, app = make(store)
+    first = Service(app, "127.0.0.1", 0, reuse_port=True)
+    try:
+        second = Service(app, "127.0.0.1", first.port, reuse_port=True)
+        second.server.server_close()
+        with pytest.raises(OSError, match="in use"):
+            Service(app, "127.0.0.1", first.port)
+    finally:
+        first.server.server_close()
+    alone = Service(app, "127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match="in use"):
+            Service(app, "127.0.0.1", alone.port, reuse_port=True)
+    finally:
+        alone.server.server_close()

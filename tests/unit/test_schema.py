@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.validate import SCHEMA_DIR, parse_timestamp, validate_line, validate_object
@@ -171,3 +171,170 @@ def test_timestamps_parse_as_fromisoformat_reads_them(naive: datetime, fraction:
     expected = datetime.fromisoformat(naive.replace(microsecond=micros).isoformat() + offset)
     parsed = parse_timestamp(text)
     assert parsed == expected and parsed.utcoffset() == expected.utcoffset() and parsed.tzinfo == expected.tzinfo
+
+
+def _near_valid_events() -> st.SearchStrategy[dict[str, object]]:
+    """Events around every bound the hand-written common case checks: lengths at and past each
+    limit, control and non-ASCII characters, every JSON type in every field, 64 and 65 properties."""
+    from schemas.validate import JsonNumber
+
+    def number(text: str) -> JsonNumber:
+        value = JsonNumber(text)
+        value.text = text
+        return value
+
+    def text_around(alphabet: st.SearchStrategy[str], limit: int) -> st.SearchStrategy[str]:
+        return st.one_of(
+            st.text(alphabet, min_size=0, max_size=4),
+            st.integers(limit - 1, limit + 1).flatmap(lambda n: st.text(alphabet, min_size=n, max_size=n)),
+        )
+
+    chars = st.sampled_from(["a", "Z", "0", "_", ".", "-", ":", "@", " ", "\x00", "\x1f", "\x7f", "\x80", "é", "\n", "A"])
+    anything = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text(chars, max_size=3), st.just(number("1.5")))
+    names = st.one_of(text_around(chars, 64), st.sampled_from(["model", "_x", "a.b-c", "9a"]))
+
+    def mostly(valid: object, other: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        """``valid`` 4 times in 5, else ``other``: most examples are near a valid event, not far from all."""
+        return st.integers(0, 4).flatmap(lambda n: other if n == 0 else st.just(valid))
+
+    return st.fixed_dictionaries(
+        {
+            "event_id": mostly("e-1", st.one_of(text_around(chars, 128), anything)),
+            "customer_id": mostly("acme", st.one_of(text_around(chars, 128), anything)),
+            "event_type": mostly(
+                "api_call", st.one_of(text_around(st.sampled_from(["a", "z", "0", "_", ".", "-", "A", " "]), 64), anything)
+            ),
+            "timestamp": mostly(
+                "2026-03-01T12:00:00Z",
+                st.one_of(
+                    st.sampled_from(
+                        [
+                            "2026-03-01T12:00:00Z",
+                            "2026-03-01t12:00:00.123456789z",
+                            "2026-03-01 12:00:00+05:30",
+                            "2026-03-01T12:00:00",
+                        ]
+                    ),
+                    st.sampled_from(["2026-3-01T12:00:00Z", "２026-03-01T12:00:00Z", "2026-03-01T12:00:00Z\n"]),
+                    anything,
+                ),
+            ),
+            "quantity": mostly(
+                "1.5",
+                st.one_of(
+                    st.sampled_from(["1", "0.5", "-0", "1e3", "01", "1.", ".5", "1.1234567891", "9" * 29, "9" * 30, "١"]),
+                    st.sampled_from([number("2.5"), number("1e3"), True, False, 0, -7, None, 1.5]),
+                    anything,
+                ),
+            ),
+        },
+        optional={
+            "properties": mostly(
+                {"model": "m", "n": 2, "ok": True, "none": None},
+                st.one_of(
+                    st.dictionaries(names, anything, max_size=3),
+                    st.integers(63, 65).map(lambda n: {f"p{i}": i for i in range(n)}),
+                    st.just({"a": [1]}),
+                    st.just({"a": {"b": 1}}),
+                    st.just({"a": 1.5}),
+                    anything,
+                ),
+            ),
+            "schema_version": mostly(1, st.sampled_from([1, 2, "1", True, 1.0, None, number("1.0")])),
+            "resource": mostly("gpu-1", st.one_of(text_around(chars, 256), anything)),
+            "user_id": mostly("u1", st.one_of(text_around(chars, 128), anything)),
+            "region": mostly("eu", st.one_of(text_around(chars, 64), anything)),
+            "source": mostly("svc", st.one_of(text_around(chars, 128), anything)),
+            "extra": st.integers(),
+        },
+    )
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_near_valid_events())
+def test_the_common_case_check_never_passes_what_the_schema_refuses(obj: dict[str, object]) -> None:
+    """``_plainly_valid`` (the ingestion API's and every judge's fast path) says True only for events
+    the full validator (``jsonschema``, the reference) finds no problem in; and the verdict of
+    ``validate_object`` is the same with or without it."""
+    from jsonschema import Draft202012Validator
+
+    from schemas import validate
+
+    full = list(Draft202012Validator(validate.schema_v1()).iter_errors(obj))
+    if validate._plainly_valid(obj):
+        assert not full, [e.message for e in full]
+    with_fast = validate.validate_object(obj)
+    original = validate._plainly_valid
+    validate._plainly_valid = lambda _obj: False  # type: ignore[assignment]
+    try:
+        without = validate.validate_object(obj)
+    finally:
+        validate._plainly_valid = original
+    assert with_fast == without
+
+
+def test_the_common_case_check_takes_the_demo_events_and_the_spec_examples() -> None:
+    """The fast path is the one taken for ordinary events (else it would cost without saving)."""
+    import random
+
+    from jobs.demo import CUSTOMERS, random_event
+    from schemas import validate
+
+    rng = random.Random(5)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    for n in range(300):
+        obj = validate.decode(json.dumps(random_event(rng, n, rng.choice(sorted(CUSTOMERS)), now)))
+        assert validate._plainly_valid(obj), obj
+    for path in VALID:
+        obj = validate.decode(path.read_bytes())
+        assert validate._plainly_valid(obj) or "schema_version" in obj, path
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.tuples(
+        st.integers(0, 9999),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.sampled_from("Tt "),
+        st.integers(0, 24),
+        st.integers(0, 60),
+        st.integers(0, 61),
+        st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=9).map(lambda digits: "." + digits)),
+        st.one_of(st.sampled_from(["Z", "z", "+00:00", "-00:00", "+24:00", "+23:60"]), st.just("+05:30")),
+    )
+)
+def test_the_fast_timestamp_path_reads_every_text_as_the_field_by_field_parser(parts: tuple[Any, ...]) -> None:
+    """parse_timestamp's ``fromisoformat`` shortcut (…T…Z) gives the same instant and zone as the
+    field-by-field parser, and refuses what it refuses with the same message."""
+    from schemas.validate import _TIMESTAMP, _from_match
+
+    year, month, day, separator, hour, minute, second, fraction, zone = parts
+    text = f"{year:04d}-{month:02d}-{day:02d}{separator}{hour:02d}:{minute:02d}:{second:02d}{fraction}{zone}"
+    match = _TIMESTAMP.fullmatch(text)
+    assert match is not None
+    try:
+        expected: Any = _from_match(match)
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        got: Any = parse_timestamp(text)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
+    if isinstance(got, datetime):
+        assert got.tzinfo is expected.tzinfo or got.tzinfo == expected.tzinfo
+
+
+def test_a_validated_event_is_the_dataclass_its_constructor_makes() -> None:
+    """validate_object builds UsageEvent without its __init__ (schemas.validate._usage_event): same fields, equal, frozen."""
+    import dataclasses
+
+    from schemas.validate import UsageEvent
+
+    event = validate_object(base_event(properties={"model": "m"}, region="eu")).event
+    assert event is not None and type(event) is UsageEvent
+    assert event == UsageEvent(**{f.name: getattr(event, f.name) for f in dataclasses.fields(UsageEvent)})
+    assert dataclasses.asdict(event)["region"] == "eu" and set(vars(event)) == {f.name for f in dataclasses.fields(UsageEvent)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.region = "us"  # type: ignore[misc]
