@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 
@@ -217,3 +218,34 @@ def test_the_projection_is_the_rate_so_far_over_the_whole_period(quantity: Decim
         exact = quantity * D(31 * 86400) / D(seconds)
     assert result.method is Method.LINEAR and abs(result.quantity - exact) <= D("0.0000000005")
     assert abs(result.quantity) >= abs(quantity)  # never below what was used so far
+
+
+# --- docs/pricing.md's worked invoice -------------------------------------------------------------------
+
+
+def test_the_worked_invoice_of_the_docs() -> None:
+    """The March invoice of docs/pricing.md ("A worked example"), from the totals its table lists, as the CLI prints it."""
+    from clickhouse.billing import invoice_document
+    from jobs.cli.invoice import render_invoice
+    from tests.unit.test_pricing_docs import PAGE, rating_of
+
+    page = PAGE.read_text()
+    section = page.split("### A worked example", 1)[1]
+    example = re.search(r"```yaml\n(# example\n.*?)```", section, re.S)
+    shown = re.search(r"```text\n\$ metering invoice --customer acme --period 2026-03\n(.*?)```", section, re.S)
+    assert example is not None and shown is not None
+    finals = [
+        final("900"),
+        final("12500", MARCH, aggregation="count"),
+        FinalTotal("tokens", '{"model":"large"}', "sum", MARCH, D(1234567)),
+        final("100", APRIL),
+    ]
+    corrections = [
+        correction("300", datetime(2026, 3, 3, 12, tzinfo=UTC)),
+        correction("20", datetime(2026, 3, 30, tzinfo=UTC), sign=-1),
+        correction("1000", datetime(2026, 4, 2, tzinfo=UTC)),
+    ]
+    invoice = build_invoice(
+        "acme", MARCH, finals, corrections, rating_of(example.group(1)), as_of=datetime(2026, 4, 5, tzinfo=UTC), is_final=True
+    )
+    assert render_invoice(invoice_document(invoice), "table") == shown.group(1)
