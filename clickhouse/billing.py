@@ -10,6 +10,7 @@ docs/pricing.md describes all three.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -18,7 +19,7 @@ from typing import Any
 from clickhouse.queries import EARLIEST, QueryError, Reader, _ch_time, parse_time, plain
 from udfs.invoicing import CorrectionRecord, FinalTotal, Invoice, build_invoice
 from udfs.periods import BillingCycle, Period, PeriodKind, billing_period, local_midnight, zone
-from udfs.pricing import Rating
+from udfs.pricing import NoRateInEffect, Rating
 from udfs.projection import project
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -108,7 +109,6 @@ def read_invoice(reader: Reader, rating: Rating, customer: str, period: Period, 
 
 def invoice_document(invoice: Invoice) -> dict[str, Any]:
     """The invoice as JSON-ready data: decimals as exact strings, times RFC 3339, groups as objects."""
-    import json
 
     def money(value: Decimal) -> str:
         return format(value, "f")
@@ -186,8 +186,11 @@ def _cost_row(rating: Rating, row: dict[str, Any], at: datetime) -> dict[str, An
         lag = max(0, int((at - (_time(as_of) + timedelta(minutes=1))).total_seconds()))
     projection = project(row["aggregation"], quantity, period, at, final=is_final)
     found = rating.card_for(row["customer_id"], row["meter"])
-    charge = rating.price(row["customer_id"], row["meter"], period, quantity) if found else None
-    projected = rating.price(row["customer_id"], row["meter"], period, projection.quantity) if found else None
+    try:
+        charge = rating.price(row["customer_id"], row["meter"], period, quantity) if found else None
+        projected = rating.price(row["customer_id"], row["meter"], period, projection.quantity) if found else None
+    except NoRateInEffect:  # a gap in the card at the period's start: no price, shown as such
+        charge = projected = None
     return {
         "customer_id": row["customer_id"],
         "meter": row["meter"],

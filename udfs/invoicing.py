@@ -17,7 +17,8 @@ An invoice of period P holds:
 How a correction combines with a total follows its meter's aggregation (:func:`corrected_total`):
 ``sum``/``count`` add the signed values, ``max``/``min`` take the extreme of the final and the
 added values; ``unique_count`` and ``latest`` corrections carry no distinct sets or event times, so
-they cannot be combined and are listed as unpriced.
+they cannot be combined and are listed as unpriced, as is a total no card version prices
+(:class:`~udfs.pricing.NoRateInEffect`) or a meter the customer's plan has no card for.
 
 Every amount is exact: an invoice's and a meter's totals are the sums of their lines' columns. Pure
 Python, no Flink imports; clickhouse/billing.py reads the inputs, docs/pricing.md shows an example.
@@ -31,7 +32,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from udfs.periods import Period, rfc3339_millis
-from udfs.pricing import EXACT, ZERO, Charge, Line, LineKind, Money, RateCard, Rating, TierBounds, price
+from udfs.pricing import EXACT, ZERO, Charge, Line, LineKind, Money, NoRateInEffect, RateCard, Rating, TierBounds, price
 
 #: Line kinds whose line holds a difference to a bound (quantity 1, unit price = amount): netted by amount.
 BOUND_KINDS = frozenset({LineKind.MINIMUM, LineKind.FEE_MINIMUM, LineKind.FEE_MAXIMUM})
@@ -186,7 +187,7 @@ def _period_label(period: Period) -> str:
     return rfc3339_millis(period.start)
 
 
-def _usage_lines(customer: str, final: FinalTotal, charge: Charge) -> list[InvoiceLine]:
+def _usage_lines(final: FinalTotal, charge: Charge) -> list[InvoiceLine]:
     return [
         InvoiceLine(
             "usage",
@@ -226,11 +227,15 @@ def build_invoice(
     unpriced: list[Unpriced] = []
     by_key = {(f.meter, f.group, f.period.start): f for f in finals}
     for final in sorted((f for f in finals if f.period.start == period.start), key=lambda f: (f.meter, f.group)):
-        charge = rating.price(customer, final.meter, final.period, final.quantity)
+        try:
+            charge = rating.price(customer, final.meter, final.period, final.quantity)
+        except NoRateInEffect as exc:
+            unpriced.append(Unpriced("usage", final.meter, final.group, final.period, str(exc)))
+            continue
         if charge is None:
             unpriced.append(Unpriced("usage", final.meter, final.group, final.period, "the customer's plan prices no such meter"))
             continue
-        lines += _usage_lines(customer, final, charge)
+        lines += _usage_lines(final, charge)
     targets: dict[tuple[str, str, datetime], list[CorrectionRecord]] = {}
     for record in corrections:
         if record.period.start < period.start and record.loaded_at < period.end:
@@ -256,7 +261,10 @@ def build_invoice(
             )
             continue
         card, card_money = found
-        lines += _correction_invoice_lines(meter, group, target, card, card_money, before_total, after_total)
+        try:
+            lines += _correction_invoice_lines(meter, group, target, card, card_money, before_total, after_total)
+        except NoRateInEffect as exc:
+            unpriced.append(Unpriced("correction", meter, group, target, str(exc)))
     return _assemble(customer, period, money.currency, as_of, is_final, lines, unpriced)
 
 

@@ -249,3 +249,21 @@ def test_the_worked_invoice_of_the_docs() -> None:
         "acme", MARCH, finals, corrections, rating_of(example.group(1)), as_of=datetime(2026, 4, 5, tzinfo=UTC), is_final=True
     )
     assert render_invoice(invoice_document(invoice), "table") == shown.group(1)
+
+
+def test_a_period_no_card_version_covers_is_listed_unpriced() -> None:
+    card = RateCard("api_calls", (RateVersion(datetime(2026, 3, 1, tzinfo=UTC), Graduated(TIERS)),))  # from March on
+    rating = Rating({"standard": RatePlan(USD, {"api_calls": card})}, "standard")
+    corrections = [correction("5", datetime(2026, 3, 2, tzinfo=UTC))]
+    invoice = build_invoice(
+        "acme",
+        MARCH,
+        [final("900"), final("10", MARCH)],
+        corrections,
+        rating,
+        as_of=datetime(2026, 4, 5, tzinfo=UTC),
+        is_final=True,
+    )
+    assert invoice.rounded == D("0.10") and [(u.section, "no version" in u.reason) for u in invoice.unpriced] == [
+        ("correction", True)
+    ]
