@@ -351,6 +351,7 @@ QUERY_ACCESS: dict[str, Scope] = {
     "usage": "customer",
     "finals": "customer",
     "corrections": "customer",
+    "customer_corrections": "customer",
     "dead_letters": "customer",
     "customers": "operator",
     "health": "operator",

@@ -26,6 +26,7 @@ from jobs.cli import (
     dashboard,
     demo,
     heartbeat,
+    invoice,
     job,
     keys,
     load,
@@ -42,7 +43,24 @@ from jobs.cli.common import ENV_HELP, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, EXIT
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_REJECTED", "EXIT_USAGE", "build_parser", "main", "version"]
 
 #: The commands in the order `metering --help` lists them.
-COMMANDS = (stack, migrate, produce, serve, keys, job, load, heartbeat, query, config, dashboard, check, replay, token, demo)
+COMMANDS = (
+    stack,
+    migrate,
+    produce,
+    serve,
+    keys,
+    job,
+    load,
+    heartbeat,
+    query,
+    invoice,
+    config,
+    dashboard,
+    check,
+    replay,
+    token,
+    demo,
+)
 
 #: The distribution `metering --version` reports (pyproject.toml's project name).
 DISTRIBUTION = "usage-metering"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.cli.common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Subcommands, load_config_arg
 
 if TYPE_CHECKING:
+    from clickhouse.gateway import GatewayRefused
     from clickhouse.queries import Reader
     from jobs.config import Config
 
@@ -24,6 +25,8 @@ QUESTIONS = {
     "customers": "customers with usage: their first and newest minute, and their meters",
     "corrections": "changes that arrived after their period was final, for the next invoice (everyone's or --customer's)",
     "dead-letters": "records the job refused, with the reason code and the original payload (everyone's or --customer's)",
+    "cost": "per meter and group the current period's cost: final, or provisional with its lag, and the cost of the "
+    "quantity projected to the period's end (docs/pricing.md; everyone's or --customer's)",
 }
 
 
@@ -91,11 +94,24 @@ def _reader(args: argparse.Namespace, config: Config) -> AbstractContextManager[
     return nullcontext(GatewayReader(url, credential=config.access.token))
 
 
+def refusal_message(command: str, refused: GatewayRefused) -> str:
+    """What a command prints when the gateway refused its token: the reason and the fix."""
+    hint = {
+        "wrong_customer": "a customer token reads its own customer only: pass --customer with its id",
+        "operator_only": "this question needs an operator token (`metering token create --operator`)",
+        "meter_not_allowed": "this token reads only some meters: pass --meter with one of them",
+    }.get(refused.reason, "check METERING__ACCESS__TOKEN: `metering token list` shows whether it expired or was revoked")
+    return f"{command}: refused ({refused.status} {refused.reason}): {refused}\n  fix: {hint}"
+
+
 def cmd_query(args: argparse.Namespace) -> int:
-    from clickhouse import queries
+    from datetime import UTC, datetime
+
+    from clickhouse import billing, queries
     from clickhouse.gateway import GatewayRefused
 
-    config = load_config_arg(args.config, require_meters=not args.gateway)
+    # cost prices with the configuration's rating, which names meters: a file is needed even with --gateway
+    config = load_config_arg(args.config, require_meters=not args.gateway or args.what == "cost")
     try:
         scope = queries.Scope(
             customer=args.customer or "",
@@ -115,7 +131,10 @@ def cmd_query(args: argparse.Namespace) -> int:
                 "finals": queries.finals,
                 "periods": queries.periods,
             }
-            if args.what in questions:
+            if args.what == "cost":
+                at = queries.parse_time(args.at, "--at") if args.at else datetime.now(UTC)
+                rows = billing.cost(reader, config.rating, customer=scope.customer, meter=scope.meter, at=at)
+            elif args.what in questions:
                 rows = questions[args.what](reader, scope)
             elif args.what == "customers":
                 rows = queries.customers(reader)
@@ -126,14 +145,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(f"metering query: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except GatewayRefused as refused:
-        hint = {
-            "wrong_customer": "a customer token reads its own customer only: pass --customer with its id",
-            "operator_only": "this question needs an operator token (`metering token create --operator`)",
-            "meter_not_allowed": "this token reads only some meters: pass --meter with one of them",
-        }.get(refused.reason, "check METERING__ACCESS__TOKEN: `metering token list` shows whether it expired or was revoked")
-        print(f"metering query: refused ({refused.status} {refused.reason}): {refused}\n  fix: {hint}", file=sys.stderr)
+        print(refusal_message("metering query", refused), file=sys.stderr)
         return EXIT_FAILURE
-    columns = output_columns(query_name(args.what, scope.customer, scope.granularity))
+    columns = (
+        billing.COST_COLUMNS if args.what == "cost" else output_columns(query_name(args.what, scope.customer, scope.granularity))
+    )
     sys.stdout.write(queries.render([queries.with_group_by(r) for r in rows], args.format, columns))
     return EXIT_OK
 
@@ -171,6 +187,11 @@ def register(sub: Subcommands) -> None:
     parser.add_argument("--meter", help="only this meter")
     parser.add_argument("--from", dest="start", help="start of the range (inclusive); for usage: only meters used since then")
     parser.add_argument("--to", dest="end", help="end of the range (exclusive)")
+    parser.add_argument(
+        "--at",
+        metavar="TIME",
+        help="cost: the instant the lag and the projection are computed at (default: now), for reproducible reports",
+    )
     parser.add_argument("--granularity", choices=("minute", "hour", "day"), default="hour", help="series buckets (default hour)")
     parser.add_argument(
         "--format",

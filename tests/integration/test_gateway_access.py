@@ -51,6 +51,7 @@ CUSTOMER_QUERIES = {
     "customer_periods": {"meter": "", "from": "1970-01-01 00:00:00.000", "to": "2200-01-01 00:00:00.000"},
     "series_hour": {"meter": "", "from": "2026-03-01 00:00:00.000", "to": "2026-03-02 00:00:00.000"},
     "customer_extent": {},
+    "customer_corrections": {"meter": "", "loaded_before": "2200-01-01 00:00:00.000"},
 }
 
 
