@@ -54,6 +54,7 @@ from clickhouse.client import Backend, StorageError, StorageSettings
 from infra.kafka_security import MECHANISMS, PROTOCOLS, KafkaSecurity
 from infra.settings import StackSettings
 from schemas.validate import string_rule
+from udfs.alerting import AlertRule, AlertSettings, RuleKind, Webhook
 from udfs.durations import DurationTooLong, format_duration, parse_duration
 from udfs.meters import Aggregation, Meter
 from udfs.periods import BillingCycle, PeriodKind
@@ -246,6 +247,8 @@ class Config:
     meters: tuple[Meter, ...] = ()
     #: ``rating``: price plans per meter (udfs/pricing.py, docs/pricing.md); empty rates nothing.
     rating: Rating = field(default_factory=Rating)
+    #: ``alerts``: threshold alert rules (udfs/alerting.py, docs/pricing.md "Alerts"); empty alerts nothing.
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def meters_for(self, event_type: str) -> list[Meter]:
         return [m for m in self.meters if m.event_type == event_type]
@@ -340,6 +343,9 @@ DURATIONS: dict[str, DurationRange] = {
         timedelta(seconds=1), timedelta(minutes=5), why="a request waits this long for Kafka before answering 503"
     ),
     "billing.*.grace": DurationRange(timedelta(0), timedelta(days=366), why="a period's final waits for its end plus grace"),
+    "alerts.open_minutes": DurationRange(
+        timedelta(minutes=2), timedelta(days=1), why="an on_time segment's versions are kept this long behind its key's newest"
+    ),
 }
 
 
@@ -810,6 +816,114 @@ def _rating(r: _Reader, raw: Any, meters: set[str]) -> Rating:
     return rating
 
 
+_RULE_KEYS = {"name", "kind", "meter", "thresholds", "customers", "entitlement", "webhook"}
+#: A Standard Webhooks secret: ``whsec_`` and the base64 of the key.
+_WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/]+={0,2}")
+
+
+def _webhook(r: _Reader, raw: Any, path: str, env: Mapping[str, str]) -> Webhook | None:
+    """``webhook``: ``url`` (http or https) and ``secret_env``, the variable holding the ``whsec_`` secret."""
+    if raw is None:
+        return None
+    data = r.section(raw, path, {"url", "secret_env"})
+    url = r.get(data, "url", path, _text, "")
+    variable = r.get(data, "secret_env", path, _text, "")
+    if not url:
+        r.add(f"{path}.url", "required")
+    elif not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        r.add(f"{path}.url", f"{_shortened(url)} must be an http:// or https:// URL")
+    if not variable:
+        r.add(f"{path}.secret_env", "required: the environment variable that holds the signing secret (whsec_…)")
+        return None
+    secret = env.get(variable, "")
+    if not secret:
+        r.add(f"{path}.secret_env", f"{variable} is not set: it must hold the signing secret (whsec_…)")
+    elif not _WEBHOOK_SECRET.fullmatch(secret):
+        r.add(f"{path}.secret_env", f"{variable} must hold whsec_ followed by the base64 of the key (its value not shown)")
+    return Webhook(url, secret) if url else None
+
+
+def _alerts(r: _Reader, raw: Any, config: Config, env: Mapping[str, str]) -> AlertSettings:
+    """``alerts``: threshold rules on meters (udfs/alerting.py); each checked against the meters, customers and rating."""
+    if raw is None:
+        return AlertSettings()
+    data = r.section(raw, "alerts", {"topic", "state_topic", "open_minutes", "rules"})
+    meters = {m.name: m for m in config.meters if m.name}
+    rules_raw = data.get("rules") or []
+    if not isinstance(rules_raw, list):
+        r.add("alerts.rules", f"must be a list, got {_kind(rules_raw)}")
+        rules_raw = []
+    rules: list[AlertRule] = []
+    rule = string_rule("customer_id")
+    for index, item in enumerate(rules_raw):
+        path = f"alerts.rules[{index}]"
+        d = r.section(item, path, _RULE_KEYS)
+        for key in ("name", "kind", "meter", "thresholds"):
+            if key not in d:
+                r.add(f"{path}.{key}", "required")
+        name = r.get(d, "name", path, _text, "")
+        kind = r.get(d, "kind", path, _choice(RuleKind), RuleKind.USAGE)
+        meter = r.get(d, "meter", path, _text, "")
+        if meter and meter not in meters:
+            r.add(f"{path}.meter", _unknown_name("meter", meter, set(meters)))
+        thresholds: list[Decimal] = []
+        raw_thresholds = d.get("thresholds")
+        if "thresholds" in d and (not isinstance(raw_thresholds, list) or not raw_thresholds):
+            r.add(f"{path}.thresholds", "must be a non-empty list of numbers, e.g. [80, 100]")
+        elif isinstance(raw_thresholds, list):
+            for position, value in enumerate(raw_thresholds):
+                try:
+                    thresholds.append(_decimal(value))
+                except ValueError as exc:
+                    r.add(f"{path}.thresholds[{position}]", str(exc))
+        customers: frozenset[str] | None = None
+        if d.get("customers") is not None:
+            listed = d["customers"]
+            if not isinstance(listed, list) or not listed:
+                r.add(f"{path}.customers", "must be a non-empty list of customer ids (leave it out: every customer)")
+            else:
+                for position, customer in enumerate(listed):
+                    problem = rule.problem(customer) if isinstance(customer, str) else f"{customer!r} must be text"
+                    if problem is not None:
+                        r.add(
+                            f"{path}.customers[{position}]", f"unknown customer: {problem}; no event's customer_id can match it"
+                        )
+                customers = frozenset(c for c in listed if isinstance(c, str))
+        entitlement = r.get(d, "entitlement", path, _decimal, None)
+        alert_rule = AlertRule(
+            name, kind, meter, tuple(thresholds), customers, entitlement, _webhook(r, d.get("webhook"), f"{path}.webhook", env)
+        )
+        for key, message in alert_rule.problems():
+            r.add(f"{path}.{key}", message)
+        if kind in (RuleKind.SPEND, RuleKind.PROJECTED_SPEND) and meter in meters:
+            for customer in sorted(customers) if customers is not None else [None]:
+                priced = config.rating.card_for(customer, meter) if customer is not None else _default_card(config, meter)
+                if not priced:
+                    who = f"customer {customer!r}" if customer is not None else "the default plan (rules for every customer)"
+                    r.add(f"{path}.kind", f"{kind} needs a price: {who} has no rate card for meter {meter!r} (rating)")
+        rules.append(alert_rule)
+    names = [x.name for x in rules if x.name]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        r.add("alerts.rules", f"rule name {duplicate!r} is defined more than once (it is part of every alert's id)")
+    return AlertSettings(
+        tuple(rules),
+        r.get(data, "topic", "alerts", _topic, None),
+        r.get(data, "state_topic", "alerts", _topic, None),
+        r.get(data, "open_minutes", "alerts", DURATIONS["alerts.open_minutes"].parse, AlertSettings().open_minutes),
+    )
+
+
+def _default_card(config: Config, meter: str) -> bool:
+    plan = config.rating.plans.get(config.rating.default_plan or "")
+    return plan is not None and meter in plan.cards
+
+
+def _unknown_name(what: str, name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {name!r} (defined: {', '.join(sorted(known)) or 'none'}){hint}"
+
+
 def _storage(r: _Reader, raw: Any, base_dir: Path, stack: StackSettings) -> StorageSettings:
     """``storage``: a ``url`` selects the server backend unless ``backend`` says otherwise; chDB's
     ``path`` defaults to the stack's (``<stack.home>/chdb``)."""
@@ -1130,7 +1244,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         document = loaded or {}
         base_dir = path.resolve().parent
     r = _Reader(_apply_env(document, env))
-    r.section(document, "", {"kafka", "storage", "stack", "access", "ingest", "pipeline", "billing", "meters", "rating"})
+    r.section(
+        document, "", {"kafka", "storage", "stack", "access", "ingest", "pipeline", "billing", "meters", "rating", "alerts"}
+    )
     stack = _stack(r, document.get("stack"), base_dir)
     config = Config(
         kafka=_kafka(r, document.get("kafka"), stack, base_dir),
@@ -1143,6 +1259,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         meters=_meters(r, document.get("meters"), required=require_meters),
     )
     config = replace(config, rating=_rating(r, document.get("rating"), {m.name for m in config.meters if m.name}))
+    config = replace(config, alerts=_alerts(r, document.get("alerts"), config, env))
     if config.kafka.transaction_timeout <= config.pipeline.checkpoint_interval:
         r.add(
             "kafka.transaction_timeout",
