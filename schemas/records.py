@@ -139,4 +139,17 @@ AMENDMENT = Record(
     ),
 )
 
-ALL = (PARTIAL, AGGREGATE, FINAL, CORRECTION, DEAD_LETTER, DUPLICATE, RAW_EVENT, AMENDMENT)
+#: A threshold alert (the alerts topic, written by ``metering alerts run``, jobs/alerts/): ``id`` is
+#: deterministic (udfs/alerting.py, ``alert_id``), ``kind`` ``alert.triggered``, ``alert.resolved`` or
+#: ``alert.corrected``; decimals as strings, times in epoch milliseconds; ``lag_ms`` from the Kafka
+#: timestamp of the record that caused it to the alert's evaluation. Inserted as it is into ``alerts``.
+ALERT = Record(
+    "alert",
+    _fields(
+        "id STRING, kind STRING, rule STRING, rule_kind STRING, customer_id STRING, meter STRING, threshold STRING, "
+        "value STRING, previous_value STRING, period_start_ms BIGINT, period_end_ms BIGINT, final BOOLEAN, "
+        "sequence BIGINT, reason STRING, as_of_ms BIGINT, lag_ms BIGINT, emitted_ms BIGINT"
+    ),
+)
+
+ALL = (PARTIAL, AGGREGATE, FINAL, CORRECTION, DEAD_LETTER, DUPLICATE, RAW_EVENT, AMENDMENT, ALERT)

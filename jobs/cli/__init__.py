@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobs.cli import (
+    alerts,
     check,
     config,
     dashboard,
@@ -54,6 +55,7 @@ COMMANDS = (
     heartbeat,
     query,
     invoice,
+    alerts,
     config,
     dashboard,
     check,

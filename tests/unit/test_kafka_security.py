@@ -161,7 +161,7 @@ CLIENT_HELPERS = {"make_producer", "ensure_topic", "committed_values", "Heartbea
 #: Where confluent-kafka clients may be built: from the complete settings the loader made with
 #: ``librdkafka_options``, and the ingestion service's producer, which spreads them into its own
 #: (both checked below).
-CONFLUENT_MODULES = {"jobs/loader/kafka_consumer.py", "jobs/ingest/kafka.py"}
+CONFLUENT_MODULES = {"jobs/loader/kafka_consumer.py", "jobs/ingest/kafka.py", "jobs/alerts/service.py"}
 #: Calls that deliberately connect without configuration: the local stack's own PLAINTEXT broker.
 LOCAL_STACK = {("infra/kafka.py", "describe_cluster")}
 
@@ -214,6 +214,16 @@ def test_confluent_clients_only_where_the_loader_passes_librdkafka_options() -> 
     assert len(ingest) == 1
     source = (PROJECT_ROOT / "jobs/ingest/kafka.py").read_text()
     assert source.count("**librdkafka_options(security)") == 1 and "Producer(self.settings)" in source
+    alerts = PROJECT_ROOT / "jobs/alerts/service.py"
+    built = [call for name, call in calls(alerts) if name in CONFLUENT_CLIENTS]
+    assert built and all(isinstance(c.args[0], ast.Dict) and spreads_dict(c.args[0], "_base") for c in built)
+    assert "**librdkafka_options(config.kafka.security)" in alerts.read_text()
+
+
+def spreads_dict(node: ast.Dict, function: str) -> bool:
+    """A ``{**function(...), ...}`` literal."""
+    pairs = zip(node.keys, node.values, strict=True)
+    return any(k is None and isinstance(v, ast.Call) and getattr(v.func, "id", "") == function for k, v in pairs)
 
 
 def test_the_products_callers_of_client_helpers_pass_security() -> None:

@@ -43,6 +43,7 @@ JOBS_MAY_IMPORT: dict[str, frozenset[str]] = {
     "runs": frozenset({"config", "flink", "loader", "topics"}),
     "dashboard": frozenset({"config"}),
     "ingest": frozenset({"config", "produce"}),
+    "alerts": frozenset({"config", "topics"}),
     "cli": frozenset({"*"}),
 }
 

@@ -1,0 +1,282 @@
+"""``metering alerts run``: the job's aggregates, finals and corrections in, alerts out, exactly once.
+
+Each batch of records read (``read_committed``: only what the job's checkpoints committed) is one
+Kafka transaction of a transactional producer (confluent-kafka): the alerts it caused (the alerts
+topic), the period states they changed (the compacted state topic, keyed by period) and the
+consumer's offsets (``send_offsets_to_transaction``) commit together or not at all. So a kill -9
+anywhere loses no alert and sends none twice: an open transaction is aborted when the next
+instance calls ``init_transactions`` with the same ``transactional.id`` (which also fences a
+zombie), and that instance restores the state as committed, then reads on from the committed
+offsets, which are exactly the records the state has seen.
+
+Start: ``init_transactions`` first (aborts what a killed predecessor left open), then the state topic
+is read to its end, then the input is consumed. One instance per events topic: the
+``transactional.id`` is ``metering-alerts-<events topic>``, so a second one fences the first.
+
+An abortable transaction error (a broker restart, a timeout) aborts the batch; the state is then
+restored again from the state topic and the consumer rewinds to its committed offsets. A fatal one
+(fenced) stops the service with exit 1. Webhooks are delivered by jobs/alerts/webhooks.py's
+:class:`~jobs.alerts.webhooks.Deliverer` on its own thread and consumer: delivery never holds up
+evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.kafka_security import librdkafka_options
+from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, Evaluator
+from jobs.alerts.webhooks import DEAD_PREFIX, Backoff, Deliverer, deliver, webhook_of
+from jobs.config import Config
+
+log = logging.getLogger("metering.alerts")
+
+ALERTS_SUFFIX = "-alerts"
+STATE_SUFFIX = "-alerts-state"
+#: The consumer group of the evaluator (its offsets are committed in its transactions) and of the webhooks.
+GROUP = "metering-alerts"
+WEBHOOK_GROUP = "metering-alerts-webhooks"
+#: Records per transaction at most, and how long a poll waits for the first.
+MAX_BATCH = 500
+POLL_S = 0.2
+
+
+def alerts_topic(config: Config) -> str:
+    return config.alerts.topic or config.kafka.topics.events + ALERTS_SUFFIX
+
+
+def state_topic(config: Config) -> str:
+    return config.alerts.state_topic or config.kafka.topics.events + STATE_SUFFIX
+
+
+def transactional_id(config: Config) -> str:
+    return f"metering-alerts-{config.kafka.topics.events}"
+
+
+def ensure_alert_topics(config: Config, partitions: int = 4) -> None:
+    """The alerts topic and the compacted state topic (one partition: the state is read whole at start)."""
+    from jobs.topics import ensure_topic
+
+    kafka = config.kafka
+    ensure_topic(kafka.bootstrap_servers, alerts_topic(config), partitions=partitions, security=kafka.security)
+    ensure_topic(
+        kafka.bootstrap_servers,
+        state_topic(config),
+        partitions=1,
+        config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        security=kafka.security,
+    )
+
+
+def _base(config: Config) -> dict[str, Any]:
+    return {"bootstrap.servers": config.kafka.bootstrap_servers, **librdkafka_options(config.kafka.security)}
+
+
+def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, bytes | None]]:
+    """Every committed record of the state topic, oldest first (the latest per key wins)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            **_base(config),
+            "group.id": f"{GROUP}-restore",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    topic = state_topic(config)
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p, 0) for p in sorted(metadata.partitions)]
+        consumer.assign(partitions)
+        pending = {tp.partition for tp in partitions}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read the alerts state topic {topic} to its end in {timeout_s:.0f} s")
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error() is not None:
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(message.partition())
+                    continue
+                log.warning("state topic: %s", message.error())
+                continue
+            yield (message.key() or b"").decode(), message.value()
+    finally:
+        consumer.close()
+
+
+@dataclass
+class RunStats:
+    transactions: int = 0
+    records: int = 0
+    alerts: int = 0
+    aborted: int = 0
+    restored: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+class AlertService:
+    """The evaluator's loop (module docstring). ``stop`` ends it after the current transaction."""
+
+    def __init__(self, config: Config, *, backoff: Backoff | None = None) -> None:
+        self.config = config
+        self.backoff = backoff or Backoff()
+        self.stop = threading.Event()
+        self.stats = RunStats()
+        self.topics = {
+            config.kafka.topics.aggregates: AGGREGATE,
+            config.kafka.topics.finals: FINAL,
+            config.kafka.topics.corrections: CORRECTION,
+        }
+        self.evaluator = Evaluator(config.alerts, config.rating)
+
+    def run(self, *, on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
+        from confluent_kafka import KafkaException, Producer
+
+        ensure_alert_topics(self.config)
+        producer = Producer(
+            {
+                **_base(self.config),
+                "transactional.id": transactional_id(self.config),
+                "transaction.timeout.ms": 60_000,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+            }
+        )
+        producer.init_transactions(30)  # fences a predecessor and aborts what it left open
+        deliverer = self._deliverer()
+        try:
+            while not self.stop.is_set():
+                try:
+                    self._session(producer, on_batch)
+                except KafkaException as exc:
+                    error = exc.args[0]
+                    if error.fatal() or not error.txn_requires_abort():
+                        raise
+                    log.warning("transaction aborted (%s): restoring the state and rewinding", error)
+                    producer.abort_transaction(30)
+                    self.stats.aborted += 1
+        finally:
+            if deliverer is not None:
+                deliverer.close()
+            producer.flush(10)
+        return self.stats
+
+    def _restore(self) -> None:
+        self.evaluator = Evaluator(self.config.alerts, self.config.rating)
+        count = 0
+        for key, value in read_state(self.config):
+            self.evaluator.restore(key, value)
+            count += 1
+        self.stats.restored = count
+        log.info("restored %d state records (%d periods)", count, len(self.evaluator.periods))
+
+    def _session(self, producer: Any, on_batch: Callable[[RunStats], None] | None) -> None:
+        from confluent_kafka import Consumer
+
+        self._restore()
+        consumer = Consumer(
+            {
+                **_base(self.config),
+                "group.id": GROUP,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10_000,
+            }
+        )
+        alerts, states = alerts_topic(self.config), state_topic(self.config)
+        consumer.subscribe(list(self.topics))
+        try:
+            while not self.stop.is_set():
+                messages = [m for m in consumer.consume(MAX_BATCH, POLL_S) if m.error() is None]
+                if not messages:
+                    continue
+                producer.begin_transaction()
+                now_ms = int(time.time() * 1000)
+                for message in messages:
+                    record = json.loads(message.value())
+                    kind = self.topics[message.topic()]
+                    for alert in self.evaluator.apply(kind, record, arrival_ms=message.timestamp()[1], now_ms=now_ms):
+                        producer.produce(alerts, key=alert["id"].encode(), value=json.dumps(alert, separators=(",", ":")))
+                        self.stats.alerts += 1
+                        self.stats.kinds[alert["kind"]] = self.stats.kinds.get(alert["kind"], 0) + 1
+                for key, value in self.evaluator.take_changed():
+                    producer.produce(states, key=key.encode(), value=value)
+                positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
+                producer.commit_transaction(30)
+                self.stats.transactions += 1
+                self.stats.records += len(messages)
+                if on_batch is not None:
+                    on_batch(self.stats)
+        finally:
+            consumer.close()
+
+    def _deliverer(self) -> Deliverer | None:
+        from confluent_kafka import Consumer, Producer
+
+        if not any(rule.webhook for rule in self.config.alerts.rules):
+            return None
+        consumer = Consumer(
+            {
+                **_base(self.config),
+                "group.id": WEBHOOK_GROUP,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe([alerts_topic(self.config)])
+        producer = Producer({**_base(self.config), "enable.idempotence": True})
+        return Deliverer(self.config.alerts.rules, consumer, producer, state_topic(self.config), self.backoff).start()
+
+
+def dead_letters(config: Config) -> dict[str, dict[str, Any]]:
+    """The webhook dead letters now on the state topic, by key."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in read_state(config):
+        if key.startswith(DEAD_PREFIX):
+            if value is None:
+                found.pop(key, None)
+            else:
+                found[key] = json.loads(value)
+    return found
+
+
+def redeliver(config: Config, backoff: Backoff | None = None) -> tuple[int, int]:
+    """Resend every dead-lettered alert; a delivered one is removed (tombstone). (delivered, still dead)."""
+    from confluent_kafka import Producer
+
+    producer = Producer({**_base(config), "enable.idempotence": True})
+    delivered = failed = 0
+    for key, letter in sorted(dead_letters(config).items()):
+        webhook = webhook_of(config.alerts.rules, letter["alert"])
+        if webhook is None:
+            failed += 1
+            log.warning("%s: rule %r has no webhook now", key, letter["alert"].get("rule"))
+            continue
+        ok, attempts, error = deliver(webhook, letter["alert"], backoff or Backoff())
+        if ok:
+            producer.produce(state_topic(config), key=key.encode(), value=None)
+            delivered += 1
+        else:
+            producer.produce(
+                state_topic(config),
+                key=key.encode(),
+                value=json.dumps({**letter, "attempts": letter["attempts"] + attempts, "error": error}),
+            )
+            failed += 1
+    producer.flush(30)
+    return delivered, failed
