@@ -16,6 +16,10 @@ revocation takes effect at the next request of every process, without a restart.
 time before anything of the claims is trusted, known claims only, an expiry in the future, no
 revoked id. Each refusal is an :class:`AccessDenied` with a stable ``reason`` and an HTTP status
 (401: no valid token; 403: a valid token that may not read this).
+
+Why one module: the token's form, its verification and the table of who may run which named
+query (:data:`QUERY_ACCESS`) are one access decision; apart, a query could be opened to customer
+tokens without the checks that scope it.
 """
 
 from __future__ import annotations
@@ -353,6 +357,7 @@ QUERY_ACCESS: dict[str, Scope] = {
     "corrections": "customer",
     "customer_corrections": "customer",
     "dead_letters": "customer",
+    "alerts": "customer",
     "customers": "operator",
     "health": "operator",
     "dead_letter_reasons": "operator",

@@ -96,6 +96,27 @@ AMENDMENT_COLUMNS = [
     "received_at",
 ]
 
+#: The alerts topic's records (schemas/records.py ``ALERT``, written by ``metering alerts run``).
+ALERT_COLUMNS = [
+    "id",
+    "kind",
+    "rule",
+    "rule_kind",
+    "customer_id",
+    "meter",
+    "threshold",
+    "value",
+    "previous_value",
+    "period_start",
+    "period_end",
+    "final",
+    "sequence",
+    "reason",
+    "as_of",
+    "lag_ms",
+    "emitted_at",
+]
+
 #: What the loader inserts, by table.
 COLUMNS = {
     "loader_batches": BATCH_COLUMNS,
@@ -107,6 +128,7 @@ COLUMNS = {
     "raw_events": RAW_COLUMNS,
     "quarantine": QUARANTINE_COLUMNS,
     "amendments": AMENDMENT_COLUMNS,
+    "alerts": ALERT_COLUMNS,
 }
 
 #: A replay's rows: the loader's columns plus the revision (the loader's rows take the default, 1).

@@ -81,6 +81,21 @@ def committed_values(bootstrap: str, topic: str, timeout_s: float = 120, *, secu
         consumer.close()
 
 
+#: The alerts topic and the evaluator's state topic are named after the events topic unless configured.
+ALERTS_SUFFIX = "-alerts"
+ALERTS_STATE_SUFFIX = "-alerts-state"
+
+
+def alerts_topic(config: Any) -> str:
+    """Where ``metering alerts run`` writes alert events (``alerts.topic``, default ``<events>-alerts``)."""
+    return str(config.alerts.topic or config.kafka.topics.events + ALERTS_SUFFIX)
+
+
+def alerts_state_topic(config: Any) -> str:
+    """The evaluator's compacted state topic (``alerts.state_topic``, default ``<events>-alerts-state``)."""
+    return str(config.alerts.state_topic or config.kafka.topics.events + ALERTS_STATE_SUFFIX)
+
+
 def ensure_topics(config: Any, partitions: int = 4) -> list[str]:
     """Create every topic the pipeline uses (idempotent); returns those created."""
     from jobs.flink.metering_job import all_topics

@@ -31,14 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.kafka_security import librdkafka_options
+from jobs import topics
 from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, Evaluator
 from jobs.alerts.webhooks import DEAD_PREFIX, Backoff, Deliverer, deliver, webhook_of
 from jobs.config import Config
 
 log = logging.getLogger("metering.alerts")
 
-ALERTS_SUFFIX = "-alerts"
-STATE_SUFFIX = "-alerts-state"
 #: The consumer group of the evaluator (its offsets are committed in its transactions) and of the webhooks.
 GROUP = "metering-alerts"
 WEBHOOK_GROUP = "metering-alerts-webhooks"
@@ -47,12 +46,8 @@ MAX_BATCH = 500
 POLL_S = 0.2
 
 
-def alerts_topic(config: Config) -> str:
-    return config.alerts.topic or config.kafka.topics.events + ALERTS_SUFFIX
-
-
-def state_topic(config: Config) -> str:
-    return config.alerts.state_topic or config.kafka.topics.events + STATE_SUFFIX
+alerts_topic = topics.alerts_topic
+state_topic = topics.alerts_state_topic
 
 
 def transactional_id(config: Config) -> str:
@@ -61,11 +56,9 @@ def transactional_id(config: Config) -> str:
 
 def ensure_alert_topics(config: Config, partitions: int = 4) -> None:
     """The alerts topic and the compacted state topic (one partition: the state is read whole at start)."""
-    from jobs.topics import ensure_topic
-
     kafka = config.kafka
-    ensure_topic(kafka.bootstrap_servers, alerts_topic(config), partitions=partitions, security=kafka.security)
-    ensure_topic(
+    topics.ensure_topic(kafka.bootstrap_servers, alerts_topic(config), partitions=partitions, security=kafka.security)
+    topics.ensure_topic(
         kafka.bootstrap_servers,
         state_topic(config),
         partitions=1,

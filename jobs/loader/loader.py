@@ -49,6 +49,7 @@ from jobs.config import Config
 from jobs.loader.heartbeat import HeartbeatSender
 from jobs.loader.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
 from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, LoaderConsumer
+from jobs.topics import alerts_topic
 from schemas.validate import event_time
 from udfs.periods import epoch_millis, from_epoch_millis
 
@@ -181,6 +182,30 @@ def amendment_row(record: Any) -> tuple[str, list[Any]]:
     ]
 
 
+def alert_row(record: Any) -> tuple[str, list[Any]]:
+    """An alert of ``metering alerts run`` (schemas/records.py ``ALERT``)."""
+    d = json.loads(record.value)
+    return "alerts", [
+        d["id"],
+        d["kind"],
+        d["rule"],
+        d["rule_kind"],
+        d["customer_id"],
+        d["meter"],
+        _dec(d["threshold"]),
+        _dec(d["value"]),
+        _dec(d.get("previous_value")),
+        _ms(d["period_start_ms"]),
+        _ms(d["period_end_ms"]),
+        bool(d["final"]),
+        int(d["sequence"]),
+        d.get("reason") or "",
+        _ms(d["as_of_ms"]),
+        int(d["lag_ms"]),
+        _ms(d["emitted_ms"]),
+    ]
+
+
 def raw_line_row(record: Any) -> tuple[str, list[Any]] | None:
     """A ``raw_events`` row as the job wrote it to the raw topic: ``[event time, the JSON line]``.
 
@@ -211,6 +236,7 @@ HANDLER_TABLES: dict[Callable[[Any], tuple[str, list[Any]] | None], str] = {
     duplicate_row: "duplicates",
     raw_line_row: "raw_events",
     amendment_row: "amendments",
+    alert_row: "alerts",
 }
 
 
@@ -224,6 +250,7 @@ PARTITION_MONTH_COLUMNS = {
     "period_finals": "period_start",
     "corrections": "period_start",
     "dead_letters": "source_time",
+    "alerts": "period_start",
 }
 
 #: At most this many partitions (months) per INSERT block: ClickHouse's own limit,
@@ -382,6 +409,8 @@ class Loader:
         }
         if load_raw:
             self.handlers[topics.raw] = raw_line_row
+        if config.alerts.rules:  # the alerts topic exists once `metering alerts run` ran
+            self.handlers[alerts_topic(config)] = alert_row
         #: The table each topic's records are meant for (named in quarantine when they are refused).
         self.targets = {topic: HANDLER_TABLES[handler] for topic, handler in self.handlers.items()}
         self.config = config

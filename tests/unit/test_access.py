@@ -216,11 +216,15 @@ def test_a_customer_token_runs_its_own_customer_queries_only() -> None:
     claims = verify(token, KEY, now=NOW)
     authorize_query(claims, "customer_usage", {"customer": "acme", "meter": "tokens"})
     authorize_query(claims, "customer_usage", {"customer": "acme", "meter": ""})
+    authorize_query(claims, "alerts", {"customer": "acme", "meter": "tokens"})
     refused: list[tuple[str, dict[str, object], str]] = [
         ("customer_usage", {"customer": "globex", "meter": ""}, "wrong_customer"),
         ("usage", {"customer": ""}, "wrong_customer"),  # '' means everyone
         ("dead_letters", {"customer": ""}, "wrong_customer"),
         ("dead_letters", {"customer": "globex"}, "wrong_customer"),
+        ("alerts", {"customer": "", "meter": ""}, "wrong_customer"),
+        ("alerts", {"customer": "globex", "meter": ""}, "wrong_customer"),
+        ("alerts", {"customer": "acme", "meter": "api_calls"}, "meter_not_allowed"),
         ("customer_usage", {"customer": "acme", "meter": "api_calls"}, "meter_not_allowed"),
         ("customers", {}, "operator_only"),
         ("health", {}, "operator_only"),

@@ -30,7 +30,7 @@ SAMPLES: dict[str, Any] = {
     "ARRAY<STRING>": ["a"],
     "TIMESTAMP_LTZ(3)": "2026-01-01 00:00:00.000Z",
 }
-DECIMALS = {"value", "sum", "max", "min", "latest_value"}
+DECIMALS = {"value", "sum", "max", "min", "latest_value", "threshold", "previous_value"}
 
 
 def sample(record: records.Record) -> dict[str, Any]:
@@ -56,6 +56,7 @@ CONVERTED: list[tuple[records.Record, Callable[[Any], Any], str]] = [
     (records.CORRECTION, loader.correction_row, "corrections"),
     (records.DEAD_LETTER, loader.dead_letter_row, "dead_letters"),
     (records.DUPLICATE, loader.duplicate_row, "duplicates"),
+    (records.ALERT, loader.alert_row, "alerts"),
 ]
 
 
