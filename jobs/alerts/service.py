@@ -193,7 +193,7 @@ class AlertService:
         consumer.subscribe(list(self.topics))
         try:
             while not self.stop.is_set():
-                messages = [m for m in consumer.consume(MAX_BATCH, POLL_S) if m.error() is None]
+                messages = _fetch(consumer)
                 if not messages:
                     continue
                 producer.begin_transaction()
@@ -234,6 +234,21 @@ class AlertService:
         consumer.subscribe([alerts_topic(self.config)])
         producer = Producer({**_base(self.config), "enable.idempotence": True})
         return Deliverer(self.config.alerts.rules, consumer, producer, state_topic(self.config), self.backoff).start()
+
+
+def _fetch(consumer: Any) -> list[Any]:
+    """What is fetched already (up to MAX_BATCH), else the first record within POLL_S and what came with it.
+
+    librdkafka's batch call alone waits its whole timeout even when records are there.
+    """
+    messages = consumer.consume(MAX_BATCH, 0)
+    if not messages:
+        first = consumer.poll(POLL_S)
+        messages = [] if first is None else [first, *consumer.consume(MAX_BATCH - 1, 0)]
+    for message in messages:
+        if message.error() is not None:
+            log.warning("kafka: %s", message.error())
+    return [m for m in messages if m.error() is None]
 
 
 def dead_letters(config: Config) -> dict[str, dict[str, Any]]:

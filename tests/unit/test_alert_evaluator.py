@@ -141,3 +141,36 @@ def test_records_of_meters_no_rule_watches_change_nothing() -> None:
     evaluator = Evaluator(SETTINGS, Rating())
     other = {**aggregate(P0, P0 + 10_000, 99), "meter": "tokens"}
     assert run(evaluator, [(AGGREGATE, other)]) == [] and evaluator.take_changed() == []
+
+
+def test_the_worked_example_of_docs_pricing() -> None:
+    """docs/pricing.md, "Alerts", "A worked example": the table's alerts, step by step."""
+    from datetime import UTC, datetime
+
+    from udfs.pricing import Money, PerUnit, RateCard, RatePlan, RateVersion
+
+    card = RateCard("api_calls", (RateVersion(datetime(2026, 1, 1, tzinfo=UTC), PerUnit(Decimal("0.001"))),))
+    rating = Rating({"std": RatePlan(Money(), {"api_calls": card})}, "std")
+    quota = AlertRule(
+        "quota", RuleKind.ENTITLEMENT_PCT, "api_calls", (Decimal(50), Decimal(80), Decimal(100)), None, Decimal(100000)
+    )
+    spend = AlertRule("spend", RuleKind.SPEND, "api_calls", (Decimal("100.00"),))
+    evaluator = Evaluator(AlertSettings((quota, spend)), rating)
+    late = {**aggregate(P0 + 60_000, 1, -10_000), "segment": "late:e-void"}  # voids of 10,000 calls, as one segment
+    steps = [
+        [(AGGREGATE, aggregate(P0, P0 + 10_000, 45_000))],
+        [(AGGREGATE, aggregate(P0, P0 + 20_000, 85_000))],
+        [(AGGREGATE, late)],
+        [(AGGREGATE, aggregate(P0 + 120_000, P0 + 130_000, 45_000))],
+        [(FINAL, final(120_000))],
+        [(CORRECTION, correction(30_000, retract=True))],
+    ]
+    got = [[(a["rule"], a["kind"], a["threshold"], a["value"]) for a in run(evaluator, step)] for step in steps]
+    assert got == [
+        [],
+        [("quota", "alert.triggered", "80", "85.000000000")],
+        [("quota", "alert.resolved", "80", "75.000000000")],
+        [("quota", "alert.triggered", "100", "120.000000000"), ("spend", "alert.triggered", "100.00", "120.00")],
+        [],
+        [("quota", "alert.corrected", "100", "90.000000000"), ("spend", "alert.corrected", "100.00", "90.00")],
+    ]
