@@ -28,13 +28,14 @@ def _progress(stats: Any) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jobs.alerts.service import AlertService
+    from jobs.alerts.webhooks import Backoff
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     config = load_config_arg(args.config)
     if not config.alerts.rules:
         print("metering alerts run: no alerts.rules in the configuration: nothing to evaluate", file=sys.stderr)
         return EXIT_USAGE
-    service = AlertService(config)
+    service = AlertService(config, backoff=Backoff(args.webhook_attempts, args.webhook_backoff))
     progress = ProgressLine(sys.stderr) if args.progress else None
     interrupt_on_sigterm()
     try:
@@ -52,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
     from jobs.alerts.service import dead_letters, redeliver
+    from jobs.alerts.webhooks import Backoff
 
     config = load_config_arg(args.config)
     if args.list:
@@ -63,13 +65,20 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
                 alert = letter["alert"]
                 print(f"{alert['id']}  {alert['kind']}  rule {alert['rule']}  {alert['customer_id']}  {letter['error']}")
         return EXIT_OK
-    delivered, failed = redeliver(config)
+    delivered, failed = redeliver(config, Backoff(args.attempts, args.backoff))
     print(
         json.dumps({"delivered": delivered, "still_dead": failed})
         if args.format == "json"
         else f"delivered {delivered}, still dead {failed}"
     )
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
 
 
 def register(sub: Subcommands) -> None:
@@ -90,6 +99,8 @@ def register(sub: Subcommands) -> None:
     run.add_argument("--config", help=CONFIG_HELP)
     run.add_argument("--progress", action="store_true", help="print progress to stderr after each transaction")
     run.add_argument("--verbose", action="store_true", help="log restores, aborted transactions and webhook attempts")
+    run.add_argument("--webhook-attempts", type=_positive, default=5, help="tries per webhook before its dead letter (5)")
+    run.add_argument("--webhook-backoff", type=float, default=0.5, help="seconds before the first retry, doubling up to 30 (0.5)")
     add_format(run)
     run.set_defaults(func=cmd_run)
     again = actions.add_parser(
@@ -100,5 +111,7 @@ def register(sub: Subcommands) -> None:
     )
     again.add_argument("--config", help=CONFIG_HELP)
     again.add_argument("--list", action="store_true", help="list the dead letters, send nothing")
+    again.add_argument("--attempts", type=_positive, default=5, help="tries per webhook (5)")
+    again.add_argument("--backoff", type=float, default=0.5, help="seconds before the first retry, doubling up to 30 (0.5)")
     add_format(again)
     again.set_defaults(func=cmd_redeliver)

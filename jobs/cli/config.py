@@ -43,6 +43,12 @@ def summarize(file: str) -> dict[str, Any]:
             "plans": {name: sorted(plan.cards) for name, plan in sorted(config.rating.plans.items())},
             "customers": sorted(config.rating.customers),
         },
+        "alerts": [
+            f"{rule.name}: {rule.kind} of {rule.meter} at {', '.join(f'{t:f}' for t in rule.thresholds)}"
+            + (f" for {', '.join(sorted(rule.customers))}" if rule.customers is not None else "")
+            + (f", webhook {rule.webhook.url}" if rule.webhook else "")
+            for rule in config.alerts.rules
+        ],
         "storage": repr(config.storage),
         "kafka_security": repr(config.kafka.security),
     }

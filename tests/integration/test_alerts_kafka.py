@@ -119,6 +119,8 @@ class Receiver(ThreadingHTTPServer):
         self.attempts: dict[str, int] = {}
         self.received: dict[str, dict[str, Any]] = {}
         self.bad_signatures = 0
+        #: Refuse every attempt (503) and record nothing: an endpoint that is down.
+        self.down = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -135,10 +137,10 @@ class _Handler(BaseHTTPRequestHandler):
             msg_id = headers["webhook-id"]
             with self.server.lock:
                 self.server.attempts[msg_id] = self.server.attempts.get(msg_id, 0) + 1
-                first = self.server.attempts[msg_id] == 1
-                if not first:
+                refuse = self.server.down or self.server.attempts[msg_id] == 1
+                if not refuse:
                     self.server.received.setdefault(msg_id, json.loads(body))
-            self.send_response(503 if first else 204)
+            self.send_response(503 if refuse else 204)
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -158,15 +160,15 @@ def receiver() -> Iterator[Receiver]:
 class Service:
     """``metering alerts run`` as a child process; ``kill`` sends SIGKILL."""
 
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
+    def __init__(self, config: Path, log: Path, *options: str) -> None:
+        self.config, self.log, self.options = config, log, options
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "ALERTS_TEST_SECRET": SECRET}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "jobs.cli", "alerts", "run", "--config", str(self.config), "--verbose"],
+                [sys.executable, "-m", "jobs.cli", "alerts", "run", "--config", str(self.config), "--verbose", *self.options],
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdout=log,
@@ -338,3 +340,56 @@ def test_alerts_exactly_once_across_sigkill_with_signed_webhooks(
     by_id = {r["id"]: r for r in stored}
     for alert_id, alert in expected.items():
         assert Decimal(by_id[alert_id]["value"]) == Decimal(alert["value"]) and by_id[alert_id]["kind"] == alert["kind"]
+
+
+def test_a_webhook_that_keeps_failing_becomes_a_dead_letter_that_redeliver_sends(
+    spare_broker: KafkaBroker, receiver: Receiver, tmp_path: Path
+) -> None:
+    from jobs.alerts.service import dead_letters
+
+    bootstrap = spare_broker.settings.bootstrap_servers
+    run = uuid.uuid4().hex[:8]
+    topics = {name: f"dead-{name}-{run}" for name in ("events", "aggregates", "finals", "corrections")}
+    for topic in topics.values():
+        ensure_topic(bootstrap, topic, partitions=1)
+    webhook = {"url": f"http://127.0.0.1:{receiver.server_port}/hook", "secret_env": "ALERTS_TEST_SECRET"}
+    rule = {"name": "calls", "kind": "usage", "meter": "api_calls", "thresholds": [100], "webhook": webhook}
+    document = {
+        "kafka": {"bootstrap_servers": bootstrap, "topics": topics},
+        "meters": [{"name": "api_calls", "event_type": "api_call", "aggregation": "count"}],
+        "alerts": {"rules": [rule]},
+    }
+    path = tmp_path / "metering.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path, env={"ALERTS_TEST_SECRET": SECRET})
+    receiver.down = True
+    service = Service(path, tmp_path / "alerts.log", "--webhook-attempts", "3", "--webhook-backoff", "0.05")
+    service.start()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    try:
+        for customer in ("acme", "globex"):
+            producer.send(topics["aggregates"], json.dumps(aggregates(customer, 200)[1]).encode(), key=customer.encode())
+        producer.flush()
+        deadline = time.monotonic() + 90
+        while len(dead_letters(config)) < 2:
+            assert time.monotonic() < deadline, service.log.read_text()[-3000:]
+            time.sleep(0.5)
+    finally:
+        service.stop()
+        producer.close()
+    letters = dead_letters(config)
+    ids = {letter["alert"]["id"] for letter in letters.values()}
+    assert len(ids) == 2 and all(letter["attempts"] == 3 for letter in letters.values())
+    assert all(receiver.attempts[i] == 3 for i in ids) and receiver.received == {}
+
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "ALERTS_TEST_SECRET": SECRET}
+    command = [sys.executable, "-m", "jobs.cli", "alerts", "redeliver", "--config", str(path), "--format", "json"]
+    listed = subprocess.run([*command, "--list"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
+    assert listed.returncode == 0 and {v["alert"]["id"] for v in json.loads(listed.stdout).values()} == ids
+    still_down = subprocess.run([*command, "--attempts", "1"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert still_down.returncode == 1 and json.loads(still_down.stdout) == {"delivered": 0, "still_dead": 2}
+    receiver.down = False
+    sent = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
+    assert sent.returncode == 0 and json.loads(sent.stdout) == {"delivered": 2, "still_dead": 0}, sent.stderr
+    assert set(receiver.received) == ids and receiver.bad_signatures == 0
+    assert dead_letters(config) == {}
