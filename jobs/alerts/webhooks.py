@@ -175,13 +175,10 @@ class Deliverer:
         try:
             while not self.stop.is_set():
                 messages = self.consumer.consume(100, 0.5)
-                handled = False
                 for message in messages:
-                    if message.error() is not None or message.value() is None:
-                        continue
-                    self.handle(json.loads(message.value()))
-                    handled = True
-                if handled and not self.stop.is_set():
+                    if message.error() is None and message.value() is not None:
+                        self.handle(json.loads(message.value()))
+                if messages and not self.stop.is_set():
                     self.producer.flush(10)
                     self.consumer.commit(asynchronous=False)
         except Exception:  # a delivery thread that died must show, not vanish
