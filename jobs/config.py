@@ -346,6 +346,9 @@ DURATIONS: dict[str, DurationRange] = {
     "alerts.open_minutes": DurationRange(
         timedelta(minutes=2), timedelta(days=1), why="an on_time segment's versions are kept this long behind its key's newest"
     ),
+    "alerts.retention": DurationRange(
+        timedelta(days=1), timedelta(days=3660), why="a period's alert state is kept this long after its end (stream time)"
+    ),
 }
 
 
@@ -847,7 +850,7 @@ def _alerts(r: _Reader, raw: Any, config: Config, env: Mapping[str, str]) -> Ale
     """``alerts``: threshold rules on meters (udfs/alerting.py); each checked against the meters, customers and rating."""
     if raw is None:
         return AlertSettings()
-    data = r.section(raw, "alerts", {"topic", "state_topic", "open_minutes", "rules"})
+    data = r.section(raw, "alerts", {"topic", "state_topic", "open_minutes", "retention", "rules"})
     meters = {m.name: m for m in config.meters if m.name}
     rules_raw = data.get("rules") or []
     if not isinstance(rules_raw, list):
@@ -910,6 +913,7 @@ def _alerts(r: _Reader, raw: Any, config: Config, env: Mapping[str, str]) -> Ale
         r.get(data, "topic", "alerts", _topic, None),
         r.get(data, "state_topic", "alerts", _topic, None),
         r.get(data, "open_minutes", "alerts", DURATIONS["alerts.open_minutes"].parse, AlertSettings().open_minutes),
+        r.get(data, "retention", "alerts", DURATIONS["alerts.retention"].parse, AlertSettings().retention),
     )
 
 

@@ -57,6 +57,9 @@ _CONTEXT = Context(prec=120)
 #: An ``on_time`` segment older than this, behind the newest minute of its key, no longer changes:
 #: its value is kept folded, without its version (bounds the state; see docs/pricing.md, "Alerts").
 DEFAULT_OPEN_MINUTES = timedelta(hours=1)
+#: A period whose end is this far behind the stream's time is forgotten (its state removed; a later
+#: record of it is ignored): bounds the state. Longer than any period plus its grace and corrections.
+DEFAULT_RETENTION = timedelta(days=400)
 
 
 class RuleKind(StrEnum):
@@ -137,6 +140,7 @@ class AlertSettings:
     #: The compacted state topic (None: ``<events topic>-alerts-state``).
     state_topic: str | None = None
     open_minutes: timedelta = DEFAULT_OPEN_MINUTES
+    retention: timedelta = DEFAULT_RETENTION
 
 
 # --- the running value of one (customer, meter, group, period) -----------------------------------

@@ -36,7 +36,10 @@ from udfs.pricing import Rating
 AGGREGATE, FINAL, CORRECTION = "aggregate", "final", "correction"
 #: State-topic keys of period states start with this (others belong to the webhook dead letters).
 PERIOD_PREFIX = "period:"
+#: The state-topic key of the stream's time (the newest ``as_of`` seen), which expiry is judged by.
+STREAM_KEY = "stream"
 MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
 
 
 @dataclass
@@ -99,6 +102,7 @@ class EvaluatorStats:
     records: int = 0
     ignored: int = 0
     alerts: int = 0
+    expired: int = 0
 
 
 class Evaluator:
@@ -108,6 +112,10 @@ class Evaluator:
         self.settings = settings
         self.rating = rating
         self.open_minutes_ms = int(settings.open_minutes.total_seconds() * 1000)
+        self.retention_ms = int(settings.retention.total_seconds() * 1000)
+        #: The stream's time: the newest ``as_of`` of any period. A period ending ``retention`` before it is forgotten.
+        self.stream_ms = 0
+        self._swept_hour = 0
         self.periods: dict[str, PeriodState] = {}
         #: (customer, meter) -> its newest period start seen (a newer one resolves the older's alarms).
         self.newest: dict[tuple[str, str], int] = {}
@@ -121,6 +129,9 @@ class Evaluator:
 
     def restore(self, key: str, value: bytes | None) -> None:
         """One state-topic record (the latest per key wins; None: a tombstone)."""
+        if key == STREAM_KEY and value is not None:
+            self.stream_ms = int(value)
+            return
         if not key.startswith(PERIOD_PREFIX):
             return
         if value is None:
@@ -131,11 +142,24 @@ class Evaluator:
         pair = (state.customer_id, state.meter)
         self.newest[pair] = max(self.newest.get(pair, state.period_start_ms), state.period_start_ms)
 
-    def take_changed(self) -> list[tuple[str, bytes]]:
-        """The state records changed since the last call, to write with the alerts they go with."""
-        out = [(key, json.dumps(self.periods[key].to_json(), separators=(",", ":")).encode()) for key in sorted(self.changed)]
+    def take_changed(self) -> list[tuple[str, bytes | None]]:
+        """The state records changed since the last call (None: a tombstone), to write with the alerts they go with."""
+        out: list[tuple[str, bytes | None]] = []
+        if self.stream_ms // HOUR_MS > self._swept_hour:  # at most once per hour of stream time
+            self._swept_hour = self.stream_ms // HOUR_MS
+            for key in [k for k, p in self.periods.items() if self._expired(p.period_end_ms)]:
+                del self.periods[key]
+                self.changed.discard(key)
+                out.append((key, None))
+                self.stats.expired += 1
+        out += [(key, json.dumps(self.periods[key].to_json(), separators=(",", ":")).encode()) for key in sorted(self.changed)]
+        if self.changed or out:
+            out.append((STREAM_KEY, str(self.stream_ms).encode()))
         self.changed.clear()
         return out
+
+    def _expired(self, period_end_ms: int) -> bool:
+        return period_end_ms <= self.stream_ms - self.retention_ms
 
     # -- records
 
@@ -149,6 +173,9 @@ class Evaluator:
             return []
         start, end = int(record["period_start_ms"]), int(record["period_end_ms"])
         key = state_key(customer, meter, start)
+        if self._expired(end):  # forgotten (or about to be): it cannot fire again
+            self.stats.ignored += 1
+            return []
         state = self.periods.get(key)
         if state is None:
             state = self.periods[key] = PeriodState(customer, meter, str(record["aggregation"]), start, end)
@@ -170,6 +197,7 @@ class Evaluator:
         else:
             raise ValueError(f"unknown record kind {kind!r}")
         self.changed.add(key)
+        self.stream_ms = max(self.stream_ms, state.as_of_ms)
         alerts = self._evaluate(state, rules, arrival_ms, now_ms)
         pair = (customer, meter)
         if start > self.newest.get(pair, start - 1):

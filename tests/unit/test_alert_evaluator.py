@@ -174,3 +174,23 @@ def test_the_worked_example_of_docs_pricing() -> None:
         [],
         [("quota", "alert.corrected", "100", "90.000000000"), ("spend", "alert.corrected", "100.00", "90.00")],
     ]
+
+
+def test_a_period_long_past_is_forgotten_and_its_late_records_ignored() -> None:
+    from datetime import timedelta
+
+    settings = AlertSettings((RULE,), retention=timedelta(days=30))
+    evaluator = Evaluator(settings, Rating())
+    run(evaluator, [(AGGREGATE, aggregate(P0, P0 + 10_000, 12))])
+    first = evaluator.take_changed()
+    assert [k for k, _ in first] == [f'period:["acme","api_calls",{P0}]', "stream"]
+    later = (P2, P2 + 31 * 86_400_000)  # May: March ended more than 30 days before it
+    run(evaluator, [(AGGREGATE, aggregate(P2, P2 + 10_000, 1, period=later))])
+    changed = dict(evaluator.take_changed())
+    assert changed[f'period:["acme","api_calls",{P0}]'] is None and evaluator.stats.expired == 1
+    assert run(evaluator, [(CORRECTION, correction(500))]) == []  # March is forgotten: no alert
+    restored = Evaluator(settings, Rating())
+    for key, value in [*first, *changed.items()]:
+        restored.restore(key, value)
+    assert list(restored.periods) == [f'period:["acme","api_calls",{P2}]'] and restored.stream_ms == evaluator.stream_ms
+    assert run(restored, [(CORRECTION, correction(500))]) == []
