@@ -25,6 +25,8 @@ QUESTIONS = {
     "customers": "customers with usage: their first and newest minute, and their meters",
     "corrections": "changes that arrived after their period was final, for the next invoice (everyone's or --customer's)",
     "dead-letters": "records the job refused, with the reason code and the original payload (everyone's or --customer's)",
+    "amendments": "voids and amends the job read: outcome, what the event counted before, who asked, when and why "
+    "(everyone's or --customer's)",
     "cost": "per meter and group the current period's cost: final, or provisional with its lag, and the cost of the "
     "quantity projected to the period's end (docs/pricing.md; everyone's or --customer's)",
 }
@@ -138,7 +140,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                 rows = questions[args.what](reader, scope)
             elif args.what == "customers":
                 rows = queries.customers(reader)
-            else:  # corrections, dead-letters: everyone's or one customer's
+            else:  # corrections, dead-letters, amendments: everyone's or one customer's
                 rows = reader.run(args.what.replace("-", "_"), {"customer": scope.customer})
                 rows = [r for r in rows if not scope.meter or r.get("meter") == scope.meter]
     except queries.QueryError as exc:

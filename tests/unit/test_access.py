@@ -221,6 +221,8 @@ def test_a_customer_token_runs_its_own_customer_queries_only() -> None:
         ("usage", {"customer": ""}, "wrong_customer"),  # '' means everyone
         ("dead_letters", {"customer": ""}, "wrong_customer"),
         ("dead_letters", {"customer": "globex"}, "wrong_customer"),
+        ("amendments", {"customer": ""}, "wrong_customer"),
+        ("amendments", {"customer": "globex"}, "wrong_customer"),
         ("customer_usage", {"customer": "acme", "meter": "api_calls"}, "meter_not_allowed"),
         ("customers", {}, "operator_only"),
         ("health", {}, "operator_only"),
