@@ -16,6 +16,9 @@ revocation takes effect at the next request of every process, without a restart.
 time before anything of the claims is trusted, known claims only, an expiry in the future, no
 revoked id. Each refusal is an :class:`AccessDenied` with a stable ``reason`` and an HTTP status
 (401: no valid token; 403: a valid token that may not read this).
+
+Why one module: the token's form, its verification and the one rule of who may run which named
+query (:data:`QUERY_ACCESS`) must agree; every surface imports them from here.
 """
 
 from __future__ import annotations
@@ -353,6 +356,8 @@ QUERY_ACCESS: dict[str, Scope] = {
     "corrections": "customer",
     "customer_corrections": "customer",
     "dead_letters": "customer",
+    "credits": "customer",
+    "credit_ledger": "customer",
     "customers": "operator",
     "health": "operator",
     "dead_letter_reasons": "operator",
