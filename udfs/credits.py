@@ -31,9 +31,9 @@ balances stay in the currency's minor unit. Pure Python, no Flink imports.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -236,3 +236,31 @@ def burn(
 def _settled_remaining(balances: Sequence[GrantBalance], now: datetime) -> Decimal:
     """The credit of the live grants with only settled cost taken off (pending cost given back)."""
     return _sum(EXACT.add(b.remaining, b.consumed_pending) for b in balances if b.end is None or b.end > now)
+
+
+@dataclass(frozen=True)
+class CreditSettings:
+    """``credits`` of the configuration: the exhaustion policy by default and per customer, the refresh cadence."""
+
+    default: Policy = Policy()
+    customers: Mapping[str, Policy] = field(default_factory=dict)
+    #: How often ``metering credits refresh --every`` recomputes the balances by default.
+    refresh_every: timedelta = timedelta(minutes=5)
+
+    def policy_for(self, customer: str) -> Policy:
+        return self.customers.get(customer, self.default)
+
+
+def policy_problems(exhaustion: str, percent: Decimal | None) -> list[tuple[str, str]]:
+    """What is wrong with an exhaustion policy as written, as (key, message) pairs; none when it is valid."""
+    names = ", ".join(e.value for e in Exhaustion)
+    if exhaustion not in {e.value for e in Exhaustion}:
+        return [("exhaustion", f"{exhaustion!r} must be one of {names}")]
+    if exhaustion == Exhaustion.GRACE_PCT:
+        if percent is None:
+            return [("grace_pct", "required with exhaustion: grace_pct (the percent of the credit usage may exceed it by)")]
+        if not ZERO < percent <= _HUNDRED:
+            return [("grace_pct", f"{percent:f} must be above 0 and at most 100 (a percent of the remaining credit)")]
+    elif percent is not None:
+        return [("grace_pct", f"applies to exhaustion: grace_pct only, not {exhaustion}")]
+    return []
