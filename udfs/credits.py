@@ -264,3 +264,40 @@ def policy_problems(exhaustion: str, percent: Decimal | None) -> list[tuple[str,
     elif percent is not None:
         return [("grace_pct", f"applies to exhaustion: grace_pct only, not {exhaustion}")]
     return []
+
+
+def explain(balance: Balance, currency: str, policy: Policy, minor_units: int = 2) -> str:
+    """The balance as text (docs/pricing.md shows one): a line per grant in burn order, the totals and the policy.
+
+    Amounts show the currency's ``minor_units`` digits (exactly: credit and invoiced totals have no finer digits).
+    """
+    from udfs.periods import rfc3339_millis
+
+    unit = Decimal(1).scaleb(-minor_units)
+
+    def money(value: Decimal) -> str:
+        return f"{value.quantize(unit, context=EXACT):f}"
+
+    far = datetime.max.replace(tzinfo=balance.now.tzinfo)
+    rows: list[tuple[str, ...]] = [("grant", "priority", "ends", "settled", "pending", "remaining", "expired", "voided")]
+    ordered = sorted(
+        balance.grants, key=lambda b: (b.grant.priority, b.end or far, as_utc(b.grant.effective_at), b.grant.grant_id)
+    )
+    for b in ordered:
+        ends = "" if b.end is None else rfc3339_millis(b.end) + (" (void)" if b.voided_at == b.end else "")
+        amounts = (b.consumed_settled, b.consumed_pending, b.remaining, b.expired, b.voided)
+        rows.append((b.grant.grant_id, str(b.grant.priority), ends, *(money(a) for a in amounts)))
+    totals = (balance.consumed_settled, balance.consumed_pending, balance.remaining, balance.expired, balance.voided)
+    rows.append(("total", "", "", *(money(a) for a in totals)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"credit as of {rfc3339_millis(balance.now)}: {money(balance.granted)} {currency} granted"]
+    for row in rows:
+        cells = [row[i].ljust(widths[i]) for i in (0, 1, 2)] + [row[i].rjust(widths[i]) for i in range(3, len(row))]
+        lines.append(("  " + "  ".join(cells)).rstrip())
+    rule = policy.exhaustion.value + (f" {policy.percent:f}%" if policy.percent is not None else "")
+    lines.append(
+        f"remaining {money(balance.remaining_settled)} settled, {money(balance.remaining)} with pending cost; uncovered "
+        f"{money(balance.uncovered_settled)} settled, {money(balance.uncovered_pending)} pending; {rule}: "
+        + ("OVER" if balance.over(policy) else "within")
+    )
+    return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobs.cli.common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Subcommands, load_config_arg
+from jobs.cli.query import _reader, refusal_message
 
 LIST_COLUMNS = [
     "customer_id",
@@ -172,7 +173,6 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from clickhouse import queries
     from clickhouse.gateway import GatewayRefused
-    from jobs.cli.query import _reader, refusal_message
 
     config = load_config_arg(args.config, require_meters=not args.gateway)
     try:
@@ -185,6 +185,28 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(refusal_message("metering credits list", refused), file=sys.stderr)
         return EXIT_FAILURE
     sys.stdout.write(queries.render(rows, args.format, LIST_COLUMNS))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from clickhouse import credits, queries
+    from clickhouse.gateway import GatewayRefused
+    from udfs.credits import explain
+
+    config = load_config_arg(args.config)
+    try:
+        at = _time_arg(args.at, "--at") or _now()
+        with _reader(args, config) as reader:
+            cycle = config.billing.policy_for(args.customer).cycle
+            currency, balance, _ = credits.balance_of(reader, config.rating, cycle, args.customer, at)
+        _, minor_units = credits.currency_of(config.rating, args.customer)
+    except (queries.QueryError, credits.CreditError) as exc:
+        print(f"metering credits show: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except GatewayRefused as refused:
+        print(refusal_message("metering credits show", refused), file=sys.stderr)
+        return EXIT_FAILURE
+    sys.stdout.write(explain(balance, currency, config.credits.policy_for(args.customer), minor_units))
     return EXIT_OK
 
 
@@ -234,6 +256,22 @@ def register(sub: Subcommands) -> None:
     )
     listing.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
     listing.set_defaults(func=cmd_list)
+
+    show = commands.add_parser(
+        "show",
+        help="one customer's balance computed now, grant by grant (reads only; nothing is written)",
+        description="Prices the customer's periods and burns the grants down as `refresh` does, and prints each grant's "
+        "settled and pending consumption, remaining, expired and voided credit, in burn order.",
+    )
+    show.add_argument("--customer", required=True, help="the customer id (a customer token must give its own)")
+    show.add_argument("--at", metavar="TIME", help="the balance's as-of instant (default: now)")
+    show.add_argument("--config", help=CONFIG_HELP)
+    show.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="ask the query gateway at URL with the access token of METERING__ACCESS__TOKEN (as `metering query --gateway`)",
+    )
+    show.set_defaults(func=cmd_show)
 
     refresh = commands.add_parser(
         "refresh",

@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -159,6 +160,14 @@ def test_balances_burn_down_exactly_as_priced_by_hand(granted: dict[str, dict[st
         "2026-05-01T00:00:00.000Z",
         "2026-05-11T00:00:00.000Z",
     )
+
+
+def test_show_prints_the_worked_example_of_the_docs(granted: dict[str, dict[str, Any]], config: Path) -> None:
+    page = (PROJECT_ROOT / "docs" / "pricing.md").read_text()
+    block = re.search(r"```text\n\$ metering credits show --customer acme --at 2026-05-11T00:00:00Z\n(.*?)```", page, re.S)
+    assert block is not None
+    code, out, err = run("credits", "show", "--customer", "acme", "--at", AT, "--config", str(config))
+    assert code == 0 and out == block.group(1), err
 
 
 def test_block_policy_is_over_once_pending_cost_finds_no_credit(granted: dict[str, dict[str, Any]]) -> None:

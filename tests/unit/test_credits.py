@@ -194,3 +194,28 @@ def test_more_usage_never_raises_a_balance(
     assert after.remaining <= before.remaining and after.remaining_settled <= before.remaining_settled
     assert all(a.remaining <= b.remaining for a, b in zip(after.grants, before.grants, strict=True))
     assert after.uncovered_settled + after.uncovered_pending >= before.uncovered_settled + before.uncovered_pending
+
+
+# --- the worked example of docs/pricing.md ---------------------------------------------------------------
+
+
+def test_the_worked_example_of_the_docs() -> None:
+    """The grants and invoices of docs/pricing.md's "Prepaid credits" (the invoices of its worked example)."""
+    import re
+
+    from infra.settings import PROJECT_ROOT
+    from udfs.credits import explain
+
+    grants = [
+        grant("g1", "50.00", "2026-01-15"),
+        grant("g2", "80.00", "2026-02-10", expires="2026-04-15", priority=5),
+        grant("g3", "30.00", "2026-03-05", rollover="period"),
+        grant("g4", "20.00", "2026-01-20"),
+    ]
+    lines = [line("2026-02", "9.00"), line("2026-03", "99.41"), line("2026-04", "9.00"), line("2026-05", "28.00", False)]
+    balance = burn(grants, [Void("g4", t("2026-04-20"))], lines, UTCM, t("2026-05-11"))
+    page = (PROJECT_ROOT / "docs" / "pricing.md").read_text()
+    block = re.search(r"```text\n\$ metering credits show --customer acme --at 2026-05-11T00:00:00Z\n(.*?)```", page, re.S)
+    assert block is not None
+    assert explain(balance, "USD", Policy(Exhaustion.GRACE_PCT, D("10"))) == block.group(1)
+    assert conserved(balance)

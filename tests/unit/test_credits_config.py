@@ -71,3 +71,16 @@ def test_validate_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureF
     path.write_text(yaml.safe_dump({"meters": METERS, "credits": {"customers": {"acme": {"exhaustion": "grace_pct"}}}}))
     assert main(["config", "validate", str(path)]) == EXIT_USAGE
     assert "credits.customers.acme.grace_pct: required with exhaustion: grace_pct" in capsys.readouterr().err
+
+
+def test_the_section_docs_pricing_shows_loads(tmp_path: Path) -> None:
+    import re
+
+    from infra.settings import PROJECT_ROOT
+
+    page = (PROJECT_ROOT / "docs" / "pricing.md").read_text()
+    block = re.search(r"```yaml\n(credits:\n.*?)```", page, re.S)
+    assert block is not None
+    settings = load(tmp_path, yaml.safe_load(block.group(1))["credits"]).credits
+    assert settings.policy_for("acme") == Policy(Exhaustion.GRACE_PCT, Decimal("10"))
+    assert settings.policy_for("globex") == Policy(Exhaustion.BLOCK)
