@@ -21,47 +21,13 @@ from typing import Any
 from clickhouse.access import AccessDenied, AccessError, AccessSettings, verify
 from clickhouse.client import Storage
 from clickhouse.queries import EARLIEST, LATEST, QueryError, Reader, _ch_time, plain
+from clickhouse.tables import BALANCE_COLUMNS, LEDGER_COLUMNS
 from schemas.validate import string_rule
 from udfs.credits import MAX_PRIORITY, Balance, CostLine, CreditSettings, Grant, Policy, Rollover, Void, burn
 from udfs.invoicing import CorrectionRecord, FinalTotal, build_invoice
 from udfs.periods import BillingCycle, Period, billing_period
 from udfs.pricing import Rating
 
-LEDGER_COLUMNS = [
-    "customer_id",
-    "grant_id",
-    "action",
-    "amount",
-    "currency",
-    "priority",
-    "effective_at",
-    "expires_at",
-    "rollover",
-    "recorded_at",
-    "recorded_by",
-    "reason",
-]
-BALANCE_COLUMNS = [
-    "customer_id",
-    "currency",
-    "as_of",
-    "granted",
-    "consumed_settled",
-    "consumed_pending",
-    "remaining_settled",
-    "remaining",
-    "expired",
-    "voided",
-    "uncovered_settled",
-    "uncovered_pending",
-    "exhaustion",
-    "grace_pct",
-    "over_limit",
-    "live_grants",
-    "next_expiry",
-    "settled_through",
-    "refreshed_at",
-]
 _GRANT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _AMOUNT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 #: The largest single grant: far above any contract, far inside Decimal(38, 9).
