@@ -190,8 +190,8 @@ def grant(
         raise CreditError(f"--grant-id={gid!r}: 1 to 64 letters, digits, '_', '.', ':' or '-'")
     from clickhouse.queries import StorageReader
 
-    if any(r.grant_id == gid for r in ledger(StorageReader(storage), customer)):
-        raise CreditError(f"--grant-id={gid!r}: a grant of that id exists (`metering credits list --customer {customer}`)")
+    if any(r.grant_id == gid for r in ledger(StorageReader(storage))):  # unique across customers: a void names the id alone
+        raise CreditError(f"--grant-id={gid!r}: a grant of that id exists (`metering credits list`)")
     row = LedgerRow(
         customer, gid, "grant", value, currency, priority, effective_at, expires_at, rollover.value, now, recorded_by, reason
     )

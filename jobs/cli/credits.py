@@ -142,9 +142,9 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
     def action(storage: Any, config: Any, who: str) -> int:
         pause = None if args.every is None else every or config.credits.refresh_every
-        while True:
-            now = _now()
-            rows = credits.refresh(
+
+        def refresh_once(now: datetime) -> list[list[Any]]:
+            return credits.refresh(
                 storage,
                 config.rating,
                 lambda customer: config.billing.policy_for(customer).cycle,
@@ -153,6 +153,15 @@ def cmd_refresh(args: argparse.Namespace) -> int:
                 customers=args.customer or (),
                 now=now,
             )
+
+        while True:
+            try:
+                rows = refresh_once(_now())
+            except Exception as exc:  # in a loop one failed refresh must not end it: say so, try at the next tick
+                if pause is None:
+                    raise
+                print(f"metering credits refresh: this refresh failed, the next one runs in {pause}: {exc}", file=sys.stderr)
+                rows = []
             for row in rows:
                 print(
                     f"{plain(row[2])} {row[0]}: remaining {plain(row[7])} {row[1]} (settled {plain(row[6])}), "

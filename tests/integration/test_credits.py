@@ -269,3 +269,35 @@ def test_a_token_for_acme_cannot_read_globexs_balance_or_ledger(
             refused = cli(*argv, "--gateway", gateway.url, config=config, token_text=acme)
             assert refused.returncode == 1, refused.stderr
             assert "refused (403 wrong_customer)" in refused.stderr and refused.stdout == "" and "globex" not in refused.stdout
+
+
+def test_a_meter_scoped_token_cannot_read_a_balance_that_sums_every_meter(
+    granted: dict[str, dict[str, Any]], settings: StorageSettings, config: Path, access: AccessSettings
+) -> None:
+    text, claims = issue(access.key(), scope="customer", customer="acme", meters=["tokens"], ttl_s=3600)
+    access.tokens().record(claims)
+    with open_storage(settings, create_database=False) as storage, QueryGateway(storage, access=access) as gateway:
+        for argv in (
+            ["query", "credits", "--customer", "acme"],
+            ["credits", "show", "--customer", "acme", "--at", AT],
+            ["credits", "list", "--customer", "acme"],
+        ):
+            refused = cli(*argv, "--gateway", gateway.url, config=config, token_text=text)
+            assert refused.returncode == 1 and "refused (403 meter_not_allowed)" in refused.stderr, refused.stderr
+            assert refused.stdout == ""
+
+
+def test_refresh_every_loops_at_the_configured_cadence(granted: dict[str, dict[str, Any]], config: Path) -> None:
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("jobs.cli.credits.time.sleep", sleep)
+        code, out, err = run("credits", "refresh", "--every", "--customer", "globex", "--at", AT, "--config", str(config))
+    assert code == 0, err
+    assert pauses == [300.0, 300.0]  # credits.refresh_every's default, 5m
+    assert out.splitlines() == ["2026-05-11T00:00:00.000Z globex: remaining 0 USD (settled 0), block, OVER"] * 2

@@ -219,3 +219,27 @@ def test_the_worked_example_of_the_docs() -> None:
     assert block is not None
     assert explain(balance, "USD", Policy(Exhaustion.GRACE_PCT, D("10"))) == block.group(1)
     assert conserved(balance)
+
+
+# --- who may read a balance ------------------------------------------------------------------------------
+
+
+def test_the_credit_queries_are_customer_scoped_and_refuse_meter_scoped_tokens() -> None:
+    import pytest
+
+    from clickhouse.access import AccessDenied, Claims, authorize_query
+
+    acme = Claims("j" * 16, "customer", 0, 10**10, customer="acme")
+    acme_tokens = Claims("k" * 16, "customer", 0, 10**10, customer="acme", meters=("tokens",))
+    operator = Claims("o" * 16, "operator", 0, 10**10)
+    for name in ("credits", "credit_ledger"):
+        authorize_query(acme, name, {"customer": "acme"})
+        authorize_query(operator, name, {"customer": ""})
+        for claims, parameters, reason in (
+            (acme, {"customer": "globex"}, "wrong_customer"),
+            (acme, {"customer": ""}, "wrong_customer"),
+            (acme_tokens, {"customer": "acme"}, "meter_not_allowed"),
+        ):
+            with pytest.raises(AccessDenied) as refused:
+                authorize_query(claims, name, parameters)
+            assert (refused.value.reason, refused.value.status) == (reason, 403)
