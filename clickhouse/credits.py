@@ -10,6 +10,7 @@ burns is each period's invoice (udfs/invoicing.py) priced by the customer's rate
 
 from __future__ import annotations
 
+import getpass
 import re
 import secrets
 from collections.abc import Callable, Sequence
@@ -39,13 +40,17 @@ class CreditError(ValueError):
 
 
 def require_operator(access: AccessSettings, what: str) -> str:
-    """Who acts: refuse (:class:`AccessDenied`) a presented token that is not an operator's; ``token:<id>`` or ``local``.
+    """Who acts: refuse (:class:`AccessDenied`) a presented token that is not an operator's; ``token:<id>`` or
+    ``local:<user>`` (the operating-system user who owns the storage).
 
     Writes need the storage itself (as ``metering replay``): nothing crosses a gateway. A token in
     ``METERING__ACCESS__TOKEN`` is checked all the same, so a customer's token never grants or voids.
     """
     if not access.token:
-        return "local"
+        try:
+            return f"local:{getpass.getuser()}"
+        except (KeyError, OSError):  # no user name for this uid (a bare container)
+            return "local"
     try:
         key = access.key()
     except AccessError as exc:

@@ -260,11 +260,14 @@ def test_a_token_for_acme_cannot_read_globexs_balance_or_ledger(
         )
         assert own.returncode == 0, own.stderr
         assert [(r["customer_id"], r["remaining"]) for r in json.loads(own.stdout)] == [("acme", "13")]
+        shown = cli("credits", "show", "--customer", "acme", "--at", AT, "--gateway", gateway.url, config=config, token_text=acme)
+        assert shown.returncode == 0 and "remaining 41.00 settled, 13.00 with pending cost" in shown.stdout, shown.stderr
         for argv in (
             ["query", "credits", "--customer", "globex"],
             ["query", "credits"],  # everyone's
             ["credits", "list", "--customer", "globex"],
             ["credits", "list"],
+            ["credits", "show", "--customer", "globex"],
         ):
             refused = cli(*argv, "--gateway", gateway.url, config=config, token_text=acme)
             assert refused.returncode == 1, refused.stderr
