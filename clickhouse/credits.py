@@ -86,7 +86,7 @@ def parse_amount(text: str, minor_units: int, currency: str) -> Decimal:
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > minor_units:
         raise CreditError(f"--amount={text!r}: {currency} has {minor_units} minor-unit digit(s); no finer amounts")
-    return amount
+    return amount.quantize(Decimal(1).scaleb(-minor_units))  # exact (no finer digits): 25 is shown 25.00
 
 
 @dataclass(frozen=True)

@@ -243,3 +243,15 @@ def test_the_credit_queries_are_customer_scoped_and_refuse_meter_scoped_tokens()
             with pytest.raises(AccessDenied) as refused:
                 authorize_query(claims, name, parameters)
             assert (refused.value.reason, refused.value.status) == (reason, 403)
+
+
+def test_a_grant_amount_is_written_out_positive_and_in_minor_units() -> None:
+    import pytest
+
+    from clickhouse.credits import CreditError, parse_amount
+
+    assert f"{parse_amount('25', 2, 'USD'):f}" == "25.00"
+    assert parse_amount("1000", 0, "JPY") == D(1000)
+    for text, minor_units in (("1e3", 2), ("0", 2), ("0.00", 2), ("-1", 2), ("1.001", 2), ("100.5", 0), ("", 2), ("1" * 20, 2)):
+        with pytest.raises(CreditError):
+            parse_amount(text, minor_units, "USD")
