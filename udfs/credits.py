@@ -168,8 +168,11 @@ def burn(
     """Apply ``lines`` to ``grants`` (module docstring): the balance as of ``now``, exactly.
 
     The result does not depend on the order in which ``grants``, ``voids`` or ``lines`` are given.
+    :class:`ValueError` when two grants share an id (the ledger keeps ids unique).
     """
     now = as_utc(now)
+    if len({g.grant_id for g in grants}) != len(grants):
+        raise ValueError("two grants share an id: a grant id names one grant")
     seen = [g for g in grants if as_utc(g.effective_at) <= now]
     void_at: dict[str, datetime] = {}
     for void in voids:
