@@ -23,6 +23,7 @@ from typing import Any
 from jobs.cli import (
     check,
     config,
+    credits,
     dashboard,
     demo,
     heartbeat,
@@ -54,6 +55,7 @@ COMMANDS = (
     heartbeat,
     query,
     invoice,
+    credits,
     config,
     dashboard,
     check,

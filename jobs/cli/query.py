@@ -29,6 +29,8 @@ QUESTIONS = {
     "(everyone's or --customer's)",
     "cost": "per meter and group the current period's cost: final, or provisional with its lag, and the cost of the "
     "quantity projected to the period's end (docs/pricing.md; everyone's or --customer's)",
+    "credits": "prepaid credit: remaining (settled and with pending cost), the exhaustion policy and whether the "
+    "customer is over it, as of the newest `metering credits refresh` (everyone's or --customer's)",
 }
 
 
@@ -138,6 +140,8 @@ def cmd_query(args: argparse.Namespace) -> int:
                 rows = billing.cost(reader, config.rating, customer=scope.customer, meter=scope.meter, at=at)
             elif args.what in questions:
                 rows = questions[args.what](reader, scope)
+            elif args.what == "credits":
+                rows = reader.run("credits", {"customer": scope.customer})
             elif args.what == "customers":
                 rows = queries.customers(reader)
             else:  # corrections, dead-letters, amendments: everyone's or one customer's
