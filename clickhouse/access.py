@@ -17,9 +17,8 @@ time before anything of the claims is trusted, known claims only, an expiry in t
 revoked id. Each refusal is an :class:`AccessDenied` with a stable ``reason`` and an HTTP status
 (401: no valid token; 403: a valid token that may not read this).
 
-Why one module: the token's form, its verification and the table of who may run which named
-query (:data:`QUERY_ACCESS`) are one access decision; apart, a query could be opened to customer
-tokens without the checks that scope it.
+Why one module: the token's form, its verification and the one rule of who may run which named
+query (:data:`QUERY_ACCESS`) must agree; every surface imports them from here.
 """
 
 from __future__ import annotations
@@ -358,6 +357,9 @@ QUERY_ACCESS: dict[str, Scope] = {
     "customer_corrections": "customer",
     "dead_letters": "customer",
     "alerts": "customer",
+    "amendments": "customer",
+    "credits": "customer",
+    "credit_ledger": "customer",
     "customers": "operator",
     "health": "operator",
     "dead_letter_reasons": "operator",
@@ -375,6 +377,11 @@ QUERY_ACCESS: dict[str, Scope] = {
 }
 
 
+#: Customer queries whose rows sum every meter (a credit balance burns all of a customer's cost): a
+#: meter-scoped token may not run them, as their rows cannot be cut down to its meters.
+ALL_METERS = frozenset({"credits", "credit_ledger"})
+
+
 def authorize_query(claims: Claims, name: str, parameters: Mapping[str, Any]) -> None:
     """Refuse (403) a named query this token may not run with these parameters."""
     needed = QUERY_ACCESS.get(name)
@@ -388,6 +395,8 @@ def authorize_query(claims: Claims, name: str, parameters: Mapping[str, Any]) ->
     if not isinstance(customer, str) or not customer:
         raise AccessDenied("wrong_customer", "a customer token reads its own customer only: give customer", 403)
     claims.require_customer(customer)
+    if claims.meters is not None and name in ALL_METERS:
+        raise AccessDenied("meter_not_allowed", f"query {name!r} covers every meter: a meter-scoped token may not run it", 403)
     meter = parameters.get("meter")
     if claims.meters is not None and isinstance(meter, str) and meter and meter not in claims.meters:
         raise AccessDenied("meter_not_allowed", f"this token does not read meter {meter!r}", 403)

@@ -166,3 +166,40 @@ RUN_COLUMNS = [
     "adjustments",
     "seconds",
 ]
+
+#: Prepaid credits (0012_credits.sql): a ledger row (a grant or a void) and a balance row of `credits refresh`.
+LEDGER_COLUMNS = [
+    "customer_id",
+    "grant_id",
+    "action",
+    "amount",
+    "currency",
+    "priority",
+    "effective_at",
+    "expires_at",
+    "rollover",
+    "recorded_at",
+    "recorded_by",
+    "reason",
+]
+BALANCE_COLUMNS = [
+    "customer_id",
+    "currency",
+    "as_of",
+    "granted",
+    "consumed_settled",
+    "consumed_pending",
+    "remaining_settled",
+    "remaining",
+    "expired",
+    "voided",
+    "uncovered_settled",
+    "uncovered_pending",
+    "exhaustion",
+    "grace_pct",
+    "over_limit",
+    "live_grants",
+    "next_expiry",
+    "settled_through",
+    "refreshed_at",
+]

@@ -55,6 +55,7 @@ from infra.kafka_security import MECHANISMS, PROTOCOLS, KafkaSecurity
 from infra.settings import StackSettings
 from schemas.validate import string_rule
 from udfs.alerting import AlertRule, AlertSettings, RuleKind, Webhook
+from udfs.credits import CreditSettings, Exhaustion, Policy, policy_problems
 from udfs.durations import DurationTooLong, format_duration, parse_duration
 from udfs.meters import Aggregation, Meter
 from udfs.periods import BillingCycle, PeriodKind
@@ -249,6 +250,8 @@ class Config:
     rating: Rating = field(default_factory=Rating)
     #: ``alerts``: threshold alert rules (udfs/alerting.py, docs/pricing.md "Alerts"); empty alerts nothing.
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    #: ``credits``: the exhaustion policy of prepaid credits and the refresh cadence (udfs/credits.py).
+    credits: CreditSettings = field(default_factory=CreditSettings)
 
     def meters_for(self, event_type: str) -> list[Meter]:
         return [m for m in self.meters if m.event_type == event_type]
@@ -534,6 +537,40 @@ def _billing(r: _Reader, raw: Any) -> Billing:
             continue
         customers[name] = _policy(r, customer, f"billing.customers.{name}", default, plans=plans)
     return Billing(default, plans, customers)
+
+
+def _policy_of(r: _Reader, data: Mapping[str, Any], path: str, default: Policy) -> Policy:
+    """An exhaustion policy (``exhaustion``, ``grace_pct``) of ``credits`` or one customer; unset keys from ``default``."""
+    exhaustion = r.get(data, "exhaustion", path, _text, default.exhaustion.value)
+    percent = r.get(data, "grace_pct", path, _decimal, None)
+    if "exhaustion" not in data and percent is None:
+        percent = default.percent
+    problems = policy_problems(exhaustion, percent)
+    for key, message in problems:
+        r.add(f"{path}.{key}", message)
+    return default if problems else Policy(Exhaustion(exhaustion), percent)
+
+
+def _credits(r: _Reader, raw: Any) -> CreditSettings:
+    """``credits``: the exhaustion policy (default and per customer) and the refresh cadence (udfs/credits.py)."""
+    data = r.section(raw, "credits", {"exhaustion", "grace_pct", "refresh_every", "customers"})
+    default = _policy_of(r, data, "credits", Policy())
+    every = r.get(data, "refresh_every", "credits", parse_duration, CreditSettings().refresh_every)
+    if every < timedelta(seconds=1):
+        r.add("credits.refresh_every", f"{format_duration(every)} must be at least 1s")
+    customers: dict[str, Policy] = {}
+    customers_raw = data.get("customers")
+    rule = string_rule("customer_id")
+    for name, customer in r.section(
+        customers_raw, "credits.customers", set(customers_raw) if isinstance(customers_raw, Mapping) else set()
+    ).items():
+        problem = rule.problem(name) if isinstance(name, str) else f"{name!r} is not a customer id: write it as text"
+        if problem is not None:
+            r.add(f"credits.customers[{name!r}]", f"{problem}; no event's customer_id can match it")
+            continue
+        path = f"credits.customers.{name}"
+        customers[name] = _policy_of(r, r.section(customer, path, {"exhaustion", "grace_pct"}), path, default)
+    return CreditSettings(default, customers, every)
 
 
 def _meters(r: _Reader, raw: Any, *, required: bool) -> tuple[Meter, ...]:
@@ -1249,7 +1286,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         base_dir = path.resolve().parent
     r = _Reader(_apply_env(document, env))
     r.section(
-        document, "", {"kafka", "storage", "stack", "access", "ingest", "pipeline", "billing", "meters", "rating", "alerts"}
+        document,
+        "",
+        {"kafka", "storage", "stack", "access", "ingest", "pipeline", "billing", "meters", "rating", "credits", "alerts"},
     )
     stack = _stack(r, document.get("stack"), base_dir)
     config = Config(
@@ -1264,6 +1303,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
     )
     config = replace(config, rating=_rating(r, document.get("rating"), {m.name for m in config.meters if m.name}))
     config = replace(config, alerts=_alerts(r, document.get("alerts"), config, env))
+    config = replace(config, credits=_credits(r, document.get("credits")))
     if config.kafka.transaction_timeout <= config.pipeline.checkpoint_interval:
         r.add(
             "kafka.transaction_timeout",

@@ -21,13 +21,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from clickhouse.queries import Reader
 from jobs.config import Config
 from schemas.amendments import Amendment, is_amendment
 from schemas.amendments import judge as judge_amendment
 from schemas.validate import UsageEvent, decode, parse_timestamp, validate_line
 from udfs.amendments import REFUSALS, AmendmentLedger, amendable_types
 from udfs.meters import Aggregation, Meter
-from udfs.periods import billing_period, epoch_millis, rfc3339_millis
+from udfs.periods import billing_period, epoch_millis, from_epoch_millis, rfc3339_millis
 
 START = datetime(2026, 3, 29, tzinfo=UTC)  # Berlin's DST day, then month ends in five time zones
 SPAN = timedelta(days=3, hours=12)
@@ -81,7 +82,60 @@ def demo_document(run_id: str, bootstrap: str, chdb_path: Path) -> dict[str, Any
             {"name": "active_users", "event_type": "api_call", "aggregation": "unique_count", "value": "properties.user"},
             {"name": "credits", "event_type": "credits", "aggregation": "sum", "allow_negative": True},
         ],
+        "rating": DEMO_RATING,
     }
+
+
+#: The demo's prices (docs/pricing.md): one plan for every customer, a card for every meter, so each
+#: customer's final cost can be checked against the recomputed totals priced the same way.
+DEMO_RATING: dict[str, Any] = {
+    "currency": "USD",
+    "default_plan": "standard",
+    "plans": {
+        "standard": {
+            "meters": {
+                "api_calls": [
+                    {
+                        "starts_at": "2026-01-01T00:00:00Z",
+                        "model": "graduated",
+                        "included": "1000",
+                        "tiers": [{"up_to": "100000", "unit_price": "0.0002"}, {"unit_price": "0.0001"}],
+                    }
+                ],
+                "tokens": [
+                    {
+                        "starts_at": "2026-01-01T00:00:00Z",
+                        "model": "package",
+                        "package_size": "1000",
+                        "package_price": "0.002",
+                        "package_rounding": "up",
+                    }
+                ],
+                "gpu_seconds": [
+                    {
+                        "starts_at": "2026-01-01T00:00:00Z",
+                        "model": "per_unit",
+                        "unit_price": "0.000694444444",
+                        "quantity_rounding": {"places": 0, "mode": "ROUND_UP"},
+                    }
+                ],
+                "storage_peak_bytes": [
+                    {
+                        "starts_at": "2026-01-01T00:00:00Z",
+                        "model": "volume",
+                        "tiers": [
+                            {"up_to": "0", "unit_price": "0"},
+                            {"up_to": "100000000000", "flat_price": "5.00"},
+                            {"unit_price": "0.0000000002"},
+                        ],
+                    }
+                ],
+                "active_users": [{"starts_at": "2026-01-01T00:00:00Z", "model": "per_unit", "unit_price": "0.25"}],
+                "credits": [{"starts_at": "2026-01-01T00:00:00Z", "model": "per_unit", "unit_price": "1"}],
+            }
+        }
+    },
+}
 
 
 @dataclass
@@ -448,6 +502,47 @@ def recompute(path: Path, config: Config, unwritten: Collection[int] = frozenset
         for key, items in source.items():
             target[key] = (_aggregate(aggregation_of[key[1]], items), sum(sign for *_, sign in items))
     return expected
+
+
+def expected_costs(expected: Expected, config: Config) -> dict[tuple[str, int], Decimal]:
+    """Each customer's final cost per billing period (start, epoch ms): the recomputed finals priced by the rate cards.
+
+    What ``metering invoice`` must say for each final period (before any correction, which is priced on a later
+    invoice); rounded per line, as invoices are.
+    """
+    costs: dict[tuple[str, int], Decimal] = defaultdict(Decimal)
+    for (customer, meter, _group, start_ms), (quantity, _count) in expected.finals.items():
+        period = billing_period(from_epoch_millis(start_ms), config.billing.policy_for(customer).cycle)
+        charge = config.rating.price(customer, meter, period, quantity)
+        if charge is not None:
+            costs[(customer, start_ms)] += charge.rounded
+    return dict(costs)
+
+
+def invoiced_costs(
+    reader: Reader, config: Config, finals: Sequence[dict[str, Any]], now: datetime
+) -> dict[tuple[str, int], Decimal]:
+    """The pipeline's side: ``metering invoice``'s total (clickhouse/billing.py) for each final period loaded."""
+    from clickhouse.billing import read_invoice
+
+    costs: dict[tuple[str, int], Decimal] = {}
+    for customer, start in sorted({(r["customer_id"], r["period_start"]) for r in finals}):
+        instant = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        period = billing_period(instant, config.billing.policy_for(customer).cycle)
+        costs[(customer, epoch_millis(instant))] = read_invoice(reader, config.rating, customer, period, now=now).rounded
+    return costs
+
+
+def check_costs(result: Comparison, expected: dict[tuple[str, int], Decimal], invoiced: dict[tuple[str, int], Decimal]) -> None:
+    """Every final period's invoice total equals the recomputed totals priced by the same rate cards, exactly."""
+    wrong = sorted(k for k in set(expected) | set(invoiced) if expected.get(k, Decimal(0)) != invoiced.get(k, Decimal(0)))
+    result.check(
+        "final cost",
+        not wrong,
+        f"{len(invoiced)} final periods invoiced (metering invoice), {sum(invoiced.values())} in all; "
+        f"{len(wrong)} differ from the recomputation priced by the rate cards"
+        + (f" (e.g. {wrong[0]}: invoiced {invoiced.get(wrong[0])}, expected {expected.get(wrong[0])})" if wrong else ""),
+    )
 
 
 def _aggregate(aggregation: Aggregation, items: list[tuple[datetime, str, Any, int]]) -> Decimal:

@@ -16,13 +16,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, ProgressLine, Subcommands, add_format, stack
 from jobs.cli.demo_api import API_BATCH, API_SHARE, send_through_api, split_workload
 from jobs.cli.load import progress_text
 from jobs.cli.stack import STOP_COMMAND, render_status
+
+if TYPE_CHECKING:
+    from jobs.config import Config
 
 
 def utc_minute(moment: str) -> str:
@@ -44,6 +49,18 @@ def render_usage(rows: list[dict[str, Any]]) -> str:
                 f"     {r['meter']:<19} {group:<16} {utc_minute(r['period_start'])} .. {utc_minute(r['period_end'])}  "
                 f"{r['total']:>26}  {r['status']:<11} {r['event_count']:>8,} events"
             )
+    return "\n".join(lines)
+
+
+def render_costs(invoiced: dict[tuple[str, int], Decimal], config: Config) -> str:
+    """Per customer: the final cost of its final periods, as `metering invoice` totals them."""
+    by_customer: dict[str, list[Decimal]] = {}
+    for (customer, _), amount in invoiced.items():
+        by_customer.setdefault(customer, []).append(amount)
+    currency = config.rating.plans[config.rating.default_plan or ""].money.currency if config.rating.plans else ""
+    lines = ["\n   final cost (metering invoice, every final period):"]
+    for customer, amounts in sorted(by_customer.items()):
+        lines.append(f"     {customer:<12} {currency} {sum(amounts):>12}  over {len(amounts)} period(s)")
     return "\n".join(lines)
 
 
@@ -131,8 +148,19 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
 
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
+    from clickhouse.queries import StorageReader
     from jobs.config import load_config, load_stack
-    from jobs.demo import api_disagreements, collect_results, compare, demo_document, generate, recompute
+    from jobs.demo import (
+        api_disagreements,
+        check_costs,
+        collect_results,
+        compare,
+        demo_document,
+        expected_costs,
+        generate,
+        invoiced_costs,
+        recompute,
+    )
     from jobs.produce import produce_file
     from jobs.runs import load_outputs, run_local_job
 
@@ -246,6 +274,10 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     )
     expected = recompute(events_file, config, unwritten=api.unwritten)
     result = compare(expected, finals, corrections, dead_letters, health)
+    with open_storage(config.storage, create_database=False) as storage:
+        invoiced = invoiced_costs(StorageReader(storage), config, finals, datetime.now(UTC))
+    check_costs(result, expected_costs(expected, config), invoiced)
+    say(render_costs(invoiced, config))
     disagreements = api_disagreements(api.lines, [(v.status, v.reason) for v in api.verdicts], config)
     result.check(
         "ingestion API verdicts",

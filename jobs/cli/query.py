@@ -25,10 +25,14 @@ QUESTIONS = {
     "customers": "customers with usage: their first and newest minute, and their meters",
     "corrections": "changes that arrived after their period was final, for the next invoice (everyone's or --customer's)",
     "dead-letters": "records the job refused, with the reason code and the original payload (everyone's or --customer's)",
+    "amendments": "voids and amends the job read: outcome, what the event counted before, who asked, when and why "
+    "(everyone's or --customer's)",
     "alerts": "threshold alerts (triggered, resolved, corrected) as `metering alerts run` judged them (everyone's or "
     "--customer's; docs/pricing.md, 'Alerts')",
     "cost": "per meter and group the current period's cost: final, or provisional with its lag, and the cost of the "
     "quantity projected to the period's end (docs/pricing.md; everyone's or --customer's)",
+    "credits": "prepaid credit: remaining (settled and with pending cost), the exhaustion policy and whether the "
+    "customer is over it, as of the newest `metering credits refresh` (everyone's or --customer's)",
 }
 
 
@@ -138,11 +142,13 @@ def cmd_query(args: argparse.Namespace) -> int:
                 rows = billing.cost(reader, config.rating, customer=scope.customer, meter=scope.meter, at=at)
             elif args.what in questions:
                 rows = questions[args.what](reader, scope)
+            elif args.what == "credits":
+                rows = reader.run("credits", {"customer": scope.customer})
             elif args.what == "customers":
                 rows = queries.customers(reader)
             elif args.what == "alerts":
                 rows = reader.run("alerts", {"customer": scope.customer, "meter": scope.meter})
-            else:  # corrections, dead-letters: everyone's or one customer's
+            else:  # corrections, dead-letters, amendments: everyone's or one customer's
                 rows = reader.run(args.what.replace("-", "_"), {"customer": scope.customer})
                 rows = [r for r in rows if not scope.meter or r.get("meter") == scope.meter]
     except queries.QueryError as exc:

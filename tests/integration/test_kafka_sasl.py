@@ -132,7 +132,7 @@ def test_topic_admin_committed_reads_and_heartbeats_authenticate(sasl_bootstrap:
     config = load(config_file(tmp_path, sasl_bootstrap))
     kafka = config.kafka
     created = ensure_topics(config, partitions=2)
-    assert len(created) == 7  # every topic of the pipeline, duplicates included
+    assert len(created) == 8  # every topic of the pipeline, duplicates and amendments included
     assert ensure_topic(kafka.bootstrap_servers, kafka.topics.events, security=kafka.security) is False
     sender = HeartbeatSender(kafka.bootstrap_servers, kafka.topics.events, security=kafka.security)
     try:

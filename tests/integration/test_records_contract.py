@@ -44,6 +44,8 @@ def test_every_writers_column_list_fits_its_table(storage_settings: StorageSetti
         "adjustments": tables.ADJUSTMENT_COLUMNS,
         "replay_scope": tables.SCOPE_COLUMNS,
         "replay_runs": tables.RUN_COLUMNS,
+        "credit_ledger": tables.LEDGER_COLUMNS,
+        "credit_balances": tables.BALANCE_COLUMNS,
     }
     replay = {"aggregate_segments": tables.REPLAY_SEGMENT_COLUMNS, "period_finals": tables.REPLAY_FINAL_COLUMNS}
     with open_storage(storage_settings) as storage:

@@ -89,6 +89,9 @@ def test_up_status_idempotent_up_and_down_leaves_no_process(
 
 def test_port_in_use_is_named(spare_settings: StackSettings) -> None:
     with socket.socket() as blocker:
+        # the test before stopped a broker on this port: its connections may linger in TIME_WAIT, which
+        # blocks a plain bind; a listener bound with SO_REUSEADDR still keeps the broker off the port
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         blocker.bind(("127.0.0.1", spare_settings.kafka_port))
         blocker.listen()
         with pytest.raises(StackError) as err:

@@ -225,6 +225,8 @@ def test_a_customer_token_runs_its_own_customer_queries_only() -> None:
         ("alerts", {"customer": "", "meter": ""}, "wrong_customer"),
         ("alerts", {"customer": "globex", "meter": ""}, "wrong_customer"),
         ("alerts", {"customer": "acme", "meter": "api_calls"}, "meter_not_allowed"),
+        ("amendments", {"customer": ""}, "wrong_customer"),
+        ("amendments", {"customer": "globex"}, "wrong_customer"),
         ("customer_usage", {"customer": "acme", "meter": "api_calls"}, "meter_not_allowed"),
         ("customers", {}, "operator_only"),
         ("health", {}, "operator_only"),

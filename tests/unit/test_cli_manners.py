@@ -184,7 +184,20 @@ def test_query_help_describes_every_question(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["query", "--help"])
     text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at hyphens too
-    expected = {"usage", "series", "periods", "finals", "health", "customers", "corrections", "dead-letters", "cost", "alerts"}
+    expected = {
+        "usage",
+        "series",
+        "periods",
+        "finals",
+        "health",
+        "customers",
+        "corrections",
+        "dead-letters",
+        "amendments",
+        "cost",
+        "credits",
+        "alerts",
+    }
     assert set(QUESTIONS) == expected
     for name in QUESTIONS:
         assert f"{name}:" in text, name

@@ -76,3 +76,25 @@ def test_compare_requires_late_events_in_corrections_not_in_the_final(tmp_path: 
     assert compare(expected, [{**final, "total": "16", "event_count": 2}], in_correction, [], health).passed
     # The same event counted in the final instead: the totals add up, but the invoice is wrong.
     assert not compare(expected, [{**final, "total": "33", "event_count": 3}], [], [], health).passed
+
+
+def test_the_recomputed_final_cost_prices_each_final_by_the_demo_rate_cards(tmp_path: Path) -> None:
+    """1,499,001 tokens are 1,500 started packages of 1,000 at 0.002 (USD 3.00); the voided million is not billed."""
+    from jobs.demo import Comparison, check_costs, expected_costs
+
+    config = _config(tmp_path)
+    events = tmp_path / "events.jsonl"
+    void = {"amendment": "void", "amendment_id": "a-1", "customer_id": "acme", "event_id": "t-2"}
+    lines = [
+        _line("t-1", "2026-03-02T10:00:00Z", "1499001"),
+        _line("t-2", "2026-03-02T11:00:00Z", "1000000"),
+        json.dumps(void | {"requested_at": "2026-03-02T12:00:00Z"}),
+    ]
+    events.write_text("\n".join(lines) + "\n")
+    march = epoch_millis(datetime(2026, 3, 1, tzinfo=UTC))
+    expected = expected_costs(recompute(events, config), config)
+    assert expected == {("acme", march): Decimal("3.00")}
+    result = Comparison()
+    check_costs(result, expected, {("acme", march): Decimal("3.00")})
+    check_costs(result, expected, {("acme", march): Decimal("5.00")})
+    assert [ok for _, ok, _ in result.checks] == [True, False]

@@ -472,7 +472,18 @@ def test_render_csv_without_rows_is_the_header_line() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["usage", "customer_usage", "series_minute", "finals", "customer_periods", "customers", "corrections", "dead_letters"]
+    "name",
+    [
+        "usage",
+        "customer_usage",
+        "series_minute",
+        "finals",
+        "customer_periods",
+        "customers",
+        "corrections",
+        "dead_letters",
+        "amendments",
+    ],
 )
 def test_columns_of_a_query_are_its_select_list(name: str) -> None:
     from clickhouse.queries import columns_of, sql_of

@@ -96,3 +96,23 @@ def test_the_flink_columns_come_from_the_declarations() -> None:
 def test_a_type_with_a_comma_stays_one_field() -> None:
     (properties,) = (f for f in records.RAW_EVENT.fields if f.name == "properties")
     assert properties.flink == "MAP<STRING, STRING>" and len(records.RAW_EVENT.fields) == 17
+
+
+def test_an_amendments_outcome_round_trips_with_who_when_and_why_from_its_record() -> None:
+    import base64
+
+    amendment = {"amendment": "amend", "amendment_id": "amd-1", "customer_id": "acme", "event_id": "e-1"}
+    amendment |= {"quantity": "7.5", "requested_at": "2026-03-02T08:00:00.250+01:00", "requested_by": "key:ops"}
+    payload = json.dumps(amendment | {"reason": "a typo"}).encode()
+    fields: dict[str, object] = {"amendment_id": "amd-1", "action": "amend", "customer_id": "acme", "event_id": "e-1"}
+    fields |= {"event_type": "tokens"}
+    fields |= {"quantity": "7.5", "previous_quantity": "70", "outcome": "applied"}
+    fields |= {"payload_base64": base64.b64encode(payload).decode(), "kafka_partition": 3, "kafka_offset": 9}
+    fields |= {"kafka_ts": "2026-03-02 07:00:01.000Z"}
+    assert set(fields) == set(records.AMENDMENT.names)
+    table, row = loader.amendment_row(SimpleNamespace(value=json.dumps(fields).encode()))
+    stored = dict(zip(tables.COLUMNS[table], row, strict=True))
+    assert table == "amendments" and stored["quantity"] == Decimal("7.5") and stored["previous_quantity"] == Decimal(70)
+    assert stored["requested_at"] == datetime(2026, 3, 2, 7, 0, 0, 250000, tzinfo=UTC)
+    assert (stored["requested_by"], stored["reason"], stored["payload"]) == ("key:ops", "a typo", payload)
+    assert records.AMENDMENT.flink_columns() == metering_job.AMENDMENT_COLUMNS

@@ -1,0 +1,306 @@
+"""Prepaid credits on real chDB: the real `metering credits` and `metering query credits` commands, exact balances.
+
+The database is test_invoice_cost.py's (UTC monthly billing, acme's February to April final with
+corrections loaded in March and April, a provisional May; globex's March and May). Its invoices,
+priced by hand there, are the cost here: February 9.00, March 99.41, April 9.00 settled, May's
+28.00 pending (3,000 calls 26.00 + 1,000,000 tokens 2.00). Writes run in this process (chDB allows
+one process per directory, and the engine is process-wide); reads by another customer's token go
+through the gateway from a subprocess, as users run them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from clickhouse.access import AccessSettings, issue
+from clickhouse.client import StorageSettings, open_storage
+from clickhouse.gateway import QueryGateway
+from clickhouse.migrate import migrate
+from infra.settings import PROJECT_ROOT
+from jobs.cli import main
+from tests.integration.test_invoice_cost import METERS, RATING, seed
+
+KEY = "c" * 40
+D = Decimal
+AT = "2026-05-11T00:00:00Z"
+CREDITS = {
+    "exhaustion": "overage",
+    "customers": {"acme": {"exhaustion": "grace_pct", "grace_pct": "10"}, "globex": {"exhaustion": "block"}},
+}
+GRANTS = [  # id, customer, amount, extra options
+    ("g1", "acme", "50.00", ["--effective", "2026-01-15T00:00:00Z"]),
+    ("g2", "acme", "80.00", ["--effective", "2026-02-10T00:00:00Z", "--priority", "5", "--expires", "2026-04-15T00:00:00Z"]),
+    ("g3", "acme", "30.00", ["--effective", "2026-03-05T00:00:00Z", "--rollover", "period"]),
+    ("g4", "acme", "20.00", ["--effective", "2026-01-20T00:00:00Z"]),
+    ("x1", "globex", "5.00", ["--effective", "2026-01-01T00:00:00Z"]),
+]
+
+
+def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """A `metering` command in this process, with ``env`` set: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [k for k in os.environ if k.startswith("METERING__")]:
+            patch.delenv(name)
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def access(tmp_path_factory: pytest.TempPathFactory) -> AccessSettings:
+    return AccessSettings(signing_key=KEY, store=tmp_path_factory.mktemp("access"))
+
+
+@pytest.fixture(scope="module")
+def settings(chdb_path: Path) -> Iterator[StorageSettings]:
+    settings = StorageSettings(backend="chdb", path=chdb_path, database=f"test_credits_{uuid.uuid4().hex[:8]}")
+    with open_storage(settings) as opened:
+        migrate(opened)
+        seed(opened)
+    yield settings
+    with open_storage(settings, create_database=False) as opened:
+        opened.drop_database()
+
+
+@pytest.fixture(scope="module")
+def config(settings: StorageSettings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "metering.yaml"
+    storage = {"backend": "chdb", "path": str(settings.path), "database": settings.database}
+    path.write_text(yaml.safe_dump({"storage": storage, "meters": METERS, "rating": RATING, "credits": CREDITS}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def granted(config: Path, access: AccessSettings) -> dict[str, dict[str, Any]]:
+    """The grants, the void of g4 from 20 April, and a refresh as of 11 May; the balances as `query credits` prints them."""
+    for gid, customer, amount, extra in GRANTS:
+        code, out, err = run(
+            "credits",
+            "grant",
+            "--customer",
+            customer,
+            "--amount",
+            amount,
+            "--grant-id",
+            gid,
+            "--reason",
+            "prepaid contract",
+            *extra,
+            "--config",
+            str(config),
+        )
+        assert code == 0 and out.startswith(f"granted {gid}: {amount} USD to {customer}"), err
+    code, out, err = run(
+        "credits", "void", "g4", "--reason", "granted by mistake", "--at", "2026-04-20T00:00:00Z", "--config", str(config)
+    )
+    assert code == 0 and "voided g4 of acme" in out, err
+    code, out, err = run("credits", "refresh", "--at", AT, "--config", str(config))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "2026-05-11T00:00:00.000Z acme: remaining 13 USD (settled 41), grace_pct 10%, within",
+        "2026-05-11T00:00:00.000Z globex: remaining 0 USD (settled 0), block, OVER",
+    ]
+    code, out, err = run("query", "credits", "--format", "json", "--config", str(config))
+    assert code == 0, err
+    return {row["customer_id"]: row for row in json.loads(out)}
+
+
+def test_balances_burn_down_exactly_as_priced_by_hand(granted: dict[str, dict[str, Any]]) -> None:
+    acme = granted["acme"]
+    # February 9.00 at 1 March: g2 (priority 5). March 99.41 at 1 April: g2's other 71.00, then g3 (ends 1 April,
+    # earliest end) 28.41. April 9.00 at 1 May: g2 expired, g3 lapsed, g4 voided: g1. May 28.00 pending: g1.
+    assert {
+        k: D(acme[k])
+        for k in (
+            "granted",
+            "consumed_settled",
+            "consumed_pending",
+            "remaining_settled",
+            "remaining",
+            "expired",
+            "voided",
+            "uncovered_settled",
+            "uncovered_pending",
+        )
+    } == {
+        "granted": D("180.00"),
+        "consumed_settled": D("117.41"),
+        "consumed_pending": D("28.00"),
+        "remaining_settled": D("41.00"),
+        "remaining": D("13.00"),
+        "expired": D("1.59"),
+        "voided": D("20.00"),
+        "uncovered_settled": D(0),
+        "uncovered_pending": D(0),
+    }
+    assert D(acme["granted"]) == sum(
+        D(acme[k]) for k in ("remaining", "consumed_settled", "consumed_pending", "expired", "voided")
+    )
+    assert (acme["exhaustion"], acme["grace_pct"], acme["over_limit"], acme["currency"]) == ("grace_pct", "10", 0, "USD")
+    assert (acme["live_grants"], acme["next_expiry"], acme["settled_through"], acme["as_of"]) == (
+        1,
+        None,
+        "2026-05-01T00:00:00.000Z",
+        "2026-05-11T00:00:00.000Z",
+    )
+
+
+def test_show_prints_the_worked_example_of_the_docs(granted: dict[str, dict[str, Any]], config: Path) -> None:
+    page = (PROJECT_ROOT / "docs" / "pricing.md").read_text()
+    block = re.search(r"```text\n\$ metering credits show --customer acme --at 2026-05-11T00:00:00Z\n(.*?)```", page, re.S)
+    assert block is not None
+    code, out, err = run("credits", "show", "--customer", "acme", "--at", AT, "--config", str(config))
+    assert code == 0 and out == block.group(1), err
+
+
+def test_block_policy_is_over_once_pending_cost_finds_no_credit(granted: dict[str, dict[str, Any]]) -> None:
+    globex = granted["globex"]
+    # March: 777 calls 7.77 + a correction of +5,000 to a February without a final, 42.00: 49.77, 5.00 covered
+    assert (D(globex["consumed_settled"]), D(globex["uncovered_settled"])) == (D("5.00"), D("44.77"))
+    assert (D(globex["uncovered_pending"]), globex["exhaustion"], globex["over_limit"]) == (D("0.04"), "block", 1)
+
+
+def test_the_ledger_is_append_only_and_refuses_a_second_void(granted: dict[str, dict[str, Any]], config: Path) -> None:
+    code, out, err = run("credits", "list", "--customer", "acme", "--format", "json", "--config", str(config))
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["grant_id"], r["action"], r["amount"]) for r in rows if r["grant_id"] == "g4"] == [
+        ("g4", "grant", "20"),
+        ("g4", "void", "0"),
+    ]
+    assert {r["customer_id"] for r in rows} == {"acme"} and len(rows) == 5
+    code, _, err = run("credits", "void", "g4", "--reason", "again", "--config", str(config))
+    assert code == 2 and "already voided" in err
+    code, _, err = run("credits", "grant", "--customer", "acme", "--amount", "1.001", "--reason", "x", "--config", str(config))
+    assert code == 2 and "USD has 2 minor-unit digit(s)" in err
+    code, _, err = run(
+        "credits", "grant", "--customer", "acme", "--amount", "1", "--grant-id", "g1", "--reason", "x", "--config", str(config)
+    )
+    assert code == 2 and "a grant of that id exists" in err
+
+
+# --- who may do what -------------------------------------------------------------------------------------
+
+
+def token(access: AccessSettings, customer: str | None = None) -> str:
+    text, claims = issue(access.key(), scope="customer" if customer else "operator", customer=customer, ttl_s=3600)
+    access.tokens().record(claims)
+    return text
+
+
+def test_a_customer_token_never_grants_voids_or_refreshes(
+    granted: dict[str, dict[str, Any]], config: Path, access: AccessSettings
+) -> None:
+    env = {
+        "METERING__ACCESS__SIGNING_KEY": KEY,
+        "METERING__ACCESS__STORE": str(access.store),
+        "METERING__ACCESS__TOKEN": token(access, "acme"),
+    }
+    for argv in (
+        ["credits", "grant", "--customer", "acme", "--amount", "1000.00", "--reason", "free money"],
+        ["credits", "void", "x1", "--reason", "hostile"],
+        ["credits", "refresh"],
+    ):
+        code, out, err = run(*argv, "--config", str(config), env=env)
+        assert code == 1 and "refused (403 operator_only)" in err and out == "", err
+    code, out, _ = run("credits", "list", "--format", "json", "--config", str(config))
+    assert len(json.loads(out)) == 6  # 5 grants and the void: nothing written
+    env["METERING__ACCESS__TOKEN"] = token(access)
+    code, out, err = run(
+        "credits",
+        "grant",
+        "--customer",
+        "acme",
+        "--amount",
+        "0.01",
+        "--grant-id",
+        "op",
+        "--reason",
+        "operator",
+        "--config",
+        str(config),
+        env=env,
+    )
+    assert code == 0, err
+    code, out, _ = run("credits", "list", "--customer", "acme", "--format", "json", "--config", str(config))
+    assert next(r["recorded_by"] for r in json.loads(out) if r["grant_id"] == "op").startswith("token:")
+
+
+def cli(*argv: str, config: Path, token_text: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING__")}
+    env["METERING__ACCESS__TOKEN"] = token_text
+    command = [sys.executable, "-m", "jobs.cli", *argv, "--config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=120, check=False)
+
+
+def test_a_token_for_acme_cannot_read_globexs_balance_or_ledger(
+    granted: dict[str, dict[str, Any]], settings: StorageSettings, config: Path, access: AccessSettings
+) -> None:
+    acme = token(access, "acme")
+    with open_storage(settings, create_database=False) as storage, QueryGateway(storage, access=access) as gateway:
+        own = cli(
+            "query", "credits", "--customer", "acme", "--format", "json", "--gateway", gateway.url, config=config, token_text=acme
+        )
+        assert own.returncode == 0, own.stderr
+        assert [(r["customer_id"], r["remaining"]) for r in json.loads(own.stdout)] == [("acme", "13")]
+        shown = cli("credits", "show", "--customer", "acme", "--at", AT, "--gateway", gateway.url, config=config, token_text=acme)
+        assert shown.returncode == 0 and "remaining 41.00 settled, 13.00 with pending cost" in shown.stdout, shown.stderr
+        for argv in (
+            ["query", "credits", "--customer", "globex"],
+            ["query", "credits"],  # everyone's
+            ["credits", "list", "--customer", "globex"],
+            ["credits", "list"],
+            ["credits", "show", "--customer", "globex"],
+        ):
+            refused = cli(*argv, "--gateway", gateway.url, config=config, token_text=acme)
+            assert refused.returncode == 1, refused.stderr
+            assert "refused (403 wrong_customer)" in refused.stderr and refused.stdout == "" and "globex" not in refused.stdout
+
+
+def test_a_meter_scoped_token_cannot_read_a_balance_that_sums_every_meter(
+    granted: dict[str, dict[str, Any]], settings: StorageSettings, config: Path, access: AccessSettings
+) -> None:
+    text, claims = issue(access.key(), scope="customer", customer="acme", meters=["tokens"], ttl_s=3600)
+    access.tokens().record(claims)
+    with open_storage(settings, create_database=False) as storage, QueryGateway(storage, access=access) as gateway:
+        for argv in (
+            ["query", "credits", "--customer", "acme"],
+            ["credits", "show", "--customer", "acme", "--at", AT],
+            ["credits", "list", "--customer", "acme"],
+        ):
+            refused = cli(*argv, "--gateway", gateway.url, config=config, token_text=text)
+            assert refused.returncode == 1 and "refused (403 meter_not_allowed)" in refused.stderr, refused.stderr
+            assert refused.stdout == ""
+
+
+def test_refresh_every_loops_at_the_configured_cadence(granted: dict[str, dict[str, Any]], config: Path) -> None:
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("jobs.cli.credits.time.sleep", sleep)
+        code, out, err = run("credits", "refresh", "--every", "--customer", "globex", "--at", AT, "--config", str(config))
+    assert code == 0, err
+    assert pauses == [300.0, 300.0]  # credits.refresh_every's default, 5m
+    assert out.splitlines() == ["2026-05-11T00:00:00.000Z globex: remaining 0 USD (settled 0), block, OVER"] * 2
