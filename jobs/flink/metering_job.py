@@ -309,7 +309,9 @@ def define_first_seen(t_env: Any, config: Config, source: str, suffix: str = "")
     )
     lag = config.pipeline.max_out_of_orderness
     t_env.create_temporary_view(first_seen_input, t_env.sql_query(sql.first_seen_input_view(parsed, lag, config.meters)))
-    t_env.create_temporary_view(first_seen, t_env.sql_query(sql.first_seen_view(first_seen_input, f"{UID_PREFIX}-first-seen")))
+    t_env.create_temporary_view(
+        first_seen, t_env.sql_query(sql.first_seen_view(first_seen_input, f"{UID_PREFIX}-first-seen", config.meters))
+    )
     return first_seen
 
 

@@ -262,7 +262,7 @@ SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, kept_doc AS doc, payloa
 FROM {parsed}"""
 
 
-def first_seen_view(first_seen_input: str, uid: str) -> str:
+def first_seen_view(first_seen_input: str, uid: str, meters: tuple[Meter, ...] = ()) -> str:
     """Every parsed record with ``seen`` and ``variants`` of its (customer_id, event_id), keyed state TTL = dedup retention.
 
     ``metering_first_seen`` (``udfs/jvm``) keeps, per (customer_id, event_id), how many valid
@@ -275,13 +275,19 @@ def first_seen_view(first_seen_input: str, uid: str) -> str:
     No ``on_time`` argument, deliberately: with one, Flink drops every row behind the watermark
     before the function sees it (measured on 2.2.1), which would lose late events. Without it
     ``rowtime`` passes through as the time attribute, and the watermarks with it.
-    ``uid`` names the operator's state in savepoints.
+    ``uid`` names the operator's state in savepoints. ``property_names`` are the names of the ``props``
+    column's elements, in order (:func:`property_names`): what the function keeps of an event for
+    amendments is keyed by name, so a configuration that reads other properties after a restore
+    still finds each one.
     """
     return f"""
 SELECT kafka_partition, kafka_offset, kafka_ts, rowtime, doc, payload_size, event_id, customer_id, event_type, q_text,
        event_ms, props, reason, partition_wm_ms, replayed, seen, variants, behind_watermark, amendment, amendment_id, sign,
        a_event_type, a_event_ms, a_q_text, a_props, a_outcome
-FROM metering_first_seen(input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id), uid => {lit(uid)})"""
+FROM metering_first_seen(
+  input => TABLE {first_seen_input} PARTITION BY (customer_id, event_id),
+  property_names => {lit(",".join(property_names(meters)))},
+  uid => {lit(uid)})"""
 
 
 def dedup_view(first_seen: str) -> str:

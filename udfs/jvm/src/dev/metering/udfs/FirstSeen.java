@@ -46,7 +46,9 @@ import org.apache.flink.types.Row;
  * <p><b>Amendments</b> (schemas/amendments.py, docs/semantics.md "Voids and amendments"): a record
  * whose {@code reason} is {@code amendment} reaches the key of the event it names. The key keeps,
  * when the event's {@code amendable} column was true (every meter of its type is a sum or a count),
- * what its first occurrence counted: event type, event time, quantity and the meters' properties.
+ * what its first occurrence counted: event type, event time, quantity and the meters' properties,
+ * by name ({@code property_names}, the names of the {@code props} column's elements: a restored job
+ * that reads other properties maps them by name, not by position).
  * A void then emits that content again with {@code sign = -1} (a retraction); an amend emits the
  * retraction and the content with the new quantity ({@code sign = +1}), which becomes what the
  * key counts. Both take the late path (behind the watermark), so they reach the period still open
@@ -100,10 +102,12 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
     public void eval(
             Context ctx,
             @StateHint Memory memory,
-            @ArgumentHint({ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.PASS_COLUMNS_THROUGH}) Row input) {
+            @ArgumentHint({ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.PASS_COLUMNS_THROUGH}) Row input,
+            @ArgumentHint(name = "property_names") String propertyNames) {
+        String[] names = names(propertyNames);
         Object reason = input.getField("reason");
         if (EventRules.AMENDMENT.equals(reason)) {
-            amend(ctx, memory, input);
+            amend(ctx, memory, input, names);
             return;
         }
         if (reason != null) {
@@ -125,7 +129,7 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
         memory.seen += 1;
         if (memory.seen == 1L && Boolean.TRUE.equals(input.getField("amendable"))) {
             known = known + COUNTED + content(input.getFieldAs("event_type"), input.getFieldAs("event_ms"),
-                    input.getFieldAs("q_text"), input.getFieldAs("props")) + SEPARATOR;
+                    input.getFieldAs("q_text"), names, input.getFieldAs("props")) + SEPARATOR;
         }
         memory.fingerprints = known;
         if (memory.seen == 1L) {
@@ -140,7 +144,7 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
     }
 
     /** An amendment of this key's event: its retraction (and replacement), or the reason it has none. */
-    private void amend(Context ctx, Memory memory, Row input) {
+    private void amend(Context ctx, Memory memory, Row input, String[] names) {
         String known = memory.fingerprints;
         if (memory.seen == 0L || known == null) {
             ctx.clearAllState(); // nothing to keep for a key that never had an event
@@ -161,11 +165,11 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
             result = NOT_AMENDABLE;
         } else {
             String[] fields = fields(counted);
-            collect(contribution(-1, fields));
+            collect(contribution(-1, fields, names));
             if ("amend".equals(input.getFieldAs("amendment"))) {
                 String[] amended = fields.clone();
                 amended[2] = input.getFieldAs("q_text");
-                collect(contribution(1, amended));
+                collect(contribution(1, amended, names));
                 known = known.replace(COUNTED + counted + SEPARATOR, COUNTED + join(amended) + SEPARATOR);
             } else {
                 known = known + VOIDED + SEPARATOR;
@@ -182,23 +186,55 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
         return Row.of(0L, 0L, true, 0, null, null, null, null, outcome);
     }
 
-    /** A row counting {@code fields} (type, event time, quantity, properties…) {@code sign} times, late. */
-    private static Row contribution(int sign, String[] fields) {
-        String[] props = new String[fields.length - 3];
-        System.arraycopy(fields, 3, props, 0, props.length);
+    /**
+     * A row counting {@code fields} (type, event time, quantity, then property name and value pairs)
+     * {@code sign} times, late; its {@code props} in the order of {@code names} (a property the event
+     * did not carry, or one not kept when it was counted, is null).
+     */
+    private static Row contribution(int sign, String[] fields, String[] names) {
+        String[] props = new String[names.length];
+        for (int i = 3; i + 1 < fields.length; i += 2) {
+            for (int j = 0; j < names.length; j++) {
+                if (names[j].equals(fields[i])) {
+                    props[j] = fields[i + 1];
+                }
+            }
+        }
         return Row.of(0L, 0L, true, sign, fields[0], Long.parseLong(fields[1]), fields[2], props, APPLIED);
     }
 
-    /** What an event counted, as one line: type, event time, quantity and the meters' properties. */
-    static String content(String eventType, Long eventMs, String quantity, String[] props) {
-        String[] fields = new String[3 + (props == null ? 0 : props.length)];
-        fields[0] = eventType;
-        fields[1] = String.valueOf(eventMs);
-        fields[2] = quantity;
-        if (props != null) {
-            System.arraycopy(props, 0, fields, 3, props.length);
+    /**
+     * What an event counted, as one line: type, event time, quantity and its properties the meters
+     * read, by name ({@code props[i]} is the value of {@code names[i]}; absent ones are left out): a
+     * restored job whose configuration reads other properties still finds each one.
+     */
+    static String content(String eventType, Long eventMs, String quantity, String[] names, String[] props) {
+        java.util.List<String> fields = new java.util.ArrayList<>(3 + 2 * names.length);
+        fields.add(eventType);
+        fields.add(String.valueOf(eventMs));
+        fields.add(quantity);
+        for (int i = 0; props != null && i < props.length && i < names.length; i++) {
+            if (props[i] != null) {
+                fields.add(names[i]);
+                fields.add(props[i]);
+            }
         }
-        return join(fields);
+        return join(fields.toArray(new String[0]));
+    }
+
+    private transient String lastPropertyNames;
+    private transient String[] lastNames = new String[0];
+
+    /** The property names argument, split once (it is the same literal for every call). */
+    private String[] names(String propertyNames) {
+        if (propertyNames == null || propertyNames.isEmpty()) {
+            return new String[0];
+        }
+        if (!propertyNames.equals(lastPropertyNames)) {
+            lastNames = propertyNames.split(",");
+            lastPropertyNames = propertyNames;
+        }
+        return lastNames;
     }
 
     /** Fields joined by {@link #FIELD}; backslash, tab and line feed escaped, null as {@code \0}. */
