@@ -366,6 +366,11 @@ class Expected:
 LATENESS_MARGIN = timedelta(hours=6)
 
 
+def _group(meter: Meter, event: UsageEvent) -> str:
+    """The event's group-by values for ``meter`` as JSON, keys sorted (a missing property is '')."""
+    return json.dumps({d: str(event.properties.get(d, "")) for d in meter.group_by}, sort_keys=True)
+
+
 def _value(meter: Meter, event: UsageEvent) -> Decimal | str | None:
     if meter.value_property is None:
         return event.quantity
@@ -446,9 +451,8 @@ def accepted(
                 expected.dead_letters["other"] += 1
             for contribution in contributions:
                 for meter in config.meters_for(contribution.event.event_type):
-                    group = json.dumps({d: str(contribution.event.properties.get(d, "")) for d in meter.group_by}, sort_keys=True)
-                    value = _value(meter, contribution.event)
-                    yield Counted(contribution.event, meter, group, value, watermark_ms, contribution.sign)
+                    event = contribution.event
+                    yield Counted(event, meter, _group(meter, event), _value(meter, event), watermark_ms, contribution.sign)
             continue
         if not result.ok or result.event is None:
             reasons = {p.reason for p in result.problems}
@@ -468,8 +472,7 @@ def accepted(
         ledger.first_seen(event)
         expected.events_counted += 1
         for meter in config.meters_for(event.event_type):
-            group = json.dumps({d: str(event.properties.get(d, "")) for d in meter.group_by}, sort_keys=True)
-            yield Counted(event, meter, group, _value(meter, event), watermark_ms)
+            yield Counted(event, meter, _group(meter, event), _value(meter, event), watermark_ms)
 
 
 def recompute(path: Path, config: Config, unwritten: Collection[int] = frozenset()) -> Expected:

@@ -8,23 +8,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from clickhouse.tables import LEDGER_COLUMNS
 from jobs.cli.common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Subcommands, load_config_arg
 from jobs.cli.query import _reader, refusal_message
 
-LIST_COLUMNS = [
-    "customer_id",
-    "grant_id",
-    "action",
-    "amount",
-    "currency",
-    "priority",
-    "effective_at",
-    "expires_at",
-    "rollover",
-    "recorded_at",
-    "recorded_by",
-    "reason",
-]
+#: What `credits list` prints: a ledger row's columns, as stored.
+LIST_COLUMNS = LEDGER_COLUMNS
 
 
 def _now() -> datetime:
