@@ -101,7 +101,8 @@ def expected_buckets(events: Path, config: Config, customer: str, granularity: s
             bucket = moment.replace(minute=0, second=0, microsecond=0)
         else:
             bucket = local_midnight(moment.astimezone(tz).date(), tz).astimezone(UTC)
-        totals[bucket.isoformat(timespec="milliseconds").replace("+00:00", "Z")] += Decimal(str(counted.value))
+        label = bucket.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        totals[label] += counted.sign * Decimal(str(counted.value))  # an amendment's retraction counts -1
     return totals
 
 
