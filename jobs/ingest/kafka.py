@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.kafka_security import PLAINTEXT, KafkaSecurity, librdkafka_options
+from jobs.topics import LIBRDKAFKA_PARTITIONER
 
 #: librdkafka's queue bound (messages); a request finding it full is answered 503.
 QUEUE_MAX_MESSAGES = 200_000
@@ -101,6 +102,8 @@ class KafkaSink:
         self.settings: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "client.id": "metering-serve",
+            # The events topic's partition of a customer, as `metering produce` chooses it: a void follows its event.
+            "partitioner": LIBRDKAFKA_PARTITIONER,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,

@@ -616,3 +616,31 @@ def test_a_closed_producer_turns_health_red_and_every_request_503(running: Runni
     assert status == 503 and body["error"] == "producer_failed", body
     assert time.monotonic() - started < 2  # at once, not after the delivery timeout
     assert [event_id_of(r) for r in read_topic(running.config, 1)] == ["z-1"]
+
+
+def test_the_api_and_metering_produce_put_a_customer_in_the_same_partition(running: Running) -> None:
+    """Every writer of the events topic partitions by the customer key the same way (Java's murmur2).
+
+    A void sent through the API follows its event only when both are in one partition, whichever
+    writer sent the event; so do a customer's duplicates, whose first copy is the one counted.
+    """
+    from jobs.produce import make_producer, produce_lines
+
+    kafka = running.config.kafka
+    customers = [f"c{n}" for n in range(24)]
+    key, _ = running.keys.create("partitions", customers)
+    lines = [event(f"api-{c}", c) for c in customers]
+    status, _, body = running.post(key, b"\n".join(lines), "application/x-ndjson")
+    assert (status, body["accepted"]) == (200, len(customers)), body
+    producer = make_producer(kafka.bootstrap_servers)
+    try:
+        produce_lines([event(f"produce-{c}", c) for c in customers], producer=producer, topic=kafka.topics.events)
+    finally:
+        producer.close()
+    records = read_topic(running.config, 2 * len(customers))
+    partitions: dict[str, set[int]] = {}
+    for record in records:
+        assert record.key is not None
+        partitions.setdefault(record.key.decode(), set()).add(record.partition)
+    split = sorted(c for c, found in partitions.items() if len(found) > 1)
+    assert not split, f"customers whose records the two writers put in different partitions: {split}"
