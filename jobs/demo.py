@@ -23,6 +23,7 @@ from typing import Any
 
 from clickhouse.queries import Reader
 from jobs.config import Config
+from jobs.demo_money import DEMO_CREDITS, demo_alerts
 from schemas.amendments import Amendment, is_amendment
 from schemas.amendments import judge as judge_amendment
 from schemas.validate import UsageEvent, decode, parse_timestamp, validate_line
@@ -46,8 +47,8 @@ MODELS = ["small-1", "medium-2", "large-3"]
 GPUS = ["a100", "h100"]
 
 
-def demo_document(run_id: str, bootstrap: str, chdb_path: Path) -> dict[str, Any]:
-    """The demo's configuration (as YAML would hold it): its own topics and database per run."""
+def demo_document(run_id: str, bootstrap: str, chdb_path: Path, events: int = 1_000_000) -> dict[str, Any]:
+    """The demo's configuration (as YAML would hold it): its own topics and database per run; ``events``: the workload's size."""
     prefix = f"demo-{run_id}"
     return {
         "kafka": {
@@ -83,6 +84,8 @@ def demo_document(run_id: str, bootstrap: str, chdb_path: Path) -> dict[str, Any
             {"name": "credits", "event_type": "credits", "aggregation": "sum", "allow_negative": True},
         ],
         "rating": DEMO_RATING,
+        "credits": DEMO_CREDITS,
+        "alerts": demo_alerts(events),
     }
 
 

@@ -71,21 +71,35 @@ def _base(config: Config) -> dict[str, Any]:
     return {"bootstrap.servers": config.kafka.bootstrap_servers, **librdkafka_options(config.kafka.security)}
 
 
+def _producer_base(config: Config) -> dict[str, Any]:
+    """A producer's settings: keyed records partitioned as every other writer of the project's topics does."""
+    return {**_base(config), "partitioner": topics.LIBRDKAFKA_PARTITIONER}
+
+
 def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, bytes | None]]:
     """Every committed record of the state topic, oldest first (the latest per key wins)."""
+    return read_to_end(config, state_topic(config), f"{GROUP}-restore", timeout_s)
+
+
+def read_alerts(config: Config, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """Every committed alert event on the alerts topic (a repeated one would appear twice)."""
+    return [json.loads(value) for _, value in read_to_end(config, alerts_topic(config), f"{GROUP}-read", timeout_s) if value]
+
+
+def read_to_end(config: Config, topic: str, group: str, timeout_s: float) -> Iterable[tuple[str, bytes | None]]:
+    """``(key, value)`` of every committed record of ``topic``, each partition from its start to its end."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
         {
             **_base(config),
-            "group.id": f"{GROUP}-restore",
+            "group.id": group,
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
         }
     )
-    topic = state_topic(config)
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p, 0) for p in sorted(metadata.partitions)]
@@ -94,7 +108,7 @@ def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, b
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read the alerts state topic {topic} to its end in {timeout_s:.0f} s")
+                raise TimeoutError(f"could not read the topic {topic} to its end in {timeout_s:.0f} s")
             message = consumer.poll(0.5)
             if message is None:
                 continue
@@ -102,7 +116,7 @@ def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, b
                 if message.error().code() == KafkaError._PARTITION_EOF:
                     pending.discard(message.partition())
                     continue
-                log.warning("state topic: %s", message.error())
+                log.warning("%s: %s", topic, message.error())
                 continue
             yield (message.key() or b"").decode(), message.value()
     finally:
@@ -133,14 +147,24 @@ class AlertService:
             config.kafka.topics.corrections: CORRECTION,
         }
         self.evaluator = Evaluator(config.alerts, config.rating)
+        self.until_idle, self.idle_s = False, 3.0
 
-    def run(self, *, on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
+    def run(
+        self, *, on_batch: Callable[[RunStats], None] | None = None, until_idle: bool = False, idle_s: float = 3.0
+    ) -> RunStats:
+        """Evaluate until ``stop``, or (``until_idle``) until every input partition is read to its end for ``idle_s``.
+
+        Bounded runs are for backfills and the demo: the job's topics are complete, so the end is
+        the last committed record (an open transaction of a job still writing keeps it waiting).
+        """
         from confluent_kafka import KafkaException, Producer
+
+        self.until_idle, self.idle_s = until_idle, idle_s
 
         ensure_alert_topics(self.config)
         producer = Producer(
             {
-                **_base(self.config),
+                **_producer_base(self.config),
                 "transactional.id": transactional_id(self.config),
                 "transaction.timeout.ms": 60_000,
                 "enable.idempotence": True,
@@ -191,11 +215,17 @@ class AlertService:
         )
         alerts, states = alerts_topic(self.config), state_topic(self.config)
         consumer.subscribe(list(self.topics))
+        idle_since: float | None = None
         try:
             while not self.stop.is_set():
                 messages = _fetch(consumer)
                 if not messages:
+                    if self.until_idle:
+                        idle_since = idle_since or time.monotonic()
+                        if time.monotonic() - idle_since >= self.idle_s and _caught_up(consumer):
+                            self.stop.set()
                     continue
+                idle_since = None
                 producer.begin_transaction()
                 now_ms = int(time.time() * 1000)
                 for message in messages:
@@ -232,8 +262,22 @@ class AlertService:
             }
         )
         consumer.subscribe([alerts_topic(self.config)])
-        producer = Producer({**_base(self.config), "enable.idempotence": True})
+        producer = Producer({**_producer_base(self.config), "enable.idempotence": True})
         return Deliverer(self.config.alerts.rules, consumer, producer, state_topic(self.config), self.backoff).start()
+
+
+def _caught_up(consumer: Any) -> bool:
+    """Whether partitions are assigned and each is read to its end (an empty one counts as read)."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return False
+    for tp in consumer.position(assignment):
+        low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        if high > low and tp.offset < high:  # never handed a record (offset < 0), or behind
+            committed = consumer.committed([tp], timeout=10)[0].offset if tp.offset < 0 else tp.offset
+            if committed < high:
+                return False
+    return True
 
 
 def _fetch(consumer: Any) -> list[Any]:
@@ -267,7 +311,7 @@ def redeliver(config: Config, backoff: Backoff | None = None) -> tuple[int, int]
     """Resend every dead-lettered alert; a delivered one is removed (tombstone). (delivered, still dead)."""
     from confluent_kafka import Producer
 
-    producer = Producer({**_base(config), "enable.idempotence": True})
+    producer = Producer({**_producer_base(config), "enable.idempotence": True})
     delivered = failed = 0
     for key, letter in sorted(dead_letters(config).items()):
         webhook = webhook_of(config.alerts.rules, letter["alert"])

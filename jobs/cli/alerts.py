@@ -39,7 +39,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = ProgressLine(sys.stderr) if args.progress else None
     interrupt_on_sigterm()
     try:
-        service.run(on_batch=None if progress is None else lambda stats: progress.show(_progress(stats)))
+        service.run(
+            on_batch=None if progress is None else lambda stats: progress.show(_progress(stats)), until_idle=args.until_idle
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -99,6 +101,11 @@ def register(sub: Subcommands) -> None:
     run.add_argument("--config", help=CONFIG_HELP)
     run.add_argument("--progress", action="store_true", help="print progress to stderr after each transaction")
     run.add_argument("--verbose", action="store_true", help="log restores, aborted transactions and webhook attempts")
+    run.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="stop once every input partition is read to its end (a backfill, a batch run); default: run until stopped",
+    )
     run.add_argument("--webhook-attempts", type=_positive, default=5, help="tries per webhook before its dead letter (5)")
     run.add_argument("--webhook-backoff", type=float, default=0.5, help="seconds before the first retry, doubling up to 30 (0.5)")
     add_format(run)

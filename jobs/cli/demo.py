@@ -148,7 +148,8 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
 
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
-    from clickhouse.queries import StorageReader
+    from clickhouse.queries import StorageReader, run_query
+    from jobs.cli.demo_money import AlertsRun, check_alerts, grant_and_check, render_alerts
     from jobs.config import load_config, load_stack
     from jobs.demo import (
         api_disagreements,
@@ -182,7 +183,7 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     timings["stack"] = time.monotonic() - t
 
     config_path = workdir / "metering.yaml"
-    document = demo_document(run_id, settings.bootstrap_servers, settings.chdb_path)
+    document = demo_document(run_id, settings.bootstrap_servers, settings.chdb_path, events)
     document["ingest"] = {"keys": str(workdir / "ingest-keys")}  # the run's API key, not the user's register
     config_path.write_text(yaml.safe_dump(document, sort_keys=False))
     config = replace(load_config(config_path, env={}), stack=settings)  # its own file; the stack the user chose
@@ -243,9 +244,21 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     direct_file.unlink()  # a copy of the file's tail; events.jsonl keeps the whole workload
     timings["produce"] = time.monotonic() - t
 
-    t = step("5/7 metering job on the Flink MiniCluster, bounded (--until-end): dedup, aggregate, finalize")
+    t = step(
+        "5/7 metering job on the Flink MiniCluster, bounded (--until-end): dedup, aggregate, finalize; "
+        "alert rules evaluated from its output as it streams (metering alerts run)"
+    )
+    alerts_run = AlertsRun.start(config)
     job = run_local_job(config, until_end=True, job_name=f"metering-demo-{run_id}")
     say(f"   job finished in {job.seconds:.1f}s")
+    try:
+        alert_stats = alerts_run.finish()
+    except (RuntimeError, TimeoutError) as exc:
+        say(f"   {exc}")
+        return EXIT_FAILURE, summary
+    say(
+        f"   alerts: read {alert_stats.records:,} records in {alert_stats.transactions} transactions, {alert_stats.alerts} alerts"
+    )
     timings["job"] = time.monotonic() - t
 
     t = step("6/7 loader: job outputs -> ClickHouse (read_committed, idempotent)")
@@ -278,6 +291,10 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
         invoiced = invoiced_costs(StorageReader(storage), config, finals, datetime.now(UTC))
     check_costs(result, expected_costs(expected, config), invoiced)
     say(render_costs(invoiced, config))
+    with open_storage(config.storage, create_database=False) as storage:
+        loaded_alerts = run_query(storage, "alerts", {"customer": "", "meter": ""})
+        say(render_alerts(check_alerts(result, config, expected.finals, expected.corrections, loaded_alerts)))
+        say(grant_and_check(result, config, storage, expected, events, datetime.now(UTC)))
     disagreements = api_disagreements(api.lines, [(v.status, v.reason) for v in api.verdicts], config)
     result.check(
         "ingestion API verdicts",
