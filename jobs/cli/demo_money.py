@@ -96,7 +96,12 @@ def check_alerts(
 def render_alerts(alerts: Sequence[Mapping[str, Any]]) -> str:
     """Per customer, rule and period: the thresholds announced (with the value then) and resolved."""
     rows: dict[tuple[str, str, int], list[str]] = defaultdict(list)
-    for a in sorted(alerts, key=lambda a: (a["customer_id"], a["rule"], a["period_start_ms"], a["emitted_ms"], a["id"])):
+    order = {"alert.triggered": 0, "alert.corrected": 1, "alert.resolved": 2}
+
+    def judged(a: Mapping[str, Any]) -> tuple[Any, ...]:  # a batch's alerts share emitted_ms: a value only grows
+        return (a["customer_id"], a["rule"], a["period_start_ms"], a["emitted_ms"], order[a["kind"]], Decimal(a["value"]))
+
+    for a in sorted(alerts, key=judged):
         value = f" ({Decimal(a['value']).normalize():f})" if a["kind"] != "alert.resolved" else ""
         word = {"alert.triggered": "", "alert.resolved": "resolved ", "alert.corrected": "corrected "}[a["kind"]]
         rows[(a["customer_id"], a["rule"], int(a["period_start_ms"]))].append(f"{word}{a['threshold']}{value}")
