@@ -177,32 +177,8 @@ def judged(line: bytes) -> tuple[str | None, str]:
     return reason, message
 
 
-def handle(app: IngestApp, request: Request, fields: dict[str, Any], action: str) -> Response:
-    """One void or amend request, through the same gates as ``POST /v1/events``."""
-    from jobs.ingest.app import UNAVAILABLE_RETRY_S, _bearer, _problem
-    from jobs.ingest.limits import retry_after
-
-    if app.draining.is_set():
-        return _problem(503, "shutting_down", "the service is shutting down: retry", UNAVAILABLE_RETRY_S)
-    key = app.keys.check(_bearer(request.headers.get("Authorization")))
-    if key is None:
-        response = _problem(401, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="metering"'
-        return response
-    fields["key"] = key.id
-    fields["action"] = action
-    wait = app.buckets.take(key.id)
-    if wait > 0:
-        return _problem(429, "rate_limited", f"this key's rate limit is exceeded: retry in {wait:.2f} s", retry_after(wait))
-    if not app._slots.acquire(blocking=False):
-        return _problem(503, "overloaded", f"{app.limits.max_in_flight} requests are being handled: retry", 1)
-    try:
-        return _amendment(app, request, key, fields, action)
-    finally:
-        app._slots.release()
-
-
-def _amendment(app: IngestApp, request: Request, key: ApiKey, fields: dict[str, Any], action: str) -> Response:
+def handle(app: IngestApp, request: Request, key: ApiKey, fields: dict[str, Any], action: str) -> Response:
+    """One void or amend request, once admitted through the gates of every write (``IngestApp.admit``)."""
     from jobs.ingest.app import UNAVAILABLE_RETRY_S, _json, _problem
 
     limit = min(MAX_BODY_BYTES, app.limits.max_body_bytes)

@@ -210,6 +210,20 @@ class IngestApp:
         return _json(200, document())
 
     def on_events(self, request: Request, fields: dict[str, Any]) -> Response:
+        return self.admit(request, fields, self._events)
+
+    def on_void(self, request: Request, fields: dict[str, Any]) -> Response:
+        fields["action"] = amend.VOID
+        return self.admit(request, fields, lambda r, key, f: amend.handle(self, r, key, f, amend.VOID))
+
+    def on_amend(self, request: Request, fields: dict[str, Any]) -> Response:
+        fields["action"] = amend.AMEND
+        return self.admit(request, fields, lambda r, key, f: amend.handle(self, r, key, f, amend.AMEND))
+
+    def admit(
+        self, request: Request, fields: dict[str, Any], handler: Callable[[Request, ApiKey, dict[str, Any]], Response]
+    ) -> Response:
+        """The gates every write passes, in order, before ``handler`` runs: draining, the producer, the key, its rate, a slot."""
         if self.draining.is_set():
             return _problem(503, "shutting_down", "the service is shutting down: retry", UNAVAILABLE_RETRY_S)
         if (failure := self.sink.health().failure) is not None:
@@ -226,15 +240,9 @@ class IngestApp:
         if not self._slots.acquire(blocking=False):
             return _problem(503, "overloaded", f"{self.limits.max_in_flight} requests are being handled: retry", 1)
         try:
-            return self._events(request, key, fields)
+            return handler(request, key, fields)
         finally:
             self._slots.release()
-
-    def on_void(self, request: Request, fields: dict[str, Any]) -> Response:
-        return amend.handle(self, request, fields, amend.VOID)
-
-    def on_amend(self, request: Request, fields: dict[str, Any]) -> Response:
-        return amend.handle(self, request, fields, amend.AMEND)
 
     def _events(self, request: Request, key: ApiKey, fields: dict[str, Any]) -> Response:
         try:

@@ -601,6 +601,15 @@ def test_a_fatal_producer_error_turns_health_red_and_every_request_503(running: 
     status, headers, body = running.post(key, event("f-2"))
     assert status == 503 and body["error"] == "producer_failed" and int(headers["Retry-After"]) >= 1, body
     assert "OUT_OF_ORDER_SEQUENCE_NUMBER" in body["message"]
+    for action, payload in (("void", {}), ("amend", {"quantity": "2"})):  # every write passes the same gates
+        status, _, body = request(
+            running.port,
+            "POST",
+            f"/v1/events/f-1/{action}",
+            json.dumps({"customer_id": "acme", "reason": "test", **payload}).encode(),
+            {"Content-Type": "application/json", **_auth(key)},
+        )
+        assert status == 503 and body["error"] == "producer_failed", (action, body)
     assert [event_id_of(r) for r in read_topic(running.config, 1)] == ["f-1"]
 
 
