@@ -433,3 +433,14 @@ def test_explain_goes_through_the_same_access_rule(gateway: QueryGateway, access
     )
     assert scoped.returncode == 0, scoped.stderr
     assert {i["meter"] for i in json.loads(scoped.stdout)["items"]} == {"tokens"}
+
+
+def test_the_explain_example_of_the_docs_is_what_the_command_prints(gateway: QueryGateway, config_file: Path) -> None:
+    page = (PROJECT_ROOT / "docs" / "pricing.md").read_text()
+    command = "$ metering invoice --customer acme --period 2026-03 --meter api_calls --explain"
+    block = re.search(r"```text\n" + re.escape(command) + r"\n(.*?)```", page, re.S)
+    assert block is not None
+    argv = command.split()[2:]
+    done = metering(*argv, "--at", "2026-04-05T00:00:00Z", config=config_file)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == block.group(1)
