@@ -47,5 +47,7 @@ def test_a_tiny_run_prints_and_writes_every_figure(tmp_path: Path, capsys: pytes
     assert figures["rating_us_per_event"] == pytest.approx(
         figures["pricing_us_per_record"] * figures["records_per_event"], abs=0.05
     )
+    assert 0 < figures["steps_per_event"] <= figures["records_per_event"]
+    assert figures["rating_us_per_event_steps_only"] <= figures["rating_us_per_event"] or figures["pricing_us_per_record"] < 0
     assert figures["final_rows"] > 0 and figures["invoices"] > 0
     assert all(len(values) == 1 for values in figures["rounds"].values())
