@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from clickhouse.queries import EARLIEST, QueryError, Reader, _ch_time, parse_time, plain
-from udfs.invoicing import CorrectionRecord, FinalTotal, Invoice, build_invoice
+from udfs.invoicing import CorrectionRecord, FinalTotal, Invoice, InvoiceItem, build_invoice
 from udfs.periods import BillingCycle, Period, PeriodKind, billing_period, local_midnight, zone
-from udfs.pricing import NoRateInEffect, Rating
+from udfs.pricing import EXACT, ZERO, Charge, Graduated, Line, LineKind, NoRateInEffect, Rating, TierBounds, Volume
 from udfs.projection import project
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -60,7 +61,21 @@ def period_of(text: str, cycle: BillingCycle) -> Period:
 
 def _final(row: dict[str, Any]) -> FinalTotal:
     period = Period(_time(row["period_start"]), _time(row["period_end"]))
-    return FinalTotal(row["meter"], row["group_key"], row["aggregation"], period, Decimal(row["total"]))
+    watermark = row.get("finalized_at_watermark")
+    return FinalTotal(
+        row["meter"],
+        row["group_key"],
+        row["aggregation"],
+        period,
+        Decimal(row["total"]),
+        _count(row.get("event_count")),
+        _count(row.get("revision")),
+        _time(watermark) if watermark else None,
+    )
+
+
+def _count(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _correction(row: dict[str, Any]) -> CorrectionRecord:
@@ -73,6 +88,8 @@ def _correction(row: dict[str, Any]) -> CorrectionRecord:
         int(row["sign"]),
         Decimal(row["value"]),
         _time(row["loaded_at"]),
+        _time(row["minute"]) if row.get("minute") else None,
+        _count(row.get("event_count")),
     )
 
 
@@ -152,6 +169,154 @@ def invoice_document(invoice: Invoice) -> dict[str, Any]:
             for u in invoice.unpriced
         ],
     }
+
+
+def _sum(values: Iterable[Decimal]) -> Decimal:
+    total = ZERO
+    for value in values:
+        total = EXACT.add(total, value)
+    return total
+
+
+def _decimal(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _line_row(line: Line) -> dict[str, Any]:
+    tier = line.tier
+    return {
+        "kind": line.kind.value,
+        "description": line.description,
+        "tier": None if tier is None else str(tier),
+        "tier_after": None if tier is None else _decimal(tier.after),
+        "tier_up_to": None if tier is None else _decimal(tier.up_to),
+        "quantity": format(line.quantity, "f"),
+        "unit_price": format(line.unit_price, "f"),
+        "amount": format(line.amount, "f"),
+        "rounded": format(line.rounded, "f"),
+    }
+
+
+def tier_breakdown(charge: Charge) -> list[dict[str, Any]]:
+    """Every line of ``charge`` and, for a tiered card, each tier it did not reach (quantity 0), in the card's order."""
+    rows: list[tuple[tuple[int, ...], dict[str, Any]]] = []
+    reached: set[int] = set()
+    for position, line in enumerate(charge.lines):
+        if line.tier is not None:
+            reached.add(line.tier.index)
+            rows.append(((1, line.tier.index, position), _line_row(line)))
+        else:
+            rows.append(((0 if line.kind is LineKind.INCLUDED else 2, position), _line_row(line)))
+    model = charge.version.model
+    if isinstance(model, Graduated | Volume):
+        after: Decimal | None = None
+        for index, tier in enumerate(model.tiers, start=1):
+            bounds = TierBounds(index, after, tier.up_to)
+            after = tier.up_to
+            if index in reached:
+                continue
+            rows.append(
+                (
+                    (1, index, -1),
+                    {
+                        "kind": "not_reached",
+                        "description": f"{bounds}: not reached",
+                        "tier": str(bounds),
+                        "tier_after": _decimal(bounds.after),
+                        "tier_up_to": _decimal(bounds.up_to),
+                        "quantity": "0",
+                        "unit_price": _decimal(tier.unit_price) or "0",
+                        "amount": "0",
+                        "rounded": "0",
+                    },
+                )
+            )
+    return [row for _, row in sorted(rows, key=lambda item: item[0])]
+
+
+def _charge_document(charge: Charge) -> dict[str, Any]:
+    return {
+        "quantity": format(charge.quantity, "f"),
+        "rated_quantity": format(charge.rated_quantity, "f"),
+        "version_starts_at": plain(charge.version.starts_at),
+        "model": charge.version.model.kind.value,
+        "included": format(charge.version.included, "f"),
+        "minimum": _decimal(charge.version.minimum),
+        "tiers": tier_breakdown(charge),
+        "amount": format(charge.amount, "f"),
+        "rounded": format(charge.rounded, "f"),
+    }
+
+
+def _rows_behind(item: InvoiceItem, invoice: Invoice) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if item.final is not None:
+        final = item.final
+        rows.append(
+            {
+                "table": "period_finals",
+                "period_start": plain(final.period.start),
+                "period_end": plain(final.period.end),
+                "group_by": json.loads(final.group or "{}"),
+                "aggregation": final.aggregation,
+                "value": format(final.quantity, "f"),
+                "event_count": final.event_count,
+                "revision": final.revision,
+                "finalized_at_watermark": None if final.finalized_at_watermark is None else plain(final.finalized_at_watermark),
+            }
+        )
+    for record in sorted(item.corrections, key=lambda r: (r.loaded_at, r.minute or r.loaded_at)):
+        rows.append(
+            {
+                "table": "corrections",
+                "period_start": plain(record.period.start),
+                "period_end": plain(record.period.end),
+                "group_by": json.loads(record.group or "{}"),
+                "aggregation": record.aggregation,
+                "minute": None if record.minute is None else plain(record.minute),
+                "sign": record.sign,
+                "value": format(record.value, "f"),
+                "event_count": record.event_count,
+                "loaded_at": plain(record.loaded_at),
+                # loaded while the invoice's period ran: this invoice prices it (else an earlier one did)
+                "on_this_invoice": record.loaded_at >= invoice.period.start,
+            }
+        )
+    return rows
+
+
+def explain_document(invoice: Invoice) -> dict[str, Any]:
+    """:func:`invoice_document` plus ``items``: per charge, the stored rows behind it and its tier breakdown.
+
+    A usage item's ``charge`` prices the period's final total; a correction item's ``before`` and
+    ``charge`` price the corrected period's total without and with the corrections loaded during
+    the invoice's period, and its ``lines`` (the invoice's) are their difference.
+    """
+    document = invoice_document(invoice)
+    lines = document["lines"]
+    items = []
+    for item in invoice.items:
+        own = [
+            line
+            for line, source in zip(lines, invoice.lines, strict=True)
+            if (source.section, source.meter, source.group, source.period) == (item.section, item.meter, item.group, item.period)
+        ]
+        items.append(
+            {
+                "section": item.section,
+                "meter": item.meter,
+                "group_by": json.loads(item.group or "{}"),
+                "period_start": plain(item.period.start),
+                "period_end": plain(item.period.end),
+                "rows": _rows_behind(item, invoice),
+                "before": None if item.before is None else _charge_document(item.before),
+                "charge": _charge_document(item.charge),
+                "lines": own,
+                "amount": format(_sum(Decimal(x["amount"]) for x in own), "f"),
+                "rounded": format(_sum(Decimal(x["rounded"]) for x in own), "f"),
+            }
+        )
+    return {**document, "items": items}
 
 
 def cost(reader: Reader, rating: Rating, *, customer: str = "", meter: str = "", at: datetime) -> list[dict[str, Any]]:

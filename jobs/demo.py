@@ -236,12 +236,15 @@ def client_mistakes(valid_line: str) -> dict[str, str]:
     return mistakes
 
 
-def generate(path: Path, events: int, seed: int = 7) -> Workload:
-    """Write ``events`` JSON lines (plus duplicates and malformed lines) in Kafka order per customer."""
+def generate(path: Path, events: int, seed: int = 7, span: timedelta = SPAN) -> Workload:
+    """Write ``events`` JSON lines (plus duplicates and malformed lines) in Kafka order per customer.
+
+    Their event times run over ``span`` from :data:`START`: a shorter span is denser traffic.
+    """
     rng = random.Random(seed)
     stats = Workload()
     customers = list(CUSTOMERS)
-    step = SPAN / events
+    step = span / events
     pending_late: list[tuple[int, str]] = []  # (emit at index, line)
     recent: list[str] = []
     # Amendments draw from their own generator: the events are the same with or without them.

@@ -32,7 +32,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from udfs.periods import Period, rfc3339_millis
-from udfs.pricing import EXACT, ZERO, Charge, Line, LineKind, Money, NoRateInEffect, RateCard, Rating, TierBounds, price
+from udfs.pricing import EXACT, ZERO, Charge, Line, LineKind, Money, NoRateInEffect, Rating, TierBounds, price
 
 #: Line kinds whose line holds a difference to a bound (quantity 1, unit price = amount): netted by amount.
 BOUND_KINDS = frozenset({LineKind.MINIMUM, LineKind.FEE_MINIMUM, LineKind.FEE_MAXIMUM})
@@ -40,13 +40,16 @@ BOUND_KINDS = frozenset({LineKind.MINIMUM, LineKind.FEE_MINIMUM, LineKind.FEE_MA
 
 @dataclass(frozen=True)
 class FinalTotal:
-    """A final period total of one (meter, group) as stored."""
+    """A final period total of one (meter, group) as stored; the stored row's other columns when read from one."""
 
     meter: str
     group: str
     aggregation: str
     period: Period
     quantity: Decimal
+    event_count: int | None = None
+    revision: int | None = None
+    finalized_at_watermark: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class CorrectionRecord:
     sign: int
     value: Decimal
     loaded_at: datetime
+    minute: datetime | None = None
+    event_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,25 @@ class Unpriced:
 
 
 @dataclass(frozen=True)
+class InvoiceItem:
+    """What one charge of an invoice was priced from (``metering invoice --explain``).
+
+    ``usage``: ``charge`` prices ``final``, the period's final total. ``correction`` (of ``period``, an earlier
+    one): ``before`` prices its final with the ``corrections`` loaded before the invoice's period, ``charge``
+    with those loaded until its end too; the invoice's lines of the item are their difference.
+    """
+
+    section: str
+    meter: str
+    group: str
+    period: Period
+    charge: Charge
+    before: Charge | None = None
+    final: FinalTotal | None = None
+    corrections: tuple[CorrectionRecord, ...] = ()
+
+
+@dataclass(frozen=True)
 class Invoice:
     """An invoice of one customer and period: lines, totals per meter and for the invoice (exact and rounded)."""
 
@@ -104,6 +128,8 @@ class Invoice:
     amount: Decimal
     rounded: Decimal
     unpriced: tuple[Unpriced, ...] = field(default=())
+    #: per charge, the stored rows and the charges behind its lines, in the order of the lines
+    items: tuple[InvoiceItem, ...] = field(default=())
 
 
 def corrected_total(aggregation: str, total: Decimal, corrections: Iterable[tuple[int, Decimal]]) -> Decimal | None:
@@ -225,6 +251,7 @@ def build_invoice(
     money = _money_of(rating, customer)
     lines: list[InvoiceLine] = []
     unpriced: list[Unpriced] = []
+    items: list[InvoiceItem] = []
     by_key = {(f.meter, f.group, f.period.start): f for f in finals}
     for final in sorted((f for f in finals if f.period.start == period.start), key=lambda f: (f.meter, f.group)):
         try:
@@ -236,6 +263,7 @@ def build_invoice(
             unpriced.append(Unpriced("usage", final.meter, final.group, final.period, "the customer's plan prices no such meter"))
             continue
         lines += _usage_lines(final, charge)
+        items.append(InvoiceItem("usage", final.meter, final.group, final.period, charge, final=final))
     targets: dict[tuple[str, str, datetime], list[CorrectionRecord]] = {}
     for record in corrections:
         if record.period.start < period.start and record.loaded_at < period.end:
@@ -262,16 +290,16 @@ def build_invoice(
             continue
         card, card_money = found
         try:
-            lines += _correction_invoice_lines(meter, group, target, card, card_money, before_total, after_total)
+            before, after = price(card, target, before_total, card_money), price(card, target, after_total, card_money)
         except NoRateInEffect as exc:
             unpriced.append(Unpriced("correction", meter, group, target, str(exc)))
-    return _assemble(customer, period, money.currency, as_of, is_final, lines, unpriced)
+            continue
+        lines += _correction_invoice_lines(meter, group, target, before, after)
+        items.append(InvoiceItem("correction", meter, group, target, after, before, base, tuple(records)))
+    return _assemble(customer, period, money.currency, as_of, is_final, lines, unpriced, items)
 
 
-def _correction_invoice_lines(
-    meter: str, group: str, target: Period, card: RateCard, money: Money, before_total: Decimal, after_total: Decimal
-) -> list[InvoiceLine]:
-    before, after = price(card, target, before_total, money), price(card, target, after_total, money)
+def _correction_invoice_lines(meter: str, group: str, target: Period, before: Charge, after: Charge) -> list[InvoiceLine]:
     label = _period_label(target)
     return [
         InvoiceLine(
@@ -307,6 +335,7 @@ def _assemble(
     is_final: bool,
     lines: list[InvoiceLine],
     unpriced: list[Unpriced],
+    items: list[InvoiceItem],
 ) -> Invoice:
     totals: dict[str, tuple[Decimal, Decimal]] = {}
     amount, rounded = ZERO, ZERO
@@ -315,4 +344,6 @@ def _assemble(
         totals[line.meter] = (EXACT.add(meter_amount, line.amount), EXACT.add(meter_rounded, line.rounded))
         amount, rounded = EXACT.add(amount, line.amount), EXACT.add(rounded, line.rounded)
     meter_totals = tuple((meter, a, r) for meter, (a, r) in sorted(totals.items()))
-    return Invoice(customer, period, currency, as_of, is_final, tuple(lines), meter_totals, amount, rounded, tuple(unpriced))
+    return Invoice(
+        customer, period, currency, as_of, is_final, tuple(lines), meter_totals, amount, rounded, tuple(unpriced), tuple(items)
+    )

@@ -369,3 +369,78 @@ def test_the_operator_reads_everyones_cost(gateway: QueryGateway, access: Access
         ("acme", "tokens"),
         ("globex", "api_calls"),
     ]
+
+
+# --- the explain view -----------------------------------------------------------------------------------
+
+
+def test_explain_shows_the_stored_rows_and_the_tiers_behind_each_charge(gateway: QueryGateway, config_file: Path) -> None:
+    at = ("--at", "2026-04-05T00:00:00Z")
+    done = metering(
+        "invoice", "--customer", "acme", "--period", "2026-03", "--explain", "--format", "json", *at, config=config_file
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    plain = json.loads(
+        metering("invoice", "--customer", "acme", "--period", "2026-03", "--format", "json", *at, config=config_file).stdout
+    )
+    assert {k: v for k, v in document.items() if k != "items"} == plain  # the invoice itself, unchanged
+    items = {(i["section"], i["meter"]): i for i in document["items"]}
+    calls = items[("usage", "api_calls")]
+    assert [(r["table"], r["value"], r["revision"]) for r in calls["rows"]] == [("period_finals", "12500", 1)]
+    assert [(t["tier"], t["quantity"], t["rounded"]) for t in calls["charge"]["tiers"]] == [
+        ("tier 1 (0 to 1000)", "1000", "10.00"),
+        ("tier 2 (over 1000 to 10000)", "9000", "72.00"),
+        ("tier 3 (over 10000)", "2500", "12.50"),
+    ]
+    assert items[("usage", "tokens")]["group_by"] == {"model": "large"}
+    fix = items[("correction", "api_calls")]
+    # February's final and the corrections loaded before March's end; April's is not read
+    assert [(r["table"], r.get("sign"), r["value"], r.get("loaded_at"), r.get("on_this_invoice")) for r in fix["rows"]] == [
+        ("period_finals", None, "900", None, None),
+        ("corrections", 1, "300", "2026-03-03T12:00:00.000Z", True),
+        ("corrections", -1, "20", "2026-03-30T00:00:00.000Z", True),
+    ]
+    assert (fix["before"]["quantity"], fix["charge"]["quantity"]) == ("900", "1180")
+    assert (D(fix["amount"]), D(fix["rounded"])) == (D("2.440"), D("2.44"))
+    assert "globex" not in done.stdout
+    table = metering("invoice", "--customer", "acme", "--period", "2026-03", "--explain", *at, config=config_file)
+    assert table.returncode == 0, table.stderr
+    assert "stored rows" in table.stdout and "loaded 2026-03-30T00:00:00.000Z" in table.stdout
+    assert "with them: quantity 1180" in table.stdout and table.stdout.rstrip().endswith("total 99.409134 (99.41 rounded)")
+
+
+def test_explain_goes_through_the_same_access_rule(gateway: QueryGateway, access: AccessSettings, config_file: Path) -> None:
+    acme = token(access, "acme")
+    at = ("--at", "2026-05-11T00:00:00Z", "--gateway", gateway.url, "--explain", "--format", "json")
+    own = metering("invoice", "--customer", "acme", "--period", "2026-03", *at, config=config_file, token_text=acme)
+    assert own.returncode == 0, own.stderr
+    assert [i["section"] for i in json.loads(own.stdout)["items"]] == ["usage", "usage", "correction"]
+    refused = metering("invoice", "--customer", "globex", "--period", "2026-03", *at, config=config_file, token_text=acme)
+    assert refused.returncode == 1 and "refused (403 wrong_customer)" in refused.stderr and refused.stdout == ""
+    tokens_only = token(access, "acme", meters=["tokens"])
+    scoped = metering(
+        "invoice",
+        "--customer",
+        "acme",
+        "--period",
+        "2026-03",
+        "--meter",
+        "tokens",
+        *at,
+        config=config_file,
+        token_text=tokens_only,
+    )
+    assert scoped.returncode == 0, scoped.stderr
+    assert {i["meter"] for i in json.loads(scoped.stdout)["items"]} == {"tokens"}
+
+
+def test_the_explain_example_of_the_docs_is_what_the_command_prints(gateway: QueryGateway, config_file: Path) -> None:
+    page = (PROJECT_ROOT / "docs" / "pricing.md").read_text()
+    command = "$ metering invoice --customer acme --period 2026-03 --meter api_calls --explain"
+    block = re.search(r"```text\n" + re.escape(command) + r"\n(.*?)```", page, re.S)
+    assert block is not None
+    argv = command.split()[2:]
+    done = metering(*argv, "--at", "2026-04-05T00:00:00Z", config=config_file)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == block.group(1)
