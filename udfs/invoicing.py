@@ -3,7 +3,8 @@
 An invoice of period P holds:
 
 - **usage lines**: each (meter, group) final total of P priced by :meth:`Rating.price` (a group is
-  priced on its own: tiers, included units and minimums apply per group);
+  priced on its own: tiers, included units and minimums apply per group), and each priced meter
+  without usage in P priced at quantity 0 when that costs something (a minimum, a flat fee);
 - **correction lines**: the corrections to earlier periods that reached the store (their
   ``loaded_at``) while P ran, ``[P.start, P.end)``. A correction never changes the final cost of
   its own period Q. For each (meter, group, Q) the lines are the difference
@@ -213,6 +214,25 @@ def _period_label(period: Period) -> str:
     return rfc3339_millis(period.start)
 
 
+def _idle_meter_charges(customer: str, period: Period, used: set[str], rating: Rating) -> list[tuple[str, Charge]]:
+    """What each priced meter without usage in ``period`` still costs: its card priced at quantity 0.
+
+    A period minimum or a flat fee is owed whether or not the customer used the meter; a card that
+    charges nothing at 0 adds no line. No version in effect at the period's start: nothing is owed.
+    """
+    out: list[tuple[str, Charge]] = []
+    for meter in rating.meters_of(customer):
+        if meter in used:
+            continue
+        try:
+            charge = rating.price(customer, meter, period, ZERO)
+        except NoRateInEffect:
+            continue
+        if charge is not None and (charge.amount or charge.rounded):
+            out.append((meter, charge))
+    return out
+
+
 def _usage_lines(final: FinalTotal, charge: Charge) -> list[InvoiceLine]:
     return [
         InvoiceLine(
@@ -264,6 +284,11 @@ def build_invoice(
             continue
         lines += _usage_lines(final, charge)
         items.append(InvoiceItem("usage", final.meter, final.group, final.period, charge, final=final))
+    used = {f.meter for f in finals if f.period.start == period.start}
+    for meter, charge in _idle_meter_charges(customer, period, used, rating):
+        idle = FinalTotal(meter, "{}", "", period, ZERO)
+        lines += _usage_lines(idle, charge)
+        items.append(InvoiceItem("usage", meter, idle.group, period, charge))
     targets: dict[tuple[str, str, datetime], list[CorrectionRecord]] = {}
     for record in corrections:
         if record.period.start < period.start and record.loaded_at < period.end:

@@ -665,6 +665,13 @@ class Rating:
             card = plan.cards.get(meter)
         return None if card is None else (card, plan.money)
 
+    def meters_of(self, customer_id: str) -> list[str]:
+        """The meters the customer's plan (or its own cards) prices, sorted."""
+        name = self.plan_of(customer_id)
+        plan = self.plans.get(name) if name is not None else None
+        own = self.customers.get(customer_id)
+        return sorted({*(plan.cards if plan is not None else {}), *(own.cards if own is not None else {})})
+
     def price(self, customer_id: str, meter: str, period: Period, quantity: Decimal) -> Charge | None:
         """:func:`price` with the customer's card; None when the meter is not priced for them."""
         found = self.card_for(customer_id, meter)

@@ -267,3 +267,31 @@ def test_a_period_no_card_version_covers_is_listed_unpriced() -> None:
     assert invoice.rounded == D("0.10") and [(u.section, "no version" in u.reason) for u in invoice.unpriced] == [
         ("correction", True)
     ]
+
+
+def test_a_priced_meter_without_usage_still_owes_its_minimum_and_flat_fee() -> None:
+    """March has calls only: the seats card's minimum and the support card's base fee are owed all the same."""
+    from udfs.pricing import PerUnit, Tier
+
+    cards = {
+        "api_calls": RateCard("api_calls", (RateVersion(JAN, Graduated(TIERS)),)),
+        "seats": RateCard("seats", (RateVersion(JAN, PerUnit(D("4")), minimum=D("20.00")),)),
+        "support": RateCard("support", (RateVersion(JAN, Graduated((Tier(D(10), flat_price=D(50)), Tier(None, D(1))))),)),
+        "storage": RateCard("storage", (RateVersion(JAN, PerUnit(D("0.1"))),)),  # nothing at 0: no line
+        "later": RateCard("later", (RateVersion(datetime(2026, 6, 1, tzinfo=UTC), PerUnit(D(1)), minimum=D(5)),)),
+    }
+    rating = Rating({"standard": RatePlan(USD, cards)}, "standard")
+    assert rating.meters_of("acme") == ["api_calls", "later", "seats", "storage", "support"]
+    invoice = build_invoice(
+        "acme", MARCH, [final("500", MARCH)], [], rating, as_of=datetime(2026, 4, 5, tzinfo=UTC), is_final=True
+    )
+    assert [(line.meter, line.kind.value, line.rounded) for line in invoice.lines] == [
+        ("api_calls", "units", D("5.00")),
+        ("seats", "units", D("0.00")),  # the card's lines at 0, then the true-up
+        ("seats", "minimum", D("20.00")),
+        ("support", "flat", D("50.00")),
+    ]
+    assert invoice.rounded == D("75.00") and not invoice.unpriced
+    used = build_invoice("acme", MARCH, [final("500", MARCH), FinalTotal("seats", "{}", "sum", MARCH, D(7))], [], rating,
+                         as_of=datetime(2026, 4, 5, tzinfo=UTC), is_final=True)  # fmt: skip
+    assert [(line.meter, line.rounded) for line in used.lines if line.meter == "seats"] == [("seats", D("28.00"))]
