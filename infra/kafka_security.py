@@ -93,6 +93,13 @@ class KafkaSecurity:
 PLAINTEXT = KafkaSecurity()
 
 
+#: librdkafka's partitioner that matches kafka-python's and the Java client's (murmur2 of the key; a
+#: record without a key goes to a random partition). librdkafka's own default hashes with CRC32, so a
+#: confluent-kafka writer of a keyed topic must set it, or a customer's records written by
+#: `metering serve` and by `metering produce` land in different partitions and lose their order.
+LIBRDKAFKA_PARTITIONER = "murmur2_random"
+
+
 def kafka_python_options(security: KafkaSecurity) -> dict[str, Any]:
     """kafka-python keyword arguments (``KafkaProducer``, ``KafkaConsumer``, ``KafkaAdminClient``)."""
     options: dict[str, Any] = {"security_protocol": security.protocol}

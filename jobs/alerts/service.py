@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.kafka_security import librdkafka_options
+from infra.kafka_security import LIBRDKAFKA_PARTITIONER, librdkafka_options
 from jobs import topics
 from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, Evaluator
 from jobs.alerts.webhooks import DEAD_PREFIX, Backoff, Deliverer, deliver, webhook_of
@@ -73,7 +73,7 @@ def _base(config: Config) -> dict[str, Any]:
 
 def _producer_base(config: Config) -> dict[str, Any]:
     """A producer's settings: keyed records partitioned as every other writer of the project's topics does."""
-    return {**_base(config), "partitioner": topics.LIBRDKAFKA_PARTITIONER}
+    return {**_base(config), "partitioner": LIBRDKAFKA_PARTITIONER}
 
 
 def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, bytes | None]]:

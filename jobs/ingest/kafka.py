@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from infra.kafka_security import PLAINTEXT, KafkaSecurity, librdkafka_options
-from jobs.topics import LIBRDKAFKA_PARTITIONER
+from infra.kafka_security import LIBRDKAFKA_PARTITIONER, PLAINTEXT, KafkaSecurity, librdkafka_options
 
 #: librdkafka's queue bound (messages); a request finding it full is answered 503.
 QUEUE_MAX_MESSAGES = 200_000

@@ -216,7 +216,11 @@ def test_confluent_clients_only_where_the_loader_passes_librdkafka_options() -> 
     assert source.count("**librdkafka_options(security)") == 1 and "Producer(self.settings)" in source
     alerts = PROJECT_ROOT / "jobs/alerts/service.py"
     built = [call for name, call in calls(alerts) if name in CONFLUENT_CLIENTS]
-    assert built and all(isinstance(c.args[0], ast.Dict) and spreads_dict(c.args[0], "_base") for c in built)
+    assert built and all(
+        isinstance(c.args[0], ast.Dict) and (spreads_dict(c.args[0], "_base") or spreads_dict(c.args[0], "_producer_base"))
+        for c in built
+    )
+    assert '{**_base(config), "partitioner"' in alerts.read_text()  # producers: _base, partitioned as every writer
     assert "**librdkafka_options(config.kafka.security)" in alerts.read_text()
 
 
