@@ -24,9 +24,20 @@ from clickhouse.client import Storage
 from clickhouse.queries import EARLIEST, LATEST, QueryError, Reader, _ch_time, plain
 from clickhouse.tables import BALANCE_COLUMNS, LEDGER_COLUMNS
 from schemas.validate import string_rule
-from udfs.credits import MAX_PRIORITY, Balance, CostLine, CreditSettings, Grant, Policy, Rollover, Void, burn
-from udfs.invoicing import CorrectionRecord, FinalTotal, build_invoice
-from udfs.periods import BillingCycle, Period, billing_period
+from udfs.credits import (
+    MAX_PRIORITY,
+    Balance,
+    CostLine,
+    CreditSettings,
+    Grant,
+    Policy,
+    Rollover,
+    Void,
+    customer_balance,
+    period_cost_lines,
+)
+from udfs.invoicing import CorrectionRecord, FinalTotal
+from udfs.periods import BillingCycle, Period
 from udfs.pricing import Rating
 
 _GRANT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -232,18 +243,12 @@ def void(storage: Storage, *, grant_id: str, reason: str, at: datetime, recorded
 def cost_lines(reader: Reader, rating: Rating, cycle: BillingCycle, customer: str, now: datetime) -> list[CostLine]:
     """Per billing period of ``customer``, its invoice total (rounded), settled when every total is final and it ended.
 
-    A period's cost is what udfs/invoicing.py invoices for it: its totals (final, else the
-    provisional running ones) and the corrections loaded while it ran (up to ``now``). Periods with
-    corrections loaded but no usage of their own count too. Lines a card cannot price add nothing.
+    The store's totals and corrections, costed by :func:`udfs.credits.period_cost_lines` (the rule
+    the alert evaluator applies to its own period states too).
     """
     window = {"customer": customer, "meter": "", "from": _ch_time(EARLIEST), "to": _ch_time(LATEST)}
     finals = [_total(r) for r in reader.run("customer_finals", window)]
-    done = {(f.meter, f.group, f.period.start) for f in finals}
-    running = [
-        total
-        for total in (_total(r) for r in reader.run("customer_periods", window) if r["status"] != "final")
-        if (total.meter, total.group, total.period.start) not in done
-    ]
+    running = [_total(r) for r in reader.run("customer_periods", window) if r["status"] != "final"]
     records = [
         CorrectionRecord(
             r["meter"],
@@ -259,20 +264,7 @@ def cost_lines(reader: Reader, rating: Rating, cycle: BillingCycle, customer: st
             {"customer": customer, "meter": "", "loaded_before": _ch_time(now + timedelta(milliseconds=1))},
         )
     ]
-    totals: dict[Period, list[tuple[FinalTotal, bool]]] = {}
-    for total in finals:
-        totals.setdefault(total.period, []).append((total, True))
-    for total in running:
-        totals.setdefault(total.period, []).append((total, False))
-    for record in records:
-        totals.setdefault(billing_period(record.loaded_at, cycle), [])
-    lines = []
-    for period, items in sorted(totals.items(), key=lambda kv: kv[0].start):
-        settled = all(final for _, final in items) and now >= period.end
-        own = [t for t, final in items if not final]
-        invoice = build_invoice(customer, period, finals + own, records, rating, as_of=now, is_final=settled)
-        lines.append(CostLine(plain(period.start), period.end, invoice.rounded, settled))
-    return lines
+    return period_cost_lines(customer, finals, running, records, rating, cycle, now)
 
 
 def _total(row: dict[str, Any]) -> FinalTotal:
@@ -292,9 +284,8 @@ def balance_of(
     """The customer's currency, credit balance as of ``now`` and the cost lines it burned (``cycle``: its billing periods)."""
     currency, _ = currency_of(rating, customer)
     grants, voids = grants_of(ledger(reader, customer))
-    grants = [g for g in grants if g.currency == currency]  # credit of another currency does not pay this plan's invoices
     lines = cost_lines(reader, rating, cycle, customer, now)
-    return currency, burn(grants, voids, lines, cycle, now), lines
+    return currency, customer_balance(grants, voids, lines, cycle, now, currency), lines
 
 
 def balance_row(
