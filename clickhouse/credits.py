@@ -37,7 +37,7 @@ from udfs.credits import (
     period_cost_lines,
 )
 from udfs.invoicing import CorrectionRecord, FinalTotal
-from udfs.periods import BillingCycle, Period
+from udfs.periods import BillingCycle, Period, as_utc
 from udfs.pricing import Rating
 
 _GRANT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -133,6 +133,32 @@ class LedgerRow:
             self.reason,
         ]
 
+    def record(self) -> dict[str, Any]:
+        """The row as the ledger topic carries it (schemas/records.py ``CREDIT_LEDGER``)."""
+        return {
+            "customer_id": self.customer,
+            "grant_id": self.grant_id,
+            "action": self.action,
+            "amount": f"{self.amount:f}",
+            "currency": self.currency,
+            "priority": self.priority,
+            "effective_at_ms": _millis(self.effective_at),
+            "expires_at_ms": None if self.expires_at is None else _millis(self.expires_at),
+            "rollover": self.rollover,
+            "recorded_at_ms": _millis(self.recorded_at),
+            "recorded_by": self.recorded_by,
+            "reason": self.reason,
+        }
+
+
+def _millis(moment: datetime) -> int:
+    return (as_utc(moment) - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Publishes a ledger row before it is inserted (the CLI's: to the ledger topic, acknowledged); None: none.
+Publish = Callable[[LedgerRow], None] | None
+
 
 def _row(raw: dict[str, Any]) -> LedgerRow:
     effective = _time(raw["effective_at"])
@@ -188,8 +214,9 @@ def grant(
     recorded_by: str,
     now: datetime,
     grant_id: str | None = None,
+    publish: Publish = None,
 ) -> LedgerRow:
-    """Record a grant (one ledger row); :class:`CreditError` for a grant that cannot be made as asked."""
+    """Record a grant (one ledger row, published first); :class:`CreditError` for a grant that cannot be made as asked."""
     problem = string_rule("customer_id").problem(customer)
     if problem is not None:
         raise CreditError(f"--customer={customer!r}: {problem}")
@@ -211,12 +238,17 @@ def grant(
     row = LedgerRow(
         customer, gid, "grant", value, currency, priority, effective_at, expires_at, rollover.value, now, recorded_by, reason
     )
+    if publish is not None:
+        publish(row)
     _insert(storage, "credit_ledger", [row.values()], LEDGER_COLUMNS)
     return row
 
 
-def void(storage: Storage, *, grant_id: str, reason: str, at: datetime, recorded_by: str, now: datetime) -> LedgerRow:
-    """Void a grant from ``at`` on: a new ledger row; :class:`CreditError` for an unknown or already voided grant."""
+def void(
+    storage: Storage, *, grant_id: str, reason: str, at: datetime, recorded_by: str, now: datetime, publish: Publish = None
+) -> LedgerRow:
+    """Void a grant from ``at`` on: a new ledger row (published first); :class:`CreditError` for an unknown or
+    already voided grant."""
     from clickhouse.queries import StorageReader
 
     if not reason.strip():
@@ -233,6 +265,8 @@ def void(storage: Storage, *, grant_id: str, reason: str, at: datetime, recorded
     row = LedgerRow(
         g.customer, grant_id, "void", Decimal(0), g.currency, g.priority, at, None, g.rollover, now, recorded_by, reason
     )
+    if publish is not None:
+        publish(row)
     _insert(storage, "credit_ledger", [row.values()], LEDGER_COLUMNS)
     return row
 

@@ -553,7 +553,7 @@ def _policy_of(r: _Reader, data: Mapping[str, Any], path: str, default: Policy) 
 
 def _credits(r: _Reader, raw: Any) -> CreditSettings:
     """``credits``: the exhaustion policy (default and per customer) and the refresh cadence (udfs/credits.py)."""
-    data = r.section(raw, "credits", {"exhaustion", "grace_pct", "refresh_every", "customers"})
+    data = r.section(raw, "credits", {"exhaustion", "grace_pct", "refresh_every", "customers", "publish"})
     default = _policy_of(r, data, "credits", Policy())
     every = r.get(data, "refresh_every", "credits", parse_duration, CreditSettings().refresh_every)
     if every < timedelta(seconds=1):
@@ -570,7 +570,7 @@ def _credits(r: _Reader, raw: Any) -> CreditSettings:
             continue
         path = f"credits.customers.{name}"
         customers[name] = _policy_of(r, r.section(customer, path, {"exhaustion", "grace_pct"}), path, default)
-    return CreditSettings(default, customers, every)
+    return CreditSettings(default, customers, every, r.get(data, "publish", "credits", _bool, True))
 
 
 def _meters(r: _Reader, raw: Any, *, required: bool) -> tuple[Meter, ...]:

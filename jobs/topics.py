@@ -84,6 +84,8 @@ def committed_values(bootstrap: str, topic: str, timeout_s: float = 120, *, secu
 #: The alerts topic and the evaluator's state topic are named after the events topic unless configured.
 ALERTS_SUFFIX = "-alerts"
 ALERTS_STATE_SUFFIX = "-alerts-state"
+#: The prepaid credit ledger's topic (grants and voids), named after the events topic.
+CREDIT_LEDGER_SUFFIX = "-credit-ledger"
 
 
 def alerts_topic(config: Any) -> str:
@@ -94,6 +96,15 @@ def alerts_topic(config: Any) -> str:
 def alerts_state_topic(config: Any) -> str:
     """The evaluator's compacted state topic (``alerts.state_topic``, default ``<events>-alerts-state``)."""
     return str(config.alerts.state_topic or config.kafka.topics.events + ALERTS_STATE_SUFFIX)
+
+
+def credit_ledger_topic(config: Any) -> str:
+    """Where ``metering credits grant|void`` publish ledger rows for the alert evaluator: ``<events>-credit-ledger``."""
+    return str(config.kafka.topics.events + CREDIT_LEDGER_SUFFIX)
+
+
+#: The ledger topic keeps every row (one partition: a customer's rows stay in order; never deleted: the ledger is append-only).
+CREDIT_LEDGER_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def ensure_topics(config: Any, partitions: int = 4) -> list[str]:

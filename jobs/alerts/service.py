@@ -71,6 +71,37 @@ def _base(config: Config) -> dict[str, Any]:
     return {"bootstrap.servers": config.kafka.bootstrap_servers, **librdkafka_options(config.kafka.security)}
 
 
+def ensure_ledger_topic(config: Config) -> str:
+    """The credit ledger topic (one partition, kept forever: the ledger is append-only), created unless it exists."""
+    kafka, topic = config.kafka, topics.credit_ledger_topic(config)
+    topics.ensure_topic(kafka.bootstrap_servers, topic, partitions=1, config=topics.CREDIT_LEDGER_CONFIG, security=kafka.security)
+    return topic
+
+
+def publish_ledger(config: Config, record: dict[str, Any], timeout_s: float = 30.0) -> str | None:
+    """Publish one ledger record (schemas/records.py ``CREDIT_LEDGER``), acknowledged by every in-sync replica
+    (``acks=all``, idempotent) before it returns; the reason it was not (None: acknowledged)."""
+    from confluent_kafka import Producer
+
+    try:
+        topic = ensure_ledger_topic(config)
+    except Exception as exc:  # unreachable brokers, refused credentials: say which topic
+        return f"the ledger topic {topics.credit_ledger_topic(config)} is not reachable: {exc}"
+    producer = Producer({**_base(config), "acks": "all", "enable.idempotence": True, "message.timeout.ms": int(timeout_s * 1000)})
+    errors: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            errors.append(str(error))
+
+    value = json.dumps(record, separators=(",", ":"))
+    producer.produce(topic, key=str(record["customer_id"]).encode(), value=value, on_delivery=delivered)
+    left = producer.flush(timeout_s + 5)
+    if errors or left:
+        return f"the ledger topic {topic} did not acknowledge the row: {errors[0] if errors else 'timed out'}"
+    return None
+
+
 def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, bytes | None]]:
     """Every committed record of the state topic, oldest first (the latest per key wins)."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition

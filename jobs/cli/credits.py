@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,26 @@ LIST_COLUMNS = LEDGER_COLUMNS
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class PublishError(RuntimeError):
+    """The ledger topic did not acknowledge a ledger row: nothing was recorded."""
+
+
+def publisher(config: Any, timeout_s: float = 30.0) -> Callable[[Any], None] | None:
+    """What publishes a ledger row to the ledger topic (``credits.publish``; None when off), acknowledged by every
+    in-sync replica (``acks=all``, idempotent) before it returns: the alert evaluator reads the ledger from there."""
+    if not config.credits.publish:
+        return None
+
+    def publish(row: Any) -> None:
+        from jobs.alerts.service import publish_ledger
+
+        error = publish_ledger(config, row.record(), timeout_s)
+        if error is not None:
+            raise PublishError(error)
+
+    return publish
 
 
 def _write(args: argparse.Namespace, what: str, action: Any) -> int:
@@ -51,6 +72,10 @@ def _write(args: argparse.Namespace, what: str, action: Any) -> int:
         except (CreditError, QueryError) as exc:
             print(f"{command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except PublishError as exc:
+            fix = "start Kafka (kafka.bootstrap_servers) and run it again"
+            print(f"{command}: {exc}; nothing recorded\n  fix: {fix}", file=sys.stderr)
+            return EXIT_FAILURE
 
 
 def _time_arg(text: str | None, option: str) -> datetime | None:
@@ -80,6 +105,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
             recorded_by=who,
             now=now,
             grant_id=args.grant_id,
+            publish=publisher(config),
         )
         print(
             f"granted {row.grant_id}: {row.amount:f} {row.currency} to {row.customer}, priority {row.priority}, from "
@@ -103,7 +129,13 @@ def cmd_void(args: argparse.Namespace) -> int:
     def action(storage: Any, config: Any, who: str) -> int:
         now = _now()
         row = credits.void(
-            storage, grant_id=args.grant_id, reason=args.reason, at=_time_arg(args.at, "--at") or now, recorded_by=who, now=now
+            storage,
+            grant_id=args.grant_id,
+            reason=args.reason,
+            at=_time_arg(args.at, "--at") or now,
+            recorded_by=who,
+            now=now,
+            publish=publisher(config),
         )
         print(f"voided {row.grant_id} of {row.customer} from {plain(row.effective_at)}")
         return EXIT_OK

@@ -83,7 +83,9 @@ def settings(chdb_path: Path) -> Iterator[StorageSettings]:
 def config(settings: StorageSettings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("config") / "metering.yaml"
     storage = {"backend": "chdb", "path": str(settings.path), "database": settings.database}
-    path.write_text(yaml.safe_dump({"storage": storage, "meters": METERS, "rating": RATING, "credits": CREDITS}))
+    # no broker here: the ledger rows go to the store only (tests/integration/test_alerts_kafka.py publishes them)
+    credits = {**CREDITS, "publish": False}
+    path.write_text(yaml.safe_dump({"storage": storage, "meters": METERS, "rating": RATING, "credits": credits}))
     return path
 
 
