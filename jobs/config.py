@@ -898,11 +898,11 @@ def _alerts(r: _Reader, raw: Any, config: Config, env: Mapping[str, str]) -> Ale
     for index, item in enumerate(rules_raw):
         path = f"alerts.rules[{index}]"
         d = r.section(item, path, _RULE_KEYS)
-        for key in ("name", "kind", "meter", "thresholds"):
-            if key not in d:
-                r.add(f"{path}.{key}", "required")
         name = r.get(d, "name", path, _text, "")
         kind = r.get(d, "kind", path, _choice(RuleKind), RuleKind.USAGE)
+        for key in ("name", "kind", "meter", "thresholds"):
+            if key not in d and not (key == "meter" and kind is RuleKind.CREDIT_REMAINING):
+                r.add(f"{path}.{key}", "required")
         meter = r.get(d, "meter", path, _text, "")
         if meter and meter not in meters:
             r.add(f"{path}.meter", _unknown_name("meter", meter, set(meters)))
@@ -941,6 +941,12 @@ def _alerts(r: _Reader, raw: Any, config: Config, env: Mapping[str, str]) -> Ale
                 if not priced:
                     who = f"customer {customer!r}" if customer is not None else "the default plan (rules for every customer)"
                     r.add(f"{path}.kind", f"{kind} needs a price: {who} has no rate card for meter {meter!r} (rating)")
+        if kind is RuleKind.CREDIT_REMAINING:
+            for customer in sorted(customers) if customers is not None else [None]:
+                plan = config.rating.plan_of(customer) if customer is not None else config.rating.default_plan
+                if plan is None or plan not in config.rating.plans:
+                    who = f"customer {customer!r}" if customer is not None else "the default plan (rules for every customer)"
+                    r.add(f"{path}.kind", f"credit_remaining needs a plan: {who} has none, so credit has no currency (rating)")
         rules.append(alert_rule)
     names = [x.name for x in rules if x.name]
     for duplicate in sorted({n for n in names if names.count(n) > 1}):

@@ -1,4 +1,4 @@
-"""``metering alerts run``: the job's aggregates, finals and corrections in, alerts out, exactly once.
+"""``metering alerts run``: the job's aggregates, finals and corrections and the credit ledger in, alerts out, exactly once.
 
 Each batch of records read (``read_committed``: only what the job's checkpoints committed) is one
 Kafka transaction of a transactional producer (confluent-kafka): the alerts it caused (the alerts
@@ -32,7 +32,7 @@ from typing import Any
 
 from infra.kafka_security import librdkafka_options
 from jobs import topics
-from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, Evaluator
+from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, LEDGER, Evaluator
 from jobs.alerts.webhooks import DEAD_PREFIX, Backoff, Deliverer, deliver, webhook_of
 from jobs.config import Config
 
@@ -65,6 +65,7 @@ def ensure_alert_topics(config: Config, partitions: int = 4) -> None:
         config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
         security=kafka.security,
     )
+    ensure_ledger_topic(config)
 
 
 def _base(config: Config) -> dict[str, Any]:
@@ -162,8 +163,13 @@ class AlertService:
             config.kafka.topics.aggregates: AGGREGATE,
             config.kafka.topics.finals: FINAL,
             config.kafka.topics.corrections: CORRECTION,
+            topics.credit_ledger_topic(config): LEDGER,
         }
-        self.evaluator = Evaluator(config.alerts, config.rating)
+        self.evaluator = self._evaluator()
+
+    def _evaluator(self) -> Evaluator:
+        config = self.config
+        return Evaluator(config.alerts, config.rating, lambda customer: config.billing.policy_for(customer).cycle)
 
     def run(self, *, on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
         from confluent_kafka import KafkaException, Producer
@@ -198,7 +204,7 @@ class AlertService:
         return self.stats
 
     def _restore(self) -> None:
-        self.evaluator = Evaluator(self.config.alerts, self.config.rating)
+        self.evaluator = self._evaluator()
         count = 0
         for key, value in read_state(self.config):
             self.evaluator.restore(key, value)
