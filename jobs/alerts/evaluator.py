@@ -13,7 +13,8 @@ fired and the values it was judged on never disagree with what was read.
 customer such a rule watches, the period states of every meter the customer's plan prices are kept
 (not only of meters a rule names); after each record of the customer, the balance is
 :func:`udfs.credits.burn` of its grants over the cost lines of those period states
-(:func:`udfs.credits.period_cost_lines`, the store's rule) as of the stream's time, and each rule
+(:func:`udfs.credits.period_cost_lines`, the store's rule) as of the customer's stream time (the
+newest ``as_of`` of its own periods: other customers' partitions do not move it), and each rule
 steps with :func:`udfs.alerting.step_falling`.
 
 Deterministic: the same records in the same order give the same alerts (ids, values, ``as_of``);
@@ -133,6 +134,8 @@ class CreditState:
     period_start_ms: int = 0
     period_end_ms: int = 0
     rules: dict[str, RuleState] = field(default_factory=dict)
+    #: The customer's stream time at its last evaluation (kept when its period states expire).
+    as_of_ms: int = 0
     #: label -> (at_ms, amount, settled): lines kept when their periods' states were forgotten (retention).
     kept_lines: dict[str, tuple[int, str, bool]] = field(default_factory=dict)
 
@@ -143,6 +146,7 @@ class CreditState:
             "period_start_ms": self.period_start_ms,
             "period_end_ms": self.period_end_ms,
             "rules": {k: r.to_json() for k, r in self.rules.items()},
+            "as_of_ms": self.as_of_ms,
             "kept_lines": {k: list(v) for k, v in self.kept_lines.items()},
         }
 
@@ -154,6 +158,7 @@ class CreditState:
             int(d["period_start_ms"]),
             int(d["period_end_ms"]),
             {k: RuleState.from_json(r) for k, r in d["rules"].items()},
+            int(d.get("as_of_ms", 0)),
             {k: (int(at), str(amount), bool(settled)) for k, (at, amount, settled) in d.get("kept_lines", {}).items()},
         )
 
@@ -264,7 +269,8 @@ class Evaluator:
             if credit is None:
                 continue
             cutoff = self.stream_ms - self.retention_ms
-            for line in self._cost_lines(customer, from_epoch_millis(self.stream_ms)):
+            credit.as_of_ms = self.customer_ms(customer)
+            for line in self._cost_lines(customer, from_epoch_millis(credit.as_of_ms)):
                 if _millis(line.at) <= cutoff:
                     credit.kept_lines[line.label] = (_millis(line.at), f"{line.amount:f}", line.settled)
             self.changed.add(credit_key(customer))
@@ -304,7 +310,7 @@ class Evaluator:
         elif kind == CORRECTION:
             if group.final is None:  # a correction of a period whose final this evaluator never saw: its running value
                 group.set_final({"value": str(group.value() or 0)})
-            group.add_correction(record, self.stream_ms)
+            group.add_correction(record, self.customer_ms(customer))
         else:
             raise ValueError(f"unknown record kind {kind!r}")
         self.changed.add(key)
@@ -359,14 +365,21 @@ class Evaluator:
             *(line for line in lines if line.label not in kept),
         ]
 
+    def customer_ms(self, customer: str) -> int:
+        """The customer's stream time: the newest ``as_of`` of its periods (its records' event time, so it does not
+        depend on how the partitions of other customers interleave with its own)."""
+        credit = self.credits.get(credit_key(customer))
+        times = [self.periods[k].as_of_ms for k in self.by_customer.get(customer, ())]
+        return max([credit.as_of_ms if credit is not None else 0, *times])
+
     def credit_balance(self, customer: str) -> Balance | None:
-        """The customer's credit balance as of the stream's time (None: no plan, so no currency)."""
+        """The customer's credit balance as of its stream time (None: no plan, so no currency, or no ledger row)."""
         name = self.rating.plan_of(customer)
         plan = self.rating.plans.get(name) if name is not None else None
         credit = self.credits.get(credit_key(customer))
         if plan is None or credit is None:
             return None
-        now = from_epoch_millis(self.stream_ms)
+        now = from_epoch_millis(self.customer_ms(customer))
         grants, voids = ledger_entries(credit.ledger.values())
         lines = self._cost_lines(customer, now)
         return customer_balance(grants, voids, lines, self.cycle_of(customer), now, plan.money.currency)
@@ -380,7 +393,8 @@ class Evaluator:
         if not rules or credit is None:
             return []
         alerts: list[dict[str, Any]] = []
-        period = billing_period(from_epoch_millis(self.stream_ms), self.cycle_of(customer))
+        credit.as_of_ms = self.customer_ms(customer)
+        period = billing_period(from_epoch_millis(credit.as_of_ms), self.cycle_of(customer))
         start = _millis(period.start)
         if start > credit.period_start_ms:
             for rule in rules:
@@ -419,7 +433,7 @@ class Evaluator:
             "final": False,
             "sequence": t.sequence,
             "reason": t.reason,
-            "as_of_ms": self.stream_ms,
+            "as_of_ms": credit.as_of_ms,
             "lag_ms": max(0, now_ms - arrival_ms),
             "emitted_ms": now_ms,
         }

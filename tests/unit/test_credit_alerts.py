@@ -178,3 +178,17 @@ def test_a_forgotten_period_keeps_the_credit_it_consumed() -> None:
     assert changed[f'period:["acme","api_calls",{P0}]'] is None
     balance = evaluator.credit_balance("acme")
     assert balance is not None and balance.remaining == D("59.00")  # March's 40.00 stays consumed, May's 1.00 pending
+
+
+def test_other_customers_records_interleaved_anyhow_change_no_credit_alert() -> None:
+    mine = [
+        (LEDGER, ledger("g1", "40.00")),
+        (AGGREGATE, aggregate(P0, P0 + 10_000, 2_500)),
+        (FINAL, final(2_500)),
+        (CORRECTION, correction(1_000)),
+    ]
+    theirs = [(AGGREGATE, aggregate(P1, P1 + 10_000, 7, period=(P1, P2), customer="bob"))]  # bob is in April already
+    alone = run(Evaluator(SETTINGS, RATING), mine)
+    for cut in range(len(mine) + 1):
+        mixed = run(Evaluator(SETTINGS, RATING), [*mine[:cut], *theirs, *mine[cut:]])
+        assert [(a["id"], a["value"], a["as_of_ms"]) for a in mixed] == [(a["id"], a["value"], a["as_of_ms"]) for a in alone]
