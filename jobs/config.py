@@ -150,6 +150,11 @@ class Topics:
 
 DUPLICATES_SUFFIX = "-duplicates"
 AMENDMENTS_SUFFIX = "-amendments"
+#: The alerts topic and the evaluator's state topic are named after the events topic unless configured
+#: (jobs/topics.py); the prepaid credit ledger's topic always is.
+ALERTS_SUFFIX = "-alerts"
+ALERTS_STATE_SUFFIX = "-alerts-state"
+CREDIT_LEDGER_SUFFIX = "-credit-ledger"
 #: Kafka's rule for topic names (its ``Topic.validate``): legal characters, at most 249 of them.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -1077,7 +1082,8 @@ def _kafka(r: _Reader, raw: Any, stack: StackSettings, base_dir: Path) -> KafkaS
     topic_fields = set(Topics.__dataclass_fields__)
     topics_raw = r.section(data.get("topics"), "kafka.topics", topic_fields)
     topics = Topics(**{k: r.get(topics_raw, k, "kafka.topics", _topic, getattr(defaults.topics, k)) for k in topic_fields})
-    longest = max(DUPLICATES_SUFFIX, AMENDMENTS_SUFFIX, key=len)
+    # topics named after the events topic: the job's, the credit ledger's and the alert evaluator's
+    longest = max(DUPLICATES_SUFFIX, AMENDMENTS_SUFFIX, ALERTS_STATE_SUFFIX, CREDIT_LEDGER_SUFFIX, key=len)
     if len(topics.events) + len(longest) > 249:
         r.add("kafka.topics.events", f"at most {249 - len(longest)} characters: {topics.events + longest!r} is a topic too")
     names = [getattr(topics, k) for k in sorted(topic_fields)] + [topics.duplicates, topics.amendments]

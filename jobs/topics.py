@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_options, refused_credentials_raise
+from jobs.config import ALERTS_STATE_SUFFIX, ALERTS_SUFFIX, CREDIT_LEDGER_SUFFIX
 
 
 def ensure_topic(
@@ -79,13 +80,6 @@ def committed_values(bootstrap: str, topic: str, timeout_s: float = 120, *, secu
         return values
     finally:
         consumer.close()
-
-
-#: The alerts topic and the evaluator's state topic are named after the events topic unless configured.
-ALERTS_SUFFIX = "-alerts"
-ALERTS_STATE_SUFFIX = "-alerts-state"
-#: The prepaid credit ledger's topic (grants and voids), named after the events topic.
-CREDIT_LEDGER_SUFFIX = "-credit-ledger"
 
 
 def alerts_topic(config: Any) -> str:
