@@ -452,3 +452,68 @@ def test_a_webhook_that_keeps_failing_becomes_a_dead_letter_that_redeliver_sends
     assert sent.returncode == 0 and json.loads(sent.stdout) == {"delivered": 2, "still_dead": 0}, sent.stderr
     assert set(receiver.received) == ids and receiver.bad_signatures == 0
     assert dead_letters(config) == {}
+
+
+def test_credits_grant_and_void_publish_the_ledger_row_before_recording_it(
+    spare_broker: KafkaBroker, tmp_path: Path, storage_settings: StorageSettings
+) -> None:
+    """The real commands: each row is on the ledger topic and in ``credit_ledger``; with the broker unreachable the
+    command fails (exit 1) and records nothing."""
+    import contextlib
+    import io
+
+    from clickhouse.credits import ledger as stored_ledger
+    from clickhouse.queries import StorageReader
+    from jobs.cli import main
+    from jobs.topics import credit_ledger_topic
+    from schemas.records import CREDIT_LEDGER
+
+    bootstrap = spare_broker.settings.bootstrap_servers
+    run = uuid.uuid4().hex[:8]
+    with open_storage(storage_settings) as storage:
+        migrate(storage)
+
+    def configured(servers: str) -> Path:
+        document = {
+            "kafka": {"bootstrap_servers": servers, "topics": {"events": f"ledger-events-{run}"}},
+            "storage": {"backend": "chdb", "path": str(storage_settings.path), "database": storage_settings.database},
+            "meters": [{"name": "api_calls", "event_type": "api_call", "aggregation": "count"}],
+            "rating": {
+                "default_plan": "std",
+                "plans": {
+                    "std": {
+                        "meters": {"api_calls": [{"starts_at": "2026-01-01T00:00:00Z", "model": "per_unit", "unit_price": "1"}]}
+                    }
+                },
+            },
+        }
+        path = tmp_path / f"metering-{len(servers)}.yaml"
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+    def command(*argv: str) -> tuple[int, str]:
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            return main(list(argv)), err.getvalue()
+
+    path = configured(bootstrap)
+    grant = ["credits", "grant", "--customer", "acme", "--amount", "25", "--reason", "prepaid", "--grant-id", "g1"]
+    assert command(*grant, "--effective", "2026-03-01T00:00:00Z", "--config", str(path))[0] == 0
+    assert command("credits", "void", "g1", "--reason", "mistake", "--at", "2026-03-05T00:00:00Z", "--config", str(path))[0] == 0
+    code, err = command(*grant[:-1], "g2", "--config", str(configured("127.0.0.1:1")))
+    assert code == 1 and ("did not acknowledge" in err or "not reachable" in err) and "nothing recorded" in err, err
+
+    config = load_config(path)
+    published = [json.loads(v) for v in committed_values(bootstrap, credit_ledger_topic(config))]
+    assert all(tuple(r) == CREDIT_LEDGER.names for r in published)
+    assert [(r["grant_id"], r["action"], r["amount"], r["effective_at_ms"]) for r in published] == [
+        ("g1", "grant", "25.00", P0),
+        ("g1", "void", "0", P0 + 4 * 86_400_000),
+    ]
+    with open_storage(storage_settings) as storage:
+        rows = stored_ledger(StorageReader(storage))
+
+    def essentials(record: dict[str, Any]) -> tuple[Any, ...]:
+        return (record["grant_id"], record["action"], Decimal(record["amount"]), record["effective_at_ms"], record["reason"])
+
+    assert [essentials(r.record()) for r in rows] == [essentials(r) for r in published]  # the same rows; g2 nowhere
