@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,9 +79,9 @@ def ensure_ledger_topic(config: Config) -> str:
     return topic
 
 
-def publish_ledger(config: Config, record: dict[str, Any], timeout_s: float = 30.0) -> str | None:
-    """Publish one ledger record (schemas/records.py ``CREDIT_LEDGER``), acknowledged by every in-sync replica
-    (``acks=all``, idempotent) before it returns; the reason it was not (None: acknowledged)."""
+def publish_ledger(config: Config, records: Sequence[dict[str, Any]], timeout_s: float = 30.0) -> str | None:
+    """Publish ledger records (schemas/records.py ``CREDIT_LEDGER``) in order, each acknowledged by every in-sync
+    replica (``acks=all``, idempotent) before it returns; the reason they were not (None: all acknowledged)."""
     from confluent_kafka import Producer
 
     try:
@@ -95,8 +95,9 @@ def publish_ledger(config: Config, record: dict[str, Any], timeout_s: float = 30
         if error is not None:
             errors.append(str(error))
 
-    value = json.dumps(record, separators=(",", ":"))
-    producer.produce(topic, key=str(record["customer_id"]).encode(), value=value, on_delivery=delivered)
+    for record in records:
+        value = json.dumps(record, separators=(",", ":"))
+        producer.produce(topic, key=str(record["customer_id"]).encode(), value=value, on_delivery=delivered)
     left = producer.flush(timeout_s + 5)
     if errors or left:
         return f"the ledger topic {topic} did not acknowledge the row: {errors[0] if errors else 'timed out'}"

@@ -34,9 +34,9 @@ def publisher(config: Any, timeout_s: float = 30.0) -> Callable[[Any], None] | N
     def publish(row: Any) -> None:
         from jobs.alerts.service import publish_ledger
 
-        error = publish_ledger(config, row.record(), timeout_s)
+        error = publish_ledger(config, [row.record()], timeout_s)
         if error is not None:
-            raise PublishError(error)
+            raise PublishError(f"{error}; nothing recorded")
 
     return publish
 
@@ -74,7 +74,7 @@ def _write(args: argparse.Namespace, what: str, action: Any) -> int:
             return EXIT_USAGE
         except PublishError as exc:
             fix = "start Kafka (kafka.bootstrap_servers) and run it again"
-            print(f"{command}: {exc}; nothing recorded\n  fix: {fix}", file=sys.stderr)
+            print(f"{command}: {exc}\n  fix: {fix}", file=sys.stderr)
             return EXIT_FAILURE
 
 
@@ -141,6 +141,23 @@ def cmd_void(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _write(args, "voiding credit", action)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from clickhouse.credits import ledger
+    from clickhouse.queries import StorageReader
+    from jobs.alerts.service import publish_ledger
+    from jobs.topics import credit_ledger_topic
+
+    def action(storage: Any, config: Any, who: str) -> int:
+        rows = ledger(StorageReader(storage), args.customer or "")
+        error = publish_ledger(config, [row.record() for row in rows]) if rows else None
+        if error is not None:
+            raise PublishError(error)
+        print(f"published {len(rows)} ledger row(s) to {credit_ledger_topic(config)}")
+        return EXIT_OK
+
+    return _write(args, "publishing the credit ledger", action)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
@@ -275,6 +292,16 @@ def register(sub: Subcommands) -> None:
     void.add_argument("--at", metavar="TIME", help="when the void takes effect (default: now)")
     void.add_argument("--config", help=CONFIG_HELP)
     void.set_defaults(func=cmd_void)
+
+    publish = commands.add_parser(
+        "publish",
+        help="publish the stored ledger rows to the ledger topic (what credit_remaining alerts read)",
+        description="For rows recorded before the ledger topic existed or with credits.publish: false. The alert "
+        "evaluator keeps one row per grant and action, so publishing a row again changes nothing.",
+    )
+    publish.add_argument("--customer", help="only this customer's rows")
+    publish.add_argument("--config", help=CONFIG_HELP)
+    publish.set_defaults(func=cmd_publish)
 
     listing = commands.add_parser("list", help="the ledger's rows: grants and voids, oldest first")
     listing.add_argument("--customer", help="only this customer (a customer token must give its own)")

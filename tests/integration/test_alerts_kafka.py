@@ -340,7 +340,7 @@ def test_alerts_exactly_once_across_sigkill_with_signed_webhooks(
     from jobs.topics import credit_ledger_topic
 
     for row in ledger:  # what `metering credits grant` does: acknowledged (acks=all) before it returns
-        assert publish_ledger(config, row) is None
+        assert publish_ledger(config, [row]) is None
     service = Service(path, tmp_path / "alerts.log")
     service.start()
     try:
@@ -473,8 +473,9 @@ def test_credits_grant_and_void_publish_the_ledger_row_before_recording_it(
     with open_storage(storage_settings) as storage:
         migrate(storage)
 
-    def configured(servers: str) -> Path:
+    def configured(servers: str, publish: bool = True) -> Path:
         document = {
+            "credits": {"publish": publish},
             "kafka": {"bootstrap_servers": servers, "topics": {"events": f"ledger-events-{run}"}},
             "storage": {"backend": "chdb", "path": str(storage_settings.path), "database": storage_settings.database},
             "meters": [{"name": "api_calls", "event_type": "api_call", "aggregation": "count"}],
@@ -487,7 +488,7 @@ def test_credits_grant_and_void_publish_the_ledger_row_before_recording_it(
                 },
             },
         }
-        path = tmp_path / f"metering-{len(servers)}.yaml"
+        path = tmp_path / f"metering-{len(servers)}-{publish}.yaml"
         path.write_text(yaml.safe_dump(document))
         return path
 
@@ -517,3 +518,10 @@ def test_credits_grant_and_void_publish_the_ledger_row_before_recording_it(
         return (record["grant_id"], record["action"], Decimal(record["amount"]), record["effective_at_ms"], record["reason"])
 
     assert [essentials(r.record()) for r in rows] == [essentials(r) for r in published]  # the same rows; g2 nowhere
+
+    # a row recorded without publishing (credits.publish: false), then `credits publish` puts the stored ledger on the topic
+    assert command(*grant[:-1], "g0", "--config", str(configured(bootstrap, publish=False)))[0] == 0
+    assert len(committed_values(bootstrap, credit_ledger_topic(config))) == 2
+    assert command("credits", "publish", "--config", str(path))[0] == 0
+    republished = [json.loads(v) for v in committed_values(bootstrap, credit_ledger_topic(config))][2:]
+    assert sorted((r["grant_id"], r["action"]) for r in republished) == [("g0", "grant"), ("g1", "grant"), ("g1", "void")]
