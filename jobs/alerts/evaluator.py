@@ -55,7 +55,7 @@ from udfs.pricing import Rating
 
 #: Kinds of input record: which topic it came from.
 AGGREGATE, FINAL, CORRECTION, LEDGER = "aggregate", "final", "correction", "ledger"
-#: State-topic keys of period states start with this (others belong to the webhook dead letters).
+#: State-topic keys of period states start with this (others: credit states, the webhook dead letters).
 PERIOD_PREFIX = "period:"
 #: State-topic keys of customers' credit states (their ledger rows, the credit rules' states).
 CREDIT_PREFIX = "credit:"
