@@ -24,9 +24,20 @@ from clickhouse.client import Storage
 from clickhouse.queries import EARLIEST, LATEST, QueryError, Reader, _ch_time, plain
 from clickhouse.tables import BALANCE_COLUMNS, LEDGER_COLUMNS
 from schemas.validate import string_rule
-from udfs.credits import MAX_PRIORITY, Balance, CostLine, CreditSettings, Grant, Policy, Rollover, Void, burn
-from udfs.invoicing import CorrectionRecord, FinalTotal, build_invoice
-from udfs.periods import BillingCycle, Period, billing_period
+from udfs.credits import (
+    MAX_PRIORITY,
+    Balance,
+    CostLine,
+    CreditSettings,
+    Grant,
+    Policy,
+    Rollover,
+    Void,
+    customer_balance,
+    period_cost_lines,
+)
+from udfs.invoicing import CorrectionRecord, FinalTotal
+from udfs.periods import BillingCycle, Period, as_utc
 from udfs.pricing import Rating
 
 _GRANT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -122,6 +133,32 @@ class LedgerRow:
             self.reason,
         ]
 
+    def record(self) -> dict[str, Any]:
+        """The row as the ledger topic carries it (schemas/records.py ``CREDIT_LEDGER``)."""
+        return {
+            "customer_id": self.customer,
+            "grant_id": self.grant_id,
+            "action": self.action,
+            "amount": f"{self.amount:f}",
+            "currency": self.currency,
+            "priority": self.priority,
+            "effective_at_ms": _millis(self.effective_at),
+            "expires_at_ms": None if self.expires_at is None else _millis(self.expires_at),
+            "rollover": self.rollover,
+            "recorded_at_ms": _millis(self.recorded_at),
+            "recorded_by": self.recorded_by,
+            "reason": self.reason,
+        }
+
+
+def _millis(moment: datetime) -> int:
+    return (as_utc(moment) - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Publishes a ledger row before it is inserted (the CLI's: to the ledger topic, acknowledged); None: none.
+Publish = Callable[[LedgerRow], None] | None
+
 
 def _row(raw: dict[str, Any]) -> LedgerRow:
     effective = _time(raw["effective_at"])
@@ -177,8 +214,9 @@ def grant(
     recorded_by: str,
     now: datetime,
     grant_id: str | None = None,
+    publish: Publish = None,
 ) -> LedgerRow:
-    """Record a grant (one ledger row); :class:`CreditError` for a grant that cannot be made as asked."""
+    """Record a grant (one ledger row, published first); :class:`CreditError` for a grant that cannot be made as asked."""
     problem = string_rule("customer_id").problem(customer)
     if problem is not None:
         raise CreditError(f"--customer={customer!r}: {problem}")
@@ -200,12 +238,17 @@ def grant(
     row = LedgerRow(
         customer, gid, "grant", value, currency, priority, effective_at, expires_at, rollover.value, now, recorded_by, reason
     )
+    if publish is not None:
+        publish(row)
     _insert(storage, "credit_ledger", [row.values()], LEDGER_COLUMNS)
     return row
 
 
-def void(storage: Storage, *, grant_id: str, reason: str, at: datetime, recorded_by: str, now: datetime) -> LedgerRow:
-    """Void a grant from ``at`` on: a new ledger row; :class:`CreditError` for an unknown or already voided grant."""
+def void(
+    storage: Storage, *, grant_id: str, reason: str, at: datetime, recorded_by: str, now: datetime, publish: Publish = None
+) -> LedgerRow:
+    """Void a grant from ``at`` on: a new ledger row (published first); :class:`CreditError` for an unknown or
+    already voided grant."""
     from clickhouse.queries import StorageReader
 
     if not reason.strip():
@@ -222,6 +265,8 @@ def void(storage: Storage, *, grant_id: str, reason: str, at: datetime, recorded
     row = LedgerRow(
         g.customer, grant_id, "void", Decimal(0), g.currency, g.priority, at, None, g.rollover, now, recorded_by, reason
     )
+    if publish is not None:
+        publish(row)
     _insert(storage, "credit_ledger", [row.values()], LEDGER_COLUMNS)
     return row
 
@@ -232,18 +277,12 @@ def void(storage: Storage, *, grant_id: str, reason: str, at: datetime, recorded
 def cost_lines(reader: Reader, rating: Rating, cycle: BillingCycle, customer: str, now: datetime) -> list[CostLine]:
     """Per billing period of ``customer``, its invoice total (rounded), settled when every total is final and it ended.
 
-    A period's cost is what udfs/invoicing.py invoices for it: its totals (final, else the
-    provisional running ones) and the corrections loaded while it ran (up to ``now``). Periods with
-    corrections loaded but no usage of their own count too. Lines a card cannot price add nothing.
+    The store's totals and corrections, costed by :func:`udfs.credits.period_cost_lines` (the rule
+    the alert evaluator applies to its own period states too).
     """
     window = {"customer": customer, "meter": "", "from": _ch_time(EARLIEST), "to": _ch_time(LATEST)}
     finals = [_total(r) for r in reader.run("customer_finals", window)]
-    done = {(f.meter, f.group, f.period.start) for f in finals}
-    running = [
-        total
-        for total in (_total(r) for r in reader.run("customer_periods", window) if r["status"] != "final")
-        if (total.meter, total.group, total.period.start) not in done
-    ]
+    running = [_total(r) for r in reader.run("customer_periods", window) if r["status"] != "final"]
     records = [
         CorrectionRecord(
             r["meter"],
@@ -259,20 +298,7 @@ def cost_lines(reader: Reader, rating: Rating, cycle: BillingCycle, customer: st
             {"customer": customer, "meter": "", "loaded_before": _ch_time(now + timedelta(milliseconds=1))},
         )
     ]
-    totals: dict[Period, list[tuple[FinalTotal, bool]]] = {}
-    for total in finals:
-        totals.setdefault(total.period, []).append((total, True))
-    for total in running:
-        totals.setdefault(total.period, []).append((total, False))
-    for record in records:
-        totals.setdefault(billing_period(record.loaded_at, cycle), [])
-    lines = []
-    for period, items in sorted(totals.items(), key=lambda kv: kv[0].start):
-        settled = all(final for _, final in items) and now >= period.end
-        own = [t for t, final in items if not final]
-        invoice = build_invoice(customer, period, finals + own, records, rating, as_of=now, is_final=settled)
-        lines.append(CostLine(plain(period.start), period.end, invoice.rounded, settled))
-    return lines
+    return period_cost_lines(customer, finals, running, records, rating, cycle, now)
 
 
 def _total(row: dict[str, Any]) -> FinalTotal:
@@ -292,9 +318,8 @@ def balance_of(
     """The customer's currency, credit balance as of ``now`` and the cost lines it burned (``cycle``: its billing periods)."""
     currency, _ = currency_of(rating, customer)
     grants, voids = grants_of(ledger(reader, customer))
-    grants = [g for g in grants if g.currency == currency]  # credit of another currency does not pay this plan's invoices
     lines = cost_lines(reader, rating, cycle, customer, now)
-    return currency, burn(grants, voids, lines, cycle, now), lines
+    return currency, customer_balance(grants, voids, lines, cycle, now, currency), lines
 
 
 def balance_row(

@@ -150,6 +150,11 @@ class Topics:
 
 DUPLICATES_SUFFIX = "-duplicates"
 AMENDMENTS_SUFFIX = "-amendments"
+#: The alerts topic and the evaluator's state topic are named after the events topic unless configured
+#: (jobs/topics.py); the prepaid credit ledger's topic always is.
+ALERTS_SUFFIX = "-alerts"
+ALERTS_STATE_SUFFIX = "-alerts-state"
+CREDIT_LEDGER_SUFFIX = "-credit-ledger"
 #: Kafka's rule for topic names (its ``Topic.validate``): legal characters, at most 249 of them.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -553,7 +558,7 @@ def _policy_of(r: _Reader, data: Mapping[str, Any], path: str, default: Policy) 
 
 def _credits(r: _Reader, raw: Any) -> CreditSettings:
     """``credits``: the exhaustion policy (default and per customer) and the refresh cadence (udfs/credits.py)."""
-    data = r.section(raw, "credits", {"exhaustion", "grace_pct", "refresh_every", "customers"})
+    data = r.section(raw, "credits", {"exhaustion", "grace_pct", "refresh_every", "customers", "publish"})
     default = _policy_of(r, data, "credits", Policy())
     every = r.get(data, "refresh_every", "credits", parse_duration, CreditSettings().refresh_every)
     if every < timedelta(seconds=1):
@@ -570,7 +575,7 @@ def _credits(r: _Reader, raw: Any) -> CreditSettings:
             continue
         path = f"credits.customers.{name}"
         customers[name] = _policy_of(r, r.section(customer, path, {"exhaustion", "grace_pct"}), path, default)
-    return CreditSettings(default, customers, every)
+    return CreditSettings(default, customers, every, r.get(data, "publish", "credits", _bool, True))
 
 
 def _meters(r: _Reader, raw: Any, *, required: bool) -> tuple[Meter, ...]:
@@ -898,11 +903,11 @@ def _alerts(r: _Reader, raw: Any, config: Config, env: Mapping[str, str]) -> Ale
     for index, item in enumerate(rules_raw):
         path = f"alerts.rules[{index}]"
         d = r.section(item, path, _RULE_KEYS)
-        for key in ("name", "kind", "meter", "thresholds"):
-            if key not in d:
-                r.add(f"{path}.{key}", "required")
         name = r.get(d, "name", path, _text, "")
         kind = r.get(d, "kind", path, _choice(RuleKind), RuleKind.USAGE)
+        for key in ("name", "kind", "meter", "thresholds"):
+            if key not in d and not (key == "meter" and kind is RuleKind.CREDIT_REMAINING):
+                r.add(f"{path}.{key}", "required")
         meter = r.get(d, "meter", path, _text, "")
         if meter and meter not in meters:
             r.add(f"{path}.meter", _unknown_name("meter", meter, set(meters)))
@@ -941,6 +946,12 @@ def _alerts(r: _Reader, raw: Any, config: Config, env: Mapping[str, str]) -> Ale
                 if not priced:
                     who = f"customer {customer!r}" if customer is not None else "the default plan (rules for every customer)"
                     r.add(f"{path}.kind", f"{kind} needs a price: {who} has no rate card for meter {meter!r} (rating)")
+        if kind is RuleKind.CREDIT_REMAINING:
+            for customer in sorted(customers) if customers is not None else [None]:
+                plan = config.rating.plan_of(customer) if customer is not None else config.rating.default_plan
+                if plan is None or plan not in config.rating.plans:
+                    who = f"customer {customer!r}" if customer is not None else "the default plan (rules for every customer)"
+                    r.add(f"{path}.kind", f"credit_remaining needs a plan: {who} has none, so credit has no currency (rating)")
         rules.append(alert_rule)
     names = [x.name for x in rules if x.name]
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
@@ -1071,7 +1082,8 @@ def _kafka(r: _Reader, raw: Any, stack: StackSettings, base_dir: Path) -> KafkaS
     topic_fields = set(Topics.__dataclass_fields__)
     topics_raw = r.section(data.get("topics"), "kafka.topics", topic_fields)
     topics = Topics(**{k: r.get(topics_raw, k, "kafka.topics", _topic, getattr(defaults.topics, k)) for k in topic_fields})
-    longest = max(DUPLICATES_SUFFIX, AMENDMENTS_SUFFIX, key=len)
+    # topics named after the events topic: the job's, the credit ledger's and the alert evaluator's
+    longest = max(DUPLICATES_SUFFIX, AMENDMENTS_SUFFIX, ALERTS_STATE_SUFFIX, CREDIT_LEDGER_SUFFIX, key=len)
     if len(topics.events) + len(longest) > 249:
         r.add("kafka.topics.events", f"at most {249 - len(longest)} characters: {topics.events + longest!r} is a topic too")
     names = [getattr(topics, k) for k in sorted(topic_fields)] + [topics.duplicates, topics.amendments]

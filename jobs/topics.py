@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_options, refused_credentials_raise
+from jobs.config import ALERTS_STATE_SUFFIX, ALERTS_SUFFIX, CREDIT_LEDGER_SUFFIX
 
 
 def ensure_topic(
@@ -81,11 +82,6 @@ def committed_values(bootstrap: str, topic: str, timeout_s: float = 120, *, secu
         consumer.close()
 
 
-#: The alerts topic and the evaluator's state topic are named after the events topic unless configured.
-ALERTS_SUFFIX = "-alerts"
-ALERTS_STATE_SUFFIX = "-alerts-state"
-
-
 def alerts_topic(config: Any) -> str:
     """Where ``metering alerts run`` writes alert events (``alerts.topic``, default ``<events>-alerts``)."""
     return str(config.alerts.topic or config.kafka.topics.events + ALERTS_SUFFIX)
@@ -94,6 +90,15 @@ def alerts_topic(config: Any) -> str:
 def alerts_state_topic(config: Any) -> str:
     """The evaluator's compacted state topic (``alerts.state_topic``, default ``<events>-alerts-state``)."""
     return str(config.alerts.state_topic or config.kafka.topics.events + ALERTS_STATE_SUFFIX)
+
+
+def credit_ledger_topic(config: Any) -> str:
+    """Where ``metering credits grant|void`` publish ledger rows for the alert evaluator: ``<events>-credit-ledger``."""
+    return str(config.kafka.topics.events + CREDIT_LEDGER_SUFFIX)
+
+
+#: The ledger topic keeps every row (one partition: a customer's rows stay in order; never deleted: the ledger is append-only).
+CREDIT_LEDGER_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def ensure_topics(config: Any, partitions: int = 4) -> list[str]:

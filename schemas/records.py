@@ -152,4 +152,17 @@ ALERT = Record(
     ),
 )
 
-ALL = (PARTIAL, AGGREGATE, FINAL, CORRECTION, DEAD_LETTER, DUPLICATE, RAW_EVENT, AMENDMENT, ALERT)
+#: A prepaid credit ledger row (the credit ledger topic, written by ``metering credits grant|void``,
+#: read by ``metering alerts run``): ``action`` ``grant`` or ``void`` (a void's ``effective_at_ms`` is
+#: the instant it takes effect); the ``credit_ledger`` table's columns with decimals as strings and
+#: times in epoch milliseconds (``expires_at_ms`` null: never).
+CREDIT_LEDGER = Record(
+    "credit_ledger",
+    _fields(
+        "customer_id STRING, grant_id STRING, action STRING, amount STRING, currency STRING, priority INT, "
+        "effective_at_ms BIGINT, expires_at_ms BIGINT, rollover STRING, recorded_at_ms BIGINT, recorded_by STRING, "
+        "reason STRING"
+    ),
+)
+
+ALL = (PARTIAL, AGGREGATE, FINAL, CORRECTION, DEAD_LETTER, DUPLICATE, RAW_EVENT, AMENDMENT, ALERT, CREDIT_LEDGER)

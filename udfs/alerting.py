@@ -1,13 +1,18 @@
 """Threshold alerts: rules, the running value of a period, and a state machine that fires each alert once.
 
 A **rule** (the ``alerts`` section, jobs/config.py) watches one meter for some customers (all by
-default) and has a strictly increasing list of **thresholds** on one of four values:
+default) and has a strictly increasing list of **thresholds** on one of five values:
 
 - ``usage``: the period's quantity of the meter (its groups combined by the meter's aggregation);
 - ``entitlement_pct``: that quantity as a percent of the rule's ``entitlement``;
 - ``spend``: the period's cost so far, each group priced by the customer's rate card
   (:meth:`udfs.pricing.Rating.price`, the rounded amount, as an invoice shows it);
-- ``projected_spend``: :func:`udfs.projection.project`'s quantity at the stream's time, priced so.
+- ``projected_spend``: :func:`udfs.projection.project`'s quantity at the stream's time, priced so;
+- ``credit_remaining`` (no meter): the customer's prepaid credit left with pending cost
+  (:func:`udfs.credits.burn`'s ``remaining`` at the stream's time). It alarms as the value **falls**
+  to a threshold (``<=``): :func:`step_falling` runs the same machine on the negated value, so
+  thresholds crossed at once give one alert for the lowest; its period is the customer's billing
+  period at the stream's time, and a correction never makes it ``final``.
 
 Per (rule, customer, meter, period) every threshold is ``ok``, ``alarm`` or ``resolved``:
 
@@ -40,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from enum import StrEnum
@@ -67,6 +72,11 @@ class RuleKind(StrEnum):
     ENTITLEMENT_PCT = "entitlement_pct"
     SPEND = "spend"
     PROJECTED_SPEND = "projected_spend"
+    CREDIT_REMAINING = "credit_remaining"
+
+
+#: What stands for the meter in a ``credit_remaining`` alert's id (it watches every meter's cost).
+CREDIT_METER = "*credit*"
 
 
 class AlertKind(StrEnum):
@@ -94,7 +104,8 @@ class Webhook:
 
 @dataclass(frozen=True)
 class AlertRule:
-    """One rule: a kind of value of ``meter``, increasing ``thresholds``, the customers it watches (None: all)."""
+    """One rule: a kind of value of ``meter`` (``''`` for ``credit_remaining``), increasing ``thresholds``, the
+    customers it watches (None: all)."""
 
     name: str
     kind: RuleKind
@@ -127,6 +138,11 @@ class AlertRule:
                 found.append(("entitlement", f"{self.entitlement:f} must be greater than 0"))
         elif self.entitlement is not None:
             found.append(("entitlement", f"only used with kind entitlement_pct, not {self.kind}"))
+        if self.kind is RuleKind.CREDIT_REMAINING:
+            if self.meter:
+                found.append(("meter", "kind credit_remaining watches the credit every meter's cost burns: leave meter out"))
+            if self.thresholds and self.thresholds[0] < 0:
+                found.append(("thresholds[0]", f"{self.thresholds[0]:f} must be 0 or more: remaining credit is never below 0"))
         return found
 
 
@@ -165,7 +181,8 @@ class GroupValue:
     #: minute_ms -> (version, its additive value, its event count) of the minute's on_time segment.
     open: dict[int, tuple[int, Decimal, int]] = field(default_factory=dict)
     final: Decimal | None = None
-    corrections: list[tuple[int, Decimal]] = field(default_factory=list)
+    #: (sign, value, stream time it was applied at: the instant it counts for on an invoice).
+    corrections: list[tuple[int, Decimal, int]] = field(default_factory=list)
 
     def _additive(self, record: Mapping[str, Any]) -> Decimal:
         if self.aggregation == "count":
@@ -207,15 +224,15 @@ class GroupValue:
         self.final = _dec(record.get("value")) or ZERO
         self.open.clear()
 
-    def add_correction(self, record: Mapping[str, Any]) -> None:
-        self.corrections.append((-1 if record.get("retract") else 1, _dec(record.get("value")) or ZERO))
+    def add_correction(self, record: Mapping[str, Any], at_ms: int = 0) -> None:
+        self.corrections.append((-1 if record.get("retract") else 1, _dec(record.get("value")) or ZERO, at_ms))
 
     def value(self) -> Decimal | None:
         """The period's value: the final with its corrections, else the running value (None: not combinable)."""
         if self.final is not None:
             from udfs.invoicing import corrected_total
 
-            return corrected_total(self.aggregation, self.final, self.corrections)
+            return corrected_total(self.aggregation, self.final, ((s, v) for s, v, _ in self.corrections))
         match self.aggregation:
             case "sum" | "count":
                 return self.total
@@ -240,7 +257,7 @@ class GroupValue:
             "latest_value": None if self.latest_value is None else str(self.latest_value),
             "open": [[m, v, str(a), n] for m, (v, a, n) in sorted(self.open.items())],
             "final": None if self.final is None else str(self.final),
-            "corrections": [[s, str(v)] for s, v in self.corrections],
+            "corrections": [[s, str(v), at] for s, v, at in self.corrections],
         }
 
     @classmethod
@@ -256,7 +273,7 @@ class GroupValue:
             latest_value=_dec(d["latest_value"]),
             open={int(m): (int(v), Decimal(a), int(n)) for m, v, a, n in d["open"]},
             final=_dec(d["final"]),
-            corrections=[(int(s), Decimal(v)) for s, v in d["corrections"]],
+            corrections=[(int(c[0]), Decimal(c[1]), int(c[2]) if len(c) > 2 else 0) for c in d["corrections"]],
         )
 
 
@@ -354,6 +371,19 @@ def step(
         out.append(Transition(AlertKind.RESOLVED, announced[-1], value, previous, reason=reason))
     state.final = final
     return out
+
+
+def step_falling(
+    thresholds: tuple[Decimal, ...], state: RuleState, value: Decimal, *, period_over: bool = False
+) -> list[Transition]:
+    """:func:`step` for a value that alarms as it falls to a threshold (``value <= threshold``), never final.
+
+    The machine runs on the negated value and thresholds (``state.value`` holds the negated value);
+    the transitions come back with the true ones, so several crossed at once name the lowest.
+    """
+    negated = tuple(-t for t in reversed(thresholds))
+    out = step(negated, state, -value, final=False, period_over=period_over)
+    return [replace(t, threshold=-t.threshold, value=-t.value, previous=None if t.previous is None else -t.previous) for t in out]
 
 
 def alert_id(

@@ -37,8 +37,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from udfs.periods import BillingCycle, as_utc, billing_period
-from udfs.pricing import EXACT, ZERO
+from udfs.invoicing import CorrectionRecord, FinalTotal, build_invoice
+from udfs.periods import BillingCycle, Period, as_utc, billing_period, from_epoch_millis, rfc3339_millis
+from udfs.pricing import EXACT, ZERO, Rating
 
 #: The priority a grant gets when none is given: smaller numbers burn first.
 DEFAULT_PRIORITY = 10
@@ -241,6 +242,79 @@ def _settled_remaining(balances: Sequence[GrantBalance], now: datetime) -> Decim
     return _sum(EXACT.add(b.remaining, b.consumed_pending) for b in balances if b.end is None or b.end > now)
 
 
+def customer_balance(
+    grants: Sequence[Grant],
+    voids: Sequence[Void],
+    lines: Sequence[CostLine],
+    cycle: BillingCycle,
+    now: datetime,
+    currency: str,
+) -> Balance:
+    """:func:`burn` of the grants in ``currency`` (the plan's): credit of another currency pays none of its invoices."""
+    return burn([g for g in grants if g.currency == currency], voids, lines, cycle, now)
+
+
+def period_cost_lines(
+    customer: str,
+    finals: Sequence[FinalTotal],
+    running: Sequence[FinalTotal],
+    corrections: Sequence[CorrectionRecord],
+    rating: Rating,
+    cycle: BillingCycle,
+    now: datetime,
+) -> list[CostLine]:
+    """Per billing period of ``customer``, its invoice total (rounded), settled when every total is final and it ended.
+
+    A period's cost is what udfs/invoicing.py invoices for it: its ``finals``, else the provisional
+    ``running`` totals (one whose (meter, group, period) has a final is left out), and the
+    ``corrections`` loaded while it ran (up to ``now``). A period with corrections loaded but no
+    usage of its own counts too. Lines a card cannot price add nothing. The one rule both the
+    store's balances (clickhouse/credits.py) and the alert evaluator's (jobs/alerts/) use.
+    """
+    now = as_utc(now)
+    done = {(f.meter, f.group, f.period.start) for f in finals}
+    own_running = [t for t in running if (t.meter, t.group, t.period.start) not in done]
+    loaded = [c for c in corrections if as_utc(c.loaded_at) <= now]
+    totals: dict[Period, list[tuple[FinalTotal, bool]]] = {}
+    for total in finals:
+        totals.setdefault(total.period, []).append((total, True))
+    for total in own_running:
+        totals.setdefault(total.period, []).append((total, False))
+    for record in loaded:
+        totals.setdefault(billing_period(record.loaded_at, cycle), [])
+    lines = []
+    for period, items in sorted(totals.items(), key=lambda kv: kv[0].start):
+        settled = all(final for _, final in items) and now >= period.end
+        own = [t for t, final in items if not final]
+        invoice = build_invoice(customer, period, [*finals, *own], loaded, rating, as_of=now, is_final=settled)
+        lines.append(CostLine(rfc3339_millis(period.start), period.end, invoice.rounded, settled))
+    return lines
+
+
+def ledger_entries(records: Iterable[Mapping[str, object]]) -> tuple[list[Grant], list[Void]]:
+    """The grants and voids of ledger records (schemas/records.py ``CREDIT_LEDGER``): the topic's form of the ledger."""
+    grants: list[Grant] = []
+    voids: list[Void] = []
+    for r in records:
+        if r["action"] == "grant":
+            expires = r.get("expires_at_ms")
+            grants.append(
+                Grant(
+                    str(r["grant_id"]),
+                    str(r["customer_id"]),
+                    Decimal(str(r["amount"])),
+                    str(r["currency"]),
+                    from_epoch_millis(int(str(r["effective_at_ms"]))),
+                    None if expires is None else from_epoch_millis(int(str(expires))),
+                    int(str(r["priority"])),
+                    Rollover(str(r["rollover"])),
+                )
+            )
+        elif r["action"] == "void":
+            voids.append(Void(str(r["grant_id"]), from_epoch_millis(int(str(r["effective_at_ms"])))))
+    return grants, voids
+
+
 @dataclass(frozen=True)
 class CreditSettings:
     """``credits`` of the configuration: the exhaustion policy by default and per customer, the refresh cadence."""
@@ -249,6 +323,8 @@ class CreditSettings:
     customers: Mapping[str, Policy] = field(default_factory=dict)
     #: How often ``metering credits refresh --every`` recomputes the balances by default.
     refresh_every: timedelta = timedelta(minutes=5)
+    #: Whether ``grant`` and ``void`` publish the ledger row to the ledger topic (what the alert evaluator reads).
+    publish: bool = True
 
     def policy_for(self, customer: str) -> Policy:
         return self.customers.get(customer, self.default)

@@ -1,4 +1,4 @@
-"""``metering alerts run``: the job's aggregates, finals and corrections in, alerts out, exactly once.
+"""``metering alerts run``: the job's aggregates, finals and corrections and the credit ledger in, alerts out, exactly once.
 
 Each batch of records read (``read_committed``: only what the job's checkpoints committed) is one
 Kafka transaction of a transactional producer (confluent-kafka): the alerts it caused (the alerts
@@ -26,13 +26,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from infra.kafka_security import LIBRDKAFKA_PARTITIONER, librdkafka_options
 from jobs import topics
-from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, Evaluator
+from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, LEDGER, Evaluator
 from jobs.alerts.webhooks import DEAD_PREFIX, Backoff, Deliverer, deliver, webhook_of
 from jobs.config import Config
 
@@ -65,6 +65,7 @@ def ensure_alert_topics(config: Config, partitions: int = 4) -> None:
         config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
         security=kafka.security,
     )
+    ensure_ledger_topic(config)
 
 
 def _base(config: Config) -> dict[str, Any]:
@@ -74,6 +75,40 @@ def _base(config: Config) -> dict[str, Any]:
 def _producer_base(config: Config) -> dict[str, Any]:
     """A producer's settings: keyed records partitioned as every other writer of the project's topics does."""
     return {**_base(config), "partitioner": LIBRDKAFKA_PARTITIONER}
+
+
+def ensure_ledger_topic(config: Config) -> str:
+    """The credit ledger topic (one partition, kept forever: the ledger is append-only), created unless it exists."""
+    kafka, topic = config.kafka, topics.credit_ledger_topic(config)
+    topics.ensure_topic(kafka.bootstrap_servers, topic, partitions=1, config=topics.CREDIT_LEDGER_CONFIG, security=kafka.security)
+    return topic
+
+
+def publish_ledger(config: Config, records: Sequence[dict[str, Any]], timeout_s: float = 30.0) -> str | None:
+    """Publish ledger records (schemas/records.py ``CREDIT_LEDGER``) in order, each acknowledged by every in-sync
+    replica (``acks=all``, idempotent) before it returns; the reason they were not (None: all acknowledged)."""
+    from confluent_kafka import Producer
+
+    try:
+        topic = ensure_ledger_topic(config)
+    except Exception as exc:  # unreachable brokers, refused credentials: say which topic
+        return f"the ledger topic {topics.credit_ledger_topic(config)} is not reachable: {exc}"
+    producer = Producer(
+        {**_producer_base(config), "acks": "all", "enable.idempotence": True, "message.timeout.ms": int(timeout_s * 1000)}
+    )
+    errors: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            errors.append(str(error))
+
+    for record in records:
+        value = json.dumps(record, separators=(",", ":"))
+        producer.produce(topic, key=str(record["customer_id"]).encode(), value=value, on_delivery=delivered)
+    left = producer.flush(timeout_s + 5)
+    if errors or left:
+        return f"the ledger topic {topic} did not acknowledge the row: {errors[0] if errors else 'timed out'}"
+    return None
 
 
 def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, bytes | None]]:
@@ -145,9 +180,14 @@ class AlertService:
             config.kafka.topics.aggregates: AGGREGATE,
             config.kafka.topics.finals: FINAL,
             config.kafka.topics.corrections: CORRECTION,
+            topics.credit_ledger_topic(config): LEDGER,
         }
-        self.evaluator = Evaluator(config.alerts, config.rating)
+        self.evaluator = self._evaluator()
         self.until_idle, self.idle_s = False, 3.0
+
+    def _evaluator(self) -> Evaluator:
+        config = self.config
+        return Evaluator(config.alerts, config.rating, lambda customer: config.billing.policy_for(customer).cycle)
 
     def run(
         self, *, on_batch: Callable[[RunStats], None] | None = None, until_idle: bool = False, idle_s: float = 3.0
@@ -191,7 +231,7 @@ class AlertService:
         return self.stats
 
     def _restore(self) -> None:
-        self.evaluator = Evaluator(self.config.alerts, self.config.rating)
+        self.evaluator = self._evaluator()
         count = 0
         for key, value in read_state(self.config):
             self.evaluator.restore(key, value)

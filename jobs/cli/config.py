@@ -44,7 +44,7 @@ def summarize(file: str) -> dict[str, Any]:
             "customers": sorted(config.rating.customers),
         },
         "alerts": [
-            f"{rule.name}: {rule.kind} of {rule.meter} at {', '.join(f'{t:f}' for t in rule.thresholds)}"
+            f"{rule.name}: {rule.kind} of {rule.meter or 'the prepaid credit'} at {', '.join(f'{t:f}' for t in rule.thresholds)}"
             + (f" for {', '.join(sorted(rule.customers))}" if rule.customers is not None else "")
             + (f", webhook {rule.webhook.url}" if rule.webhook else "")
             for rule in config.alerts.rules

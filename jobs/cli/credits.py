@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,26 @@ LIST_COLUMNS = LEDGER_COLUMNS
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class PublishError(RuntimeError):
+    """The ledger topic did not acknowledge a ledger row: nothing was recorded."""
+
+
+def publisher(config: Any, timeout_s: float = 30.0) -> Callable[[Any], None] | None:
+    """What publishes a ledger row to the ledger topic (``credits.publish``; None when off), acknowledged by every
+    in-sync replica (``acks=all``, idempotent) before it returns: the alert evaluator reads the ledger from there."""
+    if not config.credits.publish:
+        return None
+
+    def publish(row: Any) -> None:
+        from jobs.alerts.service import publish_ledger
+
+        error = publish_ledger(config, [row.record()], timeout_s)
+        if error is not None:
+            raise PublishError(f"{error}; nothing recorded")
+
+    return publish
 
 
 def _write(args: argparse.Namespace, what: str, action: Any) -> int:
@@ -51,6 +72,10 @@ def _write(args: argparse.Namespace, what: str, action: Any) -> int:
         except (CreditError, QueryError) as exc:
             print(f"{command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except PublishError as exc:
+            fix = "start Kafka (kafka.bootstrap_servers) and run it again"
+            print(f"{command}: {exc}\n  fix: {fix}", file=sys.stderr)
+            return EXIT_FAILURE
 
 
 def _time_arg(text: str | None, option: str) -> datetime | None:
@@ -80,6 +105,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
             recorded_by=who,
             now=now,
             grant_id=args.grant_id,
+            publish=publisher(config),
         )
         print(
             f"granted {row.grant_id}: {row.amount:f} {row.currency} to {row.customer}, priority {row.priority}, from "
@@ -103,12 +129,35 @@ def cmd_void(args: argparse.Namespace) -> int:
     def action(storage: Any, config: Any, who: str) -> int:
         now = _now()
         row = credits.void(
-            storage, grant_id=args.grant_id, reason=args.reason, at=_time_arg(args.at, "--at") or now, recorded_by=who, now=now
+            storage,
+            grant_id=args.grant_id,
+            reason=args.reason,
+            at=_time_arg(args.at, "--at") or now,
+            recorded_by=who,
+            now=now,
+            publish=publisher(config),
         )
         print(f"voided {row.grant_id} of {row.customer} from {plain(row.effective_at)}")
         return EXIT_OK
 
     return _write(args, "voiding credit", action)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from clickhouse.credits import ledger
+    from clickhouse.queries import StorageReader
+    from jobs.alerts.service import publish_ledger
+    from jobs.topics import credit_ledger_topic
+
+    def action(storage: Any, config: Any, who: str) -> int:
+        rows = ledger(StorageReader(storage), args.customer or "")
+        error = publish_ledger(config, [row.record() for row in rows]) if rows else None
+        if error is not None:
+            raise PublishError(error)
+        print(f"published {len(rows)} ledger row(s) to {credit_ledger_topic(config)}")
+        return EXIT_OK
+
+    return _write(args, "publishing the credit ledger", action)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
@@ -243,6 +292,16 @@ def register(sub: Subcommands) -> None:
     void.add_argument("--at", metavar="TIME", help="when the void takes effect (default: now)")
     void.add_argument("--config", help=CONFIG_HELP)
     void.set_defaults(func=cmd_void)
+
+    publish = commands.add_parser(
+        "publish",
+        help="publish the stored ledger rows to the ledger topic (what credit_remaining alerts read)",
+        description="For rows recorded before the ledger topic existed or with credits.publish: false. The alert "
+        "evaluator keeps one row per grant and action, so publishing a row again changes nothing.",
+    )
+    publish.add_argument("--customer", help="only this customer's rows")
+    publish.add_argument("--config", help=CONFIG_HELP)
+    publish.set_defaults(func=cmd_publish)
 
     listing = commands.add_parser("list", help="the ledger's rows: grants and voids, oldest first")
     listing.add_argument("--customer", help="only this customer (a customer token must give its own)")

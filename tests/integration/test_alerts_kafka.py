@@ -7,6 +7,11 @@ hold exactly the alerts the evaluator gives for the same records in-process (eac
 webhook receiver on 127.0.0.1, which checks every signature and refuses each alert's first attempt,
 must have every alert of the webhook rule (deduplicated by ``webhook-id``, as receivers do).
 
+Before them, prepaid credit grants of some customers are published to the credit ledger topic as
+``metering credits grant`` does, and the test waits until the service has consumed them: a
+``credit_remaining`` rule then alarms and resolves as the usage, the finals (whose watermark starts
+the next billing period) and the corrections burn the credit, across both kills too.
+
 Each phase ends with a sentinel record per partition; the phase is done when the sentinels' alerts
 are on the alerts topic (transactions commit in order, so everything before them is too). Then
 the loader loads the alerts topic into chDB (migration 0013) and ``metering query alerts``'s named
@@ -39,7 +44,7 @@ from clickhouse.migrate import migrate
 from clickhouse.queries import run_query
 from infra.kafka import KafkaBroker
 from infra.settings import PROJECT_ROOT
-from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, Evaluator
+from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, LEDGER, Evaluator
 from jobs.alerts.webhooks import verify
 from jobs.config import load_config
 from jobs.loader.loader import Loader
@@ -50,6 +55,8 @@ SECRET = "whsec_" + base64.b64encode(b"alerts-integration-key-0123456789").decod
 CUSTOMERS = [f"cust-{n:02d}" for n in range(16)]
 MINUTES = 40
 PARTITIONS = 2
+#: Customers with prepaid credit (15.00 each) and a credit_remaining rule.
+CREDITED = CUSTOMERS[:6]
 
 
 def _value(total: int) -> dict[str, Any]:
@@ -190,6 +197,45 @@ class Service:
                 self.process.wait(10)
 
 
+def grant(customer: str, amount: str) -> dict[str, Any]:
+    """A ledger row as ``metering credits grant`` publishes it (schemas/records.py ``CREDIT_LEDGER``)."""
+    at = P0 - 86_400_000
+    return {
+        "customer_id": customer,
+        "grant_id": f"g-{customer}",
+        "action": "grant",
+        "amount": amount,
+        "currency": "USD",
+        "priority": 10,
+        "effective_at_ms": at,
+        "expires_at_ms": None,
+        "rollover": "carry",
+        "recorded_at_ms": at,
+        "recorded_by": "local:test",
+        "reason": "prepaid",
+    }
+
+
+def wait_consumed(bootstrap: str, topic: str, count: int, service: Service, timeout_s: float = 60) -> None:
+    """Until the evaluator's committed offset of ``topic`` (one partition) reaches ``count``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from jobs.alerts.service import GROUP
+
+    admin = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP, "enable.auto.commit": False})
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            [committed] = admin.committed([TopicPartition(topic, 0)], timeout=10)
+            if committed.offset >= count:
+                return
+            assert time.monotonic() < deadline, service.log.read_text()[-3000:]
+            assert service.process is not None and service.process.poll() is None, service.log.read_text()[-3000:]
+            time.sleep(0.3)
+    finally:
+        admin.close()
+
+
 def alerts_on(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return [json.loads(v) for v in committed_values(bootstrap, topic, timeout_s=60)]
 
@@ -240,6 +286,7 @@ def test_alerts_exactly_once_across_sigkill_with_signed_webhooks(
                 },
                 {"name": "spend", "kind": "spend", "meter": "api_calls", "thresholds": ["10.00", "30.00"]},
                 {"name": "forecast", "kind": "projected_spend", "meter": "api_calls", "thresholds": ["5000"]},
+                {"name": "credit", "kind": "credit_remaining", "thresholds": ["0", "5.00", "10.00"], "customers": CREDITED},
             ]
         },
     }
@@ -259,8 +306,11 @@ def test_alerts_exactly_once_across_sigkill_with_signed_webhooks(
     phase3 = [(c, CORRECTION, correction(c, 700, n % 2 == 1)) for n, c in enumerate(CUSTOMERS) for _ in range(3)]
     phase3 += [(s, CORRECTION, correction(s, 5000, False)) for s in sentinels]
 
-    oracle = Evaluator(config.alerts, config.rating)
+    ledger = [grant(c, "15.00") for c in CREDITED]
+    oracle = Evaluator(config.alerts, config.rating, lambda c: config.billing.policy_for(c).cycle)
     expected: dict[str, dict[str, Any]] = {}
+    for row in ledger:
+        assert oracle.apply(LEDGER, row, arrival_ms=0, now_ms=0) == []  # the stream's time is before the grants
     phase_sentinels: list[set[str]] = []
     for phase in (phase1, phase2, phase3):
         sentinel_ids: set[str] = set()
@@ -274,6 +324,8 @@ def test_alerts_exactly_once_across_sigkill_with_signed_webhooks(
         phase_sentinels.append(sentinel_ids)
     kinds = {k: sum(a["kind"] == k for a in expected.values()) for k in ("alert.triggered", "alert.resolved", "alert.corrected")}
     assert all(kinds.values()), kinds  # the workload exercises every kind
+    credit = {k: sum(a["kind"] == k and a["rule"] == "credit" for a in expected.values()) for k in kinds}
+    assert credit["alert.triggered"] >= 6 and credit["alert.resolved"] >= 2, credit  # credit alarms, and resolves
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     kind_topic = {AGGREGATE: topics["aggregates"], FINAL: topics["finals"], CORRECTION: topics["corrections"]}
@@ -284,9 +336,15 @@ def test_alerts_exactly_once_across_sigkill_with_signed_webhooks(
             time.sleep(1 / per_second)
         producer.flush()
 
+    from jobs.alerts.service import publish_ledger
+    from jobs.topics import credit_ledger_topic
+
+    for row in ledger:  # what `metering credits grant` does: acknowledged (acks=all) before it returns
+        assert publish_ledger(config, [row]) is None
     service = Service(path, tmp_path / "alerts.log")
     service.start()
     try:
+        wait_consumed(bootstrap, credit_ledger_topic(config), len(ledger), service)
         # Phase 1 while the service runs; SIGKILL once alerts are flowing, then a restart while writing goes on.
         writer = threading.Thread(target=write, args=(phase1, 250))
         writer.start()
@@ -336,7 +394,8 @@ def test_alerts_exactly_once_across_sigkill_with_signed_webhooks(
         stored = run_query(storage, "alerts", {"customer": "", "meter": ""})
         one = run_query(storage, "alerts", {"customer": CUSTOMERS[0], "meter": "api_calls"})
     assert sorted(r["id"] for r in stored) == sorted(expected)
-    assert sorted(r["id"] for r in one) == sorted(i for i, a in expected.items() if a["customer_id"] == CUSTOMERS[0])
+    mine = sorted(i for i, a in expected.items() if a["customer_id"] == CUSTOMERS[0] and a["meter"] == "api_calls")
+    assert sorted(r["id"] for r in one) == mine  # its credit alerts have no meter
     by_id = {r["id"]: r for r in stored}
     for alert_id, alert in expected.items():
         assert Decimal(by_id[alert_id]["value"]) == Decimal(alert["value"]) and by_id[alert_id]["kind"] == alert["kind"]
@@ -393,3 +452,76 @@ def test_a_webhook_that_keeps_failing_becomes_a_dead_letter_that_redeliver_sends
     assert sent.returncode == 0 and json.loads(sent.stdout) == {"delivered": 2, "still_dead": 0}, sent.stderr
     assert set(receiver.received) == ids and receiver.bad_signatures == 0
     assert dead_letters(config) == {}
+
+
+def test_credits_grant_and_void_publish_the_ledger_row_before_recording_it(
+    spare_broker: KafkaBroker, tmp_path: Path, storage_settings: StorageSettings
+) -> None:
+    """The real commands: each row is on the ledger topic and in ``credit_ledger``; with the broker unreachable the
+    command fails (exit 1) and records nothing."""
+    import contextlib
+    import io
+
+    from clickhouse.credits import ledger as stored_ledger
+    from clickhouse.queries import StorageReader
+    from jobs.cli import main
+    from jobs.topics import credit_ledger_topic
+    from schemas.records import CREDIT_LEDGER
+
+    bootstrap = spare_broker.settings.bootstrap_servers
+    run = uuid.uuid4().hex[:8]
+    with open_storage(storage_settings) as storage:
+        migrate(storage)
+
+    def configured(servers: str, publish: bool = True) -> Path:
+        document = {
+            "credits": {"publish": publish},
+            "kafka": {"bootstrap_servers": servers, "topics": {"events": f"ledger-events-{run}"}},
+            "storage": {"backend": "chdb", "path": str(storage_settings.path), "database": storage_settings.database},
+            "meters": [{"name": "api_calls", "event_type": "api_call", "aggregation": "count"}],
+            "rating": {
+                "default_plan": "std",
+                "plans": {
+                    "std": {
+                        "meters": {"api_calls": [{"starts_at": "2026-01-01T00:00:00Z", "model": "per_unit", "unit_price": "1"}]}
+                    }
+                },
+            },
+        }
+        path = tmp_path / f"metering-{len(servers)}-{publish}.yaml"
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+    def command(*argv: str) -> tuple[int, str]:
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            return main(list(argv)), err.getvalue()
+
+    path = configured(bootstrap)
+    grant = ["credits", "grant", "--customer", "acme", "--amount", "25", "--reason", "prepaid", "--grant-id", "g1"]
+    assert command(*grant, "--effective", "2026-03-01T00:00:00Z", "--config", str(path))[0] == 0
+    assert command("credits", "void", "g1", "--reason", "mistake", "--at", "2026-03-05T00:00:00Z", "--config", str(path))[0] == 0
+    code, err = command(*grant[:-1], "g2", "--config", str(configured("127.0.0.1:1")))
+    assert code == 1 and ("did not acknowledge" in err or "not reachable" in err) and "nothing recorded" in err, err
+
+    config = load_config(path)
+    published = [json.loads(v) for v in committed_values(bootstrap, credit_ledger_topic(config))]
+    assert all(tuple(r) == CREDIT_LEDGER.names for r in published)
+    assert [(r["grant_id"], r["action"], r["amount"], r["effective_at_ms"]) for r in published] == [
+        ("g1", "grant", "25.00", P0),
+        ("g1", "void", "0", P0 + 4 * 86_400_000),
+    ]
+    with open_storage(storage_settings) as storage:
+        rows = stored_ledger(StorageReader(storage))
+
+    def essentials(record: dict[str, Any]) -> tuple[Any, ...]:
+        return (record["grant_id"], record["action"], Decimal(record["amount"]), record["effective_at_ms"], record["reason"])
+
+    assert [essentials(r.record()) for r in rows] == [essentials(r) for r in published]  # the same rows; g2 nowhere
+
+    # a row recorded without publishing (credits.publish: false), then `credits publish` puts the stored ledger on the topic
+    assert command(*grant[:-1], "g0", "--config", str(configured(bootstrap, publish=False)))[0] == 0
+    assert len(committed_values(bootstrap, credit_ledger_topic(config))) == 2
+    assert command("credits", "publish", "--config", str(path))[0] == 0
+    republished = [json.loads(v) for v in committed_values(bootstrap, credit_ledger_topic(config))][2:]
+    assert sorted((r["grant_id"], r["action"]) for r in republished) == [("g0", "grant"), ("g1", "grant"), ("g1", "void")]

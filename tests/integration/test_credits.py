@@ -83,7 +83,9 @@ def settings(chdb_path: Path) -> Iterator[StorageSettings]:
 def config(settings: StorageSettings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("config") / "metering.yaml"
     storage = {"backend": "chdb", "path": str(settings.path), "database": settings.database}
-    path.write_text(yaml.safe_dump({"storage": storage, "meters": METERS, "rating": RATING, "credits": CREDITS}))
+    # no broker here: the ledger rows go to the store only (tests/integration/test_alerts_kafka.py publishes them)
+    credits = {**CREDITS, "publish": False}
+    path.write_text(yaml.safe_dump({"storage": storage, "meters": METERS, "rating": RATING, "credits": credits}))
     return path
 
 
@@ -304,3 +306,109 @@ def test_refresh_every_loops_at_the_configured_cadence(granted: dict[str, dict[s
     assert code == 0, err
     assert pauses == [300.0, 300.0]  # credits.refresh_every's default, 5m
     assert out.splitlines() == ["2026-05-11T00:00:00.000Z globex: remaining 0 USD (settled 0), block, OVER"] * 2
+
+
+def test_the_alert_evaluator_burns_the_same_balance_from_the_stream(
+    granted: dict[str, dict[str, Any]], settings: StorageSettings, config: Path
+) -> None:
+    """The records the job would have written for the seeded totals, and the ledger rows the commands recorded, fed
+    to the alert evaluator: its balance for acme equals ``balance_of``'s from chDB at the same instant."""
+    from datetime import UTC, datetime
+
+    from clickhouse.credits import balance_of, ledger
+    from clickhouse.queries import StorageReader
+    from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, LEDGER, Evaluator
+    from jobs.config import load_config
+    from udfs.alerting import AlertRule, AlertSettings, RuleKind
+
+    def ms(text: str) -> int:
+        return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+    def key(meter: str, group: str, aggregation: str, start: str, end: str) -> dict[str, Any]:
+        return {
+            "customer_id": "acme",
+            "meter": meter,
+            "group_key": group,
+            "aggregation": aggregation,
+            "period_start_ms": ms(start),
+            "period_end_ms": ms(end),
+        }
+
+    def value(n: int, total: str | None = None) -> dict[str, Any]:
+        return {
+            "value": total or str(n),
+            "event_count": n,
+            "sum": total or str(n),
+            "max": None,
+            "min": None,
+            "distinct_values": [],
+            "latest_ms": None,
+            "latest_value": None,
+        }
+
+    def minute(
+        meter: str, group: str, aggregation: str, period: tuple[str, str], at: str, n: int, total: str | None = None
+    ) -> dict[str, Any]:
+        head = key(meter, group, aggregation, *period)
+        return {
+            **head,
+            "minute_ms": ms(at),
+            "day_start_ms": ms(at[:10]),
+            "segment": "on_time",
+            "version": ms(at) + 1,
+            **value(n, total),
+        }
+
+    def final(meter: str, group: str, aggregation: str, period: tuple[str, str], total: str) -> dict[str, Any]:
+        return {**key(meter, group, aggregation, *period), "finalized_at_watermark_ms": ms(period[1]), **value(0, total)}
+
+    def correction(n: str, retract: bool) -> dict[str, Any]:
+        return {
+            **key("api_calls", "{}", "count", *FEB),
+            "minute_ms": ms("2026-02-27T10:00"),
+            "retract": retract,
+            "event_id": "late",
+            **value(0, n),
+        }
+
+    FEB, MAR, APR, MAY = (
+        ("2026-02-01", "2026-03-01"),
+        ("2026-03-01", "2026-04-01"),
+        ("2026-04-01", "2026-05-01"),
+        ("2026-05-01", "2026-06-01"),
+    )
+    calls, tokens = ("api_calls", "{}", "count"), ("tokens", '{"model":"large"}', "sum")
+    # in event-time order; a minute just before each correction's load time brings acme's stream time to it
+    stream = [
+        (FINAL, final(*calls, FEB, "900")),
+        (AGGREGATE, minute(*calls, MAR, "2026-03-03T11:59", 10)),
+        (CORRECTION, correction("300", False)),  # loaded 3 March 12:00
+        (AGGREGATE, minute(*calls, MAR, "2026-03-29T23:59", 20)),
+        (CORRECTION, correction("20", True)),  # loaded 30 March
+        (FINAL, final(*calls, MAR, "12500")),
+        (FINAL, final(*tokens, MAR, "1234567")),
+        (AGGREGATE, minute(*calls, APR, "2026-04-01T23:59", 5)),
+        (CORRECTION, correction("1000", False)),  # loaded 2 April
+        (FINAL, final(*calls, APR, "100")),
+        (AGGREGATE, minute(*tokens, MAY, "2026-05-10T09:00", 10, "1000000")),
+        (AGGREGATE, minute(*calls, MAY, "2026-05-10T10:00", 3000)),
+    ]
+    loaded = load_config(config)
+    rule = AlertRule("low", RuleKind.CREDIT_REMAINING, "", (Decimal(0),), frozenset({"acme"}))
+    evaluator = Evaluator(AlertSettings((rule,)), loaded.rating, lambda c: loaded.billing.policy_for(c).cycle)
+    with open_storage(settings) as storage:
+        reader = StorageReader(storage)
+        for row in ledger(reader, "acme"):
+            evaluator.apply(LEDGER, row.record(), arrival_ms=0, now_ms=0)
+        for kind, record in stream:
+            evaluator.apply(kind, record, arrival_ms=0, now_ms=0)
+        now = datetime(2026, 5, 10, 10, 1, tzinfo=UTC)  # acme's stream time: the end of its newest minute
+        assert evaluator.customer_ms("acme") == ms("2026-05-10T10:01")
+        _, stored, _ = balance_of(reader, loaded.rating, loaded.billing.policy_for("acme").cycle, "acme", now)
+    streamed = evaluator.credit_balance("acme")
+    assert streamed == stored
+    assert (streamed.remaining, streamed.consumed_pending, streamed.voided) == (
+        Decimal("13.00"),
+        Decimal("28.00"),
+        Decimal("20.00"),
+    )

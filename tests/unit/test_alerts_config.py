@@ -52,6 +52,7 @@ def test_rules_of_every_kind_load(tmp_path: Path) -> None:
                 "thresholds": [500],
                 "webhook": {"url": "https://hooks.example/alerts", "secret_env": "ACME_HOOK"},
             },
+            {"name": "low-credit", "kind": "credit_remaining", "thresholds": ["0", "10.00", 50]},
         ]
     }
     config = load_config(write(tmp_path, alerts), env={"ACME_HOOK": SECRET})
@@ -60,6 +61,7 @@ def test_rules_of_every_kind_load(tmp_path: Path) -> None:
     assert rules[0].thresholds == (Decimal(1000), Decimal("5000.5")) and rules[0].customers is None
     assert rules[1].entitlement == Decimal(1000000) and rules[2].customers == frozenset({"acme"})
     assert rules[3].webhook is not None and rules[3].webhook.secret == SECRET
+    assert rules[4].meter == "" and rules[4].thresholds == (Decimal(0), Decimal("10.00"), Decimal(50))
     assert SECRET not in repr(config)
 
 
@@ -81,6 +83,16 @@ def test_rules_of_every_kind_load(tmp_path: Path) -> None:
         ),
         ({"kind": "entitlement_pct", "meter": "api_calls", "thresholds": [1]}, "alerts.rules[0].entitlement: required"),
         ({"kind": "spend", "meter": "tokens", "thresholds": [1]}, "alerts.rules[0].kind: spend needs a price"),
+        (
+            {"kind": "credit_remaining", "meter": "api_calls", "thresholds": [1]},
+            "alerts.rules[0].meter: kind credit_remaining watches the credit every meter's cost burns: leave meter out",
+        ),
+        (
+            {"kind": "credit_remaining", "thresholds": ["-1", 5]},
+            "alerts.rules[0].thresholds[0]: -1 must be 0 or more",
+        ),
+        ({"kind": "credit_remaining", "thresholds": [5, 1]}, "alerts.rules[0].thresholds[1]: 1 must be greater"),
+        ({"kind": "usage", "thresholds": [1]}, "alerts.rules[0].meter: required"),
         ({"kind": "usage", "meter": "api_calls", "thresholds": [1], "colour": "red"}, "alerts.rules[0].colour: unknown key"),
         (
             {"kind": "usage", "meter": "api_calls", "thresholds": [1], "webhook": {"url": "ftp://x", "secret_env": "NOPE"}},
@@ -117,3 +129,22 @@ def test_a_secret_that_is_not_whsec_is_refused_without_showing_it(tmp_path: Path
     assert found == [
         "alerts.rules[0].webhook.secret_env: S must hold whsec_ followed by the base64 of the key (its value not shown)"
     ]
+
+
+def test_a_credit_rule_with_a_meter_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    alerts = {"rules": [{"name": "low", "kind": "credit_remaining", "meter": "tokens", "thresholds": [10]}]}
+    assert main(["config", "validate", str(write(tmp_path, alerts))]) == EXIT_USAGE
+    assert "alerts.rules[0].meter: kind credit_remaining" in capsys.readouterr().err
+
+
+def test_a_credit_rule_needs_a_plan_for_its_currency(tmp_path: Path) -> None:
+    path = tmp_path / "metering.yaml"
+    rules = [
+        {"name": "everyone", "kind": "credit_remaining", "thresholds": [10]},
+        {"name": "globex", "kind": "credit_remaining", "thresholds": [10], "customers": ["globex"]},
+    ]
+    path.write_text(yaml.safe_dump({"meters": METERS, "alerts": {"rules": rules}}))  # no rating: no plan, no currency
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert [p.split(":")[0] for p in caught.value.problems] == ["alerts.rules[0].kind", "alerts.rules[1].kind"]
+    assert "customer 'globex' has none" in caught.value.problems[1]
