@@ -1,8 +1,10 @@
 """What a void or an amend does to what the pipeline counted: the rules the job's dedup state applies.
 
-The job applies them in its keyed dedup state (``udfs/jvm``, FirstSeen; tests/flink/test_first_seen.py
-runs the cases below through it); this module is the same state machine in plain Python, for the
-independent recomputations (jobs/demo.py) and the tests. Per (customer_id, event_id), in Kafka order:
+The job applies them in its keyed dedup state (``udfs/jvm``, FirstSeen, whose rules are
+``dev.metering.rules.DedupState``; tests/flink/test_first_seen.py runs the cases below through it);
+this module is the same state machine in plain Python, for the independent recomputations
+(jobs/demo.py) and the tests. tests/unit/test_amendment_agreement.py feeds both the same sequences.
+Per (customer_id, event_id), in Kafka order:
 
 * the first occurrence of an event is counted; when every meter of its type is a sum or a count
   (:func:`amendable_types`), what it counted is kept for amendments;

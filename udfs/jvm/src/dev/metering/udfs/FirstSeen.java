@@ -1,5 +1,6 @@
 package dev.metering.udfs;
 
+import dev.metering.rules.DedupState;
 import java.time.Instant;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.metrics.MetricGroup;
@@ -59,7 +60,9 @@ import org.apache.flink.types.Row;
  *
  * <p>All of it lives in the one state text, as lines that a fingerprint (hex) never starts with:
  * {@code =}content, {@code #}amendment id, {@code !} (voided). The state's type is unchanged, so a
- * savepoint of the job before amendments restores.
+ * savepoint of the job before amendments restores. The rules on that text, an occurrence's and an
+ * amendment's, are {@link DedupState} (no Flink type: tests/unit/test_amendment_agreement.py runs
+ * them against {@code udfs/amendments.py}); this class reads the row, keeps the state and emits.
  */
 @DataTypeHint(
         "ROW<seen BIGINT NOT NULL, variants BIGINT NOT NULL, behind_watermark BOOLEAN NOT NULL, sign INT NOT NULL, "
@@ -73,19 +76,6 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
         /** The distinct fingerprints, in arrival order, each followed by {@link #SEPARATOR}. */
         public String fingerprints;
     }
-
-    static final char SEPARATOR = '\n';
-    static final char COUNTED = '=';
-    static final char PROCESSED = '#';
-    static final char VOIDED = '!';
-    /** Between the fields of a {@link #COUNTED} line; escaped inside them, with the separator. */
-    static final char FIELD = '\t';
-
-    static final String APPLIED = "applied";
-    static final String UNKNOWN_EVENT = "unknown_event";
-    static final String NOT_AMENDABLE = "not_amendable";
-    static final String ALREADY_VOIDED = "already_voided";
-    static final String REPEATED = "repeated";
 
     private transient Counter firstSeen;
     private transient Counter duplicates;
@@ -121,18 +111,16 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
         Instant rowtime = input.getFieldAs("rowtime");
         boolean behind = watermark == null || rowtime == null || rowtime.toEpochMilli() <= watermark;
         String fingerprint = input.getFieldAs("fingerprint");
-        String known = memory.fingerprints == null ? "" : memory.fingerprints;
-        boolean fresh = fingerprint != null && !contains(known, fingerprint);
-        if (fresh) {
-            known = known + fingerprint + SEPARATOR;
-        }
+        String known = DedupState.text(memory.fingerprints);
+        boolean fresh = DedupState.isNew(known, fingerprint);
         memory.seen += 1;
-        if (memory.seen == 1L && Boolean.TRUE.equals(input.getField("amendable"))) {
-            known = known + COUNTED + content(input.getFieldAs("event_type"), input.getFieldAs("event_ms"),
-                    input.getFieldAs("q_text"), names, input.getFieldAs("props")) + SEPARATOR;
-        }
+        String content = DedupState.isFirst(memory.seen) && Boolean.TRUE.equals(input.getField("amendable"))
+                ? DedupState.content(input.getFieldAs("event_type"), input.getFieldAs("event_ms"),
+                        input.getFieldAs("q_text"), names, input.getFieldAs("props"))
+                : null;
+        known = DedupState.occurrence(known, fingerprint, fresh, content);
         memory.fingerprints = known;
-        if (memory.seen == 1L) {
+        if (DedupState.isFirst(memory.seen)) {
             firstSeen.inc();
         } else {
             duplicates.inc();
@@ -140,196 +128,47 @@ public final class FirstSeen extends ProcessTableFunction<Row> {
                 conflicts.inc();
             }
         }
-        collect(Row.of(memory.seen, count(known), behind, 1, null, null, null, null, null));
+        collect(Row.of(memory.seen, DedupState.variants(known), behind, 1, null, null, null, null, null));
     }
 
     /** An amendment of this key's event: its retraction (and replacement), or the reason it has none. */
     private void amend(Context ctx, Memory memory, Row input, String[] names) {
-        String known = memory.fingerprints;
-        if (memory.seen == 0L || known == null) {
+        DedupState.Amendment result = DedupState.amend(memory.seen, memory.fingerprints,
+                input.getFieldAs("amendment_id"), "amend".equals(input.getFieldAs("amendment")),
+                input.getFieldAs("q_text"), names);
+        if (result.text() == null) {
             ctx.clearAllState(); // nothing to keep for a key that never had an event
-            collect(outcome(UNKNOWN_EVENT));
-            return;
-        }
-        String id = PROCESSED + input.<String>getFieldAs("amendment_id");
-        if (contains(known, id)) {
-            collect(outcome(REPEATED));
-            return;
-        }
-        known = known + id + SEPARATOR;
-        String counted = line(known, COUNTED);
-        String result;
-        if (contains(known, String.valueOf(VOIDED))) {
-            result = ALREADY_VOIDED;
-        } else if (counted == null) {
-            result = NOT_AMENDABLE;
         } else {
-            String[] fields = fields(counted);
-            collect(contribution(-1, fields, names));
-            if ("amend".equals(input.getFieldAs("amendment"))) {
-                String[] amended = fields.clone();
-                amended[2] = input.getFieldAs("q_text");
-                collect(contribution(1, amended, names));
-                known = known.replace(COUNTED + counted + SEPARATOR, COUNTED + join(amended) + SEPARATOR);
-            } else {
-                known = known + VOIDED + SEPARATOR;
-            }
-            result = APPLIED;
+            memory.fingerprints = result.text();
         }
-        memory.fingerprints = known;
-        if (!APPLIED.equals(result)) {
-            collect(outcome(result));
+        if (result.retraction() != null) {
+            collect(contribution(result.retraction()));
+        }
+        if (result.replacement() != null) {
+            collect(contribution(result.replacement()));
+        }
+        if (!DedupState.APPLIED.equals(result.outcome())) {
+            collect(Row.of(0L, 0L, true, 0, null, null, null, null, result.outcome()));
         }
     }
 
-    private static Row outcome(String outcome) {
-        return Row.of(0L, 0L, true, 0, null, null, null, null, outcome);
-    }
-
-    /**
-     * A row counting {@code fields} (type, event time, quantity, then property name and value pairs)
-     * {@code sign} times, late; its {@code props} in the order of {@code names} (a property the event
-     * did not carry, or one not kept when it was counted, is null).
-     */
-    private static Row contribution(int sign, String[] fields, String[] names) {
-        String[] props = new String[names.length];
-        for (int i = 3; i + 1 < fields.length; i += 2) {
-            for (int j = 0; j < names.length; j++) {
-                if (names[j].equals(fields[i])) {
-                    props[j] = fields[i + 1];
-                }
-            }
-        }
-        return Row.of(0L, 0L, true, sign, fields[0], Long.parseLong(fields[1]), fields[2], props, APPLIED);
-    }
-
-    /**
-     * What an event counted, as one line: type, event time, quantity and its properties the meters
-     * read, by name ({@code props[i]} is the value of {@code names[i]}; absent ones are left out): a
-     * restored job whose configuration reads other properties still finds each one.
-     */
-    static String content(String eventType, Long eventMs, String quantity, String[] names, String[] props) {
-        java.util.List<String> fields = new java.util.ArrayList<>(3 + 2 * names.length);
-        fields.add(eventType);
-        fields.add(String.valueOf(eventMs));
-        fields.add(quantity);
-        for (int i = 0; props != null && i < props.length && i < names.length; i++) {
-            if (props[i] != null) {
-                fields.add(names[i]);
-                fields.add(props[i]);
-            }
-        }
-        return join(fields.toArray(new String[0]));
+    /** A contribution's row: counted {@code sign} times, late. */
+    private static Row contribution(DedupState.Contribution c) {
+        return Row.of(0L, 0L, true, c.sign(), c.eventType(), c.eventMs(), c.quantity(), c.props(), DedupState.APPLIED);
     }
 
     private transient String lastPropertyNames;
-    private transient String[] lastNames = new String[0];
+    private transient String[] lastNames = DedupState.names(null);
 
     /** The property names argument, split once (it is the same literal for every call). */
     private String[] names(String propertyNames) {
         if (propertyNames == null || propertyNames.isEmpty()) {
-            return new String[0];
+            return DedupState.names(null);
         }
         if (!propertyNames.equals(lastPropertyNames)) {
-            lastNames = propertyNames.split(",");
+            lastNames = DedupState.names(propertyNames);
             lastPropertyNames = propertyNames;
         }
         return lastNames;
-    }
-
-    /** Fields joined by {@link #FIELD}; backslash, tab and line feed escaped, null as {@code \0}. */
-    static String join(String[] fields) {
-        StringBuilder out = new StringBuilder(64);
-        for (int i = 0; i < fields.length; i++) {
-            if (i > 0) {
-                out.append(FIELD);
-            }
-            String field = fields[i];
-            if (field == null) {
-                out.append("\\0");
-                continue;
-            }
-            for (int c = 0; c < field.length(); c++) {
-                char ch = field.charAt(c);
-                switch (ch) {
-                    case '\\' -> out.append("\\\\");
-                    case FIELD -> out.append("\\t");
-                    case SEPARATOR -> out.append("\\n");
-                    default -> out.append(ch);
-                }
-            }
-        }
-        return out.toString();
-    }
-
-    /** The inverse of {@link #join}. */
-    static String[] fields(String joined) {
-        java.util.List<String> fields = new java.util.ArrayList<>();
-        StringBuilder field = new StringBuilder();
-        boolean isNull = false;
-        for (int i = 0; i < joined.length(); i++) {
-            char ch = joined.charAt(i);
-            if (ch == FIELD) {
-                fields.add(isNull ? null : field.toString());
-                field.setLength(0);
-                isNull = false;
-            } else if (ch == '\\' && i + 1 < joined.length()) {
-                char next = joined.charAt(++i);
-                switch (next) {
-                    case '0' -> isNull = true;
-                    case 't' -> field.append(FIELD);
-                    case 'n' -> field.append(SEPARATOR);
-                    default -> field.append(next);
-                }
-            } else {
-                field.append(ch);
-            }
-        }
-        fields.add(isNull ? null : field.toString());
-        return fields.toArray(new String[0]);
-    }
-
-    /** The rest of the first line that starts with {@code prefix}, or null. */
-    static String line(String entries, char prefix) {
-        for (int start = 0; start < entries.length(); ) {
-            int end = entries.indexOf(SEPARATOR, start);
-            if (end < 0) {
-                return null;
-            }
-            if (end > start && entries.charAt(start) == prefix) {
-                return entries.substring(start + 1, end);
-            }
-            start = end + 1;
-        }
-        return null;
-    }
-
-    /** Whether {@code entries} (each followed by the separator) holds {@code entry}. */
-    static boolean contains(String entries, String entry) {
-        for (int start = 0; start < entries.length(); ) {
-            int end = entries.indexOf(SEPARATOR, start);
-            if (end < 0) {
-                return false; // never written so, but never loop
-            }
-            if (end - start == entry.length() && entries.startsWith(entry, start)) {
-                return true;
-            }
-            start = end + 1;
-        }
-        return false;
-    }
-
-    /** The fingerprint lines of {@code entries} (not the amendments' lines). */
-    static long count(String entries) {
-        long count = 0;
-        boolean lineStart = true;
-        for (int i = 0; i < entries.length(); i++) {
-            char c = entries.charAt(i);
-            if (lineStart && c != COUNTED && c != PROCESSED && c != VOIDED) {
-                count++;
-            }
-            lineStart = c == SEPARATOR;
-        }
-        return count;
     }
 }
