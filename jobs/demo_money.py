@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +31,7 @@ from jobs.config import Config
 from udfs.alerting import AlertRule, RuleKind
 from udfs.credits import Balance, CostLine, Grant, Rollover, burn
 from udfs.invoicing import CorrectionRecord, FinalTotal, build_invoice, corrected_total
-from udfs.periods import billing_period, from_epoch_millis, rfc3339_millis
+from udfs.periods import Period, billing_period, epoch_millis, from_epoch_millis, rfc3339_millis
 
 #: (customer, meter, group, period start ms), as jobs/demo.py keys totals.
 Key = tuple[str, str, str, int]
@@ -41,9 +41,12 @@ ZERO = Decimal(0)
 def demo_alerts(events: int) -> dict[str, Any]:
     """The demo's alert rules (docs/pricing.md, "Alerts"), for a workload of ``events`` lines.
 
-    They watch meters no amendment changes (their events cannot be amended: a count and a
-    maximum), so a value only grows and which thresholds must fire follows from the recomputed
-    finals alone. The quota scales with the workload, so a small run crosses thresholds too.
+    The usage and spend rules watch meters no amendment changes (their events cannot be amended:
+    a count and a maximum), so a value only grows and which thresholds must fire follows from the
+    recomputed finals alone. ``credit-low`` watches the credit of the customers ``DEMO_GRANTS``
+    grants: one runs out in its first period by far, the other keeps far more than the thresholds,
+    so the most severe threshold each period reaches does not depend on the order of the records.
+    The quota and the credit threshold scale with the workload, so a small run crosses them too.
     """
     return {
         "rules": [
@@ -59,6 +62,12 @@ def demo_alerts(events: int) -> dict[str, Any]:
                 "kind": "spend",
                 "meter": "storage_peak_bytes",
                 "thresholds": ["100.00", "197.00", "250.00"],
+            },
+            {
+                "name": "credit-low",
+                "kind": "credit_remaining",
+                "thresholds": ["0", f"{Decimal(2500) * Decimal(events) / 1_000_000:.2f}"],
+                "customers": sorted({g["customer"] for g in DEMO_GRANTS}),
             },
         ]
     }
@@ -240,6 +249,76 @@ def alert_problems(
 # --- credits -------------------------------------------------------------------------------------
 
 
+def _invoice_totals(
+    customer: str,
+    finals: Mapping[Key, tuple[Decimal, int]],
+    corrections: Mapping[Key, tuple[Decimal, int]],
+    config: Config,
+    now: datetime,
+) -> list[tuple[Period, Decimal, bool]]:
+    """The customer's invoices as ``(period, rounded total, settled at now)``: its recomputed finals priced per billing
+    period, and the recomputed corrections priced on the invoice of the period holding ``now`` (loaded just before)."""
+    aggregation = {m.name: str(m.aggregation) for m in config.meters}
+    cycle = config.billing.policy_for(customer).cycle
+    totals = [
+        FinalTotal(meter, group, aggregation[meter], billing_period(from_epoch_millis(start), cycle), value)
+        for (c, meter, group, start), (value, _) in finals.items()
+        if c == customer
+    ]
+    records = [
+        CorrectionRecord(meter, group, aggregation[meter], billing_period(from_epoch_millis(start), cycle), 1, value, now)
+        for (c, meter, group, start), (value, _) in corrections.items()
+        if c == customer
+    ]
+    periods = sorted({t.period for t in totals} | ({billing_period(now, cycle)} if records else set()), key=lambda p: p.start)
+    out = []
+    for period in periods:
+        settled = now >= period.end
+        invoice = build_invoice(customer, period, totals, records, config.rating, as_of=now, is_final=settled)
+        out.append((period, invoice.rounded, settled))
+    return out
+
+
+def credit_alert_problems(
+    finals: Mapping[Key, tuple[Decimal, int]],
+    config: Config,
+    grants: Sequence[Grant],
+    on_topic: Sequence[Mapping[str, Any]],
+) -> list[str]:
+    """For each ``credit_remaining`` rule, granted customer and billing period with usage: the most severe threshold
+    announced must be the lowest at or above the credit the recomputation leaves at the period's end (the earlier
+    periods' invoices settled, its own pending), or none when the credit stays above every threshold."""
+    problems: list[str] = []
+    for rule in config.alerts.rules:
+        if rule.kind is not RuleKind.CREDIT_REMAINING:
+            continue
+        for customer in sorted({g.customer for g in grants if rule.applies_to(g.customer)}):
+            cycle = config.billing.policy_for(customer).cycle
+            own = [g for g in grants if g.customer == customer]
+            invoices = _invoice_totals(customer, finals, {}, config, datetime.max.replace(tzinfo=UTC))
+            for index, (period, _, _) in enumerate(invoices):
+                lines = [
+                    CostLine(rfc3339_millis(p.start), p.end, amount, i < index)
+                    for i, (p, amount, _) in enumerate(invoices[: index + 1])
+                ]
+                left = burn(own, [], lines, cycle, period.end - timedelta(milliseconds=1)).remaining
+                due = min((t for t in rule.thresholds if t >= left), default=None)
+                fired = [
+                    Decimal(a["threshold"])
+                    for a in on_topic
+                    if a["rule"] == rule.name
+                    and a["customer_id"] == customer
+                    and int(a["period_start_ms"]) == epoch_millis(period.start)
+                    and a["kind"] == "alert.triggered"
+                ]
+                if min(fired, default=None) != due:
+                    where = f"{rule.name} {customer} {rfc3339_millis(period.start)}"
+                    problems.append(
+                        f"{where}: most severe triggered {min(fired, default=None)}, expected {due} (credit left {left})"
+                    )
+    return problems
+
+
 def expected_balances(
     finals: Mapping[Key, tuple[Decimal, int]],
     corrections: Mapping[Key, tuple[Decimal, int]],
@@ -252,26 +331,13 @@ def expected_balances(
     The corrections were all loaded by the demo's loader, just before ``now``: they are priced on
     the invoice of the billing period holding ``now``, pending.
     """
-    aggregation = {m.name: str(m.aggregation) for m in config.meters}
     out: dict[str, Balance] = {}
     for customer in sorted({g.customer for g in grants}):
+        lines = [
+            CostLine(rfc3339_millis(period.start), period.end, amount, settled)
+            for period, amount, settled in _invoice_totals(customer, finals, corrections, config, now)
+        ]
         cycle = config.billing.policy_for(customer).cycle
-        totals = [
-            FinalTotal(meter, group, aggregation[meter], billing_period(from_epoch_millis(start), cycle), value)
-            for (c, meter, group, start), (value, _) in finals.items()
-            if c == customer
-        ]
-        records = [
-            CorrectionRecord(meter, group, aggregation[meter], billing_period(from_epoch_millis(start), cycle), 1, value, now)
-            for (c, meter, group, start), (value, _) in corrections.items()
-            if c == customer
-        ]
-        periods = sorted({t.period for t in totals} | ({billing_period(now, cycle)} if records else set()), key=lambda p: p.start)
-        lines = []
-        for period in periods:
-            settled = now >= period.end
-            invoice = build_invoice(customer, period, totals, records, config.rating, as_of=now, is_final=settled)
-            lines.append(CostLine(rfc3339_millis(period.start), period.end, invoice.rounded, settled))
         out[customer] = burn([g for g in grants if g.customer == customer], [], lines, cycle, now)
     return out
 

@@ -149,7 +149,7 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
     from clickhouse.queries import StorageReader, run_query
-    from jobs.cli.demo_money import AlertsRun, check_alerts, grant_and_check, render_alerts
+    from jobs.cli.demo_money import AlertsRun, check_alerts, check_balances, record_grants, render_alerts
     from jobs.config import load_config, load_stack
     from jobs.demo import (
         api_disagreements,
@@ -188,10 +188,15 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     config_path.write_text(yaml.safe_dump(document, sort_keys=False))
     config = replace(load_config(config_path, env={}), stack=settings)  # its own file; the stack the user chose
     summary["config"] = str(config_path)
-    t = step(f"2/7 ClickHouse (chDB at {settings.chdb_path}): migrate database {config.storage.database}")
+    t = step(
+        f"2/7 ClickHouse (chDB at {settings.chdb_path}): migrate database {config.storage.database}; "
+        "grant prepaid credit (metering credits grant)"
+    )
     with open_storage(config.storage) as storage:
         for m in migrate(storage):
             say(f"   applied {m.version:04d}_{m.name}")
+        for line in record_grants(config, storage, events, datetime.now(UTC)):
+            say(line)
     timings["migrate"] = time.monotonic() - t
 
     t = step(f"3/7 generating {events:,} events for {config_path.parent}")
@@ -293,8 +298,8 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     say(render_costs(invoiced, config))
     with open_storage(config.storage, create_database=False) as storage:
         loaded_alerts = run_query(storage, "alerts", {"customer": "", "meter": ""})
-        say(render_alerts(check_alerts(result, config, expected.finals, expected.corrections, loaded_alerts)))
-        say(grant_and_check(result, config, storage, expected, events, datetime.now(UTC)))
+        say(render_alerts(check_alerts(result, config, expected.finals, expected.corrections, loaded_alerts, events)))
+        say(check_balances(result, config, storage, expected, events, datetime.now(UTC)))
     disagreements = api_disagreements(api.lines, [(v.status, v.reason) for v in api.verdicts], config)
     result.check(
         "ingestion API verdicts",

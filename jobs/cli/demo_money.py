@@ -18,7 +18,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from jobs.demo_money import Key, alert_bounds, alert_problems, balance_problems, demo_grant_rows, demo_grants, expected_balances
+from jobs.demo_money import (
+    Key,
+    alert_bounds,
+    alert_problems,
+    balance_problems,
+    credit_alert_problems,
+    demo_grant_rows,
+    demo_grants,
+    expected_balances,
+)
 from udfs.credits import Balance, Rollover
 from udfs.periods import from_epoch_millis
 
@@ -73,6 +82,7 @@ def check_alerts(
     finals: Mapping[Key, tuple[Decimal, int]],
     corrections: Mapping[Key, tuple[Decimal, int]],
     loaded: Sequence[Mapping[str, Any]],
+    events: int,
 ) -> list[dict[str, Any]]:
     """Check the alerts on the topic and in the table against the recomputed totals; returns those on the topic."""
     from jobs.alerts.service import read_alerts
@@ -80,6 +90,7 @@ def check_alerts(
     on_topic = read_alerts(config)
     bounds = alert_bounds(finals, corrections, config)
     problems = alert_problems(bounds, config.alerts.rules, on_topic, {str(r["id"]) for r in loaded})
+    problems += credit_alert_problems(finals, config, demo_grants(config, demo_grant_rows(events)), on_topic)
     kinds: dict[str, int] = defaultdict(int)
     for alert in on_topic:
         kinds[alert["kind"]] += 1
@@ -87,7 +98,7 @@ def check_alerts(
         "alerts",
         not problems and bool(on_topic),
         f"{len(on_topic)} alerts ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}) for "
-        f"{len(bounds)} (rule, customer, period)s, each once on the topic and loaded; "
+        f"{len(bounds)} (rule, customer, period)s and the granted customers' credit, each once on the topic and loaded; "
         f"{len(problems)} disagree with the recomputed totals" + (f" (e.g. {problems[0]})" if problems else ""),
     )
     return on_topic
@@ -98,8 +109,9 @@ def render_alerts(alerts: Sequence[Mapping[str, Any]]) -> str:
     rows: dict[tuple[str, str, int], list[str]] = defaultdict(list)
     order = {"alert.triggered": 0, "alert.corrected": 1, "alert.resolved": 2}
 
-    def judged(a: Mapping[str, Any]) -> tuple[Any, ...]:  # a batch's alerts share emitted_ms: a value only grows
-        return (a["customer_id"], a["rule"], a["period_start_ms"], a["emitted_ms"], order[a["kind"]], Decimal(a["value"]))
+    def judged(a: Mapping[str, Any]) -> tuple[Any, ...]:  # a batch's alerts share emitted_ms: order them by the value's way
+        value = Decimal(a["value"]) * (-1 if a.get("rule_kind") == "credit_remaining" else 1)
+        return (a["customer_id"], a["rule"], a["period_start_ms"], a["emitted_ms"], order[a["kind"]], value)
 
     for a in sorted(alerts, key=judged):
         value = f" ({Decimal(a['value']).normalize():f})" if a["kind"] != "alert.resolved" else ""
@@ -111,14 +123,15 @@ def render_alerts(alerts: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def grant_and_check(result: Comparison, config: Config, storage: Storage, expected: Any, events: int, now: datetime) -> str:
-    """Record the demo's grants (as `metering credits grant`), read each balance (as `metering credits show`), check it."""
-    from clickhouse.credits import balance_of, grant
-    from clickhouse.queries import StorageReader
+def record_grants(config: Config, storage: Storage, events: int, now: datetime) -> list[str]:
+    """Record the demo's grants as `metering credits grant` does: on the ledger topic (the alert evaluator's), then the
+    ledger table; returns one line per grant."""
+    from clickhouse.credits import grant
+    from jobs.cli.credits import publisher
 
-    rows = demo_grant_rows(events)
-    for g in rows:
-        grant(
+    out = []
+    for g in demo_grant_rows(events):
+        row = grant(
             storage,
             config.rating,
             customer=g["customer"],
@@ -131,9 +144,23 @@ def grant_and_check(result: Comparison, config: Config, storage: Storage, expect
             recorded_by=f"local:{getpass.getuser()}",
             now=now,
             grant_id=g["grant_id"],
+            publish=publisher(config),
         )
+        ends = f", expires {g['expires_at']}" if g["expires_at"] else ""
+        out.append(
+            f"   credit grant {row.grant_id}: {row.customer} {row.amount} {row.currency}, priority {row.priority}, "
+            f"effective {g['effective_at']}{ends} ({g['reason']})"
+        )
+    return out
+
+
+def check_balances(result: Comparison, config: Config, storage: Storage, expected: Any, events: int, now: datetime) -> str:
+    """Read each granted customer's balance (as `metering credits show`) and check it against the recomputation."""
+    from clickhouse.credits import balance_of
+    from clickhouse.queries import StorageReader
+
     reader = StorageReader(storage)
-    grants = demo_grants(config, rows)
+    grants = demo_grants(config, demo_grant_rows(events))
     read: dict[str, Balance] = {}
     for customer in sorted({g.customer for g in grants}):
         _, balance, _ = balance_of(reader, config.rating, config.billing.policy_for(customer).cycle, customer, now)

@@ -17,6 +17,7 @@ from jobs.demo_money import (
     alert_bounds,
     alert_problems,
     balance_problems,
+    credit_alert_problems,
     demo_grant_rows,
     demo_grants,
     expected_balances,
@@ -114,3 +115,30 @@ def test_the_expected_balance_burns_the_recomputed_invoices(config: Config) -> N
     other = burn(grants[1:], [], [], config.billing.policy_for("acme").cycle, now)
     assert balance_problems({"acme": balance}, {"acme": balance}) == []
     assert "acme granted: read 200.00, expected 210.00" in balance_problems({"acme": balance}, {"acme": other})
+
+
+def test_the_most_severe_credit_alert_of_each_period_follows_the_recomputed_credit(config: Config) -> None:
+    """acme's 210.00 runs out in March (3,000,000 calls cost 309.90), and April adds 20.00 more: 0 is due in both."""
+    rows = demo_grant_rows(20_000)
+    grants = demo_grants(config, rows)
+    (rule,) = [r for r in config.alerts.rules if r.name == "credit-low"]
+    assert [f"{t}" for t in rule.thresholds] == ["0", "50.00"]
+    finals = {
+        ("acme", "api_calls", "{}", MARCH): (Decimal(3_000_000), 3_000_000),
+        ("acme", "api_calls", "{}", APRIL): (Decimal(101_000), 101_000),
+    }
+
+    def credit(threshold: str, start: int, kind: str = "alert.triggered") -> dict[str, Any]:
+        return {**_alert(kind, threshold, "0", start, rule="api-quota"), "rule": "credit-low"}
+
+    good = [credit("50.00", MARCH), credit("0", MARCH), credit("0", MARCH, "alert.resolved"), credit("0", APRIL)]
+    acme = [g for g in grants if g.customer == "acme"]
+    assert credit_alert_problems(finals, config, acme, good) == []
+    late = [credit("50.00", MARCH), credit("0", APRIL)]
+    assert credit_alert_problems(finals, config, acme, late) == [
+        "credit-low acme 2026-03-01T00:00:00.000Z: most severe triggered 50.00, expected 0 (credit left 0.00)"
+    ]
+    rich = [g for g in grants if g.customer == "globex"]  # 1,200.00, never near a threshold: nothing is due
+    globex = {("globex", "api_calls", "{}", k[3]): v for k, v in finals.items()}
+    assert credit_alert_problems(globex, config, rich, []) == []
+    assert "expected None" in credit_alert_problems(globex, config, rich, [{**credit("0", MARCH), "customer_id": "globex"}])[0]
