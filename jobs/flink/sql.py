@@ -516,10 +516,11 @@ FINALIZED_KINDS = ("aggregate", "final", "correction", "processing_error")
 def finalized_view(partials: str, uid: str) -> str:
     """The billing periods of each (customer, meter, group) key: ``metering_finalize`` over the partials.
 
-    One row per output record: ``kind`` (:data:`FINALIZED_KINDS`) and ``record``, the JSON the loader
-    reads. No ``on_time`` (late partials must reach it, see :func:`first_seen_view`); its timers
-    fire on the operator's watermark. ``uid`` names its state in savepoints.
+    One row per output record: its ``customer_id`` (the sinks' Kafka key), ``kind``
+    (:data:`FINALIZED_KINDS`) and ``record``, the JSON the loader reads. No ``on_time`` (late
+    partials must reach it, see :func:`first_seen_view`); its timers fire on the operator's
+    watermark. ``uid`` names its state in savepoints.
     """
     return f"""
-SELECT kind, record
+SELECT customer_id, kind, record
 FROM metering_finalize(input => TABLE {partials} PARTITION BY (customer_id, meter, group_key), uid => {lit(uid)})"""
