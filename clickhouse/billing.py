@@ -360,6 +360,7 @@ def _cost_row(rating: Rating, row: dict[str, Any], at: datetime) -> dict[str, An
         "customer_id": row["customer_id"],
         "meter": row["meter"],
         "group_key": row["group_key"],
+        "aggregation": row["aggregation"],
         "period_start": row["period_start"],
         "period_end": row["period_end"],
         "is_final": is_final,

@@ -394,6 +394,16 @@ def alert_id(
     return "alr_" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def entitlement_of(rules: Iterable[AlertRule], customer_id: str, meter: str) -> Decimal | None:
+    """The customer's limit for ``meter``: the smallest entitlement of the ``entitlement_pct`` rules that watch it."""
+    found = [
+        r.entitlement
+        for r in rules
+        if r.kind is RuleKind.ENTITLEMENT_PCT and r.meter == meter and r.applies_to(customer_id) and r.entitlement is not None
+    ]
+    return min(found, default=None)
+
+
 # --- the value a rule watches --------------------------------------------------------------------
 
 

@@ -43,7 +43,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             label = f"chDB {config.storage.path} (this process owns it and serves reads to others)"
         else:
             label = f"ClickHouse {config.storage.url}"
-        app = create_app(reader, guard=guard, refresh_s=args.refresh, storage_label=label)
+        app = create_app(
+            reader, guard=guard, refresh_s=args.refresh, storage_label=label, rating=config.rating, rules=config.alerts.rules
+        )
         shown = f"[{args.host}]" if ":" in args.host else args.host
         if not is_loopback(args.host):
             print(

@@ -16,16 +16,20 @@ The API is documented in docs/dashboards.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
 
-from clickhouse import queries
+from clickhouse import billing, queries
 from clickhouse.access import AccessDenied, Claims
 from clickhouse.client import StorageError
 from clickhouse.queries import QueryError, Reader, Scope
 from jobs.dashboard.guard import PUBLIC_ENDPOINTS, AuthorizedReader, Guard, HostRefused, checked_parameters
+from udfs.alerting import AlertRule, combine, entitlement_of, quantize
+from udfs.pricing import Rating
 
 DEFAULT_REFRESH_S = 10
 Answer = Response | tuple[Response, int]
@@ -73,6 +77,38 @@ def series_payload(reader: Reader, scope: Scope) -> dict[str, Any]:
     }
 
 
+def cost_payload(reader: Reader, scope: Scope, rating: Rating, rules: Sequence[AlertRule], at: datetime) -> dict[str, Any]:
+    """The customer's current periods priced (as `metering query cost`), and each meter's use against its limit.
+
+    A meter's limit is the entitlement of the ``entitlement_pct`` alert rules that watch it for the
+    customer (the smallest); its use is its groups' quantities combined by the meter's aggregation.
+    """
+    if not rating.plans:
+        return {"customer": scope.customer, "priced": False, "rows": [], "limits": []}
+    rows = billing.cost(reader, rating, customer=scope.customer, meter=scope.meter, at=at)
+    meters: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        meters.setdefault((row["meter"], row["period_start"]), []).append(row)
+    limits = []
+    for (meter, start), items in sorted(meters.items()):
+        limit = entitlement_of(rules, scope.customer, meter)
+        if limit is None:
+            continue
+        used = combine(items[0]["aggregation"], (Decimal(r["quantity"]) for r in items)) or Decimal(0)
+        limits.append(
+            {
+                "meter": meter,
+                "period_start": start,
+                "period_end": items[0]["period_end"],
+                "used": queries.plain(used),
+                "limit": queries.plain(limit),
+                "used_pct": f"{quantize(used * 100 / limit):f}",
+                "is_final": all(r["is_final"] for r in items),
+            }
+        )
+    return {"customer": scope.customer, "priced": True, "rows": _rows(rows), "limits": limits}
+
+
 def _refusal(status: int, reason: str, message: str) -> tuple[Response, int]:
     response = jsonify({"error": message, "reason": reason})
     if status == 401:  # RFC 6750: no error code when the request had no token at all
@@ -83,8 +119,17 @@ def _refusal(status: int, reason: str, message: str) -> tuple[Response, int]:
     return response, status
 
 
-def create_app(reader: Reader, *, guard: Guard, refresh_s: int = DEFAULT_REFRESH_S, storage_label: str = "") -> Flask:
-    """The dashboard app over ``reader``, its requests checked by ``guard`` (refresh_s: how often the page reloads its data)."""
+def create_app(
+    reader: Reader,
+    *,
+    guard: Guard,
+    refresh_s: int = DEFAULT_REFRESH_S,
+    storage_label: str = "",
+    rating: Rating | None = None,
+    rules: Sequence[AlertRule] = (),
+) -> Flask:
+    """The dashboard app over ``reader``, its requests checked by ``guard`` (refresh_s: how often the page reloads its data;
+    ``rating`` prices the cost panel, ``rules``' entitlements are its limits)."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
@@ -174,6 +219,15 @@ def create_app(reader: Reader, *, guard: Guard, refresh_s: int = DEFAULT_REFRESH
         return answer(
             lambda claims, reader, parameters: series_payload(reader, _customer_scope(parameters, "series")),
             (*RANGE, "granularity"),
+        )
+
+    @app.get("/api/cost")
+    def cost() -> Answer:
+        return answer(
+            lambda claims, reader, parameters: cost_payload(
+                reader, _customer_scope(parameters, "cost"), rating or Rating(), rules, datetime.now(UTC)
+            ),
+            ("customer", "meter"),
         )
 
     @app.get("/api/health")

@@ -40,7 +40,7 @@ from jobs.produce import make_producer
 from schemas.validate import raw_event_line
 from tests.e2e.browser import artifacts_dir, chromium
 from tests.e2e.harness import run_bounded_job
-from udfs.periods import epoch_millis, local_midnight, zone
+from udfs.periods import Period, epoch_millis, local_midnight, zone
 
 SUM_METER = "credits"  # a sum meter without group-by: one line per chart
 SIGNING_KEY = "e2e-dashboard-browser-signing-key-000"
@@ -203,6 +203,24 @@ def test_dashboard_shows_the_pipeline_numbers_in_a_real_browser(
                 finals_shown += 1
                 assert Decimal(row["total"]) == expected.finals[key][0], (row, expected.finals[key])
         assert finals_shown > 0
+
+        # Cost and limits: a final row's cost is the recomputed final priced by the customer's card;
+        # a limit's use is its meter's rows combined against the entitlement rule's quantity.
+        assert browser.find_element("id", "cost-panel").is_displayed()
+        cost = browser.execute_script("return window.dashboard.data.cost")
+        priced = 0
+        for row in cost["rows"]:
+            if row["is_final"]:
+                start, end = (datetime.fromisoformat(row[k].replace("Z", "+00:00")) for k in ("period_start", "period_end"))
+                key = (customer, row["meter"], json.dumps(row["group_by"], sort_keys=True), epoch_millis(start))
+                charge = config.rating.price(customer, row["meter"], Period(start, end), expected.finals[key][0])
+                assert charge is not None and row["cost"] == f"{charge.rounded:f}", (row, charge)
+                priced += 1
+        assert priced > 0
+        assert [limit["meter"] for limit in cost["limits"]] == ["api_calls"]  # the demo's entitlement rule
+        (limit,) = cost["limits"]
+        used = sum(Decimal(r["quantity"]) for r in cost["rows"] if r["meter"] == "api_calls")
+        assert Decimal(limit["used"]) == used and Decimal(limit["used_pct"]) == used * 100 / Decimal(limit["limit"])
 
         # The chart at day granularity (the customer's local days), then hour after the switch.
         for granularity in ("day", "hour"):

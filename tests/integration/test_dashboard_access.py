@@ -42,6 +42,7 @@ PROBES: dict[str, tuple[str, dict[str, str]]] = {
     "/api/usage": ("customer", {"customer": "acme"}),
     "/api/periods": ("customer", {"customer": "acme"}),
     "/api/finals": ("customer", {"customer": "acme"}),
+    "/api/cost": ("customer", {"customer": "acme"}),
     "/api/series": ("customer", {"customer": "acme", "granularity": "day", "from": "2026-02-01", "to": "2026-05-01"}),
 }
 

@@ -515,3 +515,58 @@ def test_the_pages_own_script_fetches_only_the_api(client: Any) -> None:
         "/api/finals",
         "/api/health",
     }
+
+
+# --- cost and limits ------------------------------------------------------------------------------
+
+
+def test_cost_is_the_priced_current_periods_and_each_limit_the_rules_entitlement(
+    storage: Storage, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """acme's newest tokens period holds 4 (provisional) at 0.5 each, against an entitlement of 8: 50 %."""
+    from clickhouse import billing
+    from tests.unit.test_pricing import USD
+    from udfs.alerting import AlertRule, RuleKind
+    from udfs.pricing import PerUnit, RateCard, RatePlan, RateVersion, Rating
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    cards = {m: RateCard(m, (RateVersion(start, PerUnit(Decimal(price))),)) for m, price in (("tokens", "0.5"), ("peak", "1"))}
+    rating = Rating({"standard": RatePlan(USD, cards)}, "standard")
+    rules = [
+        AlertRule("quota", RuleKind.ENTITLEMENT_PCT, "tokens", (Decimal(50),), entitlement=Decimal(8)),
+        AlertRule("tight", RuleKind.ENTITLEMENT_PCT, "tokens", (Decimal(50),), frozenset({"globex"}), Decimal(1)),
+    ]
+    client, store = make_client(StorageReader(storage), tmp_path_factory.mktemp("cost"), rating=rating, rules=rules)
+    operator, _ = make_token(store)
+    body = client.get("/api/cost", query_string={"customer": "acme"}, headers={"Authorization": f"Bearer {operator}"}).json
+    assert body["priced"] is True and body["customer"] == "acme"
+    stable = ("meter", "period_start", "quantity", "cost", "projected_quantity", "is_final")
+    expected = billing.cost(StorageReader(storage), rating, customer="acme", at=datetime.now(UTC))
+    assert [({k: r[k] for k in stable}, r["group_by"]) for r in body["rows"]] == [
+        ({k: r[k] for k in stable}, json.loads(r["group_key"])) for r in expected
+    ]
+    tokens = next(r for r in body["rows"] if r["meter"] == "tokens")
+    assert (tokens["quantity"], tokens["cost"], tokens["group_by"]) == ("4", "2.00", {"model": "l"})
+    assert body["limits"] == [
+        {
+            "meter": "tokens",
+            "period_start": APRIL[0],
+            "period_end": APRIL[1],
+            "used": "4",
+            "limit": "8",
+            "used_pct": "50.000000000",
+            "is_final": False,
+        }
+    ]
+    # The one access rule: a customer token reads its own cost only, a meter-scoped one its meters' rows only.
+    own, _ = make_token(store, "customer", "acme", ["peak"])
+    mine = client.get("/api/cost", headers={"Authorization": f"Bearer {own}"}).json
+    assert [r["meter"] for r in mine["rows"]] == ["peak"] and mine["limits"] == []
+    other, _ = make_token(store, "customer", "acme2")
+    response = client.get("/api/cost", query_string={"customer": "acme"}, headers={"Authorization": f"Bearer {other}"})
+    assert response.status_code == 403, response.json
+
+
+def test_cost_without_a_rating_says_nothing_is_priced(client: Any) -> None:
+    assert ok(client, "/api/cost", customer="acme") == {"customer": "acme", "priced": False, "rows": [], "limits": []}
+    refused(client, "/api/cost")  # a customer is required, as for usage

@@ -111,6 +111,35 @@ function renderFinals(rows) {
   ]);
 }
 
+function meterBar(percent) {
+  const bar = document.createElement("span");
+  bar.className = "bar";
+  const fill = document.createElement("span");
+  fill.style.width = `${Math.min(100, Number(percent))}%`;
+  if (Number(percent) >= 100) fill.className = "over";
+  const text = document.createElement("span");
+  text.className = "muted";
+  text.textContent = ` ${Number(percent).toFixed(1)} %`;
+  bar.appendChild(fill);
+  const wrap = document.createElement("span");
+  wrap.append(bar, text);
+  return wrap;
+}
+
+function renderCost(payload) {
+  $("#cost-panel").hidden = !payload.priced;
+  if (!payload.priced) return;
+  fillTable("#limits", payload.limits, (r) => [
+    [r.meter], [period(r)], [r.used, "num"], [r.limit, "num"], [meterBar(r.used_pct), "limit"],
+  ]);
+  fillTable("#cost", payload.rows, (r) => [
+    [r.meter], [groupText(r.group_by)], [period(r)], [r.quantity, "num"],
+    [r.cost === null ? "not priced" : `${r.cost} ${r.currency}`, "num cost"],
+    [r.projected_quantity, "num"], [r.projected_cost === null ? "—" : `${r.projected_cost} ${r.currency}`, "num"],
+    [badge(r.is_final ? "final" : "provisional"), "status"],
+  ]);
+}
+
 function renderHealth(health) {
   const list = $("#health");
   list.replaceChildren();
@@ -327,17 +356,19 @@ async function refresh() {
       if (operator) await loadCustomers();
       remember();
       const scope = { customer: state.customer, meter: state.meter };
-      const [usage, series, finals, health] = await Promise.all([
+      const [usage, series, finals, health, cost] = await Promise.all([
         state.customer ? api("/api/usage", scope) : { rows: [] },
         state.customer ? api("/api/series", { ...scope, granularity: state.granularity }) : { series: [], granularity: state.granularity, from: "", to: "" },
         state.customer ? api("/api/finals", scope) : { rows: [] },
         operator ? api("/api/health", {}) : null,
+        state.customer ? api("/api/cost", scope) : { priced: false, rows: [], limits: [] },
       ]);
-      Object.assign(window.dashboard.data, { usage, series, finals, health });
+      Object.assign(window.dashboard.data, { usage, series, finals, health, cost });
       if (!operator) customerMeters(state.meter ? [] : usage.rows);
       renderUsage(usage.rows);
       renderSeries(series);
       renderFinals(finals.rows);
+      renderCost(cost);
       if (health) renderHealth(health);
       showError(null);
       window.dashboard.refreshes += 1;
