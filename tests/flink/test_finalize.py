@@ -113,9 +113,11 @@ SELECT customer_id, meter, group_key, minute_ms, window_end_ms, cnt, total, tota
 FROM raw_partials_{number}"""),
     )
     query = sql.finalized_view(f"partials_{number}", f"test-finalize-{number}")
-    written = [(kind, json.loads(record)) for kind, record in t_env.sql_query(query).execute().collect()]
-    for kind, record in written:  # every record has its declared fields, in order (schemas/records.py)
-        assert tuple(record) == RECORD_OF_KIND[kind].names, (kind, record)
+    rows = list(t_env.sql_query(query).execute().collect())
+    written = [(kind, json.loads(record)) for _, kind, record in rows]
+    for (key, kind, _), (_, record) in zip(rows, written, strict=True):
+        assert tuple(record) == RECORD_OF_KIND[kind].names, (kind, record)  # its declared fields, in order (schemas/records.py)
+        assert key == record["customer_id"], (key, record)  # the sinks' Kafka key: a customer's records share a partition
     return written
 
 
