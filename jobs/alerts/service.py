@@ -111,6 +111,24 @@ def publish_ledger(config: Config, records: Sequence[dict[str, Any]], timeout_s:
     return None
 
 
+class LedgerUnavailable(RuntimeError):
+    """The ledger topic could not be read to its end (brokers unreachable, refused credentials, a timeout)."""
+
+
+def read_ledger(config: Config, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every record of the credit ledger topic, oldest first: the ledger as recorded (created empty unless it exists).
+
+    One partition, kept forever and small (a row per grant and per void), so it is read whole.
+    Raises :class:`LedgerUnavailable`.
+    """
+    topic = topics.credit_ledger_topic(config)
+    try:
+        ensure_ledger_topic(config)
+        return [json.loads(value) for _, value in read_to_end(config, topic, f"{GROUP}-ledger-read", timeout_s) if value]
+    except Exception as exc:  # unreachable brokers, refused credentials, a timeout: say which topic
+        raise LedgerUnavailable(f"the ledger topic {topic} could not be read: {exc}") from exc
+
+
 def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, bytes | None]]:
     """Every committed record of the state topic, oldest first (the latest per key wins)."""
     return read_to_end(config, state_topic(config), f"{GROUP}-restore", timeout_s)
