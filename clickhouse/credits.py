@@ -17,7 +17,7 @@ import getpass
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -122,20 +122,8 @@ class LedgerRow:
     reason: str
 
     def values(self) -> list[Any]:
-        return [
-            self.customer,
-            self.grant_id,
-            self.action,
-            self.amount,
-            self.currency,
-            self.priority,
-            self.effective_at,
-            self.expires_at,
-            self.rollover,
-            self.recorded_at,
-            self.recorded_by,
-            self.reason,
-        ]
+        """The row's values in ``LEDGER_COLUMNS`` order (the fields' order)."""
+        return [getattr(self, f.name) for f in fields(self)]
 
     def record(self) -> dict[str, Any]:
         """The row as the ledger topic carries it (schemas/records.py ``CREDIT_LEDGER``)."""

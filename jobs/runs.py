@@ -122,10 +122,10 @@ def _ensure_ledger_topic(config: Config) -> None:
     and subscribes all the same; the consumer picks the topic up at a metadata refresh once it exists.
     """
     from infra.kafka_security import KafkaAuthenticationError
-    from jobs.alerts.service import ensure_ledger_topic
+    from jobs.topics import ensure_credit_ledger_topic
 
     try:
-        ensure_ledger_topic(config)
+        ensure_credit_ledger_topic(config)
     except KafkaAuthenticationError:
         raise
     except Exception as exc:  # unreachable brokers: the loader itself waits for them

@@ -79,9 +79,7 @@ def _producer_base(config: Config) -> dict[str, Any]:
 
 def ensure_ledger_topic(config: Config) -> str:
     """The credit ledger topic (one partition, kept forever: the ledger is append-only), created unless it exists."""
-    kafka, topic = config.kafka, topics.credit_ledger_topic(config)
-    topics.ensure_topic(kafka.bootstrap_servers, topic, partitions=1, config=topics.CREDIT_LEDGER_CONFIG, security=kafka.security)
-    return topic
+    return topics.ensure_credit_ledger_topic(config)
 
 
 def publish_ledger(config: Config, records: Sequence[dict[str, Any]], timeout_s: float = 30.0) -> str | None:

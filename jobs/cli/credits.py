@@ -1,4 +1,11 @@
-"""`metering credits grant|list|void|refresh`: the prepaid credit ledger and its balances (clickhouse/credits.py)."""
+"""`metering credits grant|void|list|show|refresh|publish`: the prepaid credit ledger and its balances (clickhouse/credits.py).
+
+grant and void record on the ledger topic (the ledger's source of truth) without opening the storage;
+the loader copies the topic into ``credit_ledger``, which the reads use.
+
+Why one module: one command group, whose subcommands share the operator check, the two ways a
+write reaches the ledger (the topic; the storage) with their exit codes, and one argument parser.
+"""
 
 from __future__ import annotations
 
@@ -326,13 +333,14 @@ def register(sub: Subcommands) -> None:
         "credits",
         help="prepaid credits: grant, list, void, and refresh the balances a calling service reads",
         description="An append-only ledger of credit grants per customer and the balances burned down by each "
-        "period's invoiced cost (docs/pricing.md, 'Prepaid credits'). grant, void and refresh write: operator "
-        "actions on the storage itself (as `metering replay`; a customer token is refused). list and "
-        "`metering query credits` read, through --gateway with a token too.",
+        "period's invoiced cost (docs/pricing.md, 'Prepaid credits'). grant and void record on the ledger topic, "
+        "its source of truth, which `metering load` copies into ClickHouse: they need Kafka, not the storage. "
+        "refresh and publish open the storage itself (as `metering replay`). All four are operator actions (a "
+        "customer token is refused). list, show and `metering query credits` read, through --gateway with a token too.",
     )
     commands = parser.add_subparsers(dest="credits_command", required=True, metavar="ACTION")
 
-    grant = commands.add_parser("grant", help="add credit to a customer (a new ledger row)")
+    grant = commands.add_parser("grant", help="add credit to a customer (a new row on the ledger topic)")
     grant.add_argument("--customer", required=True, help="the customer id")
     grant.add_argument("--amount", required=True, help="the credit, in the currency of the customer's plan (e.g. 250.00)")
     grant.add_argument("--priority", type=int, default=10, help="burn order: smaller first (default 10)")
@@ -350,7 +358,7 @@ def register(sub: Subcommands) -> None:
     grant.add_argument("--config", help=CONFIG_HELP)
     grant.set_defaults(func=cmd_grant)
 
-    void = commands.add_parser("void", help="void a grant (a new ledger row; what it had not covered is voided)")
+    void = commands.add_parser("void", help="void a grant (a new row on the ledger topic; what it had not covered is voided)")
     void.add_argument("grant_id", metavar="GRANT_ID")
     void.add_argument("--reason", required=True, help="why (recorded in the ledger)")
     void.add_argument("--at", metavar="TIME", help="when the void takes effect (default: now)")
@@ -359,9 +367,10 @@ def register(sub: Subcommands) -> None:
 
     publish = commands.add_parser(
         "publish",
-        help="publish the stored ledger rows to the ledger topic (what credit_remaining alerts read)",
-        description="For rows recorded before the ledger topic existed or with credits.publish: false. The alert "
-        "evaluator keeps one row per grant and action, so publishing a row again changes nothing.",
+        help="move the stored ledger rows the ledger topic lacks onto it (once, when upgrading)",
+        description="The ledger topic is the ledger: grant and void check against it alone. Rows recorded in "
+        "credit_ledger before it was (or with the former credits.publish: false) are published, and only those; "
+        "rows already on the topic are left alone. Opens the storage (stop the loader of an embedded chDB).",
     )
     publish.add_argument("--customer", help="only this customer's rows")
     publish.add_argument("--config", help=CONFIG_HELP)
