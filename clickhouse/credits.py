@@ -1,9 +1,12 @@
-"""Prepaid credits against the store: the ledger (grant, void, list) and the balances ``metering credits refresh`` writes.
+"""Prepaid credits: the ledger (grant, void, list) and the balances ``metering credits refresh`` writes.
 
+The ledger's source of truth is the ledger topic: :func:`grant` and :func:`void` check a new row
+against the ledger as recorded there and publish it; the loader copies each record into
+``credit_ledger`` (jobs/loader/loader.py ``credit_ledger_row``), which every read uses.
 Reads go through a :class:`~clickhouse.queries.Reader` and named queries (``credit_ledger``,
 ``credits``, ``customer_periods``, ``customer_finals``, ``customer_corrections``), so a gateway
 applies its access rule (clickhouse/access.py) as for every other question. Writes (a grant, a
-void, the balances) are operator actions on an open :class:`~clickhouse.client.Storage`:
+void, the balances on an open :class:`~clickhouse.client.Storage`) are operator actions:
 :func:`require_operator` refuses a customer token. The burn-down is udfs/credits.py; the cost it
 burns is each period's invoice (udfs/invoicing.py) priced by the customer's rate cards.
 """
@@ -13,8 +16,8 @@ from __future__ import annotations
 import getpass
 import re
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,7 +25,7 @@ from typing import Any
 from clickhouse.access import AccessDenied, AccessError, AccessSettings, verify
 from clickhouse.client import Storage
 from clickhouse.queries import EARLIEST, LATEST, QueryError, Reader, _ch_time, plain
-from clickhouse.tables import BALANCE_COLUMNS, LEDGER_COLUMNS
+from clickhouse.tables import BALANCE_COLUMNS
 from schemas.validate import string_rule
 from udfs.credits import (
     MAX_PRIORITY,
@@ -37,7 +40,7 @@ from udfs.credits import (
     period_cost_lines,
 )
 from udfs.invoicing import CorrectionRecord, FinalTotal
-from udfs.periods import BillingCycle, Period, as_utc
+from udfs.periods import BillingCycle, Period, as_utc, from_epoch_millis
 from udfs.pricing import Rating
 
 _GRANT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -52,9 +55,10 @@ class CreditError(ValueError):
 
 def require_operator(access: AccessSettings, what: str) -> str:
     """Who acts: refuse (:class:`AccessDenied`) a presented token that is not an operator's; ``token:<id>`` or
-    ``local:<user>`` (the operating-system user who owns the storage).
+    ``local:<user>`` (the operating-system user who runs the command).
 
-    Writes need the storage itself (as ``metering replay``): nothing crosses a gateway. A token in
+    Writes go to the ledger topic (grant, void) or the storage itself (refresh, as ``metering replay``):
+    nothing crosses a gateway. A token in
     ``METERING__ACCESS__TOKEN`` is checked all the same, so a customer's token never grants or voids.
     """
     if not access.token:
@@ -118,20 +122,8 @@ class LedgerRow:
     reason: str
 
     def values(self) -> list[Any]:
-        return [
-            self.customer,
-            self.grant_id,
-            self.action,
-            self.amount,
-            self.currency,
-            self.priority,
-            self.effective_at,
-            self.expires_at,
-            self.rollover,
-            self.recorded_at,
-            self.recorded_by,
-            self.reason,
-        ]
+        """The row's values in ``LEDGER_COLUMNS`` order (the fields' order)."""
+        return [getattr(self, f.name) for f in fields(self)]
 
     def record(self) -> dict[str, Any]:
         """The row as the ledger topic carries it (schemas/records.py ``CREDIT_LEDGER``)."""
@@ -150,14 +142,34 @@ class LedgerRow:
             "reason": self.reason,
         }
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> LedgerRow:
+        """A row from its ledger topic record (the inverse of :meth:`record`)."""
+        expires = record.get("expires_at_ms")
+        return cls(
+            str(record["customer_id"]),
+            str(record["grant_id"]),
+            str(record["action"]),
+            Decimal(str(record["amount"])),
+            str(record["currency"]),
+            int(record["priority"]),
+            from_epoch_millis(int(record["effective_at_ms"])),
+            None if expires is None else from_epoch_millis(int(expires)),
+            str(record["rollover"]),
+            from_epoch_millis(int(record["recorded_at_ms"])),
+            str(record.get("recorded_by") or ""),
+            str(record.get("reason") or ""),
+        )
+
 
 def _millis(moment: datetime) -> int:
     return (as_utc(moment) - _EPOCH) // timedelta(milliseconds=1)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: Publishes a ledger row before it is inserted (the CLI's: to the ledger topic, acknowledged); None: none.
-Publish = Callable[[LedgerRow], None] | None
+#: Records a ledger row on the ledger topic, the ledger's source of truth (the CLI's: acknowledged by every
+#: in-sync replica before it returns; the loader copies it into ``credit_ledger``).
+Publish = Callable[["LedgerRow"], None]
 
 
 def _row(raw: dict[str, Any]) -> LedgerRow:
@@ -200,9 +212,14 @@ def _insert(storage: Storage, table: str, rows: Sequence[Sequence[Any]], columns
     storage.client.insert(table, [list(r) for r in rows], column_names=columns)
 
 
+def new_grant_id() -> str:
+    """A random grant id (``cr_`` and 16 hex digits)."""
+    return f"cr_{secrets.token_hex(8)}"
+
+
 def grant(
-    storage: Storage,
     rating: Rating,
+    recorded: Sequence[LedgerRow],
     *,
     customer: str,
     amount: str,
@@ -213,10 +230,13 @@ def grant(
     reason: str,
     recorded_by: str,
     now: datetime,
+    publish: Publish,
     grant_id: str | None = None,
-    publish: Publish = None,
 ) -> LedgerRow:
-    """Record a grant (one ledger row, published first); :class:`CreditError` for a grant that cannot be made as asked."""
+    """Record a grant: one ledger row, published; :class:`CreditError` for a grant that cannot be made as asked.
+
+    ``recorded``: the ledger as it is (the CLI reads the ledger topic to its end), where the grant id must be new.
+    """
     problem = string_rule("customer_id").problem(customer)
     if problem is not None:
         raise CreditError(f"--customer={customer!r}: {problem}")
@@ -228,32 +248,26 @@ def grant(
         raise CreditError(f"--expires={plain(expires_at)}: must be after the grant takes effect ({plain(effective_at)})")
     if not reason.strip():
         raise CreditError("--reason: say why the credit is granted (recorded in the ledger)")
-    gid = grant_id or f"cr_{secrets.token_hex(8)}"
+    gid = grant_id or new_grant_id()
     if not _GRANT_ID.match(gid):
         raise CreditError(f"--grant-id={gid!r}: 1 to 64 letters, digits, '_', '.', ':' or '-'")
-    from clickhouse.queries import StorageReader
-
-    if any(r.grant_id == gid for r in ledger(StorageReader(storage))):  # unique across customers: a void names the id alone
+    if any(r.grant_id == gid for r in recorded):  # unique across customers: a void names the id alone
         raise CreditError(f"--grant-id={gid!r}: a grant of that id exists (`metering credits list`)")
     row = LedgerRow(
         customer, gid, "grant", value, currency, priority, effective_at, expires_at, rollover.value, now, recorded_by, reason
     )
-    if publish is not None:
-        publish(row)
-    _insert(storage, "credit_ledger", [row.values()], LEDGER_COLUMNS)
+    publish(row)
     return row
 
 
 def void(
-    storage: Storage, *, grant_id: str, reason: str, at: datetime, recorded_by: str, now: datetime, publish: Publish = None
+    recorded: Sequence[LedgerRow], *, grant_id: str, reason: str, at: datetime, recorded_by: str, now: datetime, publish: Publish
 ) -> LedgerRow:
-    """Void a grant from ``at`` on: a new ledger row (published first); :class:`CreditError` for an unknown or
-    already voided grant."""
-    from clickhouse.queries import StorageReader
-
+    """Void a grant from ``at`` on: a new ledger row, published; :class:`CreditError` for a grant ``recorded`` (the
+    ledger as it is) does not hold or holds voided already."""
     if not reason.strip():
         raise CreditError("--reason: say why the grant is voided (recorded in the ledger)")
-    rows = [r for r in ledger(StorageReader(storage)) if r.grant_id == grant_id]
+    rows = [r for r in recorded if r.grant_id == grant_id]
     granted = [r for r in rows if r.action == "grant"]
     if not granted:
         raise CreditError(f"no grant {grant_id!r} in the ledger (`metering credits list` shows them)")
@@ -265,9 +279,7 @@ def void(
     row = LedgerRow(
         g.customer, grant_id, "void", Decimal(0), g.currency, g.priority, at, None, g.rollover, now, recorded_by, reason
     )
-    if publish is not None:
-        publish(row)
-    _insert(storage, "credit_ledger", [row.values()], LEDGER_COLUMNS)
+    publish(row)
     return row
 
 

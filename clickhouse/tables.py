@@ -117,6 +117,22 @@ ALERT_COLUMNS = [
     "emitted_at",
 ]
 
+#: Prepaid credits (0012_credits.sql): a ledger row (a grant or a void), loaded from the ledger topic.
+LEDGER_COLUMNS = [
+    "customer_id",
+    "grant_id",
+    "action",
+    "amount",
+    "currency",
+    "priority",
+    "effective_at",
+    "expires_at",
+    "rollover",
+    "recorded_at",
+    "recorded_by",
+    "reason",
+]
+
 #: What the loader inserts, by table.
 COLUMNS = {
     "loader_batches": BATCH_COLUMNS,
@@ -129,6 +145,7 @@ COLUMNS = {
     "quarantine": QUARANTINE_COLUMNS,
     "amendments": AMENDMENT_COLUMNS,
     "alerts": ALERT_COLUMNS,
+    "credit_ledger": LEDGER_COLUMNS,
 }
 
 #: A replay's rows: the loader's columns plus the revision (the loader's rows take the default, 1).
@@ -167,21 +184,7 @@ RUN_COLUMNS = [
     "seconds",
 ]
 
-#: Prepaid credits (0012_credits.sql): a ledger row (a grant or a void) and a balance row of `credits refresh`.
-LEDGER_COLUMNS = [
-    "customer_id",
-    "grant_id",
-    "action",
-    "amount",
-    "currency",
-    "priority",
-    "effective_at",
-    "expires_at",
-    "rollover",
-    "recorded_at",
-    "recorded_by",
-    "reason",
-]
+#: A balance row of `credits refresh` (0012_credits.sql).
 BALANCE_COLUMNS = [
     "customer_id",
     "currency",

@@ -575,7 +575,13 @@ def _credits(r: _Reader, raw: Any) -> CreditSettings:
             continue
         path = f"credits.customers.{name}"
         customers[name] = _policy_of(r, r.section(customer, path, {"exhaustion", "grace_pct"}), path, default)
-    return CreditSettings(default, customers, every, r.get(data, "publish", "credits", _bool, True))
+    if not r.get(data, "publish", "credits", _bool, True):
+        r.add(
+            "credits.publish",
+            "false is no longer possible: the ledger topic is the credit ledger (grant and void publish to it, the "
+            "loader writes credit_ledger); remove the key",
+        )
+    return CreditSettings(default, customers, every)
 
 
 def _meters(r: _Reader, raw: Any, *, required: bool) -> tuple[Meter, ...]:

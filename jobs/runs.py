@@ -6,12 +6,15 @@ and scripts call them directly. They print nothing: progress goes through the ca
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobs.config import Config
+
+log = logging.getLogger("metering.loader")
 
 if TYPE_CHECKING:
     from jobs.loader.loader import LoaderStats
@@ -112,6 +115,23 @@ def _loader(config: Config, storage: Any, group_id: str, load_raw: bool) -> Any:
     return Loader(config, storage, group_id=group_id, load_raw=load_raw, heartbeat_interval=config.pipeline.heartbeat_interval)
 
 
+def _ensure_ledger_topic(config: Config) -> None:
+    """Create the credit ledger topic the loader subscribes to (one partition, kept forever) unless it exists.
+
+    The loader does not wait for Kafka to start: when the brokers cannot be reached now, it warns
+    and subscribes all the same; the consumer picks the topic up at a metadata refresh once it exists.
+    """
+    from infra.kafka_security import KafkaAuthenticationError
+    from jobs.topics import ensure_credit_ledger_topic
+
+    try:
+        ensure_credit_ledger_topic(config)
+    except KafkaAuthenticationError:
+        raise
+    except Exception as exc:  # unreachable brokers: the loader itself waits for them
+        log.warning("the credit ledger topic could not be created now (loaded once it exists): %s", exc)
+
+
 def load_outputs(
     config: Config,
     *,
@@ -133,6 +153,7 @@ def load_outputs(
 
     with open_storage(config.storage) as storage:
         check_migrated(storage)
+        _ensure_ledger_topic(config)
         loader = _loader(config, storage, group_id, load_raw)
         with QueryGateway(storage, access=config.access) if config.storage.backend == "chdb" else nullcontext():
             try:

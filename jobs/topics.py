@@ -93,12 +93,20 @@ def alerts_state_topic(config: Any) -> str:
 
 
 def credit_ledger_topic(config: Any) -> str:
-    """Where ``metering credits grant|void`` publish ledger rows for the alert evaluator: ``<events>-credit-ledger``."""
+    """Where ``metering credits grant|void`` record ledger rows (the ledger itself; the loader and the alert evaluator
+    read it): ``<events>-credit-ledger``."""
     return str(config.kafka.topics.events + CREDIT_LEDGER_SUFFIX)
 
 
 #: The ledger topic keeps every row (one partition: a customer's rows stay in order; never deleted: the ledger is append-only).
 CREDIT_LEDGER_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def ensure_credit_ledger_topic(config: Any) -> str:
+    """The credit ledger topic (one partition, kept forever: the ledger is append-only), created unless it exists."""
+    kafka, topic = config.kafka, credit_ledger_topic(config)
+    ensure_topic(kafka.bootstrap_servers, topic, partitions=1, config=CREDIT_LEDGER_CONFIG, security=kafka.security)
+    return topic
 
 
 def ensure_topics(config: Any, partitions: int = 4) -> list[str]:

@@ -323,8 +323,6 @@ class CreditSettings:
     customers: Mapping[str, Policy] = field(default_factory=dict)
     #: How often ``metering credits refresh --every`` recomputes the balances by default.
     refresh_every: timedelta = timedelta(minutes=5)
-    #: Whether ``grant`` and ``void`` publish the ledger row to the ledger topic (what the alert evaluator reads).
-    publish: bool = True
 
     def policy_for(self, customer: str) -> Policy:
         return self.customers.get(customer, self.default)

@@ -79,9 +79,7 @@ def _producer_base(config: Config) -> dict[str, Any]:
 
 def ensure_ledger_topic(config: Config) -> str:
     """The credit ledger topic (one partition, kept forever: the ledger is append-only), created unless it exists."""
-    kafka, topic = config.kafka, topics.credit_ledger_topic(config)
-    topics.ensure_topic(kafka.bootstrap_servers, topic, partitions=1, config=topics.CREDIT_LEDGER_CONFIG, security=kafka.security)
-    return topic
+    return topics.ensure_credit_ledger_topic(config)
 
 
 def publish_ledger(config: Config, records: Sequence[dict[str, Any]], timeout_s: float = 30.0) -> str | None:
@@ -109,6 +107,24 @@ def publish_ledger(config: Config, records: Sequence[dict[str, Any]], timeout_s:
     if errors or left:
         return f"the ledger topic {topic} did not acknowledge the row: {errors[0] if errors else 'timed out'}"
     return None
+
+
+class LedgerUnavailable(RuntimeError):
+    """The ledger topic could not be read to its end (brokers unreachable, refused credentials, a timeout)."""
+
+
+def read_ledger(config: Config, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every record of the credit ledger topic, oldest first: the ledger as recorded (created empty unless it exists).
+
+    One partition, kept forever and small (a row per grant and per void), so it is read whole.
+    Raises :class:`LedgerUnavailable`.
+    """
+    topic = topics.credit_ledger_topic(config)
+    try:
+        ensure_ledger_topic(config)
+        return [json.loads(value) for _, value in read_to_end(config, topic, f"{GROUP}-ledger-read", timeout_s) if value]
+    except Exception as exc:  # unreachable brokers, refused credentials, a timeout: say which topic
+        raise LedgerUnavailable(f"the ledger topic {topic} could not be read: {exc}") from exc
 
 
 def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, bytes | None]]:

@@ -1,4 +1,11 @@
-"""`metering credits grant|list|void|refresh`: the prepaid credit ledger and its balances (clickhouse/credits.py)."""
+"""`metering credits grant|void|list|show|refresh|publish`: the prepaid credit ledger and its balances (clickhouse/credits.py).
+
+grant and void record on the ledger topic (the ledger's source of truth) without opening the storage;
+the loader copies the topic into ``credit_ledger``, which the reads use.
+
+Why one module: one command group, whose subcommands share the operator check, the two ways a
+write reaches the ledger (the topic; the storage) with their exit codes, and one argument parser.
+"""
 
 from __future__ import annotations
 
@@ -22,43 +29,93 @@ def _now() -> datetime:
 
 
 class PublishError(RuntimeError):
-    """The ledger topic did not acknowledge a ledger row: nothing was recorded."""
+    """The ledger topic did not acknowledge a ledger row."""
 
 
-def publisher(config: Any, timeout_s: float = 30.0) -> Callable[[Any], None] | None:
-    """What publishes a ledger row to the ledger topic (``credits.publish``; None when off), acknowledged by every
-    in-sync replica (``acks=all``, idempotent) before it returns: the alert evaluator reads the ledger from there."""
-    if not config.credits.publish:
-        return None
+def publisher(config: Any, timeout_s: float = 30.0) -> Callable[[Any], None]:
+    """What records a ledger row: publishes it to the ledger topic, the ledger's source of truth, acknowledged by
+    every in-sync replica (``acks=all``, idempotent) before it returns. The loader copies it into ``credit_ledger``;
+    the alert evaluator reads it from there too."""
 
     def publish(row: Any) -> None:
         from jobs.alerts.service import publish_ledger
 
         error = publish_ledger(config, [row.record()], timeout_s)
         if error is not None:
-            raise PublishError(f"{error}; nothing recorded")
+            raise PublishError(error)
 
     return publish
 
 
+def recorded_ledger(config: Any) -> list[Any]:
+    """The ledger as recorded: every row of the ledger topic (read to its end), oldest first; the storage is not
+    opened, so this works while the loader owns an embedded chDB directory. Raises ``LedgerUnavailable``."""
+    from clickhouse.credits import LedgerRow
+    from jobs.alerts.service import read_ledger
+
+    return [LedgerRow.from_record(record) for record in read_ledger(config)]
+
+
+def _operator(args: argparse.Namespace, config: Any, what: str) -> str | None:
+    """Who acts (``require_operator``); None, with the refusal printed, for a token that is not an operator's."""
+    from clickhouse.access import AccessDenied
+    from clickhouse.credits import require_operator
+
+    try:
+        return require_operator(config.access, what)
+    except AccessDenied as exc:
+        print(
+            f"metering credits {args.credits_command}: refused ({exc.status} {exc.reason}): {exc}\n  fix: credit is "
+            "granted, voided and refreshed by the operator: unset METERING__ACCESS__TOKEN or present an operator token",
+            file=sys.stderr,
+        )
+        return None
+
+
+def _record(args: argparse.Namespace, what: str, action: Any, retry: str) -> int:
+    """Run ``action(recorded, config, who)``, which checks a new ledger row against the ledger as recorded on the
+    ledger topic and publishes it, as an operator. The storage is not opened (the loader writes ``credit_ledger``).
+
+    ``retry``: how to run it again safely when the row may or may not have reached the topic."""
+    from clickhouse.credits import CreditError
+    from clickhouse.queries import QueryError
+    from jobs.alerts.service import LedgerUnavailable
+
+    config = load_config_arg(args.config)
+    command = f"metering credits {args.credits_command}"
+    who = _operator(args, config, what)
+    if who is None:
+        return EXIT_FAILURE
+    try:
+        recorded = recorded_ledger(config)
+    except LedgerUnavailable as exc:
+        print(
+            f"{command}: {exc}; nothing recorded\n  fix: start Kafka (kafka.bootstrap_servers) and run it again", file=sys.stderr
+        )
+        return EXIT_FAILURE
+    try:
+        code: int = action(recorded, config, who)
+        return code
+    except (CreditError, QueryError) as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PublishError as exc:
+        print(f"{command}: {exc}\n  fix: start Kafka (kafka.bootstrap_servers) and {retry}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
 def _write(args: argparse.Namespace, what: str, action: Any) -> int:
     """Run a write ``action(storage, config, who)`` as an operator on the configured storage (as `metering replay`)."""
-    from clickhouse.access import AccessDenied
     from clickhouse.client import open_storage
-    from clickhouse.credits import CreditError, require_operator
+    from clickhouse.credits import CreditError
     from clickhouse.queries import QueryError
+    from jobs.alerts.service import LedgerUnavailable
     from jobs.runs import NotMigratedError, check_migrated
 
     config = load_config_arg(args.config)
     command = f"metering credits {args.credits_command}"
-    try:
-        who = require_operator(config.access, what)
-    except AccessDenied as exc:
-        print(
-            f"{command}: refused ({exc.status} {exc.reason}): {exc}\n  fix: credit is granted, voided and refreshed "
-            "by the operator: unset METERING__ACCESS__TOKEN or present an operator token",
-            file=sys.stderr,
-        )
+    who = _operator(args, config, what)
+    if who is None:
         return EXIT_FAILURE
     with open_storage(config.storage) as storage:
         try:
@@ -72,9 +129,8 @@ def _write(args: argparse.Namespace, what: str, action: Any) -> int:
         except (CreditError, QueryError) as exc:
             print(f"{command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except PublishError as exc:
-            fix = "start Kafka (kafka.bootstrap_servers) and run it again"
-            print(f"{command}: {exc}\n  fix: {fix}", file=sys.stderr)
+        except (PublishError, LedgerUnavailable) as exc:
+            print(f"{command}: {exc}\n  fix: start Kafka (kafka.bootstrap_servers) and run it again", file=sys.stderr)
             return EXIT_FAILURE
 
 
@@ -89,22 +145,29 @@ def cmd_grant(args: argparse.Namespace) -> int:
     from clickhouse.queries import QueryError, plain
     from udfs.credits import Rollover
 
-    def action(storage: Any, config: Any, who: str) -> int:
+    try:
+        effective = _time_arg(args.effective, "--effective")
+        expires = _time_arg(args.expires, "--expires")
+    except QueryError as exc:
+        print(f"metering credits grant: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    grant_id = args.grant_id or credits.new_grant_id()
+
+    def action(recorded: list[Any], config: Any, who: str) -> int:
         now = _now()
-        effective = _time_arg(args.effective, "--effective") or now
         row = credits.grant(
-            storage,
             config.rating,
+            recorded,
             customer=args.customer,
             amount=args.amount,
             priority=args.priority,
-            effective_at=effective,
-            expires_at=_time_arg(args.expires, "--expires"),
+            effective_at=effective or now,
+            expires_at=expires,
             rollover=Rollover(args.rollover),
             reason=args.reason or "",
             recorded_by=who,
             now=now,
-            grant_id=args.grant_id,
+            grant_id=grant_id,
             publish=publisher(config),
         )
         print(
@@ -115,24 +178,27 @@ def cmd_grant(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
 
-    try:
-        return _write(args, "granting credit", action)
-    except QueryError as exc:
-        print(f"metering credits grant: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    retry = f"run it again with --grant-id {grant_id} (refused as existing if the row did reach the topic after all)"
+    return _record(args, "granting credit", action, retry)
 
 
 def cmd_void(args: argparse.Namespace) -> int:
     from clickhouse import credits
-    from clickhouse.queries import plain
+    from clickhouse.queries import QueryError, plain
 
-    def action(storage: Any, config: Any, who: str) -> int:
+    try:
+        at = _time_arg(args.at, "--at")
+    except QueryError as exc:
+        print(f"metering credits void: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def action(recorded: list[Any], config: Any, who: str) -> int:
         now = _now()
         row = credits.void(
-            storage,
+            recorded,
             grant_id=args.grant_id,
             reason=args.reason,
-            at=_time_arg(args.at, "--at") or now,
+            at=at or now,
             recorded_by=who,
             now=now,
             publish=publisher(config),
@@ -140,7 +206,7 @@ def cmd_void(args: argparse.Namespace) -> int:
         print(f"voided {row.grant_id} of {row.customer} from {plain(row.effective_at)}")
         return EXIT_OK
 
-    return _write(args, "voiding credit", action)
+    return _record(args, "voiding credit", action, "run it again (refused as already voided if the row did reach the topic)")
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -150,11 +216,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from jobs.topics import credit_ledger_topic
 
     def action(storage: Any, config: Any, who: str) -> int:
-        rows = ledger(StorageReader(storage), args.customer or "")
-        error = publish_ledger(config, [row.record() for row in rows]) if rows else None
+        on_topic = {(r.grant_id, r.action) for r in recorded_ledger(config)}
+        stored = ledger(StorageReader(storage), args.customer or "")
+        missing = [row for row in stored if (row.grant_id, row.action) not in on_topic]
+        error = publish_ledger(config, [row.record() for row in missing]) if missing else None
         if error is not None:
             raise PublishError(error)
-        print(f"published {len(rows)} ledger row(s) to {credit_ledger_topic(config)}")
+        print(
+            f"published {len(missing)} ledger row(s) to {credit_ledger_topic(config)} "
+            f"({len(stored) - len(missing)} already on it)"
+        )
         return EXIT_OK
 
     return _write(args, "publishing the credit ledger", action)
@@ -262,13 +333,14 @@ def register(sub: Subcommands) -> None:
         "credits",
         help="prepaid credits: grant, list, void, and refresh the balances a calling service reads",
         description="An append-only ledger of credit grants per customer and the balances burned down by each "
-        "period's invoiced cost (docs/pricing.md, 'Prepaid credits'). grant, void and refresh write: operator "
-        "actions on the storage itself (as `metering replay`; a customer token is refused). list and "
-        "`metering query credits` read, through --gateway with a token too.",
+        "period's invoiced cost (docs/pricing.md, 'Prepaid credits'). grant and void record on the ledger topic, "
+        "its source of truth, which `metering load` copies into ClickHouse: they need Kafka, not the storage. "
+        "refresh and publish open the storage itself (as `metering replay`). All four are operator actions (a "
+        "customer token is refused). list, show and `metering query credits` read, through --gateway with a token too.",
     )
     commands = parser.add_subparsers(dest="credits_command", required=True, metavar="ACTION")
 
-    grant = commands.add_parser("grant", help="add credit to a customer (a new ledger row)")
+    grant = commands.add_parser("grant", help="add credit to a customer (a new row on the ledger topic)")
     grant.add_argument("--customer", required=True, help="the customer id")
     grant.add_argument("--amount", required=True, help="the credit, in the currency of the customer's plan (e.g. 250.00)")
     grant.add_argument("--priority", type=int, default=10, help="burn order: smaller first (default 10)")
@@ -286,7 +358,7 @@ def register(sub: Subcommands) -> None:
     grant.add_argument("--config", help=CONFIG_HELP)
     grant.set_defaults(func=cmd_grant)
 
-    void = commands.add_parser("void", help="void a grant (a new ledger row; what it had not covered is voided)")
+    void = commands.add_parser("void", help="void a grant (a new row on the ledger topic; what it had not covered is voided)")
     void.add_argument("grant_id", metavar="GRANT_ID")
     void.add_argument("--reason", required=True, help="why (recorded in the ledger)")
     void.add_argument("--at", metavar="TIME", help="when the void takes effect (default: now)")
@@ -295,9 +367,10 @@ def register(sub: Subcommands) -> None:
 
     publish = commands.add_parser(
         "publish",
-        help="publish the stored ledger rows to the ledger topic (what credit_remaining alerts read)",
-        description="For rows recorded before the ledger topic existed or with credits.publish: false. The alert "
-        "evaluator keeps one row per grant and action, so publishing a row again changes nothing.",
+        help="move the stored ledger rows the ledger topic lacks onto it (once, when upgrading)",
+        description="The ledger topic is the ledger: grant and void check against it alone. Rows recorded in "
+        "credit_ledger before it was (or with the former credits.publish: false) are published, and only those; "
+        "rows already on the topic are left alone. Opens the storage (stop the loader of an embedded chDB).",
     )
     publish.add_argument("--customer", help="only this customer's rows")
     publish.add_argument("--config", help=CONFIG_HELP)

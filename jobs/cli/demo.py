@@ -195,8 +195,8 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     with open_storage(config.storage) as storage:
         for m in migrate(storage):
             say(f"   applied {m.version:04d}_{m.name}")
-        for line in record_grants(config, storage, events, datetime.now(UTC)):
-            say(line)
+    for line in record_grants(config, events, datetime.now(UTC)):
+        say(line)
     timings["migrate"] = time.monotonic() - t
 
     t = step(f"3/7 generating {events:,} events for {config_path.parent}")

@@ -123,17 +123,19 @@ def render_alerts(alerts: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def record_grants(config: Config, storage: Storage, events: int, now: datetime) -> list[str]:
-    """Record the demo's grants as `metering credits grant` does: on the ledger topic (the alert evaluator's), then the
-    ledger table; returns one line per grant."""
+def record_grants(config: Config, events: int, now: datetime) -> list[str]:
+    """Record the demo's grants as `metering credits grant` does: checked against the ledger topic and published to it
+    (the loader copies them into the ledger table, the alert evaluator reads them there); returns one line per grant."""
     from clickhouse.credits import grant
-    from jobs.cli.credits import publisher
+    from jobs.cli.credits import publisher, recorded_ledger
 
     out = []
+    recorded = recorded_ledger(config)
+    publish = publisher(config)
     for g in demo_grant_rows(events):
         row = grant(
-            storage,
             config.rating,
+            recorded,
             customer=g["customer"],
             amount=g["amount"],
             priority=int(g["priority"]),
@@ -144,8 +146,9 @@ def record_grants(config: Config, storage: Storage, events: int, now: datetime) 
             recorded_by=f"local:{getpass.getuser()}",
             now=now,
             grant_id=g["grant_id"],
-            publish=publisher(config),
+            publish=publish,
         )
+        recorded.append(row)
         ends = f", expires {g['expires_at']}" if g["expires_at"] else ""
         out.append(
             f"   credit grant {row.grant_id}: {row.customer} {row.amount} {row.currency}, priority {row.priority}, "

@@ -49,7 +49,7 @@ from jobs.config import Config
 from jobs.loader.heartbeat import HeartbeatSender
 from jobs.loader.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
 from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, LoaderConsumer
-from jobs.topics import alerts_topic
+from jobs.topics import alerts_topic, credit_ledger_topic
 from schemas.validate import event_time
 from udfs.periods import epoch_millis, from_epoch_millis
 
@@ -206,6 +206,32 @@ def alert_row(record: Any) -> tuple[str, list[Any]]:
     ]
 
 
+def credit_ledger_row(record: Any) -> tuple[str, list[Any]]:
+    """A ledger row of ``metering credits grant|void`` (schemas/records.py ``CREDIT_LEDGER``), as ``credit_ledger`` holds it.
+
+    The topic is the ledger; the table is its copy for queries. A re-delivered record is the same
+    row under the table's key (customer, grant id, action), which its ReplacingMergeTree collapses
+    and its readers read with FINAL (clickhouse/migrations/0012_credits.sql): loading it twice never
+    doubles a grant.
+    """
+    d = json.loads(record.value)
+    expires = d.get("expires_at_ms")
+    return "credit_ledger", [
+        d["customer_id"],
+        d["grant_id"],
+        d["action"],
+        _dec(d["amount"]),
+        d["currency"],
+        int(d["priority"]),
+        _ms(d["effective_at_ms"]),
+        None if expires is None else _ms(expires),
+        d["rollover"],
+        _ms(d["recorded_at_ms"]),
+        d.get("recorded_by") or "",
+        d.get("reason") or "",
+    ]
+
+
 def raw_line_row(record: Any) -> tuple[str, list[Any]] | None:
     """A ``raw_events`` row as the job wrote it to the raw topic: ``[event time, the JSON line]``.
 
@@ -237,6 +263,7 @@ HANDLER_TABLES: dict[Callable[[Any], tuple[str, list[Any]] | None], str] = {
     raw_line_row: "raw_events",
     amendment_row: "amendments",
     alert_row: "alerts",
+    credit_ledger_row: "credit_ledger",
 }
 
 
@@ -411,6 +438,8 @@ class Loader:
             self.handlers[topics.raw] = raw_line_row
         if config.alerts.rules:  # the alerts topic exists once `metering alerts run` ran
             self.handlers[alerts_topic(config)] = alert_row
+        # The credit ledger's source of truth: `metering load` creates the topic before it subscribes (jobs/runs.py).
+        self.handlers[credit_ledger_topic(config)] = credit_ledger_row
         #: The table each topic's records are meant for (named in quarantine when they are refused).
         self.targets = {topic: HANDLER_TABLES[handler] for topic, handler in self.handlers.items()}
         self.config = config

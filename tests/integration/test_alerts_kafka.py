@@ -454,16 +454,19 @@ def test_a_webhook_that_keeps_failing_becomes_a_dead_letter_that_redeliver_sends
     assert dead_letters(config) == {}
 
 
-def test_credits_grant_and_void_publish_the_ledger_row_before_recording_it(
+def test_credits_grant_and_void_publish_the_ledger_row_and_the_loader_records_it(
     spare_broker: KafkaBroker, tmp_path: Path, storage_settings: StorageSettings
 ) -> None:
-    """The real commands: each row is on the ledger topic and in ``credit_ledger``; with the broker unreachable the
-    command fails (exit 1) and records nothing."""
+    """The real commands: each row is published to the ledger topic only (``credit_ledger`` stays as it was until a
+    loader runs, which then holds the same rows); with the broker unreachable the command fails (exit 1) and
+    records nothing; ``credits publish`` moves the stored rows the topic lacks onto it, and only those."""
     import contextlib
     import io
 
+    from clickhouse.credits import LedgerRow
     from clickhouse.credits import ledger as stored_ledger
     from clickhouse.queries import StorageReader
+    from clickhouse.tables import LEDGER_COLUMNS
     from jobs.cli import main
     from jobs.topics import credit_ledger_topic
     from schemas.records import CREDIT_LEDGER
@@ -473,9 +476,8 @@ def test_credits_grant_and_void_publish_the_ledger_row_before_recording_it(
     with open_storage(storage_settings) as storage:
         migrate(storage)
 
-    def configured(servers: str, publish: bool = True) -> Path:
+    def configured(servers: str) -> Path:
         document = {
-            "credits": {"publish": publish},
             "kafka": {"bootstrap_servers": servers, "topics": {"events": f"ledger-events-{run}"}},
             "storage": {"backend": "chdb", "path": str(storage_settings.path), "database": storage_settings.database},
             "meters": [{"name": "api_calls", "event_type": "api_call", "aggregation": "count"}],
@@ -488,7 +490,7 @@ def test_credits_grant_and_void_publish_the_ledger_row_before_recording_it(
                 },
             },
         }
-        path = tmp_path / f"metering-{len(servers)}-{publish}.yaml"
+        path = tmp_path / f"metering-{len(servers)}.yaml"
         path.write_text(yaml.safe_dump(document))
         return path
 
@@ -497,31 +499,39 @@ def test_credits_grant_and_void_publish_the_ledger_row_before_recording_it(
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             return main(list(argv)), err.getvalue()
 
+    def stored() -> list[LedgerRow]:
+        with open_storage(storage_settings) as storage:
+            return stored_ledger(StorageReader(storage))
+
     path = configured(bootstrap)
+    config = load_config(path)
     grant = ["credits", "grant", "--customer", "acme", "--amount", "25", "--reason", "prepaid", "--grant-id", "g1"]
     assert command(*grant, "--effective", "2026-03-01T00:00:00Z", "--config", str(path))[0] == 0
     assert command("credits", "void", "g1", "--reason", "mistake", "--at", "2026-03-05T00:00:00Z", "--config", str(path))[0] == 0
     code, err = command(*grant[:-1], "g2", "--config", str(configured("127.0.0.1:1")))
-    assert code == 1 and ("did not acknowledge" in err or "not reachable" in err) and "nothing recorded" in err, err
+    assert code == 1 and "could not be read" in err and "nothing recorded" in err, err
+    assert stored() == []  # the commands wrote no table
 
-    config = load_config(path)
     published = [json.loads(v) for v in committed_values(bootstrap, credit_ledger_topic(config))]
     assert all(tuple(r) == CREDIT_LEDGER.names for r in published)
     assert [(r["grant_id"], r["action"], r["amount"], r["effective_at_ms"]) for r in published] == [
         ("g1", "grant", "25.00", P0),
         ("g1", "void", "0", P0 + 4 * 86_400_000),
     ]
+
+    # a row stored before the topic was the ledger, then `credits publish`: only it goes onto the topic
+    old = LedgerRow.from_record({**published[0], "grant_id": "g0", "recorded_by": "local:before"})
     with open_storage(storage_settings) as storage:
-        rows = stored_ledger(StorageReader(storage))
-
-    def essentials(record: dict[str, Any]) -> tuple[Any, ...]:
-        return (record["grant_id"], record["action"], Decimal(record["amount"]), record["effective_at_ms"], record["reason"])
-
-    assert [essentials(r.record()) for r in rows] == [essentials(r) for r in published]  # the same rows; g2 nowhere
-
-    # a row recorded without publishing (credits.publish: false), then `credits publish` puts the stored ledger on the topic
-    assert command(*grant[:-1], "g0", "--config", str(configured(bootstrap, publish=False)))[0] == 0
-    assert len(committed_values(bootstrap, credit_ledger_topic(config))) == 2
+        storage.client.insert("credit_ledger", [old.values()], column_names=LEDGER_COLUMNS)
     assert command("credits", "publish", "--config", str(path))[0] == 0
-    republished = [json.loads(v) for v in committed_values(bootstrap, credit_ledger_topic(config))][2:]
-    assert sorted((r["grant_id"], r["action"]) for r in republished) == [("g0", "grant"), ("g1", "grant"), ("g1", "void")]
+    assert command("credits", "publish", "--config", str(path))[0] == 0  # again: nothing left to move
+    on_topic = [json.loads(v) for v in committed_values(bootstrap, credit_ledger_topic(config))]
+    assert [(r["grant_id"], r["action"]) for r in on_topic] == [("g1", "grant"), ("g1", "void"), ("g0", "grant")]
+
+    with open_storage(storage_settings) as storage:  # the loader copies the topic into credit_ledger
+        Loader(config, storage, group_id=f"ledger-{run}", load_raw=False).run(until_idle=True, idle_s=1.0)
+
+    def essentials(r: LedgerRow) -> tuple[Any, ...]:
+        return (r.grant_id, r.action, r.customer, r.amount, r.effective_at, r.recorded_by, r.reason)
+
+    assert sorted(essentials(r) for r in stored()) == sorted(essentials(LedgerRow.from_record(r)) for r in on_topic)

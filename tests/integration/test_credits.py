@@ -1,11 +1,14 @@
-"""Prepaid credits on real chDB: the real `metering credits` and `metering query credits` commands, exact balances.
+"""Prepaid credits on real chDB and a real broker: the real `metering credits` and `metering query credits` commands.
 
 The database is test_invoice_cost.py's (UTC monthly billing, acme's February to April final with
 corrections loaded in March and April, a provisional May; globex's March and May). Its invoices,
 priced by hand there, are the cost here: February 9.00, March 99.41, April 9.00 settled, May's
-28.00 pending (3,000 calls 26.00 + 1,000,000 tokens 2.00). Writes run in this process (chDB allows
-one process per directory, and the engine is process-wide); reads by another customer's token go
-through the gateway from a subprocess, as users run them.
+28.00 pending (3,000 calls 26.00 + 1,000,000 tokens 2.00). The ledger's source of truth is the
+ledger topic (this module's own broker): grant and void publish to it without opening the storage,
+and a loader copies it into ``credit_ledger``. Storage writes (refresh, the loader) run in this
+process (chDB allows one process per directory, and the engine is process-wide); grants from
+another process while the loader owns the directory, and reads by another customer's token
+through the gateway, run in subprocesses, as users run them.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,11 +32,17 @@ import pytest
 import yaml
 
 from clickhouse.access import AccessSettings, issue
-from clickhouse.client import StorageSettings, open_storage
+from clickhouse.client import Storage, StorageSettings, open_storage
+from clickhouse.credits import LedgerRow, ledger
 from clickhouse.gateway import QueryGateway
 from clickhouse.migrate import migrate
+from clickhouse.queries import StorageReader
+from infra.kafka import KafkaBroker
 from infra.settings import PROJECT_ROOT
 from jobs.cli import main
+from jobs.config import load_config
+from jobs.loader.kafka_consumer import ConfluentConsumer
+from jobs.loader.loader import Loader
 from tests.integration.test_invoice_cost import METERS, RATING, seed
 
 KEY = "c" * 40
@@ -80,39 +91,134 @@ def settings(chdb_path: Path) -> Iterator[StorageSettings]:
 
 
 @pytest.fixture(scope="module")
-def config(settings: StorageSettings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def config(settings: StorageSettings, spare_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("config") / "metering.yaml"
     storage = {"backend": "chdb", "path": str(settings.path), "database": settings.database}
-    # no broker here: the ledger rows go to the store only (tests/integration/test_alerts_kafka.py publishes them)
-    credits = {**CREDITS, "publish": False}
-    path.write_text(yaml.safe_dump({"storage": storage, "meters": METERS, "rating": RATING, "credits": credits}))
+    kafka = {
+        "bootstrap_servers": spare_broker.settings.bootstrap_servers,
+        "topics": {"events": f"credits-{uuid.uuid4().hex[:8]}"},
+    }
+    document = {"storage": storage, "kafka": kafka, "meters": METERS, "rating": RATING, "credits": CREDITS}
+    path.write_text(yaml.safe_dump(document))
     return path
 
 
+@contextlib.contextmanager
+def storage_untouched() -> Iterator[None]:
+    """Fail any attempt to open the storage: grant and void record on the ledger topic only."""
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("grant and void must not open the storage")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("clickhouse.client.open_storage", refuse)
+        yield
+
+
+def loaded_ledger(storage: Storage) -> list[LedgerRow]:
+    """``credit_ledger`` as every reader sees it (the named query, FINAL)."""
+    return ledger(StorageReader(storage))
+
+
+class RunningLoader:
+    """The loader on its own thread, owning the module's chDB database (the directory's lock) until the block ends."""
+
+    def __init__(self, settings: StorageSettings, config: Path, group: str = "credits-loader") -> None:
+        self.settings, self.config, self.group = settings, load_config(config), group
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None
+        self._storage: contextlib.AbstractContextManager[Storage] | None = None
+        self.storage: Storage | None = None
+
+    def _consumer(self, topics: Sequence[str], settings: Any) -> ConfluentConsumer:
+        stop = self.stop
+
+        class Stoppable(ConfluentConsumer):
+            def consume(self, max_records: int, timeout_s: float) -> Any:
+                if stop.is_set():
+                    raise KeyboardInterrupt  # how `metering load` ends
+                return super().consume(max_records, timeout_s)
+
+        return Stoppable(topics, settings)
+
+    def _run(self, loader: Loader) -> None:
+        try:
+            loader.run()
+        except KeyboardInterrupt:
+            pass
+        except BaseException as exc:  # reported by wait_for and at the end
+            self.failure = exc
+
+    def __enter__(self) -> RunningLoader:
+        from jobs.alerts.service import ensure_ledger_topic
+
+        ensure_ledger_topic(self.config)  # as `metering load` does
+        self._storage = open_storage(self.settings, create_database=False)
+        self.storage = self._storage.__enter__()
+        loader = Loader(self.config, self.storage, group_id=self.group, load_raw=False, consumer_factory=self._consumer)
+        self.thread = threading.Thread(target=self._run, args=(loader,), daemon=True)
+        self.thread.start()
+        return self
+
+    def wait_for(self, done: Callable[[list[LedgerRow]], bool], timeout_s: float = 60.0) -> list[LedgerRow]:
+        """The loaded ledger once ``done`` holds for it."""
+        assert self.storage is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.failure is None, self.failure
+            rows = loaded_ledger(self.storage)
+            if done(rows):
+                return rows
+            assert time.monotonic() < deadline, f"the loader did not load the ledger in {timeout_s:.0f} s: {rows}"
+            time.sleep(0.3)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        assert self._storage is not None
+        self._storage.__exit__(None, None, None)
+        assert self.failure is None, self.failure
+
+
+def load_until_idle(settings: StorageSettings, config: Path, group: str = "credits-loader") -> int:
+    """A bounded loader run (the directory must be free): the ledger topic's new records into ``credit_ledger``;
+    returns the rows it stored there."""
+    from jobs.alerts.service import ensure_ledger_topic
+
+    loaded = load_config(config)
+    ensure_ledger_topic(loaded)
+    with open_storage(settings, create_database=False) as storage:
+        stats = Loader(loaded, storage, group_id=group, load_raw=False).run(until_idle=True, idle_s=1.0)
+    return stats.rows["credit_ledger"]
+
+
 @pytest.fixture(scope="module")
-def granted(config: Path, access: AccessSettings) -> dict[str, dict[str, Any]]:
-    """The grants, the void of g4 from 20 April, and a refresh as of 11 May; the balances as `query credits` prints them."""
-    for gid, customer, amount, extra in GRANTS:
+def granted(settings: StorageSettings, config: Path, access: AccessSettings) -> dict[str, dict[str, Any]]:
+    """The grants and the void of g4 from 20 April, recorded while the loader runs (on the ledger topic only, without
+    opening the storage), then, the loader stopped, a refresh as of 11 May; the balances as `query credits` prints them."""
+    with RunningLoader(settings, config) as loader, storage_untouched():
+        for gid, customer, amount, extra in GRANTS:
+            code, out, err = run(
+                "credits",
+                "grant",
+                "--customer",
+                customer,
+                "--amount",
+                amount,
+                "--grant-id",
+                gid,
+                "--reason",
+                "prepaid contract",
+                *extra,
+                "--config",
+                str(config),
+            )
+            assert code == 0 and out.startswith(f"granted {gid}: {amount} USD to {customer}"), err
         code, out, err = run(
-            "credits",
-            "grant",
-            "--customer",
-            customer,
-            "--amount",
-            amount,
-            "--grant-id",
-            gid,
-            "--reason",
-            "prepaid contract",
-            *extra,
-            "--config",
-            str(config),
+            "credits", "void", "g4", "--reason", "granted by mistake", "--at", "2026-04-20T00:00:00Z", "--config", str(config)
         )
-        assert code == 0 and out.startswith(f"granted {gid}: {amount} USD to {customer}"), err
-    code, out, err = run(
-        "credits", "void", "g4", "--reason", "granted by mistake", "--at", "2026-04-20T00:00:00Z", "--config", str(config)
-    )
-    assert code == 0 and "voided g4 of acme" in out, err
+        assert code == 0 and "voided g4 of acme" in out, err
+        loader.wait_for(lambda rows: len(rows) == 6)
     code, out, err = run("credits", "refresh", "--at", AT, "--config", str(config))
     assert code == 0, err
     assert out.splitlines() == [
@@ -208,8 +314,10 @@ def token(access: AccessSettings, customer: str | None = None) -> str:
 
 
 def test_a_customer_token_never_grants_voids_or_refreshes(
-    granted: dict[str, dict[str, Any]], config: Path, access: AccessSettings
+    granted: dict[str, dict[str, Any]], settings: StorageSettings, config: Path, access: AccessSettings
 ) -> None:
+    from jobs.alerts.service import read_ledger
+
     env = {
         "METERING__ACCESS__SIGNING_KEY": KEY,
         "METERING__ACCESS__STORE": str(access.store),
@@ -223,7 +331,7 @@ def test_a_customer_token_never_grants_voids_or_refreshes(
         code, out, err = run(*argv, "--config", str(config), env=env)
         assert code == 1 and "refused (403 operator_only)" in err and out == "", err
     code, out, _ = run("credits", "list", "--format", "json", "--config", str(config))
-    assert len(json.loads(out)) == 6  # 5 grants and the void: nothing written
+    assert len(json.loads(out)) == 6 and len(read_ledger(load_config(config))) == 6  # 5 grants and the void: nothing new
     env["METERING__ACCESS__TOKEN"] = token(access)
     code, out, err = run(
         "credits",
@@ -241,6 +349,7 @@ def test_a_customer_token_never_grants_voids_or_refreshes(
         env=env,
     )
     assert code == 0, err
+    load_until_idle(settings, config)
     code, out, _ = run("credits", "list", "--customer", "acme", "--format", "json", "--config", str(config))
     assert next(r["recorded_by"] for r in json.loads(out) if r["grant_id"] == "op").startswith("token:")
 
@@ -412,3 +521,78 @@ def test_the_alert_evaluator_burns_the_same_balance_from_the_stream(
         Decimal("28.00"),
         Decimal("20.00"),
     )
+
+
+# --- the ledger topic is the source of truth ---------------------------------------------------------------
+
+
+def subprocess_cli(*argv: str, config: Path) -> subprocess.CompletedProcess[str]:
+    """A `metering` command in its own process, as an operator (no token)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING__")}
+    command = [sys.executable, "-m", "jobs.cli", *argv, "--config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=120, check=False)
+
+
+def test_grant_and_void_run_from_another_process_while_the_loader_owns_the_chdb_directory(
+    granted: dict[str, dict[str, Any]], settings: StorageSettings, config: Path
+) -> None:
+    grant = ["credits", "grant", "--customer", "initech", "--amount", "12.50", "--grant-id", "live", "--reason", "trial"]
+    with RunningLoader(settings, config) as loader:
+        granting = subprocess_cli(*grant, "--effective", "2026-06-01T00:00:00Z", config=config)
+        assert granting.returncode == 0 and granting.stdout.startswith("granted live: 12.50 USD to initech"), granting.stderr
+        voiding = subprocess_cli(
+            "credits", "void", "live", "--reason", "trial over", "--at", "2026-06-15T00:00:00Z", config=config
+        )
+        assert voiding.returncode == 0 and "voided live of initech" in voiding.stdout, voiding.stderr
+        rows = loader.wait_for(lambda rows: sum(r.grant_id == "live" for r in rows) == 2)
+        # what still needs the directory: refresh writes credit_balances itself
+        refreshing = subprocess_cli("credits", "refresh", "--customer", "initech", config=config)
+        assert refreshing.returncode != 0 and "in use by" in refreshing.stderr, refreshing.stderr
+    live = [(r.action, r.amount, r.effective_at.isoformat(), r.reason) for r in rows if r.grant_id == "live"]
+    assert live == [
+        ("grant", D("12.50"), "2026-06-01T00:00:00+00:00", "trial"),
+        ("void", D(0), "2026-06-15T00:00:00+00:00", "trial over"),
+    ]
+
+
+def test_a_grant_id_on_the_topic_is_refused_before_the_loader_copied_it(
+    granted: dict[str, dict[str, Any]], settings: StorageSettings, config: Path
+) -> None:
+    """No loader runs: the table lacks the new grant, yet the topic's content refuses its id and lets it be voided."""
+    grant = ["credits", "grant", "--customer", "initech", "--amount", "3", "--grant-id", "early", "--reason", "x"]
+    with storage_untouched():
+        code, out, err = run(*grant, "--config", str(config))
+        assert code == 0, err
+    with open_storage(settings, create_database=False) as storage:
+        assert not any(r.grant_id == "early" for r in loaded_ledger(storage))
+    with storage_untouched():
+        code, _, err = run(*grant, "--config", str(config))
+        assert code == 2 and "--grant-id='early': a grant of that id exists" in err, err
+        code, out, err = run("credits", "void", "early", "--reason", "x", "--config", str(config))
+        assert code == 0 and "voided early of initech" in out, err
+        code, _, err = run("credits", "void", "early", "--reason", "again", "--config", str(config))
+        assert code == 2 and "already voided" in err, err
+    load_until_idle(settings, config)
+    with open_storage(settings, create_database=False) as storage:
+        assert sorted(r.action for r in loaded_ledger(storage) if r.grant_id == "early") == ["grant", "void"]
+
+
+def test_a_redelivered_ledger_does_not_double_a_grant_in_the_balances(
+    granted: dict[str, dict[str, Any]], settings: StorageSettings, config: Path
+) -> None:
+    """A loader of a new consumer group reads the whole ledger topic again: every row is inserted a second time, and
+    the table's key collapses it (ReplacingMergeTree, read with FINAL): one row per grant and action, the same balance."""
+    load_until_idle(settings, config)  # whatever earlier tests published
+    with open_storage(settings, create_database=False) as storage:
+        before = loaded_ledger(storage)
+    assert load_until_idle(settings, config, group=f"credits-redelivery-{uuid.uuid4().hex[:6]}") == len(before)
+    with open_storage(settings, create_database=False) as storage:
+        after = loaded_ledger(storage)
+    assert sorted(map(LedgerRow.values, after), key=str) == sorted(map(LedgerRow.values, before), key=str)
+    assert len({(r.grant_id, r.action) for r in after}) == len(after)
+    code, out, err = run("credits", "refresh", "--customer", "acme", "--at", AT, "--config", str(config))
+    assert code == 0 and out.splitlines() == [
+        "2026-05-11T00:00:00.000Z acme: remaining 13 USD (settled 41), grace_pct 10%, within"
+    ], err
+    code, out, err = run("query", "credits", "--customer", "acme", "--format", "json", "--config", str(config))
+    assert code == 0 and D(json.loads(out)[0]["granted"]) == D("180.00"), err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -255,3 +257,80 @@ def test_a_grant_amount_is_written_out_positive_and_in_minor_units() -> None:
     for text, minor_units in (("1e3", 2), ("0", 2), ("0.00", 2), ("-1", 2), ("1.001", 2), ("100.5", 0), ("", 2), ("1" * 20, 2)):
         with pytest.raises(CreditError):
             parse_amount(text, minor_units, "USD")
+
+
+# --- grant and void check the ledger as recorded on its topic, then only publish -------------------------
+
+
+def _configured(tmp_path: Path, credits: dict[str, object] | None = None) -> Any:
+    import yaml
+
+    from jobs.config import load_config
+
+    price = [{"starts_at": "2026-01-01T00:00:00Z", "model": "per_unit", "unit_price": "1"}]
+    document: dict[str, object] = {
+        "meters": [{"name": "api_calls", "event_type": "api_call", "aggregation": "count"}],
+        "rating": {"default_plan": "std", "plans": {"std": {"meters": {"api_calls": price}}}},
+    }
+    if credits is not None:
+        document["credits"] = credits
+    path = tmp_path / "metering.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return load_config(path, env={})
+
+
+def test_grant_and_void_check_the_recorded_ledger_and_publish_the_row_they_record(tmp_path: Path) -> None:
+    import pytest
+
+    from clickhouse.credits import CreditError, LedgerRow
+    from clickhouse.credits import grant as record_grant
+    from clickhouse.credits import void as record_void
+
+    config = _configured(tmp_path)
+    published: list[LedgerRow] = []
+    now = t("2026-03-10")
+
+    def granted(recorded: list[LedgerRow], gid: str, customer: str = "acme") -> LedgerRow:
+        return record_grant(
+            config.rating,
+            recorded,
+            customer=customer,
+            amount="25",
+            priority=10,
+            effective_at=t("2026-03-01"),
+            expires_at=None,
+            rollover=Rollover.CARRY,
+            reason="prepaid",
+            recorded_by="local:ops",
+            now=now,
+            grant_id=gid,
+            publish=published.append,
+        )
+
+    g1 = granted([], "g1")
+    assert published == [g1] and (g1.action, g1.amount, g1.currency) == ("grant", D("25.00"), "USD")
+    recorded = [LedgerRow.from_record(r.record()) for r in published]  # as read back from the topic
+    assert recorded == published
+    with pytest.raises(CreditError, match="a grant of that id exists"):
+        granted(recorded, "g1", customer="globex")  # unique across customers
+    with pytest.raises(CreditError, match="no grant 'g2'"):
+        record_void(recorded, grant_id="g2", reason="x", at=now, recorded_by="local:ops", now=now, publish=published.append)
+    with pytest.raises(CreditError, match="before the grant took effect"):
+        record_void(
+            recorded, grant_id="g1", reason="x", at=t("2026-02-01"), recorded_by="local:ops", now=now, publish=published.append
+        )
+    void = record_void(recorded, grant_id="g1", reason="x", at=now, recorded_by="local:ops", now=now, publish=published.append)
+    assert published == [g1, void] and (void.action, void.customer, void.amount) == ("void", "acme", Z)
+    with pytest.raises(CreditError, match="already voided"):
+        record_void(published, grant_id="g1", reason="x", at=now, recorded_by="local:ops", now=now, publish=published.append)
+    assert len(published) == 2  # a refused row is published nowhere
+
+
+def test_credits_publish_false_is_refused_naming_the_key(tmp_path: Path) -> None:
+    import pytest
+
+    from jobs.config import ConfigError
+
+    _configured(tmp_path, {"publish": True})  # accepted: what the ledger does anyway
+    with pytest.raises(ConfigError, match=r"credits\.publish: false is no longer possible"):
+        _configured(tmp_path, {"publish": False})

@@ -30,7 +30,7 @@ SAMPLES: dict[str, Any] = {
     "ARRAY<STRING>": ["a"],
     "TIMESTAMP_LTZ(3)": "2026-01-01 00:00:00.000Z",
 }
-DECIMALS = {"value", "sum", "max", "min", "latest_value", "threshold", "previous_value"}
+DECIMALS = {"value", "sum", "max", "min", "latest_value", "threshold", "previous_value", "amount"}
 
 
 def sample(record: records.Record) -> dict[str, Any]:
@@ -57,6 +57,7 @@ CONVERTED: list[tuple[records.Record, Callable[[Any], Any], str]] = [
     (records.DEAD_LETTER, loader.dead_letter_row, "dead_letters"),
     (records.DUPLICATE, loader.duplicate_row, "duplicates"),
     (records.ALERT, loader.alert_row, "alerts"),
+    (records.CREDIT_LEDGER, loader.credit_ledger_row, "credit_ledger"),
 ]
 
 
@@ -116,3 +117,19 @@ def test_an_amendments_outcome_round_trips_with_who_when_and_why_from_its_record
     assert stored["requested_at"] == datetime(2026, 3, 2, 7, 0, 0, 250000, tzinfo=UTC)
     assert (stored["requested_by"], stored["reason"], stored["payload"]) == ("key:ops", "a typo", payload)
     assert records.AMENDMENT.flink_columns() == metering_job.AMENDMENT_COLUMNS
+
+
+def test_a_ledger_row_round_trips_from_what_the_credits_commands_publish() -> None:
+    """``LedgerRow.record`` (what grant and void publish) -> the loader's row -> the same ``LedgerRow`` values."""
+    from clickhouse.credits import LedgerRow
+
+    at = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
+    grant = LedgerRow("acme", "g1", "grant", Decimal("250.00"), "USD", 5, at, None, "carry", at, "local:ops", "prepaid")
+    void = LedgerRow("acme", "g1", "void", Decimal(0), "USD", 5, at, at, "period", at, "token:t1", "mistake")
+    for row in (grant, void):
+        table, values = loader.credit_ledger_row(SimpleNamespace(value=json.dumps(row.record()).encode()))
+        assert table == "credit_ledger" and values == row.values()
+        assert dict(zip(tables.COLUMNS[table], values, strict=True))["amount"] == row.amount
+    # re-delivery converts to the very same row: the table's key (customer, grant id, action) collapses it
+    record = SimpleNamespace(value=json.dumps(grant.record()).encode())
+    assert loader.credit_ledger_row(record) == loader.credit_ledger_row(record)
