@@ -2,12 +2,13 @@
 
 Each batch of records read (``read_committed``: only what the job's checkpoints committed) is one
 Kafka transaction of a transactional producer (confluent-kafka): the alerts it caused (the alerts
-topic), the period states they changed (the compacted state topic, keyed by period) and the
-consumer's offsets (``send_offsets_to_transaction``) commit together or not at all. So a kill -9
-anywhere loses no alert and sends none twice: an open transaction is aborted when the next
-instance calls ``init_transactions`` with the same ``transactional.id`` (which also fences a
-zombie), and that instance restores the state as committed, then reads on from the committed
-offsets, which are exactly the records the state has seen.
+topic), the cost records of the groups it changed (the costs topic, with ``alerts.costs``), the
+period states they changed (the compacted state topic, keyed by period) and the consumer's offsets
+(``send_offsets_to_transaction``) commit together or not at all. So a kill -9 anywhere loses no
+alert and sends none twice: an open transaction is aborted when the next instance calls
+``init_transactions`` with the same ``transactional.id`` (which also fences a zombie), and that
+instance restores the state as committed, then reads on from the committed offsets, which are
+exactly the records the state has seen.
 
 Start: ``init_transactions`` first (aborts what a killed predecessor left open), then the state topic
 is read to its end, then the input is consumed. One instance per events topic: the
@@ -48,6 +49,7 @@ POLL_S = 0.2
 
 alerts_topic = topics.alerts_topic
 state_topic = topics.alerts_state_topic
+costs_topic = topics.costs_topic
 
 
 def transactional_id(config: Config) -> str:
@@ -55,9 +57,12 @@ def transactional_id(config: Config) -> str:
 
 
 def ensure_alert_topics(config: Config, partitions: int = 4) -> None:
-    """The alerts topic and the compacted state topic (one partition: the state is read whole at start)."""
+    """The alerts topic, the costs topic (``alerts.costs``) and the compacted state topic (one partition: the state is
+    read whole at start)."""
     kafka = config.kafka
     topics.ensure_topic(kafka.bootstrap_servers, alerts_topic(config), partitions=partitions, security=kafka.security)
+    if config.alerts.costs:
+        topics.ensure_topic(kafka.bootstrap_servers, costs_topic(config), partitions=partitions, security=kafka.security)
     topics.ensure_topic(
         kafka.bootstrap_servers,
         state_topic(config),
@@ -121,6 +126,11 @@ def read_alerts(config: Config, timeout_s: float = 60.0) -> list[dict[str, Any]]
     return [json.loads(value) for _, value in read_to_end(config, alerts_topic(config), f"{GROUP}-read", timeout_s) if value]
 
 
+def read_costs(config: Config, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """Every committed cost record on the costs topic, oldest first per partition."""
+    return [json.loads(value) for _, value in read_to_end(config, costs_topic(config), f"{GROUP}-read-costs", timeout_s) if value]
+
+
 def read_to_end(config: Config, topic: str, group: str, timeout_s: float) -> Iterable[tuple[str, bytes | None]]:
     """``(key, value)`` of every committed record of ``topic``, each partition from its start to its end."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -163,6 +173,7 @@ class RunStats:
     transactions: int = 0
     records: int = 0
     alerts: int = 0
+    costs: int = 0
     aborted: int = 0
     restored: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
@@ -253,7 +264,7 @@ class AlertService:
                 "session.timeout.ms": 10_000,
             }
         )
-        alerts, states = alerts_topic(self.config), state_topic(self.config)
+        alerts, states, costs = alerts_topic(self.config), state_topic(self.config), costs_topic(self.config)
         consumer.subscribe(list(self.topics))
         idle_since: float | None = None
         try:
@@ -275,6 +286,9 @@ class AlertService:
                         producer.produce(alerts, key=alert["id"].encode(), value=json.dumps(alert, separators=(",", ":")))
                         self.stats.alerts += 1
                         self.stats.kinds[alert["kind"]] = self.stats.kinds.get(alert["kind"], 0) + 1
+                for cost in self.evaluator.take_costs(now_ms):
+                    producer.produce(costs, key=cost["customer_id"].encode(), value=json.dumps(cost, separators=(",", ":")))
+                    self.stats.costs += 1
                 for key, value in self.evaluator.take_changed():
                     producer.produce(states, key=key.encode(), value=value)
                 positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
