@@ -117,6 +117,20 @@ ALERT_COLUMNS = [
     "emitted_at",
 ]
 
+#: The costs topic's records (schemas/records.py ``COST``, written by ``metering alerts run`` with ``alerts.costs``).
+COST_COLUMNS = [
+    *PERIOD_KEY,
+    "quantity",
+    "currency",
+    "cost",
+    "cost_exact",
+    "projected_quantity",
+    "projected_cost",
+    "is_final",
+    "as_of",
+    "emitted_at",
+]
+
 #: What the loader inserts, by table.
 COLUMNS = {
     "loader_batches": BATCH_COLUMNS,
@@ -129,6 +143,7 @@ COLUMNS = {
     "quarantine": QUARANTINE_COLUMNS,
     "amendments": AMENDMENT_COLUMNS,
     "alerts": ALERT_COLUMNS,
+    "costs": COST_COLUMNS,
 }
 
 #: A replay's rows: the loader's columns plus the revision (the loader's rows take the default, 1).

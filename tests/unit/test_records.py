@@ -30,7 +30,20 @@ SAMPLES: dict[str, Any] = {
     "ARRAY<STRING>": ["a"],
     "TIMESTAMP_LTZ(3)": "2026-01-01 00:00:00.000Z",
 }
-DECIMALS = {"value", "sum", "max", "min", "latest_value", "threshold", "previous_value"}
+DECIMALS = {
+    "value",
+    "sum",
+    "max",
+    "min",
+    "latest_value",
+    "threshold",
+    "previous_value",
+    "quantity",
+    "cost",
+    "cost_exact",
+    "projected_quantity",
+    "projected_cost",
+}
 
 
 def sample(record: records.Record) -> dict[str, Any]:
@@ -57,6 +70,7 @@ CONVERTED: list[tuple[records.Record, Callable[[Any], Any], str]] = [
     (records.DEAD_LETTER, loader.dead_letter_row, "dead_letters"),
     (records.DUPLICATE, loader.duplicate_row, "duplicates"),
     (records.ALERT, loader.alert_row, "alerts"),
+    (records.COST, loader.cost_row, "costs"),
 ]
 
 
