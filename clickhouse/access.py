@@ -357,6 +357,7 @@ QUERY_ACCESS: dict[str, Scope] = {
     "customer_corrections": "customer",
     "dead_letters": "customer",
     "alerts": "customer",
+    "stream_cost": "customer",
     "amendments": "customer",
     "credits": "customer",
     "credit_ledger": "customer",

@@ -20,8 +20,8 @@ from typing import Any
 from clickhouse.queries import EARLIEST, QueryError, Reader, _ch_time, parse_time, plain
 from udfs.invoicing import CorrectionRecord, FinalTotal, Invoice, InvoiceItem, build_invoice
 from udfs.periods import BillingCycle, Period, PeriodKind, billing_period, local_midnight, zone
-from udfs.pricing import EXACT, ZERO, Charge, Graduated, Line, LineKind, NoRateInEffect, Rating, TierBounds, Volume
-from udfs.projection import project
+from udfs.pricing import EXACT, ZERO, Charge, Graduated, Line, LineKind, Rating, TierBounds, Volume
+from udfs.projection import cost_so_far
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -349,13 +349,8 @@ def _cost_row(rating: Rating, row: dict[str, Any], at: datetime) -> dict[str, An
     lag = None
     if not is_final and as_of:
         lag = max(0, int((at - (_time(as_of) + timedelta(minutes=1))).total_seconds()))
-    projection = project(row["aggregation"], quantity, period, at, final=is_final)
-    found = rating.card_for(row["customer_id"], row["meter"])
-    try:
-        charge = rating.price(row["customer_id"], row["meter"], period, quantity) if found else None
-        projected = rating.price(row["customer_id"], row["meter"], period, projection.quantity) if found else None
-    except NoRateInEffect:  # a gap in the card at the period's start: no price, shown as such
-        charge = projected = None
+    priced = cost_so_far(rating, row["customer_id"], row["meter"], row["aggregation"], period, quantity, at, final=is_final)
+    projection, charge, projected = priced.projection, priced.charge, priced.projected
     return {
         "customer_id": row["customer_id"],
         "meter": row["meter"],
@@ -365,7 +360,7 @@ def _cost_row(rating: Rating, row: dict[str, Any], at: datetime) -> dict[str, An
         "period_end": row["period_end"],
         "is_final": is_final,
         "quantity": plain(quantity),
-        "currency": found[1].currency if found else None,
+        "currency": priced.currency,
         "cost": None if charge is None else format(charge.rounded, "f"),
         "cost_exact": None if charge is None else format(charge.amount, "f"),
         "as_of": as_of,

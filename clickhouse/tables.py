@@ -133,6 +133,20 @@ LEDGER_COLUMNS = [
     "reason",
 ]
 
+#: The costs topic's records (schemas/records.py ``COST``, written by ``metering alerts run`` with ``alerts.costs``).
+COST_COLUMNS = [
+    *PERIOD_KEY,
+    "quantity",
+    "currency",
+    "cost",
+    "cost_exact",
+    "projected_quantity",
+    "projected_cost",
+    "is_final",
+    "as_of",
+    "emitted_at",
+]
+
 #: What the loader inserts, by table.
 COLUMNS = {
     "loader_batches": BATCH_COLUMNS,
@@ -146,6 +160,7 @@ COLUMNS = {
     "amendments": AMENDMENT_COLUMNS,
     "alerts": ALERT_COLUMNS,
     "credit_ledger": LEDGER_COLUMNS,
+    "costs": COST_COLUMNS,
 }
 
 #: A replay's rows: the loader's columns plus the revision (the loader's rows take the default, 1).

@@ -155,6 +155,8 @@ AMENDMENTS_SUFFIX = "-amendments"
 ALERTS_SUFFIX = "-alerts"
 ALERTS_STATE_SUFFIX = "-alerts-state"
 CREDIT_LEDGER_SUFFIX = "-credit-ledger"
+#: The evaluator's cost records (``alerts.costs``).
+COSTS_SUFFIX = "-costs"
 #: Kafka's rule for topic names (its ``Topic.validate``): legal characters, at most 249 of them.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -896,9 +898,13 @@ def _webhook(r: _Reader, raw: Any, path: str, env: Mapping[str, str]) -> Webhook
 
 def _alerts(r: _Reader, raw: Any, config: Config, env: Mapping[str, str]) -> AlertSettings:
     """``alerts``: threshold rules on meters (udfs/alerting.py); each checked against the meters, customers and rating."""
+    rated = bool(config.rating.plans)
     if raw is None:
-        return AlertSettings()
-    data = r.section(raw, "alerts", {"topic", "state_topic", "open_minutes", "retention", "rules"})
+        return AlertSettings(costs=rated)
+    data = r.section(raw, "alerts", {"topic", "state_topic", "open_minutes", "retention", "rules", "costs"})
+    costs = r.get(data, "costs", "alerts", _bool, rated)
+    if costs and not rated:
+        r.add("alerts.costs", "true needs a rating section: the cost records are priced by the customers' rate cards")
     meters = {m.name: m for m in config.meters if m.name}
     rules_raw = data.get("rules") or []
     if not isinstance(rules_raw, list):
@@ -968,6 +974,7 @@ def _alerts(r: _Reader, raw: Any, config: Config, env: Mapping[str, str]) -> Ale
         r.get(data, "state_topic", "alerts", _topic, None),
         r.get(data, "open_minutes", "alerts", DURATIONS["alerts.open_minutes"].parse, AlertSettings().open_minutes),
         r.get(data, "retention", "alerts", DURATIONS["alerts.retention"].parse, AlertSettings().retention),
+        costs and rated,
     )
 
 
@@ -1089,7 +1096,7 @@ def _kafka(r: _Reader, raw: Any, stack: StackSettings, base_dir: Path) -> KafkaS
     topics_raw = r.section(data.get("topics"), "kafka.topics", topic_fields)
     topics = Topics(**{k: r.get(topics_raw, k, "kafka.topics", _topic, getattr(defaults.topics, k)) for k in topic_fields})
     # topics named after the events topic: the job's, the credit ledger's and the alert evaluator's
-    longest = max(DUPLICATES_SUFFIX, AMENDMENTS_SUFFIX, ALERTS_STATE_SUFFIX, CREDIT_LEDGER_SUFFIX, key=len)
+    longest = max(DUPLICATES_SUFFIX, AMENDMENTS_SUFFIX, ALERTS_STATE_SUFFIX, CREDIT_LEDGER_SUFFIX, COSTS_SUFFIX, key=len)
     if len(topics.events) + len(longest) > 249:
         r.add("kafka.topics.events", f"at most {249 - len(longest)} characters: {topics.events + longest!r} is a topic too")
     names = [getattr(topics, k) for k in sorted(topic_fields)] + [topics.duplicates, topics.amendments]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_options, refused_credentials_raise
-from jobs.config import ALERTS_STATE_SUFFIX, ALERTS_SUFFIX, CREDIT_LEDGER_SUFFIX
+from jobs.config import ALERTS_STATE_SUFFIX, ALERTS_SUFFIX, COSTS_SUFFIX, CREDIT_LEDGER_SUFFIX
 
 
 def ensure_topic(
@@ -90,6 +90,11 @@ def alerts_topic(config: Any) -> str:
 def alerts_state_topic(config: Any) -> str:
     """The evaluator's compacted state topic (``alerts.state_topic``, default ``<events>-alerts-state``)."""
     return str(config.alerts.state_topic or config.kafka.topics.events + ALERTS_STATE_SUFFIX)
+
+
+def costs_topic(config: Any) -> str:
+    """Where ``metering alerts run`` writes cost records (``alerts.costs``): ``<events>-costs``, keyed by customer."""
+    return str(config.kafka.topics.events + COSTS_SUFFIX)
 
 
 def credit_ledger_topic(config: Any) -> str:

@@ -165,4 +165,20 @@ CREDIT_LEDGER = Record(
     ),
 )
 
-ALL = (PARTIAL, AGGREGATE, FINAL, CORRECTION, DEAD_LETTER, DUPLICATE, RAW_EVENT, AMENDMENT, ALERT, CREDIT_LEDGER)
+#: The cost so far of one group of a customer's meter in one period (the costs topic, written by
+#: ``metering alerts run`` with ``alerts.costs``, docs/pricing.md "Cost so far"): ``quantity`` is the
+#: final with its corrections once ``is_final``, else the running value; ``cost`` (rounded) and
+#: ``cost_exact`` that quantity priced by the customer's card, ``projected_quantity`` and
+#: ``projected_cost`` its projection at ``as_of_ms`` priced so (udfs/projection.py ``cost_so_far``);
+#: ``currency``, ``cost`` and ``projected_cost`` null when unpriced. Decimals as strings, times in
+#: epoch milliseconds. Converted into ``costs``.
+COST = Record(
+    "cost",
+    _fields(
+        "customer_id STRING, meter STRING, group_key STRING, aggregation STRING, period_start_ms BIGINT, "
+        "period_end_ms BIGINT, quantity STRING, currency STRING, cost STRING, cost_exact STRING, projected_quantity STRING, "
+        "projected_cost STRING, is_final BOOLEAN, as_of_ms BIGINT, emitted_ms BIGINT"
+    ),
+)
+
+ALL = (PARTIAL, AGGREGATE, FINAL, CORRECTION, DEAD_LETTER, DUPLICATE, RAW_EVENT, AMENDMENT, ALERT, CREDIT_LEDGER, COST)

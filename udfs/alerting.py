@@ -157,6 +157,9 @@ class AlertSettings:
     state_topic: str | None = None
     open_minutes: timedelta = DEFAULT_OPEN_MINUTES
     retention: timedelta = DEFAULT_RETENTION
+    #: Emit cost records (the costs topic): the period states of every meter a customer's card prices are
+    #: kept, and each changed group's cost so far is written (the configuration: on when ``rating`` exists).
+    costs: bool = False
 
 
 # --- the running value of one (customer, meter, group, period) -----------------------------------

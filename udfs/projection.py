@@ -12,6 +12,10 @@ is large (one busy hour of a 30-day month projects ×720), so read it with the e
 Not extrapolated (``held``): ``max``, ``min``, ``latest`` and ``unique_count`` do not grow with
 time in proportion, so their projection is the value so far. A final period, or one whose end is
 at or before ``at``, projects to its total as it is. Pure Python, no Flink imports.
+
+:func:`cost_so_far` prices a quantity and its projection through the customer's card: the one rule
+the read side (``metering query cost``, clickhouse/billing.py) and the stream's cost records
+(jobs/alerts/evaluator.py) share, so both give the same figures for the same totals.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal
 from enum import StrEnum
 
 from udfs.periods import Period, as_utc
+from udfs.pricing import Charge, NoRateInEffect, Rating
 
 #: The additive aggregations: their period total grows with the time that passes.
 ADDITIVE = frozenset({"sum", "count"})
@@ -66,3 +71,39 @@ def project(aggregation: str, quantity: Decimal, period: Period, at: datetime, *
         return Projection(quantity, Method.HELD, share)
     exact = _CONTEXT.divide(_CONTEXT.multiply(quantity, Decimal(duration)), Decimal(elapsed))
     return Projection(exact.quantize(Decimal(1).scaleb(-PLACES), ROUND_HALF_EVEN, _CONTEXT), Method.LINEAR, share)
+
+
+@dataclass(frozen=True)
+class CostSoFar:
+    """A period's quantity and its projection, each priced by the customer's card (None: unpriced)."""
+
+    projection: Projection
+    #: The plan's currency; None when the card does not price the meter.
+    currency: str | None
+    charge: Charge | None
+    projected: Charge | None
+
+
+def cost_so_far(
+    rating: Rating,
+    customer_id: str,
+    meter: str,
+    aggregation: str,
+    period: Period,
+    quantity: Decimal,
+    at: datetime,
+    *,
+    final: bool,
+) -> CostSoFar:
+    """``quantity`` (the period's total so far, or its final) priced, and :func:`project`'s quantity at ``at`` priced
+    through the card too (tiers and all, never the cost scaled). A gap in the card at the period's start prices nothing."""
+    projection = project(aggregation, quantity, period, at, final=final)
+    found = rating.card_for(customer_id, meter)
+    if found is None:
+        return CostSoFar(projection, None, None, None)
+    try:
+        charge = rating.price(customer_id, meter, period, quantity)
+        projected = rating.price(customer_id, meter, period, projection.quantity)
+    except NoRateInEffect:
+        charge = projected = None
+    return CostSoFar(projection, found[1].currency, charge, projected)

@@ -17,6 +17,14 @@ customer such a rule watches, the period states of every meter the customer's pl
 newest ``as_of`` of its own periods: other customers' partitions do not move it), and each rule
 steps with :func:`udfs.alerting.step_falling`.
 
+Cost records (``settings.costs``): the period states of every meter a customer's card prices are
+kept (as for a credit customer), and ``take_costs`` returns, per group a record changed since the
+last call (its value, finality or its period's ``as_of``), one cost record (schemas/records.py
+``COST``): its quantity priced by the card with its projection at the period's ``as_of``
+(:func:`udfs.projection.cost_so_far`, the read side's rule). Whether a group changed is judged
+from the state before and after each record, so a restored evaluator emits what one that never
+stopped would.
+
 Deterministic: the same records in the same order give the same alerts (ids, values, ``as_of``);
 only ``lag_ms`` and ``emitted_ms`` read the clock.
 
@@ -52,6 +60,7 @@ from udfs.credits import Balance, CostLine, customer_balance, ledger_entries, pe
 from udfs.invoicing import CorrectionRecord, FinalTotal
 from udfs.periods import BillingCycle, Period, as_utc, billing_period, from_epoch_millis
 from udfs.pricing import Rating
+from udfs.projection import cost_so_far
 
 #: Kinds of input record: which topic it came from.
 AGGREGATE, FINAL, CORRECTION, LEDGER = "aggregate", "final", "correction", "ledger"
@@ -176,6 +185,7 @@ class EvaluatorStats:
     ignored: int = 0
     alerts: int = 0
     expired: int = 0
+    costs: int = 0
 
 
 class Evaluator:
@@ -198,6 +208,8 @@ class Evaluator:
         #: (customer, meter) -> its newest period start seen (a newer one resolves the older's alarms).
         self.newest: dict[tuple[str, str], int] = {}
         self.changed: set[str] = set()
+        #: (period state key, group key) of the groups whose cost changed since the last ``take_costs``.
+        self.costs_changed: set[tuple[str, str]] = set()
         self.stats = EvaluatorStats()
 
     def watches(self, customer_id: str, meter: str) -> list[AlertRule]:
@@ -207,8 +219,10 @@ class Evaluator:
         return [r for r in self.settings.rules if r.kind is RuleKind.CREDIT_REMAINING and r.applies_to(customer_id)]
 
     def _keeps(self, customer_id: str, meter: str) -> bool:
-        """Whether the meter's cost burns a watched credit: the customer has a credit rule and its plan prices it."""
-        return bool(self.credit_rules(customer_id)) and self.rating.card_for(customer_id, meter) is not None
+        """Whether the meter's cost is needed: cost records are on, or its cost burns a watched credit (the customer
+        has a credit rule), and the customer's plan prices it."""
+        wanted = self.settings.costs or bool(self.credit_rules(customer_id))
+        return wanted and self.rating.card_for(customer_id, meter) is not None
 
     # -- state
 
@@ -299,6 +313,7 @@ class Evaluator:
         group = state.groups.get(str(record["group_key"]))
         if group is None:
             group = state.groups[str(record["group_key"])] = GroupValue(str(record["aggregation"]))
+        before = (group.value(), group.final is not None, state.as_of_ms)
         if kind == AGGREGATE:
             if not group.add_segment(record, self.open_minutes_ms):
                 self.stats.ignored += 1
@@ -314,6 +329,8 @@ class Evaluator:
         else:
             raise ValueError(f"unknown record kind {kind!r}")
         self.changed.add(key)
+        if self.settings.costs and (group.value(), group.final is not None, state.as_of_ms) != before:
+            self.costs_changed.add((key, str(record["group_key"])))
         self.stream_ms = max(self.stream_ms, state.as_of_ms)
         alerts = self._evaluate(state, rules, arrival_ms, now_ms)
         pair = (customer, meter)
@@ -325,6 +342,22 @@ class Evaluator:
         alerts += self._credit(customer, arrival_ms, now_ms)
         self.stats.alerts += len(alerts)
         return alerts
+
+    # -- cost records
+
+    def take_costs(self, now_ms: int) -> list[dict[str, Any]]:
+        """One cost record per group changed since the last call (module docstring), in key order; call it before
+        ``take_changed``, which may forget expired periods."""
+        out: list[dict[str, Any]] = []
+        for key, group_key in sorted(self.costs_changed):
+            state = self.periods.get(key)
+            if state is not None and self.rating.card_for(state.customer_id, state.meter) is not None:
+                record = cost_record(state, group_key, self.rating, now_ms)
+                if record is not None:
+                    out.append(record)
+        self.costs_changed.clear()
+        self.stats.costs += len(out)
+        return out
 
     # -- credit
 
@@ -487,3 +520,32 @@ class Evaluator:
             "lag_ms": max(0, now_ms - arrival_ms),
             "emitted_ms": now_ms,
         }
+
+
+def cost_record(state: PeriodState, group_key: str, rating: Rating, now_ms: int) -> dict[str, Any] | None:
+    """The cost record (schemas/records.py ``COST``) of one group of ``state`` now (None: it has no value)."""
+    group = state.groups[group_key]
+    quantity = group.value()
+    if quantity is None:
+        return None
+    final = group.final is not None
+    at = from_epoch_millis(state.as_of_ms)
+    priced = cost_so_far(rating, state.customer_id, state.meter, state.aggregation, state.period, quantity, at, final=final)
+    charge, projected = priced.charge, priced.projected
+    return {
+        "customer_id": state.customer_id,
+        "meter": state.meter,
+        "group_key": group_key,
+        "aggregation": state.aggregation,
+        "period_start_ms": state.period_start_ms,
+        "period_end_ms": state.period_end_ms,
+        "quantity": f"{quantity:f}",
+        "currency": priced.currency,
+        "cost": None if charge is None else f"{charge.rounded:f}",
+        "cost_exact": None if charge is None else f"{charge.amount:f}",
+        "projected_quantity": f"{priced.projection.quantity:f}",
+        "projected_cost": None if projected is None else f"{projected.rounded:f}",
+        "is_final": final,
+        "as_of_ms": state.as_of_ms,
+        "emitted_ms": now_ms,
+    }

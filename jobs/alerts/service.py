@@ -2,12 +2,13 @@
 
 Each batch of records read (``read_committed``: only what the job's checkpoints committed) is one
 Kafka transaction of a transactional producer (confluent-kafka): the alerts it caused (the alerts
-topic), the period states they changed (the compacted state topic, keyed by period) and the
-consumer's offsets (``send_offsets_to_transaction``) commit together or not at all. So a kill -9
-anywhere loses no alert and sends none twice: an open transaction is aborted when the next
-instance calls ``init_transactions`` with the same ``transactional.id`` (which also fences a
-zombie), and that instance restores the state as committed, then reads on from the committed
-offsets, which are exactly the records the state has seen.
+topic), the cost records of the groups it changed (the costs topic, with ``alerts.costs``), the
+period states they changed (the compacted state topic, keyed by period) and the consumer's offsets
+(``send_offsets_to_transaction``) commit together or not at all. So a kill -9 anywhere loses no
+alert and sends none twice: an open transaction is aborted when the next instance calls
+``init_transactions`` with the same ``transactional.id`` (which also fences a zombie), and that
+instance restores the state as committed, then reads on from the committed offsets, which are
+exactly the records the state has seen.
 
 Start: ``init_transactions`` first (aborts what a killed predecessor left open), then the state topic
 is read to its end, then the input is consumed. One instance per events topic: the
@@ -26,20 +27,31 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.kafka_security import LIBRDKAFKA_PARTITIONER, librdkafka_options
 from jobs import topics
 from jobs.alerts.evaluator import AGGREGATE, CORRECTION, FINAL, LEDGER, Evaluator
+from jobs.alerts.kafka import (  # re-exported: the service's callers import them from here
+    GROUP,
+    LedgerUnavailable,
+    _base,
+    _producer_base,
+    ensure_ledger_topic,
+    publish_ledger,
+    read_alerts,
+    read_costs,
+    read_ledger,
+    read_state,
+    read_to_end,
+)
 from jobs.alerts.webhooks import DEAD_PREFIX, Backoff, Deliverer, deliver, webhook_of
 from jobs.config import Config
 
 log = logging.getLogger("metering.alerts")
 
-#: The consumer group of the evaluator (its offsets are committed in its transactions) and of the webhooks.
-GROUP = "metering-alerts"
+#: The consumer group of the webhooks (the evaluator's, GROUP, commits its offsets in its transactions).
 WEBHOOK_GROUP = "metering-alerts-webhooks"
 #: Records per transaction at most, and how long a poll waits for the first.
 MAX_BATCH = 500
@@ -48,6 +60,18 @@ POLL_S = 0.2
 
 alerts_topic = topics.alerts_topic
 state_topic = topics.alerts_state_topic
+costs_topic = topics.costs_topic
+__all__ = [
+    "GROUP",
+    "LedgerUnavailable",
+    "ensure_ledger_topic",
+    "publish_ledger",
+    "read_alerts",
+    "read_costs",
+    "read_ledger",
+    "read_state",
+    "read_to_end",
+]
 
 
 def transactional_id(config: Config) -> str:
@@ -55,9 +79,12 @@ def transactional_id(config: Config) -> str:
 
 
 def ensure_alert_topics(config: Config, partitions: int = 4) -> None:
-    """The alerts topic and the compacted state topic (one partition: the state is read whole at start)."""
+    """The alerts topic, the costs topic (``alerts.costs``) and the compacted state topic (one partition: the state is
+    read whole at start)."""
     kafka = config.kafka
     topics.ensure_topic(kafka.bootstrap_servers, alerts_topic(config), partitions=partitions, security=kafka.security)
+    if config.alerts.costs:
+        topics.ensure_topic(kafka.bootstrap_servers, costs_topic(config), partitions=partitions, security=kafka.security)
     topics.ensure_topic(
         kafka.bootstrap_servers,
         state_topic(config),
@@ -68,117 +95,12 @@ def ensure_alert_topics(config: Config, partitions: int = 4) -> None:
     ensure_ledger_topic(config)
 
 
-def _base(config: Config) -> dict[str, Any]:
-    return {"bootstrap.servers": config.kafka.bootstrap_servers, **librdkafka_options(config.kafka.security)}
-
-
-def _producer_base(config: Config) -> dict[str, Any]:
-    """A producer's settings: keyed records partitioned as every other writer of the project's topics does."""
-    return {**_base(config), "partitioner": LIBRDKAFKA_PARTITIONER}
-
-
-def ensure_ledger_topic(config: Config) -> str:
-    """The credit ledger topic (one partition, kept forever: the ledger is append-only), created unless it exists."""
-    return topics.ensure_credit_ledger_topic(config)
-
-
-def publish_ledger(config: Config, records: Sequence[dict[str, Any]], timeout_s: float = 30.0) -> str | None:
-    """Publish ledger records (schemas/records.py ``CREDIT_LEDGER``) in order, each acknowledged by every in-sync
-    replica (``acks=all``, idempotent) before it returns; the reason they were not (None: all acknowledged)."""
-    from confluent_kafka import Producer
-
-    try:
-        topic = ensure_ledger_topic(config)
-    except Exception as exc:  # unreachable brokers, refused credentials: say which topic
-        return f"the ledger topic {topics.credit_ledger_topic(config)} is not reachable: {exc}"
-    producer = Producer(
-        {**_producer_base(config), "acks": "all", "enable.idempotence": True, "message.timeout.ms": int(timeout_s * 1000)}
-    )
-    errors: list[str] = []
-
-    def delivered(error: Any, _message: Any) -> None:
-        if error is not None:
-            errors.append(str(error))
-
-    for record in records:
-        value = json.dumps(record, separators=(",", ":"))
-        producer.produce(topic, key=str(record["customer_id"]).encode(), value=value, on_delivery=delivered)
-    left = producer.flush(timeout_s + 5)
-    if errors or left:
-        return f"the ledger topic {topic} did not acknowledge the row: {errors[0] if errors else 'timed out'}"
-    return None
-
-
-class LedgerUnavailable(RuntimeError):
-    """The ledger topic could not be read to its end (brokers unreachable, refused credentials, a timeout)."""
-
-
-def read_ledger(config: Config, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """Every record of the credit ledger topic, oldest first: the ledger as recorded (created empty unless it exists).
-
-    One partition, kept forever and small (a row per grant and per void), so it is read whole.
-    Raises :class:`LedgerUnavailable`.
-    """
-    topic = topics.credit_ledger_topic(config)
-    try:
-        ensure_ledger_topic(config)
-        return [json.loads(value) for _, value in read_to_end(config, topic, f"{GROUP}-ledger-read", timeout_s) if value]
-    except Exception as exc:  # unreachable brokers, refused credentials, a timeout: say which topic
-        raise LedgerUnavailable(f"the ledger topic {topic} could not be read: {exc}") from exc
-
-
-def read_state(config: Config, timeout_s: float = 60.0) -> Iterable[tuple[str, bytes | None]]:
-    """Every committed record of the state topic, oldest first (the latest per key wins)."""
-    return read_to_end(config, state_topic(config), f"{GROUP}-restore", timeout_s)
-
-
-def read_alerts(config: Config, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-    """Every committed alert event on the alerts topic (a repeated one would appear twice)."""
-    return [json.loads(value) for _, value in read_to_end(config, alerts_topic(config), f"{GROUP}-read", timeout_s) if value]
-
-
-def read_to_end(config: Config, topic: str, group: str, timeout_s: float) -> Iterable[tuple[str, bytes | None]]:
-    """``(key, value)`` of every committed record of ``topic``, each partition from its start to its end."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    consumer = Consumer(
-        {
-            **_base(config),
-            "group.id": group,
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        partitions = [TopicPartition(topic, p, 0) for p in sorted(metadata.partitions)]
-        consumer.assign(partitions)
-        pending = {tp.partition for tp in partitions}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read the topic {topic} to its end in {timeout_s:.0f} s")
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error() is not None:
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition())
-                    continue
-                log.warning("%s: %s", topic, message.error())
-                continue
-            yield (message.key() or b"").decode(), message.value()
-    finally:
-        consumer.close()
-
-
 @dataclass
 class RunStats:
     transactions: int = 0
     records: int = 0
     alerts: int = 0
+    costs: int = 0
     aborted: int = 0
     restored: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
@@ -269,7 +191,7 @@ class AlertService:
                 "session.timeout.ms": 10_000,
             }
         )
-        alerts, states = alerts_topic(self.config), state_topic(self.config)
+        alerts, states, costs = alerts_topic(self.config), state_topic(self.config), costs_topic(self.config)
         consumer.subscribe(list(self.topics))
         idle_since: float | None = None
         try:
@@ -291,6 +213,9 @@ class AlertService:
                         producer.produce(alerts, key=alert["id"].encode(), value=json.dumps(alert, separators=(",", ":")))
                         self.stats.alerts += 1
                         self.stats.kinds[alert["kind"]] = self.stats.kinds.get(alert["kind"], 0) + 1
+                for cost in self.evaluator.take_costs(now_ms):
+                    producer.produce(costs, key=cost["customer_id"].encode(), value=json.dumps(cost, separators=(",", ":")))
+                    self.stats.costs += 1
                 for key, value in self.evaluator.take_changed():
                     producer.produce(states, key=key.encode(), value=value)
                 positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]

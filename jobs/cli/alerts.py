@@ -23,7 +23,7 @@ from jobs.cli.common import (
 
 def _progress(stats: Any) -> str:
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats.kinds.items())) or "none"
-    return f"read {stats.records} records in {stats.transactions} transactions; alerts: {kinds}"
+    return f"read {stats.records} records in {stats.transactions} transactions; alerts: {kinds}; cost records: {stats.costs}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -32,8 +32,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     config = load_config_arg(args.config)
-    if not config.alerts.rules:
-        print("metering alerts run: no alerts.rules in the configuration: nothing to evaluate", file=sys.stderr)
+    if not config.alerts.rules and not config.alerts.costs:
+        print("metering alerts run: no alerts.rules and alerts.costs is off: nothing to evaluate", file=sys.stderr)
         return EXIT_USAGE
     service = AlertService(config, backoff=Backoff(args.webhook_attempts, args.webhook_backoff))
     progress = ProgressLine(sys.stderr) if args.progress else None
@@ -48,7 +48,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     stats = service.stats
-    summary = {"records": stats.records, "transactions": stats.transactions, "alerts": stats.kinds, "aborted": stats.aborted}
+    summary = {
+        "records": stats.records,
+        "transactions": stats.transactions,
+        "alerts": stats.kinds,
+        "costs": stats.costs,
+        "aborted": stats.aborted,
+    }
     print(json.dumps(summary) if args.format == "json" else _progress(stats))
     return EXIT_OK
 

@@ -31,6 +31,9 @@ QUESTIONS = {
     "--customer's; docs/pricing.md, 'Alerts')",
     "cost": "per meter and group the current period's cost: final, or provisional with its lag, and the cost of the "
     "quantity projected to the period's end (docs/pricing.md; everyone's or --customer's)",
+    "stream-cost": "per meter and group the current period's cost as the stream rated it: the newest cost record of "
+    "`metering alerts run` (alerts.costs), with its as_of; no pricing at read time (docs/pricing.md; everyone's or "
+    "--customer's)",
     "credits": "prepaid credit: remaining (settled and with pending cost), the exhaustion policy and whether the "
     "customer is over it, as of the newest `metering credits refresh` (everyone's or --customer's)",
 }
@@ -146,8 +149,8 @@ def cmd_query(args: argparse.Namespace) -> int:
                 rows = reader.run("credits", {"customer": scope.customer})
             elif args.what == "customers":
                 rows = queries.customers(reader)
-            elif args.what == "alerts":
-                rows = reader.run("alerts", {"customer": scope.customer, "meter": scope.meter})
+            elif args.what in ("alerts", "stream-cost"):
+                rows = reader.run(query_name(args.what, "", ""), {"customer": scope.customer, "meter": scope.meter})
             else:  # corrections, dead-letters, amendments: everyone's or one customer's
                 rows = reader.run(args.what.replace("-", "_"), {"customer": scope.customer})
                 rows = [r for r in rows if not scope.meter or r.get("meter") == scope.meter]

@@ -49,7 +49,7 @@ from jobs.config import Config
 from jobs.loader.heartbeat import HeartbeatSender
 from jobs.loader.inserts import InsertError, InsertErrorKind, PartitionKey, chunk_by_partition, classify_insert_error, month_key
 from jobs.loader.kafka_consumer import CONSUMER_SETTINGS, ConfluentConsumer, ConsumerError, LoaderConsumer
-from jobs.topics import alerts_topic, credit_ledger_topic
+from jobs.topics import alerts_topic, costs_topic, credit_ledger_topic
 from schemas.validate import event_time
 from udfs.periods import epoch_millis, from_epoch_millis
 
@@ -232,6 +232,28 @@ def credit_ledger_row(record: Any) -> tuple[str, list[Any]]:
     ]
 
 
+def cost_row(record: Any) -> tuple[str, list[Any]]:
+    """A cost record of ``metering alerts run`` (schemas/records.py ``COST``)."""
+    d = json.loads(record.value)
+    return "costs", [
+        d["customer_id"],
+        d["meter"],
+        d["group_key"],
+        d["aggregation"],
+        _ms(d["period_start_ms"]),
+        _ms(d["period_end_ms"]),
+        _dec(d["quantity"]),
+        d.get("currency"),
+        _dec(d.get("cost")),
+        _dec(d.get("cost_exact")),
+        _dec(d["projected_quantity"]),
+        _dec(d.get("projected_cost")),
+        bool(d["is_final"]),
+        _ms(d["as_of_ms"]),
+        _ms(d["emitted_ms"]),
+    ]
+
+
 def raw_line_row(record: Any) -> tuple[str, list[Any]] | None:
     """A ``raw_events`` row as the job wrote it to the raw topic: ``[event time, the JSON line]``.
 
@@ -264,6 +286,7 @@ HANDLER_TABLES: dict[Callable[[Any], tuple[str, list[Any]] | None], str] = {
     amendment_row: "amendments",
     alert_row: "alerts",
     credit_ledger_row: "credit_ledger",
+    cost_row: "costs",
 }
 
 
@@ -278,6 +301,7 @@ PARTITION_MONTH_COLUMNS = {
     "corrections": "period_start",
     "dead_letters": "source_time",
     "alerts": "period_start",
+    "costs": "period_start",
 }
 
 #: At most this many partitions (months) per INSERT block: ClickHouse's own limit,
@@ -440,6 +464,8 @@ class Loader:
             self.handlers[alerts_topic(config)] = alert_row
         # The credit ledger's source of truth: `metering load` creates the topic before it subscribes (jobs/runs.py).
         self.handlers[credit_ledger_topic(config)] = credit_ledger_row
+        if config.alerts.costs:  # the costs topic exists once `metering alerts run` ran
+            self.handlers[costs_topic(config)] = cost_row
         #: The table each topic's records are meant for (named in quarantine when they are refused).
         self.targets = {topic: HANDLER_TABLES[handler] for topic, handler in self.handlers.items()}
         self.config = config

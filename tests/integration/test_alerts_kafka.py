@@ -16,6 +16,12 @@ Each phase ends with a sentinel record per partition; the phase is done when the
 are on the alerts topic (transactions commit in order, so everything before them is too). Then
 the loader loads the alerts topic into chDB (migration 0013) and ``metering query alerts``'s named
 query returns every alert once, one customer's alone when asked for one.
+
+The configuration rates, so the service writes cost records too (``alerts.costs``), in the same
+transactions: per group, the committed ones are a subsequence of what the evaluator gives record by
+record (a transaction coalesces a group's changes into one record; a record written twice, or one
+of a transaction that never committed, would break it) and end at the same value; ``stream_cost``
+returns each group's last one.
 """
 
 from __future__ import annotations
@@ -312,10 +318,15 @@ def test_alerts_exactly_once_across_sigkill_with_signed_webhooks(
     for row in ledger:
         assert oracle.apply(LEDGER, row, arrival_ms=0, now_ms=0) == []  # the stream's time is before the grants
     phase_sentinels: list[set[str]] = []
+    #: Per group, every cost record the evaluator gives when each record is its own transaction.
+    finest: dict[tuple[str, str, str, int], list[tuple[str, bool, int]]] = {}
     for phase in (phase1, phase2, phase3):
         sentinel_ids: set[str] = set()
         for customer, kind, record in phase:
-            for alert in oracle.apply(kind, record, arrival_ms=0, now_ms=0):
+            alerts_of_record = oracle.apply(kind, record, arrival_ms=0, now_ms=0)
+            for cost in oracle.take_costs(now_ms=0):
+                finest.setdefault(_group(cost), []).append(_figures(cost))
+            for alert in alerts_of_record:
                 assert alert["id"] not in expected
                 expected[alert["id"]] = alert
                 if customer in sentinels:
@@ -393,12 +404,38 @@ def test_alerts_exactly_once_across_sigkill_with_signed_webhooks(
         Loader(config, storage, group_id=f"loader-{run}").run(until_idle=True, idle_s=1.5)
         stored = run_query(storage, "alerts", {"customer": "", "meter": ""})
         one = run_query(storage, "alerts", {"customer": CUSTOMERS[0], "meter": "api_calls"})
+        current = run_query(storage, "stream_cost", {"customer": "", "meter": ""})
     assert sorted(r["id"] for r in stored) == sorted(expected)
     mine = sorted(i for i, a in expected.items() if a["customer_id"] == CUSTOMERS[0] and a["meter"] == "api_calls")
     assert sorted(r["id"] for r in one) == mine  # its credit alerts have no meter
     by_id = {r["id"]: r for r in stored}
     for alert_id, alert in expected.items():
         assert Decimal(by_id[alert_id]["value"]) == Decimal(alert["value"]) and by_id[alert_id]["kind"] == alert["kind"]
+
+    # Cost records: exactly once per transaction, across both kills.
+    committed: dict[tuple[str, str, str, int], list[tuple[str, bool, int]]] = {}
+    for cost in alerts_on(bootstrap, f"{topics['events']}-costs"):
+        committed.setdefault(_group(cost), []).append(_figures(cost))
+    assert set(committed) == set(finest)
+    for group, figures in committed.items():
+        assert _subsequence(figures, finest[group]) and figures[-1] == finest[group][-1], (group, figures, finest[group])
+    assert sorted((r["customer_id"], Decimal(r["quantity"]), r["is_final"]) for r in current) == sorted(
+        (group[0], Decimal(figures[-1][0]), figures[-1][1]) for group, figures in finest.items()
+    )
+
+
+def _group(cost: dict[str, Any]) -> tuple[str, str, str, int]:
+    return (cost["customer_id"], cost["meter"], cost["group_key"], cost["period_start_ms"])
+
+
+def _figures(cost: dict[str, Any]) -> tuple[str, bool, int]:
+    """What a cost record says (its cost follows from these by the card), without its wall-clock ``emitted_ms``."""
+    return (cost["quantity"], cost["is_final"], cost["as_of_ms"])
+
+
+def _subsequence(part: list[Any], whole: list[Any]) -> bool:
+    remaining = iter(whole)
+    return all(any(item == candidate for candidate in remaining) for item in part)
 
 
 def test_a_webhook_that_keeps_failing_becomes_a_dead_letter_that_redeliver_sends(

@@ -217,6 +217,7 @@ def test_a_customer_token_runs_its_own_customer_queries_only() -> None:
     authorize_query(claims, "customer_usage", {"customer": "acme", "meter": "tokens"})
     authorize_query(claims, "customer_usage", {"customer": "acme", "meter": ""})
     authorize_query(claims, "alerts", {"customer": "acme", "meter": "tokens"})
+    authorize_query(claims, "stream_cost", {"customer": "acme", "meter": "tokens"})
     refused: list[tuple[str, dict[str, object], str]] = [
         ("customer_usage", {"customer": "globex", "meter": ""}, "wrong_customer"),
         ("usage", {"customer": ""}, "wrong_customer"),  # '' means everyone
@@ -225,6 +226,9 @@ def test_a_customer_token_runs_its_own_customer_queries_only() -> None:
         ("alerts", {"customer": "", "meter": ""}, "wrong_customer"),
         ("alerts", {"customer": "globex", "meter": ""}, "wrong_customer"),
         ("alerts", {"customer": "acme", "meter": "api_calls"}, "meter_not_allowed"),
+        ("stream_cost", {"customer": "", "meter": ""}, "wrong_customer"),
+        ("stream_cost", {"customer": "globex", "meter": ""}, "wrong_customer"),
+        ("stream_cost", {"customer": "acme", "meter": "api_calls"}, "meter_not_allowed"),
         ("amendments", {"customer": ""}, "wrong_customer"),
         ("amendments", {"customer": "globex"}, "wrong_customer"),
         ("customer_usage", {"customer": "acme", "meter": "api_calls"}, "meter_not_allowed"),

@@ -148,3 +148,18 @@ def test_a_credit_rule_needs_a_plan_for_its_currency(tmp_path: Path) -> None:
         load_config(path, env={})
     assert [p.split(":")[0] for p in caught.value.problems] == ["alerts.rules[0].kind", "alerts.rules[1].kind"]
     assert "customer 'globex' has none" in caught.value.problems[1]
+
+
+def test_cost_records_are_on_with_a_rating_section_and_need_one(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, None), env={}).alerts.costs is True
+    assert load_config(write(tmp_path, {"costs": False}), env={}).alerts.costs is False
+    unrated = tmp_path / "unrated.yaml"
+    unrated.write_text(yaml.safe_dump({"meters": METERS}))
+    assert load_config(unrated, env={}).alerts.costs is False
+    unrated.write_text(yaml.safe_dump({"meters": METERS, "alerts": {"costs": True}}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(unrated, env={})
+    assert [p for p in caught.value.problems if "alerts.costs" in p] == [
+        "alerts.costs: true needs a rating section: the cost records are priced by the customers' rate cards"
+    ]
+    assert any("alerts.costs" in p for p in problems(tmp_path, {"costs": "often"}))

@@ -195,6 +195,7 @@ def test_query_help_describes_every_question(capsys: pytest.CaptureFixture[str])
         "dead-letters",
         "amendments",
         "cost",
+        "stream-cost",
         "credits",
         "alerts",
     }

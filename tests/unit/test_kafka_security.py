@@ -161,7 +161,7 @@ CLIENT_HELPERS = {"make_producer", "ensure_topic", "committed_values", "Heartbea
 #: Where confluent-kafka clients may be built: from the complete settings the loader made with
 #: ``librdkafka_options``, and the ingestion service's producer, which spreads them into its own
 #: (both checked below).
-CONFLUENT_MODULES = {"jobs/loader/kafka_consumer.py", "jobs/ingest/kafka.py", "jobs/alerts/service.py"}
+CONFLUENT_MODULES = {"jobs/loader/kafka_consumer.py", "jobs/ingest/kafka.py", "jobs/alerts/service.py", "jobs/alerts/kafka.py"}
 #: Calls that deliberately connect without configuration: the local stack's own PLAINTEXT broker.
 LOCAL_STACK = {("infra/kafka.py", "describe_cluster")}
 
@@ -214,14 +214,15 @@ def test_confluent_clients_only_where_the_loader_passes_librdkafka_options() -> 
     assert len(ingest) == 1
     source = (PROJECT_ROOT / "jobs/ingest/kafka.py").read_text()
     assert source.count("**librdkafka_options(security)") == 1 and "Producer(self.settings)" in source
-    alerts = PROJECT_ROOT / "jobs/alerts/service.py"
-    built = [call for name, call in calls(alerts) if name in CONFLUENT_CLIENTS]
-    assert built and all(
-        isinstance(c.args[0], ast.Dict) and (spreads_dict(c.args[0], "_base") or spreads_dict(c.args[0], "_producer_base"))
-        for c in built
-    )
-    assert '{**_base(config), "partitioner"' in alerts.read_text()  # producers: _base, partitioned as every writer
-    assert "**librdkafka_options(config.kafka.security)" in alerts.read_text()
+    for module in ("jobs/alerts/service.py", "jobs/alerts/kafka.py"):
+        built = [call for name, call in calls(PROJECT_ROOT / module) if name in CONFLUENT_CLIENTS]
+        assert built and all(
+            isinstance(c.args[0], ast.Dict) and (spreads_dict(c.args[0], "_base") or spreads_dict(c.args[0], "_producer_base"))
+            for c in built
+        ), module
+    clients = (PROJECT_ROOT / "jobs/alerts/kafka.py").read_text()
+    assert '{**_base(config), "partitioner"' in clients  # producers: _base, partitioned as every writer
+    assert "**librdkafka_options(config.kafka.security)" in clients
 
 
 def spreads_dict(node: ast.Dict, function: str) -> bool:

@@ -30,7 +30,21 @@ SAMPLES: dict[str, Any] = {
     "ARRAY<STRING>": ["a"],
     "TIMESTAMP_LTZ(3)": "2026-01-01 00:00:00.000Z",
 }
-DECIMALS = {"value", "sum", "max", "min", "latest_value", "threshold", "previous_value", "amount"}
+DECIMALS = {
+    "value",
+    "sum",
+    "max",
+    "min",
+    "latest_value",
+    "threshold",
+    "previous_value",
+    "amount",
+    "quantity",
+    "cost",
+    "cost_exact",
+    "projected_quantity",
+    "projected_cost",
+}
 
 
 def sample(record: records.Record) -> dict[str, Any]:
@@ -58,6 +72,7 @@ CONVERTED: list[tuple[records.Record, Callable[[Any], Any], str]] = [
     (records.DUPLICATE, loader.duplicate_row, "duplicates"),
     (records.ALERT, loader.alert_row, "alerts"),
     (records.CREDIT_LEDGER, loader.credit_ledger_row, "credit_ledger"),
+    (records.COST, loader.cost_row, "costs"),
 ]
 
 
