@@ -19,6 +19,7 @@ through the demo's grants.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -243,6 +244,54 @@ def alert_problems(
     checked = {name for name, _, _ in bounds}
     strays = sorted(k for k in by_key if k[0] in checked)
     problems += [f"{k}: alerts for a period the recomputation has no total of" for k in strays[:3]]
+    return problems
+
+
+# --- cost rated in the stream --------------------------------------------------------------------
+
+
+def stream_cost_problems(
+    rows: Sequence[Mapping[str, Any]],
+    finals: Mapping[Key, tuple[Decimal, int]],
+    corrections: Mapping[Key, tuple[Decimal, int]],
+    config: Config,
+) -> list[str]:
+    """The evaluator's newest cost record per (customer, meter, group, period) against the recomputation.
+
+    After the bounded run every period is final, and a final's stream cost counts its corrections:
+    the quantity must be the recomputed final with the recomputed corrections applied (by the
+    meter's aggregation), the cost that quantity priced by the customer's card. Keys whose
+    corrections cannot be combined with a total (``unique_count``, ``latest``) are skipped.
+    """
+    aggregation = {m.name: str(m.aggregation) for m in config.meters}
+    problems: list[str] = []
+    seen: set[Key] = set()
+    for row in rows:
+        key: Key = (
+            str(row["customer_id"]),
+            str(row["meter"]),
+            json.dumps(json.loads(str(row["group_key"]) or "{}"), sort_keys=True),
+            int(row["period_start_ms"]),
+        )
+        seen.add(key)
+        if not row["is_final"]:
+            problems.append(f"{key}: still provisional after the bounded run")
+            continue
+        base = finals.get(key, (ZERO, 0))[0]
+        extra = corrections.get(key)
+        want = base if extra is None else corrected_total(aggregation[key[1]], base, [(1, extra[0])])
+        if want is None:
+            continue
+        if Decimal(row["quantity"]) != want:
+            problems.append(f"{key}: stream quantity {row['quantity']}, recomputed {want}")
+            continue
+        period = billing_period(from_epoch_millis(key[3]), config.billing.policy_for(key[0]).cycle)
+        charge = config.rating.price(key[0], key[1], period, want)
+        got = None if row["cost"] is None else Decimal(row["cost"])
+        if (None if charge is None else charge.rounded) != got:
+            problems.append(f"{key}: stream cost {got}, the recomputed quantity priced {charge.rounded if charge else None}")
+    missing = sorted((set(finals) | set(corrections)) - seen)
+    problems += [f"{k}: no cost record" for k in missing[:3]]
     return problems
 
 

@@ -149,7 +149,14 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
     from clickhouse.client import open_storage
     from clickhouse.migrate import migrate
     from clickhouse.queries import StorageReader, run_query
-    from jobs.cli.demo_money import AlertsRun, check_alerts, check_balances, record_grants, render_alerts
+    from jobs.cli.demo_money import (
+        AlertsRun,
+        check_alerts,
+        check_balances,
+        check_stream_costs,
+        record_grants,
+        render_alerts,
+    )
     from jobs.config import load_config, load_stack
     from jobs.demo import (
         api_disagreements,
@@ -300,6 +307,7 @@ def run_demo(workdir: Path, events: int, seed: int, say: Callable[[str], None]) 
         loaded_alerts = run_query(storage, "alerts", {"customer": "", "meter": ""})
         say(render_alerts(check_alerts(result, config, expected.finals, expected.corrections, loaded_alerts, events)))
         say(check_balances(result, config, storage, expected, events, datetime.now(UTC)))
+        check_stream_costs(result, config, storage, expected)
     disagreements = api_disagreements(api.lines, [(v.status, v.reason) for v in api.verdicts], config)
     result.check(
         "ingestion API verdicts",

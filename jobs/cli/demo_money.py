@@ -27,6 +27,7 @@ from jobs.demo_money import (
     demo_grant_rows,
     demo_grants,
     expected_balances,
+    stream_cost_problems,
 )
 from udfs.credits import Balance, Rollover
 from udfs.periods import from_epoch_millis
@@ -121,6 +122,24 @@ def render_alerts(alerts: Sequence[Mapping[str, Any]]) -> str:
     for (customer, rule, start), items in sorted(rows.items()):
         lines.append(f"     {customer:<12} {rule:<10} {from_epoch_millis(start):%Y-%m-%d}  " + ", ".join(items))
     return "\n".join(lines)
+
+
+def check_stream_costs(result: Comparison, config: Config, storage: Storage, expected: Any) -> None:
+    """The cost the alert evaluator rated in the stream (the ``costs`` table, newest per key) against the recomputation."""
+    columns = ("customer_id", "meter", "group_key", "period_start_ms", "quantity", "cost", "is_final")
+    sql = (
+        "SELECT customer_id, meter, group_key, toUnixTimestamp64Milli(period_start), toString(quantity), toString(cost), "
+        "is_final FROM costs FINAL"
+    )
+    rows = [dict(zip(columns, values, strict=True)) for values in storage.query_rows(sql)]
+    problems = stream_cost_problems(rows, expected.finals, expected.corrections, config)
+    result.check(
+        "stream-rated cost",
+        bool(rows) and not problems,
+        f"{len(rows)} (customer, meter, group, period) costs rated by metering alerts run (table costs); "
+        f"{len(problems)} differ from the recomputed totals priced by the rate cards"
+        + (f" (e.g. {problems[0]})" if problems else ""),
+    )
 
 
 def record_grants(config: Config, events: int, now: datetime) -> list[str]:

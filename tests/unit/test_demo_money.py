@@ -21,6 +21,7 @@ from jobs.demo_money import (
     demo_grant_rows,
     demo_grants,
     expected_balances,
+    stream_cost_problems,
 )
 from udfs.alerting import alert_id
 from udfs.credits import burn
@@ -142,3 +143,16 @@ def test_the_most_severe_credit_alert_of_each_period_follows_the_recomputed_cred
     globex = {("globex", "api_calls", "{}", k[3]): v for k, v in finals.items()}
     assert credit_alert_problems(globex, config, rich, []) == []
     assert "expected None" in credit_alert_problems(globex, config, rich, [{**credit("0", MARCH), "customer_id": "globex"}])[0]
+
+
+def test_the_stream_rated_cost_must_be_the_corrected_final_priced(config: Config) -> None:
+    """A final's stream cost counts its corrections; the quantity and its price are both checked."""
+    key = ("acme", "api_calls", "{}", MARCH)
+    finals, corrections = {key: (Decimal(101_000), 101_000)}, {key: (Decimal(5_000), 5_000)}
+    row = {"customer_id": "acme", "meter": "api_calls", "group_key": "{}", "period_start_ms": MARCH, "is_final": True}
+    good = {**row, "quantity": "106000", "cost": "20.50"}  # 1,000 free, 100,000 at 0.0002, 5,000 at 0.0001
+    assert stream_cost_problems([good], finals, corrections, config) == []
+    assert "recomputed 106000" in stream_cost_problems([{**good, "quantity": "101000"}], finals, corrections, config)[0]
+    assert "priced 20.50" in stream_cost_problems([{**good, "cost": "20.00"}], finals, corrections, config)[0]
+    assert "still provisional" in stream_cost_problems([{**good, "is_final": False}], finals, corrections, config)[0]
+    assert "no cost record" in stream_cost_problems([], finals, corrections, config)[0]
