@@ -224,7 +224,7 @@ def grant(customer: str, amount: str) -> dict[str, Any]:
 
 def wait_consumed(bootstrap: str, topic: str, count: int, service: Service, timeout_s: float = 60) -> None:
     """Until the evaluator's committed offset of ``topic`` (one partition) reaches ``count``."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     from jobs.alerts.service import GROUP
 
@@ -232,9 +232,13 @@ def wait_consumed(bootstrap: str, topic: str, count: int, service: Service, time
     try:
         deadline = time.monotonic() + timeout_s
         while True:
-            [committed] = admin.committed([TopicPartition(topic, 0)], timeout=10)
-            if committed.offset >= count:
-                return
+            try:
+                [committed] = admin.committed([TopicPartition(topic, 0)], timeout=10)
+            except KafkaException:  # the group's coordinator still moving or loading (NOT_COORDINATOR): ask again
+                pass
+            else:
+                if committed.offset >= count:
+                    return
             assert time.monotonic() < deadline, service.log.read_text()[-3000:]
             assert service.process is not None and service.process.poll() is None, service.log.read_text()[-3000:]
             time.sleep(0.3)

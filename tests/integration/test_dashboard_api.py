@@ -514,6 +514,7 @@ def test_the_pages_own_script_fetches_only_the_api(client: Any) -> None:
         "/api/series",
         "/api/finals",
         "/api/health",
+        "/api/cost",
     }
 
 
