@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -391,17 +391,8 @@ def expected_balances(
     return out
 
 
-BALANCE_FIELDS = (
-    "granted",
-    "consumed_settled",
-    "consumed_pending",
-    "remaining_settled",
-    "remaining",
-    "expired",
-    "voided",
-    "uncovered_settled",
-    "uncovered_pending",
-)
+#: The amounts of a balance (udfs/credits.py ``Balance``'s decimal fields), each compared.
+BALANCE_FIELDS = tuple(f.name for f in fields(Balance) if f.type in ("Decimal", Decimal))
 
 
 def balance_problems(expected: Mapping[str, Balance], read: Mapping[str, Balance]) -> list[str]:
