@@ -15,6 +15,12 @@ through the demo's grants.
   finals priced by the rate cards (udfs/invoicing.py, as the final cost check) and, on the
   invoice of the period the correction was loaded in, the recomputed corrections. ``burn`` of
   those must give the balance `metering credits show` reads from ClickHouse, exactly.
+- **Stream-rated cost.** Every row of the ``costs`` table must be the recomputed final with its
+  corrections, priced by the card.
+
+Why one module: the demo's rules, grants and the checks that judge what they produce are one
+contract with the recomputation (jobs/demo.py); apart, a rule's threshold and the check that
+relies on it staying far from the recomputed values would drift.
 """
 
 from __future__ import annotations
