@@ -312,4 +312,7 @@ def test_every_folder_of_package_data_is_a_listed_package() -> None:
 
 def test_readme_demo_time_is_the_measured_one() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert re.search(r"about 6.7 minutes", readme) and "about\n4 minutes" not in readme and "about 4 minutes" not in readme
+    # Measured from the demo's stages (8 min 29 s with the stack up, the alert evaluator beside the job) plus
+    # installing and starting Kafka and Flink.
+    assert re.search(r"about 10 minutes", readme) and "about\n4 minutes" not in readme and "about 4 minutes" not in readme
+    assert "6–7 minutes" not in readme
