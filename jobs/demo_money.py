@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -36,9 +36,9 @@ from typing import Any
 from clickhouse.credits import currency_of
 from jobs.config import Config
 from udfs.alerting import AlertRule, RuleKind
-from udfs.credits import Balance, CostLine, Grant, Rollover, burn
-from udfs.invoicing import CorrectionRecord, FinalTotal, build_invoice, corrected_total
-from udfs.periods import Period, billing_period, epoch_millis, from_epoch_millis, rfc3339_millis
+from udfs.credits import Balance, CostLine, Grant, Rollover, burn, period_cost_lines
+from udfs.invoicing import CorrectionRecord, FinalTotal, corrected_total
+from udfs.periods import billing_period, epoch_millis, from_epoch_millis, rfc3339_millis
 
 #: (customer, meter, group, period start ms), as jobs/demo.py keys totals.
 Key = tuple[str, str, str, int]
@@ -304,15 +304,16 @@ def stream_cost_problems(
 # --- credits -------------------------------------------------------------------------------------
 
 
-def _invoice_totals(
+def _cost_lines(
     customer: str,
     finals: Mapping[Key, tuple[Decimal, int]],
     corrections: Mapping[Key, tuple[Decimal, int]],
     config: Config,
     now: datetime,
-) -> list[tuple[Period, Decimal, bool]]:
-    """The customer's invoices as ``(period, rounded total, settled at now)``: its recomputed finals priced per billing
-    period, and the recomputed corrections priced on the invoice of the period holding ``now`` (loaded just before)."""
+) -> list[CostLine]:
+    """The customer's invoices as cost lines (udfs.credits.period_cost_lines, the store's rule): its recomputed finals
+    priced per billing period, and the recomputed corrections on the invoice of the period holding ``now`` (loaded
+    just before)."""
     aggregation = {m.name: str(m.aggregation) for m in config.meters}
     cycle = config.billing.policy_for(customer).cycle
     totals = [
@@ -325,13 +326,7 @@ def _invoice_totals(
         for (c, meter, group, start), (value, _) in corrections.items()
         if c == customer
     ]
-    periods = sorted({t.period for t in totals} | ({billing_period(now, cycle)} if records else set()), key=lambda p: p.start)
-    out = []
-    for period in periods:
-        settled = now >= period.end
-        invoice = build_invoice(customer, period, totals, records, config.rating, as_of=now, is_final=settled)
-        out.append((period, invoice.rounded, settled))
-    return out
+    return period_cost_lines(customer, totals, [], records, config.rating, cycle, now)
 
 
 def credit_alert_problems(
@@ -350,12 +345,10 @@ def credit_alert_problems(
         for customer in sorted({g.customer for g in grants if rule.applies_to(g.customer)}):
             cycle = config.billing.policy_for(customer).cycle
             own = [g for g in grants if g.customer == customer]
-            invoices = _invoice_totals(customer, finals, {}, config, datetime.max.replace(tzinfo=UTC))
-            for index, (period, _, _) in enumerate(invoices):
-                lines = [
-                    CostLine(rfc3339_millis(p.start), p.end, amount, i < index)
-                    for i, (p, amount, _) in enumerate(invoices[: index + 1])
-                ]
+            invoices = _cost_lines(customer, finals, {}, config, datetime.max.replace(tzinfo=UTC))
+            for index, invoice in enumerate(invoices):
+                period = billing_period(datetime.fromisoformat(invoice.label.replace("Z", "+00:00")), cycle)
+                lines = [replace(line, settled=i < index) for i, line in enumerate(invoices[: index + 1])]
                 left = burn(own, [], lines, cycle, period.end - timedelta(milliseconds=1)).remaining
                 due = min((t for t in rule.thresholds if t >= left), default=None)
                 fired = [
@@ -388,10 +381,7 @@ def expected_balances(
     """
     out: dict[str, Balance] = {}
     for customer in sorted({g.customer for g in grants}):
-        lines = [
-            CostLine(rfc3339_millis(period.start), period.end, amount, settled)
-            for period, amount, settled in _invoice_totals(customer, finals, corrections, config, now)
-        ]
+        lines = _cost_lines(customer, finals, corrections, config, now)
         cycle = config.billing.policy_for(customer).cycle
         out[customer] = burn([g for g in grants if g.customer == customer], [], lines, cycle, now)
     return out
